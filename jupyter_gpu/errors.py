@@ -1,0 +1,88 @@
+"""The typed exceptions a user can see, and the one table that maps wire error codes to them."""
+from __future__ import annotations
+
+
+class GpuError(Exception):
+    """Base class of every jupyter-gpu error."""
+
+    code = "internal"
+
+
+class ConnectionLost(GpuError):
+    """The backend could not be reached, or the connection to it broke."""
+
+    code = "connection_lost"
+
+
+class AuthError(GpuError):
+    """The backend refused the token."""
+
+    code = "unauthorized"
+
+
+class ProtocolMismatch(GpuError):
+    """A message did not follow the protocol (or the two sides speak different versions)."""
+
+    code = "protocol"
+
+
+class NoSuchDevice(GpuError):
+    """No runtime offers the requested GPU type."""
+
+    code = "no_device"
+
+
+class WorkerLost(GpuError):
+    """The worker died (segfault, OOM, os._exit, killed) while running the cell."""
+
+    code = "worker_lost"
+
+
+class WorkerStartFailed(GpuError):
+    """A worker could not be started."""
+
+    code = "worker_start_failed"
+
+
+class SerializationError(GpuError):
+    """A value could not be pickled or unpickled; the message names the variable."""
+
+    code = "serialization"
+
+
+class RemoteValueLost(GpuError):
+    """A value that lived only on a worker is gone with that worker."""
+
+    code = "remote_value_lost"
+
+
+class PayloadTooLarge(GpuError):
+    code = "payload_too_large"
+
+
+class BadRequest(GpuError):
+    code = "bad_request"
+
+
+ERRORS_BY_CODE: dict[str, type[GpuError]] = {
+    cls.code: cls
+    for cls in (
+        GpuError,
+        ConnectionLost,
+        AuthError,
+        ProtocolMismatch,
+        NoSuchDevice,
+        WorkerLost,
+        WorkerStartFailed,
+        SerializationError,
+        RemoteValueLost,
+        PayloadTooLarge,
+        BadRequest,
+    )
+}
+
+
+def from_failure(header: dict) -> GpuError:
+    """Turn a ``failure`` message ({code, message}) into the matching exception."""
+    cls = ERRORS_BY_CODE.get(header.get("code", ""), GpuError)
+    return cls(header.get("message", "unknown failure"))
