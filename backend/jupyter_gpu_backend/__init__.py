@@ -1,0 +1,1 @@
+"""The jupyter-gpu control plane: gateway, scheduler, runtimes."""

@@ -1,0 +1,268 @@
+"""The backend's only door: token checks, the kernel and worker websockets, and REST status.
+
+Kernel connections: ``/ws/session/{session_id}`` with ``Authorization: token T``.  Worker
+connections: ``/ws/worker`` with the one-time secret its runtime gave it.  A malformed message
+closes only the connection that sent it (with a close reason naming the problem); the backend
+keeps serving everyone else.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+from jupyter_gpu import __version__, protocol, shm
+from jupyter_gpu.errors import GpuError
+
+from .config import BackendConfig, hash_token
+from .scheduler import Conn, Scheduler
+
+log = logging.getLogger("jupyter_gpu_backend")
+
+CLOSE_POLICY = 1008  # wrong credentials
+CLOSE_PROTOCOL = 1002
+CLOSE_TOO_BIG = 1009
+RECONNECT_GRACE = 30.0  # a kernel's workers outlive a dropped connection this long
+
+
+class Disconnected(Exception):
+    pass
+
+
+def token_of(headers, query) -> str:
+    auth = headers.get("authorization", "")
+    for scheme in ("token ", "bearer "):
+        if auth.lower().startswith(scheme):
+            return auth[len(scheme) :].strip()
+    return query.get("token", "")
+
+
+async def recv_frame(ws: WebSocket):
+    msg = await ws.receive()
+    if msg["type"] == "websocket.disconnect":
+        raise Disconnected()
+    data = msg.get("bytes")
+    return data if data is not None else msg.get("text", "")
+
+
+class Gateway:
+    def __init__(self, config: BackendConfig, scheduler: Scheduler):
+        self.config = config
+        self.scheduler = scheduler
+        self.clients = 0
+        self.last_client_left = time.monotonic()
+        self._close_tasks: dict[str, asyncio.TimerHandle] = {}
+        self.host_id = shm.host_id()
+
+    def user_of(self, token: str) -> str | None:
+        if token and secrets.compare_digest(hash_token(token), self.config.token_hash):
+            return "local"
+        return None
+
+    # -- kernel side ---------------------------------------------------------------------------
+    async def session_ws(self, ws: WebSocket, session_id: str) -> None:
+        user = self.user_of(token_of(ws.headers, ws.query_params))
+        if user is None:
+            await ws.close(code=CLOSE_POLICY, reason="missing or wrong token")
+            return
+        await ws.accept()
+        session = self.scheduler.session(session_id, user)
+        pending_close = self._close_tasks.pop(session_id, None)
+        if pending_close is not None:
+            pending_close.cancel()
+        conn = Conn(ws)
+        session.conn = conn
+        self.clients += 1
+        try:
+            await conn.send(
+                {
+                    "type": protocol.WELCOME,
+                    "version": __version__,
+                    "protocol": protocol.PROTOCOL_VERSION,
+                    "session": session_id,
+                    "host_id": self.host_id if self.scheduler.runtime.shares_host else None,
+                    "runtime": self.scheduler.runtime.name,
+                    "offers": self.scheduler.runtime.offers(),
+                    "default_gpu": self.scheduler.runtime.default_gpu(),
+                }
+            )
+            while True:
+                frame = await recv_frame(ws)
+                try:
+                    header, inline = protocol.parse_first(frame)
+                    await self.on_client_message(session, header, inline, ws)
+                except protocol.ProtocolError as e:
+                    await conn.send(protocol.failure("protocol", f"malformed message: {e}"))
+                    await ws.close(code=CLOSE_PROTOCOL, reason=str(e)[:120])
+                    return
+        except (Disconnected, WebSocketDisconnect):
+            pass
+        finally:
+            self.clients -= 1
+            if session.conn is conn:
+                session.conn = None
+                loop = asyncio.get_running_loop()
+                self._close_tasks[session_id] = loop.call_later(
+                    RECONNECT_GRACE, lambda: asyncio.ensure_future(self._close_session(session_id))
+                )
+            if self.clients == 0:
+                self.last_client_left = time.monotonic()
+
+    async def _close_session(self, session_id: str) -> None:
+        self._close_tasks.pop(session_id, None)
+        session = self.scheduler.sessions.get(session_id)
+        if session is not None and session.conn is None:
+            await self.scheduler.close_session(session)
+
+    async def on_client_message(self, session, header: dict, inline, ws: WebSocket) -> None:
+        kind = header["type"]
+        if kind == protocol.EXECUTE:
+            await self.on_execute(session, header, inline, ws)
+        elif kind == protocol.INTERRUPT:
+            await self.scheduler.interrupt(session, header.get("cell", ""))
+        elif kind == protocol.KILL:
+            await self.scheduler.kill(session, header.get("cell", ""))
+        elif kind == protocol.RELEASE:
+            n = await self.scheduler.release(session)
+            await session.conn.send({"type": protocol.STATUS_REPLY, "released": n, **self.scheduler.status(session)})
+        elif kind == protocol.STATUS:
+            await session.conn.send({"type": protocol.STATUS_REPLY, **self.scheduler.status(session)})
+        else:
+            await session.conn.send(protocol.failure("bad_request", f"unknown message type {kind!r}"))
+
+    async def on_execute(self, session, header: dict, inline, ws: WebSocket) -> None:
+        size = protocol.payload_size(header)
+        cell = header.get("cell")
+        if not isinstance(cell, str) or not isinstance(header.get("code"), str):
+            await self._drain(header, ws)
+            await self._fail(session, cell, "bad_request", "execute needs a string 'cell' and 'code'")
+            return
+        if size > self.config.max_payload:
+            await self._drain(header, ws)
+            await self._fail(
+                session, cell, "payload_too_large",
+                f"cell inputs are {size} bytes; this backend accepts at most {self.config.max_payload}",
+            )
+            return
+        try:
+            run = self.scheduler.begin(session, header)
+        except GpuError as e:
+            await self._drain(header, ws)
+            await self._fail(session, cell, e.code, str(e))
+            return
+        if self.scheduler.stale(session, run, header):
+            await self._drain(header, ws)
+            await session.emit({"type": protocol.RESEND, "cell": cell, "reason": "the worker holding your values is gone"})
+            return
+        lease = self.scheduler.warm_lease(session, run.gpu)
+        if lease is not None:
+            # warm path: forward frames as they arrive, no buffering
+            frames = _iter_frames(header, ws)
+            try:
+                await self.scheduler.dispatch(run, lease, header, inline, more=frames)
+            except (Disconnected, WebSocketDisconnect, protocol.ProtocolError):
+                # the worker holds half a message: it cannot be trusted with the next one
+                lease.worker.killed_reason = "the kernel disconnected in the middle of sending the cell"
+                self.scheduler.runtime.kill(lease.worker.handle)
+                raise
+            async for _ in frames:  # what a failed send left unread
+                pass
+            return
+        frames = [f async for f in _iter_frames(header, ws)]
+        asyncio.ensure_future(self._cold_execute(run, header, inline, frames))
+
+    async def _cold_execute(self, run, header, inline, frames) -> None:
+        try:
+            lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
+        except GpuError as e:
+            await self._fail(run.session, run.id, e.code, str(e))
+            return
+        await self.scheduler.dispatch(run, lease, header, inline, frames)
+
+    async def _fail(self, session, cell, code: str, message: str) -> None:
+        await session.emit(protocol.failure(code, message, cell=cell))
+
+    async def _drain(self, header: dict, ws: WebSocket) -> None:
+        async for _ in _iter_frames(header, ws):
+            pass
+
+    # -- worker side ---------------------------------------------------------------------------
+    async def worker_ws(self, ws: WebSocket) -> None:
+        worker_id = ws.headers.get("x-worker-id", "")
+        secret = ws.headers.get("x-worker-secret", "")
+        if worker_id not in self.scheduler.pending:
+            await ws.close(code=CLOSE_POLICY, reason="unknown worker")
+            return
+        await ws.accept()
+        conn = Conn(ws)
+        try:
+            header, _ = protocol.parse_first(await recv_frame(ws))
+            if header["type"] != protocol.REGISTER:
+                raise protocol.ProtocolError("a worker's first message must be 'register'")
+            worker = self.scheduler.register(worker_id, secret, conn, header)
+        except (protocol.ProtocolError, PermissionError) as e:
+            await conn.send(protocol.failure("unauthorized", str(e)))
+            await ws.close(code=CLOSE_POLICY, reason=str(e)[:120])
+            return
+        except (Disconnected, WebSocketDisconnect):
+            return
+        await conn.send({"type": protocol.REGISTERED, "worker": worker.id})
+        try:
+            while True:
+                header, inline = protocol.parse_first(await recv_frame(ws))
+                frames = [f async for f in _iter_frames(header, ws)]
+                await self.scheduler.worker_event(worker, header, inline, frames)
+        except (Disconnected, WebSocketDisconnect):
+            pass
+        except protocol.ProtocolError as e:
+            log.warning("worker %s sent a malformed message: %s", worker.id, e)
+            await ws.close(code=CLOSE_PROTOCOL, reason=str(e)[:120])
+        finally:
+            await self.scheduler.worker_gone(worker)
+
+
+async def _iter_frames(header: dict, ws: WebSocket):
+    for _ in range(protocol.follow_frames(header)):
+        frame = await recv_frame(ws)
+        if isinstance(frame, str):
+            raise protocol.ProtocolError("expected a binary payload frame, got a text frame")
+        yield frame
+
+
+def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Gateway]:
+    gateway = Gateway(config, scheduler)
+    app = FastAPI(title="jupyter-gpu backend", version=__version__)
+
+    def authorized(request: Request) -> bool:
+        return gateway.user_of(token_of(request.headers, request.query_params)) is not None
+
+    @app.get("/api/health")
+    async def health(request: Request):
+        if not authorized(request):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        return {"ok": True, "version": __version__, "runtime": scheduler.runtime.name, "clients": gateway.clients}
+
+    @app.get("/api/status")
+    async def status(request: Request):
+        if not authorized(request):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        return {
+            "runtime": scheduler.runtime.name,
+            "offers": scheduler.runtime.offers(),
+            "sessions": {sid: scheduler.status(s) for sid, s in scheduler.sessions.items()},
+        }
+
+    @app.websocket("/ws/session/{session_id}")
+    async def session_ws(ws: WebSocket, session_id: str):
+        await gateway.session_ws(ws, session_id)
+
+    @app.websocket("/ws/worker")
+    async def worker_ws(ws: WebSocket):
+        await gateway.worker_ws(ws)
+
+    return app, gateway

@@ -1,0 +1,363 @@
+"""Sessions, workers and leases: who runs which cell, cold starts, keep-warm and scale to zero.
+
+One session = one notebook kernel.  A session leases at most one worker per GPU type; the lease
+stays warm for ``keep_warm`` seconds after its last cell, then the worker is stopped (scale to
+zero).  A worker that served one session never serves another (issue 4 adds pools per user).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from jupyter_gpu import protocol
+from jupyter_gpu.errors import NoSuchDevice, WorkerStartFailed
+
+log = logging.getLogger("jupyter_gpu_backend")
+
+
+class Conn:
+    """A websocket plus the lock that keeps a multi-frame message in one piece."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.lock = asyncio.Lock()
+        self.open = True
+
+    async def send_frames(self, frames, more=None) -> bool:
+        """Send ``frames`` and then, if given, the frames of the async iterator ``more``.
+
+        Returns False when this connection is broken; errors of ``more`` itself propagate.
+        """
+        async with self.lock:
+            for f in frames:
+                if not await self._send(f):
+                    return False
+            if more is not None:
+                async for f in more:
+                    if not await self._send(f):
+                        return False
+        return True
+
+    async def _send(self, frame) -> bool:
+        if not self.open:
+            return False
+        try:
+            await self.ws.send_bytes(frame if isinstance(frame, bytes) else bytes(frame))
+            return True
+        except Exception:
+            self.open = False
+            return False
+
+    async def send(self, header: dict, buffers=()) -> bool:
+        return await self.send_frames(protocol.encode(header, buffers))
+
+
+@dataclass
+class Worker:
+    id: str
+    gpu: str
+    handle: object  # the runtime's handle
+    registered: asyncio.Future
+    conn: Conn | None = None
+    info: dict = field(default_factory=dict)
+    session: "Session | None" = None
+    cell: "CellRun | None" = None
+    killed_reason: str | None = None
+    t_start: float = field(default_factory=time.monotonic)
+    startup_s: float = 0.0
+
+    @property
+    def device(self) -> str:
+        return self.info.get("device", self.gpu)
+
+
+@dataclass
+class Lease:
+    session: "Session"
+    gpu: str
+    worker: Worker
+    keep_warm: float
+    idle_since: float | None = None
+    expiry: asyncio.TimerHandle | None = None
+
+    def keep_warm_left(self) -> float | None:
+        if self.idle_since is None:
+            return None
+        return max(0.0, self.keep_warm - (time.monotonic() - self.idle_since))
+
+
+@dataclass
+class CellRun:
+    id: str
+    session: "Session"
+    gpu: str
+    t_submit: float
+    cold_start: float = 0.0
+    cold: bool = False
+    t_dispatch: float = 0.0
+    worker: Worker | None = None
+    interrupts: int = 0
+
+
+@dataclass
+class Session:
+    id: str
+    user: str
+    conn: Conn | None = None
+    leases: dict = field(default_factory=dict)  # gpu -> Lease
+    seq: int = 0
+
+    async def emit(self, header: dict, inline=b"", frames=()) -> None:
+        """Stamp the session's next sequence number and send an event to the kernel."""
+        self.seq += 1
+        header["seq"] = self.seq
+        if self.conn is not None:
+            await self.conn.send_frames([protocol.with_header(header, inline), *frames])
+
+
+class Scheduler:
+    def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0):
+        self.runtime = runtime
+        self.keep_warm = keep_warm
+        self.start_timeout = start_timeout
+        self.sessions: dict[str, Session] = {}
+        self.workers: dict[str, Worker] = {}
+        self.pending: dict[str, tuple[str, Worker]] = {}  # worker id -> (one-time secret, worker)
+
+    # -- sessions ------------------------------------------------------------------------------
+    def session(self, session_id: str, user: str) -> Session:
+        s = self.sessions.get(session_id)
+        if s is None:
+            s = self.sessions[session_id] = Session(session_id, user)
+        elif s.user != user:
+            raise PermissionError(f"session {session_id} belongs to another user")
+        return s
+
+    def warm_lease(self, session: Session, gpu: str) -> Lease | None:
+        lease = session.leases.get(gpu)
+        if lease and lease.worker.conn and lease.worker.conn.open and lease.worker.cell is None:
+            return lease
+        return None
+
+    # -- running a cell ------------------------------------------------------------------------
+    def begin(self, session: Session, header: dict) -> CellRun:
+        gpu = header.get("gpu") or self.runtime.default_gpu()
+        if gpu not in self.runtime.offers():
+            raise NoSuchDevice(
+                f"no runtime offers GPU type {gpu!r}; the {self.runtime.name} runtime offers: "
+                + ", ".join(self.runtime.offers())
+            )
+        return CellRun(header["cell"], session, gpu, time.monotonic())
+
+    def stale(self, session: Session, run: CellRun, header: dict) -> bool:
+        """True when the kernel assumed values on a worker this session no longer has."""
+        expect = header.get("expect_worker")
+        lease = session.leases.get(run.gpu)
+        return bool(expect) and (lease is None or lease.worker.id != expect)
+
+    async def lease_for(self, run: CellRun, keep_warm: float | None) -> Lease:
+        session = run.session
+        lease = session.leases.get(run.gpu)
+        if lease is not None and lease.worker.conn and lease.worker.conn.open:
+            return lease
+        run.cold = True
+        await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
+        t0 = time.monotonic()
+        worker = await self.start_worker(run.gpu)
+        run.cold_start = time.monotonic() - t0
+        lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm)
+        worker.session = session
+        session.leases[run.gpu] = lease
+        return lease
+
+    async def dispatch(self, run: CellRun, lease: Lease, header: dict, inline, frames=(), more=None) -> None:
+        if lease.expiry is not None:
+            lease.expiry.cancel()
+            lease.expiry = None
+        lease.idle_since = None
+        worker = lease.worker
+        worker.cell = run
+        run.worker = worker
+        run.t_dispatch = time.monotonic()
+        header["session"] = run.session.id
+        header.pop("seq", None)
+        ok = await worker.conn.send_frames([protocol.with_header(header, inline), *frames], more)
+        if not ok:
+            await self.worker_gone(worker)
+
+    async def start_worker(self, gpu: str) -> Worker:
+        worker_id = f"w-{secrets.token_hex(4)}"
+        secret = secrets.token_urlsafe(24)
+        loop = asyncio.get_running_loop()
+        worker = Worker(worker_id, gpu, None, loop.create_future())
+        self.pending[worker_id] = (secret, worker)
+        try:
+            worker.handle = await self.runtime.start(gpu, worker_id, secret)
+            done, _ = await asyncio.wait(
+                [worker.registered, worker.handle.exited],
+                timeout=self.start_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if worker.registered not in done:
+                self.runtime.kill(worker.handle)
+                why = "did not register in time" if not done else "exited before registering"
+                raise WorkerStartFailed(
+                    f"worker for {gpu} {why}; its log ends with:\n{self.runtime.log_tail(worker.handle)}"
+                )
+        finally:
+            self.pending.pop(worker_id, None)
+        self.workers[worker_id] = worker
+        return worker
+
+    def register(self, worker_id: str, secret: str, conn: Conn, info: dict) -> Worker:
+        entry = self.pending.get(worker_id)
+        if entry is None or not secrets.compare_digest(entry[0], secret):
+            raise PermissionError("unknown worker or wrong registration secret")
+        worker = entry[1]
+        self.pending.pop(worker_id)  # the secret is one-time
+        worker.conn = conn
+        worker.info = info
+        worker.startup_s = info.get("startup_s", 0.0)
+        if not worker.registered.done():
+            worker.registered.set_result(worker)
+        return worker
+
+    async def worker_event(self, worker: Worker, header: dict, inline, frames) -> None:
+        run = worker.cell
+        if run is None or header.get("cell") != run.id:
+            return  # a late event of a cell that already ended (e.g. after a kill)
+        if header["type"] == protocol.DONE:
+            header["timings"] = {
+                **header.get("timings", {}),
+                "queue": 0.0,
+                "cold_start": run.cold_start,
+                "run": time.monotonic() - run.t_dispatch,
+                "worker_start": worker.startup_s if run.cold else 0.0,
+            }
+            header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold)
+            worker.cell = None
+            self._idle(run.session.leases.get(run.gpu))
+        await run.session.emit(header, inline, frames)
+
+    def _idle(self, lease: Lease | None) -> None:
+        if lease is None:
+            return
+        lease.idle_since = time.monotonic()
+        loop = asyncio.get_running_loop()
+        lease.expiry = loop.call_later(
+            lease.keep_warm, lambda: asyncio.ensure_future(self.expire(lease))
+        )
+
+    async def expire(self, lease: Lease) -> None:
+        if lease.worker.cell is None and lease.session.leases.get(lease.gpu) is lease:
+            log.info("keep-warm of %s expired: stopping %s", lease.session.id, lease.worker.id)
+            await self.stop_lease(lease)
+
+    async def stop_lease(self, lease: Lease) -> None:
+        if lease.expiry is not None:
+            lease.expiry.cancel()
+        lease.session.leases.pop(lease.gpu, None)
+        await self.stop_worker(lease.worker)
+
+    async def stop_worker(self, worker: Worker) -> None:
+        self.workers.pop(worker.id, None)
+        if worker.conn is not None:
+            await worker.conn.send({"type": protocol.SHUTDOWN})
+        if worker.handle is not None:
+            await self.runtime.stop(worker.handle)
+
+    async def worker_gone(self, worker: Worker) -> None:
+        """The worker's connection closed: fail its cell (with the cause) and drop its lease."""
+        if worker.conn is not None:
+            worker.conn.open = False
+        self.workers.pop(worker.id, None)
+        run, worker.cell = worker.cell, None
+        session = worker.session
+        if session is not None:
+            lease = session.leases.get(worker.gpu)
+            if lease is not None and lease.worker is worker:
+                if lease.expiry is not None:
+                    lease.expiry.cancel()
+                session.leases.pop(worker.gpu, None)
+        if run is None:
+            return
+        cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
+        what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {cause}"
+        status = "killed" if worker.killed_reason else "lost"
+        await run.session.emit(
+            {
+                "type": protocol.ERROR,
+                "cell": run.id,
+                "ename": "WorkerLost",
+                "evalue": f"{what}. Its namespace is lost; the next cell starts a new worker.",
+                "traceback": [],
+            }
+        )
+        await run.session.emit(
+            {
+                "type": protocol.DONE,
+                "cell": run.id,
+                "status": status,
+                "timings": {"queue": 0.0, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch},
+                "worker": worker.id,
+                "gpu": worker.gpu,
+                "device": worker.device,
+                "cold": run.cold,
+            }
+        )
+
+    # -- control requests ----------------------------------------------------------------------
+    def _running(self, session: Session, cell: str) -> Worker | None:
+        for lease in session.leases.values():
+            if lease.worker.cell is not None and lease.worker.cell.id == cell:
+                return lease.worker
+        return None
+
+    async def interrupt(self, session: Session, cell: str) -> None:
+        worker = self._running(session, cell)
+        if worker is not None and worker.conn is not None:
+            worker.cell.interrupts += 1
+            await worker.conn.send({"type": protocol.INTERRUPT, "cell": cell})
+
+    async def kill(self, session: Session, cell: str) -> None:
+        worker = self._running(session, cell)
+        if worker is not None and worker.handle is not None:
+            worker.killed_reason = f"worker {worker.id} on {worker.device} was killed after a second interrupt"
+            self.runtime.kill(worker.handle)
+
+    async def release(self, session: Session) -> int:
+        leases = list(session.leases.values())
+        for lease in leases:
+            await self.stop_lease(lease)
+        return len(leases)
+
+    def status(self, session: Session) -> dict:
+        leases = []
+        for lease in session.leases.values():
+            w = lease.worker
+            leases.append(
+                {
+                    "gpu": lease.gpu,
+                    "device": w.device,
+                    "worker": w.id,
+                    "state": "busy" if w.cell is not None else "idle",
+                    "keep_warm": lease.keep_warm,
+                    "keep_warm_left": lease.keep_warm_left(),
+                }
+            )
+        return {"leases": leases, "offers": self.runtime.offers(), "runtime": self.runtime.name}
+
+    async def close_session(self, session: Session) -> None:
+        """The kernel is gone for good: its workers go too (their namespaces are unreachable)."""
+        await self.release(session)
+        self.sessions.pop(session.id, None)
+
+    async def shutdown(self) -> None:
+        for session in list(self.sessions.values()):
+            for lease in list(session.leases.values()):
+                if lease.expiry is not None:
+                    lease.expiry.cancel()
+        await self.runtime.shutdown()

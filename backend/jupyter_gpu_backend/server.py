@@ -1,0 +1,117 @@
+"""Run the backend: `jupyter-gpu serve`, or embedded (started by the first kernel that needs it).
+
+The embedded backend writes a runtime file (URL, token, pid; mode 0600) the way Jupyter writes
+``jpserver-*.json``, and exits once its last client has been gone for ``idle_grace`` seconds,
+taking its workers with it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import time
+
+import uvicorn
+
+from .config import BackendConfig
+from .gateway import create_app
+from .runtimes import make_runtime
+from .scheduler import Scheduler
+
+log = logging.getLogger("jupyter_gpu_backend")
+
+
+def write_runtime_file(path: str, info: dict) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
+def remove_runtime_file(path: str) -> None:
+    try:
+        with open(path) as f:
+            if json.load(f).get("pid") != os.getpid():
+                return  # another backend has taken over the file
+        os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
+class BackendServer:
+    def __init__(self, config: BackendConfig):
+        self.config = config
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((config.host, config.port))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{config.host}:{self.port}"
+        runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker")
+        self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout)
+        self.app, self.gateway = create_app(config, self.scheduler)
+        self.app.router.on_shutdown.append(self.scheduler.shutdown)
+        self.uvicorn = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                log_level="warning",
+                ws_max_size=2 * 1024 * 1024 * 1024,
+                ws_per_message_deflate=False,
+                ws_ping_interval=20,
+                ws_ping_timeout=60,
+                lifespan="on",
+            )
+        )
+
+    async def _watch_idle(self) -> None:
+        while not self.uvicorn.should_exit:
+            await asyncio.sleep(min(1.0, self.config.idle_grace / 4))
+            gone = time.monotonic() - self.gateway.last_client_left
+            if self.gateway.clients == 0 and gone > self.config.idle_grace:
+                log.info("no client for %.1f s: the embedded backend exits", gone)
+                self.uvicorn.should_exit = True
+
+    async def serve(self) -> None:
+        if self.config.runtime_file:
+            write_runtime_file(
+                self.config.runtime_file,
+                {"url": self.url, "token": self.config.token, "pid": os.getpid(), "runtime": self.config.runtime},
+            )
+        watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
+        try:
+            await self.uvicorn.serve(sockets=[self.sock])
+        finally:
+            if watcher:
+                watcher.cancel()
+            await self.scheduler.shutdown()
+            if self.config.runtime_file:
+                remove_runtime_file(self.config.runtime_file)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="jupyter-gpu serve", description="Run the jupyter-gpu backend.")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    ap.add_argument("--runtime", default="local", help="how workers start: local (default)")
+    ap.add_argument("--token", default=os.environ.get("JUPYTER_GPU_TOKEN"), help="client token (default: random)")
+    ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
+    ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
+    ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    config = BackendConfig(host=args.host, port=args.port, runtime=args.runtime, embedded=args.embedded)
+    if args.token:
+        config.token = args.token
+    if args.keep_warm is not None:
+        config.keep_warm = args.keep_warm
+    config.runtime_file = args.runtime_file
+    server = BackendServer(config)
+    if not args.runtime_file:
+        print(f"jupyter-gpu backend at {server.url}  token: {config.token}", flush=True)
+    asyncio.run(server.serve())

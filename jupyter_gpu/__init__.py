@@ -1,0 +1,32 @@
+"""jupyter-gpu: run notebook cells on serverless GPU workers with `%%gpu`.
+
+    %load_ext jupyter_gpu
+
+    %%gpu --gpu H100
+    import torch
+    x = torch.randn(4096, 4096, device="cuda") @ w
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_magics = None
+
+
+def load_ipython_extension(ip) -> None:
+    global _magics
+    from .magics import GpuMagics
+
+    if _magics is None or _magics.shell is not ip:
+        _magics = GpuMagics(ip)
+    ip.register_magics(_magics)
+
+
+def unload_ipython_extension(ip) -> None:
+    if _magics is not None:
+        _magics.session.close()
+
+
+def last_cell() -> dict | None:
+    """The footer record of this kernel's last `%%gpu` cell (None before the first)."""
+    return None if _magics is None else _magics.session.last_footer

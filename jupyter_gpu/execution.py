@@ -1,0 +1,352 @@
+"""Run one `%%gpu` cell: ship its inputs, relay its events as they come, bring its names back.
+
+The cell's own thread does everything: it sends the request, then blocks on the connection and
+publishes each event under the cell's parent header until the final event.  A stop-button press
+(SIGINT) while it waits becomes an interrupt request; a second one asks the backend to kill the
+worker.  The cell keeps draining events either way, so no output is lost.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from . import footer, protocol, serialization, shm
+from .client import BackendClient
+from .embedded import ensure_backend
+from .errors import ConnectionLost, RemoteValueLost, from_failure
+from .names import analyse, inputs_for
+from .publish import Publisher
+from .remote import RemoteValue, rebuild_exception
+
+LIVE_AFTER = 0.5  # a cell still running after this long gets a live status line
+POLL = 0.05  # how often the waiting thread looks at the interrupt flag
+
+
+@dataclass
+class CellOptions:
+    gpu: str | None = None
+    inputs: list | None = None
+    out: list | None = None
+    no_out: bool = False
+    keep_warm: float | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class Held:
+    """What one worker holds for this kernel: name -> content hash of the shared value."""
+
+    worker: str | None = None
+    values: dict = field(default_factory=dict)
+
+
+def _kernel_id() -> str:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+        return name.removeprefix("kernel-").removesuffix(".json")[:36]
+    except Exception:
+        return "kernel"
+
+
+class KernelSession:
+    """One kernel's connection to the backend and its view of the remote namespace."""
+
+    def __init__(self, shell):
+        self.shell = shell
+        # unique per kernel *process*: a restarted kernel must get a fresh remote namespace
+        self.id = f"{_kernel_id()[:8]}-{uuid.uuid4().hex[:8]}"
+        self.client: BackendClient | None = None
+        self.held: dict[str, Held] = {}  # gpu type -> Held
+        self.defaults = CellOptions()
+        self.last_footer: dict | None = None
+        self.host_id = shm.host_id()
+        self.pool: shm.SegmentPool | None = None
+        self.reader = shm.SegmentReader()
+        self._interrupts = 0
+
+    # -- connection ----------------------------------------------------------------------------
+    def connect(self, url: str | None = None, token: str | None = None) -> BackendClient:
+        if self.client is not None and self.client.open and url is None:
+            return self.client
+        if self.client is not None:
+            self.client.close()
+        if url is None:
+            url, token = ensure_backend()
+        self.client = BackendClient(url, token or "", self.id)
+        self.held.clear()
+        return self.client
+
+    def shares_host(self) -> bool:
+        return self.host_id is not None and self.client.welcome.get("host_id") == self.host_id
+
+    def request(self, header: dict, reply_type: str, timeout: float = 30.0) -> dict:
+        client = self.connect()
+        client.send(header)
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = client.recv(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                raise ConnectionLost(f"no {reply_type} from the backend within {timeout:.0f} s")
+            if msg.type == reply_type:
+                return msg.header
+            if msg.type == protocol.FAILURE:
+                raise from_failure(msg.header)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.pool is not None:
+            self.pool.close()
+
+    # -- a cell ----------------------------------------------------------------------------------
+    def run_cell(self, cell_source: str, opts: CellOptions) -> dict:
+        client = self.connect()
+        gpu = opts.gpu or self.defaults.gpu or client.welcome.get("default_gpu", "cpu")
+        keep_warm = opts.keep_warm if opts.keep_warm is not None else self.defaults.keep_warm
+        ns = self.shell.user_ns
+        try:
+            reads, binds = analyse(self.shell.transform_cell(cell_source))
+        except SyntaxError:
+            reads, binds = set(), set()  # the worker reports the error with the cell's line numbers
+        names = opts.inputs if opts.inputs is not None else inputs_for(reads, ns)
+        for n in names:
+            if n not in ns:
+                raise NameError(f"name '{n}' given to --in is not defined")
+        use_shm = self.shares_host()
+        if use_shm and self.pool is None:
+            self.pool = shm.SegmentPool()
+        exec_count = self.shell.execution_count
+        t0 = time.monotonic()
+        base = uuid.uuid4().hex[:12]
+        for attempt in range(2):
+            held = self.held.setdefault(gpu, Held())
+            packer = serialization.Packer(shm_pool=self.pool if use_shm else None)
+            inputs, keep, sent_hashes = self._pack_inputs(names, held, packer)
+            header = {
+                "type": protocol.EXECUTE,
+                "cell": f"{base}.{attempt}",
+                # a leading newline keeps the remote line numbers equal to the notebook cell's
+                "code": "\n" + cell_source,
+                "gpu": gpu,
+                "exec_count": exec_count,
+                "inputs": inputs,
+                "keep": keep,
+                "expect_worker": held.worker if keep else None,
+                "binds": sorted(binds),
+                "out": opts.out,
+                "no_out": opts.no_out,
+                "shm": use_shm,
+                "keep_warm": keep_warm,
+            }
+            sent = client.send(header, packer.buffers) + packer.shm_bytes
+            try:
+                outcome = self._drain(header["cell"], gpu, t0, opts)
+            finally:
+                if self.pool is not None:
+                    self.pool.release_all()  # the worker read our segments before it ran the cell
+            if outcome is None:  # the worker holding our values is gone: send everything again
+                self.held[gpu] = Held()
+                continue
+            break
+        else:
+            raise ConnectionLost("the backend asked twice in a row to resend the cell's inputs")
+        done = outcome.done
+        self._remember(gpu, held, done, sent_hashes, outcome)
+        wall = time.monotonic() - t0
+        f = footer.build(done, wall, {"sent_bytes": sent, "received_bytes": outcome.received})
+        self.last_footer = f
+        Publisher(self.shell).display(footer.bundle(f), {})
+        error = outcome.exception(done)
+        if error is not None:
+            raise error
+        return f
+
+    def _remember(self, gpu: str, held: Held, done: dict, sent_hashes: dict, outcome: "_Outcome") -> None:
+        """Record which values the worker now shares with us, so unchanged ones are not re-sent."""
+        worker = done.get("worker")
+        if done.get("status") in ("killed", "lost") or worker is None:
+            self.held[gpu] = Held()
+            return
+        if held.worker != worker:
+            held = self.held[gpu] = Held(worker)
+        held.values.update(sent_hashes)
+        held.values.update(outcome.hashes)
+        for ref in outcome.refs:
+            ref.worker, ref.gpu, ref.device = worker, gpu, done.get("device", gpu)
+
+    def _pack_inputs(self, names, held: Held, packer) -> tuple[dict, dict, dict]:
+        ns = self.shell.user_ns
+        inputs, keep, hashes = {}, {}, {}
+        for name in names:
+            value = ns[name]
+            if isinstance(value, RemoteValue):
+                if held.worker == value.worker and held.values.get(name) == value.hash:
+                    keep[name] = value.hash
+                    continue
+                raise RemoteValueLost(
+                    f"'{name}' lived only on worker {value.worker} ({value.device}), made by cell [{value.cell}]; "
+                    "that worker is gone (released, crashed, or its keep-warm window ran out). "
+                    "Re-run that cell, or raise --keep-warm."
+                )
+            p = serialization.pickle_value(name, value)
+            hashes[name] = p.hash
+            if held.worker is not None and held.values.get(name) == p.hash:
+                keep[name] = p.hash
+            else:
+                inputs[name] = packer.pack(p)
+        return inputs, keep, hashes
+
+    def _drain(self, cell: str, gpu: str, t0: float, opts: CellOptions):
+        """Publish the cell's events until its final one.  None means: resend the inputs."""
+        pub = Publisher(self.shell)
+        pub.begin()
+        client = self.client
+        prefix = f"jgpu-{self.id}-"
+        live = _LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
+        out = _Outcome()
+        restore = self._trap_sigint()
+        sent_interrupts = 0
+        try:
+            while True:
+                now = time.monotonic()
+                if opts.timeout and now - t0 > opts.timeout and self._interrupts == 0:
+                    self._interrupts = 1  # --timeout: the same path as the stop button
+                wait = max(0.0, live.next_tick - now)
+                if restore is not None:
+                    wait = min(wait, POLL)
+                msg = client.recv(timeout=wait)
+                if self._interrupts > sent_interrupts:
+                    sent_interrupts = self._interrupts
+                    kind = protocol.INTERRUPT if sent_interrupts == 1 else protocol.KILL
+                    client.send({"type": kind, "cell": cell})
+                live.tick()
+                if msg is None:
+                    continue
+                h = msg.header
+                if h.get("cell") not in (cell, None):
+                    continue  # a late event of an earlier attempt
+                kind = h["type"]
+                if kind == protocol.STREAM:
+                    pub.stream(h["name"], h["text"])
+                elif kind == protocol.DISPLAY:
+                    if h.get("kind") == "execute_result":
+                        pub.execute_result(h["data"], h["metadata"], self.shell.execution_count)
+                    else:
+                        transient = dict(h.get("transient") or {})
+                        if "display_id" in transient:  # namespaced: never collides with local ids
+                            transient["display_id"] = prefix + str(transient["display_id"])
+                        pub.display(h["data"], h["metadata"], transient, h.get("update", False))
+                elif kind == protocol.CLEAR_OUTPUT:
+                    pub.clear_output(h.get("wait", False))
+                elif kind == protocol.ERROR:
+                    out.error(h, msg.buffers)
+                elif kind == protocol.RESULT:
+                    out.received += protocol.payload_size(h)
+                    self._take_results(h, msg.buffers, out)
+                elif kind == protocol.PHASE:
+                    live.show(h["phase"])
+                elif kind == protocol.RESEND:
+                    return None
+                elif kind == protocol.FAILURE:
+                    live.clear()
+                    raise from_failure(h)
+                elif kind == protocol.DONE and h.get("status") != "resend":
+                    live.clear()
+                    out.done = h
+                    return out
+        finally:
+            if restore is not None:
+                restore()
+
+    def _take_results(self, h: dict, buffers: list, out: "_Outcome") -> None:
+        ns = self.shell.user_ns
+        for name, spec in h.get("values", {}).items():
+            ns[name] = serialization.unpack(name, spec, buffers, self.reader)
+            out.hashes[name] = spec["h"]
+            out.received += sum(r["n"] for r in [spec["p"], *spec["b"]] if "shm" in r)
+        for name, ref in h.get("refs", {}).items():
+            ns[name] = value = RemoteValue(
+                name, ref["t"], "", "", "", ref["h"], self.shell.execution_count, ref.get("why", "")
+            )
+            out.refs.append(value)
+            out.hashes[name] = ref["h"]
+        if h.get("missing"):
+            print(f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}", file=sys.stderr)
+
+    def _trap_sigint(self):
+        """Turn SIGINT into a counted request while we wait (only possible on the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        self._interrupts = 0
+
+        def on_sigint(signum, frame):
+            self._interrupts += 1
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+
+class _Outcome:
+    """What a cell's events amounted to."""
+
+    def __init__(self):
+        self.done: dict = {}
+        self.received = 0
+        self.hashes: dict = {}
+        self.refs: list = []
+        self._text = None
+        self._obj = None
+
+    def error(self, h: dict, buffers: list) -> None:
+        if "pickled" in h:
+            try:
+                self._obj = serialization.unpack("<exception>", h["pickled"], buffers)
+            except Exception:
+                self._obj = None  # the type name and the text still tell the story
+        else:
+            self._text = (h["ename"], h["evalue"], h.get("traceback", []))
+
+    def exception(self, done: dict) -> BaseException | None:
+        if self._text is None and done.get("status") in ("ok", None):
+            return None
+        ename, evalue, stb = self._text or ("WorkerLost", f"the cell ended with status {done.get('status')}", [])
+        where = f"on worker {done.get('worker')} ({done.get('device')})"
+        return rebuild_exception(ename, evalue, [f"Remote traceback {where}:", *stb], self._obj)
+
+
+class _LiveStatus:
+    """The live status line of a cell that waits (queue, cold start) or runs for a while.
+
+    At the end it is updated to an empty bundle, so only the final footer shows.
+    """
+
+    def __init__(self, pub: Publisher, display_id: str, gpu: str, t0: float):
+        self.pub, self.display_id, self.gpu, self.t0 = pub, display_id, gpu, t0
+        self.shown = False
+        self.phase = "running"
+        self.next_tick = t0 + LIVE_AFTER
+
+    def show(self, phase: str) -> None:
+        self.phase = phase
+        now = time.monotonic()
+        self.pub.display(
+            footer.live_bundle(phase, self.gpu, now - self.t0), {}, {"display_id": self.display_id}, update=self.shown
+        )
+        self.shown = True
+        self.next_tick = now + 1.0
+
+    def tick(self) -> None:
+        if time.monotonic() >= self.next_tick:
+            self.show(self.phase)
+
+    def clear(self) -> None:
+        if self.shown:
+            self.pub.display({}, {}, {"display_id": self.display_id}, update=True)
+            self.shown = False

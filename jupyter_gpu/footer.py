@@ -1,0 +1,74 @@
+"""The cell footer: one display output whose JSON is the cell's cost record in the notebook."""
+from __future__ import annotations
+
+import html
+
+from .pricing import price_for
+
+MIME = "application/vnd.jupyter-gpu.execution+json"
+
+
+def build(done: dict, wall: float, transfer: dict) -> dict:
+    """Footer JSON from the cell's final event, the wall time the kernel measured, and bytes moved."""
+    t = done.get("timings", {})
+    price = price_for(done.get("gpu", "cpu"))
+    billed = t.get("cold_start", 0.0) + t.get("run", 0.0)
+    return {
+        "version": 1,
+        "status": done.get("status", "ok"),
+        "gpu": done.get("gpu"),
+        "device": done.get("device"),
+        "worker": done.get("worker"),
+        "cold": bool(done.get("cold")),
+        "timings": {
+            "queue": t.get("queue", 0.0),
+            "cold_start": t.get("cold_start", 0.0),
+            "load": t.get("load", 0.0),
+            "exec": t.get("exec", 0.0),
+            "post": t.get("post", 0.0),
+            "run": t.get("run", 0.0),
+            "wall": wall,
+        },
+        "billed_seconds": billed,
+        "cost_usd": billed * price.serverless_per_s,
+        "dedicated_usd": wall * price.dedicated_per_h / 3600.0,
+        "price": price.as_dict(),
+        "transfer": transfer,
+    }
+
+
+def _s(x: float) -> str:
+    return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def _usd(x: float) -> str:
+    return f"${x:.6f}" if x < 0.01 else f"${x:.4f}"
+
+
+def text(f: dict) -> str:
+    t = f["timings"]
+    start = f"cold start {_s(t['cold_start'])}" if f["cold"] else "warm"
+    price_note = f["price"]["note"] if not f["price"]["serverless_per_s"] else f"{f['price']['provider']} {f['price']['as_of']}"
+    return (
+        f"gpu: {f['device']} [{f['status']}] · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
+        f" · {f['billed_seconds']:.3f} GPU-s · {_usd(f['cost_usd'])} serverless"
+        f" vs {_usd(f['dedicated_usd'])} dedicated ({price_note})"
+    )
+
+
+def to_html(f: dict) -> str:
+    return (
+        '<div class="jupyter-gpu-footer" style="font:12px monospace;color:#555;'
+        'border-top:1px solid #ddd;padding-top:2px">'
+        f"{html.escape(text(f))}</div>"
+    )
+
+
+def bundle(f: dict) -> dict:
+    return {MIME: f, "text/plain": text(f), "text/html": to_html(f)}
+
+
+def live_bundle(phase: str, gpu: str, elapsed: float) -> dict:
+    data = {"version": 1, "live": True, "phase": phase, "gpu": gpu, "elapsed": elapsed}
+    line = f"gpu: {phase.replace('_', ' ')} on {gpu} · {elapsed:.1f} s"
+    return {MIME: data, "text/plain": line, "text/html": f'<div style="font:12px monospace;color:#888">{html.escape(line)}</div>'}

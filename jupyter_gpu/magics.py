@@ -1,0 +1,115 @@
+"""`%%gpu` (run a cell on a worker) and `%gpu` (status, release, use, config)."""
+from __future__ import annotations
+
+import re
+
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
+
+from . import protocol
+from .execution import CellOptions, KernelSession
+
+
+def duration(text: str) -> float:
+    """'300', '30s', '5m', '1h' -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def names(text: str) -> list[str]:
+    return [n for n in re.split(r"[,\s]+", text.strip()) if n]
+
+
+def _device_group(f):
+    """Options shared by %%gpu and `%gpu config`: where a cell runs and how long it stays warm."""
+    f = argument("--keep-warm", type=duration, default=None,
+                 help="how long the worker stays warm after the cell (30s, 5m, 1h; default 5m)")(f)
+    f = argument("--gpu", default=None, help="GPU type, e.g. H100 or A100 (default: the first the backend offers, cpu without a GPU)")(f)
+    return argument_group("device")(f)
+
+
+@magics_class
+class GpuMagics(Magics):
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.session = KernelSession(shell)
+
+    @magic_arguments()
+    @_device_group
+    @argument_group("namespace")
+    @argument("--in", dest="inputs", type=names, default=None,
+              help="comma-separated names to send (default: the cell's free names that exist here)")
+    @argument("--out", type=names, default=None,
+              help="comma-separated names to bring back (default: every name the cell binds)")
+    @argument("--no-out", action="store_true", help="bring no names back; they stay on the worker")
+    @argument_group("limits")
+    @argument("--timeout", type=float, default=None, help="interrupt the cell after this many seconds")
+    @cell_magic("gpu")
+    def gpu_cell(self, line, cell):
+        """Run this cell on a GPU worker; output streams back live, names come back, a footer shows the cost.
+
+        The cell behaves like a local one: last expression displayed, display(), matplotlib,
+        tracebacks with this cell's line numbers.  The stop button interrupts the remote code; a
+        second press kills the worker.
+        """
+        try:
+            args = parse_argstring(self.gpu_cell, line)
+        except SystemExit:  # --help printed the usage
+            return None
+        opts = CellOptions(
+            gpu=args.gpu, inputs=args.inputs, out=args.out, no_out=args.no_out,
+            keep_warm=args.keep_warm, timeout=args.timeout,
+        )
+        self.session.run_cell(cell, opts)
+        return None
+
+    @magic_arguments()
+    @argument("command", choices=["status", "release", "use", "config"], help="what to do")
+    @argument("url", nargs="?", default=None, help="with `use`: the backend URL")
+    @argument("--token", default=None, help="with `use`: the backend token")
+    @_device_group
+    @line_magic("gpu")
+    def gpu_line(self, line):
+        """%gpu status | release | use URL [--token T] | config [--gpu T] [--keep-warm 5m]"""
+        try:
+            args = parse_argstring(self.gpu_line, line)
+        except SystemExit:
+            return None
+        if args.command == "status":
+            print(self.status_text())
+        elif args.command == "release":
+            reply = self.session.request({"type": protocol.RELEASE}, protocol.STATUS_REPLY)
+            print(f"released {reply.get('released', 0)} worker(s)")
+            self.session.held.clear()
+        elif args.command == "use":
+            if not args.url:
+                print("usage: %gpu use URL [--token T]")
+                return None
+            self.session.connect(args.url, args.token or "")
+            print(f"using the backend at {args.url}")
+        elif args.command == "config":
+            if args.gpu is not None:
+                self.session.defaults.gpu = args.gpu
+            if args.keep_warm is not None:
+                self.session.defaults.keep_warm = args.keep_warm
+            d = self.session.defaults
+            print(f"defaults: gpu={d.gpu or 'backend default'} keep-warm={d.keep_warm or 'backend default'}")
+        return None
+
+    def status_text(self) -> str:
+        reply = self.session.request({"type": protocol.STATUS}, protocol.STATUS_REPLY)
+        leases = reply.get("leases", [])
+        head = f"runtime: {reply.get('runtime')} · offers: {', '.join(reply.get('offers', []))}"
+        if not leases:
+            return f"{head}\nno workers"
+        lines = [head]
+        for l in leases:
+            left = l.get("keep_warm_left")
+            warm = "busy" if left is None else f"keep-warm: {left:.0f} s left"
+            lines.append(f"{l['gpu']:<10} {l['device']:<24} {l['worker']}  {l['state']:<5} {warm}")
+        return "\n".join(lines)
+
+

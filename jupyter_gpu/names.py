@@ -1,0 +1,100 @@
+"""Which names a cell reads from its namespace, and which it binds there.
+
+Only the top level of the cell matters for binding (names bound inside a function body are local
+to it), but reads count everywhere: a function defined in the cell may use a global.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+
+_BUILTINS = set(dir(builtins))
+# IPython's own names in every user namespace: never shipped, never brought back.
+_SHELL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+class _Collector(ast.NodeVisitor):
+    def __init__(self):
+        self.loads: set[str] = set()
+        self.stores: set[str] = set()
+        self._depth = 0  # > 0 inside a function, lambda or comprehension scope
+
+    def visit_Name(self, node: ast.Name):
+        if isinstance(node.ctx, ast.Load):
+            self.loads.add(node.id)
+        elif self._depth == 0:
+            self.stores.add(node.id)
+
+    def visit_AugAssign(self, node: ast.AugAssign):
+        if isinstance(node.target, ast.Name):
+            self.loads.add(node.target.id)
+        self.generic_visit(node)
+
+    def visit_Global(self, node: ast.Global):
+        self.stores.update(node.names)  # `global x` inside a function binds x at top level
+
+    def _import(self, node):
+        if self._depth == 0:
+            for alias in node.names:
+                if alias.name != "*":
+                    self.stores.add(alias.asname or alias.name.split(".")[0])
+
+    visit_Import = visit_ImportFrom = _import
+
+    def _scoped(self, node):
+        if self._depth == 0 and not isinstance(node, (ast.Lambda, ast.comprehension)):
+            name = getattr(node, "name", None)
+            if name:
+                self.stores.add(name)
+        for deco in getattr(node, "decorator_list", ()):
+            self.visit(deco)
+        args = getattr(node, "args", None)
+        if isinstance(args, ast.arguments):
+            for d in args.defaults + [d for d in args.kw_defaults if d is not None]:
+                self.visit(d)
+        if isinstance(node, ast.ClassDef):
+            for b in node.bases + [k.value for k in node.keywords]:
+                self.visit(b)
+        self._depth += 1
+        body = node.body if isinstance(node.body, list) else [node.body]
+        for stmt in body:
+            self.visit(stmt)
+        self._depth -= 1
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = _scoped
+
+    def _comp(self, node):
+        self._depth += 1
+        self.generic_visit(node)
+        self._depth -= 1
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comp
+
+    def visit_NamedExpr(self, node: ast.NamedExpr):
+        # a walrus inside a comprehension binds in the enclosing (here: top-level) scope
+        self.stores.add(node.target.id)
+        self.visit(node.value)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler):
+        if node.type is not None:
+            self.visit(node.type)
+        for stmt in node.body:
+            self.visit(stmt)  # the `as e` name is deleted at the end of the handler
+
+
+def analyse(python_source: str) -> tuple[set[str], set[str]]:
+    """Return (names read, names bound at top level) of already-transformed Python source.
+
+    Raises SyntaxError as Python would; the caller lets the worker report it with line numbers.
+    """
+    tree = ast.parse(python_source)
+    c = _Collector()
+    c.visit(tree)
+    reads = {n for n in c.loads if n not in _SHELL_NAMES and not n.startswith("_")}
+    binds = {n for n in c.stores if n not in _SHELL_NAMES and not n.startswith("_")}
+    return reads, binds
+
+
+def inputs_for(reads: set[str], user_ns: dict) -> list[str]:
+    """The read names that exist locally and are not plain builtins."""
+    return sorted(n for n in reads if n in user_ns and not (n in _BUILTINS and user_ns[n] is getattr(builtins, n)))

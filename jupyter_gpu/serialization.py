@@ -1,0 +1,113 @@
+"""Named values <-> (JSON-able spec, list of buffers), with content hashes.
+
+Each value is pickled on its own with cloudpickle protocol 5; its out-of-band buffers (numpy and
+torch CPU memory) are never copied into the pickle.  Every buffer travels either on the wire (an
+index into the message's buffers) or, when both ends share a host, in a shared-memory segment
+(see ``shm.py``).  The hash of a value is xxh3-128 over its pickle and its buffers, so the kernel
+side can skip a value the worker already holds.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+import cloudpickle
+import xxhash
+
+from .errors import SerializationError
+
+PROTOCOL = 5
+SHM_MIN = 1 << 20  # buffers smaller than this are cheaper on the wire than in a segment
+
+
+@dataclass
+class Pickled:
+    """One value, pickled: its pickle, its out-of-band buffers and their joint hash."""
+
+    data: bytes
+    buffers: list  # raw memoryviews of the value's own memory (no copy)
+    hash: str
+    type_name: str
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + sum(b.nbytes for b in self.buffers)
+
+
+def type_name(obj) -> str:
+    t = type(obj)
+    mod = t.__module__
+    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
+
+
+def pickle_value(name: str, obj) -> Pickled:
+    bufs: list[pickle.PickleBuffer] = []
+    try:
+        data = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=bufs.append)
+    except Exception as e:  # pickling can raise anything: TypeError, PicklingError, RecursionError...
+        raise SerializationError(
+            f"variable '{name}' ({type_name(obj)}) cannot be pickled: {type(e).__name__}: {e}"
+        ) from None
+    raws = []
+    h = xxhash.xxh3_128()
+    h.update(data)
+    for b in bufs:
+        try:
+            raw = b.raw()
+        except BufferError:  # a non-contiguous buffer: one copy, still out of band
+            raw = memoryview(bytes(b))
+        raws.append(raw)
+        h.update(raw)
+    return Pickled(data, raws, h.hexdigest(), type_name(obj))
+
+
+def unpickle_value(name: str, data, buffers):
+    try:
+        return pickle.loads(data, buffers=buffers)
+    except Exception as e:
+        raise SerializationError(
+            f"variable '{name}' could not be unpickled here: {type(e).__name__}: {e}"
+        ) from None
+
+
+@dataclass
+class Packer:
+    """Collects the buffers of one outgoing message; values refer to them by index."""
+
+    shm_pool: object = None  # shm.SegmentPool, when the peer shares this host
+    buffers: list = field(default_factory=list)
+    shm_bytes: int = 0
+
+    def add(self, buf) -> dict:
+        mv = buf if isinstance(buf, memoryview) else memoryview(buf)
+        if self.shm_pool is not None and mv.nbytes >= SHM_MIN:
+            ref = self.shm_pool.put(mv)
+            self.shm_bytes += mv.nbytes
+            return ref
+        self.buffers.append(mv)
+        return {"w": len(self.buffers) - 1}
+
+    def pack(self, p: Pickled) -> dict:
+        return {
+            "h": p.hash,
+            "t": p.type_name,
+            "p": self.add(p.data),
+            "b": [self.add(b) for b in p.buffers],
+        }
+
+
+def resolve(ref: dict, wire: list, shm_reader) -> object:
+    """Turn a buffer reference back into writable memory."""
+    if "w" in ref:
+        return wire[ref["w"]]
+    if "shm" in ref:
+        if shm_reader is None:
+            raise SerializationError("a shared-memory buffer arrived on a connection without shared memory")
+        return shm_reader.take(ref)
+    raise SerializationError(f"unknown buffer reference {ref!r}")
+
+
+def unpack(name: str, spec: dict, wire: list, shm_reader=None):
+    data = resolve(spec["p"], wire, shm_reader)
+    bufs = [resolve(r, wire, shm_reader) for r in spec["b"]]
+    return unpickle_value(name, data, bufs)

@@ -1,0 +1,235 @@
+"""The worker process: dials out to the backend, registers, then runs cells on its main thread.
+
+Threads: the connection thread receives requests (and turns an interrupt request into SIGINT for
+the main thread); the main thread runs user code in the WorkerShell; the stream flusher sends
+buffered output.  Every send goes through ``Agent.send`` under one lock, so a multi-frame message
+is never interleaved with another.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import types
+
+_T_PROCESS = time.monotonic()
+
+from websockets.sync.client import connect  # noqa: E402
+
+from jupyter_gpu import protocol, serialization, shm  # noqa: E402
+from jupyter_gpu.errors import SerializationError  # noqa: E402
+
+from . import device  # noqa: E402
+from .shell import Emitter, make_shell  # noqa: E402
+
+SECRET_ENV = "JUPYTER_GPU_WORKER_SECRET"
+ID_ENV = "JUPYTER_GPU_WORKER_ID"
+
+
+class Agent:
+    def __init__(self, url: str, secret: str, worker_id: str):
+        self.worker_id = worker_id
+        self.ws = connect(
+            url,
+            additional_headers={"X-Worker-Secret": secret, "X-Worker-Id": worker_id},
+            max_size=None,
+            compression=None,
+            open_timeout=30,
+        )
+        self._send_lock = threading.Lock()
+        self.requests: queue.Queue = queue.Queue()
+        self.executing: str | None = None
+        self.session: str | None = None
+        self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
+        self.out_pool = shm.SegmentPool()
+        self.reader = shm.SegmentReader()
+        self.emitter = Emitter(self.send)
+        self.shell = make_shell(self.emitter)
+        self._fresh_ns = set(self.shell.user_ns)
+
+    # -- connection --------------------------------------------------------------------------
+    def send(self, header: dict, buffers=()) -> None:
+        frames = protocol.encode(header, buffers)
+        with self._send_lock:
+            for f in frames:
+                self.ws.send(f)
+
+    def register(self) -> None:
+        info = device.describe()
+        import IPython
+
+        self.device = info
+        self.send(
+            {
+                "type": protocol.REGISTER,
+                "worker": self.worker_id,
+                "pid": os.getpid(),
+                "host_id": shm.host_id(),
+                "python": sys.version.split()[0],
+                "ipython": IPython.__version__,
+                "startup_s": time.monotonic() - _T_PROCESS,
+                **info,
+            }
+        )
+        header, _ = protocol.parse_first(self.ws.recv())
+        if header["type"] != protocol.REGISTERED:
+            raise SystemExit(f"registration refused: {header.get('message', header)}")
+
+    def receive_forever(self) -> None:
+        try:
+            while True:
+                header, inline = protocol.parse_first(self.ws.recv())
+                buffers = protocol.assemble(header, inline, self.ws.recv)
+                kind = header["type"]
+                if kind == protocol.EXECUTE:
+                    self.requests.put(protocol.Message(header, buffers))
+                elif kind == protocol.INTERRUPT:
+                    if self.executing is not None and self.executing == header.get("cell"):
+                        os.kill(os.getpid(), signal.SIGINT)
+                elif kind == protocol.RELEASE_SESSION:
+                    self.requests.put(protocol.Message(header, []))
+                elif kind == protocol.SHUTDOWN:
+                    break
+        except Exception:
+            pass  # the backend went away: a worker never outlives its backend
+        self.out_pool.close()
+        os._exit(0)
+
+    # -- cells ---------------------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        while True:
+            try:
+                msg = self.requests.get()
+                if msg.type == protocol.RELEASE_SESSION:
+                    self._reset_session(None)
+                else:
+                    self.execute(msg)
+            except KeyboardInterrupt:
+                pass  # an interrupt that arrived just after its cell finished
+
+    def _reset_session(self, session: str | None) -> None:
+        ns = self.shell.user_ns
+        for name in list(ns):
+            if name not in self._fresh_ns:
+                del ns[name]
+        self.held.clear()
+        self.out_pool.release_all()
+        self.session = session
+
+    def execute(self, msg: protocol.Message) -> None:
+        h = msg.header
+        cell = h["cell"]
+        if h["session"] != self.session:
+            self._reset_session(h["session"])  # a new session always starts from a fresh namespace
+        else:
+            self.out_pool.release_all()  # the kernel has read the previous cell's results
+        ns = self.shell.user_ns
+        missing = [n for n, hsh in h.get("keep", {}).items() if self.held.get(n) != hsh or n not in ns]
+        if missing:
+            self.send({"type": protocol.RESEND, "cell": cell, "names": missing})
+            self.send({"type": protocol.DONE, "cell": cell, "status": "resend", "timings": {}})
+            return
+        self.emitter.cell = cell
+        status, timings = "ok", {}
+        t0 = time.monotonic()
+        try:
+            try:
+                for name, spec in h.get("inputs", {}).items():
+                    ns[name] = serialization.unpack(name, spec, msg.buffers, self.reader)
+                    self.held[name] = spec["h"]
+            except SerializationError as e:
+                self._error(e)
+                status = "error"
+                return
+            t1 = time.monotonic()
+            timings["load"] = t1 - t0
+            self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
+            self.executing = cell
+            try:
+                result = self.shell.run_cell(h["code"], store_history=True)
+            finally:
+                self.executing = None
+            t2 = time.monotonic()
+            timings["exec"] = t2 - t1
+            err = result.error_before_exec or result.error_in_exec
+            if err is not None:
+                status = "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
+                self._send_error_object(err)
+            self._send_outputs(h, cell)
+            timings["post"] = time.monotonic() - t2
+        except KeyboardInterrupt as e:
+            status = "interrupted"
+            self._error(e)
+        except BaseException as e:  # our own failure must still end the cell, with its cause
+            status = "error"
+            self._error(e)
+        finally:
+            self.emitter.event({"type": protocol.DONE, "status": status, "timings": timings})
+            self.emitter.cell = None
+
+    def _error(self, e: BaseException) -> None:
+        self.emitter.event(
+            {
+                "type": protocol.ERROR,
+                "ename": type(e).__name__,
+                "evalue": str(e),
+                "traceback": [f"{type(e).__name__}: {e}"],
+            }
+        )
+
+    def _send_error_object(self, err: BaseException) -> None:
+        """The exception itself, pickled, so the kernel can re-raise the real class when it can."""
+        try:
+            p = serialization.pickle_value("<exception>", err)
+        except SerializationError:
+            return
+        packer = serialization.Packer()
+        spec = packer.pack(p)
+        self.emitter.event({"type": protocol.ERROR, "pickled": spec}, packer.buffers)
+
+    def _send_outputs(self, h: dict, cell: str) -> None:
+        ns = self.shell.user_ns
+        if h.get("no_out"):
+            names = []
+        elif h.get("out") is not None:
+            names = list(h["out"])
+        else:
+            names = [n for n in h.get("binds", []) if n in ns and not isinstance(ns[n], types.ModuleType)]
+        packer = serialization.Packer(shm_pool=self.out_pool if h.get("shm") else None)
+        values, refs, missing = {}, {}, []
+        for name in names:
+            if name not in ns:
+                missing.append(name)
+                continue
+            obj = ns[name]
+            try:
+                p = serialization.pickle_value(name, obj)
+            except SerializationError as e:
+                ref_hash = f"ref:{cell}:{name}"
+                self.held[name] = ref_hash
+                refs[name] = {"h": ref_hash, "t": serialization.type_name(obj), "why": str(e)}
+                continue
+            values[name] = packer.pack(p)
+            self.held[name] = p.hash
+        self.emitter.event(
+            {"type": protocol.RESULT, "values": values, "refs": refs, "missing": missing},
+            packer.buffers,
+        )
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="jupyter_gpu_worker")
+    ap.add_argument("--url", required=True, help="backend websocket URL for workers")
+    args = ap.parse_args(argv)
+    secret = os.environ.pop(SECRET_ENV, "")
+    worker_id = os.environ.get(ID_ENV, f"w-{os.getpid()}")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    agent = Agent(args.url, secret, worker_id)
+    agent.register()
+    threading.Thread(target=agent.receive_forever, name="connection", daemon=True).start()
+    agent.serve_forever()

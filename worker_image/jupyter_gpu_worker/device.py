@@ -1,0 +1,59 @@
+"""What this worker computes on: an NVIDIA GPU from NVML, or honestly the CPU."""
+from __future__ import annotations
+
+import os
+
+
+def describe() -> dict:
+    """{"gpu": type name, "device": human name, "memory_bytes": int|None, "index": int|None}.
+
+    Uses NVML when a GPU is visible (CUDA_VISIBLE_DEVICES is honoured by picking its first entry);
+    anything else is reported as ``cpu`` - never as a GPU.
+    """
+    gpu = _nvml_device()
+    if gpu is not None:
+        return gpu
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"gpu": "cpu", "device": f"cpu ({n} cores)", "memory_bytes": None, "index": None}
+
+
+def _nvml_device() -> dict | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        if pynvml.nvmlDeviceGetCount() == 0:
+            return None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+        index = int(visible) if visible.isdigit() else 0
+        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        name = pynvml.nvmlDeviceGetName(h)
+        name = name.decode() if isinstance(name, bytes) else name
+        mem = pynvml.nvmlDeviceGetMemoryInfo(h).total
+        return {"gpu": gpu_type_of(name), "device": name, "memory_bytes": int(mem), "index": index}
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+_KNOWN = ("B200", "H200", "H100", "A100", "L40S", "L40", "A10", "L4", "T4", "A6000", "A5000", "A4000")
+
+
+def gpu_type_of(name: str) -> str:
+    """Map an NVML product name ("NVIDIA H100 80GB HBM3") to a catalog type ("H100")."""
+    upper = name.upper()
+    for t in _KNOWN:
+        if t in upper.replace("-", " ").split() or t in upper:
+            if t == "A100" and "80GB" in upper:
+                return "A100-80GB"
+            return t
+    return upper.replace("NVIDIA ", "").strip()

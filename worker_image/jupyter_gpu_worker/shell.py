@@ -1,0 +1,204 @@
+"""An InteractiveShell whose every output becomes an event for the kernel that sent the cell.
+
+stdout/stderr are line-buffered into an EventStream that a flusher thread sends (coalescing under
+load, never dropping); the display publisher, the display hook and the traceback printer emit
+events directly.  Every event goes through one ``Emitter`` that keeps them in order.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import threading
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from jupyter_gpu import protocol
+
+STREAM_LATENCY = 0.05  # a partial line (no newline yet) is sent after at most this long
+
+
+class Emitter:
+    """Orders and sends a cell's events.  ``send(header, buffers)`` is the connection's sender."""
+
+    def __init__(self, send):
+        self._send = send
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, str]] = []
+        self._urgent = False
+        self._closed = False
+        self.cell: str | None = None
+        threading.Thread(target=self._flusher, name="stream-flusher", daemon=True).start()
+
+    # -- streams ---------------------------------------------------------------------------
+    def write_stream(self, name: str, text: str) -> None:
+        with self._cond:
+            self._pending.append((name, text))
+            if "\n" in text or "\r" in text:
+                self._urgent = True
+                self._cond.notify()
+            elif len(self._pending) == 1:
+                self._cond.notify()  # start the partial-line timer
+
+    def _flusher(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closed)
+                if self._closed:
+                    return
+                if not self._urgent:
+                    self._cond.wait_for(lambda: self._urgent or self._closed, timeout=STREAM_LATENCY)
+            self.flush()
+
+    def flush(self) -> None:
+        """Send buffered stream text now (callers hold no lock)."""
+        with self._send_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        with self._cond:
+            pending, self._pending, self._urgent = self._pending, [], False
+        if not pending or self.cell is None:
+            return
+        merged: list[tuple[str, list[str]]] = []
+        for name, text in pending:
+            if merged and merged[-1][0] == name:
+                merged[-1][1].append(text)
+            else:
+                merged.append((name, [text]))
+        for name, parts in merged:
+            self._send({"type": protocol.STREAM, "cell": self.cell, "name": name, "text": "".join(parts)}, ())
+
+    # -- everything else ---------------------------------------------------------------------
+    def event(self, header: dict, buffers=()) -> None:
+        """Send an event after any stream text written before it."""
+        with self._send_lock:
+            self._flush_locked()
+            if self.cell is not None:
+                header.setdefault("cell", self.cell)
+                self._send(header, buffers)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class EventStream(io.TextIOBase):
+    """sys.stdout / sys.stderr replacement."""
+
+    def __init__(self, emitter: Emitter, name: str):
+        self._emitter = emitter
+        self.name = name
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        if s:
+            self._emitter.write_stream(self.name, s)
+        return len(s)
+
+    def flush(self) -> None:
+        self._emitter.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+
+class EventDisplayPublisher(DisplayPublisher):
+    emitter: Emitter = None
+
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+        self.emitter.event(
+            {
+                "type": protocol.DISPLAY,
+                "data": data,
+                "metadata": metadata or {},
+                "transient": transient or {},
+                "update": bool(update),
+            }
+        )
+
+    def clear_output(self, wait=False):
+        self.emitter.event({"type": protocol.CLEAR_OUTPUT, "wait": bool(wait)})
+
+
+class EventDisplayHook(DisplayHook):
+    """The last expression's value: an execute_result on the kernel side."""
+
+    emitter: Emitter = None
+
+    def start_displayhook(self):
+        self._bundle = None
+
+    def write_output_prompt(self):
+        pass
+
+    def write_format_data(self, format_dict, md_dict=None):
+        self._bundle = (format_dict, md_dict or {})
+
+    def finish_displayhook(self):
+        if self._bundle is not None:
+            data, md = self._bundle
+            self.emitter.event({"type": protocol.DISPLAY, "kind": "execute_result", "data": data, "metadata": md})
+        self._bundle = None
+
+
+class WorkerShell(InteractiveShell):
+    """Runs cells like a kernel would, with outputs turned into events."""
+
+    emitter: Emitter = None
+    last_error: BaseException | None = None
+
+    def _showtraceback(self, etype, evalue, stb):
+        self.last_error = evalue
+        self.emitter.event(
+            {
+                "type": protocol.ERROR,
+                "ename": getattr(etype, "__name__", str(etype)),
+                "evalue": str(evalue),
+                "traceback": list(stb),
+            }
+        )
+
+    def enable_gui(self, gui=None):
+        pass  # no event loop integration on a worker
+
+    def system(self, cmd):
+        # `!cmd` output must go through our streams, not the worker's inherited fd 1.
+        import subprocess
+
+        p = subprocess.run(cmd, shell=True, capture_output=True, text=True, errors="replace")
+        if p.stdout:
+            sys.stdout.write(p.stdout)
+        if p.stderr:
+            sys.stderr.write(p.stderr)
+        self.user_ns["_exit_code"] = p.returncode
+
+
+def make_shell(emitter: Emitter) -> WorkerShell:
+    cfg = Config()
+    cfg.HistoryManager.enabled = False  # no SQLite writes per cell (~0.5 ms, and a file per worker)
+    cfg.InteractiveShell.colors = "Linux"
+    cfg.InteractiveShell.xmode = "Context"
+    EventDisplayPublisher.emitter = emitter
+    EventDisplayHook.emitter = emitter
+    WorkerShell.emitter = emitter
+    shell = WorkerShell.instance(
+        config=cfg,
+        display_pub_class=EventDisplayPublisher,
+        displayhook_class=EventDisplayHook,
+    )
+    sys.stdout = EventStream(emitter, "stdout")
+    sys.stderr = EventStream(emitter, "stderr")
+    return shell
