@@ -247,9 +247,6 @@ class KernelSession:
                     pub.clear_output(h.get("wait", False))
                 elif kind == protocol.ERROR:
                     out.error(h, msg.buffers)
-                elif kind == protocol.RESULT:
-                    out.received += protocol.payload_size(h)
-                    self._take_results(h, msg.buffers, out)
                 elif kind == protocol.PHASE:
                     live.show(h["phase"])
                 elif kind == protocol.RESEND:
@@ -259,6 +256,8 @@ class KernelSession:
                     raise from_failure(h)
                 elif kind == protocol.DONE and h.get("status") != "resend":
                     live.clear()
+                    out.received += protocol.payload_size(h)
+                    self._take_results(h, msg.buffers, out)
                     out.done = h
                     return out
         finally:

@@ -48,8 +48,7 @@ STREAM = "stream"
 DISPLAY = "display"
 CLEAR_OUTPUT = "clear_output"
 ERROR = "error"
-RESULT = "result"
-DONE = "done"  # the cell's final event
+DONE = "done"  # the cell's final event, carrying the names that come back (+ buffers)
 # worker <-> backend
 REGISTER = "register"
 REGISTERED = "registered"

@@ -49,6 +49,9 @@ class BackendServer:
         self.config = config
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # accepted sockets inherit this: without it two small events in a row (result, done)
+        # meet Nagle + delayed ACK and the second waits ~40 ms
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.bind((config.host, config.port))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]

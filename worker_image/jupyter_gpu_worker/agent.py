@@ -135,6 +135,7 @@ class Agent:
             return
         self.emitter.cell = cell
         status, timings = "ok", {}
+        outputs, buffers = {}, []
         t0 = time.monotonic()
         try:
             try:
@@ -159,7 +160,7 @@ class Agent:
             if err is not None:
                 status = "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
                 self._send_error_object(err)
-            self._send_outputs(h, cell)
+            outputs, buffers = self._pack_outputs(h, cell)
             timings["post"] = time.monotonic() - t2
         except KeyboardInterrupt as e:
             status = "interrupted"
@@ -168,7 +169,8 @@ class Agent:
             status = "error"
             self._error(e)
         finally:
-            self.emitter.event({"type": protocol.DONE, "status": status, "timings": timings})
+            # the results ride on the final event: a warm cell costs one message per hop
+            self.emitter.event({"type": protocol.DONE, "status": status, "timings": timings, **outputs}, buffers)
             self.emitter.cell = None
 
     def _error(self, e: BaseException) -> None:
@@ -191,7 +193,7 @@ class Agent:
         spec = packer.pack(p)
         self.emitter.event({"type": protocol.ERROR, "pickled": spec}, packer.buffers)
 
-    def _send_outputs(self, h: dict, cell: str) -> None:
+    def _pack_outputs(self, h: dict, cell: str) -> tuple[dict, list]:
         ns = self.shell.user_ns
         if h.get("no_out"):
             names = []
@@ -215,10 +217,7 @@ class Agent:
                 continue
             values[name] = packer.pack(p)
             self.held[name] = p.hash
-        self.emitter.event(
-            {"type": protocol.RESULT, "values": values, "refs": refs, "missing": missing},
-            packer.buffers,
-        )
+        return {"values": values, "refs": refs, "missing": missing}, packer.buffers
 
 
 def main(argv=None) -> None:
