@@ -15,11 +15,13 @@ _magics = None
 
 def load_ipython_extension(ip) -> None:
     global _magics
-    from .magics import GpuMagics
+    from .magics import GpuMagics, help_without_body
 
     if _magics is None or _magics.shell is not ip:
         _magics = GpuMagics(ip)
     ip.register_magics(_magics)
+    if help_without_body not in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.append(help_without_body)
 
 
 def unload_ipython_extension(ip) -> None:

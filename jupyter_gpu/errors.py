@@ -7,6 +7,10 @@ class GpuError(Exception):
 
     code = "internal"
 
+    def _render_traceback_(self):
+        # our errors name their cause; the frames of the magic's own code would only hide it
+        return [f"{type(self).__name__}: {self}"]
+
 
 class ConnectionLost(GpuError):
     """The backend could not be reached, or the connection to it broke."""

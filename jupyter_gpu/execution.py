@@ -35,6 +35,7 @@ class CellOptions:
     no_out: bool = False
     keep_warm: float | None = None
     timeout: float | None = None
+    line: str = ""  # the magic's own line, echoed as the remote cell's first line
 
 
 @dataclass
@@ -122,7 +123,7 @@ class KernelSession:
         use_shm = self.shares_host()
         if use_shm and self.pool is None:
             self.pool = shm.SegmentPool()
-        exec_count = self.shell.execution_count
+        exec_count = self.cell_number()
         t0 = time.monotonic()
         base = uuid.uuid4().hex[:12]
         for attempt in range(2):
@@ -132,8 +133,9 @@ class KernelSession:
             header = {
                 "type": protocol.EXECUTE,
                 "cell": f"{base}.{attempt}",
-                # a leading newline keeps the remote line numbers equal to the notebook cell's
-                "code": "\n" + cell_source,
+                # a first line standing for the magic keeps the remote line numbers equal to the
+                # notebook cell's (IPython strips leading blank lines, so it must not be blank)
+                "code": f"# %%gpu {opts.line}\n{cell_source}",
                 "gpu": gpu,
                 "exec_count": exec_count,
                 "inputs": inputs,
@@ -180,6 +182,14 @@ class KernelSession:
         held.values.update(outcome.hashes)
         for ref in outcome.refs:
             ref.worker, ref.gpu, ref.device = worker, gpu, done.get("device", gpu)
+
+    def cell_number(self) -> int:
+        """The running cell's number (In[n]).  IPython 9 has already counted it in execution_count,
+        older versions had not; the input history holds it either way."""
+        hist = getattr(self.shell.history_manager, "input_hist_raw", None)
+        if hist:
+            return len(hist) - 1
+        return self.shell.execution_count
 
     def _pack_inputs(self, names, held: Held, packer) -> tuple[dict, dict, dict]:
         ns = self.shell.user_ns
@@ -237,7 +247,7 @@ class KernelSession:
                     pub.stream(h["name"], h["text"])
                 elif kind == protocol.DISPLAY:
                     if h.get("kind") == "execute_result":
-                        pub.execute_result(h["data"], h["metadata"], self.shell.execution_count)
+                        pub.execute_result(h["data"], h["metadata"], self.cell_number())
                     else:
                         transient = dict(h.get("transient") or {})
                         if "display_id" in transient:  # namespaced: never collides with local ids
@@ -272,7 +282,7 @@ class KernelSession:
             out.received += sum(r["n"] for r in [spec["p"], *spec["b"]] if "shm" in r)
         for name, ref in h.get("refs", {}).items():
             ns[name] = value = RemoteValue(
-                name, ref["t"], "", "", "", ref["h"], self.shell.execution_count, ref.get("why", "")
+                name, ref["t"], "", "", "", ref["h"], self.cell_number(), ref.get("why", "")
             )
             out.refs.append(value)
             out.hashes[name] = ref["h"]

@@ -37,7 +37,7 @@ class GpuMagics(Magics):
         super().__init__(shell)
         self.session = KernelSession(shell)
 
-    @magic_arguments()
+    @magic_arguments("%gpu")
     @_device_group
     @argument_group("namespace")
     @argument("--in", dest="inputs", type=names, default=None,
@@ -47,6 +47,7 @@ class GpuMagics(Magics):
     @argument("--no-out", action="store_true", help="bring no names back; they stay on the worker")
     @argument_group("limits")
     @argument("--timeout", type=float, default=None, help="interrupt the cell after this many seconds")
+    @argument("-h", "--help", action="store_true", help="show this help and run nothing")
     @cell_magic("gpu")
     def gpu_cell(self, line, cell):
         """Run this cell on a GPU worker; output streams back live, names come back, a footer shows the cost.
@@ -55,29 +56,30 @@ class GpuMagics(Magics):
         tracebacks with this cell's line numbers.  The stop button interrupts the remote code; a
         second press kills the worker.
         """
-        try:
-            args = parse_argstring(self.gpu_cell, line)
-        except SystemExit:  # --help printed the usage
+        args = parse_argstring(self.gpu_cell, line)
+        if args.help:
+            print(self.gpu_cell.__doc__)
             return None
         opts = CellOptions(
             gpu=args.gpu, inputs=args.inputs, out=args.out, no_out=args.no_out,
-            keep_warm=args.keep_warm, timeout=args.timeout,
+            keep_warm=args.keep_warm, timeout=args.timeout, line=line.strip(),
         )
         self.session.run_cell(cell, opts)
         return None
 
-    @magic_arguments()
+    @magic_arguments("gpu")
     @argument("command", choices=["status", "release", "use", "config"], help="what to do")
     @argument("url", nargs="?", default=None, help="with `use`: the backend URL")
     @argument("--token", default=None, help="with `use`: the backend token")
     @_device_group
+    @argument("-h", "--help", action="store_true", help="show this help")
     @line_magic("gpu")
     def gpu_line(self, line):
         """%gpu status | release | use URL [--token T] | config [--gpu T] [--keep-warm 5m]"""
-        try:
-            args = parse_argstring(self.gpu_line, line)
-        except SystemExit:
+        if re.search(r"(^|\s)(-h|--help)\b", line):
+            print(self.gpu_line.__doc__)
             return None
+        args = parse_argstring(self.gpu_line, line)
         if args.command == "status":
             print(self.status_text())
         elif args.command == "release":
@@ -113,3 +115,14 @@ class GpuMagics(Magics):
         return "\n".join(lines)
 
 
+
+
+_HELP = re.compile(r"^\s*%%gpu\b.*(\s--help\b|\s-h\b)")
+
+
+def help_without_body(lines: list[str]) -> list[str]:
+    """IPython refuses a cell magic with an empty body before calling it, so a cell that is just
+    `%%gpu --help` would never print the help: give it a body that does nothing."""
+    if lines and _HELP.match(lines[0]) and not "".join(lines[1:]).strip():
+        return [lines[0].rstrip("\n") + "\n", "pass\n"]
+    return lines
