@@ -2,6 +2,8 @@
 than an asyncio client on a background thread, see ENVIRONMENT.md)."""
 from __future__ import annotations
 
+import inspect
+
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -9,17 +11,21 @@ from . import protocol
 from .errors import AuthError, ConnectionLost, ProtocolMismatch
 
 
+# websockets >= 17 wants long-lived connections opened with legacy=True (older versions lack it)
+_DIRECT = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+
+
+def open_websocket(url: str, headers: dict, open_timeout: float = 10):
+    """A long-lived blocking websocket: no compression (payloads), no size cap (we chunk)."""
+    return connect(url, additional_headers=headers, max_size=None, compression=None,
+                   open_timeout=open_timeout, **_DIRECT)
+
+
 class BackendClient:
     def __init__(self, url: str, token: str, session_id: str):
         ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         try:
-            self.ws = connect(
-                f"{ws_url}/ws/session/{session_id}",
-                additional_headers={"Authorization": f"token {token}"},
-                max_size=None,
-                compression=None,
-                open_timeout=10,
-            )
+            self.ws = open_websocket(f"{ws_url}/ws/session/{session_id}", {"Authorization": f"token {token}"})
         except InvalidStatus as e:
             code = e.response.status_code
             if code in (401, 403):

@@ -104,6 +104,7 @@ def main(argv=None) -> None:
     ap.add_argument("--runtime", default="local", help="how workers start: local (default)")
     ap.add_argument("--token", default=os.environ.get("JUPYTER_GPU_TOKEN"), help="client token (default: random)")
     ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
+    ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
     ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
     args = ap.parse_args(argv)
@@ -113,6 +114,8 @@ def main(argv=None) -> None:
         config.token = args.token
     if args.keep_warm is not None:
         config.keep_warm = args.keep_warm
+    if args.max_payload is not None:
+        config.max_payload = args.max_payload
     config.runtime_file = args.runtime_file
     server = BackendServer(config)
     if not args.runtime_file:

@@ -18,9 +18,8 @@ import types
 
 _T_PROCESS = time.monotonic()
 
-from websockets.sync.client import connect  # noqa: E402
-
 from jupyter_gpu import protocol, serialization, shm  # noqa: E402
+from jupyter_gpu.client import open_websocket  # noqa: E402
 from jupyter_gpu.errors import SerializationError  # noqa: E402
 
 from . import device  # noqa: E402
@@ -33,13 +32,7 @@ ID_ENV = "JUPYTER_GPU_WORKER_ID"
 class Agent:
     def __init__(self, url: str, secret: str, worker_id: str):
         self.worker_id = worker_id
-        self.ws = connect(
-            url,
-            additional_headers={"X-Worker-Secret": secret, "X-Worker-Id": worker_id},
-            max_size=None,
-            compression=None,
-            open_timeout=30,
-        )
+        self.ws = open_websocket(url, {"X-Worker-Secret": secret, "X-Worker-Id": worker_id}, open_timeout=30)
         self._send_lock = threading.Lock()
         self.requests: queue.Queue = queue.Queue()
         self.executing: str | None = None

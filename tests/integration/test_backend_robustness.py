@@ -1,0 +1,120 @@
+"""A real backend process and real workers, fed bad input: each bad request gets a clear error,
+and nothing else is lost - the backend keeps serving and other sessions are untouched."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from jupyter_gpu import protocol
+from jupyter_gpu.client import BackendClient, open_websocket
+from jupyter_gpu.errors import AuthError
+
+TOKEN = "test-token-123"
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    d = tmp_path_factory.mktemp("backend")
+    info_path = d / "backend.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_gpu_backend", "--token", TOKEN, "--runtime-file", str(info_path),
+         "--max-payload", str(1 << 20), "--keep-warm", "60"],
+        stdout=open(d / "log", "wb"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while not info_path.exists():
+        assert proc.poll() is None, (d / "log").read_text()
+        assert time.monotonic() < deadline, "backend did not start"
+        time.sleep(0.02)  # waiting on another process's file: no event to wait on
+    info = json.loads(info_path.read_text())
+    assert oct(info_path.stat().st_mode & 0o777) == "0o600"
+    yield info["url"]
+    proc.terminate()
+    proc.wait(10)
+
+
+def run_cell(client, code, cell, **extra):
+    client.send({"type": "execute", "cell": cell, "code": code, "gpu": "cpu", "inputs": {}, "keep": {},
+                 "binds": extra.pop("binds", []), **extra})
+    events = []
+    while True:
+        msg = client.recv(timeout=60)
+        assert msg is not None, f"no event for {cell} within 60 s; got {events}"
+        events.append(msg.header)
+        if msg.type in (protocol.DONE, protocol.FAILURE):
+            return events
+
+
+def test_wrong_token_is_refused_on_every_door(backend):
+    with pytest.raises(AuthError, match="refused the token"):
+        BackendClient(backend, "wrong", "s-bad")
+    with pytest.raises(InvalidStatus):
+        open_websocket(backend.replace("http", "ws") + "/ws/session/x", {})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{backend}/api/status")
+    assert e.value.code == 401
+    with pytest.raises(InvalidStatus):
+        open_websocket(backend.replace("http", "ws") + "/ws/worker",
+                       {"X-Worker-Id": "w-forged", "X-Worker-Secret": "guess"})
+
+
+def test_malformed_frame_closes_only_that_connection(backend):
+    good = BackendClient(backend, TOKEN, "s-good")
+    events = run_cell(good, "# %%gpu\nkept = 41", "c1", binds=["kept"])
+    assert events[-1]["status"] == "ok"
+
+    ws = open_websocket(backend.replace("http", "ws") + "/ws/session/s-evil", {"Authorization": f"token {TOKEN}"})
+    protocol.parse_first(ws.recv(timeout=10))  # welcome
+    ws.send(b"JG\x01\x00\xff\xff\x00\x00garbage")
+    header, _ = protocol.parse_first(ws.recv(timeout=10))
+    assert header["type"] == protocol.FAILURE and header["code"] == "protocol"
+    assert "header length" in header["message"]
+    with pytest.raises(Exception):
+        ws.recv(timeout=10)
+    assert ws.close_code == 1002
+
+    # the other session still has its worker and its namespace
+    events = run_cell(good, "# %%gpu\nprint(kept + 1)", "c2")
+    assert [e["text"] for e in events if e["type"] == "stream"] == ["42\n"]
+    assert events[-1]["status"] == "ok" and events[-1]["cold"] is False
+    good.close()
+
+
+def test_oversized_inputs_are_refused_and_the_connection_stays_usable(backend):
+    c = BackendClient(backend, TOKEN, "s-big")
+    c.send({"type": "execute", "cell": "big", "code": "pass", "gpu": "cpu", "inputs": {}, "keep": {}},
+           [b"x" * (2 << 20)])
+    msg = c.recv(timeout=30)
+    assert msg.type == protocol.FAILURE and msg.header["code"] == "payload_too_large"
+    assert str(1 << 20) in msg.header["message"]
+    c.send({"type": "status"})
+    assert c.recv(timeout=10).type == protocol.STATUS_REPLY
+    c.close()
+
+
+def test_unknown_gpu_type_names_what_is_offered(backend):
+    c = BackendClient(backend, TOKEN, "s-gpu")
+    events = run_cell(c, "pass", "g1", gpu="Z9000")
+    assert events[-1]["type"] == protocol.FAILURE and events[-1]["code"] == "no_device"
+    assert "Z9000" in events[-1]["message"] and "cpu" in events[-1]["message"]
+    c.close()
+
+
+def test_segfaulting_worker_fails_only_its_cell(backend):
+    c = BackendClient(backend, TOKEN, "s-crash")
+    first = run_cell(c, "# %%gpu\nimport os\npid = os.getpid()\nprint(pid)", "p1")
+    pid = int(next(e["text"] for e in first if e["type"] == "stream"))
+    events = run_cell(c, "# %%gpu\nimport ctypes\nctypes.string_at(0)", "crash")
+    err = next(e for e in events if e["type"] == protocol.ERROR)
+    assert err["ename"] == "WorkerLost" and "SIGSEGV" in err["evalue"]
+    assert events[-1]["status"] == "lost"
+    again = run_cell(c, "# %%gpu\nimport os\nprint(os.getpid())", "p2")
+    assert again[-1]["status"] == "ok" and again[-1]["cold"] is True
+    assert int(next(e["text"] for e in again if e["type"] == "stream")) != pid
+    c.close()

@@ -1,0 +1,35 @@
+"""Which names a cell reads (sent to the worker) and binds (brought back)."""
+from jupyter_gpu.names import analyse, inputs_for
+
+
+def test_reads_and_top_level_binds():
+    reads, binds = analyse("b = a * 2\nc += 1\nimport numpy as np\nfrom os import path\n")
+    assert {"a", "c"} <= reads
+    assert binds == {"b", "c", "np", "path"}
+
+
+def test_function_locals_are_not_bound_but_their_globals_are_read():
+    reads, binds = analyse("def f(x):\n    y = x + scale\n    return y\nclass K:\n    z = 1\n")
+    assert binds == {"f", "K"}
+    assert "scale" in reads and "y" not in binds and "z" not in binds
+
+
+def test_comprehension_variables_stay_local_but_walrus_binds():
+    reads, binds = analyse("s = [i * k for i in range(3)]\nt = [(j := i) for i in data]\n")
+    assert binds == {"s", "t", "j"}
+    assert {"k", "data"} <= reads and "i" not in binds
+
+
+def test_loop_with_and_except_targets():
+    _, binds = analyse("for i in r:\n    pass\nwith open(p) as fh:\n    pass\ntry:\n    pass\nexcept E as err:\n    pass\n")
+    assert {"i", "fh"} <= binds and "err" not in binds
+
+
+def test_private_and_shell_names_are_ignored():
+    reads, binds = analyse("_x = In\n__y = Out\nz = _\n")
+    assert binds == {"z"} and reads == set()
+
+
+def test_inputs_are_the_reads_that_exist_locally_except_builtins():
+    ns = {"a": 1, "len": len, "print": 5}
+    assert inputs_for({"a", "len", "print", "missing"}, ns) == ["a", "print"]

@@ -1,0 +1,56 @@
+"""Pickling values with out-of-band buffers, content hashes, and the shared-memory path."""
+import threading
+
+import numpy as np
+import pytest
+
+from jupyter_gpu import serialization, shm
+from jupyter_gpu.errors import SerializationError
+
+
+def test_numpy_buffers_travel_out_of_band_without_a_copy():
+    a = np.arange(1 << 20, dtype=np.float64)
+    p = serialization.pickle_value("a", a)
+    assert len(p.data) < 1024, "the array's bytes must not be inside the pickle"
+    assert sum(b.nbytes for b in p.buffers) == a.nbytes
+    packer = serialization.Packer()
+    spec = packer.pack(p)
+    wire = [bytearray(b) for b in packer.buffers]
+    b = serialization.unpack("a", spec, wire)
+    assert np.array_equal(a, b) and b.flags.writeable
+
+
+def test_hash_follows_content():
+    a = np.zeros(1000)
+    h1 = serialization.pickle_value("a", a).hash
+    assert serialization.pickle_value("a", a.copy()).hash == h1
+    a[3] = 1
+    assert serialization.pickle_value("a", a).hash != h1
+
+
+def test_unpicklable_value_names_the_variable():
+    with pytest.raises(SerializationError, match=r"variable 'lock' \(_thread.lock\) cannot be pickled"):
+        serialization.pickle_value("lock", threading.Lock())
+
+
+def test_shared_memory_roundtrip_reuses_its_segment():
+    pool, reader = shm.SegmentPool(), shm.SegmentReader()
+    try:
+        a = np.random.default_rng(0).random(1 << 18)
+        for _ in range(2):
+            packer = serialization.Packer(shm_pool=pool)
+            spec = packer.pack(serialization.pickle_value("a", a))
+            assert packer.shm_bytes == a.nbytes and any("shm" in r for r in spec["b"])
+            b = serialization.unpack("a", spec, [bytearray(x) for x in packer.buffers], reader)
+            assert np.array_equal(a, b)
+            b[0] = -1  # the copy is ours: writing it must not touch the sender's segment
+            pool.release_all()
+        assert len(pool._segments) == 1, "a released segment must be reused"
+    finally:
+        pool.close()
+        reader.close()
+
+
+def test_reader_refuses_paths_outside_its_prefix():
+    with pytest.raises(ValueError, match="refusing"):
+        shm.SegmentReader().take({"shm": "../etc/passwd", "n": 1})
