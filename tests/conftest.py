@@ -1,0 +1,300 @@
+"""Shared fixtures for the end-to-end tests.
+
+Everything here drives real parts: a real ipykernel (started through nbclient or jupyter_client,
+kernel name ``python3``, which resolves to this interpreter's ipykernel), the embedded backend that
+the ``%%gpu`` magic starts on first use, and the real worker processes that backend starts.
+
+The kernel gets an isolated environment: ``JUPYTER_GPU_RUNTIME_DIR`` points at a pytest temp dir
+(one per test session, so one backend can serve many tests) and ``JUPYTER_GPU_EMBEDDED_GRACE=2``
+so the backend goes away soon after the last kernel.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+FOOTER_MIME = "application/vnd.jupyter-gpu.execution+json"
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+# Variables a developer may have set in their shell that would send the kernel elsewhere.
+_FOREIGN_VARS = ("JUPYTER_GPU_URL", "JUPYTER_GPU_TOKEN", "JUPYTER_GPU_KEEP_WARM")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_RE.sub("", text)
+
+
+def make_kernel_env(runtime_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_VARS}
+    env["JUPYTER_GPU_RUNTIME_DIR"] = str(runtime_dir)
+    env["JUPYTER_GPU_EMBEDDED_GRACE"] = "2"
+    # The kernel must run this interpreter (the venv's), whatever PATH says.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    return env
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_pid_exit(pid: int, timeout: float) -> None:
+    """Wait (on the process's exit event, not a sleep) until ``pid`` exits or ``timeout`` passes."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, AttributeError, OSError):
+        return
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
+def _reap_backend(runtime_dir: Path) -> None:
+    """After the kernels are gone the embedded backend should exit on its own (grace 2 s).
+
+    Wait for that (polling the pid, with a deadline); if it is still there, stop that one process,
+    which these tests started, so nothing leaks past the test run."""
+    runtime = runtime_dir / "backend.json"
+    try:
+        pid = int(json.loads(runtime.read_text())["pid"])
+    except Exception:
+        return
+    _wait_pid_exit(pid, 20)
+    if _pid_alive(pid):
+        import warnings
+
+        warnings.warn(f"embedded backend {pid} still running 20 s after its last kernel; stopping it")
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def gpu_runtime_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("jupyter-gpu-runtime")
+    yield d
+    _reap_backend(d)
+
+
+@pytest.fixture(scope="session")
+def kernel_env(gpu_runtime_dir) -> dict[str, str]:
+    """Environment for kernels that share the session's embedded backend."""
+    return make_kernel_env(gpu_runtime_dir)
+
+
+@pytest.fixture
+def fresh_kernel_env(tmp_path) -> dict[str, str]:
+    """Environment for a kernel that must start its own, fresh, embedded backend."""
+    d = tmp_path / "fresh-runtime"
+    d.mkdir()
+    yield make_kernel_env(d)
+    _reap_backend(d)
+
+
+# --------------------------------------------------------------------------------------------
+# nbclient: run a list of cell sources as a notebook
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_notebook(kernel_env, tmp_path) -> Callable[..., Any]:
+    """``run_notebook(sources, timeout=120, env=None, allow_errors=False)`` -> executed notebook.
+
+    nbclient starts a real kernel, executes every cell and shuts the kernel down again (also when
+    a cell fails, in which case ``CellExecutionError`` propagates; the notebook object passed in
+    still holds what ran, see ``run_notebook.last``)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    class Runner:
+        last = None
+
+        def __call__(self, sources, timeout=120, env=None, allow_errors=False):
+            nb = nbformat.v4.new_notebook()
+            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+            self.last = nb
+            client = NotebookClient(
+                nb,
+                kernel_name="python3",
+                timeout=timeout,
+                startup_timeout=120,
+                allow_errors=allow_errors,
+                resources={"metadata": {"path": str(tmp_path)}},
+            )
+            try:
+                client.execute(env=env or kernel_env)
+            finally:
+                # nbclient shuts the kernel down itself when it owns it; make sure of it.
+                km = getattr(client, "km", None)
+                if km is not None:
+                    try:
+                        if km.is_alive():
+                            km.shutdown_kernel(now=True)
+                    except Exception:
+                        pass
+            return nb
+
+    return Runner()
+
+
+# --------------------------------------------------------------------------------------------
+# jupyter_client: a live kernel whose iopub messages are timed on arrival
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Event:
+    t: float  # time.monotonic() on arrival
+    channel: str  # "iopub" | "shell"
+    msg: dict
+
+
+@dataclass
+class Cell:
+    msg_id: str
+    code: str
+    sent_at: float
+    events: list = field(default_factory=list)
+    reply: dict | None = None
+    reply_at: float | None = None
+    idle: bool = False
+
+    @property
+    def iopub(self) -> list:
+        return [e for e in self.events if e.channel == "iopub"]
+
+    def streams(self, name: str = "stdout") -> list:
+        return [
+            e for e in self.iopub if e.msg["msg_type"] == "stream" and e.msg["content"]["name"] == name
+        ]
+
+    def stdout(self) -> str:
+        return "".join(e.msg["content"]["text"] for e in self.streams("stdout"))
+
+    def errors(self) -> list:
+        return [e.msg["content"] for e in self.iopub if e.msg["msg_type"] == "error"]
+
+    def footers(self) -> list:
+        """Final (not live) footer JSONs published by the cell, in order."""
+        out = []
+        for e in self.iopub:
+            if e.msg["msg_type"] != "display_data":
+                continue
+            data = e.msg["content"].get("data", {})
+            if FOOTER_MIME in data:
+                j = data[FOOTER_MIME]
+                if isinstance(j, str):
+                    j = json.loads(j)
+                if not j.get("live"):
+                    out.append(j)
+        return out
+
+    @property
+    def done(self) -> bool:
+        return self.reply is not None and self.idle
+
+
+class LiveKernel:
+    """A real kernel started with jupyter_client; messages are received as they arrive."""
+
+    def __init__(self, env: dict[str, str]):
+        import zmq
+        from jupyter_client import KernelManager
+
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+        self._poller = zmq.Poller()
+        self._poller.register(self.kc.iopub_channel.socket, zmq.POLLIN)
+        self._poller.register(self.kc.shell_channel.socket, zmq.POLLIN)
+        self.cells: dict[str, Cell] = {}
+
+    # -- receiving ------------------------------------------------------------------------
+    def _drain(self) -> None:
+        for name, ch in (("iopub", self.kc.iopub_channel), ("shell", self.kc.shell_channel)):
+            while ch.msg_ready():
+                msg = ch.get_msg(timeout=0)
+                now = time.monotonic()
+                parent = msg.get("parent_header", {}).get("msg_id")
+                cell = self.cells.get(parent)
+                if cell is None:
+                    continue
+                cell.events.append(Event(now, name, msg))
+                if name == "shell" and msg["msg_type"] == "execute_reply":
+                    cell.reply, cell.reply_at = msg, now
+                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    cell.idle = True
+
+    def wait_until(self, cond: Callable[[], bool], timeout: float) -> bool:
+        """Receive messages until ``cond()`` holds (True) or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        self._drain()
+        while not cond():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._poller.poll(min(left, 1.0) * 1000)  # wakes on the next message
+            self._drain()
+        return True
+
+    # -- sending ----------------------------------------------------------------------------
+    def submit(self, code: str) -> Cell:
+        t = time.monotonic()
+        msg_id = self.kc.execute(code, store_history=True, allow_stdin=False)
+        cell = Cell(msg_id=msg_id, code=code, sent_at=t)
+        self.cells[msg_id] = cell
+        return cell
+
+    def run(self, code: str, timeout: float = 120, ok: bool = True) -> Cell:
+        cell = self.submit(code)
+        assert self.wait_until(lambda: cell.done, timeout), f"no reply within {timeout}s to {code!r}"
+        if ok:
+            content = cell.reply["content"]
+            assert content["status"] == "ok", (
+                f"{code!r} failed: {content.get('ename')}: {content.get('evalue')}\n"
+                + strip_ansi("\n".join(content.get("traceback", [])))
+            )
+        return cell
+
+    def interrupt(self) -> float:
+        t = time.monotonic()
+        self.km.interrupt_kernel()
+        return t
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            if self.km.is_alive():
+                self.km.shutdown_kernel(now=False)
+
+
+@pytest.fixture
+def live_kernel(kernel_env):
+    k = LiveKernel(kernel_env)
+    try:
+        yield k
+    finally:
+        k.shutdown()

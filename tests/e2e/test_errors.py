@@ -1,0 +1,67 @@
+"""An exception in a %%gpu cell fails the local cell like a local exception would."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from nbclient.exceptions import CellExecutionError
+
+from .helpers import LOAD, error_output, footers, is_footer, traceback_text
+
+
+@pytest.mark.timeout(120)
+def test_zero_division_fails_the_cell_with_the_cells_own_line_number(run_notebook):
+    # Line 1 is the %%gpu line, so the failing line is line 3 of the cell.
+    src = "%%gpu\nx = 1\ny = x / 0\nprint('not reached')"
+    with pytest.raises(CellExecutionError) as info:
+        run_notebook([LOAD, src])
+    assert info.value.ename == "ZeroDivisionError"
+    cell = run_notebook.last.cells[1]
+    err = error_output(cell)
+    assert err["ename"] == "ZeroDivisionError"
+    assert "division by zero" in err["evalue"]
+    tb = traceback_text(err)
+    assert "y = x / 0" in tb, tb
+    # IPython style: "----> 3 y = x / 0" or "line 3" in the frame of the cell.
+    arrow = re.search(r"-+>\s*(\d+)\s+y = x / 0", tb)
+    if arrow:
+        assert arrow.group(1) == "3", tb
+    else:
+        m = re.search(r"line (\d+)[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*y = x / 0", tb)
+        assert m and m.group(1) == "3", tb
+    assert "not reached" not in "".join(o.get("text", "") for o in cell["outputs"])
+
+
+@pytest.mark.timeout(120)
+def test_custom_exception_class_keeps_its_name_and_message(run_notebook):
+    src = "%%gpu\nclass MyErr(Exception):\n    pass\nraise MyErr('boom')"
+    with pytest.raises(CellExecutionError) as info:
+        run_notebook([LOAD, src])
+    assert info.value.ename == "MyErr"
+    assert info.value.evalue == "boom"
+    err = error_output(run_notebook.last.cells[1])
+    assert (err["ename"], err["evalue"]) == ("MyErr", "boom")
+
+
+@pytest.mark.timeout(120)
+def test_failing_gpu_cell_stops_the_notebook(run_notebook):
+    cells = [LOAD, "print('before')", "%%gpu\nraise ValueError('stop here')", "print('after')"]
+    with pytest.raises(CellExecutionError) as info:
+        run_notebook(cells)
+    assert info.value.ename == "ValueError"
+    nb = run_notebook.last
+    assert nb.cells[1]["outputs"][0]["text"] == "before\n"
+    assert error_output(nb.cells[2])["evalue"] == "stop here"
+    assert nb.cells[3]["outputs"] == [] and nb.cells[3].get("execution_count") is None
+
+
+@pytest.mark.timeout(120)
+def test_failed_cell_has_an_error_footer_as_last_output(run_notebook):
+    with pytest.raises(CellExecutionError):
+        run_notebook([LOAD, "%%gpu\nraise RuntimeError('bad')"])
+    cell = run_notebook.last.cells[1]
+    fs = footers(cell)
+    assert fs, f"no footer on a failed %%gpu cell: {cell['outputs']}"
+    assert fs[-1]["status"] == "error"
+    # Contract: every %%gpu cell's LAST output is the footer, failed cells included.
+    assert is_footer(cell["outputs"][-1]), [o["output_type"] for o in cell["outputs"]]

@@ -1,0 +1,130 @@
+"""Names flow between the local namespace and the worker's namespace."""
+from __future__ import annotations
+
+import pytest
+from nbclient.exceptions import CellExecutionError
+
+from .helpers import LOAD, error_output, last_footer, stream_text
+
+
+@pytest.mark.timeout(120)
+def test_local_input_goes_in_and_bound_name_comes_back(run_notebook):
+    nb = run_notebook([LOAD, "a = 5", "%%gpu\nb = a * 2", "print(b)"])
+    assert stream_text(nb.cells[3]) == "10\n"
+
+
+@pytest.mark.timeout(120)
+def test_consecutive_gpu_cells_share_one_remote_namespace(run_notebook):
+    nb = run_notebook(
+        [
+            LOAD,
+            "%%gpu --no-out\nkept_remote = 7",
+            "print('kept_remote' in globals())",
+            "%%gpu\nprint(kept_remote * 6)",
+        ]
+    )
+    assert stream_text(nb.cells[2]) == "False\n", "--no-out still brought the name back"
+    assert stream_text(nb.cells[3]) == "42\n"
+
+
+@pytest.mark.timeout(120)
+def test_out_option_brings_back_only_the_named_variables(run_notebook):
+    nb = run_notebook(
+        [
+            LOAD,
+            "%%gpu --out c\nc = 1\nd = 2",
+            "print('c' in globals(), 'd' in globals(), c)",
+            "%%gpu --out c2,d2\nc2 = 1\nd2 = 2\ne2 = 3",
+            "print('c2' in globals(), 'd2' in globals(), 'e2' in globals())",
+        ]
+    )
+    assert stream_text(nb.cells[2]) == "True False 1\n"
+    assert stream_text(nb.cells[4]) == "True True False\n"
+
+
+@pytest.mark.timeout(120)
+def test_in_option_sends_exactly_the_named_variables(run_notebook):
+    nb = run_notebook(
+        [
+            LOAD,
+            "x_in = 3\nx_not = 4",
+            # x_in is only used through eval (no free name); x_not is a free name but not listed.
+            "%%gpu --in x_in\nprint(eval('x_in'))\ntry:\n    x_not\nexcept NameError:\n    print('x_not missing')",
+        ]
+    )
+    assert stream_text(nb.cells[2]) == "3\nx_not missing\n"
+
+
+@pytest.mark.timeout(120)
+def test_no_out_keeps_bound_names_remote(run_notebook):
+    nb = run_notebook(
+        [
+            LOAD,
+            "%%gpu --no-out\nonly_remote = 'r'\nalso_remote = 2",
+            "print('only_remote' in globals(), 'also_remote' in globals())",
+        ]
+    )
+    assert stream_text(nb.cells[2]) == "False False\n"
+
+
+@pytest.mark.timeout(300)
+def test_big_array_round_trip_and_unchanged_input_is_not_resent(run_notebook):
+    nb = run_notebook(
+        [
+            "import numpy as np\nimport jupyter_gpu\n"
+            "big = np.random.default_rng(0).random(32 * 1024 * 1024)\nprint(big.nbytes)",
+            LOAD,
+            "%%gpu\nbig_back = big[::-1].copy()",
+            "t1 = dict(jupyter_gpu.last_cell()['transfer'])\n"
+            "print(np.array_equal(big_back[::-1], big), big_back.nbytes)\n"
+            "print(t1['sent_bytes'], t1['received_bytes'])",
+            "%%gpu\ntotal = float(big.sum())",
+            "t2 = dict(jupyter_gpu.last_cell()['transfer'])\n"
+            "print(total == float(big.sum()))\nprint(t2['sent_bytes'])",
+        ],
+        timeout=240,
+    )
+    size = 256 * 1024 * 1024
+    assert stream_text(nb.cells[0]) == f"{size}\n"
+    equal_line, sizes_line = stream_text(nb.cells[3]).splitlines()
+    assert equal_line == f"True {size}", "the array did not come back equal"
+    sent1, received1 = map(int, sizes_line.split())
+    assert sent1 >= size and received1 >= size, (sent1, received1)
+    same_line, sent2_line = stream_text(nb.cells[5]).splitlines()
+    assert same_line == "True", "the worker computed on a different array"
+    assert int(sent2_line) <= 1024, f"unchanged 256 MiB input was sent again ({sent2_line} bytes)"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "setup, name",
+    [
+        ("import threading\nlock_in = threading.Lock()", "lock_in"),
+        ("gen_in = (i for i in range(3))", "gen_in"),
+    ],
+    ids=["lock", "generator"],
+)
+def test_unpicklable_input_raises_an_error_naming_the_variable(run_notebook, setup, name):
+    with pytest.raises(CellExecutionError):
+        run_notebook([LOAD, setup, f"%%gpu\nprint({name})"])
+    err = error_output(run_notebook.last.cells[2])
+    assert err["ename"] == "SerializationError", err
+    assert name in err["evalue"], err["evalue"]
+
+
+@pytest.mark.timeout(120)
+def test_unpicklable_result_stays_remote_and_is_usable_later(run_notebook):
+    nb = run_notebook(
+        [
+            LOAD,
+            "%%gpu\ngen_out = (i * 2 for i in range(3))",
+            "print(repr(gen_out))\nprint(type(gen_out).__name__)",
+            "%%gpu\nprint(list(gen_out))",
+        ]
+    )
+    assert last_footer(nb.cells[1])["status"] == "ok"
+    rep, typename = stream_text(nb.cells[2]).splitlines()
+    assert rep.startswith("<remote"), rep
+    assert "generator" in rep, rep
+    assert typename == "RemoteValue"
+    assert stream_text(nb.cells[3]) == "[0, 2, 4]\n"

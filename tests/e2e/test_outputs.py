@@ -1,0 +1,117 @@
+"""Rich outputs of a %%gpu cell behave like those of a local cell."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from .helpers import LOAD, last_footer, rich_outputs, stream_text, user_outputs
+
+# A valid 1x1 PNG.
+PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _text(o) -> str:
+    t = o["data"].get("text/plain", "")
+    return "".join(t) if isinstance(t, list) else t
+
+
+@pytest.mark.timeout(120)
+def test_last_expression_is_displayed(run_notebook):
+    nb = run_notebook([LOAD, "%%gpu\nx = 41\nx + 1"])
+    outs = rich_outputs(nb.cells[1])
+    assert len(outs) == 1, outs
+    assert outs[0]["output_type"] in ("execute_result", "display_data")
+    assert _text(outs[0]) == "42"
+    last_footer(nb.cells[1])
+
+
+@pytest.mark.timeout(120)
+def test_display_of_rich_mimebundles(run_notebook):
+    body = f"""%%gpu
+import base64
+from IPython.display import display, HTML, Image, SVG, JSON, Markdown, Latex
+display(HTML('<b>bold</b>'))
+display(Image(data=base64.b64decode('{PNG_B64}'), format='png'))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><rect width="4" height="4"/></svg>'))
+display(JSON({{'a': 1, 'b': [1, 2]}}))
+display(Markdown('# Title'))
+display(Latex(r'$\\alpha + \\beta$'))
+display({{'text/plain': 'raw plain', 'text/html': '<i>raw</i>'}}, raw=True)
+"""
+    nb = run_notebook([LOAD, body])
+    outs = rich_outputs(nb.cells[1])
+    assert len(outs) == 7, [sorted(o["data"]) for o in outs]
+    html, png, svg, js, md, latex, raw = (o["data"] for o in outs)
+    assert html["text/html"] == "<b>bold</b>"
+    assert base64.b64decode(png["image/png"]).startswith(PNG_MAGIC)
+    assert "<svg" in svg["image/svg+xml"] and "<rect" in svg["image/svg+xml"]
+    assert js["application/json"] == {"a": 1, "b": [1, 2]}
+    assert md["text/markdown"] == "# Title"
+    assert latex["text/latex"] == r"$\alpha + \beta$"
+    assert raw["text/html"] == "<i>raw</i>" and raw["text/plain"] == "raw plain"
+    last_footer(nb.cells[1])
+
+
+@pytest.mark.timeout(180)
+def test_matplotlib_show_yields_png(run_notebook):
+    nb = run_notebook([LOAD, "%%gpu\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"])
+    pngs = [o for o in rich_outputs(nb.cells[1]) if "image/png" in o["data"]]
+    assert len(pngs) == 1, [sorted(o["data"]) for o in rich_outputs(nb.cells[1])]
+    assert base64.b64decode(pngs[0]["data"]["image/png"]).startswith(PNG_MAGIC)
+    last_footer(nb.cells[1])
+
+
+@pytest.mark.timeout(180)
+def test_matplotlib_figure_left_open_is_shown(run_notebook):
+    nb = run_notebook([LOAD, "%%gpu\nimport matplotlib.pyplot as plt\nplt.plot([3, 1, 2]);"])
+    pngs = [o for o in rich_outputs(nb.cells[1]) if "image/png" in o["data"]]
+    assert len(pngs) == 1, [sorted(o["data"]) for o in rich_outputs(nb.cells[1])]
+    assert base64.b64decode(pngs[0]["data"]["image/png"]).startswith(PNG_MAGIC)
+
+
+@pytest.mark.timeout(120)
+def test_clear_output_wait_leaves_only_the_final_text(run_notebook, tmp_path):
+    import nbformat
+
+    nb = run_notebook(
+        [
+            LOAD,
+            "%%gpu\nfrom IPython.display import clear_output\nfor i in range(20):\n"
+            "    clear_output(wait=True)\n    print(f'step {i}')",
+        ]
+    )
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+    cell = nbformat.read(path, as_version=4).cells[1]
+    assert stream_text(cell) == "step 19\n"
+    assert [o["output_type"] for o in user_outputs(cell)] == ["stream"]
+    last_footer(cell)
+
+
+@pytest.mark.timeout(120)
+def test_display_handle_update_leaves_one_updated_output(run_notebook):
+    nb = run_notebook([LOAD, "%%gpu\nh = display('a', display_id=True)\nh.update('b')"])
+    outs = rich_outputs(nb.cells[1])
+    assert [_text(o) for o in outs] == ["'b'"]
+    last_footer(nb.cells[1])
+
+
+@pytest.mark.timeout(120)
+def test_display_ids_of_two_cells_do_not_collide(run_notebook):
+    nb = run_notebook(
+        [
+            LOAD,
+            "%%gpu\nh1 = display('first', display_id=True)",
+            "%%gpu\nh2 = display('second', display_id=True)\nh2.update('second, updated')",
+        ]
+    )
+    first, second = nb.cells[1], nb.cells[2]
+    assert [_text(o) for o in rich_outputs(first)] == ["'first'"]
+    assert [_text(o) for o in rich_outputs(second)] == ["'second, updated'"]
+    # Each cell keeps its own footer too.
+    f1, f2 = last_footer(first), last_footer(second)
+    assert f1["status"] == "ok" and f2["status"] == "ok"
