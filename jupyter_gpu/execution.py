@@ -7,6 +7,7 @@ worker.  The cell keeps draining events either way, so no output is lost.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -123,6 +124,7 @@ class KernelSession:
         use_shm = self.shares_host()
         if use_shm and self.pool is None:
             self.pool = shm.SegmentPool()
+            atexit.register(self.pool.close)  # a killed kernel's segments go at the next sweep
         exec_count = self.cell_number()
         t0 = time.monotonic()
         base = uuid.uuid4().hex[:12]
@@ -146,13 +148,16 @@ class KernelSession:
                 "no_out": opts.no_out,
                 "shm": use_shm,
                 "keep_warm": keep_warm,
+                # the worker's segments whose values died here: it may reuse them
+                "returned": self.reader.drain_returned(),
             }
             sent = client.send(header, packer.buffers) + packer.shm_bytes
+            outcome = None
             try:
                 outcome = self._drain(header["cell"], gpu, t0, opts)
             finally:
-                if self.pool is not None:
-                    self.pool.release_all()  # the worker read our segments before it ran the cell
+                if self.pool is not None and (outcome is None or not outcome.done.get("worker")):
+                    self.pool.reclaim(held.worker)  # nobody maps what this attempt lent
             if outcome is None:  # the worker holding our values is gone: send everything again
                 self.held[gpu] = Held()
                 continue
@@ -178,6 +183,10 @@ class KernelSession:
             return
         if held.worker != worker:
             held = self.held[gpu] = Held(worker)
+        if self.pool is not None:
+            self.pool.lent(worker)
+            self.pool.returned(done.get("returned", ()))
+            self.pool.reclaim(worker)  # a previous worker is gone, and its mappings with it
         held.values.update(sent_hashes)
         held.values.update(outcome.hashes)
         for ref in outcome.refs:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import cloudpickle
 import xxhash
 
+from . import shm
 from .errors import SerializationError
 
 PROTOCOL = 5
@@ -74,16 +75,20 @@ def unpickle_value(name: str, data, buffers):
 class Packer:
     """Collects the buffers of one outgoing message; values refer to them by index."""
 
-    shm_pool: object = None  # shm.SegmentPool, when the peer shares this host
+    shm_pool: "shm.SegmentPool | None" = None  # when the peer shares this host
     buffers: list = field(default_factory=list)
     shm_bytes: int = 0
 
     def add(self, buf) -> dict:
         mv = buf if isinstance(buf, memoryview) else memoryview(buf)
         if self.shm_pool is not None and mv.nbytes >= SHM_MIN:
-            ref = self.shm_pool.put(mv)
-            self.shm_bytes += mv.nbytes
-            return ref
+            try:
+                ref = self.shm_pool.put(mv)
+            except shm.NoRoom:
+                pass  # /dev/shm is full: the wire still works
+            else:
+                self.shm_bytes += mv.nbytes
+                return ref
         self.buffers.append(mv)
         return {"w": len(self.buffers) - 1}
 
@@ -97,7 +102,7 @@ class Packer:
 
 
 def resolve(ref: dict, wire: list, shm_reader) -> object:
-    """Turn a buffer reference back into writable memory."""
+    """Turn a buffer reference back into writable memory (a lent segment is used in place)."""
     if "w" in ref:
         return wire[ref["w"]]
     if "shm" in ref:

@@ -33,22 +33,35 @@ def test_unpicklable_value_names_the_variable():
         serialization.pickle_value("lock", threading.Lock())
 
 
-def test_shared_memory_roundtrip_reuses_its_segment():
+def test_lent_segment_is_used_in_place_and_recycled_once_its_value_dies():
     pool, reader = shm.SegmentPool(), shm.SegmentReader()
     try:
         a = np.random.default_rng(0).random(1 << 18)
-        for _ in range(2):
+        for round_ in range(3):
             packer = serialization.Packer(shm_pool=pool)
             spec = packer.pack(serialization.pickle_value("a", a))
             assert packer.shm_bytes == a.nbytes and any("shm" in r for r in spec["b"])
             b = serialization.unpack("a", spec, [bytearray(x) for x in packer.buffers], reader)
-            assert np.array_equal(a, b)
-            b[0] = -1  # the copy is ours: writing it must not touch the sender's segment
-            pool.release_all()
-        assert len(pool._segments) == 1, "a released segment must be reused"
+            assert np.array_equal(a, b) and b.flags.writeable
+            pool.lent("peer")
+            assert reader.drain_returned() == [], "a value still alive keeps its segment"
+            del b
+            pool.returned(reader.drain_returned())
+        assert len(pool._segments) == 1, "a returned segment must be reused, not a new one made"
     finally:
         pool.close()
-        reader.close()
+
+
+def test_segments_lent_to_a_peer_that_is_gone_are_reclaimed():
+    pool = shm.SegmentPool()
+    try:
+        pool.put(memoryview(np.ones(1 << 18)))
+        pool.lent("old-worker")
+        pool.reclaim("new-worker")
+        pool.put(memoryview(np.ones(1 << 18)))
+        assert len(pool._segments) == 1
+    finally:
+        pool.close()
 
 
 def test_reader_refuses_paths_outside_its_prefix():

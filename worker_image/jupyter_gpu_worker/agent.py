@@ -110,7 +110,7 @@ class Agent:
             if name not in self._fresh_ns:
                 del ns[name]
         self.held.clear()
-        self.out_pool.release_all()
+        self.out_pool.reclaim()  # the previous kernel's mappings are gone with its session
         self.session = session
 
     def execute(self, msg: protocol.Message) -> None:
@@ -119,7 +119,7 @@ class Agent:
         if h["session"] != self.session:
             self._reset_session(h["session"])  # a new session always starts from a fresh namespace
         else:
-            self.out_pool.release_all()  # the kernel has read the previous cell's results
+            self.out_pool.returned(h.get("returned", ()))  # results the kernel no longer holds
         ns = self.shell.user_ns
         missing = [n for n, hsh in h.get("keep", {}).items() if self.held.get(n) != hsh or n not in ns]
         if missing:
@@ -163,7 +163,12 @@ class Agent:
             self._error(e)
         finally:
             # the results ride on the final event: a warm cell costs one message per hop
-            self.emitter.event({"type": protocol.DONE, "status": status, "timings": timings, **outputs}, buffers)
+            returned = self.reader.drain_returned()  # input segments whose values died here
+            self.emitter.event(
+                {"type": protocol.DONE, "status": status, "timings": timings, "returned": returned, **outputs},
+                buffers,
+            )
+            self.out_pool.lent(self.session)
             self.emitter.cell = None
 
     def _error(self, e: BaseException) -> None:
