@@ -1,0 +1,175 @@
+"""Warm round trip of the cell `x = 1` through a real ipykernel (jupyter_client, BlockingKernelClient).
+
+Variants, measured in the same run, interleaved round by round (the order rotates each round so no
+variant always goes first):
+  local  a plain cell `x = 1`                                       (anchor)
+  px     `%%px\\nx = 1` with a 1-engine ipyparallel cluster, started inside the kernel
+  gpu    `%%gpu\\nx = 1` after `%load_ext jupyter_gpu` and warm-up cells (worker warm)
+
+Each variant runs in its own kernel, so one variant's client threads (ipyparallel's, jupyter-gpu's)
+cannot slow another's cells; the kernels are identical otherwise.  Round trip = from sending the
+execute_request to having both its execute_reply and its iopub `status: idle`.
+
+Targets (DESIGN.md): gpu median <= 0.5 x px median, and <= local median + 2 ms.
+
+    python benchmarks/bench_roundtrip.py [--rounds 300] [--warmup 30] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import traceback
+
+from common import (CellError, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
+                    verdict, write_result)
+
+CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1"}
+PX_START = ("import ipyparallel as ipp\n"
+            "_bench_rc = ipp.Cluster(n=1).start_and_connect_sync()\n"
+            "_bench_rc.wait_for_engines(1, timeout=60)\n"
+            "_bench_rc.activate()\n")
+PX_STOP = "_bench_rc.cluster.stop_cluster_sync()"
+
+
+def start_px(kernel):
+    kernel.execute(PX_START, timeout=180)
+    on_cleanup(lambda: kernel.execute(PX_STOP, timeout=60, check=False))
+
+
+def start_gpu(kernel, cold_timeout):
+    kernel.execute("%load_ext jupyter_gpu", timeout=60)
+    on_cleanup(lambda: kernel.execute("%gpu release", timeout=30, check=False))
+    t0 = time.perf_counter()
+    first = kernel.execute(CODE["gpu"], timeout=cold_timeout)
+    footers = first.footers()
+    print(f"  first %%gpu cell: {(time.perf_counter() - t0) * 1000:.1f} ms, "
+          f"footer: {footers[-1] if footers else 'NONE'}")
+    if not footers:
+        raise RuntimeError("the %%gpu cell ran but produced no footer display_data "
+                           "(application/vnd.jupyter-gpu.execution+json)")
+    return footers[-1]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="30 rounds, 10 warm-up: a smoke run")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per measured cell")
+    ap.add_argument("--cold-timeout", type=float, default=180.0, help="seconds for the first %%gpu cell")
+    ap.add_argument("--variants", default="local,px,gpu")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.warmup = min(args.rounds, 30), min(args.warmup, 10)
+    wanted = [v for v in args.variants.split(",") if v]
+    banner(f"roundtrip: `x = 1` through a real kernel, {args.rounds} interleaved rounds")
+
+    kernels, errors, first_footer = {}, {}, None
+    for v in wanted:
+        try:
+            print(f"starting kernel for {v} ...", flush=True)
+            k = kernels[v] = Kernel(f"roundtrip-{v}")
+            if v == "px":
+                start_px(k)
+            elif v == "gpu":
+                first_footer = start_gpu(k, args.cold_timeout)
+            k.track_children()
+        except (CellError, CellTimeout, RuntimeError) as e:
+            errors[v] = f"setup failed: {e}"
+            print(f"!! variant {v} unavailable: {str(e)[:1500]}", file=sys.stderr, flush=True)
+            kernels.pop(v, None)
+    if "local" not in kernels:
+        raise SystemExit("the local anchor kernel failed; nothing to compare with")
+
+    active = [v for v in wanted if v in kernels]
+    print(f"warm-up: {args.warmup} cells per variant ({', '.join(active)})", flush=True)
+    for v in list(active):
+        try:
+            for _ in range(args.warmup):
+                kernels[v].execute(CODE[v], timeout=args.timeout)
+        except (CellError, CellTimeout) as e:
+            errors[v] = f"warm-up failed: {e}"
+            print(f"!! variant {v} dropped in warm-up: {str(e)[:1500]}", file=sys.stderr)
+            active.remove(v)
+
+    for k in kernels.values():
+        k.track_children()
+    samples = {v: [] for v in active}
+    cold_in_measured = 0
+    t_start = time.perf_counter()
+    for r in range(args.rounds):
+        order = active[r % len(active):] + active[:r % len(active)]
+        for v in order:
+            if v not in active:
+                continue
+            try:
+                rep = kernels[v].execute(CODE[v], timeout=args.timeout)
+            except (CellError, CellTimeout) as e:
+                errors[v] = f"round {r} failed: {e}"
+                print(f"!! variant {v} dropped at round {r}: {str(e)[:1500]}", file=sys.stderr)
+                active.remove(v)
+                continue
+            samples[v].append(rep.seconds * 1000.0)
+            if v == "gpu" and any(f.get("cold") for f in rep.footers()):
+                cold_in_measured += 1
+        if (r + 1) % max(1, args.rounds // 5) == 0:
+            print(f"  round {r + 1}/{args.rounds}", flush=True)
+    elapsed = time.perf_counter() - t_start
+
+    st = {v: stats(s, "ms") for v, s in samples.items() if s}
+    print("\nround trip (execute_request -> execute_reply + idle):")
+    for v in wanted:
+        print(fmt_stats(v, st[v]) if v in st else f"  {v:<28} NOT MEASURED: {errors.get(v, '?')[:200]}")
+
+    med = {v: s["median"] for v, s in st.items()}
+    ratios, targets = {}, {}
+    if "px" in med:
+        ratios["px_over_local"] = ratio(med["px"], med["local"])
+    if "gpu" in med:
+        paired = [g - l for g, l in zip(samples["gpu"], samples["local"])]
+        ratios["gpu_minus_local_ms"] = med["gpu"] - med["local"]
+        ratios["gpu_minus_local_paired_median_ms"] = statistics.median(paired)
+        ratios["gpu_over_local"] = ratio(med["gpu"], med["local"])
+        ratios["gpu_p99_minus_local_p99_ms"] = st["gpu"]["p99"] - st["local"]["p99"]
+        targets["gpu_le_local_plus_2ms"] = {"value_ms": ratios["gpu_minus_local_ms"], "limit_ms": 2.0,
+                                            "pass": ratios["gpu_minus_local_ms"] <= 2.0}
+        if "px" in med:
+            ratios["gpu_over_px"] = ratio(med["gpu"], med["px"])
+            ratios["gpu_p99_over_px_p99"] = ratio(st["gpu"]["p99"], st["px"]["p99"])
+            targets["gpu_le_half_px"] = {"value": ratios["gpu_over_px"], "limit": 0.5,
+                                         "pass": ratios["gpu_over_px"] <= 0.5}
+    print("\nratios (medians, same run):")
+    for k, val in ratios.items():
+        print(f"  {k:<36} {val:8.3f}")
+    print("\ntargets:")
+    if "gpu" not in med:
+        print("  gpu <= 0.5 x px            MISS (gpu variant not measured)")
+        print("  gpu <= local + 2 ms        MISS (gpu variant not measured)")
+    else:
+        if "gpu_le_half_px" in targets:
+            print(f"  gpu <= 0.5 x px            {verdict(targets['gpu_le_half_px']['pass'])}"
+                  f"  (gpu/px = {ratios['gpu_over_px']:.3f})")
+        print(f"  gpu <= local + 2 ms        {verdict(targets['gpu_le_local_plus_2ms']['pass'])}"
+              f"  (gpu - local = {ratios['gpu_minus_local_ms']:+.3f} ms)")
+        if cold_in_measured:
+            print(f"  note: {cold_in_measured} measured %%gpu cells reported cold=true")
+
+    write_result("roundtrip", {
+        "config": {"rounds": args.rounds, "warmup": args.warmup, "timeout_s": args.timeout,
+                   "code": CODE, "kernel_per_variant": True, "order": "rotating interleave"},
+        "elapsed_s": elapsed, "variants": st, "ratios": ratios, "targets": targets,
+        "gpu_first_cell_footer": first_footer, "gpu_cold_in_measured": cold_in_measured,
+        "errors": errors})
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)
