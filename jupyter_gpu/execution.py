@@ -169,11 +169,24 @@ class KernelSession:
         wall = time.monotonic() - t0
         f = footer.build(done, wall, {"sent_bytes": sent, "received_bytes": outcome.received})
         self.last_footer = f
-        Publisher(self.shell).display(footer.bundle(f), {})
         error = outcome.exception(done)
-        if error is not None:
-            raise error
-        return f
+        if error is None:
+            Publisher(self.shell).display(footer.bundle(f), {})
+            return f
+        # the kernel publishes the error output after the magic raises; the footer must still be
+        # the cell's last output, so it goes out once the cell has finished (post_run_cell)
+        self._footer_after_cell(footer.bundle(f))
+        raise error
+
+    def _footer_after_cell(self, bundle: dict) -> None:
+        events = self.shell.events
+        publisher = Publisher(self.shell)
+
+        def publish(result=None):
+            events.unregister("post_run_cell", publish)
+            publisher.display(bundle, {})
+
+        events.register("post_run_cell", publish)
 
     def _remember(self, gpu: str, held: Held, done: dict, sent_hashes: dict, outcome: "_Outcome") -> None:
         """Record which values the worker now shares with us, so unchanged ones are not re-sent."""
