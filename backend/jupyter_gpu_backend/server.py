@@ -59,7 +59,6 @@ class BackendServer:
         runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker")
         self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout)
         self.app, self.gateway = create_app(config, self.scheduler)
-        self.app.router.on_shutdown.append(self.scheduler.shutdown)
         self.uvicorn = uvicorn.Server(
             uvicorn.Config(
                 self.app,
@@ -69,6 +68,8 @@ class BackendServer:
                 ws_ping_interval=20,
                 ws_ping_timeout=60,
                 lifespan="on",
+                # workers hold websockets open: never wait on them for long when asked to stop
+                timeout_graceful_shutdown=3,
             )
         )
 
@@ -78,6 +79,7 @@ class BackendServer:
             gone = time.monotonic() - self.gateway.last_client_left
             if self.gateway.clients == 0 and gone > self.config.idle_grace:
                 log.info("no client for %.1f s: the embedded backend exits", gone)
+                await self.scheduler.shutdown()  # workers first, so no open socket holds us up
                 self.uvicorn.should_exit = True
 
     async def serve(self) -> None:
