@@ -79,9 +79,16 @@ class KernelSession:
             return self.client
         if self.client is not None:
             self.client.close()
-        if url is None:
+        if url is not None:
+            self.client = BackendClient(url, token or "", self.id)
+        else:
             url, token = ensure_backend()
-        self.client = BackendClient(url, token or "", self.id)
+            try:
+                self.client = BackendClient(url, token, self.id)
+            except ConnectionLost:
+                # the embedded backend may have been exiting (idle) just as we found it
+                url, token = ensure_backend()
+                self.client = BackendClient(url, token, self.id)
         self.held.clear()
         return self.client
 

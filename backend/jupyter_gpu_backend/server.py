@@ -79,6 +79,8 @@ class BackendServer:
             gone = time.monotonic() - self.gateway.last_client_left
             if self.gateway.clients == 0 and gone > self.config.idle_grace:
                 log.info("no client for %.1f s: the embedded backend exits", gone)
+                if self.config.runtime_file:
+                    remove_runtime_file(self.config.runtime_file)  # new kernels start another
                 await self.scheduler.shutdown()  # workers first, so no open socket holds us up
                 self.uvicorn.should_exit = True
 
