@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -296,14 +295,14 @@ class KernelSession:
                 elif kind == protocol.DONE and h.get("status") != "resend":
                     live.clear()
                     out.received += protocol.payload_size(h)
-                    self._take_results(h, msg.buffers, out)
+                    self._take_results(h, msg.buffers, out, pub)
                     out.done = h
                     return out
         finally:
             if restore is not None:
                 restore()
 
-    def _take_results(self, h: dict, buffers: list, out: "_Outcome") -> None:
+    def _take_results(self, h: dict, buffers: list, out: "_Outcome", pub: Publisher) -> None:
         ns = self.shell.user_ns
         for name, spec in h.get("values", {}).items():
             ns[name] = serialization.unpack(name, spec, buffers, self.reader)
@@ -316,7 +315,7 @@ class KernelSession:
             out.refs.append(value)
             out.hashes[name] = ref["h"]
         if h.get("missing"):
-            print(f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}", file=sys.stderr)
+            pub.stream("stderr", f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}\n")
 
     def _trap_sigint(self):
         """Turn SIGINT into a counted request while we wait (only possible on the main thread)."""

@@ -27,6 +27,7 @@ log = logging.getLogger("jupyter_gpu_backend")
 CLOSE_POLICY = 1008  # wrong credentials
 CLOSE_PROTOCOL = 1002
 CLOSE_TOO_BIG = 1009
+CLOSE_RESTART = 1012
 RECONNECT_GRACE = 30.0  # a kernel's workers outlive a dropped connection this long
 
 
@@ -55,6 +56,7 @@ class Gateway:
         self.config = config
         self.scheduler = scheduler
         self.clients = 0
+        self.closing = False  # set once an idle embedded backend has decided to exit
         self.last_client_left = time.monotonic()
         self._close_tasks: dict[str, asyncio.TimerHandle] = {}
         self.host_id = shm.host_id()
@@ -71,6 +73,9 @@ class Gateway:
             await ws.close(code=CLOSE_POLICY, reason="missing or wrong token")
             return
         await ws.accept()
+        if self.closing:  # accepted, then closed: the kernel retries with a fresh backend
+            await ws.close(code=CLOSE_RESTART, reason="this backend is exiting")
+            return
         session = self.scheduler.session(session_id, user)
         pending_close = self._close_tasks.pop(session_id, None)
         if pending_close is not None:

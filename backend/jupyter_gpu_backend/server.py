@@ -17,6 +17,8 @@ import time
 
 import uvicorn
 
+from jupyter_gpu.wsclient import keepalive
+
 from .config import BackendConfig
 from .gateway import create_app
 from .runtimes import make_runtime
@@ -52,6 +54,7 @@ class BackendServer:
         # accepted sockets inherit this: without it two small events in a row (result, done)
         # meet Nagle + delayed ACK and the second waits ~40 ms
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keepalive(self.sock)  # dead peers are found by TCP keepalive, not websocket pings
         self.sock.bind((config.host, config.port))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
@@ -65,8 +68,8 @@ class BackendServer:
                 log_level="warning",
                 ws_max_size=2 * 1024 * 1024 * 1024,
                 ws_per_message_deflate=False,
-                ws_ping_interval=20,
-                ws_ping_timeout=60,
+                # no pings: a kernel reads only while a cell runs and could not answer them
+                ws_ping_interval=None,
                 lifespan="on",
                 # workers hold websockets open: never wait on them for long when asked to stop
                 timeout_graceful_shutdown=3,
@@ -79,6 +82,7 @@ class BackendServer:
             gone = time.monotonic() - self.gateway.last_client_left
             if self.gateway.clients == 0 and gone > self.config.idle_grace:
                 log.info("no client for %.1f s: the embedded backend exits", gone)
+                self.gateway.closing = True
                 if self.config.runtime_file:
                     remove_runtime_file(self.config.runtime_file)  # new kernels start another
                 await self.scheduler.shutdown()  # workers first, so no open socket holds us up

@@ -171,6 +171,16 @@ class WorkerShell(InteractiveShell):
             }
         )
 
+    def should_run_async(self, raw_cell, *, transformed_cell=None, preprocessing_exc_tuple=None):
+        # IPython compiles every cell once more just to look for a top-level await; a cell that
+        # does not even contain the words cannot have one
+        text = transformed_cell if transformed_cell is not None else raw_cell
+        if "await" not in text and "async" not in text:
+            return False
+        return super().should_run_async(
+            raw_cell, transformed_cell=transformed_cell, preprocessing_exc_tuple=preprocessing_exc_tuple
+        )
+
     def enable_gui(self, gui=None):
         pass  # no event loop integration on a worker
 

@@ -1,0 +1,129 @@
+"""A blocking websocket client that reads the socket in the calling thread.
+
+``websockets.sync`` reads in a background thread and hands each message over to the waiting
+thread: one extra thread wake-up per message, ~0.1-0.3 ms on a busy 2-core machine, paid on every
+hop of every cell.  The kernel side only ever reads from the thread that runs the cell, so it can
+drive websockets' sans-I/O protocol itself.  The backend does not send pings (an idle kernel reads
+nothing and could not answer them); TCP keepalive finds dead peers instead.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+RECV_SIZE = 1 << 20
+
+
+def keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+
+
+class Connection:
+    """``send(bytes)`` a binary message, ``recv(timeout)`` the next one (bytes), ``close()``."""
+
+    def __init__(self, url: str, headers: dict, open_timeout: float = 10.0):
+        uri = parse_uri(url)
+        if uri.secure:
+            raise ValueError("wss:// needs the websockets.sync client (TLS), not this one")
+        self.sock = socket.create_connection((uri.host, uri.port), timeout=open_timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keepalive(self.sock)
+        self.protocol = ClientProtocol(uri, max_size=None)
+        request = self.protocol.connect()
+        for k, v in headers.items():
+            request.headers[k] = v
+        self.protocol.send_request(request)
+        self._flush()
+        self._messages: list = []
+        self._parts: list = []
+        deadline = time.monotonic() + open_timeout
+        while self.protocol.state is State.CONNECTING:
+            self._read(max(0.0, deadline - time.monotonic()) or 1e-3, handshake=True)
+            if time.monotonic() > deadline and self.protocol.state is State.CONNECTING:
+                raise TimeoutError("websocket handshake timed out")
+        if self.protocol.handshake_exc is not None:
+            raise self.protocol.handshake_exc
+        self.sock.settimeout(None)
+
+    @property
+    def open(self) -> bool:
+        return self.protocol.state is State.OPEN
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:
+                self.sock.sendall(data)
+            else:  # the protocol asks us to half-close
+                try:
+                    self.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+    def _read(self, timeout: float | None, handshake: bool = False) -> bool:
+        """Read what the socket has (waiting up to ``timeout``); False when nothing came."""
+        if timeout is not None:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return False
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except OSError:
+            data = b""
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        for event in self.protocol.events_received():
+            if isinstance(event, Response):
+                if event.status_code != 101:
+                    raise InvalidStatus(event)
+            elif event.opcode in (Opcode.BINARY, Opcode.TEXT, Opcode.CONT):
+                self._parts.append(event.data)
+                if event.fin:
+                    msg = b"".join(self._parts) if len(self._parts) > 1 else self._parts[0]
+                    self._messages.append(msg.decode() if event.opcode is Opcode.TEXT else msg)
+                    self._parts = []
+        self._flush()  # pongs and close replies the protocol queued
+        if not data and not self._messages:
+            raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
+        if self.protocol.state is State.CLOSED and not self._messages:
+            raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
+        return True
+
+    def recv(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._messages:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._read(left) and deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError()
+        return self._messages.pop(0)
+
+    def send(self, data) -> None:
+        if self.protocol.state is not State.OPEN:
+            raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
+        self.protocol.send_binary(data if isinstance(data, bytes) else bytes(data))
+        try:
+            self._flush()
+        except OSError:
+            self.protocol.receive_eof()
+            raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent) from None
+
+    def close(self) -> None:
+        try:
+            if self.protocol.state is State.OPEN:
+                self.protocol.send_close()
+                self._flush()
+        except OSError:
+            pass
+        self.sock.close()
