@@ -16,6 +16,7 @@ import urllib.request
 from contextlib import contextmanager
 
 from .errors import AuthError, ConnectionLost
+from .shm import pid_alive
 
 START_TIMEOUT = 60.0
 
@@ -68,16 +69,6 @@ def _read(path: str) -> dict | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def ensure_backend() -> tuple[str, str]:
     """(url, token) of a running backend: the configured one, or the embedded one (started now)."""
     conf = configured()
@@ -87,7 +78,7 @@ def ensure_backend() -> tuple[str, str]:
     info_path = os.path.join(d, "backend.json")
     with _locked(os.path.join(d, "backend.lock")):
         info = _read(info_path)
-        if info and _alive(info.get("pid", -1)):
+        if info and pid_alive(info.get("pid", -1)):
             try:
                 health(info["url"], info["token"])
                 return info["url"], info["token"]

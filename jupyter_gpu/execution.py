@@ -259,7 +259,11 @@ class KernelSession:
                 wait = max(0.0, live.next_tick - now)
                 if restore is not None:
                     wait = min(wait, POLL)
-                msg = client.recv(timeout=wait)
+                try:
+                    msg = client.recv(timeout=wait)
+                except KeyboardInterrupt:  # only off the main thread, where SIGINT cannot be trapped
+                    self._interrupts += 1
+                    msg = None
                 if self._interrupts > sent_interrupts:
                     sent_interrupts = self._interrupts
                     kind = protocol.INTERRUPT if sent_interrupts == 1 else protocol.KILL

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import pytest
 
+from jupyter_gpu.shm import pid_alive
+
 FOOTER_MIME = "application/vnd.jupyter-gpu.execution+json"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -41,24 +43,6 @@ def make_kernel_env(runtime_dir: Path) -> dict[str, str]:
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     return env
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped by its new parent) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _wait_pid_exit(pid: int, timeout: float) -> None:
@@ -86,7 +70,7 @@ def _reap_backend(runtime_dir: Path) -> None:
     except Exception:
         return
     _wait_pid_exit(pid, 20)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         import warnings
 
         warnings.warn(f"embedded backend {pid} still running 20 s after its last kernel; stopping it")
