@@ -8,8 +8,10 @@ nothing and could not answer them); TCP keepalive finds dead peers instead.
 """
 from __future__ import annotations
 
+import os
 import select
 import socket
+import threading
 import time
 
 from websockets.client import ClientProtocol
@@ -30,7 +32,10 @@ def keepalive(sock: socket.socket) -> None:
 
 
 class Connection:
-    """``send(bytes)`` a binary message, ``recv(timeout)`` the next one (bytes), ``close()``."""
+    """``send(bytes)`` a binary message, ``recv(timeout)`` the next one (bytes), ``close()``.
+
+    Any thread may send (frames are written whole, in order); one thread at a time may receive.
+    """
 
     def __init__(self, url: str, headers: dict, open_timeout: float = 10.0):
         uri = parse_uri(url)
@@ -40,6 +45,8 @@ class Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         keepalive(self.sock)
         self.protocol = ClientProtocol(uri, max_size=None)
+        self._proto_lock = threading.Lock()  # the sans-I/O protocol object is not thread-safe
+        self._send_lock = threading.Lock()  # keeps each sender's frames whole and in order
         request = self.protocol.connect()
         for k, v in headers.items():
             request.headers[k] = v
@@ -49,7 +56,7 @@ class Connection:
         self._parts: list = []
         deadline = time.monotonic() + open_timeout
         while self.protocol.state is State.CONNECTING:
-            self._read(max(0.0, deadline - time.monotonic()) or 1e-3, handshake=True)
+            self._read(max(0.0, deadline - time.monotonic()) or 1e-3)
             if time.monotonic() > deadline and self.protocol.state is State.CONNECTING:
                 raise TimeoutError("websocket handshake timed out")
         if self.protocol.handshake_exc is not None:
@@ -61,7 +68,9 @@ class Connection:
         return self.protocol.state is State.OPEN
 
     def _flush(self) -> None:
-        for data in self.protocol.data_to_send():
+        with self._proto_lock:
+            chunks = self.protocol.data_to_send()
+        for data in chunks:
             if data:
                 self.sock.sendall(data)
             else:  # the protocol asks us to half-close
@@ -70,21 +79,28 @@ class Connection:
                 except OSError:
                     pass
 
-    def _read(self, timeout: float | None, handshake: bool = False) -> bool:
-        """Read what the socket has (waiting up to ``timeout``); False when nothing came."""
-        if timeout is not None:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
+    def _read(self, timeout: float | None, wake_fd: int | None = None) -> bool:
+        """Read what the socket has (waiting up to ``timeout``); False when nothing came or
+        ``wake_fd`` became readable (its bytes are consumed)."""
+        if timeout is not None or wake_fd is not None:
+            fds = [self.sock] if wake_fd is None else [self.sock, wake_fd]
+            ready, _, _ = select.select(fds, [], [], timeout)
+            if wake_fd is not None and wake_fd in ready:
+                os.read(wake_fd, 4096)
+                return False
             if not ready:
                 return False
         try:
             data = self.sock.recv(RECV_SIZE)
         except OSError:
             data = b""
-        if data:
-            self.protocol.receive_data(data)
-        else:
-            self.protocol.receive_eof()
-        for event in self.protocol.events_received():
+        with self._proto_lock:
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            events = self.protocol.events_received()
+        for event in events:
             if isinstance(event, Response):
                 if event.status_code != 101:
                     raise InvalidStatus(event)
@@ -94,36 +110,47 @@ class Connection:
                     msg = b"".join(self._parts) if len(self._parts) > 1 else self._parts[0]
                     self._messages.append(msg.decode() if event.opcode is Opcode.TEXT else msg)
                     self._parts = []
-        self._flush()  # pongs and close replies the protocol queued
+        if not data or any(getattr(e, "opcode", None) in (Opcode.PING, Opcode.CLOSE) for e in events):
+            with self._send_lock:  # a pong or close reply; a sender's frames are never taken here
+                self._flush()
         if not data and not self._messages:
             raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
         if self.protocol.state is State.CLOSED and not self._messages:
             raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
         return True
 
-    def recv(self, timeout: float | None = None):
+    def recv(self, timeout: float | None = None, wake_fd: int | None = None):
+        """The next message; TimeoutError when ``timeout`` passes or ``wake_fd`` wakes us first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._messages:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._read(left) and deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError()
+            if not self._read(left, wake_fd=wake_fd):
+                if wake_fd is not None or (deadline is not None and time.monotonic() >= deadline):
+                    raise TimeoutError()
         return self._messages.pop(0)
+
+    def pending(self) -> bool:
+        """Whether a whole message is already buffered (recv would not wait)."""
+        return bool(self._messages)
 
     def send(self, data) -> None:
         if self.protocol.state is not State.OPEN:
             raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
-        self.protocol.send_binary(data if isinstance(data, bytes) else bytes(data))
-        try:
-            self._flush()
-        except OSError:
-            self.protocol.receive_eof()
-            raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent) from None
+        with self._send_lock:
+            with self._proto_lock:
+                self.protocol.send_binary(data if isinstance(data, bytes) else bytes(data))
+            try:
+                self._flush()
+            except OSError:
+                raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent) from None
 
     def close(self) -> None:
         try:
             if self.protocol.state is State.OPEN:
-                self.protocol.send_close()
-                self._flush()
+                with self._send_lock:
+                    with self._proto_lock:
+                        self.protocol.send_close()
+                    self._flush()
         except OSError:
             pass
         self.sock.close()

@@ -45,16 +45,23 @@ def make_kernel_env(runtime_dir: Path) -> dict[str, str]:
     return env
 
 
-def _wait_pid_exit(pid: int, timeout: float) -> None:
-    """Wait (on the process's exit event, not a sleep) until ``pid`` exits or ``timeout`` passes."""
+def _wait_pid_exit(pid: int, timeout: float) -> bool:
+    """Wait (on the process's exit event, not a sleep) until ``pid`` exits or ``timeout`` passes.
+
+    True when it exited.  An exited process can linger as a zombie until its new parent (PID 1,
+    the backend's kernel being gone) reaps it; the pidfd says "exited" already then, while
+    ``kill(pid, 0)`` would still find it."""
     import select
 
     try:
         fd = os.pidfd_open(pid)
-    except (ProcessLookupError, AttributeError, OSError):
-        return
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):
+        return not pid_alive(pid)
     try:
-        select.select([fd], [], [], timeout)
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
     finally:
         os.close(fd)
 
@@ -69,8 +76,7 @@ def _reap_backend(runtime_dir: Path) -> None:
         pid = int(json.loads(runtime.read_text())["pid"])
     except Exception:
         return
-    _wait_pid_exit(pid, 20)
-    if pid_alive(pid):
+    if not _wait_pid_exit(pid, 20):
         import warnings
 
         warnings.warn(f"embedded backend {pid} still running 20 s after its last kernel; stopping it")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -117,6 +119,7 @@ def main(argv=None) -> None:
     ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: stacks to the log
     config = BackendConfig(host=args.host, port=args.port, runtime=args.runtime, embedded=args.embedded)
     if args.token:
         config.token = args.token

@@ -1,15 +1,17 @@
 """The worker process: dials out to the backend, registers, then runs cells on its main thread.
 
-Threads: the connection thread receives requests (and turns an interrupt request into SIGINT for
-the main thread); the main thread runs user code in the WorkerShell; the stream flusher sends
-buffered output.  Every send goes through ``Agent.send`` under one lock, so a multi-frame message
-is never interleaved with another.
+Who reads the connection: the main thread itself while it is idle, so a request wakes the thread
+that runs it and no other; while user code runs, the watcher thread reads (an interrupt request
+becomes SIGINT for the main thread; anything else waits in the inbox).  Whoever reads holds
+``_reading``; the main thread takes it back by waking the watcher through a pipe.  The stream
+flusher sends buffered output.  Every send goes through ``Agent.send`` under one lock, so a
+multi-frame message is never interleaved with another.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
-import queue
 import signal
 import sys
 import threading
@@ -18,8 +20,7 @@ import types
 
 _T_PROCESS = time.monotonic()
 
-from jupyter_gpu import protocol, serialization, shm  # noqa: E402
-from jupyter_gpu.client import open_websocket  # noqa: E402
+from jupyter_gpu import protocol, serialization, shm, wsclient  # noqa: E402
 from jupyter_gpu.errors import SerializationError  # noqa: E402
 
 from . import device  # noqa: E402
@@ -32,9 +33,13 @@ ID_ENV = "JUPYTER_GPU_WORKER_ID"
 class Agent:
     def __init__(self, url: str, secret: str, worker_id: str):
         self.worker_id = worker_id
-        self.ws = open_websocket(url, {"X-Worker-Secret": secret, "X-Worker-Id": worker_id}, open_timeout=30)
+        self.ws = wsclient.Connection(url, {"X-Worker-Secret": secret, "X-Worker-Id": worker_id}, open_timeout=30)
         self._send_lock = threading.Lock()
-        self.requests: queue.Queue = queue.Queue()
+        self._reading = threading.Lock()  # held by whichever thread reads the connection
+        self._watching = threading.Event()  # set while user code runs: the watcher reads
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # a wake-up nobody reads yet must never block
+        self._inbox: collections.deque = collections.deque()  # requests the watcher read
         self.executing: str | None = None
         self.session: str | None = None
         self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
@@ -72,34 +77,82 @@ class Agent:
         if header["type"] != protocol.REGISTERED:
             raise SystemExit(f"registration refused: {header.get('message', header)}")
 
-    def receive_forever(self) -> None:
+    def _read_message(self, wake: bool = False) -> protocol.Message | None:
+        """The next message (caller holds ``_reading``); None when woken through the pipe."""
         try:
-            while True:
-                header, inline = protocol.parse_first(self.ws.recv())
-                buffers = protocol.assemble(header, inline, self.ws.recv)
-                kind = header["type"]
-                if kind == protocol.EXECUTE:
-                    self.requests.put(protocol.Message(header, buffers))
-                elif kind == protocol.INTERRUPT:
-                    if self.executing is not None and self.executing == header.get("cell"):
-                        os.kill(os.getpid(), signal.SIGINT)
-                elif kind == protocol.RELEASE_SESSION:
-                    self.requests.put(protocol.Message(header, []))
-                elif kind == protocol.SHUTDOWN:
-                    break
+            frame = self.ws.recv(wake_fd=self._wake_r if wake else None)
+        except TimeoutError:
+            return None
         except Exception:
-            pass  # the backend went away: a worker never outlives its backend
+            self._exit()  # the backend went away: a worker never outlives its backend
+        header, inline = protocol.parse_first(frame)
+        return protocol.Message(header, protocol.assemble(header, inline, self.ws.recv))
+
+    def _control(self, msg: protocol.Message) -> bool:
+        """Handle a message that needs no main thread; True when it was one."""
+        kind = msg.type
+        if kind == protocol.INTERRUPT:
+            if self.executing is not None and self.executing == msg.header.get("cell"):
+                os.kill(os.getpid(), signal.SIGINT)
+            return True
+        if kind == protocol.SHUTDOWN:
+            self._exit()
+        return False
+
+    def _exit(self) -> None:
         self.out_pool.close()
         os._exit(0)
+
+    def next_request(self) -> protocol.Message:
+        """Main thread: the next request to run, read from the connection by this very thread."""
+        while True:
+            if self._inbox:
+                return self._inbox.popleft()
+            if not self._reading.acquire(blocking=False):
+                self._stop_watching()  # the watcher still reads (even if an interrupt cut in): wake it
+                self._reading.acquire()
+            try:
+                if self._inbox:
+                    continue
+                msg = self._read_message()
+            finally:
+                self._reading.release()
+            if not self._control(msg):
+                return msg
+
+    def watch_forever(self) -> None:
+        """Watcher thread: read the connection while the main thread runs user code."""
+        while True:
+            self._watching.wait()
+            with self._reading:
+                while self._watching.is_set():
+                    msg = self._read_message(wake=True)
+                    if msg is not None and not self._control(msg):
+                        self._inbox.append(msg)
+
+    def _run_user_code(self, fn):
+        """Run ``fn`` with the watcher reading the connection, then take reading back."""
+        self._watching.set()
+        try:
+            return fn()
+        finally:
+            self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        self._watching.clear()
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass  # the pipe already holds a wake-up
 
     # -- cells ---------------------------------------------------------------------------------
     def serve_forever(self) -> None:
         while True:
             try:
-                msg = self.requests.get()
+                msg = self.next_request()
                 if msg.type == protocol.RELEASE_SESSION:
                     self._reset_session(None)
-                else:
+                elif msg.type == protocol.EXECUTE:
                     self.execute(msg)
             except KeyboardInterrupt:
                 pass  # an interrupt that arrived just after its cell finished
@@ -144,7 +197,7 @@ class Agent:
             self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
             self.executing = cell
             try:
-                result = self.shell.run_cell(h["code"], store_history=True)
+                result = self._run_user_code(lambda: self.shell.run_cell(h["code"], store_history=True))
             finally:
                 self.executing = None
             t2 = time.monotonic()
@@ -228,5 +281,5 @@ def main(argv=None) -> None:
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     agent = Agent(args.url, secret, worker_id)
     agent.register()
-    threading.Thread(target=agent.receive_forever, name="connection", daemon=True).start()
+    threading.Thread(target=agent.watch_forever, name="watcher", daemon=True).start()
     agent.serve_forever()
