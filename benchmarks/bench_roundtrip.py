@@ -20,9 +20,8 @@ import argparse
 import statistics
 import sys
 import time
-import traceback
 
-from common import (CellError, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
+from common import (CellError, run_main, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
                     verdict, write_result)
 
 CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1"}
@@ -166,10 +165,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        sys.exit(1)
+    run_main(main)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from collections import Counter
 
-from common import (CellError, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
+from common import (CellError, run_main, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
                     verdict, write_result)
 
 
@@ -139,7 +138,7 @@ def main(argv=None):
                                     "out_of_order": st["gpu"]["out_of_order_total"], "pass": ok}
         print(f"\nratio gpu/local lines/s (medians): {ratios['gpu_over_local_lines_per_s']:.3f}")
     print("\ntargets:")
-    print(f"  gpu: all lines, in order, once   "
+    print("  gpu: all lines, in order, once   "
           + (verdict(targets["gpu_none_lost"]["pass"]) if targets else "MISS (not measured)"))
     if "local" in st and not st["local"]["all_exact"]:
         print("  note: the LOCAL anchor itself did not deliver every line exactly once")
@@ -155,10 +154,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        sys.exit(1)
+    run_main(main)

@@ -25,11 +25,10 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 
 import numpy as np
 
-from common import (CellError, CellTimeout, Kernel, banner, fmt_stats, kill_tree, on_cleanup, ratio,
+from common import (CellError, run_main, CellTimeout, Kernel, banner, fmt_stats, kill_tree, on_cleanup, ratio,
                     stats, verdict, write_result)
 
 N = 2**27
@@ -262,10 +261,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        sys.exit(1)
+    run_main(main)

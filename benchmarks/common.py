@@ -369,6 +369,19 @@ class Kernel:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
+def run_main(main):
+    """Run a benchmark's main(): its exit status, or 1 with the traceback on any failure."""
+    import traceback
+
+    try:
+        sys.exit(main())
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)
+
+
 def banner(title):
     print("=" * 78)
     print(title)

@@ -1,7 +1,6 @@
 """A real backend process and real workers, fed bad input: each bad request gets a clear error,
 and nothing else is lost - the backend keeps serving and other sessions are untouched."""
 import json
-import os
 import subprocess
 import sys
 import time
