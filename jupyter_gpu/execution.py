@@ -71,6 +71,7 @@ class KernelSession:
         self.pool: shm.SegmentPool | None = None
         self.reader = shm.SegmentReader()
         self._interrupts = 0
+        self._closing_registered = False
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self, url: str | None = None, token: str | None = None) -> BackendClient:
@@ -78,6 +79,9 @@ class KernelSession:
             return self.client
         if self.client is not None:
             self.client.close()
+        if not self._closing_registered:
+            atexit.register(self.close)  # a kernel that exits cleanly frees its workers at once
+            self._closing_registered = True
         if url is not None:
             self.client = BackendClient(url, token or "", self.id)
         else:
@@ -109,7 +113,12 @@ class KernelSession:
 
     def close(self) -> None:
         if self.client is not None:
+            try:
+                self.client.send({"type": protocol.RELEASE})  # no need to wait for the reply
+            except Exception:
+                pass
             self.client.close()
+            self.client = None
         if self.pool is not None:
             self.pool.close()
 
@@ -121,7 +130,7 @@ class KernelSession:
         ns = self.shell.user_ns
         try:
             reads, binds = analyse(self.shell.transform_cell(cell_source))
-        except SyntaxError:
+        except Exception:  # SyntaxError or a failing IPython transform
             reads, binds = set(), set()  # the worker reports the error with the cell's line numbers
         names = opts.inputs if opts.inputs is not None else inputs_for(reads, ns)
         for n in names:
