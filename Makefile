@@ -32,7 +32,7 @@ demo: install
 
 # pytest exits 5 when it collected nothing: that is a failure of the suite, not a pass.
 test: install-test
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: install-test

@@ -29,9 +29,16 @@ def _nvml_device() -> dict | None:
     try:
         if pynvml.nvmlDeviceGetCount() == 0:
             return None
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-        index = int(visible) if visible.isdigit() else 0
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        first = visible.split(",")[0].strip() if visible is not None else "0"
+        if first == "" or first == "-1":
+            return None  # CUDA is hidden from this process: it computes on the CPU, and says so
+        if first.isdigit():
+            index = int(first)
+            h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        else:  # a GPU UUID
+            h = pynvml.nvmlDeviceGetHandleByUUID(first.encode())
+            index = pynvml.nvmlDeviceGetIndex(h)
         name = pynvml.nvmlDeviceGetName(h)
         name = name.decode() if isinstance(name, bytes) else name
         mem = pynvml.nvmlDeviceGetMemoryInfo(h).total

@@ -1,0 +1,59 @@
+"""GPU-only paths: run where NVML sees an NVIDIA GPU, skipped (with the reason shown) elsewhere."""
+import pytest
+
+from tests.e2e.helpers import footers
+
+
+def _nvml_gpu_names() -> list[str]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    try:
+        names = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            n = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+            names.append(n.decode() if isinstance(n, bytes) else n)
+        return names
+    finally:
+        pynvml.nvmlShutdown()
+
+
+GPUS = _nvml_gpu_names()
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not GPUS, reason="no NVIDIA GPU visible to NVML here: GPU-only paths not exercised"),
+    pytest.mark.timeout(300),
+]
+
+
+def test_local_runtime_offers_the_gpu_and_a_cell_runs_on_it(run_notebook):
+    from jupyter_gpu_worker.device import gpu_type_of
+
+    gpu = gpu_type_of(GPUS[0])
+    nb = run_notebook(
+        [
+            "%load_ext jupyter_gpu",
+            f"%%gpu --gpu {gpu}\nimport torch\nprint(torch.cuda.is_available(), torch.cuda.device_count())\n"
+            "x = torch.ones(1024, device='cuda').sum().item()",
+            "print(x)",
+        ],
+        timeout=300,
+    )
+    remote = nb.cells[1]
+    text = "".join(o.get("text", "") for o in remote.outputs if o.output_type == "stream")
+    assert text.startswith("True 1"), text  # exactly its own GPU is visible
+    f = footers(remote)[-1]
+    assert f["gpu"] == gpu and f["device"] == GPUS[0] and f["price"]["serverless_per_s"] > 0
+    assert "".join(o.get("text", "") for o in nb.cells[2].outputs).strip() == "1024.0"
+
+
+def test_cpu_worker_on_a_gpu_machine_sees_no_gpu(run_notebook):
+    nb = run_notebook(
+        ["%load_ext jupyter_gpu", "%%gpu --gpu cpu\nimport torch\nprint(torch.cuda.is_available())"], timeout=300
+    )
+    cell = nb.cells[1]
+    assert "False" in "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    assert footers(cell)[-1]["device"].startswith("cpu (")
