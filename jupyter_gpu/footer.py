@@ -20,6 +20,7 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
         "device": done.get("device"),
         "worker": done.get("worker"),
         "cold": bool(done.get("cold")),
+        "start_method": done.get("start_method"),  # a cold worker: forked from the zygote, or spawned
         "timings": {
             "queue": t.get("queue", 0.0),
             "cold_start": t.get("cold_start", 0.0),

@@ -262,6 +262,16 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
             "sessions": {sid: scheduler.status(s) for sid, s in scheduler.sessions.items()},
         }
 
+    @app.get("/api/runtime")
+    async def runtime(request: Request, wait: float = 0.0):
+        """The runtime's state; ``?wait=S`` first waits up to S seconds until it is fully ready."""
+        if not authorized(request):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        runtime = scheduler.runtime
+        ready = await runtime.wait_ready(min(wait, 300.0)) if hasattr(runtime, "wait_ready") else True
+        describe = runtime.describe() if hasattr(runtime, "describe") else {}
+        return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(), **describe}
+
     @app.websocket("/ws/session/{session_id}")
     async def session_ws(ws: WebSocket, session_id: str):
         await gateway.session_ws(ws, session_id)

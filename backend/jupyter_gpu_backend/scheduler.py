@@ -238,6 +238,8 @@ class Scheduler:
                 "worker_start": worker.startup_s if run.cold else 0.0,
             }
             header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold)
+            if run.cold:
+                header["start_method"] = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
             worker.cell = None
             self._idle(run.session.leases.get(run.gpu))
         await run.session.emit(header, inline, frames)

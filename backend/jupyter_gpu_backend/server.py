@@ -96,6 +96,9 @@ class BackendServer:
                 self.config.runtime_file,
                 {"url": self.url, "token": self.config.token, "pid": os.getpid(), "runtime": self.config.runtime},
             )
+        prepare = getattr(self.scheduler.runtime, "prepare", None)
+        if prepare is not None:
+            await prepare()  # e.g. the local runtime's zygote starts importing now
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
         try:
             await self.uvicorn.serve(sockets=[self.sock])

@@ -117,3 +117,19 @@ def test_segfaulting_worker_fails_only_its_cell(backend):
     assert again[-1]["status"] == "ok" and again[-1]["cold"] is True
     assert int(next(e["text"] for e in again if e["type"] == "stream")) != pid
     c.close()
+
+
+def test_cold_start_forks_a_preimported_worker(backend):
+    req = urllib.request.Request(f"{backend}/api/runtime?wait=120", headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=130) as r:
+        info = json.load(r)
+    assert info["ready"] and info["zygote"]["ready"], info
+    c = BackendClient(backend, TOKEN, "s-zygote")
+    preloaded = sorted(info["zygote"]["preloaded"])
+    assert {"IPython", "numpy", "torch"} <= set(preloaded)  # what `make test` installs
+    # a forked worker has the zygote's modules before the cell imports anything
+    events = run_cell(c, f"# %%gpu\nimport sys\nprint(sorted(m for m in {preloaded!r} if m in sys.modules))", "z1")
+    done = events[-1]
+    assert done["status"] == "ok" and done["cold"] and done["start_method"] == "zygote"
+    assert [e["text"] for e in events if e["type"] == "stream"] == [f"{preloaded}\n"]
+    c.close()

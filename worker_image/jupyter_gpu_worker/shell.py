@@ -196,19 +196,27 @@ class WorkerShell(InteractiveShell):
         self.user_ns["_exit_code"] = p.returncode
 
 
-def make_shell(emitter: Emitter) -> WorkerShell:
+def create_shell() -> WorkerShell:
+    """The worker's shell, created once (a zygote creates it before forking its workers)."""
+    if WorkerShell.initialized():
+        return WorkerShell.instance()
     cfg = Config()
-    cfg.HistoryManager.enabled = False  # no SQLite writes per cell (~0.5 ms, and a file per worker)
+    cfg.HistoryManager.enabled = False  # no SQLite writes per cell (~0.5 ms), and no thread
     cfg.InteractiveShell.colors = "Linux"
     cfg.InteractiveShell.xmode = "Context"
-    EventDisplayPublisher.emitter = emitter
-    EventDisplayHook.emitter = emitter
-    WorkerShell.emitter = emitter
-    shell = WorkerShell.instance(
+    return WorkerShell.instance(
         config=cfg,
         display_pub_class=EventDisplayPublisher,
         displayhook_class=EventDisplayHook,
     )
+
+
+def make_shell(emitter: Emitter) -> WorkerShell:
+    """The shell with every output routed to ``emitter``."""
+    shell = create_shell()
+    EventDisplayPublisher.emitter = emitter
+    EventDisplayHook.emitter = emitter
+    WorkerShell.emitter = emitter
     sys.stdout = EventStream(emitter, "stdout")
     sys.stderr = EventStream(emitter, "stderr")
     return shell

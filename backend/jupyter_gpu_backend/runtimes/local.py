@@ -1,27 +1,35 @@
 """The `local` runtime: worker processes on this machine, one GPU each, or the CPU.
 
-Issue 3 starts each worker as a fresh `python -m jupyter_gpu_worker`; the pre-imported zygote is
-issue 4's.  Workers run in their own session so a Ctrl-C aimed at the backend's terminal never
-reaches user code, and their output goes to a log whose tail explains a failed start.
+Workers are forked from a zygote (``jupyter_gpu_worker.zygote``) that has already imported
+Python's heavy modules (IPython, numpy, torch...), so a cold start costs a fork.  While the zygote
+is still importing (just after the backend started), or if it failed, a worker is spawned as a
+fresh ``python -m jupyter_gpu_worker`` instead.  Workers run in their own session, so a Ctrl-C
+aimed at the backend's terminal never reaches user code, and their output goes to a log whose
+tail explains a failed start.
 """
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import signal
 import sys
 import tempfile
 from dataclasses import dataclass, field
 
+log = logging.getLogger("jupyter_gpu_backend")
+
 
 @dataclass
 class WorkerProcess:
     worker_id: str
     gpu: str
-    proc: asyncio.subprocess.Process
+    pid: int
     log_path: str
     device_index: int | None = None
-    exited: asyncio.Future = field(default=None)
+    exited: asyncio.Future = field(default=None)  # resolves to the exit code (< 0: a signal)
+    forked: bool = False  # from the zygote (else spawned)
 
 
 def detect_gpus() -> dict[str, list[int]]:
@@ -57,6 +65,29 @@ class LocalRuntime:
         self.log_dir = tempfile.mkdtemp(prefix="jupyter-gpu-workers-")
         self.workers: dict[str, WorkerProcess] = {}
         self._next_index: dict[str, int] = {}
+        self.zygote = Zygote(self.log_dir) if os.environ.get("JUPYTER_GPU_ZYGOTE", "1") != "0" else None
+
+    def describe(self) -> dict:
+        z = self.zygote
+        return {
+            "gpus": self.gpus,
+            "zygote": None if z is None else {"ready": z.ready, **{k: z.info.get(k) for k in ("preloaded", "import_s")}},
+        }
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait (on the zygote's ready event) until cold starts are forks; False on timeout."""
+        if self.zygote is None:
+            return True
+        try:
+            await asyncio.wait_for(self.zygote.ready_event.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def prepare(self) -> None:
+        """Start the zygote in the background (the backend calls this once it serves)."""
+        if self.zygote is not None:
+            self.zygote.start()
 
     def offers(self) -> list[str]:
         return sorted(self.gpus) + ["cpu"]
@@ -74,35 +105,36 @@ class LocalRuntime:
 
     async def start(self, gpu: str, worker_id: str, secret: str) -> WorkerProcess:
         index = self._pick_index(gpu)
-        env = dict(os.environ)
-        env["JUPYTER_GPU_WORKER_SECRET"] = secret
-        env["JUPYTER_GPU_WORKER_ID"] = worker_id
         # a cpu worker sees no GPU at all; a GPU worker sees exactly its own
-        env["CUDA_VISIBLE_DEVICES"] = "" if index is None else str(index)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = {"CUDA_VISIBLE_DEVICES": "" if index is None else str(index)}
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
-        with open(log_path, "wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "jupyter_gpu_worker",
-                "--url",
-                self.worker_url,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        handle = WorkerProcess(worker_id, gpu, proc, log_path, index)
-        handle.exited = asyncio.ensure_future(proc.wait())
+        handle = None
+        if self.zygote is not None and self.zygote.ready:
+            try:
+                pid, exited = await self.zygote.fork(worker_id, self.worker_url, secret, env, log_path)
+                handle = WorkerProcess(worker_id, gpu, pid, log_path, index, exited, forked=True)
+            except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+                log.warning("zygote fork failed (%s): spawning %s instead", e, worker_id)
+        if handle is None:
+            handle = await self._spawn(gpu, worker_id, secret, env, log_path, index)
         self.workers[worker_id] = handle
         return handle
 
+    async def _spawn(self, gpu, worker_id, secret, env, log_path, index) -> WorkerProcess:
+        full_env = {**os.environ, **env, "JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(log_path, "wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "jupyter_gpu_worker", "--url", self.worker_url,
+                env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        return WorkerProcess(worker_id, gpu, proc.pid, log_path, index, asyncio.ensure_future(proc.wait()))
+
     def kill(self, handle: WorkerProcess) -> None:
-        if handle.proc.returncode is None:
+        if not handle.exited.done():
             try:
-                os.killpg(handle.proc.pid, signal.SIGKILL)
+                os.killpg(handle.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -112,7 +144,8 @@ class LocalRuntime:
             await asyncio.wait_for(asyncio.shield(handle.exited), grace)
         except asyncio.TimeoutError:
             self.kill(handle)
-            await handle.exited
+        except ConnectionError:  # the zygote that would report its exit is gone
+            self.kill(handle)
         self.workers.pop(handle.worker_id, None)
 
     async def exit_cause(self, handle: WorkerProcess, timeout: float = 2.0) -> str:
@@ -120,6 +153,8 @@ class LocalRuntime:
             code = await asyncio.wait_for(asyncio.shield(handle.exited), timeout)
         except asyncio.TimeoutError:
             return "its connection closed while the process kept running"
+        except ConnectionError:
+            return "its connection closed (its exit status is unknown: the zygote is gone)"
         if code < 0:
             try:
                 return f"the process was killed by {signal.Signals(-code).name}"
@@ -141,7 +176,76 @@ class LocalRuntime:
             self.kill(handle)
         for handle in list(self.workers.values()):
             try:
-                await asyncio.wait_for(handle.exited, 5)
-            except asyncio.TimeoutError:
+                await asyncio.wait_for(asyncio.shield(handle.exited), 5)
+            except (asyncio.TimeoutError, ConnectionError):
                 pass
         self.workers.clear()
+        if self.zygote is not None:
+            await self.zygote.stop()
+
+
+class Zygote:
+    """The zygote process and its line protocol (see ``jupyter_gpu_worker.zygote``)."""
+
+    def __init__(self, log_dir: str):
+        self.log_path = os.path.join(log_dir, "zygote.log")
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready = False
+        self.info: dict = {}
+        self._forks: dict[str, asyncio.Future] = {}
+        self._exits: dict[int, asyncio.Future] = {}
+        self._task: asyncio.Task | None = None
+        self.ready_event = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "jupyter_gpu_worker.zygote",
+                env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
+                start_new_session=True,
+            )
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                break
+            msg = json.loads(line)
+            if msg.get("ready"):
+                self.info, self.ready = msg, True
+                self.ready_event.set()
+                log.info("zygote ready in %.2f s with %s", msg["import_s"], ", ".join(msg["preloaded"]))
+            elif "forked" in msg:
+                self._exits[msg["pid"]] = loop.create_future()
+                fut = self._forks.pop(msg["forked"], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg["pid"])
+            elif "exited" in msg:
+                fut = self._exits.pop(msg["exited"], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg["code"])
+        self.ready = False  # the zygote died: workers are spawned from now on
+        for fut in list(self._forks.values()) + list(self._exits.values()):
+            if not fut.done():  # its children keep running, but their exit can no longer be seen
+                fut.set_exception(ConnectionError("the zygote exited"))
+
+    async def fork(self, worker_id: str, url: str, secret: str, env: dict, log_path: str):
+        fut = asyncio.get_running_loop().create_future()
+        self._forks[worker_id] = fut
+        req = {"worker": worker_id, "url": url, "secret": secret, "env": env, "log": log_path}
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        await self.proc.stdin.drain()
+        pid = await asyncio.wait_for(fut, 10)
+        return pid, self._exits[pid]
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                self.proc.kill()

@@ -1,0 +1,124 @@
+"""A pre-imported process that forks workers: a cold start costs a fork, not an interpreter start
+and its imports (~1 s with torch here; a fork from a zygote that imported it: ~20-30 ms).
+
+Protocol with the runtime that started it, one JSON object per line:
+    stdin   {"worker": id, "url": ws url, "secret": s, "env": {...}, "log": path}
+    stdout  {"ready": true, "preloaded": [...], "import_s": t}   once, after the imports
+            {"forked": id, "pid": n}                              per request
+            {"exited": pid, "code": c}                            per child that ended (code < 0: signal)
+The zygote itself never starts a thread (threads do not survive a fork); children reap through
+SIGCHLD, which wakes the main loop through a pipe.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+# matplotlib, not matplotlib_inline's backend: the backend hooks into IPython when it is imported,
+# which must happen in the worker, where the shell exists
+DEFAULT_PRELOAD = "numpy,cloudpickle,IPython,matplotlib,torch"
+
+
+def _preload(names: list[str]) -> list[str]:
+    loaded = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception:
+            pass  # not installed here: a worker that needs it imports it itself
+    # the worker's own modules and its shell, so a child imports and builds nothing before it
+    # dials out (the shell starts no thread: history is off)
+    from . import agent, device, shell  # noqa: F401
+
+    shell.create_shell()
+    return loaded
+
+
+def _say(obj: dict) -> None:
+    os.write(1, (json.dumps(obj) + "\n").encode())
+
+
+def _child(req: dict) -> None:
+    """In the forked child: become a worker (never returns)."""
+    try:
+        os.setsid()  # its own process group: a kill reaches it and whatever it starts
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        for k, v in req.get("env", {}).items():
+            os.environ[k] = v
+        os.environ["JUPYTER_GPU_WORKER_SECRET"] = req["secret"]
+        os.environ["JUPYTER_GPU_WORKER_ID"] = req["worker"]
+        from . import agent
+
+        agent.main(["--url", req["url"]])
+    except BaseException as e:  # noqa: BLE001 - a child must never return into the zygote loop
+        print(f"worker {req.get('worker')} failed to start: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    finally:
+        os._exit(1)
+
+
+def main() -> None:
+    t0 = time.monotonic()
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # before matplotlib
+    names = [n for n in os.environ.get("JUPYTER_GPU_PRELOAD", DEFAULT_PRELOAD).split(",") if n]
+    loaded = _preload(names)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd is written
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _say({"ready": True, "preloaded": loaded, "import_s": time.monotonic() - t0, "pid": os.getpid()})
+    buf = b""
+    while True:
+        try:
+            ready, _, _ = select.select([0, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        _reap()
+        if 0 in ready:
+            data = os.read(0, 65536)
+            if not data:
+                return  # the runtime is gone: so are we (children keep running until killed)
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip():
+                    _fork(json.loads(line))
+
+
+def _fork(req: dict) -> None:
+    pid = os.fork()
+    if pid == 0:
+        _child(req)
+    _say({"forked": req["worker"], "pid": pid})
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _say({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+if __name__ == "__main__":
+    main()
