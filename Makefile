@@ -36,6 +36,7 @@ test: install-test
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: install-test
+	$(PIP) install -q $(TORCH) -e '.[worker,dev,ray]'
 	$(PY) benchmarks/run_all.py
 
 clean:

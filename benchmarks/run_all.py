@@ -5,7 +5,7 @@ its kernels, ipcluster engines and backend down) and, if still there 60 s later,
 Results: benchmarks/results/<name>.json.  Exit status: 1 if a benchmark crashed or overran, else 0;
 a missed target is reported, and fails the run only with --strict.
 
-    python benchmarks/run_all.py [--quick] [--only roundtrip,transfer,stream] [--strict]
+    python benchmarks/run_all.py [--quick] [--only roundtrip,transfer,stream,coldstart] [--strict]
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ SUITE = {
     "roundtrip": ("bench_roundtrip.py", 1200, 300),
     "transfer": ("bench_transfer.py", 2400, 900),
     "stream": ("bench_stream.py", 1200, 400),
+    "coldstart": ("bench_coldstart.py", 1200, 400),
 }
 
 
