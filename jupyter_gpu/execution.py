@@ -44,6 +44,28 @@ class Held:
 
     worker: str | None = None
     values: dict = field(default_factory=dict)
+    # names a cell left only on the worker (not brought back) -> the cell number that made them
+    remote_only: dict = field(default_factory=dict)
+    device: str = ""
+    keep_warm: float | None = None
+
+
+@dataclass
+class Lost:
+    """A name that lived only on a worker that is gone."""
+
+    cell: int
+    worker: str
+    device: str
+    keep_warm: float | None
+
+    def explain(self, name: str) -> str:
+        kw = f"its keep-warm window ({self.keep_warm:g} s) ran out, " if self.keep_warm is not None else ""
+        return (
+            f"'{name}' was made by cell [{self.cell}] and lived only on worker {self.worker} ({self.device}), "
+            f"which is gone ({kw}it was released, or it crashed). Re-run cell [{self.cell}], bring the "
+            "value back with --out, or raise --keep-warm."
+        )
 
 
 def _kernel_id() -> str:
@@ -65,6 +87,7 @@ class KernelSession:
         self.id = f"{_kernel_id()[:8]}-{uuid.uuid4().hex[:8]}"
         self.client: BackendClient | None = None
         self.held: dict[str, Held] = {}  # gpu type -> Held
+        self.lost: dict[str, dict[str, Lost]] = {}  # gpu type -> name -> where it was lost
         self.defaults = CellOptions()
         self.last_footer: dict | None = None
         self.host_id = shm.host_id()
@@ -92,7 +115,8 @@ class KernelSession:
                 # the embedded backend may have been exiting (idle) just as we found it
                 url, token = ensure_backend()
                 self.client = BackendClient(url, token, self.id)
-        self.held.clear()
+        for gpu in list(self.held):
+            self.forget(gpu)
         return self.client
 
     def shares_host(self) -> bool:
@@ -136,6 +160,11 @@ class KernelSession:
         for n in names:
             if n not in ns:
                 raise NameError(f"name '{n}' given to --in is not defined")
+        free = reads - binds  # read before (or without) being bound here
+        lost = self.lost.get(gpu, {})
+        for n in sorted(free):
+            if n not in ns and n in lost and n not in self.held.get(gpu, Held()).remote_only:
+                raise RemoteValueLost(lost[n].explain(n))
         use_shm = self.shares_host()
         if use_shm and self.pool is None:
             self.pool = shm.SegmentPool()
@@ -147,6 +176,8 @@ class KernelSession:
             held = self.held.setdefault(gpu, Held())
             packer = serialization.Packer(shm_pool=self.pool if use_shm else None)
             inputs, keep, sent_hashes = self._pack_inputs(names, held, packer)
+            # values only the worker holds: the backend must confirm it is still the same worker
+            needs = sorted(n for n in free if n not in ns and n in held.remote_only)
             header = {
                 "type": protocol.EXECUTE,
                 "cell": f"{base}.{attempt}",
@@ -157,7 +188,7 @@ class KernelSession:
                 "exec_count": exec_count,
                 "inputs": inputs,
                 "keep": keep,
-                "expect_worker": held.worker if keep else None,
+                "expect_worker": held.worker if keep or needs else None,
                 "binds": sorted(binds),
                 "out": opts.out,
                 "no_out": opts.no_out,
@@ -174,13 +205,15 @@ class KernelSession:
                 if self.pool is not None and (outcome is None or not outcome.done.get("worker")):
                     self.pool.reclaim(held.worker)  # nobody maps what this attempt lent
             if outcome is None:  # the worker holding our values is gone: send everything again
-                self.held[gpu] = Held()
+                self.forget(gpu)
+                for n in needs:
+                    raise RemoteValueLost(self.lost[gpu][n].explain(n))
                 continue
             break
         else:
             raise ConnectionLost("the backend asked twice in a row to resend the cell's inputs")
         done = outcome.done
-        self._remember(gpu, held, done, sent_hashes, outcome)
+        self._remember(gpu, held, done, sent_hashes, outcome, binds, opts)
         wall = time.monotonic() - t0
         f = footer.build(done, wall, {"sent_bytes": sent, "received_bytes": outcome.received})
         self.last_footer = f
@@ -203,14 +236,34 @@ class KernelSession:
 
         events.register("post_run_cell", publish)
 
-    def _remember(self, gpu: str, held: Held, done: dict, sent_hashes: dict, outcome: "_Outcome") -> None:
-        """Record which values the worker now shares with us, so unchanged ones are not re-sent."""
+    def forget(self, gpu: str) -> None:
+        """The worker of ``gpu`` is gone: what only it held is lost (and explained when used)."""
+        held = self.held.pop(gpu, None)
+        if held is not None and held.worker is not None:
+            lost = self.lost.setdefault(gpu, {})
+            for name, cell in held.remote_only.items():
+                lost[name] = Lost(cell, held.worker, held.device, held.keep_warm)
+
+    def _remember(self, gpu, held: Held, done: dict, sent_hashes: dict, outcome: "_Outcome", binds, opts) -> None:
+        """Record which values the worker now shares with us, so unchanged ones are not re-sent,
+        and which it alone holds, so their loss can be explained."""
         worker = done.get("worker")
         if done.get("status") in ("killed", "lost") or worker is None:
-            self.held[gpu] = Held()
+            self.forget(gpu)
             return
         if held.worker != worker:
+            self.forget(gpu)
             held = self.held[gpu] = Held(worker)
+        held.device, held.keep_warm = done.get("device", gpu), done.get("keep_warm")
+        came_back = set(outcome.hashes)
+        left_there = set(binds) if opts.no_out else set(binds) - came_back
+        lost = self.lost.get(gpu, {})
+        for name in came_back | left_there:
+            lost.pop(name, None)
+            held.remote_only.pop(name, None)
+        for name in left_there:
+            held.remote_only[name] = self.cell_number()
+            held.values.pop(name, None)  # rebound there: the kernel's copy (if any) differs now
         if self.pool is not None:
             self.pool.lent(worker)
             self.pool.returned(done.get("returned", ()))
@@ -237,11 +290,7 @@ class KernelSession:
                 if held.worker == value.worker and held.values.get(name) == value.hash:
                     keep[name] = value.hash
                     continue
-                raise RemoteValueLost(
-                    f"'{name}' lived only on worker {value.worker} ({value.device}), made by cell [{value.cell}]; "
-                    "that worker is gone (released, crashed, or its keep-warm window ran out). "
-                    "Re-run that cell, or raise --keep-warm."
-                )
+                raise RemoteValueLost(Lost(value.cell, value.worker, value.device, held.keep_warm).explain(name))
             p = serialization.pickle_value(name, value)
             hashes[name] = p.hash
             if held.worker is not None and held.values.get(name) == p.hash:

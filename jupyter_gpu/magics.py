@@ -85,7 +85,8 @@ class GpuMagics(Magics):
         elif args.command == "release":
             reply = self.session.request({"type": protocol.RELEASE}, protocol.STATUS_REPLY)
             print(f"released {reply.get('released', 0)} worker(s)")
-            self.session.held.clear()
+            for gpu in list(self.session.held):
+                self.session.forget(gpu)
         elif args.command == "use":
             if not args.url:
                 print("usage: %gpu use URL [--token T]")

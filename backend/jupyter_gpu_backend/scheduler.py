@@ -178,6 +178,8 @@ class Scheduler:
             lease.expiry.cancel()
             lease.expiry = None
         lease.idle_since = None
+        if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
+            lease.keep_warm = float(header["keep_warm"])
         worker = lease.worker
         worker.cell = run
         run.worker = worker
@@ -241,7 +243,10 @@ class Scheduler:
             if run.cold:
                 header["start_method"] = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
             worker.cell = None
-            self._idle(run.session.leases.get(run.gpu))
+            lease = run.session.leases.get(run.gpu)
+            if lease is not None:
+                header["keep_warm"] = lease.keep_warm
+            self._idle(lease)
         await run.session.emit(header, inline, frames)
 
     def _idle(self, lease: Lease | None) -> None:
