@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from . import footer, protocol, serialization, shm
+from . import devices, footer, protocol, serialization, shm
 from .client import BackendClient
 from .embedded import ensure_backend
 from .errors import ConnectionLost, RemoteValueLost, from_failure
@@ -119,6 +119,12 @@ class KernelSession:
             self.forget(gpu)
         return self.client
 
+    def choose_gpu(self, requested: str | None) -> str:
+        """The GPU type a cell runs on: the first of its fallback list the backend offers."""
+        client = self.connect()
+        spec = requested or self.defaults.gpu or client.welcome.get("default_gpu", "cpu")
+        return devices.choose(spec, client.welcome.get("offers", []))
+
     def shares_host(self) -> bool:
         return self.host_id is not None and self.client.welcome.get("host_id") == self.host_id
 
@@ -149,7 +155,7 @@ class KernelSession:
     # -- a cell ----------------------------------------------------------------------------------
     def run_cell(self, cell_source: str, opts: CellOptions) -> dict:
         client = self.connect()
-        gpu = opts.gpu or self.defaults.gpu or client.welcome.get("default_gpu", "cpu")
+        gpu = self.choose_gpu(opts.gpu)
         keep_warm = opts.keep_warm if opts.keep_warm is not None else self.defaults.keep_warm
         ns = self.shell.user_ns
         try:

@@ -68,14 +68,14 @@ class GpuMagics(Magics):
         return None
 
     @magic_arguments("gpu")
-    @argument("command", choices=["status", "release", "use", "config"], help="what to do")
+    @argument("command", choices=["status", "release", "prewarm", "use", "config"], help="what to do")
     @argument("url", nargs="?", default=None, help="with `use`: the backend URL")
     @argument("--token", default=None, help="with `use`: the backend token")
     @_device_group
     @argument("-h", "--help", action="store_true", help="show this help")
     @line_magic("gpu")
     def gpu_line(self, line):
-        """%gpu status | release | use URL [--token T] | config [--gpu T] [--keep-warm 5m]"""
+        """%gpu status | release | prewarm [--gpu T] | use URL [--token T] | config [--gpu T] [--keep-warm 5m]"""
         if re.search(r"(^|\s)(-h|--help)\b", line):
             print(self.gpu_line.__doc__)
             return None
@@ -87,6 +87,15 @@ class GpuMagics(Magics):
             print(f"released {reply.get('released', 0)} worker(s)")
             for gpu in list(self.session.held):
                 self.session.forget(gpu)
+        elif args.command == "prewarm":
+            gpu = self.session.choose_gpu(args.gpu)
+            keep_warm = args.keep_warm if args.keep_warm is not None else self.session.defaults.keep_warm
+            reply = self.session.request(
+                {"type": protocol.PREWARM, "gpu": gpu, "keep_warm": keep_warm}, protocol.STATUS_REPLY, timeout=300
+            )
+            p = reply["prewarmed"]
+            how = f"started in {p['cold_start']:.2f} s" if p["started"] else "already warm"
+            print(f"{p['gpu']} worker {p['worker']} on {p['device']}: {how}")
         elif args.command == "use":
             if not args.url:
                 print("usage: %gpu use URL [--token T]")

@@ -38,6 +38,7 @@ INTERRUPT = "interrupt"  # interrupt the running cell (first stop press)
 KILL = "kill"  # kill the worker of the running cell (second stop press)
 RELEASE = "release"  # give back the session's lease(s)
 STATUS = "status"  # ask for the session's workers
+PREWARM = "prewarm"  # start (lease) a worker before the first cell needs it
 # backend -> client
 WELCOME = "welcome"
 PHASE = "phase"  # queued / cold_start / running, with detail

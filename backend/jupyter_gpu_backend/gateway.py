@@ -135,6 +135,8 @@ class Gateway:
         elif kind == protocol.RELEASE:
             n = await self.scheduler.release(session)
             await session.conn.send({"type": protocol.STATUS_REPLY, "released": n, **self.scheduler.status(session)})
+        elif kind == protocol.PREWARM:
+            asyncio.ensure_future(self._prewarm(session, header))  # a cold start must not block the loop
         elif kind == protocol.STATUS:
             await session.conn.send({"type": protocol.STATUS_REPLY, **self.scheduler.status(session)})
         else:
@@ -188,6 +190,16 @@ class Gateway:
             await self._fail(run.session, run.id, e.code, str(e))
             return
         await self.scheduler.dispatch(run, lease, header, inline, frames)
+
+    async def _prewarm(self, session, header: dict) -> None:
+        try:
+            info = await self.scheduler.prewarm(
+                session, header.get("gpu") or self.scheduler.runtime.default_gpu(), header.get("keep_warm")
+            )
+        except GpuError as e:
+            await session.emit(protocol.failure(e.code, str(e)))
+            return
+        await session.emit({"type": protocol.STATUS_REPLY, "prewarmed": info, **self.scheduler.status(session)})
 
     async def _fail(self, session, cell, code: str, message: str) -> None:
         await session.emit(protocol.failure(code, message, cell=cell))

@@ -12,8 +12,8 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from jupyter_gpu import protocol
-from jupyter_gpu.errors import NoSuchDevice, WorkerStartFailed
+from jupyter_gpu import devices, protocol
+from jupyter_gpu.errors import WorkerStartFailed
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -144,12 +144,7 @@ class Scheduler:
 
     # -- running a cell ------------------------------------------------------------------------
     def begin(self, session: Session, header: dict) -> CellRun:
-        gpu = header.get("gpu") or self.runtime.default_gpu()
-        if gpu not in self.runtime.offers():
-            raise NoSuchDevice(
-                f"no runtime offers GPU type {gpu!r}; the {self.runtime.name} runtime offers: "
-                + ", ".join(self.runtime.offers())
-            )
+        gpu = devices.choose(header.get("gpu") or self.runtime.default_gpu(), self.runtime.offers())
         return CellRun(header["cell"], session, gpu, time.monotonic())
 
     def stale(self, session: Session, run: CellRun, header: dict) -> bool:
@@ -334,6 +329,15 @@ class Scheduler:
         if worker is not None and worker.handle is not None:
             worker.killed_reason = f"worker {worker.id} on {worker.device} was killed after a second interrupt"
             self.runtime.kill(worker.handle)
+
+    async def prewarm(self, session: Session, gpu: str, keep_warm: float | None) -> dict:
+        """Lease a worker for ``gpu`` now (cold-starting it if needed) and leave it idle."""
+        run = CellRun("prewarm", session, devices.choose(gpu, self.runtime.offers()), time.monotonic())
+        lease = await self.lease_for(run, keep_warm)
+        if lease.worker.cell is None and lease.expiry is None:
+            self._idle(lease)  # the keep-warm window runs from now
+        return {"gpu": run.gpu, "worker": lease.worker.id, "device": lease.worker.device,
+                "cold_start": run.cold_start, "started": run.cold}
 
     async def release(self, session: Session) -> int:
         leases = list(session.leases.values())

@@ -36,3 +36,24 @@ def test_status_release_status(run_notebook):
 def test_status_before_any_cell_says_no_workers(run_notebook):
     nb = run_notebook([LOAD, "%gpu status"])
     _assert_no_workers(stream_text(nb.cells[1]))
+
+
+@pytest.mark.timeout(120)
+def test_prewarm_starts_the_worker_so_the_first_cell_is_warm(run_notebook):
+    nb = run_notebook([LOAD, "%gpu prewarm --gpu H100,cpu", "%%gpu\nx = 1", "%gpu prewarm"])
+    first = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert first.startswith("cpu worker w-") and "started in" in first, first
+    assert last_footer(nb.cells[2])["cold"] is False
+    assert "already warm" in "".join(o.get("text", "") for o in nb.cells[3].outputs)
+
+
+@pytest.mark.timeout(120)
+def test_gpu_fallback_list_runs_on_the_first_offered_type_and_says_when_none_is(run_notebook):
+    from nbclient.exceptions import CellExecutionError
+
+    with pytest.raises(CellExecutionError):
+        run_notebook([LOAD, "%%gpu --gpu H100,cpu\nx = 1", "%%gpu --gpu H100,B200\nx = 2"])
+    nb = run_notebook.last
+    assert last_footer(nb.cells[1])["gpu"] == "cpu"
+    err = next(o for o in nb.cells[2].outputs if o.output_type == "error")
+    assert err.ename == "NoSuchDevice" and "H100, B200" in err.evalue and "offered: cpu" in err.evalue
