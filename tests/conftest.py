@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import pytest
 
-from jupyter_gpu.shm import pid_alive
+
+from tests.e2e.helpers import wait_pid_exit
 
 FOOTER_MIME = "application/vnd.jupyter-gpu.execution+json"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -45,27 +46,6 @@ def make_kernel_env(runtime_dir: Path) -> dict[str, str]:
     return env
 
 
-def _wait_pid_exit(pid: int, timeout: float) -> bool:
-    """Wait (on the process's exit event, not a sleep) until ``pid`` exits or ``timeout`` passes.
-
-    True when it exited.  An exited process can linger as a zombie until its new parent (PID 1,
-    the backend's kernel being gone) reaps it; the pidfd says "exited" already then, while
-    ``kill(pid, 0)`` would still find it."""
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    except (AttributeError, OSError):
-        return not pid_alive(pid)
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
-        os.close(fd)
-
-
 def _reap_backend(runtime_dir: Path) -> None:
     """After the kernels are gone the embedded backend should exit on its own (grace 2 s).
 
@@ -76,7 +56,7 @@ def _reap_backend(runtime_dir: Path) -> None:
         pid = int(json.loads(runtime.read_text())["pid"])
     except Exception:
         return
-    if not _wait_pid_exit(pid, 20):
+    if not wait_pid_exit(pid, 20):
         import warnings
 
         warnings.warn(f"embedded backend {pid} still running 20 s after its last kernel; stopping it")

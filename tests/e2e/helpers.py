@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+
+from jupyter_gpu.shm import pid_alive
 
 FOOTER_MIME = "application/vnd.jupyter-gpu.execution+json"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -64,3 +67,24 @@ def error_output(cell):
 
 def traceback_text(err) -> str:
     return strip_ansi("\n".join(err.get("traceback", [])))
+
+
+def wait_pid_exit(pid: int, timeout: float) -> bool:
+    """Wait (on the process's exit event, not a sleep) until ``pid`` exits or ``timeout`` passes.
+
+    True when it exited.  An exited process can linger as a zombie until its new parent (PID 1,
+    the backend's kernel being gone) reaps it; the pidfd says "exited" already then, while
+    ``kill(pid, 0)`` would still find it."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):
+        return not pid_alive(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)

@@ -2,24 +2,9 @@
 as lost - naming the cell that made it and the keep-warm window - never as a bare NameError."""
 from __future__ import annotations
 
-import os
-import select
-
 import pytest
 
-from .helpers import LOAD, strip_ansi
-
-
-def wait_exit(pid: int, timeout: float) -> bool:
-    """Wait on the process's exit (a pidfd), not a sleep."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
+from .helpers import LOAD, strip_ansi, wait_pid_exit
 
 
 def error_of(cell) -> str:
@@ -35,7 +20,7 @@ def test_idle_worker_stops_after_keep_warm_and_its_values_are_explained(live_ker
     made = k.run("%%gpu --keep-warm 1s --no-out\nimport os\nonly_there = local_input * 2\nprint(os.getpid())")
     pid = int(made.stdout().strip())
     made_in = made.reply["content"]["execution_count"]
-    assert wait_exit(pid, 60), "the worker did not stop after its 1 s keep-warm window"
+    assert wait_pid_exit(pid, 60), "the worker did not stop after its 1 s keep-warm window"
 
     status = k.run("%gpu status")
     assert "no workers" in status.stdout()
