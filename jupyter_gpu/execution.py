@@ -354,7 +354,7 @@ class KernelSession:
                 elif kind == protocol.ERROR:
                     out.error(h, msg.buffers)
                 elif kind == protocol.PHASE:
-                    live.show(h["phase"])
+                    live.show(h["phase"], h.get("position"))
                 elif kind == protocol.RESEND:
                     return None
                 elif kind == protocol.FAILURE:
@@ -436,20 +436,22 @@ class _LiveStatus:
         self.pub, self.display_id, self.gpu, self.t0 = pub, display_id, gpu, t0
         self.shown = False
         self.phase = "running"
+        self.position = None
         self.next_tick = t0 + LIVE_AFTER
 
-    def show(self, phase: str) -> None:
-        self.phase = phase
+    def show(self, phase: str, position: int | None = None) -> None:
+        self.phase, self.position = phase, position
         now = time.monotonic()
         self.pub.display(
-            footer.live_bundle(phase, self.gpu, now - self.t0), {}, {"display_id": self.display_id}, update=self.shown
+            footer.live_bundle(phase, self.gpu, now - self.t0, position), {},
+            {"display_id": self.display_id}, update=self.shown,
         )
         self.shown = True
         self.next_tick = now + 1.0
 
     def tick(self) -> None:
         if time.monotonic() >= self.next_tick:
-            self.show(self.phase)
+            self.show(self.phase, self.position if self.phase == "queued" else None)
 
     def clear(self) -> None:
         if self.shown:

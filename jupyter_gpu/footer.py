@@ -69,7 +69,8 @@ def bundle(f: dict) -> dict:
     return {MIME: f, "text/plain": text(f), "text/html": to_html(f)}
 
 
-def live_bundle(phase: str, gpu: str, elapsed: float) -> dict:
-    data = {"version": 1, "live": True, "phase": phase, "gpu": gpu, "elapsed": elapsed}
-    line = f"gpu: {phase.replace('_', ' ')} on {gpu} · {elapsed:.1f} s"
+def live_bundle(phase: str, gpu: str, elapsed: float, position: int | None = None) -> dict:
+    data = {"version": 1, "live": True, "phase": phase, "gpu": gpu, "elapsed": elapsed, "position": position}
+    where = f" #{position}" if position else ""
+    line = f"gpu: {phase.replace('_', ' ')}{where} on {gpu} · {elapsed:.1f} s"
     return {MIME: data, "text/plain": line, "text/html": f'<div style="font:12px monospace;color:#888">{html.escape(line)}</div>'}

@@ -23,6 +23,9 @@ class BackendConfig:
     idle_grace: float = field(default_factory=lambda: _env_float("JUPYTER_GPU_EMBEDDED_GRACE", 10.0))
     runtime_file: str | None = None
     max_payload: int = 16 * 1024**3
+    # workers alive at once per GPU type; beyond it cells queue (FIFO) and see their position
+    max_workers: int | None = field(default_factory=lambda: int(os.environ["JUPYTER_GPU_MAX_WORKERS"])
+                                    if os.environ.get("JUPYTER_GPU_MAX_WORKERS") else None)
     worker_start_timeout: float = 120.0
 
     @property

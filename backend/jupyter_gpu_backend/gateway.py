@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 from jupyter_gpu import __version__, protocol, shm
 from jupyter_gpu.errors import GpuError
 
+from .capacity import QueueCancelled
 from .config import BackendConfig, hash_token
 from .scheduler import Conn, Scheduler
 
@@ -188,6 +189,14 @@ class Gateway:
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
         except GpuError as e:
             await self._fail(run.session, run.id, e.code, str(e))
+            return
+        except QueueCancelled:
+            waited = time.monotonic() - run.t_submit
+            await run.session.emit({"type": protocol.ERROR, "cell": run.id, "ename": "KeyboardInterrupt",
+                                    "evalue": f"interrupted after {waited:.1f} s in the queue for {run.gpu}",
+                                    "traceback": []})
+            await run.session.emit({"type": protocol.DONE, "cell": run.id, "status": "interrupted",
+                                    "gpu": run.gpu, "cold": False, "timings": {"queue": waited}})
             return
         await self.scheduler.dispatch(run, lease, header, inline, frames)
 

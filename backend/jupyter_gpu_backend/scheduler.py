@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from jupyter_gpu import devices, protocol
 from jupyter_gpu.errors import WorkerStartFailed
 
+from .capacity import Capacity
+
 log = logging.getLogger("jupyter_gpu_backend")
 
 
@@ -68,6 +70,7 @@ class Worker:
     killed_reason: str | None = None
     t_start: float = field(default_factory=time.monotonic)
     startup_s: float = 0.0
+    slot_released: bool = False
 
     @property
     def device(self) -> str:
@@ -95,6 +98,7 @@ class CellRun:
     session: "Session"
     gpu: str
     t_submit: float
+    queue: float = 0.0
     cold_start: float = 0.0
     cold: bool = False
     t_dispatch: float = 0.0
@@ -119,8 +123,9 @@ class Session:
 
 
 class Scheduler:
-    def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0):
+    def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None):
         self.runtime = runtime
+        self.capacity = Capacity(max_workers)
         self.keep_warm = keep_warm
         self.start_timeout = start_timeout
         self.sessions: dict[str, Session] = {}
@@ -158,10 +163,18 @@ class Scheduler:
         lease = session.leases.get(run.gpu)
         if lease is not None and lease.worker.conn and lease.worker.conn.open:
             return lease
+        async def tell_position(n: int) -> None:
+            await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "queued", "position": n, "gpu": run.gpu})
+
+        run.queue = await self.capacity.acquire(run.gpu, run.id, tell_position)  # max_workers
         run.cold = True
         await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
         t0 = time.monotonic()
-        worker = await self.start_worker(run.gpu)
+        try:
+            worker = await self.start_worker(run.gpu)
+        except BaseException:
+            self.capacity.release(run.gpu)
+            raise
         run.cold_start = time.monotonic() - t0
         lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm)
         worker.session = session
@@ -229,7 +242,7 @@ class Scheduler:
         if header["type"] == protocol.DONE:
             header["timings"] = {
                 **header.get("timings", {}),
-                "queue": 0.0,
+                "queue": run.queue,
                 "cold_start": run.cold_start,
                 "run": time.monotonic() - run.t_dispatch,
                 "worker_start": worker.startup_s if run.cold else 0.0,
@@ -264,8 +277,14 @@ class Scheduler:
         lease.session.leases.pop(lease.gpu, None)
         await self.stop_worker(lease.worker)
 
+    def _release_slot(self, worker: Worker) -> None:
+        if not worker.slot_released:  # stop_worker and worker_gone both see the same worker
+            worker.slot_released = True
+            self.capacity.release(worker.gpu)
+
     async def stop_worker(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
+        self._release_slot(worker)
         if worker.conn is not None:
             await worker.conn.send({"type": protocol.SHUTDOWN})
         if worker.handle is not None:
@@ -276,6 +295,7 @@ class Scheduler:
         if worker.conn is not None:
             worker.conn.open = False
         self.workers.pop(worker.id, None)
+        self._release_slot(worker)
         run, worker.cell = worker.cell, None
         session = worker.session
         if session is not None:
@@ -303,7 +323,7 @@ class Scheduler:
                 "type": protocol.DONE,
                 "cell": run.id,
                 "status": status,
-                "timings": {"queue": 0.0, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch},
+                "timings": {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch},
                 "worker": worker.id,
                 "gpu": worker.gpu,
                 "device": worker.device,
@@ -319,6 +339,8 @@ class Scheduler:
         return None
 
     async def interrupt(self, session: Session, cell: str) -> None:
+        if self.capacity.cancel(cell):
+            return  # it was still queued: it leaves the line (see Gateway._cold_execute)
         worker = self._running(session, cell)
         if worker is not None and worker.conn is not None:
             worker.cell.interrupts += 1

@@ -62,7 +62,7 @@ class BackendServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{config.host}:{self.port}"
         runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker")
-        self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout)
+        self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers)
         self.app, self.gateway = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
             uvicorn.Config(
@@ -118,6 +118,7 @@ def main(argv=None) -> None:
     ap.add_argument("--token", default=os.environ.get("JUPYTER_GPU_TOKEN"), help="client token (default: random)")
     ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
+    ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
     ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
     ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
     args = ap.parse_args(argv)
@@ -130,6 +131,8 @@ def main(argv=None) -> None:
         config.keep_warm = args.keep_warm
     if args.max_payload is not None:
         config.max_payload = args.max_payload
+    if args.max_workers is not None:
+        config.max_workers = args.max_workers
     config.runtime_file = args.runtime_file
     server = BackendServer(config)
     if not args.runtime_file:
