@@ -63,6 +63,10 @@ class Connection:
             raise self.protocol.handshake_exc
         self.sock.settimeout(None)
 
+    def _closed(self) -> ConnectionClosed:
+        p = self.protocol
+        return ConnectionClosed(p.close_rcvd, p.close_sent, p.close_rcvd_then_sent)
+
     @property
     def open(self) -> bool:
         return self.protocol.state is State.OPEN
@@ -114,9 +118,9 @@ class Connection:
             with self._send_lock:  # a pong or close reply; a sender's frames are never taken here
                 self._flush()
         if not data and not self._messages:
-            raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
+            raise self._closed()
         if self.protocol.state is State.CLOSED and not self._messages:
-            raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
+            raise self._closed()
         return True
 
     def recv(self, timeout: float | None = None, wake_fd: int | None = None):
@@ -135,14 +139,14 @@ class Connection:
 
     def send(self, data) -> None:
         if self.protocol.state is not State.OPEN:
-            raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent)
+            raise self._closed()
         with self._send_lock:
             with self._proto_lock:
                 self.protocol.send_binary(data if isinstance(data, bytes) else bytes(data))
             try:
                 self._flush()
             except OSError:
-                raise ConnectionClosed(self.protocol.close_rcvd, self.protocol.close_sent) from None
+                raise self._closed() from None
 
     def close(self) -> None:
         try:

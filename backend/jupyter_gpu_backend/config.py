@@ -28,9 +28,31 @@ class BackendConfig:
                                     if os.environ.get("JUPYTER_GPU_MAX_WORKERS") else None)
     worker_start_timeout: float = 120.0
 
+    users: dict = field(default_factory=dict)  # token hash -> user name (from --users FILE)
+
     @property
     def token_hash(self) -> str:
         return hash_token(self.token)
+
+    def user_of(self, token: str) -> str | None:
+        """The user a token belongs to (tokens are compared by hash), or None."""
+        if not token:
+            return None
+        h = hash_token(token)
+        if secrets.compare_digest(h, self.token_hash):
+            return "local"
+        return self.users.get(h)
+
+
+def load_users(path: str) -> dict:
+    """A JSON file {"alice": "token-a", ...} (keep it mode 0600) -> {token hash: user}."""
+    import json
+
+    with open(path) as f:
+        entries = json.load(f)
+    if not isinstance(entries, dict) or not all(isinstance(v, str) and v for v in entries.values()):
+        raise ValueError(f"{path}: expected a JSON object of user name -> non-empty token")
+    return {hash_token(token): user for user, token in entries.items()}
 
 
 def hash_token(token: str) -> str:

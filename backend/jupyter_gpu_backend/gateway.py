@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 
 from fastapi import FastAPI, Request, WebSocket
@@ -20,7 +19,7 @@ from jupyter_gpu import __version__, protocol, shm
 from jupyter_gpu.errors import GpuError
 
 from .capacity import QueueCancelled
-from .config import BackendConfig, hash_token
+from .config import BackendConfig
 from .scheduler import Conn, Scheduler
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -63,9 +62,7 @@ class Gateway:
         self.host_id = shm.host_id()
 
     def user_of(self, token: str) -> str | None:
-        if token and secrets.compare_digest(hash_token(token), self.config.token_hash):
-            return "local"
-        return None
+        return self.config.user_of(token)
 
     # -- kernel side ---------------------------------------------------------------------------
     async def session_ws(self, ws: WebSocket, session_id: str) -> None:
@@ -77,7 +74,11 @@ class Gateway:
         if self.closing:  # accepted, then closed: the kernel retries with a fresh backend
             await ws.close(code=CLOSE_RESTART, reason="this backend is exiting")
             return
-        session = self.scheduler.session(session_id, user)
+        try:
+            session = self.scheduler.session(session_id, user)
+        except PermissionError as e:  # another user's session id: nothing of it is reachable
+            await ws.close(code=CLOSE_POLICY, reason=str(e)[:120])
+            return
         pending_close = self._close_tasks.pop(session_id, None)
         if pending_close is not None:
             pending_close.cancel()
@@ -264,8 +265,9 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
     gateway = Gateway(config, scheduler)
     app = FastAPI(title="jupyter-gpu backend", version=__version__)
 
-    def authorized(request: Request) -> bool:
-        return gateway.user_of(token_of(request.headers, request.query_params)) is not None
+    def authorized(request: Request) -> str | None:
+        """The caller's user name, or None."""
+        return gateway.user_of(token_of(request.headers, request.query_params))
 
     @app.get("/api/health")
     async def health(request: Request):
@@ -275,12 +277,15 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
 
     @app.get("/api/status")
     async def status(request: Request):
-        if not authorized(request):
+        user = authorized(request)
+        if not user:
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
         return {
             "runtime": scheduler.runtime.name,
             "offers": scheduler.runtime.offers(),
-            "sessions": {sid: scheduler.status(s) for sid, s in scheduler.sessions.items()},
+            "user": user,
+            # a user sees their own sessions only
+            "sessions": {sid: scheduler.status(s) for sid, s in scheduler.sessions.items() if s.user == user},
         }
 
     @app.get("/api/runtime")

@@ -21,7 +21,7 @@ import uvicorn
 
 from jupyter_gpu.wsclient import keepalive
 
-from .config import BackendConfig
+from .config import BackendConfig, load_users
 from .gateway import create_app
 from .runtimes import make_runtime
 from .scheduler import Scheduler
@@ -119,6 +119,7 @@ def main(argv=None) -> None:
     ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
+    ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
     ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
     ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
     args = ap.parse_args(argv)
@@ -133,6 +134,8 @@ def main(argv=None) -> None:
         config.max_payload = args.max_payload
     if args.max_workers is not None:
         config.max_workers = args.max_workers
+    if args.users:
+        config.users = load_users(args.users)
     config.runtime_file = args.runtime_file
     server = BackendServer(config)
     if not args.runtime_file:
