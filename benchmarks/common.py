@@ -215,6 +215,7 @@ class Kernel:
             self.runtime_dir = os.path.join(self._tmp, "jupyter-gpu-runtime")
             kernel_env["JUPYTER_GPU_RUNTIME_DIR"] = self.runtime_dir
             kernel_env.setdefault("JUPYTER_GPU_EMBEDDED_GRACE", "2")
+            kernel_env.setdefault("JUPYTER_GPU_LEDGER", os.path.join(self._tmp, "ledger.sqlite3"))
         else:
             self.runtime_dir = None
         self.km = KernelManager(kernel_name="bench-python",

@@ -40,6 +40,7 @@ def make_kernel_env(runtime_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_VARS}
     env["JUPYTER_GPU_RUNTIME_DIR"] = str(runtime_dir)
     env["JUPYTER_GPU_EMBEDDED_GRACE"] = "2"
+    env["JUPYTER_GPU_LEDGER"] = str(runtime_dir / "ledger.sqlite3")  # never the developer's own ledger
     # The kernel must run this interpreter (the venv's), whatever PATH says.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"

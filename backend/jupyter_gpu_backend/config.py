@@ -29,6 +29,7 @@ class BackendConfig:
     worker_start_timeout: float = 120.0
 
     users: dict = field(default_factory=dict)  # token hash -> user name (from --users FILE)
+    ledger: str | None = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LEDGER"))  # None: default
 
     @property
     def token_hash(self) -> str:

@@ -186,13 +186,17 @@ class Gateway:
         asyncio.ensure_future(self._cold_execute(run, header, inline, frames))
 
     async def _cold_execute(self, run, header, inline, frames) -> None:
+        ledger = self.scheduler.ledger
+        ledger.cell_started(run.id, run.session.id, run.session.user, run.gpu, status="queued")
         try:
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
         except GpuError as e:
+            ledger.cell_done(run.id, "failed", None, True, {"queue": run.queue})
             await self._fail(run.session, run.id, e.code, str(e))
             return
         except QueueCancelled:
             waited = time.monotonic() - run.t_submit
+            ledger.cell_done(run.id, "interrupted", None, False, {"queue": waited})
             await run.session.emit({"type": protocol.ERROR, "cell": run.id, "ename": "KeyboardInterrupt",
                                     "evalue": f"interrupted after {waited:.1f} s in the queue for {run.gpu}",
                                     "traceback": []})
@@ -297,6 +301,24 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         ready = await runtime.wait_ready(min(wait, 300.0)) if hasattr(runtime, "wait_ready") else True
         describe = runtime.describe() if hasattr(runtime, "describe") else {}
         return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(), **describe}
+
+    @app.get("/api/cells")
+    async def cells(request: Request, session: str | None = None, limit: int = 1000):
+        """The caller's cells from the ledger, newest first (everything recorded so far)."""
+        user = authorized(request)
+        if not user:
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        cols = ("id", "session", "gpu", "worker", "status", "submitted", "done", "cold",
+                "queue_s", "cold_start_s", "load_s", "exec_s", "post_s", "run_s")
+        where, args = "user = ?", [user]
+        if session:
+            where, args = where + " AND session = ?", args + [session]
+        rows = await asyncio.to_thread(
+            scheduler.ledger.query,
+            f"SELECT {', '.join(cols)} FROM cells WHERE {where} ORDER BY submitted DESC LIMIT ?",
+            (*args, max(1, min(limit, 10000))),
+        )
+        return {"cells": [dict(zip(cols, r)) for r in rows or []]}
 
     @app.websocket("/ws/session/{session_id}")
     async def session_ws(ws: WebSocket, session_id: str):

@@ -16,6 +16,7 @@ from jupyter_gpu import devices, protocol
 from jupyter_gpu.errors import WorkerStartFailed
 
 from .capacity import Capacity
+from .ledger import NullLedger
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -71,6 +72,7 @@ class Worker:
     t_start: float = field(default_factory=time.monotonic)
     startup_s: float = 0.0
     slot_released: bool = False
+    stopping: bool = False
 
     @property
     def device(self) -> str:
@@ -123,8 +125,10 @@ class Session:
 
 
 class Scheduler:
-    def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None):
+    def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
+                 ledger=None):
         self.runtime = runtime
+        self.ledger = ledger if ledger is not None else NullLedger()
         self.capacity = Capacity(max_workers)
         self.keep_warm = keep_warm
         self.start_timeout = start_timeout
@@ -137,6 +141,7 @@ class Scheduler:
         s = self.sessions.get(session_id)
         if s is None:
             s = self.sessions[session_id] = Session(session_id, user)
+            self.ledger.session_opened(session_id, user)
         elif s.user != user:
             raise PermissionError(f"session {session_id} belongs to another user")
         return s
@@ -178,6 +183,7 @@ class Scheduler:
         run.cold_start = time.monotonic() - t0
         lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm)
         worker.session = session
+        self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
         session.leases[run.gpu] = lease
         return lease
 
@@ -194,6 +200,10 @@ class Scheduler:
         run.t_dispatch = time.monotonic()
         header["session"] = run.session.id
         header.pop("seq", None)
+        if run.cold:
+            self.ledger.cell_running(run.id)
+        else:
+            self.ledger.cell_started(run.id, run.session.id, run.session.user, run.gpu)
         ok = await worker.conn.send_frames([protocol.with_header(header, inline), *frames], more)
         if not ok:
             await self.worker_gone(worker)
@@ -204,6 +214,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         worker = Worker(worker_id, gpu, None, loop.create_future())
         self.pending[worker_id] = (secret, worker)
+        self.ledger.worker_requested(worker_id, gpu, self.runtime.name)
         try:
             worker.handle = await self.runtime.start(gpu, worker_id, secret)
             done, _ = await asyncio.wait(
@@ -214,6 +225,7 @@ class Scheduler:
             if worker.registered not in done:
                 self.runtime.kill(worker.handle)
                 why = "did not register in time" if not done else "exited before registering"
+                self.ledger.worker_state(worker_id, "lost", cause=why)
                 raise WorkerStartFailed(
                     f"worker for {gpu} {why}; its log ends with:\n{self.runtime.log_tail(worker.handle)}"
                 )
@@ -231,6 +243,8 @@ class Scheduler:
         worker.conn = conn
         worker.info = info
         worker.startup_s = info.get("startup_s", 0.0)
+        method = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
+        self.ledger.worker_state(worker_id, "idle", device=worker.device, start_method=method)
         if not worker.registered.done():
             worker.registered.set_result(worker)
         return worker
@@ -250,6 +264,7 @@ class Scheduler:
             header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold)
             if run.cold:
                 header["start_method"] = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
+            self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
             worker.cell = None
             lease = run.session.leases.get(run.gpu)
             if lease is not None:
@@ -285,10 +300,13 @@ class Scheduler:
     async def stop_worker(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
         self._release_slot(worker)
+        worker.stopping = True
+        self.ledger.worker_state(worker.id, "stopping")
         if worker.conn is not None:
             await worker.conn.send({"type": protocol.SHUTDOWN})
         if worker.handle is not None:
             await self.runtime.stop(worker.handle)
+        self.ledger.worker_state(worker.id, "stopped")
 
     async def worker_gone(self, worker: Worker) -> None:
         """The worker's connection closed: fail its cell (with the cause) and drop its lease."""
@@ -305,10 +323,16 @@ class Scheduler:
                     lease.expiry.cancel()
                 session.leases.pop(worker.gpu, None)
         if run is None:
+            if not worker.stopping:  # it died between cells
+                cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
+                self.ledger.worker_state(worker.id, "lost", cause=cause)
             return
         cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
         what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {cause}"
         status = "killed" if worker.killed_reason else "lost"
+        self.ledger.worker_state(worker.id, "lost", cause=what)
+        timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
+        self.ledger.cell_done(run.id, status, worker.id, run.cold, timings)
         await run.session.emit(
             {
                 "type": protocol.ERROR,
@@ -323,7 +347,7 @@ class Scheduler:
                 "type": protocol.DONE,
                 "cell": run.id,
                 "status": status,
-                "timings": {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch},
+                "timings": timings,
                 "worker": worker.id,
                 "gpu": worker.gpu,
                 "device": worker.device,
@@ -387,6 +411,7 @@ class Scheduler:
         """The kernel is gone for good: its workers go too (their namespaces are unreachable)."""
         await self.release(session)
         self.sessions.pop(session.id, None)
+        self.ledger.session_closed(session.id)
 
     async def shutdown(self) -> None:
         for session in list(self.sessions.values()):

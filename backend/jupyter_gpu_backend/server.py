@@ -22,6 +22,8 @@ import uvicorn
 from jupyter_gpu.wsclient import keepalive
 
 from .config import BackendConfig, load_users
+from .ledger import Ledger
+from .ledger import default_path as default_ledger_path
 from .gateway import create_app
 from .runtimes import make_runtime
 from .scheduler import Scheduler
@@ -62,7 +64,12 @@ class BackendServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{config.host}:{self.port}"
         runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker")
-        self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers)
+        self.ledger = Ledger(config.ledger or default_ledger_path())
+        if any(self.ledger.recovered.values()):
+            log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",
+                        self.ledger.path, self.ledger.recovered)
+        self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers,
+                                   self.ledger)
         self.app, self.gateway = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
             uvicorn.Config(
@@ -119,6 +126,7 @@ def main(argv=None) -> None:
     ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
+    ap.add_argument("--ledger", help="SQLite file of sessions, workers and cells (default: in the Jupyter data dir)")
     ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
     ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
     ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
@@ -136,6 +144,8 @@ def main(argv=None) -> None:
         config.max_workers = args.max_workers
     if args.users:
         config.users = load_users(args.users)
+    if args.ledger:
+        config.ledger = args.ledger
     config.runtime_file = args.runtime_file
     server = BackendServer(config)
     if not args.runtime_file:

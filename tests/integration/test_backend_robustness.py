@@ -23,7 +23,7 @@ def backend(tmp_path_factory):
     info_path = d / "backend.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_gpu_backend", "--token", TOKEN, "--runtime-file", str(info_path),
-         "--max-payload", str(1 << 20), "--keep-warm", "60"],
+         "--max-payload", str(1 << 20), "--keep-warm", "60", "--ledger", str(d / "ledger.sqlite3")],
         stdout=open(d / "log", "wb"), stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30

@@ -24,7 +24,8 @@ def backend(tmp_path_factory):
     users.chmod(0o600)
     info_path = d / "backend.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_gpu_backend", "--users", str(users), "--runtime-file", str(info_path)],
+        [sys.executable, "-m", "jupyter_gpu_backend", "--users", str(users), "--runtime-file", str(info_path),
+         "--ledger", str(d / "ledger.sqlite3")],
         stdout=open(d / "log", "wb"), stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30

@@ -1,0 +1,78 @@
+"""The ledger: every cell's phases and every worker's transitions are recorded, and survive a
+backend restart - where work that was in flight is recorded as lost, never as done."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from jupyter_gpu import protocol
+from jupyter_gpu.client import BackendClient
+
+from .test_backend_robustness import run_cell
+
+pytestmark = pytest.mark.timeout(120)
+TOKEN = "ledger-token"
+
+
+def start_backend(d, ledger):
+    info_path = d / "backend.json"
+    if info_path.exists():
+        info_path.unlink()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_gpu_backend", "--token", TOKEN, "--runtime-file", str(info_path),
+         "--ledger", str(ledger)],
+        stdout=open(d / "log", "ab"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while not info_path.exists():
+        assert proc.poll() is None, (d / "log").read_text()
+        assert time.monotonic() < deadline, "backend did not start"
+        time.sleep(0.02)  # waiting on another process's file: no event to wait on
+    return proc, json.loads(info_path.read_text())["url"]
+
+
+def cells(url, session):
+    req = urllib.request.Request(f"{url}/api/cells?session={session}", headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return {c["id"]: c for c in json.load(r)["cells"]}
+
+
+def test_cells_are_recorded_with_their_phases_and_in_flight_work_is_lost_after_a_restart(tmp_path):
+    ledger = tmp_path / "ledger.sqlite3"
+    proc, url = start_backend(tmp_path, ledger)
+    try:
+        c = BackendClient(url, TOKEN, "s-ledger")
+        done = run_cell(c, "# %%gpu\nx = 1", "c-ok")[-1]
+        rec = cells(url, "s-ledger")["c-ok"]
+        assert rec["status"] == "ok" and rec["worker"] == done["worker"] and rec["cold"] == 1
+        assert rec["run_s"] > 0 and rec["cold_start_s"] > 0 and rec["done"] >= rec["submitted"]
+
+        # a cell that is running when the backend dies
+        c.send({"type": "execute", "cell": "c-inflight", "code": "# %%gpu\nimport time\nprint('started')\n"
+                "time.sleep(60)", "gpu": "cpu", "inputs": {}, "keep": {}, "binds": []})
+        while True:
+            msg = c.recv(timeout=30)
+            assert msg is not None, "the long cell never started"
+            if msg.type == protocol.STREAM:
+                break
+        assert cells(url, "s-ledger")["c-inflight"]["status"] == "running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    proc, url = start_backend(tmp_path, ledger)
+    try:
+        after = cells(url, "s-ledger")
+        assert after["c-inflight"]["status"] == "lost", after["c-inflight"]
+        assert after["c-ok"]["status"] == "ok"  # what was done stays done
+        assert "now recorded as lost" in (tmp_path / "log").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
