@@ -41,6 +41,13 @@ class Capacity:
         await waiter.future  # resolved with the slot handed over, or QueueCancelled
         return time.monotonic() - t0
 
+    def try_acquire(self, gpu: str) -> bool:
+        """Take a slot only if one is free and nobody waits (pre-started spares never queue)."""
+        if self.max_workers is not None and (self.counts.get(gpu, 0) >= self.max_workers or self.queues.get(gpu)):
+            return False
+        self.counts[gpu] = self.counts.get(gpu, 0) + 1
+        return True
+
     def release(self, gpu: str) -> None:
         queue = self.queues.get(gpu)
         if queue:

@@ -28,6 +28,8 @@ class BackendConfig:
                                     if os.environ.get("JUPYTER_GPU_MAX_WORKERS") else None)
     worker_start_timeout: float = 120.0
 
+    # unleased pre-started workers per GPU type (a cold cell takes one: no cold start)
+    min_warm: int = field(default_factory=lambda: int(os.environ.get("JUPYTER_GPU_MIN_WARM") or 0))
     users: dict = field(default_factory=dict)  # token hash -> user name (from --users FILE)
     ledger: str | None = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LEDGER"))  # None: default
 

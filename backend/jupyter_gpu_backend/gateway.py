@@ -299,8 +299,12 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
         runtime = scheduler.runtime
         ready = await runtime.wait_ready(min(wait, 300.0)) if hasattr(runtime, "wait_ready") else True
+        if ready and wait:
+            ready = await scheduler.wait_pools(min(wait, 300.0))  # min_warm spares started too
         describe = runtime.describe() if hasattr(runtime, "describe") else {}
-        return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(), **describe}
+        pool = {g: len(p) for g, p in scheduler.spares.items()}
+        return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(), "warm_pool": pool,
+                "min_warm": scheduler.min_warm, **describe}
 
     @app.get("/api/cells")
     async def cells(request: Request, session: str | None = None, limit: int = 1000):

@@ -69,7 +69,7 @@ class BackendServer:
             log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",
                         self.ledger.path, self.ledger.recovered)
         self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers,
-                                   self.ledger)
+                                   self.ledger, config.min_warm)
         self.app, self.gateway = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
             uvicorn.Config(
@@ -106,6 +106,7 @@ class BackendServer:
         prepare = getattr(self.scheduler.runtime, "prepare", None)
         if prepare is not None:
             await prepare()  # e.g. the local runtime's zygote starts importing now
+        self.scheduler.start_pools()
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
         try:
             await self.uvicorn.serve(sockets=[self.sock])
@@ -126,6 +127,7 @@ def main(argv=None) -> None:
     ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
+    ap.add_argument("--min-warm", type=int, default=None, help="unleased pre-started workers per GPU type")
     ap.add_argument("--ledger", help="SQLite file of sessions, workers and cells (default: in the Jupyter data dir)")
     ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
     ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
@@ -142,6 +144,8 @@ def main(argv=None) -> None:
         config.max_payload = args.max_payload
     if args.max_workers is not None:
         config.max_workers = args.max_workers
+    if args.min_warm is not None:
+        config.min_warm = args.min_warm
     if args.users:
         config.users = load_users(args.users)
     if args.ledger:

@@ -1,0 +1,39 @@
+"""min_warm: pre-started, unleased workers; a cold cell takes one (no cold start) and the pool refills."""
+import json
+import urllib.request
+
+import pytest
+
+from jupyter_gpu.client import BackendClient
+
+from .test_backend_robustness import run_cell
+from .test_ledger import start_backend
+
+pytestmark = pytest.mark.timeout(120)
+TOKEN = "ledger-token"  # start_backend's
+
+
+def runtime(url, wait):
+    req = urllib.request.Request(f"{url}/api/runtime?wait={wait}", headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=wait + 10) as r:
+        return json.load(r)
+
+
+def test_cold_cells_take_a_prestarted_worker_and_the_pool_refills(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_GPU_MIN_WARM", "1")
+    proc, url = start_backend(tmp_path, tmp_path / "ledger.sqlite3")
+    try:
+        info = runtime(url, 60)  # waits on the zygote and on the pool, not a sleep
+        assert info["ready"] and info["warm_pool"] == {"cpu": 1}, info
+        workers = set()
+        for session in ("s-one", "s-two"):
+            c = BackendClient(url, TOKEN, session)
+            done = run_cell(c, "# %%gpu\nx = 1", f"{session}-c1")[-1]
+            assert done["status"] == "ok" and done["cold"] is False and done["timings"]["cold_start"] == 0
+            workers.add(done["worker"])
+            assert runtime(url, 60)["warm_pool"] == {"cpu": 1}, "the pool did not refill"
+            c.close()
+        assert len(workers) == 2  # each session got its own, never-used worker
+    finally:
+        proc.terminate()
+        proc.wait(10)
