@@ -3,7 +3,14 @@ from __future__ import annotations
 
 from .local import LocalRuntime
 
-RUNTIMES = {"local": LocalRuntime}
+
+def _ray(worker_url):
+    from .ray_runtime import RayRuntime  # ray is optional: imported only when asked for
+
+    return RayRuntime(worker_url)
+
+
+RUNTIMES = {"local": LocalRuntime, "ray": _ray}
 
 
 def make_runtime(name: str, worker_url: str):

@@ -1,0 +1,155 @@
+"""The `ray` runtime: each worker is a Ray actor that holds its resources (``num_gpus``) on some node
+of an existing Ray cluster (``ray://`` address, or a local ``ray.init()``), and runs the ordinary
+worker agent as its child process.
+
+Why a child process and not the agent inside the actor: user code needs a main thread of its own
+and SIGINT for the stop button, which Ray's task loop keeps for itself.  The child inherits the
+``CUDA_VISIBLE_DEVICES`` Ray assigned to the actor, dials out to the backend like any worker, and
+its exit is reported by the actor's ``wait()``.  Ray's autoscaler adds nodes when actors wait for
+resources: this is how a team outgrows one machine, with no home-made distribution.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+log = logging.getLogger("jupyter_gpu_backend")
+
+
+@dataclass
+class RayWorker:
+    worker_id: str
+    gpu: str
+    actor: object
+    pid: int
+    log_path: str
+    exited: asyncio.Future = field(default=None)
+    forked: bool = False
+
+
+def _actor_class(ray):
+    @ray.remote(max_restarts=0)
+    class WorkerActor:
+        """Holds the resources; runs `python -m jupyter_gpu_worker` as its child."""
+
+        def start(self, url: str, env: dict, log_path: str) -> int:
+            import subprocess
+
+            full_env = {**os.environ, **env}
+            with open(log_path, "ab") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "jupyter_gpu_worker", "--url", url],
+                    env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            return self.proc.pid
+
+        def wait(self) -> int:
+            return self.proc.wait()
+
+        def signal(self, sig: int) -> None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    return WorkerActor
+
+
+class RayRuntime:
+    name = "ray"
+    shares_host = False  # actors may live on other nodes: payloads go on the wire
+
+    def __init__(self, worker_url: str, address: str | None = None):
+        import ray
+
+        self.ray = ray
+        if not ray.is_initialized():
+            address = address or os.environ.get("JUPYTER_GPU_RAY_ADDRESS") or None
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     **({} if address else {"num_cpus": max(2, os.cpu_count() or 2)}))
+        self.worker_url = worker_url
+        self.actor_cls = _actor_class(ray)
+        self.log_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"jupyter-gpu-ray-{os.getpid()}")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.workers: dict[str, RayWorker] = {}
+
+    def offers(self) -> list[str]:
+        resources = self.ray.cluster_resources()
+        # Ray names a node's GPU model as an "accelerator_type:<model>" resource
+        types = sorted(k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:"))
+        return types + ["cpu"]
+
+    def default_gpu(self) -> str:
+        return self.offers()[0]
+
+    async def start(self, gpu: str, worker_id: str, secret: str) -> RayWorker:
+        opts = {"num_cpus": 0.5}
+        if gpu != "cpu":
+            opts.update(num_gpus=1, accelerator_type=gpu)
+        actor = self.actor_cls.options(**opts).remote()
+        log_path = os.path.join(self.log_dir, f"{worker_id}.log")
+        env = {"JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
+        if gpu == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
+        pid = await actor.start.remote(self.worker_url, env, log_path)
+        handle = RayWorker(worker_id, gpu, actor, pid, log_path)
+        handle.exited = asyncio.ensure_future(self._exit_code(actor))
+        self.workers[worker_id] = handle
+        return handle
+
+    async def _exit_code(self, actor) -> int:
+        try:
+            code = await actor.wait.remote()
+        except Exception:  # the actor itself died (node lost, killed)
+            return -int(signal.SIGKILL)
+        return code if code >= 0 else code  # Popen: negative for a signal, like asyncio
+
+    def kill(self, handle: RayWorker) -> None:
+        handle.actor.signal.remote(int(signal.SIGKILL))
+
+    async def stop(self, handle: RayWorker, grace: float = 2.0) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(handle.exited), grace)
+        except asyncio.TimeoutError:
+            self.kill(handle)
+            try:
+                await asyncio.wait_for(asyncio.shield(handle.exited), grace)
+            except asyncio.TimeoutError:
+                pass
+        self.ray.kill(handle.actor)
+        self.workers.pop(handle.worker_id, None)
+
+    async def exit_cause(self, handle: RayWorker, timeout: float = 2.0) -> str:
+        try:
+            code = await asyncio.wait_for(asyncio.shield(handle.exited), timeout)
+        except asyncio.TimeoutError:
+            return "its connection closed while the process kept running"
+        if code < 0:
+            try:
+                return f"the process was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"the process was killed by signal {-code}"
+        return f"the process exited with code {code}"
+
+    def log_tail(self, handle: RayWorker, limit: int = 2000) -> str:
+        try:
+            with open(handle.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return "(the log is on the node that ran the actor)"
+
+    async def shutdown(self) -> None:
+        for handle in list(self.workers.values()):
+            self.kill(handle)
+            try:
+                self.ray.kill(handle.actor)
+            except Exception:
+                pass
+        self.workers.clear()
