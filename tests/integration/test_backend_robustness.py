@@ -1,9 +1,6 @@
 """A real backend process and real workers, fed bad input: each bad request gets a clear error,
 and nothing else is lost - the backend keeps serving and other sessions are untouched."""
 import json
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -13,29 +10,18 @@ from jupyter_gpu import protocol
 from jupyter_gpu.client import BackendClient, open_websocket
 from jupyter_gpu.errors import AuthError
 
+from .backend_process import start_backend, stop_backend
+
 TOKEN = "test-token-123"
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    d = tmp_path_factory.mktemp("backend")
-    info_path = d / "backend.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_gpu_backend", "--token", TOKEN, "--runtime-file", str(info_path),
-         "--max-payload", str(1 << 20), "--keep-warm", "60", "--ledger", str(d / "ledger.sqlite3")],
-        stdout=open(d / "log", "wb"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while not info_path.exists():
-        assert proc.poll() is None, (d / "log").read_text()
-        assert time.monotonic() < deadline, "backend did not start"
-        time.sleep(0.02)  # waiting on another process's file: no event to wait on
-    info = json.loads(info_path.read_text())
-    assert oct(info_path.stat().st_mode & 0o777) == "0o600"
-    yield info["url"]
-    proc.terminate()
-    proc.wait(10)
+    proc, url = start_backend(tmp_path_factory.mktemp("backend"), "--token", TOKEN,
+                              "--max-payload", str(1 << 20), "--keep-warm", "60")
+    yield url
+    stop_backend(proc)
 
 
 def run_cell(client, code, cell, **extra):

@@ -3,9 +3,6 @@ backend restart - where work that was in flight is recorded as lost, never as do
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
@@ -13,27 +10,11 @@ import pytest
 from jupyter_gpu import protocol
 from jupyter_gpu.client import BackendClient
 
+from .backend_process import start_backend
 from .test_backend_robustness import run_cell
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "ledger-token"
-
-
-def start_backend(d, ledger):
-    info_path = d / "backend.json"
-    if info_path.exists():
-        info_path.unlink()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_gpu_backend", "--token", TOKEN, "--runtime-file", str(info_path),
-         "--ledger", str(ledger)],
-        stdout=open(d / "log", "ab"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while not info_path.exists():
-        assert proc.poll() is None, (d / "log").read_text()
-        assert time.monotonic() < deadline, "backend did not start"
-        time.sleep(0.02)  # waiting on another process's file: no event to wait on
-    return proc, json.loads(info_path.read_text())["url"]
 
 
 def cells(url, session):
@@ -43,8 +24,7 @@ def cells(url, session):
 
 
 def test_cells_are_recorded_with_their_phases_and_in_flight_work_is_lost_after_a_restart(tmp_path):
-    ledger = tmp_path / "ledger.sqlite3"
-    proc, url = start_backend(tmp_path, ledger)
+    proc, url = start_backend(tmp_path, "--token", TOKEN)
     try:
         c = BackendClient(url, TOKEN, "s-ledger")
         done = run_cell(c, "# %%gpu\nx = 1", "c-ok")[-1]
@@ -67,7 +47,7 @@ def test_cells_are_recorded_with_their_phases_and_in_flight_work_is_lost_after_a
         if proc.poll() is None:
             proc.kill()
 
-    proc, url = start_backend(tmp_path, ledger)
+    proc, url = start_backend(tmp_path, "--token", TOKEN)
     try:
         after = cells(url, "s-ledger")
         assert after["c-inflight"]["status"] == "lost", after["c-inflight"]

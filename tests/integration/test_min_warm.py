@@ -7,10 +7,10 @@ import pytest
 from jupyter_gpu.client import BackendClient
 
 from .test_backend_robustness import run_cell
-from .test_ledger import start_backend
+from .backend_process import start_backend, stop_backend
 
 pytestmark = pytest.mark.timeout(120)
-TOKEN = "ledger-token"  # start_backend's
+TOKEN = "min-warm-token"
 
 
 def runtime(url, wait):
@@ -21,7 +21,7 @@ def runtime(url, wait):
 
 def test_cold_cells_take_a_prestarted_worker_and_the_pool_refills(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_GPU_MIN_WARM", "1")
-    proc, url = start_backend(tmp_path, tmp_path / "ledger.sqlite3")
+    proc, url = start_backend(tmp_path, "--token", TOKEN)
     try:
         info = runtime(url, 60)  # waits on the zygote and on the pool, not a sleep
         assert info["ready"] and info["warm_pool"] == {"cpu": 1}, info
@@ -35,5 +35,4 @@ def test_cold_cells_take_a_prestarted_worker_and_the_pool_refills(tmp_path, monk
             c.close()
         assert len(workers) == 2  # each session got its own, never-used worker
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_backend(proc)

@@ -1,15 +1,12 @@
 """The `ray` runtime on a real local Ray cluster: the same worker behaviour as the local runtime."""
-import json
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 
 from jupyter_gpu import protocol
 from jupyter_gpu.client import BackendClient
 
+from .backend_process import start_backend, stop_backend
 from .test_backend_robustness import run_cell
 
 ray = pytest.importorskip("ray", reason="ray is not installed: the ray runtime is not exercised")
@@ -19,21 +16,9 @@ TOKEN = "ray-token"
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ray")
-    info_path = d / "backend.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_gpu_backend", "--runtime", "ray", "--token", TOKEN,
-         "--runtime-file", str(info_path), "--ledger", str(d / "ledger.sqlite3")],
-        stdout=open(d / "log", "wb"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while not info_path.exists():
-        assert proc.poll() is None, (d / "log").read_text()
-        assert time.monotonic() < deadline, "backend with ray did not start"
-        time.sleep(0.05)  # waiting on another process's file: no event to wait on
-    yield json.loads(info_path.read_text())["url"]
-    proc.terminate()
-    proc.wait(60)
+    proc, url = start_backend(tmp_path_factory.mktemp("ray"), "--runtime", "ray", "--token", TOKEN)
+    yield url
+    stop_backend(proc)
 
 
 def streams(events):

@@ -1,8 +1,5 @@
 """Several users on one backend: each token is one user; nothing of one user's sessions reaches another."""
 import json
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
@@ -10,6 +7,7 @@ import pytest
 from jupyter_gpu.client import BackendClient
 from jupyter_gpu.errors import ConnectionLost
 
+from .backend_process import start_backend, stop_backend
 from .test_backend_robustness import run_cell
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,20 +20,9 @@ def backend(tmp_path_factory):
     users = d / "users.json"
     users.write_text(json.dumps(TOKENS))
     users.chmod(0o600)
-    info_path = d / "backend.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_gpu_backend", "--users", str(users), "--runtime-file", str(info_path),
-         "--ledger", str(d / "ledger.sqlite3")],
-        stdout=open(d / "log", "wb"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while not info_path.exists():
-        assert proc.poll() is None, (d / "log").read_text()
-        assert time.monotonic() < deadline, "backend did not start"
-        time.sleep(0.02)  # waiting on another process's file: no event to wait on
-    yield json.loads(info_path.read_text())["url"]
-    proc.terminate()
-    proc.wait(10)
+    proc, url = start_backend(d, "--users", str(users))
+    yield url
+    stop_backend(proc)
 
 
 def status_of(url, token):

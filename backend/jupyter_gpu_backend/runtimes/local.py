@@ -18,6 +18,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
+from .common import exit_cause, log_tail
+
 log = logging.getLogger("jupyter_gpu_backend")
 
 
@@ -148,28 +150,11 @@ class LocalRuntime:
             self.kill(handle)
         self.workers.pop(handle.worker_id, None)
 
-    async def exit_cause(self, handle: WorkerProcess, timeout: float = 2.0) -> str:
-        try:
-            code = await asyncio.wait_for(asyncio.shield(handle.exited), timeout)
-        except asyncio.TimeoutError:
-            return "its connection closed while the process kept running"
-        except ConnectionError:
-            return "its connection closed (its exit status is unknown: the zygote is gone)"
-        if code < 0:
-            try:
-                return f"the process was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"the process was killed by signal {-code}"
-        return f"the process exited with code {code}"
+    async def exit_cause(self, handle, timeout: float = 2.0) -> str:
+        return await exit_cause(handle.exited, timeout)
 
-    def log_tail(self, handle: WorkerProcess, limit: int = 2000) -> str:
-        try:
-            with open(handle.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - limit))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+    def log_tail(self, handle, limit: int = 2000) -> str:
+        return log_tail(handle.log_path, limit, "")
 
     async def shutdown(self) -> None:
         for handle in list(self.workers.values()):

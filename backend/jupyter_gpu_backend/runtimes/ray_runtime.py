@@ -17,6 +17,8 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
+from .common import exit_cause, log_tail
+
 log = logging.getLogger("jupyter_gpu_backend")
 
 
@@ -124,26 +126,11 @@ class RayRuntime:
         self.ray.kill(handle.actor)
         self.workers.pop(handle.worker_id, None)
 
-    async def exit_cause(self, handle: RayWorker, timeout: float = 2.0) -> str:
-        try:
-            code = await asyncio.wait_for(asyncio.shield(handle.exited), timeout)
-        except asyncio.TimeoutError:
-            return "its connection closed while the process kept running"
-        if code < 0:
-            try:
-                return f"the process was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"the process was killed by signal {-code}"
-        return f"the process exited with code {code}"
+    async def exit_cause(self, handle, timeout: float = 2.0) -> str:
+        return await exit_cause(handle.exited, timeout)
 
-    def log_tail(self, handle: RayWorker, limit: int = 2000) -> str:
-        try:
-            with open(handle.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - limit))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return "(the log is on the node that ran the actor)"
+    def log_tail(self, handle, limit: int = 2000) -> str:
+        return log_tail(handle.log_path, limit, "(the log is on the node that ran the actor)")
 
     async def shutdown(self) -> None:
         for handle in list(self.workers.values()):

@@ -1,0 +1,33 @@
+"""A real `jupyter_gpu_backend` process for the integration tests, with its own ledger and log."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def start_backend(d: Path, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """Start a backend writing its runtime file, ledger and log into ``d``; return (process, url)."""
+    info_path = d / "backend.json"
+    if info_path.exists():
+        info_path.unlink()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_gpu_backend", "--runtime-file", str(info_path),
+         "--ledger", str(d / "ledger.sqlite3"), *args],
+        stdout=open(d / "log", "ab"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout
+    while not info_path.exists():
+        assert proc.poll() is None, (d / "log").read_text()
+        assert time.monotonic() < deadline, f"backend did not start within {timeout} s"
+        time.sleep(0.02)  # waiting on another process's file: there is no event to wait on
+    assert oct(info_path.stat().st_mode & 0o777) == "0o600"
+    return proc, json.loads(info_path.read_text())["url"]
+
+
+def stop_backend(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(60)
