@@ -300,11 +300,10 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         runtime = scheduler.runtime
         ready = await runtime.wait_ready(min(wait, 300.0)) if hasattr(runtime, "wait_ready") else True
         if ready and wait:
-            ready = await scheduler.wait_pools(min(wait, 300.0))  # min_warm spares started too
+            ready = await scheduler.pool.wait_full(min(wait, 300.0))  # min_warm spares started too
         describe = runtime.describe() if hasattr(runtime, "describe") else {}
-        pool = {g: len(p) for g, p in scheduler.spares.items()}
-        return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(), "warm_pool": pool,
-                "min_warm": scheduler.min_warm, **describe}
+        return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(),
+                "warm_pool": scheduler.pool.sizes(), "min_warm": scheduler.pool.min_warm, **describe}
 
     @app.get("/api/cells")
     async def cells(request: Request, session: str | None = None, limit: int = 1000):

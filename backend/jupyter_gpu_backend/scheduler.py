@@ -17,6 +17,7 @@ from jupyter_gpu.errors import WorkerStartFailed
 
 from .capacity import Capacity
 from .ledger import NullLedger
+from .pools import SparePool
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -128,12 +129,10 @@ class Scheduler:
     def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
                  ledger=None, min_warm: int = 0):
         self.runtime = runtime
-        self.min_warm = min_warm
-        self.spares: dict[str, list] = {}  # gpu -> registered workers nobody leased yet (min_warm)
-        self._filling: dict[str, int] = {}
-        self._pool_changed: asyncio.Event | None = None
+
         self.ledger = ledger if ledger is not None else NullLedger()
         self.capacity = Capacity(max_workers)
+        self.pool = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
         self.keep_warm = keep_warm
         self.start_timeout = start_timeout
         self.sessions: dict[str, Session] = {}
@@ -175,10 +174,8 @@ class Scheduler:
         async def tell_position(n: int) -> None:
             await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "queued", "position": n, "gpu": run.gpu})
 
-        worker = self._take_spare(run.gpu)  # min_warm: a pre-started worker, no cold start
-        if worker is not None:
-            asyncio.ensure_future(self.refill(run.gpu))
-        else:
+        worker = self.pool.take(run.gpu)  # min_warm: a pre-started worker, no cold start
+        if worker is None:
             run.queue = await self.capacity.acquire(run.gpu, run.id, tell_position)  # max_workers
             run.cold = True
             await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
@@ -194,54 +191,6 @@ class Scheduler:
         self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
         session.leases[run.gpu] = lease
         return lease
-
-    # -- min_warm: pre-started, unleased workers ----------------------------------------------
-    def _take_spare(self, gpu: str):
-        pool = self.spares.get(gpu, [])
-        while pool:
-            worker = pool.pop(0)
-            if worker.conn is not None and worker.conn.open:
-                self._notify_pool()
-                return worker
-        return None
-
-    async def refill(self, gpu: str) -> None:
-        """Start workers until ``min_warm`` of them wait unleased (as capacity allows)."""
-        while len(self.spares.get(gpu, [])) + self._filling.get(gpu, 0) < self.min_warm:
-            if not self.capacity.try_acquire(gpu):
-                return  # max_workers reached: cells come first
-            self._filling[gpu] = self._filling.get(gpu, 0) + 1
-            try:
-                worker = await self.start_worker(gpu)
-            except Exception as e:
-                self.capacity.release(gpu)
-                log.warning("could not pre-start a %s worker: %s", gpu, e)
-                return
-            finally:
-                self._filling[gpu] -= 1
-            self.spares.setdefault(gpu, []).append(worker)
-            self._notify_pool()
-
-    def start_pools(self) -> None:
-        if self.min_warm:
-            for gpu in self.runtime.offers():
-                asyncio.ensure_future(self.refill(gpu))
-
-    def _notify_pool(self) -> None:
-        if self._pool_changed is not None:
-            self._pool_changed.set()
-
-    async def wait_pools(self, timeout: float) -> bool:
-        """Wait until every GPU type has its ``min_warm`` spares; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while any(len(self.spares.get(g, [])) < self.min_warm for g in self.runtime.offers()):
-            self._pool_changed = self._pool_changed or asyncio.Event()
-            self._pool_changed.clear()
-            try:
-                await asyncio.wait_for(self._pool_changed.wait(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                return False
-        return True
 
     async def dispatch(self, run: CellRun, lease: Lease, header: dict, inline, frames=(), more=None) -> None:
         if lease.expiry is not None:
@@ -378,10 +327,7 @@ class Scheduler:
                 if lease.expiry is not None:
                     lease.expiry.cancel()
                 session.leases.pop(worker.gpu, None)
-        for gpu, pool in self.spares.items():
-            if worker in pool:  # a spare died: make another
-                pool.remove(worker)
-                asyncio.ensure_future(self.refill(gpu))
+        self.pool.discard(worker)
         if run is None:
             if not worker.stopping:  # it died between cells
                 cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
@@ -466,7 +412,7 @@ class Scheduler:
                 }
             )
         return {"leases": leases, "offers": self.runtime.offers(), "runtime": self.runtime.name,
-                "warm_pool": {g: len(p) for g, p in self.spares.items()}}
+                "warm_pool": self.pool.sizes()}
 
     async def close_session(self, session: Session) -> None:
         """The kernel is gone for good: its workers go too (their namespaces are unreachable)."""

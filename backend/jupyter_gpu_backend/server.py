@@ -106,7 +106,7 @@ class BackendServer:
         prepare = getattr(self.scheduler.runtime, "prepare", None)
         if prepare is not None:
             await prepare()  # e.g. the local runtime's zygote starts importing now
-        self.scheduler.start_pools()
+        self.scheduler.pool.start()
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
         try:
             await self.uvicorn.serve(sockets=[self.sock])
