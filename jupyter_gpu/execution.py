@@ -13,17 +13,18 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import devices, footer, protocol, serialization, shm
 from .client import BackendClient
 from .embedded import ensure_backend
 from .errors import ConnectionLost, RemoteValueLost, from_failure
+from .held import Held, Lost
+from .live import LiveStatus
 from .names import analyse, inputs_for
 from .publish import Publisher
 from .remote import RemoteValue, rebuild_exception
 
-LIVE_AFTER = 0.5  # a cell still running after this long gets a live status line
 POLL = 0.05  # how often the waiting thread looks at the interrupt flag
 
 
@@ -36,36 +37,6 @@ class CellOptions:
     keep_warm: float | None = None
     timeout: float | None = None
     line: str = ""  # the magic's own line, echoed as the remote cell's first line
-
-
-@dataclass
-class Held:
-    """What one worker holds for this kernel: name -> content hash of the shared value."""
-
-    worker: str | None = None
-    values: dict = field(default_factory=dict)
-    # names a cell left only on the worker (not brought back) -> the cell number that made them
-    remote_only: dict = field(default_factory=dict)
-    device: str = ""
-    keep_warm: float | None = None
-
-
-@dataclass
-class Lost:
-    """A name that lived only on a worker that is gone."""
-
-    cell: int
-    worker: str
-    device: str
-    keep_warm: float | None
-
-    def explain(self, name: str) -> str:
-        kw = f"its keep-warm window ({self.keep_warm:g} s) ran out, " if self.keep_warm is not None else ""
-        return (
-            f"'{name}' was made by cell [{self.cell}] and lived only on worker {self.worker} ({self.device}), "
-            f"which is gone ({kw}it was released, or it crashed). Re-run cell [{self.cell}], bring the "
-            "value back with --out, or raise --keep-warm."
-        )
 
 
 def _kernel_id() -> str:
@@ -311,7 +282,7 @@ class KernelSession:
         pub.begin()
         client = self.client
         prefix = f"jgpu-{self.id}-"
-        live = _LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
+        live = LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
         out = _Outcome()
         restore = self._trap_sigint()
         sent_interrupts = 0
@@ -424,36 +395,3 @@ class _Outcome:
         ename, evalue, stb = self._text or ("WorkerLost", f"the cell ended with status {done.get('status')}", [])
         where = f"on worker {done.get('worker')} ({done.get('device')})"
         return rebuild_exception(ename, evalue, [f"Remote traceback {where}:", *stb], self._obj)
-
-
-class _LiveStatus:
-    """The live status line of a cell that waits (queue, cold start) or runs for a while.
-
-    At the end it is updated to an empty bundle, so only the final footer shows.
-    """
-
-    def __init__(self, pub: Publisher, display_id: str, gpu: str, t0: float):
-        self.pub, self.display_id, self.gpu, self.t0 = pub, display_id, gpu, t0
-        self.shown = False
-        self.phase = "running"
-        self.position = None
-        self.next_tick = t0 + LIVE_AFTER
-
-    def show(self, phase: str, position: int | None = None) -> None:
-        self.phase, self.position = phase, position
-        now = time.monotonic()
-        self.pub.display(
-            footer.live_bundle(phase, self.gpu, now - self.t0, position), {},
-            {"display_id": self.display_id}, update=self.shown,
-        )
-        self.shown = True
-        self.next_tick = now + 1.0
-
-    def tick(self) -> None:
-        if time.monotonic() >= self.next_tick:
-            self.show(self.phase, self.position if self.phase == "queued" else None)
-
-    def clear(self) -> None:
-        if self.shown:
-            self.pub.display({}, {}, {"display_id": self.display_id}, update=True)
-            self.shown = False

@@ -1,0 +1,34 @@
+"""What a worker holds for a kernel, and what was lost with a worker that is gone."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Held:
+    """What one worker holds for this kernel: name -> content hash of the shared value."""
+
+    worker: str | None = None
+    values: dict = field(default_factory=dict)
+    # names a cell left only on the worker (not brought back) -> the cell number that made them
+    remote_only: dict = field(default_factory=dict)
+    device: str = ""
+    keep_warm: float | None = None
+
+
+@dataclass
+class Lost:
+    """A name that lived only on a worker that is gone."""
+
+    cell: int
+    worker: str
+    device: str
+    keep_warm: float | None
+
+    def explain(self, name: str) -> str:
+        kw = f"its keep-warm window ({self.keep_warm:g} s) ran out, " if self.keep_warm is not None else ""
+        return (
+            f"'{name}' was made by cell [{self.cell}] and lived only on worker {self.worker} ({self.device}), "
+            f"which is gone ({kw}it was released, or it crashed). Re-run cell [{self.cell}], bring the "
+            "value back with --out, or raise --keep-warm."
+        )
