@@ -9,36 +9,15 @@ the kernels connect, with all of them warm, and per kernel.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 
 import psutil
-from common import Kernel, banner, fmt_stats, on_cleanup, ratio, run_main, stats, verdict, write_result
+from common import Kernel, banner, fmt_stats, ratio, run_main, serve_backend, stats, verdict, write_result
 
 TOKEN = "bench-concurrency"
 CELL = {"local": "x = 1", "gpu": "%%gpu\nx = 1"}
-
-
-def start_backend(tmp: str) -> tuple[subprocess.Popen, str]:
-    info_path = os.path.join(tmp, "backend.json")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_gpu_backend", "--token", TOKEN, "--runtime-file", info_path,
-         "--ledger", os.path.join(tmp, "ledger.sqlite3"), "--keep-warm", "600"],
-        stdout=open(os.path.join(tmp, "backend.log"), "wb"), stderr=subprocess.STDOUT,
-    )
-    on_cleanup(lambda: (proc.terminate(), proc.wait(10)))
-    deadline = time.monotonic() + 60
-    while not os.path.exists(info_path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the backend did not start; see " + os.path.join(tmp, "backend.log"))
-        time.sleep(0.05)  # another process's file: nothing to wait on but the file
-    with open(info_path) as f:
-        return proc, json.load(f)["url"]
 
 
 def rss_mb(pid: int) -> float:
@@ -80,7 +59,7 @@ def main(argv=None):
     n, rounds = (5, 10) if args.quick else (args.kernels, args.rounds)
     banner(f"concurrency: {n} kernels at once against one backend, {rounds} cells each")
     tmp = tempfile.mkdtemp(prefix="jg-bench-concurrency-")
-    backend, url = start_backend(tmp)
+    backend, url = serve_backend(tmp, TOKEN)
     mem = {"backend_idle_mb": rss_mb(backend.pid)}
     env = dict(os.environ, JUPYTER_GPU_URL=url, JUPYTER_GPU_TOKEN=TOKEN)
     kernels = [Kernel(f"conc-{i}", env=env) for i in range(n)]

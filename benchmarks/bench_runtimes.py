@@ -7,33 +7,12 @@ and said so, without ray).  Round trip = execute_request -> reply + idle.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 
-from common import Kernel, banner, fmt_stats, on_cleanup, ratio, run_main, stats, write_result
+from common import Kernel, banner, fmt_stats, ratio, run_main, serve_backend, stats, write_result
 
 TOKEN = "bench-runtimes"
-
-
-def serve(runtime: str, tmp: str) -> str:
-    info = os.path.join(tmp, f"{runtime}.json")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_gpu_backend", "--runtime", runtime, "--token", TOKEN, "--runtime-file", info,
-         "--ledger", os.path.join(tmp, f"{runtime}.sqlite3"), "--keep-warm", "600"],
-        stdout=open(os.path.join(tmp, f"{runtime}.log"), "wb"), stderr=subprocess.STDOUT,
-    )
-    on_cleanup(lambda: (proc.terminate(), proc.wait(60)))
-    deadline = time.monotonic() + 120
-    while not os.path.exists(info):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{runtime} backend did not start; see {tmp}/{runtime}.log")
-        time.sleep(0.05)  # another process's file: nothing to wait on but the file
-    with open(info) as f:
-        return json.load(f)["url"]
 
 
 def main(argv=None):
@@ -47,7 +26,7 @@ def main(argv=None):
     kernels, errors = {"local_cell": Kernel("rt-local-cell")}, {}
     for runtime in ("local", "ray"):
         try:
-            url = serve(runtime, tmp)
+            _, url = serve_backend(tmp, TOKEN, runtime)
         except Exception as e:  # ray not installed, or it cannot start here
             errors[runtime] = f"{type(e).__name__}: {e}"
             continue

@@ -370,6 +370,26 @@ class Kernel:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
+def serve_backend(tmp, token, runtime="local"):
+    """A `jupyter-gpu serve` of our own (its ledger, log and runtime file in `tmp`); returns its URL."""
+    import subprocess
+
+    info = os.path.join(tmp, f"{runtime}.json")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_gpu_backend", "--runtime", runtime, "--token", token, "--runtime-file", info,
+         "--ledger", os.path.join(tmp, f"{runtime}.sqlite3"), "--keep-warm", "600"],
+        stdout=open(os.path.join(tmp, f"{runtime}.log"), "wb"), stderr=subprocess.STDOUT,
+    )
+    on_cleanup(lambda: (proc.terminate(), proc.wait(60)))
+    deadline = time.monotonic() + 120
+    while not os.path.exists(info):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{runtime} backend did not start; see {tmp}/{runtime}.log")
+        time.sleep(0.05)  # another process's file: nothing to wait on but the file
+    with open(info) as f:
+        return proc, json.load(f)["url"]
+
+
 def run_main(main):
     """Run a benchmark's main(): its exit status, or 1 with the traceback on any failure."""
     import traceback
