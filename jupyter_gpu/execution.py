@@ -144,8 +144,7 @@ class KernelSession:
                 raise RemoteValueLost(lost[n].explain(n))
         use_shm = self.shares_host()
         if use_shm and self.pool is None:
-            self.pool = shm.SegmentPool()
-            atexit.register(self.pool.close)  # a killed kernel's segments go at the next sweep
+            self.pool = shm.SegmentPool()  # closed by close() at exit; a killed kernel's at the next sweep
         exec_count = self.cell_number()
         t0 = time.monotonic()
         base = uuid.uuid4().hex[:12]

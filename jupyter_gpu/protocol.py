@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 PROTOCOL_VERSION = 1
 MAGIC = b"JG"
@@ -54,7 +54,6 @@ DONE = "done"  # the cell's final event, carrying the names that come back (+ bu
 REGISTER = "register"
 REGISTERED = "registered"
 SHUTDOWN = "shutdown"
-RELEASE_SESSION = "release_session"  # drop one session's namespace on the worker
 # either way
 FAILURE = "failure"  # a request that could not be served: {code, message}
 
@@ -205,15 +204,6 @@ def _alloc(n: int):
 
 def follow_frames(header: dict) -> int:
     return header.get("nframes", 0)
-
-
-def iter_relay(header: dict, recv: Callable[[], object]) -> Iterator:
-    """Yield the follow-on frames of a message unchanged, for a relay that does not assemble."""
-    for _ in range(header.get("nframes", 0)):
-        frame = recv()
-        if isinstance(frame, str):
-            raise ProtocolError("expected a binary payload frame, got a text frame")
-        yield frame
 
 
 def with_header(header: dict, inline: memoryview) -> bytes:

@@ -133,10 +133,6 @@ class Connection:
                     raise TimeoutError()
         return self._messages.pop(0)
 
-    def pending(self) -> bool:
-        """Whether a whole message is already buffered (recv would not wait)."""
-        return bool(self._messages)
-
     def send(self, data) -> None:
         if self.protocol.state is not State.OPEN:
             raise self._closed()

@@ -172,6 +172,7 @@ class Gateway:
         if lease is not None:
             # warm path: forward frames as they arrive, no buffering
             frames = _iter_frames(header, ws)
+            self.scheduler.ledger.cell_started(run.id, session.id, session.user, run.gpu)
             try:
                 await self.scheduler.dispatch(run, lease, header, inline, more=frames)
             except (Disconnected, WebSocketDisconnect, protocol.ProtocolError):
@@ -203,6 +204,7 @@ class Gateway:
             await run.session.emit({"type": protocol.DONE, "cell": run.id, "status": "interrupted",
                                     "gpu": run.gpu, "cold": False, "timings": {"queue": waited}})
             return
+        ledger.cell_running(run.id)
         await self.scheduler.dispatch(run, lease, header, inline, frames)
 
     async def _prewarm(self, session, header: dict) -> None:

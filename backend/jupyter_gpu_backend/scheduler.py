@@ -70,7 +70,6 @@ class Worker:
     session: "Session | None" = None
     cell: "CellRun | None" = None
     killed_reason: str | None = None
-    t_start: float = field(default_factory=time.monotonic)
     startup_s: float = 0.0
     slot_released: bool = False
     stopping: bool = False
@@ -129,7 +128,6 @@ class Scheduler:
     def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
                  ledger=None, min_warm: int = 0):
         self.runtime = runtime
-
         self.ledger = ledger if ledger is not None else NullLedger()
         self.capacity = Capacity(max_workers)
         self.pool = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
@@ -171,6 +169,7 @@ class Scheduler:
         lease = session.leases.get(run.gpu)
         if lease is not None and lease.worker.conn and lease.worker.conn.open:
             return lease
+
         async def tell_position(n: int) -> None:
             await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "queued", "position": n, "gpu": run.gpu})
 
@@ -205,10 +204,6 @@ class Scheduler:
         run.t_dispatch = time.monotonic()
         header["session"] = run.session.id
         header.pop("seq", None)
-        if run.cold:
-            self.ledger.cell_running(run.id)
-        else:
-            self.ledger.cell_started(run.id, run.session.id, run.session.user, run.gpu)
         ok = await worker.conn.send_frames([protocol.with_header(header, inline), *frames], more)
         if not ok:
             await self.worker_gone(worker)

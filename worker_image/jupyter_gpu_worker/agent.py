@@ -150,14 +150,12 @@ class Agent:
         while True:
             try:
                 msg = self.next_request()
-                if msg.type == protocol.RELEASE_SESSION:
-                    self._reset_session(None)
-                elif msg.type == protocol.EXECUTE:
+                if msg.type == protocol.EXECUTE:
                     self.execute(msg)
             except KeyboardInterrupt:
                 pass  # an interrupt that arrived just after its cell finished
 
-    def _reset_session(self, session: str | None) -> None:
+    def _reset_session(self, session: str) -> None:
         ns = self.shell.user_ns
         for name in list(ns):
             if name not in self._fresh_ns:

@@ -109,7 +109,7 @@ class RayRuntime:
             code = await actor.wait.remote()
         except Exception:  # the actor itself died (node lost, killed)
             return -int(signal.SIGKILL)
-        return code if code >= 0 else code  # Popen: negative for a signal, like asyncio
+        return code  # Popen's: negative for a signal, as asyncio's
 
     def kill(self, handle: RayWorker) -> None:
         handle.actor.signal.remote(int(signal.SIGKILL))
