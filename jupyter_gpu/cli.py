@@ -47,6 +47,9 @@ def main(argv=None) -> None:
     run.add_argument("--output", default="notebooks/out", help="where executed notebooks go")
     run.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds")
     run.add_argument("--kernel", default="python3", help="kernel name")
+    from . import costcli  # prices, report, advise
+
+    costcli.add_parsers(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "serve":
         from jupyter_gpu_backend.server import main as serve
@@ -54,4 +57,6 @@ def main(argv=None) -> None:
         serve(argv[1:])
         return
     args = ap.parse_args(argv)
+    if args.command in costcli.COMMANDS:
+        sys.exit(costcli.main(args))
     sys.exit(_run(args))
