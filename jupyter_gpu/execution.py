@@ -66,6 +66,7 @@ class KernelSession:
         self.reader = shm.SegmentReader()
         self._interrupts = 0
         self._closing_registered = False
+        self.fell_back: str | None = None  # the GPU spec the last cell asked for, when it fell back
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self, url: str | None = None, token: str | None = None) -> BackendClient:
@@ -94,7 +95,13 @@ class KernelSession:
         """The GPU type a cell runs on: the first of its fallback list the backend offers."""
         client = self.connect()
         spec = requested or self.defaults.gpu or client.welcome.get("default_gpu", "cpu")
-        return devices.choose(spec, client.welcome.get("offers", []))
+        offers = client.welcome.get("offers", [])
+        gpu = devices.choose(devices.with_fallback(spec), offers)  # $JUPYTER_GPU_FALLBACK comes last
+        self.fell_back = None if gpu in {n for n, _ in devices.parse(spec)} else spec
+        if self.fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
+            Publisher(self.shell).stream("stderr", f"jupyter-gpu: {spec} is not offered here "
+                                         f"(offered: {', '.join(offers)}); running on {gpu} ({devices.FALLBACK_ENV})\n")
+        return gpu
 
     def shares_host(self) -> bool:
         return self.host_id is not None and self.client.welcome.get("host_id") == self.host_id
@@ -192,6 +199,8 @@ class KernelSession:
         self._remember(gpu, held, done, sent_hashes, outcome, binds, opts)
         wall = time.monotonic() - t0
         f = footer.build(done, wall, {"sent_bytes": sent, "received_bytes": outcome.received})
+        if self.fell_back:
+            f["fallback_from"] = self.fell_back
         self.last_footer = f
         error = outcome.exception(done)
         if error is None:

@@ -28,3 +28,22 @@ def test_more_devices_than_a_worker_gets_says_so():
 def test_malformed_specs_are_refused(bad):
     with pytest.raises(NoSuchDevice):
         parse(bad)
+
+
+def test_the_run_fallback_is_tried_last_and_only_when_nothing_asked_for_is_offered():
+    from jupyter_gpu.devices import with_fallback
+
+    assert with_fallback("H100,A100", "cpu") == "H100,A100,cpu"
+    assert choose(with_fallback("H100", "cpu"), ["cpu"]) == "cpu"
+    assert choose(with_fallback("H100", "cpu"), ["H100", "cpu"]) == "H100"
+    assert with_fallback("H100,cpu", "cpu") == "H100,cpu"  # already in the list: not repeated
+    assert with_fallback("H100", "") == "H100"
+
+
+def test_the_fallback_comes_from_the_environment(monkeypatch):
+    from jupyter_gpu.devices import FALLBACK_ENV, with_fallback
+
+    monkeypatch.setenv(FALLBACK_ENV, "cpu")
+    assert with_fallback("A100") == "A100,cpu"
+    monkeypatch.delenv(FALLBACK_ENV)
+    assert with_fallback("A100") == "A100"
