@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import html
+import time
 
+from . import cost
 from .pricing import price_for
 
 MIME = "application/vnd.jupyter-gpu.execution+json"
@@ -11,8 +13,10 @@ MIME = "application/vnd.jupyter-gpu.execution+json"
 def build(done: dict, wall: float, transfer: dict) -> dict:
     """Footer JSON from the cell's final event, the wall time the kernel measured, and bytes moved."""
     t = done.get("timings", {})
-    price = price_for(done.get("gpu", "cpu"))
-    billed = t.get("cold_start", 0.0) + t.get("run", 0.0)
+    price = price_for(done.get("gpu", "cpu")).as_dict()
+    ended = time.time()
+    timings = {k: t.get(k, 0.0) for k in ("queue", "cold_start", "load", "exec", "post", "run")}
+    c = cost.cell({**timings, "wall": wall}, price)
     return {
         "version": 1,
         "status": done.get("status", "ok"),
@@ -21,20 +25,16 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
         "worker": done.get("worker"),
         "cold": bool(done.get("cold")),
         "start_method": done.get("start_method"),  # a cold worker: forked from the zygote, or spawned
-        "timings": {
-            "queue": t.get("queue", 0.0),
-            "cold_start": t.get("cold_start", 0.0),
-            "load": t.get("load", 0.0),
-            "exec": t.get("exec", 0.0),
-            "post": t.get("post", 0.0),
-            "run": t.get("run", 0.0),
-            "wall": wall,
-        },
-        "billed_seconds": billed,
-        "cost_usd": billed * price.serverless_per_s,
-        "dedicated_usd": wall * price.dedicated_per_h / 3600.0,
-        "price": price.as_dict(),
+        "timings": {**timings, "wall": wall},
+        "started_at": ended - wall,  # unix time: the session's timeline and keep-warm gaps
+        "keep_warm": done.get("keep_warm"),
+        "billed": c["billed"],  # billed seconds by phase, per the price's profile (see cost.py)
+        "billed_seconds": c["billed_seconds"],
+        "cost_usd": c["cost_usd"],
+        "dedicated_usd": c["dedicated_usd"],
+        "price": price,
         "transfer": transfer,
+        **({"telemetry": done["telemetry"]} if done.get("telemetry") else {}),
     }
 
 
