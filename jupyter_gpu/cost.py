@@ -193,43 +193,53 @@ def _economics(s: dict, recs: list[dict]) -> dict:
         "dedicated_usd": sum(x["price"].get("dedicated_per_h", 0.0) for x in s["gpus"].values()) * HOURS_PER_MONTH,
         "requests": s["cells"] / s["wall_s"] * HOURS_PER_MONTH * 3600.0 if s["wall_s"] > 0 else 0.0,
     }
-    be = {"gpu": gpu, "utilisation": be_util, "requests_per_month": be_requests,
+    # the utilisation at which the measured serverless cost per busy second equals the dedicated rate
+    be_observed = (per_h / 3600.0) * s["busy_s"] / s["serverless_usd"] if s["serverless_usd"] > 0 else None
+    be = {"gpu": gpu, "utilisation": be_util, "utilisation_observed": be_observed, "requests_per_month": be_requests,
           "serverless_per_s": per_s, "dedicated_per_h": per_h,
           "serverless_usd_per_request": per_request}
     return {"break_even": be, "monthly": monthly, "recommendation": recommend(s, be, recs)}
 
 
 def recommend(s: dict, be: dict, recs: list[dict]) -> dict:
-    """serverless / dedicated / hybrid with its reason, from utilisation vs break-even, cold-start
-    share, job length and traffic variability."""
-    u, ube = s["utilisation"], be["utilisation"]
-    gpu = be["gpu"]
+    """serverless / dedicated / hybrid with its reason.
+
+    The deciding figure is the measured one: serverless cost / dedicated cost for the same wall time
+    (= utilisation / break-even utilisation at the observed overheads: cold starts, keep-warm idle,
+    rounding).  Traffic variability picks hybrid over dedicated; cold-start share and a short sample
+    are notes."""
+    u, gpu = s["utilisation"], be["gpu"]
     notes = []
     cold_share = s["phases_s"]["cold_start"] / (s["phases_s"]["cold_start"] + s["busy_s"]) if s["busy_s"] else 0.0
     if cold_share > 0.2:
         notes.append(f"cold starts are {cold_share:.0%} of GPU time: a longer --keep-warm or min_warm spares "
                      "hide them if their latency matters")
+    if s["wall_s"] < 600:
+        notes.append(f"a {s['wall_s']:.0f} s sample: projections extrapolate a short session")
     gaps = [b["t"] - (a["t"] + a["wall"]) for a, b in zip(s["timeline"], s["timeline"][1:])]
     cv = _cv(gaps)
-    if be["dedicated_per_h"] == 0 and be["serverless_per_s"] > 0:
+    S, D = s["serverless_usd"], s["dedicated_usd"]
+    ube, ueff = be["utilisation"], be["utilisation_observed"]
+    at_list = f"; at list prices the break-even utilisation is {ube:.0%}" if ube is not None else ""
+    if D == 0 and S > 0:
         choice, reason = "dedicated", f"a dedicated {gpu} is priced at $0/h here (your own box)"
-    elif ube is None:
-        choice, reason = "none", f"no serverless price for {gpu}: nothing to compare"
-    elif ube >= 1:
-        choice, reason = "serverless", (f"at these list prices a dedicated {gpu} costs more than serverless running "
-                                        f"100% of the time (break-even utilisation {ube:.0%})")
-    elif u >= ube:
-        if cv > 1.0:
-            choice, reason = "hybrid", (f"utilisation {u:.0%} is above the break-even {ube:.0%} but traffic is bursty "
-                                        f"(gap variability {cv:.1f}): a dedicated base for the steady load, "
-                                        "serverless for the bursts")
-        else:
-            choice, reason = "dedicated", f"utilisation {u:.0%} is above the break-even {ube:.0%} and steady"
-    elif u >= 0.7 * ube:
-        choice, reason = "hybrid", (f"utilisation {u:.0%} is close to the break-even {ube:.0%}: a dedicated base "
-                                    "for the steady part, serverless for the peaks")
+    elif S == 0 or D == 0:
+        choice, reason = "none", f"no price for {gpu} on one side: nothing to compare"
     else:
-        choice, reason = "serverless", f"utilisation {u:.0%} is below the break-even {ube:.0%}"
+        r = S / D
+        head = (f"serverless ${S:.6f} is {r:.0%} of a dedicated {gpu} for the same wall time "
+                f"(utilisation {u:.0%} vs a break-even of {ueff:.0%} with the cold starts, idle and rounding measured"
+                f"{at_list})")
+        if r >= 1 and cv > 1.0:
+            choice, reason = "hybrid", head + (f"; traffic is bursty (gap variability {cv:.1f}): a dedicated base for "
+                                               "the steady load, serverless for the bursts")
+        elif r >= 1:
+            choice, reason = "dedicated", head + "; the load is steady"
+        elif r >= 0.7:
+            choice, reason = "hybrid", head + ": close to break-even, a dedicated base for the steady part and " \
+                                              "serverless for the peaks"
+        else:
+            choice, reason = "serverless", head
     return {"choice": choice, "reason": reason, "notes": notes, "gap_variability": cv}
 
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from . import devices, footer, protocol, serialization, shm
+from . import devices, footer, lane, protocol, serialization, shm
 from .client import BackendClient
 from .embedded import ensure_backend
 from .errors import ConnectionLost, RemoteValueLost, from_failure
@@ -61,6 +61,7 @@ class KernelSession:
         self.lost: dict[str, dict[str, Lost]] = {}  # gpu type -> name -> where it was lost
         self.defaults = CellOptions()
         self.last_footer: dict | None = None
+        self.footers: list[dict] = []  # every cell's footer, for `%gpu cost`
         self.host_id = shm.host_id()
         self.pool: shm.SegmentPool | None = None
         self.reader = shm.SegmentReader()
@@ -155,7 +156,8 @@ class KernelSession:
         exec_count = self.cell_number()
         t0 = time.monotonic()
         base = uuid.uuid4().hex[:12]
-        for attempt in range(2):
+        # at most: the lane (its worker may have retired), the backend, and a resend through it
+        for attempt in range(3):
             held = self.held.setdefault(gpu, Held())
             packer = serialization.Packer(shm_pool=self.pool if use_shm else None)
             inputs, keep, sent_hashes = self._pack_inputs(names, held, packer)
@@ -180,10 +182,26 @@ class KernelSession:
                 # the worker's segments whose values died here: it may reuse them
                 "returned": self.reader.drain_returned(),
             }
-            sent = client.send(header, packer.buffers) + packer.shm_bytes
+            route = self._lane(held)
             outcome = None
             try:
-                outcome = self._drain(header["cell"], gpu, t0, opts)
+                if route is not None:
+                    header["session"] = self.id
+                    try:
+                        sent = route.send(header, packer.buffers) + packer.shm_bytes
+                        outcome = self._drain(header["cell"], gpu, t0, opts, route)
+                    except lane.LaneClosed:
+                        outcome = self._lane_lost(held, header["cell"], gpu)
+                        held.drop_lane()
+                        if outcome is None:  # it retired before reading the cell: ask the backend
+                            continue
+                    else:
+                        outcome.done.update(worker=held.worker, gpu=gpu, device=held.device, cold=False,
+                                            keep_warm=keep_warm if keep_warm is not None else held.keep_warm,
+                                            lane=held.lane, route="lane")
+                else:
+                    sent = client.send(header, packer.buffers) + packer.shm_bytes
+                    outcome = self._drain(header["cell"], gpu, t0, opts, client)
             finally:
                 if self.pool is not None and (outcome is None or not outcome.done.get("worker")):
                     self.pool.reclaim(held.worker)  # nobody maps what this attempt lent
@@ -194,7 +212,7 @@ class KernelSession:
                 continue
             break
         else:
-            raise ConnectionLost("the backend asked twice in a row to resend the cell's inputs")
+            raise ConnectionLost("the backend asked repeatedly to resend the cell's inputs")
         done = outcome.done
         self._remember(gpu, held, done, sent_hashes, outcome, binds, opts)
         wall = time.monotonic() - t0
@@ -202,6 +220,7 @@ class KernelSession:
         if self.fell_back:
             f["fallback_from"] = self.fell_back
         self.last_footer = f
+        self.footers.append(f)
         error = outcome.exception(done)
         if error is None:
             Publisher(self.shell).display(footer.bundle(f), {})
@@ -221,9 +240,40 @@ class KernelSession:
 
         events.register("post_run_cell", publish)
 
+    def _lane(self, held: Held):
+        """The open lane to ``held``'s worker, or None (no lane granted, or it is gone)."""
+        if held.lane is None or held.worker is None or not self.shares_host():
+            return None
+        conn = held.lane_conn
+        try:
+            if conn is not None and conn.readable(0):  # a closed lane reads as readable
+                while conn.recv(0) is not None:
+                    pass  # late events of an earlier cell
+            if conn is None or conn.closed:
+                conn = held.lane_conn = lane.connect(held.lane["path"], held.lane["secret"], self.id)
+        except (OSError, protocol.ProtocolError):  # LaneClosed included: nothing was sent
+            held.drop_lane()
+            return None
+        return conn
+
+    def _lane_lost(self, held: Held, cell: str, gpu: str):
+        """The lane broke after the cell was sent.  None: the worker had retired without reading
+        it (go through the backend); else the outcome of a cell that died with its worker."""
+        reply = self.request({"type": protocol.LANE_LOST, "cell": cell, "gpu": gpu, "worker": held.worker},
+                             protocol.LANE_LOST_REPLY)
+        if not reply.get("ran"):
+            return None
+        out = _Outcome()
+        out._text = ("WorkerLost", f"{reply['message']}. Its namespace is lost; the next cell starts a new worker.", [])
+        out.done = {"type": protocol.DONE, "cell": cell, "status": reply["status"], "timings": {},
+                    "worker": held.worker, "gpu": gpu, "device": reply.get("device", held.device), "cold": False}
+        return out
+
     def forget(self, gpu: str) -> None:
         """The worker of ``gpu`` is gone: what only it held is lost (and explained when used)."""
         held = self.held.pop(gpu, None)
+        if held is not None:
+            held.drop_lane()
         if held is not None and held.worker is not None:
             lost = self.lost.setdefault(gpu, {})
             for name, cell in held.remote_only.items():
@@ -240,6 +290,9 @@ class KernelSession:
             self.forget(gpu)
             held = self.held[gpu] = Held(worker)
         held.device, held.keep_warm = done.get("device", gpu), done.get("keep_warm")
+        if done.get("lane") and held.lane != done["lane"]:
+            held.drop_lane()
+            held.lane = done["lane"]
         came_back = set(outcome.hashes)
         left_there = set(binds) if opts.no_out else set(binds) - came_back
         lost = self.lost.get(gpu, {})
@@ -284,11 +337,11 @@ class KernelSession:
                 inputs[name] = packer.pack(p)
         return inputs, keep, hashes
 
-    def _drain(self, cell: str, gpu: str, t0: float, opts: CellOptions):
-        """Publish the cell's events until its final one.  None means: resend the inputs."""
+    def _drain(self, cell: str, gpu: str, t0: float, opts: CellOptions, conn):
+        """Publish the cell's events (read from ``conn``: the backend or the worker's lane) until
+        its final one.  None means: resend the inputs."""
         pub = Publisher(self.shell)
         pub.begin()
-        client = self.client
         prefix = f"jgpu-{self.id}-"
         live = LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
         out = _Outcome()
@@ -303,14 +356,16 @@ class KernelSession:
                 if restore is not None:
                     wait = min(wait, POLL)
                 try:
-                    msg = client.recv(timeout=wait)
+                    msg = conn.recv(timeout=wait)
                 except KeyboardInterrupt:  # only off the main thread, where SIGINT cannot be trapped
                     self._interrupts += 1
                     msg = None
                 if self._interrupts > sent_interrupts:
                     sent_interrupts = self._interrupts
-                    kind = protocol.INTERRUPT if sent_interrupts == 1 else protocol.KILL
-                    client.send({"type": kind, "cell": cell})
+                    if sent_interrupts == 1:
+                        conn.send({"type": protocol.INTERRUPT, "cell": cell})
+                    else:  # only the backend can kill a worker
+                        self.client.send({"type": protocol.KILL, "cell": cell, "gpu": gpu})
                 live.tick()
                 if msg is None:
                     continue

@@ -68,19 +68,25 @@ class GpuMagics(Magics):
         return None
 
     @magic_arguments("gpu")
-    @argument("command", choices=["status", "release", "prewarm", "use", "config"], help="what to do")
+    @argument("command", choices=["status", "release", "prewarm", "use", "config", "cost"], help="what to do")
     @argument("url", nargs="?", default=None, help="with `use`: the backend URL")
     @argument("--token", default=None, help="with `use`: the backend token")
     @_device_group
     @argument("-h", "--help", action="store_true", help="show this help")
     @line_magic("gpu")
     def gpu_line(self, line):
-        """%gpu status | release | prewarm [--gpu T] | use URL [--token T] | config [--gpu T] [--keep-warm 5m]"""
+        """%gpu status | release | prewarm [--gpu T] | use URL [--token T] | config [--gpu T] [--keep-warm 5m] | cost"""
         if re.search(r"(^|\s)(-h|--help)\b", line):
             print(self.gpu_line.__doc__)
             return None
         args = parse_argstring(self.gpu_line, line)
-        if args.command == "status":
+        if args.command == "cost":  # this kernel's session so far (see report.py)
+            from IPython.display import display
+
+            from . import report
+
+            display(report.bundle(report.from_records([("this session", self.session.footers)])), raw=True)
+        elif args.command == "status":
             print(self.status_text())
         elif args.command == "release":
             reply = self.session.request({"type": protocol.RELEASE}, protocol.STATUS_REPLY)

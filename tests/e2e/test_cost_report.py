@@ -1,0 +1,87 @@
+"""A report built from a saved executed notebook equals the live `%gpu cost` of the same session.
+
+Real parts: a real kernel (nbclient), the real embedded backend and its workers, the real CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nbformat
+
+from jupyter_gpu import report
+from tests.e2e.helpers import LOAD, last_footer
+
+CELLS = [
+    LOAD,
+    "%%gpu --keep-warm 30s\nx = 21\nprint(x)",
+    "z = 1  # a local cell: the worker idles (keep-warm) meanwhile",
+    "%%gpu\ny = x * 2\ny",
+    "%gpu cost",
+]
+
+
+def _live(cell) -> dict:
+    outs = [o for o in cell["outputs"] if report.MIME in o.get("data", {})]
+    assert len(outs) == 1, cell["outputs"]
+    data = outs[0]["data"]
+    assert "<svg" in data["text/html"] and "cost-line" in data["text/html"]
+    assert "recommendation:" in data["text/plain"]
+    return data[report.MIME]
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a["total"] == b["total"]
+    assert a["prices"] == b["prices"]
+    assert [nb["summary"] for nb in a["notebooks"]] == [nb["summary"] for nb in b["notebooks"]]
+
+
+PRICES = """
+[[serverless]]
+gpu = "cpu"
+provider = "test"
+per_s = 0.001
+as_of = "2026-11-29"
+source = "https://example.org/a-test-price"
+profile = "modal"
+
+[[dedicated]]
+gpu = "cpu"
+provider = "test"
+per_h = 1.8
+as_of = "2026-11-29"
+source = "https://example.org/a-test-price"
+"""
+
+
+def test_report_from_saved_notebook_equals_live_summary(run_notebook, kernel_env, tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)  # the cpu device priced, so every figure below is non-zero arithmetic
+    nb = run_notebook(CELLS, env={**kernel_env, "JUPYTER_GPU_PRICES": str(prices)})
+    f1, f2 = last_footer(nb.cells[1]), last_footer(nb.cells[3])
+    live = _live(nb.cells[4])
+    s = live["total"]
+    assert s["cells"] == 2 and s["failed"] == 0
+    assert f1["price"]["origin"] == str(prices) and f1["cost_usd"] > 0
+    assert s["serverless_usd"] > f1["cost_usd"] + f2["cost_usd"]  # + idle, rounded up per worker
+    assert s["dedicated_usd"] > 0 and s["break_even"]["utilisation"] == 0.5
+    # the local cell between them: the worker stayed warm and idle, billed to the session
+    assert f1["worker"] == f2["worker"]
+    gap = f2["started_at"] - (f1["started_at"] + f1["timings"]["wall"])
+    assert s["phases_s"]["keep_warm_idle"] == gap > 0
+    assert s["pending_keep_warm_s"] == 30.0
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(nb, str(path))
+    built = report.build([(str(path), nbformat.read(str(path), as_version=4))])
+    _same(built, live)
+    # the CLI reads the same file with no backend
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, "-c", "from jupyter_gpu.cli import main; main()", "report", str(tmp_path),
+                    "--format", "json", "--output", str(out)], check=True)
+    _same(json.loads(out.read_text()), live)
+    md = subprocess.run([sys.executable, "-c", "from jupyter_gpu.cli import main; main()", "report", str(path)],
+                        check=True, capture_output=True, text=True).stdout
+    assert "## jupyter-gpu cost report" in md and "2 %%gpu cell(s)" in md and "recommendation: **" in md
+    page = report.to_html(built)
+    assert page.startswith("<!doctype html>") and "<svg" in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
