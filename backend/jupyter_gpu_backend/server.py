@@ -123,7 +123,9 @@ def main(argv=None) -> None:
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     ap.add_argument("--runtime", default=os.environ.get("JUPYTER_GPU_RUNTIME", "local"),
-                    help="how workers start: local (default) or ray (JUPYTER_GPU_RAY_ADDRESS, else a local ray.init())")
+                    help="how workers start: local (default), docker (containers on this host's Docker Engine; "
+                         "JUPYTER_GPU_DOCKER_BASE / JUPYTER_GPU_DOCKER_IMAGE) or ray (JUPYTER_GPU_RAY_ADDRESS, "
+                         "else a local ray.init())")
     ap.add_argument("--token", default=os.environ.get("JUPYTER_GPU_TOKEN"), help="client token (default: random)")
     ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")

@@ -10,7 +10,13 @@ def _ray(worker_url):
     return RayRuntime(worker_url)
 
 
-RUNTIMES = {"local": LocalRuntime, "ray": _ray}
+def _docker(worker_url):
+    from .docker_runtime import DockerRuntime  # the docker SDK is optional too
+
+    return DockerRuntime(worker_url)
+
+
+RUNTIMES = {"local": LocalRuntime, "ray": _ray, "docker": _docker}
 
 
 def make_runtime(name: str, worker_url: str):

@@ -1,0 +1,285 @@
+"""The `docker` runtime: each worker is a container of the worker image on this host's Docker Engine.
+
+The container runs the ordinary agent (``python -m jupyter_gpu_worker --url ...``), which dials out
+to the backend like every worker.  Host networking, because a container reaches the backend on the
+host's 127.0.0.1 only that way (and a GPU node needs no inbound port).  ``init=True``: a small init
+is PID 1, so the agent keeps normal signal handling (SIGINT for the stop button) and a stop never
+waits out Docker's 10 s SIGTERM timeout.  A GPU worker gets exactly one GPU by a device request (the
+NVIDIA container toolkit); a ``cpu`` worker gets none and says ``cpu``: nothing pretends.
+
+The image is ``docker_image.ensure_worker_image`` (built in the background when the backend starts,
+only when its inputs changed), or ``$JUPYTER_GPU_DOCKER_IMAGE`` as given.  Every container carries
+this backend's label; a thread per container waits for its exit, keeps its exit status, OOM flag and
+log tail, and removes it, so dead workers do not pile up; ``shutdown`` removes whatever is left.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from jupyter_gpu.errors import WorkerStartFailed
+
+from .common import exit_text
+from .local import detect_gpus
+
+log = logging.getLogger("jupyter_gpu_backend")
+
+RUNTIME_LABEL = "org.jupyter-gpu.runtime"  # = "docker" on every worker container
+BACKEND_LABEL = "org.jupyter-gpu.backend"  # host:pid:nonce of the backend that owns it
+WORKER_LABEL = "org.jupyter-gpu.worker"
+
+
+@dataclass
+class DockerWorker:
+    worker_id: str
+    gpu: str
+    name: str
+    container: object = None
+    device_index: int | None = None
+    exited: asyncio.Future = field(default=None)  # resolves to the exit code (< 0: a signal)
+    oom: bool = False
+    log_text: str | None = None  # the log's tail, kept when the container is removed
+
+
+def container_code(code: int) -> int:
+    """A container's exit status as a process exit code: the init exits 128+N for signal N."""
+    return -(code - 128) if 128 < code <= 128 + 64 else code
+
+
+class DockerRuntime:
+    name = "docker"
+    shares_host = False  # a container has its own /dev/shm: payloads go on the wire
+
+    def __init__(self, worker_url: str, image: str | None = None):
+        import docker
+
+        self.docker = docker
+        try:
+            # a pool as large as the number of containers waited on at once
+            self.client = docker.from_env(max_pool_size=256)
+            self.client.ping()
+        except Exception as e:
+            raise RuntimeError(f"the docker runtime needs a Docker Engine, and none answers: {e}") from None
+        self.worker_url = worker_url
+        self.gpus = detect_gpus()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.image = image or os.environ.get("JUPYTER_GPU_DOCKER_IMAGE") or None
+        self.shm_size = os.environ.get("JUPYTER_GPU_DOCKER_SHM", "1g")  # Docker's 64 MiB breaks DataLoaders
+        self.workers: dict[str, DockerWorker] = {}
+        self._image_task: asyncio.Future | None = None
+        self._image_error: str | None = None
+        self._next_index: dict[str, int] = {}
+        self._remove_orphans()
+
+    # -- the image -------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Start making sure the worker image exists (the backend calls this once it serves)."""
+        if self._image_task is None:
+            self._image_task = asyncio.ensure_future(self._ensure_image())
+
+    async def _ensure_image(self) -> str:
+        if self.image:
+            return self.image
+        from .docker_image import ensure_worker_image
+
+        loop = asyncio.get_running_loop()
+        try:
+            tag, built = await loop.run_in_executor(None, ensure_worker_image, self.client, None, log.info)
+        except Exception as e:
+            self._image_error = f"{type(e).__name__}: {e}"
+            log.error("the docker runtime has no worker image: %s", self._image_error)
+            raise
+        self.image = tag
+        return tag
+
+    async def wait_ready(self, timeout: float) -> bool:
+        await self.prepare()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._image_task), timeout)
+            return True
+        except Exception:
+            return False
+
+    def describe(self) -> dict:
+        ready = self._image_task is not None and self._image_task.done() and self._image_error is None
+        return {"gpus": self.gpus, "image": self.image, "image_ready": ready, "image_error": self._image_error}
+
+    # -- devices -------------------------------------------------------------------------------
+    def offers(self) -> list[str]:
+        return sorted(self.gpus) + ["cpu"]
+
+    def default_gpu(self) -> str:
+        return self.offers()[0]
+
+    def _pick_index(self, gpu: str) -> int | None:
+        indices = self.gpus.get(gpu)
+        if not indices:
+            return None
+        i = self._next_index.get(gpu, 0)
+        self._next_index[gpu] = i + 1
+        return indices[i % len(indices)]
+
+    # -- workers -------------------------------------------------------------------------------
+    async def start(self, gpu: str, worker_id: str, secret: str) -> DockerWorker:
+        await self.prepare()
+        try:
+            image = await asyncio.shield(self._image_task)
+        except Exception:
+            raise WorkerStartFailed(f"no worker image for the docker runtime: {self._image_error}") from None
+        index = self._pick_index(gpu)
+        env = {"JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
+        opts = {}
+        if index is None:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
+        else:  # exactly its own GPU, which is device 0 inside the container
+            opts["device_requests"] = [self.docker.types.DeviceRequest(device_ids=[str(index)], capabilities=[["gpu"]])]
+        handle = DockerWorker(worker_id, gpu, f"jupyter-gpu-{worker_id}", device_index=index)
+        loop = asyncio.get_running_loop()
+        handle.exited = loop.create_future()
+
+        def create_and_start():
+            c = self.client.containers.create(
+                image, ["python", "-m", "jupyter_gpu_worker", "--url", self.worker_url],
+                name=handle.name, environment=env, network_mode="host", init=True, shm_size=self.shm_size,
+                labels={RUNTIME_LABEL: "docker", BACKEND_LABEL: self.owner, WORKER_LABEL: worker_id}, **opts,
+            )
+            try:
+                c.start()
+            except Exception:
+                c.remove(force=True)
+                raise
+            return c
+
+        try:
+            handle.container = await loop.run_in_executor(None, create_and_start)
+        except self.docker.errors.DockerException as e:
+            raise WorkerStartFailed(f"docker could not start a {gpu} worker container: {e}") from None
+        self.workers[worker_id] = handle
+        threading.Thread(target=self._wait, args=(handle, loop), name=f"wait-{worker_id}", daemon=True).start()
+        return handle
+
+    def _wait(self, handle: DockerWorker, loop: asyncio.AbstractEventLoop) -> None:
+        """The container's exit, in its own thread (Docker's wait blocks): keep what explains it, remove it."""
+        c = handle.container
+        try:
+            code = container_code(int(c.wait(timeout=None)["StatusCode"]))
+        except Exception as e:  # the engine went away: the exit status cannot be known
+            result = (None, ConnectionError(f"docker: {e}"))
+        else:
+            result = (code, None)
+            try:
+                c.reload()
+                handle.oom = bool(c.attrs["State"].get("OOMKilled"))
+                handle.log_text = c.logs(tail=200).decode(errors="replace")
+                c.remove(force=True)
+            except self.docker.errors.DockerException:
+                pass  # removed already (shutdown)
+
+        def resolve():
+            if not handle.exited.done():
+                if result[1] is None:
+                    handle.exited.set_result(result[0])
+                else:
+                    handle.exited.set_exception(result[1])
+
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(resolve)
+
+    def kill(self, handle: DockerWorker) -> None:
+        if handle.exited.done() or handle.container is None:
+            return
+
+        def kill():
+            try:
+                handle.container.kill()  # SIGKILL to the init: the whole container goes
+            except self.docker.errors.DockerException:
+                pass  # already gone
+
+        asyncio.get_running_loop().run_in_executor(None, kill)
+
+    async def stop(self, handle: DockerWorker, grace: float = 2.0) -> None:
+        """The worker was asked to shut down; make sure its container is gone within ``grace`` seconds."""
+        try:
+            await asyncio.wait_for(asyncio.shield(handle.exited), grace)
+        except asyncio.TimeoutError:
+            self.kill(handle)
+            try:
+                await asyncio.wait_for(asyncio.shield(handle.exited), 10)
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
+        except ConnectionError:
+            pass
+        self.workers.pop(handle.worker_id, None)
+
+    async def exit_cause(self, handle: DockerWorker, timeout: float = 2.0) -> str:
+        try:
+            code = await asyncio.wait_for(asyncio.shield(handle.exited), timeout)
+        except asyncio.TimeoutError:
+            return "its connection closed while the container kept running"
+        except ConnectionError as e:
+            return f"its connection closed (its exit status is unknown: {e})"
+        if handle.oom:
+            return f"the container ran out of memory (killed by the OOM killer; {exit_text(code)})"
+        return exit_text(code)
+
+    def log_tail(self, handle: DockerWorker, limit: int = 2000) -> str:
+        text = handle.log_text
+        if text is None and handle.container is not None:
+            try:
+                text = handle.container.logs(tail=200).decode(errors="replace")
+            except self.docker.errors.DockerException:
+                text = ""
+        return (text or "")[-limit:]
+
+    # -- clean-up --------------------------------------------------------------------------------
+    def _containers(self, **labels):
+        filters = {"label": [f"{k}={v}" for k, v in {RUNTIME_LABEL: "docker", **labels}.items()]}
+        return self.client.containers.list(all=True, filters=filters)
+
+    def _remove_orphans(self) -> None:
+        """Containers left by a backend of this host that died without cleaning up."""
+        host = socket.gethostname()
+        for c in self._containers():
+            owner = c.labels.get(BACKEND_LABEL, "").split(":")
+            if len(owner) == 3 and owner[0] == host and owner[1].isdigit() and not _pid_alive(int(owner[1])):
+                log.info("removing container %s of a backend that is gone", c.name)
+                try:
+                    c.remove(force=True)
+                except self.docker.errors.DockerException:
+                    pass
+
+    async def shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def remove_all():
+            for c in self._containers(**{BACKEND_LABEL: self.owner}):
+                try:
+                    c.remove(force=True)
+                except self.docker.errors.DockerException:
+                    pass
+
+        await loop.run_in_executor(None, remove_all)
+        for handle in list(self.workers.values()):
+            try:
+                await asyncio.wait_for(asyncio.shield(handle.exited), 5)
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
+        self.workers.clear()
+        if self._image_task is not None and not self._image_task.done():
+            self._image_task.cancel()  # the build itself finishes in its thread; nothing waits for it
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

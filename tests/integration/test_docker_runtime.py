@@ -1,0 +1,218 @@
+"""The `docker` runtime against a real dockerd: the same worker behaviour as the local runtime, in
+containers of the worker image (built from a local debootstrap base: no registry is reachable here).
+
+`make test` installs and starts dockerd and builds the images first (`make docker-ready`); where no
+engine can run, these tests skip and say why.
+"""
+import contextlib
+import os
+import re
+import socket
+
+import pytest
+
+from jupyter_gpu import protocol
+from jupyter_gpu.client import BackendClient
+
+from tests.e2e.helpers import LOAD, last_footer, stream_text, traceback_text
+from .backend_process import start_backend, stop_backend
+from .test_backend_robustness import run_cell
+
+docker = pytest.importorskip("docker", reason="the docker SDK is not installed: pip install -e '.[docker]'")
+pytestmark = pytest.mark.timeout(600)  # a first run builds the base image (debootstrap, ~1-2 min)
+TOKEN = "docker-token"
+
+from jupyter_gpu_backend.runtimes import docker_image  # noqa: E402
+from jupyter_gpu_backend.runtimes.docker_runtime import RUNTIME_LABEL, WORKER_LABEL  # noqa: E402
+
+
+def _engine():
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client, None
+    except Exception as e:
+        return None, f"no Docker Engine answers ({e}); `make docker-ready` starts one"
+
+
+@pytest.fixture(scope="module")
+def client():
+    c, why = _engine()
+    if c is None:
+        pytest.skip(why)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def image(client):
+    """(tag, built now) of the worker image on the local base; builds what is missing."""
+    try:
+        docker_image.build_base(client, docker_image.LOCAL_BASE)
+    except (FileNotFoundError, RuntimeError) as e:  # no debootstrap / no Debian archive
+        pytest.skip(f"cannot build the local base image: {e}")
+    return docker_image.ensure_worker_image(client, docker_image.LOCAL_BASE)
+
+
+@contextlib.contextmanager
+def environ(**values):
+    """Set variables for a backend process started inside the block (it inherits os.environ)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory, image, client):
+    d = tmp_path_factory.mktemp("docker")
+    with environ(JUPYTER_GPU_DOCKER_BASE=docker_image.LOCAL_BASE):  # the backend finds the image itself
+        proc, url = start_backend(d, "--runtime", "docker", "--token", TOKEN, "--keep-warm", "600")
+    yield url, d / "log"
+    stop_backend(proc)
+
+
+def streams(events):
+    return "".join(e["text"] for e in events if e["type"] == protocol.STREAM)
+
+
+def worker_containers(client, worker_id):
+    return client.containers.list(all=True, filters={"label": [f"{RUNTIME_LABEL}=docker", f"{WORKER_LABEL}={worker_id}"]})
+
+
+def test_cells_run_in_a_container_with_the_usual_behaviour(backend, client):
+    url, _ = backend
+    c = BackendClient(url, TOKEN, "s-docker")
+    assert c.welcome["runtime"] == "docker" and "cpu" in c.welcome["offers"]
+    assert c.welcome.get("host_id") is None  # a container's /dev/shm is its own: no shared memory
+
+    # cold start; the output streams while the cell runs: the cell waits for the test to answer
+    # on a host port after its first line, which only arrives if that line was streamed
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        code = ("# %%gpu\nimport os, socket\nkept = 41\n"
+                "print(os.path.exists('/.dockerenv'), os.getuid(), repr(os.environ.get('CUDA_VISIBLE_DEVICES')))\n"
+                f"print('reply:', socket.create_connection(('127.0.0.1', {port})).recv(5).decode())")
+        c.send({"type": "execute", "cell": "d1", "code": code, "gpu": "cpu", "inputs": {}, "keep": {}, "binds": ["kept"]})
+        first = []
+        while True:
+            msg = c.recv(timeout=120)
+            assert msg is not None, f"no event within 120 s; got {first}"
+            first.append(msg.header)
+            if msg.type == protocol.STREAM and "reply" not in msg.header["text"]:
+                conn, _ = listener.accept()
+                conn.sendall(b"hello")
+                conn.close()
+            if msg.type in (protocol.DONE, protocol.FAILURE):
+                break
+    assert first[-1]["status"] == "ok" and first[-1]["cold"] is True, first
+    assert streams(first) == "True 1000 ''\nreply: hello\n"  # in a container, unprivileged, no GPU
+    worker = first[-1]["worker"]
+    (container,) = worker_containers(client, worker)
+    assert container.status == "running" and container.attrs["HostConfig"]["NetworkMode"] == "host"
+
+    again = run_cell(c, "# %%gpu\nprint(kept + 1)", "d2")
+    assert streams(again) == "42\n" and again[-1]["cold"] is False and again[-1]["worker"] == worker
+
+    err = run_cell(c, "# %%gpu\nx = 1\n1 / 0", "d3")
+    e = next(x for x in err if x["type"] == protocol.ERROR and "ename" in x)
+    assert e["ename"] == "ZeroDivisionError" and err[-1]["status"] == "error"
+    assert "----> 3 1 / 0" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e["traceback"]))  # the cell's own line
+
+    # interrupt: the remote code stops, the worker stays warm with its namespace
+    c.send({"type": "execute", "cell": "d4", "code": "# %%gpu\nimport time\nprint('started')\ntime.sleep(60)",
+            "gpu": "cpu", "inputs": {}, "keep": {}, "binds": []})
+    while True:
+        msg = c.recv(timeout=60)
+        assert msg is not None
+        if msg.type == protocol.STREAM:
+            break
+    c.send({"type": "interrupt", "cell": "d4"})
+    while msg.type != protocol.DONE:
+        msg = c.recv(timeout=30)
+        assert msg is not None, "the interrupt did not end the cell"
+    assert msg.header["status"] == "interrupted"
+    warm = run_cell(c, "# %%gpu\nprint(kept)", "d5")
+    assert streams(warm) == "41\n" and warm[-1]["worker"] == worker
+
+    # a segfault fails only its cell, naming the signal; its container goes; the next cell gets a new one
+    crash = run_cell(c, "# %%gpu\nimport ctypes\nctypes.string_at(0)", "d6")
+    assert crash[-1]["status"] == "lost"
+    assert "killed by SIGSEGV" in next(x["evalue"] for x in crash if x["type"] == protocol.ERROR)
+    with contextlib.suppress(docker.errors.NotFound):  # NotFound: removed already
+        client.api.wait(container.id, condition="removed", timeout=30)  # Docker's own event, bounded
+    assert worker_containers(client, worker) == []
+    after = run_cell(c, "# %%gpu\nprint(kept if 'kept' in dir() else 'fresh')", "d7")
+    assert after[-1]["cold"] is True and after[-1]["worker"] != worker and streams(after) == "fresh\n"
+    c.close()
+
+
+def test_a_notebook_runs_gpu_cells_in_containers_through_a_real_kernel(backend, kernel_env, run_notebook):
+    url, _ = backend
+    env = {**kernel_env, "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": TOKEN}
+    nb = run_notebook([LOAD, "%%gpu\nimport os\ninside = os.path.exists('/.dockerenv')\nprint('inside', inside)",
+                       "print(inside)", "%%gpu\nundefined_name"], env=env, allow_errors=True)
+    assert stream_text(nb.cells[1]) == "inside True\n" and stream_text(nb.cells[2]) == "True\n"
+    footer = last_footer(nb.cells[1])
+    assert footer["gpu"] == "cpu" and footer["device"].startswith("cpu")  # never a pretend GPU
+    err = [o for o in nb.cells[3]["outputs"] if o["output_type"] == "error"]
+    assert err and err[0]["ename"] == "NameError" and "undefined_name" in traceback_text(err[0])
+
+
+def test_the_image_is_not_rebuilt_when_its_inputs_are_unchanged(image, backend, client):
+    tag, _ = image
+    before = client.images.get(tag).id
+    again, built = docker_image.ensure_worker_image(client, docker_image.LOCAL_BASE, log=lambda m: None)
+    assert (again, built) == (tag, False) and client.images.get(tag).id == before
+    _, log = backend
+    assert "building the worker image" not in log.read_text()  # the backend found it by its hash
+    # and the tag does follow every input
+    dockerfile = docker_image.dockerfile_path().read_bytes()
+    sources = [(rel, f.read_bytes()) for rel, f in docker_image.source_files()]
+    base = client.images.get(docker_image.LOCAL_BASE).id
+    wheels = ["numpy-2.whl"]
+    h = docker_image.inputs_hash(dockerfile, docker_image.LOCAL_BASE, base, wheels, sources)
+    assert h == docker_image.inputs_hash(dockerfile, docker_image.LOCAL_BASE, base, wheels, list(reversed(sources)))
+    changed = [(sources[0][0], sources[0][1] + b"\n")] + sources[1:]
+    for other in (docker_image.inputs_hash(dockerfile + b"\n", docker_image.LOCAL_BASE, base, wheels, sources),
+                  docker_image.inputs_hash(dockerfile, docker_image.LOCAL_BASE, base, ["numpy-3.whl"], sources),
+                  docker_image.inputs_hash(dockerfile, docker_image.LOCAL_BASE, "sha256:other", wheels, sources),
+                  docker_image.inputs_hash(dockerfile, docker_image.LOCAL_BASE, base, wheels, changed)):
+        assert other != h
+
+
+def test_the_backend_leaves_no_container_behind(tmp_path, image, client):
+    with environ(JUPYTER_GPU_DOCKER_IMAGE=image[0]):  # an image named outright is used as it is
+        proc, url = start_backend(tmp_path, "--runtime", "docker", "--token", TOKEN)
+    try:
+        c = BackendClient(url, TOKEN, "s-leave")
+        done = run_cell(c, "# %%gpu\nx = 1", "l1")
+        worker = done[-1]["worker"]
+        assert len(worker_containers(client, worker)) == 1
+        c.close()
+    finally:
+        stop_backend(proc)
+    assert worker_containers(client, worker) == []
+
+
+@pytest.mark.gpu
+def test_a_gpu_worker_gets_exactly_one_real_gpu(backend):
+    from jupyter_gpu_backend.runtimes.local import detect_gpus
+
+    gpus = detect_gpus()
+    if not gpus:
+        pytest.skip("no NVIDIA GPU on this machine (NVML finds none): the device request is not exercised")
+    gpu = sorted(gpus)[0]
+    url, _ = backend
+    c = BackendClient(url, TOKEN, "s-gpu")
+    done = run_cell(c, "# %%gpu\nprint('ok')", "g1", gpu=gpu)
+    assert done[-1]["status"] == "ok" and done[-1]["gpu"] == gpu and done[-1]["device"] != "cpu"
+    c.close()
