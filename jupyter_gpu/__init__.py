@@ -32,3 +32,8 @@ def unload_ipython_extension(ip) -> None:
 def last_cell() -> dict | None:
     """The footer record of this kernel's last `%%gpu` cell (None before the first)."""
     return None if _magics is None else _magics.session.last_footer
+
+
+def _jupyter_labextension_paths():
+    """Where the prebuilt lab extension is (for `jupyter labextension develop`)."""
+    return [{"src": "labextension", "dest": "jupyter-gpu"}]

@@ -325,6 +325,20 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         )
         return {"cells": [dict(zip(cols, r)) for r in rows or []]}
 
+    @app.get("/api/queue")
+    async def queue(request: Request):
+        """The caller's cells waiting for a worker: position in line (max_workers), or None while
+        their worker cold-starts.  Read-only; the lab sidebar shows it."""
+        user = authorized(request)
+        if not user:
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        mine = {sid for sid, s in scheduler.sessions.items() if s.user == user}
+        rows = await asyncio.to_thread(
+            scheduler.ledger.query, "SELECT id, session, gpu FROM cells WHERE user = ? AND status = 'queued'", (user,)
+        )
+        return {"queued": [{"cell": c, "session": s, "gpu": g, "position": scheduler.capacity.position(g, c)}
+                           for c, s, g in rows or [] if s in mine]}
+
     @app.websocket("/ws/session/{session_id}")
     async def session_ws(ws: WebSocket, session_id: str):
         await gateway.session_ws(ws, session_id)

@@ -1,0 +1,21 @@
+"""The Jupyter server extension behind the lab sidebar: it proxies to the jupyter-gpu backend.
+
+Optional: `%%gpu` works without it (remote kernels, CI).  Every route sits under the server's
+``base_url`` and behind Jupyter's own authentication; the backend's token never reaches the browser.
+"""
+from __future__ import annotations
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "jupyter_gpu.labserver"}]
+
+
+def _load_jupyter_server_extension(server_app):
+    from .handlers import setup_handlers
+
+    setup_handlers(server_app.web_app)
+    server_app.log.info("jupyter-gpu server extension loaded (routes under %sjupyter-gpu/)",
+                        server_app.web_app.settings.get("base_url", "/"))
+
+
+load_jupyter_server_extension = _load_jupyter_server_extension  # older servers

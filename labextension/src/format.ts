@@ -1,0 +1,150 @@
+/**
+ * Pure formatting of the cell footer (`application/vnd.jupyter-gpu.execution+json`).
+ * No JupyterLab imports here, so the unit tests run in plain Node.
+ */
+
+export const MIME = 'application/vnd.jupyter-gpu.execution+json';
+
+export interface IFooterTimings {
+  queue?: number;
+  cold_start?: number;
+  load?: number;
+  exec?: number;
+  post?: number;
+  run?: number;
+  wall?: number;
+}
+
+export interface IFooterData {
+  version?: number;
+  live?: boolean;
+  // live status
+  phase?: string;
+  elapsed?: number;
+  position?: number | null;
+  // final footer
+  status?: string;
+  gpu?: string | null;
+  device?: string | null;
+  worker?: string | null;
+  cold?: boolean;
+  start_method?: string | null;
+  timings?: IFooterTimings;
+  billed_seconds?: number;
+  cost_usd?: number;
+  dedicated_usd?: number;
+  price?: { provider?: string; as_of?: string; note?: string; serverless_per_s?: number; dedicated_per_h?: number };
+  peak_memory_bytes?: number;
+  gpu_memory?: { peak_bytes?: number; total_bytes?: number };
+  utilization?: number;
+}
+
+export interface IPart {
+  key: string;
+  text: string;
+  title?: string;
+}
+
+export function seconds(x: number | undefined | null): string {
+  const v = Number(x) || 0;
+  if (v < 1) {
+    return `${(v * 1000).toFixed(1)} ms`;
+  }
+  if (v < 120) {
+    return `${v.toFixed(2)} s`;
+  }
+  const m = Math.floor(v / 60);
+  return `${m}m ${Math.round(v - m * 60)}s`;
+}
+
+export function usd(x: number | undefined | null): string {
+  const v = Number(x) || 0;
+  if (v === 0) {
+    return '$0';
+  }
+  return v < 0.01 ? `$${v.toFixed(6)}` : `$${v.toFixed(4)}`;
+}
+
+export function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+export function phaseLabel(phase: string | undefined, position?: number | null): string {
+  const p = (phase || 'running').replace(/_/g, ' ');
+  return position ? `${p} #${position}` : p;
+}
+
+export function peakMemory(d: IFooterData): number | undefined {
+  const v = d.peak_memory_bytes ?? d.gpu_memory?.peak_bytes;
+  return typeof v === 'number' && v > 0 ? v : undefined;
+}
+
+/** The footer as labelled parts, in display order. */
+export function footerParts(d: IFooterData): IPart[] {
+  if (d.live) {
+    return [
+      { key: 'phase', text: phaseLabel(d.phase, d.position) },
+      { key: 'gpu', text: `on ${d.gpu ?? '?'}` },
+      { key: 'elapsed', text: seconds(d.elapsed) }
+    ];
+  }
+  const t = d.timings || {};
+  const parts: IPart[] = [];
+  if (d.status && d.status !== 'ok') {
+    parts.push({ key: 'status', text: d.status });
+  }
+  parts.push({
+    key: 'start',
+    text: d.cold ? `cold start ${seconds(t.cold_start)}` : 'warm',
+    title: d.start_method ? `start method: ${d.start_method}` : undefined
+  });
+  if (t.queue) {
+    parts.push({ key: 'queue', text: `queued ${seconds(t.queue)}` });
+  }
+  parts.push({ key: 'wall', text: `wall ${seconds(t.wall)}` });
+  parts.push({ key: 'gpu-seconds', text: `${(d.billed_seconds ?? 0).toFixed(3)} GPU-s` });
+  const price = d.price || {};
+  const source = price.note || [price.provider, price.as_of].filter(Boolean).join(' ');
+  parts.push({
+    key: 'cost',
+    text: `${usd(d.cost_usd)} vs ${usd(d.dedicated_usd)} dedicated`,
+    title: source
+  });
+  parts.push({ key: 'device', text: d.device || d.gpu || '?', title: d.worker ? `worker ${d.worker}` : undefined });
+  const peak = peakMemory(d);
+  if (peak !== undefined) {
+    parts.push({ key: 'memory', text: `peak ${bytes(peak)}` });
+  }
+  if (typeof d.utilization === 'number') {
+    parts.push({ key: 'utilization', text: `util ${Math.round(d.utilization * 100)}%` });
+  }
+  return parts;
+}
+
+/** Fill `node` with the footer (used by the mime renderer; plain DOM so it is unit-testable). */
+export function renderFooter(node: HTMLElement, d: IFooterData): void {
+  node.textContent = '';
+  node.classList.add('jp-gpu-footer');
+  node.classList.toggle('jp-gpu-footer-live', !!d.live);
+  node.dataset.status = d.live ? 'live' : d.status || 'ok';
+  const icon = node.ownerDocument.createElement('span');
+  icon.className = 'jp-gpu-footer-icon';
+  icon.textContent = d.live ? '⏳ gpu' : 'gpu';
+  node.appendChild(icon);
+  for (const part of footerParts(d)) {
+    const span = node.ownerDocument.createElement('span');
+    span.className = `jp-gpu-footer-part jp-gpu-footer-${part.key}`;
+    span.textContent = part.text;
+    if (part.title) {
+      span.title = part.title;
+    }
+    node.appendChild(span);
+  }
+}

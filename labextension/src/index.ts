@@ -1,0 +1,190 @@
+/** jupyter-gpu for JupyterLab: the GPU sidebar and a status-bar item with the session's cost. */
+import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { IBackendOverride, fetchState } from './api';
+import { IChoice, METADATA_KEY, actionCode, configCode, costText, readChoice } from './model';
+import { GpuSidebar, ISidebarHost, runSilently } from './sidebar';
+
+const PLUGIN_ID = 'jupyter-gpu:plugin';
+const POLL_MS = 1000;
+
+const gpuIcon = new LabIcon({
+  name: 'jupyter-gpu:icon',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16"><g class="jp-icon3" fill="#616161">' +
+    '<path d="M3 7h18v10H3zM5 9v6h14V9zM7 11h3v2H7zm5 0h5v2h-5zM4 17h2v3H4zm14 0h2v3h-2z"/></g></svg>'
+});
+
+interface ISettings {
+  backendUrl: string;
+  backendToken: string;
+  defaultGpu: string;
+  keepWarm: string;
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'GPU sidebar, session cost in the status bar, per-notebook device choice',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ILabShell, ISettingRegistry, IStatusBar],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    labShell: ILabShell | null,
+    registry: ISettingRegistry | null,
+    statusBar: IStatusBar | null
+  ) => {
+    const settings: ISettings = { backendUrl: '', backendToken: '', defaultGpu: '', keepWarm: '' };
+    const backend = (): IBackendOverride => (settings.backendUrl ? { url: settings.backendUrl, token: settings.backendToken } : {});
+    const applied = new Map<string, string>(); // kernel id -> code last applied
+
+    const choiceOf = (panel: NotebookPanel): IChoice => {
+      const stored = readChoice(panel.model?.getMetadata(METADATA_KEY));
+      return {
+        gpu: stored.gpu ?? (settings.defaultGpu || undefined),
+        keep_warm: stored.keep_warm ?? (settings.keepWarm || undefined)
+      };
+    };
+
+    const apply = async (panel: NotebookPanel, force = false): Promise<void> => {
+      const kernel = panel.sessionContext.session?.kernel;
+      if (!kernel) {
+        return;
+      }
+      const choice = choiceOf(panel);
+      if (!choice.gpu && !choice.keep_warm && !settings.backendUrl) {
+        return;
+      }
+      const code = configCode(choice, backend());
+      if (code === null) {
+        throw new Error('invalid device choice in the notebook metadata; pick one in the sidebar');
+      }
+      if (!force && applied.get(kernel.id) === code) {
+        return;
+      }
+      applied.set(kernel.id, code);
+      try {
+        await runSilently(panel.sessionContext, code);
+      } catch (e) {
+        applied.delete(kernel.id);
+        throw e;
+      }
+    };
+
+    const host: ISidebarHost = {
+      current: () => tracker.currentWidget,
+      choice: choiceOf,
+      setChoice: async (panel, choice) => {
+        const stored: Record<string, string> = {};
+        if (choice.gpu) {
+          stored.gpu = choice.gpu;
+        }
+        if (choice.keep_warm) {
+          stored.keep_warm = choice.keep_warm;
+        }
+        panel.model?.setMetadata(METADATA_KEY, stored);
+        await apply(panel, true);
+      },
+      action: async (panel, action) => {
+        await apply(panel);
+        const code = actionCode(action, choiceOf(panel));
+        if (code === null) {
+          throw new Error('invalid device choice');
+        }
+        await runSilently(panel.sessionContext, code);
+        void poll();
+      }
+    };
+
+    const sidebar = new GpuSidebar(host);
+    sidebar.title.icon = gpuIcon;
+    app.shell.add(sidebar, 'right', { rank: 600 });
+
+    // the status-bar item: the current notebook's session cost
+    const costItem = new Widget();
+    costItem.addClass('jp-gpu-status');
+    costItem.node.title = 'jupyter-gpu: what this notebook\'s %%gpu cells have cost so far (click for the GPU sidebar)';
+    costItem.node.addEventListener('click', () => app.shell.activateById(sidebar.id));
+    if (statusBar) {
+      statusBar.registerStatusItem('jupyter-gpu:cost', {
+        item: costItem,
+        align: 'left',
+        rank: 5,
+        isActive: () => !!tracker.currentWidget
+      });
+    }
+
+    // apply the notebook's choice to its kernel when it starts or restarts
+    const watch = (panel: NotebookPanel) => {
+      const ctx = panel.sessionContext;
+      const tryApply = () => {
+        if (ctx.session?.kernel && ctx.kernelDisplayStatus === 'idle') {
+          apply(panel).catch(e => sidebar.notify(String(e.message ?? e), true));
+        }
+      };
+      ctx.statusChanged.connect((_, status) => {
+        if (status === 'restarting' || status === 'autorestarting' || status === 'starting') {
+          const id = ctx.session?.kernel?.id;
+          if (id) {
+            applied.delete(id); // a restarted kernel has fresh defaults
+          }
+        }
+        tryApply();
+      });
+      ctx.kernelChanged.connect(() => tryApply());
+      void ctx.ready.then(tryApply);
+    };
+    tracker.widgetAdded.connect((_, panel) => watch(panel));
+    tracker.forEach(watch);
+    tracker.currentChanged.connect(() => {
+      sidebar.render();
+      void poll();
+    });
+
+    let polling = false;
+    const poll = async () => {
+      if (polling) {
+        return;
+      }
+      polling = true;
+      const kernelId = tracker.currentWidget?.sessionContext.session?.kernel?.id ?? null;
+      try {
+        const state = await fetchState(kernelId, backend());
+        sidebar.update_(state, null);
+        costItem.node.textContent = `GPU ${costText(kernelId ? state.cost.usd : 0)}`;
+        costItem.node.dataset.usd = String(state.cost.usd);
+      } catch (e) {
+        sidebar.update_(null, String((e as Error).message ?? e));
+        costItem.node.textContent = 'GPU ?';
+      } finally {
+        polling = false;
+      }
+    };
+    void poll();
+    setInterval(() => void poll(), POLL_MS);
+    setInterval(() => sidebar.tick(), 250);
+
+    if (registry) {
+      void registry.load(PLUGIN_ID).then(s => {
+        const read = () => {
+          settings.backendUrl = (s.get('backendUrl').composite as string) || '';
+          settings.backendToken = (s.get('backendToken').composite as string) || '';
+          settings.defaultGpu = (s.get('defaultGpu').composite as string) || '';
+          settings.keepWarm = (s.get('keepWarm').composite as string) || '';
+          sidebar.render();
+        };
+        read();
+        s.changed.connect(read);
+      });
+    }
+    void labShell;
+  }
+};
+
+export default plugin;
