@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 from . import report  # issue 5's reports: build / to_markdown / to_json / to_html
 
 CODES = {0: "every notebook passed, within budget", 1: "a cell failed", 3: "the budget was broken",
-         4: "infrastructure failure (backend, token, worker or kernel)"}
+         4: "infrastructure failure (backend, token, worker, kernel, or the run's reports)"}
+COST_FAILED = "The cost report could not be built"
 _BAD_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
@@ -43,7 +44,11 @@ def run_markdown(outcomes, args, code: int) -> str:
         asked = ", ".join(sorted(set(fell)))
         lines.append(f"- GPU fallback: {len(fell)} %%gpu cell(s) asked for {asked}, which is not offered, "
                      f"and ran on `{args.gpu_fallback}` instead (--gpu-fallback {args.gpu_fallback})")
-    return "\n".join(lines).rstrip() + "\n\n" + report.to_markdown(report.build(_ran(outcomes)))
+    try:
+        cost = report.to_markdown(report.build(_ran(outcomes)))
+    except Exception as e:  # the run's own table still goes out; write_all fails the run for it
+        cost = f"**{COST_FAILED}:** `{type(e).__name__}: {e}`\n"
+    return "\n".join(lines).rstrip() + "\n\n" + cost
 
 
 def _text(s: str) -> str:
@@ -88,20 +93,46 @@ def junit_xml(outcomes, args) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def write_all(outcomes, args, formats: list[str], code: int) -> None:
-    if args.junit:
-        os.makedirs(os.path.dirname(os.path.abspath(args.junit)), exist_ok=True)
-        with open(args.junit, "wb") as f:
-            f.write(junit_xml(outcomes, args))
-    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_path:
-        with open(summary_path, "a", encoding="utf-8") as f:  # appended: earlier steps wrote theirs
-            f.write(run_markdown(outcomes, args, code) + "\n")
-    r = report.build(_ran(outcomes)) if formats else None
+def write_all(outcomes, args, formats: list[str], code: int) -> int:
+    """Write the JUnit file, the step summary and the reports; the run's exit code, which becomes
+    the infrastructure code when one of them could not be written (never a silent green run)."""
+    written_ok = True
+    steps = [("JUnit", lambda: _write_junit(outcomes, args))] if args.junit else []
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        steps.append(("step summary", lambda: _append_summary(outcomes, args, code)))
+    if formats:
+        steps.append(("report", lambda: _write_reports(outcomes, args, formats)))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as e:
+            written_ok = False
+            print(f"jupyter-gpu run: could not write the {what}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    if not written_ok and code == 0:
+        code = 4
+    print(f"jupyter-gpu run: exit {code}: {CODES.get(code, '?')}", file=sys.stderr if code else sys.stdout, flush=True)
+    return code
+
+
+def _write_junit(outcomes, args) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(args.junit)), exist_ok=True)
+    with open(args.junit, "wb") as f:
+        f.write(junit_xml(outcomes, args))
+
+
+def _append_summary(outcomes, args, code: int) -> None:
+    md = run_markdown(outcomes, args, code)
+    with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as f:  # earlier steps wrote theirs
+        f.write(md + "\n")
+    if COST_FAILED in md:
+        raise RuntimeError("its cost report could not be built (the summary says why)")
+
+
+def _write_reports(outcomes, args, formats) -> None:
+    r = report.build(_ran(outcomes))
+    os.makedirs(args.output, exist_ok=True)
     for fmt in formats:
-        os.makedirs(args.output, exist_ok=True)
         path = os.path.join(args.output, f"report.{fmt}")
         with open(path, "w", encoding="utf-8") as f:
             f.write({"md": report.to_markdown, "json": report.to_json, "html": report.to_html}[fmt](r))
         print(f"jupyter-gpu run: report -> {path}", flush=True)
-    print(f"jupyter-gpu run: exit {code}: {CODES.get(code, '?')}", file=sys.stderr if code else sys.stdout, flush=True)

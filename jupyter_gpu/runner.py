@@ -307,6 +307,17 @@ def main(args) -> int:
     for stream in (sys.stdout, sys.stderr):  # a CI log with an ASCII locale must not crash the run
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
+    try:
+        return _main(args)
+    except Exception:  # a bug of ours must not exit 1, which means "a cell failed"
+        import traceback
+
+        traceback.print_exc()
+        print(f"jupyter-gpu run: exit {EXIT_INFRA}: jupyter-gpu itself failed (above)", file=sys.stderr)
+        return EXIT_INFRA
+
+
+def _main(args) -> int:
     params = {}
     for name, value in args.parameter:
         if not name.isidentifier():
@@ -362,6 +373,4 @@ def exit_code(outcomes: list[Outcome]) -> int:
 def finish(outcomes: list[Outcome], args, formats: list[str]) -> int:
     from . import ci_output
 
-    code = exit_code(outcomes)
-    ci_output.write_all(outcomes, args, formats, code)
-    return code
+    return ci_output.write_all(outcomes, args, formats, exit_code(outcomes))
