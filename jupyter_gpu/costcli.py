@@ -14,10 +14,19 @@ def add_parsers(sub) -> None:
     r.add_argument("paths", nargs="+", help="notebooks, or folders searched for *.ipynb")
     r.add_argument("--format", choices=["md", "json", "html"], default="md")
     r.add_argument("--output", default=None, help="write here instead of stdout")
+    a = sub.add_parser("advise", help="replay measured cells against serverless / dedicated / hybrid scenarios")
+    a.add_argument("paths", nargs="*", help="executed notebooks or folders (their footers are the trace)")
+    a.add_argument("--cells", help="a saved `GET /api/cells` JSON file (the backend's ledger) as the trace")
+    a.add_argument("--url", help="fetch /api/cells from this backend (token: --token or JUPYTER_GPU_TOKEN)")
+    a.add_argument("--token", default=None)
+    a.add_argument("--scenario", action="append", default=None,
+                   help="serverless:K | dedicated:N | hybrid:N:K (K keep-warm seconds); repeat; default: a set")
+    a.add_argument("--cold-start", type=float, default=None, help="cold start seconds (default: measured median)")
+    a.add_argument("--json", action="store_true", help="as JSON")
 
 
 def main(args) -> int:
-    return {"prices": _prices, "report": _report}[args.command](args)
+    return {"prices": _prices, "report": _report, "advise": _advise}[args.command](args)
 
 
 def notebook_paths(paths: list[str]) -> list[str]:
@@ -75,4 +84,38 @@ def _prices(args) -> int:
         print(json.dumps([e.as_dict() for e in entries], indent=2))
     else:
         print(pricing.table(entries))
+    return 0
+
+
+def _advise(args) -> int:
+    import json
+    import os
+
+    from . import advise, pricing, summary
+
+    try:
+        scenarios = [advise.parse_scenario(x) for x in (args.scenario or advise.DEFAULT_SCENARIOS)]
+        trace = []
+        for _, nb in load_notebooks(args.paths):
+            trace += advise.trace_from_footers(summary.footers(nb))
+        if args.cells:
+            with open(args.cells) as f:
+                trace += advise.trace_from_ledger(json.load(f))
+        if args.url:
+            import urllib.request
+
+            token = args.token or os.environ.get("JUPYTER_GPU_TOKEN", "")
+            req = urllib.request.Request(args.url.rstrip("/") + "/api/cells?limit=10000",
+                                         headers={"Authorization": f"token {token}"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                trace += advise.trace_from_ledger(json.load(resp))
+    except (ValueError, OSError) as e:
+        print(f"jupyter-gpu advise: {e}", file=sys.stderr)
+        return 2
+    if not trace:
+        print("jupyter-gpu advise: no measured cells (give executed notebooks, --cells or --url)", file=sys.stderr)
+        return 2
+    a = advise.advise(sorted(trace, key=lambda x: x["t"]), scenarios, lambda g: pricing.price_for(g).as_dict(),
+                      args.cold_start)
+    print(json.dumps(a, indent=2) if args.json else advise.to_text(a))
     return 0

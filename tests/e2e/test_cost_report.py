@@ -85,3 +85,12 @@ def test_report_from_saved_notebook_equals_live_summary(run_notebook, kernel_env
     page = report.to_html(built)
     assert page.startswith("<!doctype html>") and "<svg" in page and "http://" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
+    # advise replays the same saved cells
+    adv = json.loads(subprocess.run(
+        [sys.executable, "-c", "from jupyter_gpu.cli import main; main()", "advise", str(path),
+         "--scenario", "serverless:0", "--scenario", "dedicated:1", "--json"],
+        check=True, capture_output=True, text=True).stdout)
+    g = adv["gpus"]["cpu"]
+    assert g["requests"] == 2 and g["cold_start_s"] == f1["timings"]["cold_start"]
+    sl, ded = g["results"]
+    assert sl["cold_starts"] == 2 and ded["cold_starts"] == 0 and sl["cost_usd"] > 0 and ded["cost_usd"] > 0
