@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-test demo test bench clean
+.PHONY: install install-test docker-ready demo test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,14 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(VENV)/bin/jupyter-gpu run notebooks/quickstart.ipynb --output notebooks/out
 
+# The docker runtime's tests need a Docker Engine and the worker image: installed (apt), started and
+# built here when missing, quiet when all is there.  Where no engine can run, it says why and the
+# docker tests skip with that reason.
+docker-ready: install-test
+	@worker_image/docker_ready.sh $(PY)
+
 # pytest exits 5 when it collected nothing: that is a failure of the suite, not a pass.
-test: install-test
+test: install-test docker-ready
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

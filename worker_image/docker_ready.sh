@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Make a Docker Engine answer on this machine, for the `docker` runtime's tests (`make docker-ready`).
+# Make a Docker Engine answer on this machine and build the worker image, for the `docker` runtime's
+# tests (`make docker-ready`; usage: docker_ready.sh [PYTHON]).
 #
 # Idempotent and quiet when everything is there already.  As root on Debian it installs
 # docker.io and debootstrap when they are missing, and starts dockerd in the background when
-# `docker info` does not answer, then waits (bounded) until it does.  Where no engine can be
-# started it says why and exits 0: the docker tests then skip, visibly, with that reason.
+# `docker info` does not answer, then waits (bounded) until it does.  Then PYTHON (default
+# python3) builds the local base image (debootstrap, once per machine) and the worker image on it
+# (only when its inputs changed).  Where no engine can be started it says why and exits 0: the
+# docker tests then skip, visibly, with that reason.
 set -u
+PY=${1:-python3}
 LOG=${DOCKERD_LOG:-/var/log/jupyter-gpu-dockerd.log}
 # Debian's CLI matches Debian's daemon; a newer client elsewhere on the PATH may not
 DOCKER=$([ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker || true)
@@ -37,3 +41,8 @@ if ! answers; then
         [ $SECONDS -lt $deadline ] || unavailable "dockerd did not answer within 60 s"
     done
 fi
+
+# the base once per machine; the worker image only when its inputs changed (its tag is their hash)
+"$PY" -m jupyter_gpu_backend.runtimes.docker_image base &&
+    "$PY" -m jupyter_gpu_backend.runtimes.docker_image worker --base jupyter-gpu-base:bookworm --quiet >/dev/null ||
+    echo "docker-ready: building the worker image failed (above); the docker tests will build it again and say why" >&2

@@ -244,7 +244,23 @@ def ensure_worker_image(client, base: str | None = None, log=print) -> tuple[str
                 lines = "".join(str(x.get("stream") or x.get("error") or "") for x in e.build_log)
                 raise RuntimeError(f"building {tag} failed: {e.msg}\n{lines[-3000:]}") from None
         log(f"worker image {tag} built in {time.monotonic() - t0:.0f} s")
+        prune(client, keep=tag)
         return tag, True
+
+
+def prune(client, keep: str, newest: int = 3) -> None:
+    """Remove older worker images (one per change of the source) beyond the ``newest`` few.
+
+    An image a container still uses is kept (Docker refuses); a backend whose image went away
+    builds it again on its next cold start."""
+    import docker
+
+    images = sorted(client.images.list(name=WORKER_REPO), key=lambda i: i.attrs.get("Created", ""), reverse=True)
+    for img in images[newest:]:
+        for t in img.tags:
+            if t != keep:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(t)
 
 
 def main(argv=None) -> int:

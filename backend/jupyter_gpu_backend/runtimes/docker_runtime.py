@@ -70,6 +70,7 @@ class DockerRuntime:
         self.gpus = detect_gpus()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.image = image or os.environ.get("JUPYTER_GPU_DOCKER_IMAGE") or None
+        self._given_image = self.image is not None  # used as it is, never built
         self.shm_size = os.environ.get("JUPYTER_GPU_DOCKER_SHM", "1g")  # Docker's 64 MiB breaks DataLoaders
         self.workers: dict[str, DockerWorker] = {}
         self._image_task: asyncio.Future | None = None
@@ -126,12 +127,15 @@ class DockerRuntime:
         return indices[i % len(indices)]
 
     # -- workers -------------------------------------------------------------------------------
-    async def start(self, gpu: str, worker_id: str, secret: str) -> DockerWorker:
+    async def _current_image(self) -> str:
         await self.prepare()
         try:
-            image = await asyncio.shield(self._image_task)
+            return await asyncio.shield(self._image_task)
         except Exception:
             raise WorkerStartFailed(f"no worker image for the docker runtime: {self._image_error}") from None
+
+    async def start(self, gpu: str, worker_id: str, secret: str) -> DockerWorker:
+        image = await self._current_image()
         index = self._pick_index(gpu)
         env = {"JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
         opts = {}
@@ -157,7 +161,15 @@ class DockerRuntime:
             return c
 
         try:
-            handle.container = await loop.run_in_executor(None, create_and_start)
+            try:
+                handle.container = await loop.run_in_executor(None, create_and_start)
+            except self.docker.errors.ImageNotFound:
+                if self._given_image:
+                    raise
+                # pruned by a newer build of another backend: build ours again, once
+                self.image, self._image_task = None, None
+                image = await self._current_image()
+                handle.container = await loop.run_in_executor(None, create_and_start)
         except self.docker.errors.DockerException as e:
             raise WorkerStartFailed(f"docker could not start a {gpu} worker container: {e}") from None
         self.workers[worker_id] = handle
