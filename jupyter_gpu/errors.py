@@ -68,6 +68,12 @@ class BadRequest(GpuError):
     code = "bad_request"
 
 
+class BudgetExceeded(GpuError):
+    """A session or user budget of the backend is spent: the cell was refused before it started."""
+
+    code = "budget_exceeded"
+
+
 ERRORS_BY_CODE: dict[str, type[GpuError]] = {
     cls.code: cls
     for cls in (
@@ -82,6 +88,7 @@ ERRORS_BY_CODE: dict[str, type[GpuError]] = {
         RemoteValueLost,
         PayloadTooLarge,
         BadRequest,
+        BudgetExceeded,
     )
 }
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from . import devices, footer, lane, protocol, serialization, shm
 from .client import BackendClient
 from .embedded import ensure_backend
+from .budget import CellBudget
 from .errors import ConnectionLost, RemoteValueLost, from_failure
 from .held import Held, Lost
 from .live import LiveStatus
@@ -36,6 +37,7 @@ class CellOptions:
     no_out: bool = False
     keep_warm: float | None = None
     timeout: float | None = None
+    max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (budget.py)
     line: str = ""  # the magic's own line, echoed as the remote cell's first line
 
 
@@ -344,6 +346,9 @@ class KernelSession:
         pub.begin()
         prefix = f"jgpu-{self.id}-"
         live = LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
+        budget = CellBudget.for_cell(opts.max_cost, gpu, t0)
+        if budget is not None and budget.note():
+            pub.stream("stderr", budget.note())
         out = _Outcome()
         restore = self._trap_sigint()
         sent_interrupts = 0
@@ -352,6 +357,12 @@ class KernelSession:
                 now = time.monotonic()
                 if opts.timeout and now - t0 > opts.timeout and self._interrupts == 0:
                     self._interrupts = 1  # --timeout: the same path as the stop button
+                over = budget.exceeded(now) if budget is not None and self._interrupts == 0 else None
+                if over:
+                    pub.stream("stderr", over)
+                    self._interrupts = 1  # --max-cost: the same path as the stop button
+                elif budget is not None and budget.again(now):  # one sent during a cold start is dropped
+                    conn.send({"type": protocol.INTERRUPT, "cell": cell})
                 wait = max(0.0, live.next_tick - now)
                 if restore is not None:
                     wait = min(wait, POLL)
@@ -389,6 +400,8 @@ class KernelSession:
                     out.error(h, msg.buffers)
                 elif kind == protocol.PHASE:
                     live.show(h["phase"], h.get("position"))
+                    if budget is not None:
+                        budget.phase(h["phase"], time.monotonic())
                 elif kind == protocol.RESEND:
                     return None
                 elif kind == protocol.FAILURE:

@@ -47,6 +47,8 @@ class GpuMagics(Magics):
     @argument("--no-out", action="store_true", help="bring no names back; they stay on the worker")
     @argument_group("limits")
     @argument("--timeout", type=float, default=None, help="interrupt the cell after this many seconds")
+    @argument("--max-cost", type=float, default=None, metavar="USD",
+              help="interrupt the cell once its billed serverless cost passes this many dollars")
     @argument("-h", "--help", action="store_true", help="show this help and run nothing")
     @cell_magic("gpu")
     def gpu_cell(self, line, cell):
@@ -62,7 +64,7 @@ class GpuMagics(Magics):
             return None
         opts = CellOptions(
             gpu=args.gpu, inputs=args.inputs, out=args.out, no_out=args.no_out,
-            keep_warm=args.keep_warm, timeout=args.timeout, line=line.strip(),
+            keep_warm=args.keep_warm, timeout=args.timeout, line=line.strip(), max_cost=args.max_cost,
         )
         self.session.run_cell(cell, opts)
         return None

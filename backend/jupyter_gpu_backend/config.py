@@ -30,6 +30,10 @@ class BackendConfig:
 
     # unleased pre-started workers per GPU type (a cold cell takes one: no cold start)
     min_warm: int = field(default_factory=lambda: int(os.environ.get("JUPYTER_GPU_MIN_WARM") or 0))
+    # USD limits on known spend (budgets.py); a cell is refused before it starts once reached
+    session_budget: float | None = None
+    user_budget: float | None = None
+    budget_warn: float = 0.8  # warn past this fraction of a limit
     users: dict = field(default_factory=dict)  # token hash -> user name (from --users FILE)
     ledger: str | None = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LEDGER"))  # None: default
 

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 from jupyter_gpu import __version__, protocol, shm
 from jupyter_gpu.errors import GpuError
 
+from .budgets import Budgets
 from .capacity import QueueCancelled
 from .config import BackendConfig
 from .scheduler import Conn, Scheduler
@@ -60,6 +61,7 @@ class Gateway:
         self.last_client_left = time.monotonic()
         self._close_tasks: dict[str, asyncio.TimerHandle] = {}
         self.host_id = shm.host_id()
+        self.budgets = Budgets.attach(config, scheduler)  # None without --session/--user-budget
 
     def user_of(self, token: str) -> str | None:
         return self.config.user_of(token)
@@ -159,11 +161,14 @@ class Gateway:
             )
             return
         try:
+            warning = self.budgets.check(session.id, session.user) if self.budgets else None
             run = self.scheduler.begin(session, header)
         except GpuError as e:
             await self._drain(header, ws)
             await self._fail(session, cell, e.code, str(e))
             return
+        if warning:
+            await session.emit({"type": protocol.STREAM, "cell": cell, "name": "stderr", "text": warning})
         if self.scheduler.stale(session, run, header):
             await self._drain(header, ws)
             await session.emit({"type": protocol.RESEND, "cell": cell, "reason": "the worker holding your values is gone"})

@@ -133,6 +133,9 @@ def main(argv=None) -> None:
     ap.add_argument("--min-warm", type=int, default=None, help="unleased pre-started workers per GPU type")
     ap.add_argument("--ledger", help="SQLite file of sessions, workers and cells (default: in the Jupyter data dir)")
     ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
+    ap.add_argument("--session-budget", type=float, help="USD per kernel session; then its cells are refused")
+    ap.add_argument("--user-budget", type=float, help="USD per user since the backend started; then refused")
+    ap.add_argument("--budget-warn", type=float, default=0.8, help="warn past this fraction of a budget (0.8)")
     ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
     ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
     args = ap.parse_args(argv)
@@ -154,6 +157,10 @@ def main(argv=None) -> None:
     if args.ledger:
         config.ledger = args.ledger
     config.runtime_file = args.runtime_file
+    config.session_budget, config.user_budget = args.session_budget, args.user_budget
+    config.budget_warn = args.budget_warn
+    if args.session_budget is not None or args.user_budget is not None:
+        config.lanes = False  # budgets.py: every cell must pass the gateway's check before it starts
     server = BackendServer(config)
     if not args.runtime_file:
         print(f"jupyter-gpu backend at {server.url}  token: {config.token}", flush=True)
