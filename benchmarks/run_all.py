@@ -5,7 +5,7 @@ its kernels, ipcluster engines and backend down) and, if still there 60 s later,
 Results: benchmarks/results/<name>.json.  Exit status: 1 if a benchmark crashed or overran, else 0;
 a missed target is reported, and fails the run only with --strict.
 
-    python benchmarks/run_all.py [--quick] [--only roundtrip,transfer,stream,coldstart,concurrency,runtimes] [--strict]
+    python benchmarks/run_all.py [--quick] [--only roundtrip,transfer,stream,coldstart,concurrency,runtimes,docker] [--strict]
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ SUITE = {
     "coldstart": ("bench_coldstart.py", 1200, 400),
     "concurrency": ("bench_concurrency.py", 1200, 400),
     "runtimes": ("bench_runtimes.py", 1200, 400),
+    "docker": ("bench_docker.py", 900, 300),
 }
 
 
