@@ -204,6 +204,8 @@ def _out_path(path: str, output: str, taken: set) -> str:
     out, n = os.path.join(output, base), 2
     while out in taken:  # two notebooks with one name from two folders: both kept
         out, n = os.path.join(output, f"{stem}-{n}{ext}"), n + 1
+    if os.path.abspath(out) == os.path.abspath(path):  # --output is the notebook's own folder
+        out = os.path.join(output, f"{stem}.executed{ext}")
     taken.add(out)
     return out
 
@@ -279,17 +281,18 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
         o.out_path = _out_path(path, args.output, taken)
         os.makedirs(args.output, exist_ok=True)
         nbformat.write(nb, o.out_path)  # written on failure too: it shows where it stopped
-    for cell_index, cell, content in errors_seen:
-        if o.cell is None or content.get("ename") in INFRA_ENAMES | BUDGET_ENAMES:
-            o.cell, o.source = cell_index, cell.source
-            o.ename = content.get("ename", o.ename)
-            o.traceback = ANSI_RE.sub("", "\n".join(content.get("traceback", []))) or o.traceback
-            if o.status in ("failed", "passed") and o.ename in INFRA_ENAMES:
-                o.status = "infra"  # also when the cell allowed errors: the run cannot be trusted
-            if o.status == "failed" and o.ename in BUDGET_ENAMES:
-                o.status = "budget"
-            if o.status != "passed":
-                o.reason = f"{o.ename}: {content.get('evalue', '')}"
+    if errors_seen:  # the error that says most: an infrastructure one anywhere, else the last one
+        cell_index, cell, content = next((e for e in errors_seen if e[2].get("ename") in INFRA_ENAMES | BUDGET_ENAMES),
+                                         errors_seen[-1])
+        o.cell, o.source = cell_index, cell.source
+        o.ename = content.get("ename", o.ename)
+        o.traceback = ANSI_RE.sub("", "\n".join(content.get("traceback", []))) or o.traceback
+        if o.status in ("failed", "passed") and o.ename in INFRA_ENAMES:
+            o.status = "infra"  # also when the cell allowed errors: the run cannot be trusted
+        if o.status == "failed" and o.ename in BUDGET_ENAMES:
+            o.status = "budget"
+        if o.status != "passed":
+            o.reason = f"{o.ename}: {content.get('evalue', '')}"
     if o.status == "infra" and o.ename == "NoSuchDevice" and not args.gpu_fallback:
         o.reason += " (run with --gpu-fallback cpu to run such cells on the cpu device)"
     if args.max_cost is not None and spent[0] > args.max_cost and o.status in ("passed", "failed", "xfailed"):

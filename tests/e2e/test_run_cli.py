@@ -215,3 +215,14 @@ def test_bad_arguments_exit_2_before_running_anything(fresh_kernel_env, tmp_path
     r = run_cli([nb, *argv, "--output", tmp_path / "out"], fresh_kernel_env, tmp_path, timeout=60)
     assert r.returncode == 2 and message in r.stderr, r.stdout + r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cell_over_the_timeout_fails_the_notebook_with_exit_1(fresh_kernel_env, tmp_path):
+    nb = notebook(tmp_path / "slow.ipynb", LOAD, "%%gpu\nimport threading\nthreading.Event().wait()  # never set",
+                  "print('never reached')")
+    r = run_cli([nb, "--timeout", "5", "--output", tmp_path / "out", "--junit", tmp_path / "junit.xml"],
+                fresh_kernel_env, tmp_path)
+    assert r.returncode == EXIT_CELL, r.stdout + r.stderr
+    assert "longer than --timeout 5 s" in r.stderr
+    assert cases(junit(tmp_path / "junit.xml"))["slow.ipynb"].find("failure").get("type") == "CellTimeoutError"
+    assert read(tmp_path / "out" / "slow.ipynb").cells[2].outputs == []

@@ -1,0 +1,97 @@
+"""The pure parts of `jupyter-gpu run`: parameters, exit-code precedence, JUnit for every outcome."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from jupyter_gpu import ci_output, runner
+
+SCHEMA = Path(__file__).resolve().parents[1] / "junit.xsd"
+
+
+def _nb(*cells):
+    nb = nbformat.v4.new_notebook()
+    for source, tags in cells:
+        c = nbformat.v4.new_code_cell(source)
+        if tags:
+            c.metadata["tags"] = tags
+        nb.cells.append(c)
+    return nb
+
+
+@pytest.mark.parametrize("text, value", [
+    ("3", 3), ("0.5", 0.5), ("True", True), ("[1, 2]", [1, 2]), ("'quoted'", "quoted"),
+    ("hello", "hello"), ("/tmp/x.csv", "/tmp/x.csv"), ("1 +", "1 +"), ("os.system('x')", "os.system('x')"),
+])
+def test_values_are_python_literals_when_they_parse_else_strings(text, value):
+    assert runner.parse_value(text) == value
+
+
+def test_parameters_go_after_the_parameters_cell_and_replace_an_earlier_injection():
+    nb = _nb(("import x", []), ("n = 1", ["parameters"]), ("n = 9", ["injected-parameters"]), ("print(n)", []))
+    runner.inject_parameters(nb, {"n": 3, "name": "a"})
+    assert [c.source for c in nb.cells] == ["import x", "n = 1", "# Parameters\nn = 3\nname = 'a'", "print(n)"]
+    assert nb.cells[2].metadata["tags"] == ["injected-parameters"]
+
+
+def test_without_a_parameters_cell_they_go_first_and_without_parameters_nothing_changes():
+    nb = _nb(("print(n)", []))
+    runner.inject_parameters(nb, {})
+    assert len(nb.cells) == 1
+    runner.inject_parameters(nb, {"n": 1})
+    assert nb.cells[0].source == "# Parameters\nn = 1" and nb.cells[1].source == "print(n)"
+
+
+@pytest.mark.parametrize("statuses, code", [
+    (["passed", "xfailed", "not run"], 0),
+    (["passed", "failed"], 1),
+    (["xpassed"], 1),
+    (["failed", "budget"], 3),
+    (["budget", "infra", "failed"], 4),
+])
+def test_the_most_serious_failure_decides_the_exit_code(statuses, code):
+    assert runner.exit_code([runner.Outcome("x", status=s) for s in statuses]) == code
+
+
+def test_an_executed_notebook_never_overwrites_its_source(tmp_path):
+    src = tmp_path / "a.ipynb"
+    taken = set()
+    assert runner._out_path(str(src), str(tmp_path), taken) == str(tmp_path / "a.executed.ipynb")
+    assert runner._out_path("other/a.ipynb", "out", taken) == "out/a.ipynb"
+    assert runner._out_path("more/a.ipynb", "out", taken) == "out/a-2.ipynb"
+
+
+def test_junit_for_every_outcome_is_valid_and_says_what_happened():
+    import xml.etree.ElementTree as ET
+
+    import xmlschema
+
+    args = argparse.Namespace(max_cost=0.5, gpu_fallback="cpu")
+    O = runner.Outcome
+    outcomes = [
+        O("nb/ok.ipynb", status="passed", out_path="out/ok.ipynb", seconds=1.5, cost=0.01, gpu_cells=2),
+        O("nb/fail.ipynb", status="failed", cell=3, source="%%gpu\n1/0", ename="ZeroDivisionError",
+          traceback="ZeroDivisionError: division by zero\x1b", reason="ZeroDivisionError: division by zero"),
+        O("nb/demo.ipynb", status="xfailed", reason="RuntimeError: shapes", traceback="RuntimeError: shapes"),
+        O("nb/xpass.ipynb", status="xpassed", reason="expected to fail (demo), but every cell passed"),
+        O("nb/costly.ipynb", status="budget", reason="the run has cost $0.6, over --max-cost $0.5"),
+        O("nb/later.ipynb", status="not run", reason="not run: the run's budget ($0.500000) was spent"),
+        O("nb/lost.ipynb", status="infra", ename="WorkerLost", reason="WorkerLost: exit code 3"),
+    ]
+    xml = ci_output.junit_xml(outcomes, args)
+    xmlschema.XMLSchema(str(SCHEMA)).validate(xml.decode())
+    root = ET.fromstring(xml)
+    suite = root.find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("7", "3", "1", "2")
+    case = {c.get("name"): c for c in suite.iter("testcase")}
+    assert case["ok.ipynb"].find("failure") is None and "out/ok.ipynb" in case["ok.ipynb"].find("system-out").text
+    fail = case["fail.ipynb"].find("failure")
+    assert fail.get("type") == "ZeroDivisionError" and "cell 4:\n%%gpu\n1/0" in fail.text and "\x1b" not in fail.text
+    assert case["demo.ipynb"].find("skipped").get("message").startswith("expected failure")
+    assert case["costly.ipynb"].find("failure").get("type") == "BudgetExceeded"
+    assert case["lost.ipynb"].find("error").get("type") == "WorkerLost"
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props == {"cost_usd": "0.010000", "max_cost_usd": "0.500000", "gpu_fallback": "cpu"}
