@@ -203,6 +203,25 @@ def test_the_backend_leaves_no_container_behind(tmp_path, image, client):
     assert worker_containers(client, worker) == []
 
 
+def test_a_container_that_cannot_start_fails_its_cell_with_dockers_reason(tmp_path, image, client):
+    # the bare base image has no `python` and no agent: the container's init cannot run the command
+    with environ(JUPYTER_GPU_DOCKER_IMAGE=docker_image.LOCAL_BASE):
+        proc, url = start_backend(tmp_path, "--runtime", "docker", "--token", TOKEN)
+    try:
+        c = BackendClient(url, TOKEN, "s-broken")
+        for cell in ("b1", "b2"):  # the backend keeps serving after the first failure
+            events = run_cell(c, "# %%gpu\nx = 1", cell)
+            assert events[-1]["type"] == protocol.FAILURE, events
+            assert "worker for cpu exited before registering" in events[-1]["message"]
+            assert "exec python failed" in events[-1]["message"]  # the container's log tail says why
+        c.close()
+        # its exit removed the container
+        assert client.containers.list(all=True, filters={"ancestor": docker_image.LOCAL_BASE,
+                                                         "label": f"{RUNTIME_LABEL}=docker"}) == []
+    finally:
+        stop_backend(proc)
+
+
 @pytest.mark.gpu
 def test_a_gpu_worker_gets_exactly_one_real_gpu(backend):
     from jupyter_gpu_backend.runtimes.local import detect_gpus
