@@ -4,6 +4,7 @@ Real parts: a real kernel (nbclient), the real embedded backend and its workers,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -94,3 +95,27 @@ def test_report_from_saved_notebook_equals_live_summary(run_notebook, kernel_env
     assert g["requests"] == 2 and g["cold_start_s"] == f1["timings"]["cold_start"]
     sl, ded = g["results"]
     assert sl["cold_starts"] == 2 and ded["cold_starts"] == 0 and sl["cost_usd"] > 0 and ded["cost_usd"] > 0
+
+
+def test_advise_reads_the_backend_ledger(run_notebook, kernel_env, tmp_path):
+    """advise --url: the trace is the backend's own GET /api/cells, not the notebook."""
+    from tests.integration.backend_process import start_backend, stop_backend
+
+    proc, url = start_backend(tmp_path)
+    try:
+        token = json.loads((tmp_path / "backend.json").read_text())["token"]
+        env = {**kernel_env, "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": token}
+        nb = run_notebook([LOAD, "%%gpu\nx = 1", "%%gpu\ny = 2", "%%gpu\nz = 3"], env=env)
+        cold = last_footer(nb.cells[1])["timings"]["cold_start"]
+        out = subprocess.run(
+            [sys.executable, "-c", "from jupyter_gpu.cli import main; main()", "advise", "--url", url,
+             "--scenario", "dedicated:1", "--json"],
+            check=True, capture_output=True, text=True, env={**os.environ, "JUPYTER_GPU_TOKEN": token}).stdout
+        g = json.loads(out)["gpus"]["cpu"]
+        assert g["requests"] == 3 and g["cold_start_from"] == "measured median"
+        assert abs(g["cold_start_s"] - cold) < 0.05  # the backend's own measure of the same cold start
+        bad = subprocess.run([sys.executable, "-c", "from jupyter_gpu.cli import main; main()", "advise", "--url", url,
+                              "--token", "wrong"], capture_output=True, text=True)
+        assert bad.returncode == 2 and "401" in bad.stderr
+    finally:
+        stop_backend(proc)
