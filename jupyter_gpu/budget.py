@@ -11,9 +11,12 @@ while it still runs (an interrupt that lands during the cold start finds no code
 """
 from __future__ import annotations
 
+import os
+
 from .pricing import price_for
 
 RESEND = 1.0  # seconds between interrupts while a cell past its limit keeps running
+RUN_BUDGET_ENV = "JUPYTER_GPU_RUN_BUDGET"  # USD that `jupyter-gpu run --max-cost` left this kernel
 
 
 class CellBudget:
@@ -66,3 +69,14 @@ class CellBudget:
         self.fired = self.last_sent = now
         return (f"jupyter-gpu: stopping the cell: it has been billed ${spent:.6f} on {self.gpu}, past --max-cost "
                 f"${self.max_cost:g} ({self.provider} ${self.per_s:.6f}/s, {self.as_of or 'undated'})\n")
+
+
+def run_limit(own: float | None, gpu: str, footers: list) -> float | None:
+    """A cell's limit under `jupyter-gpu run --max-cost`: what the run left this kernel
+    (``$JUPYTER_GPU_RUN_BUDGET``) less what its cells have cost, or the cell's own --max-cost if
+    smaller.  Not applied on a device without a price: it could not bite, only say so in every cell."""
+    left = os.environ.get(RUN_BUDGET_ENV)
+    if not left or price_for(gpu).serverless_per_s <= 0:
+        return own
+    left = max(0.0, float(left) - sum(float(f.get("cost_usd") or 0.0) for f in footers))
+    return left if own is None else min(own, left)

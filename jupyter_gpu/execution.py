@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from . import devices, footer, lane, protocol, serialization, shm
 from .client import BackendClient
 from .embedded import ensure_backend
-from .budget import CellBudget
+from .budget import CellBudget, run_limit
 from .errors import ConnectionLost, RemoteValueLost, from_failure
 from .held import Held, Lost
 from .live import LiveStatus
@@ -137,6 +137,7 @@ class KernelSession:
     def run_cell(self, cell_source: str, opts: CellOptions) -> dict:
         client = self.connect()
         gpu = self.choose_gpu(opts.gpu)
+        opts.max_cost = run_limit(opts.max_cost, gpu, self.footers)  # what `jupyter-gpu run --max-cost` left
         keep_warm = opts.keep_warm if opts.keep_warm is not None else self.defaults.keep_warm
         ns = self.shell.user_ns
         try:

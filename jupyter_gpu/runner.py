@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from . import errors
+from .budget import RUN_BUDGET_ENV
 from .devices import FALLBACK_ENV
 from .footer import MIME
 
@@ -193,6 +194,13 @@ class Terminal:
             self.write("\n".join(content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]) + "\n")
 
 
+def _stopped_on_cost(cell) -> bool:
+    """The kernel interrupted the cell at its cost limit (budget.py says so on the cell's stderr):
+    with --max-cost, the run's budget passed on to the kernel ($JUPYTER_GPU_RUN_BUDGET)."""
+    return any(o.get("name") == "stderr" and "jupyter-gpu: stopping the cell:" in o.get("text", "")
+               and "past --max-cost" in o.get("text", "") for o in cell.get("outputs", []))
+
+
 def _label(source: str) -> str:
     first = next((line.strip() for line in source.splitlines() if line.strip()), "")
     return first if len(first) <= 60 else first[:57] + "..."
@@ -289,7 +297,7 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
         o.traceback = ANSI_RE.sub("", "\n".join(content.get("traceback", []))) or o.traceback
         if o.status in ("failed", "passed") and o.ename in INFRA_ENAMES:
             o.status = "infra"  # also when the cell allowed errors: the run cannot be trusted
-        if o.status == "failed" and o.ename in BUDGET_ENAMES:
+        if o.status == "failed" and (o.ename in BUDGET_ENAMES or _stopped_on_cost(cell)):
             o.status = "budget"
         if o.status != "passed":
             o.reason = f"{o.ename}: {content.get('evalue', '')}"
@@ -359,7 +367,8 @@ def _main(args) -> int:
         if args.max_cost is not None and spent[0] > args.max_cost:
             outcomes[i].reason = f"not run: the run's budget (${args.max_cost:.6f}) was spent"
             continue
-        o = outcomes[i] = run_notebook(path, i + 1, len(args.notebooks), args, env, params, spent, taken)
+        nb_env = env if args.max_cost is None else {**env, RUN_BUDGET_ENV: repr(args.max_cost - spent[0])}
+        o = outcomes[i] = run_notebook(path, i + 1, len(args.notebooks), args, nb_env, params, spent, taken)
         mark = {"passed": "ok", "xfailed": "ok (failed as expected)"}.get(o.status, "FAILED: " + o.status)
         print(f"[{i + 1}/{len(args.notebooks)}] {path}: {mark} in {o.seconds:.1f} s; {o.gpu_cells} %%gpu cell(s), "
               f"${o.cost:.6f} -> {o.out_path}", flush=True)

@@ -113,6 +113,41 @@ def test_a_broken_budget_exits_3_and_stops_the_notebook_after_the_cell(fresh_ker
     assert "over --max-cost $0.001000" in (tmp_path / "s.md").read_text()
 
 
+def test_the_run_budget_stops_a_long_cell_while_it_runs(fresh_kernel_env, tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)  # cpu at $0.01/s: $0.03 is about 3 s
+    env = {**fresh_kernel_env, "JUPYTER_GPU_PRICES": str(prices)}
+    nb = notebook(tmp_path / "endless.ipynb", LOAD, "%%gpu\nimport threading\nthreading.Event().wait()  # never set",
+                  "print('never reached')")
+    out = tmp_path / "out"
+    # without the budget reaching into the cell, the per-cell timeout would end it: exit 1, not 3
+    r = run_cli([nb, "--max-cost", "0.03", "--timeout", "120", "--output", out], env, tmp_path)
+    assert r.returncode == EXIT_BUDGET, r.stdout + r.stderr
+    cell = read(out / "endless.ipynb").cells[1]
+    assert "stopping the cell" in "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+    assert last_footer(cell)["timings"]["wall"] < 60
+
+
+def test_a_cell_the_backend_refuses_over_its_session_budget_exits_3(fresh_kernel_env, tmp_path, monkeypatch):
+    from tests.integration.backend_process import start_backend, stop_backend
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    monkeypatch.setenv("JUPYTER_GPU_PRICES", str(prices))  # the backend counts spend at the same price
+    d = tmp_path / "backend"
+    d.mkdir()
+    proc, url = start_backend(d, "--token", "t", "--session-budget", "0.000001")
+    try:
+        nb = notebook(tmp_path / "refused.ipynb", LOAD, "%%gpu\nprint('first')", "%%gpu\nprint('second')")
+        env = {**fresh_kernel_env, "JUPYTER_GPU_PRICES": str(prices)}
+        r = run_cli([nb, "--url", url, "--token", "t", "--output", tmp_path / "out"], env, tmp_path)
+    finally:
+        stop_backend(proc)
+    assert r.returncode == EXIT_BUDGET, r.stdout + r.stderr
+    err = [o for o in read(tmp_path / "out" / "refused.ipynb").cells[2].outputs if o.output_type == "error"]
+    assert err and err[0].ename == "BudgetExceeded"
+
+
 def test_a_lost_worker_exits_4(fresh_kernel_env, tmp_path):
     nb = notebook(tmp_path / "lost.ipynb", LOAD, "%%gpu\nimport os\nos._exit(3)", "print('after')")
     r = run_cli([nb, "--output", tmp_path / "out", "--junit", tmp_path / "junit.xml"], fresh_kernel_env, tmp_path)
