@@ -1,6 +1,8 @@
 """A cost summary built from the footers saved in executed notebooks (no backend needed).
 
-Issue 5 grows this into the full report; here it answers "what did this notebook cost?".
+`footers(nb)` is what every report reads; `summarize` is the one-line sum of the cells' own costs.
+The full session accounting (keep-warm idle, rounding per worker, break-even, advice) is
+`cost.session`, presented by `report.py`.
 """
 from __future__ import annotations
 
