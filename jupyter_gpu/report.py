@@ -201,7 +201,25 @@ def fragment(r: dict) -> str:
             f"<td>{usd(nb['summary']['dedicated_usd'])}</td></tr>" for nb in r["notebooks"]) + "</table>"
     prices = "".join(f"<li>{html.escape(line)}</li>" for line in _price_lines(r))
     return (f'<div class="jupyter-gpu-report" style="font:13px sans-serif">{chart_svg(s)}{rows}<ul>{items}</ul>'
-            f'<details><summary>prices used</summary><ul>{prices}</ul></details></div>')
+            f'{_cells_table(r)}<details><summary>prices used</summary><ul>{prices}</ul></details></div>')
+
+
+MAX_ROWS = 500
+
+
+def _cells_table(r: dict) -> str:
+    """Every cell (up to MAX_ROWS): where it started, its phases and its cost."""
+    rows = [(nb["notebook"], p) for nb in r["notebooks"] for p in nb["summary"]["timeline"]]
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{p['t']:.2f} s</td><td>{html.escape(str(p['gpu']))}</td>"
+        f"<td>{html.escape(str(p['status']))}</td><td>{secs(p['queue'])}</td><td>{secs(p['cold_start'])}</td>"
+        f"<td>{secs(p['run'])}</td><td>{usd(p['cost_usd'])}</td></tr>" for name, p in rows[:MAX_ROWS])
+    more = f"<p>{len(rows) - MAX_ROWS} more cells not listed</p>" if len(rows) > MAX_ROWS else ""
+    return (f"<details><summary>{len(rows)} cells</summary><table class='cells'><tr><th>notebook</th><th>start</th>"
+            "<th>gpu</th><th>status</th><th>queue</th><th>cold start</th><th>run</th><th>cost</th></tr>"
+            f"{body}</table>{more}</details>")
 
 
 def to_html(r: dict) -> str:

@@ -61,6 +61,9 @@ def test_html_report_renders_in_chromium(tmp_path):
             text = page.locator("body").inner_text()
             assert "a <b>.ipynb" in text  # escaped, shown as text
             assert "recommendation:" in text and "Modal" in page.content()
+            # every cell is listed (collapsed until opened)
+            page.locator("details", has_text="3 cells").locator("summary").click()
+            assert page.locator("table.cells tr").count() == 4 and page.locator("table.cells").is_visible()
         finally:
             browser.close()
     assert problems == []
