@@ -25,6 +25,7 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
         "worker": done.get("worker"),
         "cold": bool(done.get("cold")),
         "start_method": done.get("start_method"),  # a cold worker: forked from the zygote, or spawned
+        "route": done.get("route", "backend"),  # "lane": a warm cell that went straight to its worker
         "timings": {**timings, "wall": wall},
         "started_at": ended - wall,  # unix time: the session's timeline and keep-warm gaps
         "keep_warm": done.get("keep_warm"),

@@ -14,6 +14,13 @@ class Held:
     remote_only: dict = field(default_factory=dict)
     device: str = ""
     keep_warm: float | None = None
+    lane: dict | None = None  # the worker's direct lane {path, secret}, granted by the backend
+    lane_conn: object = None  # the open jupyter_gpu.lane.LaneConnection, once used
+
+    def drop_lane(self) -> None:
+        if self.lane_conn is not None:
+            self.lane_conn.close()
+        self.lane = self.lane_conn = None
 
 
 @dataclass

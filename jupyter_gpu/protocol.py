@@ -54,6 +54,12 @@ DONE = "done"  # the cell's final event, carrying the names that come back (+ bu
 REGISTER = "register"
 REGISTERED = "registered"
 SHUTDOWN = "shutdown"
+# the direct lane (jupyter_gpu/lane.py): a warm cell on the same host skips the backend
+METERED = "metered"  # worker -> backend: a lane cell ran (status, timings) - the ledger and keep-warm
+RETIRE = "retire"  # backend -> worker: keep-warm ran out; exit if you ran no cell since {cells}
+RETIRED = "retired"  # worker -> backend: retiring now (an expected exit, not a loss)
+LANE_LOST = "lane_lost"  # kernel -> backend: my lane broke mid-cell, what happened? (reply: LANE_LOST_REPLY)
+LANE_LOST_REPLY = "lane_lost_reply"
 # either way
 FAILURE = "failure"  # a request that could not be served: {code, message}
 

@@ -123,6 +123,10 @@ class Connection:
             raise self._closed()
         return True
 
+    def buffered(self) -> bool:
+        """True when a whole message was already read and waits to be taken."""
+        return bool(self._messages)
+
     def recv(self, timeout: float | None = None, wake_fd: int | None = None):
         """The next message; TimeoutError when ``timeout`` passes or ``wake_fd`` wakes us first."""
         deadline = None if timeout is None else time.monotonic() + timeout

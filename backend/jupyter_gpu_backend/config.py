@@ -36,6 +36,8 @@ class BackendConfig:
     budget_warn: float = 0.8  # warn past this fraction of a limit
     users: dict = field(default_factory=dict)  # token hash -> user name (from --users FILE)
     ledger: str | None = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LEDGER"))  # None: default
+    # warm cells of a kernel on the workers' host go by the worker's direct lane (jupyter_gpu/lane.py)
+    lanes: bool = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LANE", "1") != "0")
 
     @property
     def token_hash(self) -> str:

@@ -135,7 +135,9 @@ class Gateway:
         elif kind == protocol.INTERRUPT:
             await self.scheduler.interrupt(session, header.get("cell", ""))
         elif kind == protocol.KILL:
-            await self.scheduler.kill(session, header.get("cell", ""))
+            await self.scheduler.kill(session, header.get("cell", ""), header.get("gpu"))
+        elif kind == protocol.LANE_LOST:
+            asyncio.ensure_future(self._lane_lost(session, header))  # it waits for the worker's exit
         elif kind == protocol.RELEASE:
             n = await self.scheduler.release(session)
             await session.conn.send({"type": protocol.STATUS_REPLY, "released": n, **self.scheduler.status(session)})
@@ -211,6 +213,9 @@ class Gateway:
             return
         ledger.cell_running(run.id)
         await self.scheduler.dispatch(run, lease, header, inline, frames)
+
+    async def _lane_lost(self, session, header: dict) -> None:
+        await session.emit(await self.scheduler.lane_lost(session, header))
 
     async def _prewarm(self, session, header: dict) -> None:
         try:

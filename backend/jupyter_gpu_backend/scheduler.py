@@ -20,6 +20,8 @@ from .ledger import NullLedger
 from .pools import SparePool
 
 log = logging.getLogger("jupyter_gpu_backend")
+RETIRE_RETRY = 5.0  # a worker that declined to retire (a lane cell was under way) is asked again
+GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lost can be answered
 
 
 class Conn:
@@ -73,6 +75,11 @@ class Worker:
     startup_s: float = 0.0
     slot_released: bool = False
     stopping: bool = False
+    retired: bool = False  # it exited on its own after `retire` (keep-warm ran out)
+    lane: dict | None = None  # the worker's direct lane {path, secret} (same-host runtimes)
+    cells: int = 0  # cells it ran, through the backend or metered from its lane
+    exit_cause: str | None = None  # why it is gone, once it is
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def device(self) -> str:
@@ -126,7 +133,7 @@ class Session:
 
 class Scheduler:
     def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
-                 ledger=None, min_warm: int = 0):
+                 ledger=None, min_warm: int = 0, lanes: bool = True):
         self.runtime = runtime
         self.ledger = ledger if ledger is not None else NullLedger()
         self.capacity = Capacity(max_workers)
@@ -136,6 +143,8 @@ class Scheduler:
         self.sessions: dict[str, Session] = {}
         self.workers: dict[str, Worker] = {}
         self.pending: dict[str, tuple[str, Worker]] = {}  # worker id -> (one-time secret, worker)
+        self.gone: dict[str, Worker] = {}  # recently gone workers (bounded), for lane_lost
+        self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
 
     # -- sessions ------------------------------------------------------------------------------
     def session(self, session_id: str, user: str) -> Session:
@@ -241,6 +250,7 @@ class Scheduler:
         worker = entry[1]
         self.pending.pop(worker_id)  # the secret is one-time
         worker.conn = conn
+        worker.lane = info.pop("lane", None)  # the secret is not status material
         worker.info = info
         worker.startup_s = info.get("startup_s", 0.0)
         method = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
@@ -250,6 +260,9 @@ class Scheduler:
         return worker
 
     async def worker_event(self, worker: Worker, header: dict, inline, frames) -> None:
+        if header["type"] in (protocol.METERED, protocol.RETIRED):
+            self._lane_report(worker, header)
+            return
         run = worker.cell
         if run is None or header.get("cell") != run.id:
             return  # a late event of a cell that already ended (e.g. after a kill)
@@ -266,15 +279,61 @@ class Scheduler:
                 header["start_method"] = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
             self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
             worker.cell = None
+            if header.get("status") != "resend":
+                worker.cells += 1
             lease = run.session.leases.get(run.gpu)
             if lease is not None:
                 header["keep_warm"] = lease.keep_warm
+                if self.lanes and worker.lane and lease.worker is worker:
+                    header["lane"] = worker.lane  # this kernel's later warm cells may go direct
             self._idle(lease)
         await run.session.emit(header, inline, frames)
+
+    def _lane_report(self, worker: Worker, header: dict) -> None:
+        """A lane cell ran (``metered``): ledger it and restart the keep-warm window; or the
+        worker is retiring (an expected exit)."""
+        session = worker.session
+        if header["type"] == protocol.RETIRED:
+            worker.stopping = worker.retired = True
+            self.ledger.worker_state(worker.id, "stopping")
+            return
+        if session is None:
+            return
+        worker.cells += 1
+        cell, timings = str(header.get("cell", "")), header.get("timings", {})
+        self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+        self.ledger.cell_done(cell, str(header.get("status", "ok")), worker.id, False, timings)
+        lease = session.leases.get(worker.gpu)
+        if lease is not None and lease.worker is worker:
+            if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
+                lease.keep_warm = float(header["keep_warm"])
+            self._idle(lease)
+
+    async def lane_lost(self, session: Session, header: dict) -> dict:
+        """A kernel's lane broke in the middle of a cell: did the cell run (and die with its
+        worker), or had the worker retired before reading it (then the kernel goes through us)?"""
+        wid = header.get("worker")
+        worker = self.workers.get(wid) or self.gone.get(wid)
+        reply = {"type": protocol.LANE_LOST_REPLY, "cell": header.get("cell"), "ran": False}
+        if worker is None or worker.session is not session:
+            return reply
+        try:
+            await asyncio.wait_for(worker.gone.wait(), 5.0)
+        except asyncio.TimeoutError:
+            return reply  # the worker lives: only the lane broke, and nothing ran on it
+        if worker.stopping and not worker.killed_reason:
+            return reply  # retired or stopped between cells: the cell never started
+        status = "killed" if worker.killed_reason else "lost"
+        what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {worker.exit_cause}"
+        self.ledger.cell_started(str(reply["cell"]), session.id, session.user, worker.gpu)
+        self.ledger.cell_done(str(reply["cell"]), status, worker.id, False, {})
+        return {**reply, "ran": True, "status": status, "message": what, "device": worker.device, "gpu": worker.gpu}
 
     def _idle(self, lease: Lease | None) -> None:
         if lease is None:
             return
+        if lease.expiry is not None:
+            lease.expiry.cancel()
         lease.idle_since = time.monotonic()
         loop = asyncio.get_running_loop()
         lease.expiry = loop.call_later(
@@ -283,7 +342,16 @@ class Scheduler:
 
     async def expire(self, lease: Lease) -> None:
         if lease.worker.cell is None and lease.session.leases.get(lease.gpu) is lease:
-            log.info("keep-warm of %s expired: stopping %s", lease.session.id, lease.worker.id)
+            w = lease.worker
+            if w.lane and w.conn is not None and w.conn.open:
+                # a lane cell may be under way without our knowing: the worker decides (it exits
+                # if it ran nothing since; otherwise that cell's `metered` restarts the window)
+                log.info("keep-warm of %s expired: asking %s to retire", lease.session.id, w.id)
+                await w.conn.send({"type": protocol.RETIRE, "cells": w.cells})
+                lease.expiry = asyncio.get_running_loop().call_later(
+                    RETIRE_RETRY, lambda: asyncio.ensure_future(self.expire(lease)))
+                return
+            log.info("keep-warm of %s expired: stopping %s", lease.session.id, w.id)
             await self.stop_lease(lease)
 
     async def stop_lease(self, lease: Lease) -> None:
@@ -310,9 +378,18 @@ class Scheduler:
 
     async def worker_gone(self, worker: Worker) -> None:
         """The worker's connection closed: fail its cell (with the cause) and drop its lease."""
+        try:
+            await self._worker_gone(worker)
+        finally:
+            worker.gone.set()
+
+    async def _worker_gone(self, worker: Worker) -> None:
         if worker.conn is not None:
             worker.conn.open = False
         self.workers.pop(worker.id, None)
+        self.gone[worker.id] = worker
+        while len(self.gone) > GONE_KEPT:
+            self.gone.pop(next(iter(self.gone)))
         self._release_slot(worker)
         run, worker.cell = worker.cell, None
         session = worker.session
@@ -323,12 +400,13 @@ class Scheduler:
                     lease.expiry.cancel()
                 session.leases.pop(worker.gpu, None)
         self.pool.discard(worker)
+        cause = worker.exit_cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
         if run is None:
-            if not worker.stopping:  # it died between cells
-                cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
-                self.ledger.worker_state(worker.id, "lost", cause=cause)
+            if worker.retired:
+                self.ledger.worker_state(worker.id, "stopped")
+            elif not worker.stopping:  # it died between cells, or in a lane cell (the kernel asks: lane_lost)
+                self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
             return
-        cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
         what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {cause}"
         status = "killed" if worker.killed_reason else "lost"
         self.ledger.worker_state(worker.id, "lost", cause=what)
@@ -371,8 +449,11 @@ class Scheduler:
             worker.cell.interrupts += 1
             await worker.conn.send({"type": protocol.INTERRUPT, "cell": cell})
 
-    async def kill(self, session: Session, cell: str) -> None:
+    async def kill(self, session: Session, cell: str, gpu: str | None = None) -> None:
         worker = self._running(session, cell)
+        lease = session.leases.get(gpu) if gpu else None
+        if worker is None and lease is not None:  # a lane cell: we do not see it run
+            worker = lease.worker
         if worker is not None and worker.handle is not None:
             worker.killed_reason = f"worker {worker.id} on {worker.device} was killed after a second interrupt"
             self.runtime.kill(worker.handle)

@@ -69,7 +69,7 @@ class BackendServer:
             log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",
                         self.ledger.path, self.ledger.recovered)
         self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers,
-                                   self.ledger, config.min_warm)
+                                   self.ledger, config.min_warm, lanes=config.lanes)
         self.app, self.gateway = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
             uvicorn.Config(
@@ -136,6 +136,8 @@ def main(argv=None) -> None:
     ap.add_argument("--session-budget", type=float, help="USD per kernel session; then its cells are refused")
     ap.add_argument("--user-budget", type=float, help="USD per user since the backend started; then refused")
     ap.add_argument("--budget-warn", type=float, default=0.8, help="warn past this fraction of a budget (0.8)")
+    ap.add_argument("--no-lane", action="store_true",
+                    help="relay every cell through the backend (no direct kernel-worker lane on this host)")
     ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
     ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
     args = ap.parse_args(argv)
@@ -161,6 +163,8 @@ def main(argv=None) -> None:
     config.budget_warn = args.budget_warn
     if args.session_budget is not None or args.user_budget is not None:
         config.lanes = False  # budgets.py: every cell must pass the gateway's check before it starts
+    if args.no_lane:
+        config.lanes = False
     server = BackendServer(config)
     if not args.runtime_file:
         print(f"jupyter-gpu backend at {server.url}  token: {config.token}", flush=True)

@@ -1,9 +1,12 @@
 """The worker process: dials out to the backend, registers, then runs cells on its main thread.
 
-Who reads the connection: the main thread itself while it is idle, so a request wakes the thread
-that runs it and no other; while user code runs, the watcher thread reads (an interrupt request
-becomes SIGINT for the main thread; anything else waits in the inbox).  Whoever reads holds
-``_reading``; the main thread takes it back by waking the watcher through a pipe.  The stream
+Who reads the connections (the backend's websocket and, on the local runtime, the direct lane of
+the kernel this worker serves, see ``jupyter_gpu/lane.py``): the main thread itself while it is
+idle, so a request wakes the thread that runs it and no other; while user code runs, the watcher
+thread reads (an interrupt request becomes SIGINT for the main thread; anything else waits in the
+inbox).  Whoever reads holds ``_reading``; the main thread takes it back by waking the watcher
+through a pipe.  A cell that came by the lane sends its events back by the lane, then reports its
+timings to the backend (``metered``).  The stream
 flusher sends buffered output.  Every send goes through ``Agent.send`` under one lock, so a
 multi-frame message is never interleaved with another.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import select
 import signal
 import sys
 import threading
@@ -20,6 +24,7 @@ import types
 
 _T_PROCESS = time.monotonic()
 
+from jupyter_gpu import lane as lanes  # noqa: E402
 from jupyter_gpu import protocol, serialization, shm, wsclient  # noqa: E402
 from jupyter_gpu.errors import SerializationError  # noqa: E402
 
@@ -28,6 +33,7 @@ from .shell import Emitter, make_shell  # noqa: E402
 
 SECRET_ENV = "JUPYTER_GPU_WORKER_SECRET"
 ID_ENV = "JUPYTER_GPU_WORKER_ID"
+LANE_DIR_ENV = "JUPYTER_GPU_LANE_DIR"  # set by runtimes whose workers share the kernel's host
 
 
 class Agent:
@@ -42,6 +48,11 @@ class Agent:
         self._inbox: collections.deque = collections.deque()  # requests the watcher read
         self.executing: str | None = None
         self.session: str | None = None
+        lane_dir = os.environ.get(LANE_DIR_ENV)
+        self.listener = lanes.Listener(lane_dir, worker_id) if lane_dir else None
+        self.lane: lanes.LaneConnection | None = None  # the kernel's lane, once it opened one
+        self.reply_lane: lanes.LaneConnection | None = None  # set while a lane cell runs
+        self.cells_done = 0  # cells that ran (the backend compares it before retiring us)
         self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
         self.out_pool = shm.SegmentPool()
         self.reader = shm.SegmentReader()
@@ -51,6 +62,13 @@ class Agent:
 
     # -- connection --------------------------------------------------------------------------
     def send(self, header: dict, buffers=()) -> None:
+        lane = self.reply_lane
+        if lane is not None:  # a lane cell's events go back by the lane
+            try:
+                lane.send(header, buffers)
+            except lanes.LaneClosed:
+                pass  # the kernel is gone; the cell still ends and is metered
+            return
         frames = protocol.encode(header, buffers)
         with self._send_lock:
             for f in frames:
@@ -70,6 +88,7 @@ class Agent:
                 "python": sys.version.split()[0],
                 "ipython": IPython.__version__,
                 "startup_s": time.monotonic() - _T_PROCESS,
+                "lane": self.listener.describe() if self.listener else None,
                 **info,
             }
         )
@@ -78,15 +97,54 @@ class Agent:
             raise SystemExit(f"registration refused: {header.get('message', header)}")
 
     def _read_message(self, wake: bool = False) -> protocol.Message | None:
-        """The next message (caller holds ``_reading``); None when woken through the pipe."""
+        """The next message from the backend or the lane (caller holds ``_reading``); None when
+        woken through the pipe.  The backend's messages come first: a ``retire`` must see a lane
+        request that is already waiting."""
+        while True:
+            if self.ws.buffered():
+                return self._read_backend()
+            if self.lane is not None and self.lane.readable(0):
+                msg = self._read_lane()
+                if msg is not None:
+                    return msg
+                continue
+            fds = [self.ws.sock] + [x for x in (self.listener, self.lane) if x is not None]
+            if wake:
+                fds.append(self._wake_r)
+            ready, _, _ = select.select(fds, [], [])
+            if wake and self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+                return None
+            if self.ws.sock in ready:
+                return self._read_backend()
+            if self.listener is not None and self.listener in ready:
+                conn = self.listener.accept(self.session)
+                if conn is not None:  # the kernel reconnected: its old lane is dead to it
+                    if self.lane is not None:
+                        self.lane.close()
+                    self.lane = conn
+
+    def _read_backend(self) -> protocol.Message:
         try:
-            frame = self.ws.recv(wake_fd=self._wake_r if wake else None)
-        except TimeoutError:
-            return None
+            frame = self.ws.recv()
         except Exception:
             self._exit()  # the backend went away: a worker never outlives its backend
         header, inline = protocol.parse_first(frame)
         return protocol.Message(header, protocol.assemble(header, inline, self.ws.recv))
+
+    def _read_lane(self) -> protocol.Message | None:
+        """A message from the kernel's lane; None (and the lane dropped) when it closed or lied."""
+        try:
+            msg = self.lane.recv()
+        except (lanes.LaneClosed, protocol.ProtocolError):
+            msg = None
+        if msg is None or msg.type not in (protocol.EXECUTE, protocol.INTERRUPT):
+            self.lane.close()
+            self.lane = None
+            return None
+        msg.header["session"] = self.session  # the lane was opened by this session only
+        msg.lane = self.lane
+        return msg
 
     def _control(self, msg: protocol.Message) -> bool:
         """Handle a message that needs no main thread; True when it was one."""
@@ -99,8 +157,21 @@ class Agent:
             self._exit()
         return False
 
+    def _retire(self, msg: protocol.Message) -> None:
+        """Keep-warm ran out (the backend's view): exit, unless a cell ran since or one waits."""
+        if msg.header.get("cells") != self.cells_done or self._inbox:
+            return  # the backend re-arms keep-warm when that cell's `metered` reaches it
+        if self.lane is not None and self.lane.readable(0):
+            return
+        if self.listener is not None:
+            self.listener.close()  # from here on the kernel's lane finds nobody: it asks the backend
+        self.send({"type": protocol.RETIRED, "cells": self.cells_done})
+        self._exit()
+
     def _exit(self) -> None:
         self.out_pool.close()
+        if self.listener is not None:
+            self.listener.close()
         os._exit(0)
 
     def next_request(self) -> protocol.Message:
@@ -152,6 +223,8 @@ class Agent:
                 msg = self.next_request()
                 if msg.type == protocol.EXECUTE:
                     self.execute(msg)
+                elif msg.type == protocol.RETIRE:
+                    self._retire(msg)
             except KeyboardInterrupt:
                 pass  # an interrupt that arrived just after its cell finished
 
@@ -165,6 +238,22 @@ class Agent:
         self.session = session
 
     def execute(self, msg: protocol.Message) -> None:
+        via_lane = getattr(msg, "lane", None)
+        if via_lane is None:
+            self._execute(msg)
+            return
+        t0 = time.monotonic()
+        self.reply_lane = via_lane
+        try:
+            status, timings = self._execute(msg, t0)
+        finally:
+            self.reply_lane = None
+        if status != "resend":  # after the kernel has its answer: off the cell's critical path
+            self.send({"type": protocol.METERED, "cell": msg.header["cell"], "status": status,
+                       "timings": timings, "keep_warm": msg.header.get("keep_warm")})
+
+    def _execute(self, msg: protocol.Message, t_received: float | None = None) -> tuple[str, dict]:
+        """Run one cell; its events go wherever ``send`` sends.  Returns (status, timings)."""
         h = msg.header
         cell = h["cell"]
         if h["session"] != self.session:
@@ -176,7 +265,7 @@ class Agent:
         if missing:
             self.send({"type": protocol.RESEND, "cell": cell, "names": missing})
             self.send({"type": protocol.DONE, "cell": cell, "status": "resend", "timings": {}})
-            return
+            return "resend", {}
         self.emitter.cell = cell
         status, timings = "ok", {}
         outputs, buffers = {}, []
@@ -189,7 +278,7 @@ class Agent:
             except SerializationError as e:
                 self._error(e)
                 status = "error"
-                return
+                return status, timings
             t1 = time.monotonic()
             timings["load"] = t1 - t0
             self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
@@ -213,6 +302,9 @@ class Agent:
             status = "error"
             self._error(e)
         finally:
+            self.cells_done += 1
+            if t_received is not None:  # a lane cell: no backend to time it, so the worker does
+                timings["run"] = time.monotonic() - t_received
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
             self.emitter.event(
@@ -221,6 +313,7 @@ class Agent:
             )
             self.out_pool.lent(self.session)
             self.emitter.cell = None
+        return status, timings
 
     def _error(self, e: BaseException) -> None:
         self.emitter.event(

@@ -108,7 +108,9 @@ class LocalRuntime:
     async def start(self, gpu: str, worker_id: str, secret: str) -> WorkerProcess:
         index = self._pick_index(gpu)
         # a cpu worker sees no GPU at all; a GPU worker sees exactly its own
-        env = {"CUDA_VISIBLE_DEVICES": "" if index is None else str(index)}
+        env = {"CUDA_VISIBLE_DEVICES": "" if index is None else str(index),
+               # the worker's direct lane socket lives in this private (0700) directory
+               "JUPYTER_GPU_LANE_DIR": self.log_dir}
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
         handle = None
         if self.zygote is not None and self.zygote.ready:
