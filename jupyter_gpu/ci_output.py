@@ -102,6 +102,8 @@ def write_all(outcomes, args, formats: list[str], code: int) -> int:
         steps.append(("step summary", lambda: _append_summary(outcomes, args, code)))
     if formats:
         steps.append(("report", lambda: _write_reports(outcomes, args, formats)))
+    if _ran(outcomes):  # the cost summary, in the log too
+        steps.append(("cost summary", lambda: print("\n" + report.to_markdown(report.build(_ran(outcomes))), flush=True)))
     for what, step in steps:
         try:
             step()

@@ -340,8 +340,17 @@ def _main(args) -> int:
     if bad:
         print(f"jupyter-gpu run: --report {bad[0]}: use md, json or html", file=sys.stderr)
         return EXIT_USAGE
+    if args.embedded and (args.url or args.token is not None):
+        print("jupyter-gpu run: --embedded cannot go with --url/--token", file=sys.stderr)
+        return EXIT_USAGE
     env = dict(os.environ)
     url = None if args.embedded else (args.url or env.get("JUPYTER_GPU_URL"))
+    if not url and args.token is not None:  # meant a shared backend: never run on the embedded one instead
+        print("jupyter-gpu run: --token without --url or JUPYTER_GPU_URL", file=sys.stderr)
+        return EXIT_USAGE
+    if not url and not args.embedded and env.get("JUPYTER_GPU_TOKEN"):
+        print("jupyter-gpu run: note: JUPYTER_GPU_TOKEN is set but JUPYTER_GPU_URL is not: "
+              "using the embedded backend", file=sys.stderr, flush=True)
     if args.embedded:
         for k in ("JUPYTER_GPU_URL", "JUPYTER_GPU_TOKEN"):
             env.pop(k, None)
