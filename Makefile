@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-test docker-ready demo test bench clean
+.PHONY: install install-test docker-ready demo notebooks test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ install-test: $(VENV)/.installed-test
 
 demo: install
 	$(VENV)/bin/jupyter-gpu run notebooks/quickstart.ipynb --output notebooks/out
+
+# every example notebook, as CI runs them (failure_demo is marked to fail); exit codes: README
+notebooks: install
+	$(VENV)/bin/jupyter-gpu run notebooks/*.ipynb --output notebooks/out --junit notebooks/out/junit.xml --report html
 
 # The docker runtime's tests need a Docker Engine and the worker image: installed (apt), started and
 # built here when missing, quiet when all is there.  Where no engine can run, it says why and the

@@ -55,6 +55,14 @@ def _text(s: str) -> str:
     return _BAD_XML.sub("", s or "")
 
 
+def _classname(path: str) -> str:
+    """The notebook's folder, relative to here when it is below, as a dotted name ("notebooks")."""
+    folder = os.path.dirname(os.path.abspath(path))
+    rel = os.path.relpath(folder)
+    name = (folder if rel.startswith("..") else rel).replace(os.sep, ".").strip(".")
+    return name or "notebooks"
+
+
 def junit_xml(outcomes, args) -> bytes:
     """One test case per notebook; a failed cell's source and traceback in its <failure>."""
     total_time = sum(o.seconds for o in outcomes)
@@ -73,8 +81,7 @@ def junit_xml(outcomes, args) -> bytes:
     if args.gpu_fallback:
         ET.SubElement(props, "property", name="gpu_fallback", value=args.gpu_fallback)
     for o in outcomes:
-        case = ET.SubElement(suite, "testcase", name=os.path.basename(o.path),
-                             classname=os.path.dirname(o.path).replace(os.sep, ".") or "notebooks",
+        case = ET.SubElement(suite, "testcase", name=os.path.basename(o.path), classname=_classname(o.path),
                              time=f"{o.seconds:.3f}", file=o.path)
         where = f"cell {o.cell + 1}" if o.cell is not None else "notebook"
         detail = f"{where}:\n{o.source}\n\n{o.traceback}".strip() if o.source or o.traceback else o.reason
