@@ -340,6 +340,10 @@ def _main(args) -> int:
     if bad:
         print(f"jupyter-gpu run: --report {bad[0]}: use md, json or html", file=sys.stderr)
         return EXIT_USAGE
+    missing = [p for p in args.notebooks if not os.path.isfile(p)]
+    if missing:
+        print(f"jupyter-gpu run: no such notebook: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
     if args.embedded and (args.url or args.token is not None):
         print("jupyter-gpu run: --embedded cannot go with --url/--token", file=sys.stderr)
         return EXIT_USAGE

@@ -245,6 +245,7 @@ def test_pytest_nbmake_runs_the_same_notebooks_and_fails_the_failing_one(fresh_k
     (["-p", "not a name", "1"], "not a Python name"),
     (["--report", "pdf"], "use md, json or html"),
     (["--token", "t"], "--token without --url"),
+    (["missing.ipynb"], "no such notebook: missing.ipynb"),
     (["--embedded", "--url", "http://127.0.0.1:1"], "--embedded cannot go with"),
 ])
 def test_bad_arguments_exit_2_before_running_anything(fresh_kernel_env, tmp_path, argv, message):
