@@ -72,7 +72,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--token", help="backend token (default: $JUPYTER_GPU_TOKEN)")
     ap.add_argument("--embedded", action="store_true", help="use the embedded backend even if $JUPYTER_GPU_URL is set")
     ap.add_argument("--gpu-fallback", metavar="TYPE", help="run %%%%gpu cells on TYPE (e.g. cpu) when the GPU type they ask for is not offered")
-    ap.add_argument("--max-cost", type=float, metavar="USD", help="budget for the whole run; a notebook stops after the cell that breaks it")
+    ap.add_argument("--max-cost", type=float, metavar="USD", help="budget of the whole run in USD; a notebook stops at the cell that breaks it (a running cell is interrupted)")
     ap.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds (default 600)")
     ap.add_argument("--report", action="append", default=[], metavar="md|json|html",
                     help="write the cost report as OUTPUT/report.FMT (repeatable, or md,json)")
@@ -105,7 +105,7 @@ def inject_parameters(nb, params: dict) -> None:
     cell = nbformat.v4.new_code_cell(source.rstrip("\n"))
     cell.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(at, cell)
-    nb.metadata.setdefault(META, {})["parameters"] = params
+    nb.metadata.setdefault(META, {})["parameters"] = json.loads(json.dumps(params, default=repr))  # {1, 2}: its repr
 
 
 # -- the backend, checked before anything runs ---------------------------------------------------

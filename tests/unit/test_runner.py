@@ -35,6 +35,9 @@ def test_parameters_go_after_the_parameters_cell_and_replace_an_earlier_injectio
     runner.inject_parameters(nb, {"n": 3, "name": "a"})
     assert [c.source for c in nb.cells] == ["import x", "n = 1", "# Parameters\nn = 3\nname = 'a'", "print(n)"]
     assert nb.cells[2].metadata["tags"] == ["injected-parameters"]
+    runner.inject_parameters(nb, {"s": {1, 2}})  # a literal JSON cannot hold still makes a notebook
+    nbformat.validate(nb)
+    assert nbformat.reads(nbformat.writes(nb), as_version=4).cells[2].source == "# Parameters\ns = {1, 2}"
 
 
 def test_without_a_parameters_cell_they_go_first_and_without_parameters_nothing_changes():
