@@ -4,7 +4,9 @@ Variants, measured in the same run, interleaved round by round (the order rotate
 variant always goes first):
   local  a plain cell `x = 1`                                       (anchor)
   px     `%%px\\nx = 1` with a 1-engine ipyparallel cluster, started inside the kernel
-  gpu    `%%gpu\\nx = 1` after `%load_ext jupyter_gpu` and warm-up cells (worker warm)
+  gpu    `%%gpu\\nx = 1` after `%load_ext jupyter_gpu` and warm-up cells (worker warm; warm cells
+         take the worker's direct lane, see jupyter_gpu/lane.py)
+  relay  the same with JUPYTER_GPU_LANE=0: every cell relayed by the backend (for comparison)
 
 Each variant runs in its own kernel, so one variant's client threads (ipyparallel's, jupyter-gpu's)
 cannot slow another's cells; the kernels are identical otherwise.  Round trip = from sending the
@@ -17,6 +19,7 @@ Targets (DESIGN.md): gpu median <= 0.5 x px median, and <= local median + 2 ms.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -24,7 +27,7 @@ import time
 from common import (CellError, run_main, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
                     verdict, write_result)
 
-CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1"}
+CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1", "relay": "%%gpu\nx = 1"}
 PX_START = ("import ipyparallel as ipp\n"
             "_bench_rc = ipp.Cluster(n=1).start_and_connect_sync()\n"
             "_bench_rc.wait_for_engines(1, timeout=60)\n"
@@ -37,7 +40,7 @@ def start_px(kernel):
     on_cleanup(lambda: kernel.execute(PX_STOP, timeout=60, check=False))
 
 
-def start_gpu(kernel, cold_timeout):
+def start_gpu(kernel, cold_timeout, route="lane"):
     kernel.execute("%load_ext jupyter_gpu", timeout=60)
     on_cleanup(lambda: kernel.execute("%gpu release", timeout=30, check=False))
     t0 = time.perf_counter()
@@ -48,6 +51,9 @@ def start_gpu(kernel, cold_timeout):
     if not footers:
         raise RuntimeError("the %%gpu cell ran but produced no footer display_data "
                            "(application/vnd.jupyter-gpu.execution+json)")
+    second = kernel.execute(CODE["gpu"], timeout=cold_timeout).footers()
+    if not second or second[-1].get("route", "backend") != route:
+        raise RuntimeError(f"a warm %%gpu cell took route {second and second[-1].get('route')!r}, expected {route!r}")
     return footers[-1]
 
 
@@ -58,7 +64,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="30 rounds, 10 warm-up: a smoke run")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per measured cell")
     ap.add_argument("--cold-timeout", type=float, default=180.0, help="seconds for the first %%gpu cell")
-    ap.add_argument("--variants", default="local,px,gpu")
+    ap.add_argument("--variants", default="local,px,gpu,relay")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup = min(args.rounds, 30), min(args.warmup, 10)
@@ -69,11 +75,14 @@ def main(argv=None):
     for v in wanted:
         try:
             print(f"starting kernel for {v} ...", flush=True)
-            k = kernels[v] = Kernel(f"roundtrip-{v}")
+            env = {**os.environ, "JUPYTER_GPU_LANE": "0"} if v == "relay" else None
+            k = kernels[v] = Kernel(f"roundtrip-{v}", env=env)  # relay: its own embedded backend, lanes off
             if v == "px":
                 start_px(k)
             elif v == "gpu":
                 first_footer = start_gpu(k, args.cold_timeout)
+            elif v == "relay":
+                start_gpu(k, args.cold_timeout, route="backend")
             k.track_children()
         except (CellError, CellTimeout, RuntimeError) as e:
             errors[v] = f"setup failed: {e}"
@@ -111,7 +120,7 @@ def main(argv=None):
                 active.remove(v)
                 continue
             samples[v].append(rep.seconds * 1000.0)
-            if v == "gpu" and any(f.get("cold") for f in rep.footers()):
+            if v in ("gpu", "relay") and any(f.get("cold") for f in rep.footers()):
                 cold_in_measured += 1
         if (r + 1) % max(1, args.rounds // 5) == 0:
             print(f"  round {r + 1}/{args.rounds}", flush=True)
@@ -126,6 +135,10 @@ def main(argv=None):
     ratios, targets = {}, {}
     if "px" in med:
         ratios["px_over_local"] = ratio(med["px"], med["local"])
+    if "relay" in med:
+        ratios["relay_minus_local_ms"] = med["relay"] - med["local"]
+        if "px" in med:
+            ratios["relay_over_px"] = ratio(med["relay"], med["px"])
     if "gpu" in med:
         paired = [g - l for g, l in zip(samples["gpu"], samples["local"])]
         ratios["gpu_minus_local_ms"] = med["gpu"] - med["local"]
