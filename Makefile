@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-test docker-ready demo notebooks test bench clean
+.PHONY: install install-test docker-ready postgres-ready demo notebooks test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,20 @@ notebooks: install
 docker-ready: install-test
 	@worker_image/docker_ready.sh $(PY)
 
+# The PostgreSQL ledger's tests start a throwaway cluster of their own from the server's binaries
+# (initdb, pg_ctl): Debian's postgresql is installed here when they are missing, quiet when present.
+# Where it cannot be installed, it says why and those tests skip with that reason.
+postgres-ready:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "postgres-ready: installing postgresql (apt)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get update -qq && apt-get install -y -qq postgresql; } </dev/null >/dev/null \
+	    || echo "postgres-ready: apt-get install postgresql failed; the PostgreSQL ledger tests will skip" >&2; \
+	else echo "postgres-ready: no PostgreSQL server and no apt-get as root; the PostgreSQL ledger tests will skip" >&2; fi
+
 # pytest exits 5 when it collected nothing: that is a failure of the suite, not a pass.
-test: install-test docker-ready
+test: install-test docker-ready postgres-ready
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -67,7 +67,7 @@ class BackendServer:
         self.ledger = Ledger(config.ledger or default_ledger_path())
         if any(self.ledger.recovered.values()):
             log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",
-                        self.ledger.path, self.ledger.recovered)
+                        self.ledger.where, self.ledger.recovered)
         self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers,
                                    self.ledger, config.min_warm, lanes=config.lanes)
         self.app, self.gateway = create_app(config, self.scheduler)
@@ -114,6 +114,7 @@ class BackendServer:
             if watcher:
                 watcher.cancel()
             await self.scheduler.shutdown()
+            self.ledger.close()  # the workers' last transitions are committed, not left to the next start
             if self.config.runtime_file:
                 remove_runtime_file(self.config.runtime_file)
 
@@ -131,7 +132,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
     ap.add_argument("--min-warm", type=int, default=None, help="unleased pre-started workers per GPU type")
-    ap.add_argument("--ledger", help="SQLite file of sessions, workers and cells (default: in the Jupyter data dir)")
+    ap.add_argument("--ledger", help="where sessions, workers and cells are recorded: a SQLite file (default: in the "
+                                     "Jupyter data dir) or a PostgreSQL DSN postgresql://USER@HOST/DB (JUPYTER_GPU_LEDGER)")
     ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
     ap.add_argument("--session-budget", type=float, help="USD per kernel session; then its cells are refused")
     ap.add_argument("--user-budget", type=float, help="USD per user since the backend started; then refused")

@@ -24,7 +24,13 @@ def cells(url, session):
 
 
 def test_cells_are_recorded_with_their_phases_and_in_flight_work_is_lost_after_a_restart(tmp_path):
-    proc, url = start_backend(tmp_path, "--token", TOKEN)
+    recorded_then_lost_after_a_restart(tmp_path)  # the default ledger: a SQLite file in tmp_path
+
+
+def recorded_then_lost_after_a_restart(tmp_path, *ledger_args):
+    """A cell recorded with its phases; a cell in flight when the backend is SIGKILLed is lost after
+    a restart, and what was done stays done.  ``ledger_args`` pick another ledger (--ledger DSN)."""
+    proc, url = start_backend(tmp_path, "--token", TOKEN, *ledger_args)
     try:
         c = BackendClient(url, TOKEN, "s-ledger")
         done = run_cell(c, "# %%gpu\nx = 1", "c-ok")[-1]
@@ -47,7 +53,7 @@ def test_cells_are_recorded_with_their_phases_and_in_flight_work_is_lost_after_a
         if proc.poll() is None:
             proc.kill()
 
-    proc, url = start_backend(tmp_path, "--token", TOKEN)
+    proc, url = start_backend(tmp_path, "--token", TOKEN, *ledger_args)
     try:
         after = cells(url, "s-ledger")
         assert after["c-inflight"]["status"] == "lost", after["c-inflight"]

@@ -1,0 +1,129 @@
+"""The ledger on PostgreSQL (``--ledger postgresql://...``): the same records and the same recovery
+as on SQLite, against a real server - a throwaway cluster this module starts and stops."""
+import sqlite3
+
+import pytest
+
+from jupyter_gpu_backend.ledger import POSTGRES, SCHEMA, SQLITE, Ledger
+
+from .postgres_cluster import Cluster, server_bindir
+from .test_ledger import recorded_then_lost_after_a_restart
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'jupyter-gpu[postgres]')")
+    bindir = server_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, pg_isready) in /usr/lib/postgresql/*/bin "
+                    "or on PATH: `make postgres-ready` installs them")
+    try:
+        cluster = Cluster(bindir)
+    except KeyError:
+        pytest.skip("running as root and there is no `postgres` user to run the server as")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def rows(dsn, sql, args=()):
+    import psycopg
+
+    with psycopg.connect(dsn) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def test_cells_are_recorded_and_in_flight_work_is_lost_after_a_restart_on_postgres(tmp_path, pg):
+    dsn = pg.create_db("scenario")
+    recorded_then_lost_after_a_restart(tmp_path, "--ledger", dsn)
+
+    # it was PostgreSQL that held them: no SQLite file was written, and the rows are in the server
+    assert not (tmp_path / "ledger.sqlite3").exists()
+    assert f"ledger postgresql {dsn}: in flight at the last stop" in (tmp_path / "log").read_text()
+    cells = dict(rows(dsn, "SELECT id, status FROM cells"))
+    assert cells == {"c-ok": "ok", "c-inflight": "lost"}, cells
+    # the worker that ran them was live when the backend died: lost too, with that transition recorded
+    lost = rows(dsn, "SELECT w.id, w.cause FROM workers w JOIN worker_states s ON s.worker = w.id "
+                     "WHERE w.state = 'lost' AND s.state = 'lost'")
+    assert lost and all(cause == "the backend stopped" for _, cause in lost), lost
+    # timestamps keep sub-second precision (a 4-byte REAL would round them to minutes)
+    (submitted, done), = rows(dsn, "SELECT submitted, done FROM cells WHERE id = 'c-ok'")
+    assert submitted != round(submitted) and 0 < done - submitted < 60
+
+
+def normalized(columns: dict, real: str) -> dict:
+    """{table: [(column, type, not null)]} with the dialect's float type named REAL."""
+    return {t: [(c, "REAL" if typ == real.upper() else typ, nn) for c, typ, nn in cols] for t, cols in columns.items()}
+
+
+def test_both_dialects_create_the_same_tables_and_columns(tmp_path, pg):
+    lite, post = Ledger(str(tmp_path / "l.sqlite3")), Ledger(pg.create_db("schema"))
+    try:
+        assert lite.dialect is SQLITE and post.dialect is POSTGRES
+        a, b = normalized(lite.columns(), SQLITE.real), normalized(post.columns(), POSTGRES.real)
+        assert sorted(a) == ["cells", "sessions", "worker_states", "workers"]
+        assert a == b
+        assert ("user", "TEXT", True) in a["cells"] and ("submitted", "REAL", True) in a["cells"]
+    finally:
+        lite.close()
+        post.close()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_older_ledger_gains_the_columns_added_since(tmp_path, pg, dialect):
+    target = str(tmp_path / "old.sqlite3") if dialect == "sqlite" else pg.create_db("old")
+    old = SCHEMA.format(real="DOUBLE PRECISION").replace(", pool TEXT", "").replace(",\n    pool TEXT", "")
+    if dialect == "sqlite":
+        with sqlite3.connect(target) as db:
+            db.executescript(old)
+    else:
+        import psycopg
+
+        with psycopg.connect(target) as db:
+            db.execute(old)
+    ledger = Ledger(target)
+    try:
+        assert ("pool", "TEXT", False) in ledger.columns()["cells"]
+        ledger.worker_requested("w-old", "cpu", "local")
+        ledger.worker_pool("w-old", "dedicated")
+        assert ledger.query("SELECT pool FROM workers WHERE id = ?", ("w-old",)) == [("dedicated",)]
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_refused_write_is_skipped_alone(tmp_path, pg, dialect):
+    target = str(tmp_path / "l.sqlite3") if dialect == "sqlite" else pg.create_db("refused")
+    ledger = Ledger(target)
+    try:
+        # queued together, so one transaction: the second insert of w-1 breaks its primary key
+        ledger.worker_requested("w-1", "cpu", "local")
+        ledger.worker_requested("w-1", "cpu", "local")
+        ledger.session_opened("s-1", "alice")
+        ledger.cell_started("c-1", "s-1", "alice", "cpu")
+        assert ledger.flush()
+        assert ledger.query("SELECT id FROM workers") == [("w-1",)]
+        assert ledger.cells("alice") and ledger.cells("alice")[0]["id"] == "c-1"
+        assert ledger.query('SELECT id FROM sessions WHERE "user" = ?', ("alice",)) == [("s-1",)]
+    finally:
+        ledger.close()
+
+
+def test_writes_queued_while_postgres_restarts_are_committed_once_it_is_back(pg, caplog):
+    ledger = Ledger(pg.create_db("restart"))
+    try:
+        ledger.session_opened("before", "alice")
+        assert ledger.flush()
+        pg.restart()  # the writer's connection is cut
+        ledger.session_opened("after", "alice")
+        ledger.cell_started("c-after", "after", "alice", "cpu")
+        assert ledger.flush(60), "the writer did not get its batch in after the server came back"
+        assert sorted(r[0] for r in ledger.query("SELECT id FROM sessions")) == ["after", "before"]
+        assert [c["id"] for c in ledger.cells("alice", "after")] == ["c-after"]
+        assert "trying again (2 writes kept)" in caplog.text  # the cut was seen, and the batch kept
+    finally:
+        ledger.close()
