@@ -212,6 +212,8 @@ class Gateway:
                                     "gpu": run.gpu, "cold": False, "timings": {"queue": waited}})
             return
         ledger.cell_running(run.id)
+        # the live status line goes from "queued"/"cold start" to "running" (a warm cell shows neither)
+        await run.session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "running", "gpu": run.gpu})
         await self.scheduler.dispatch(run, lease, header, inline, frames)
 
     async def _lane_lost(self, session, header: dict) -> None:
@@ -323,8 +325,17 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         user = authorized(request)
         if not user:
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
-        rows = await asyncio.to_thread(scheduler.ledger.cells, user, session, max(1, min(limit, 10000)))
-        return {"cells": rows or []}
+        cols = ("id", "session", "gpu", "worker", "status", "submitted", "done", "cold",
+                "queue_s", "cold_start_s", "load_s", "exec_s", "post_s", "run_s")
+        where, args = "user = ?", [user]
+        if session:
+            where, args = where + " AND session = ?", args + [session]
+        rows = await asyncio.to_thread(
+            scheduler.ledger.query,
+            f"SELECT {', '.join(cols)} FROM cells WHERE {where} ORDER BY submitted DESC LIMIT ?",
+            (*args, max(1, min(limit, 10000))),
+        )
+        return {"cells": [dict(zip(cols, r)) for r in rows or []]}
 
     @app.get("/api/queue")
     async def queue(request: Request):
@@ -334,7 +345,9 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         if not user:
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
         mine = {sid for sid, s in scheduler.sessions.items() if s.user == user}
-        rows = await asyncio.to_thread(scheduler.ledger.queued_cells, user)
+        rows = await asyncio.to_thread(
+            scheduler.ledger.query, "SELECT id, session, gpu FROM cells WHERE user = ? AND status = 'queued'", (user,)
+        )
         return {"queued": [{"cell": c, "session": s, "gpu": g, "position": scheduler.capacity.position(g, c)}
                            for c, s, g in rows or [] if s in mine]}
 

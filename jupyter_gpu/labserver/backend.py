@@ -67,7 +67,7 @@ def catalog(offers: list[str]) -> list[dict]:
     except AttributeError:  # the plain price table
         gpus = list(pricing.PRICES)
     rows = []
-    for gpu in dict.fromkeys([*offers, *gpus]):
+    for gpu in dict.fromkeys([*offers, *gpus, "cpu"]):  # the local runtime always has the cpu device
         p = pricing.price_for(gpu).as_dict()
         rows.append({
             "gpu": gpu,

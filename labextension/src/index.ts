@@ -69,6 +69,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       applied.set(kernel.id, code);
+      console.debug(`jupyter-gpu: applying ${JSON.stringify(choice)} to kernel ${kernel.id}`);
       try {
         await runSilently(panel.sessionContext, code);
       } catch (e) {

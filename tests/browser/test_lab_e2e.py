@@ -1,0 +1,195 @@
+"""The lab extension in a real browser: Debian's Chromium driven by Playwright, a real `jupyter lab`
+with the extension installed, a real kernel and the real embedded backend (``cpu`` device here).
+
+One notebook, in order: pick the device in the sidebar, run a `%%gpu` cell that prints for ~3.6 s
+and see its lines arrive before it ends, see the live status then the footer, see the sidebar's
+worker and the session cost (status bar too), interrupt a running cell, release the worker.
+Screenshots go to tests/browser/screenshots/ (not committed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _reap_backend, make_kernel_env
+from tests.lab.server import jupyter
+
+CHROMIUM = os.environ.get("JUPYTER_GPU_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+SHOTS = Path(__file__).parent / "screenshots"
+T = 60_000  # ms, the longest any one condition may take
+
+# a team price file that gives the cpu device a price, so the cost figures are not all zero
+TEAM_PRICES = """
+[defaults]
+serverless = "team"
+dedicated = "team"
+
+[[serverless]]
+gpu = "cpu"
+provider = "team"
+per_s = 0.001
+as_of = "2026-11-29"
+source = "browser test"
+
+[[dedicated]]
+gpu = "cpu"
+provider = "team"
+per_h = 7.2
+as_of = "2026-11-29"
+source = "browser test"
+"""
+
+SLOW = "%%gpu\nimport time\nfor i in range(6):\n    print(f'line {i}', flush=True)\n    time.sleep(0.6)\n"
+LONG = "%%gpu\nimport time\nfor i in range(3000):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.1)\n"
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM),
+    reason=f"no Chromium at {CHROMIUM} (make test installs Debian's chromium)",
+)
+
+
+def notebook(cells: list[str]) -> dict:
+    return {
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+        "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "source": s, "outputs": [],
+                   "execution_count": None} for i, s in enumerate(cells)],
+    }
+
+
+@pytest.fixture
+def lab(tmp_path):
+    runtime = tmp_path / "gpu-runtime"
+    runtime.mkdir()
+    prices = tmp_path / "prices.toml"
+    prices.write_text(TEAM_PRICES)
+    env = {**make_kernel_env(runtime), "JUPYTER_GPU_PRICES": str(prices)}
+    try:
+        with jupyter(tmp_path, env, app="lab") as server:
+            yield server
+    finally:
+        _reap_backend(runtime)
+
+
+@pytest.fixture
+def page(lab):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(T)
+        try:
+            yield pg
+        finally:
+            try:
+                pg.screenshot(path=str(SHOTS / "last.png"))
+            finally:
+                browser.close()
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def wait_idle(page):
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=T)
+
+
+def run_cell(page, index: int):
+    """Select cell `index` and press Shift+Enter once the kernel is idle (else the key is lost)."""
+    wait_idle(page)
+    cell = page.locator(".jp-NotebookPanel:visible .jp-Cell").nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    return cell
+
+
+def test_sidebar_footer_streaming_and_interrupt(lab, page):
+    (lab.root / "demo.ipynb").write_text(json.dumps(notebook(["%load_ext jupyter_gpu", SLOW, LONG])))
+    page.goto(f"{lab.url}lab/tree/demo.ipynb?token={lab.token}")
+    wait_idle(page)
+
+    # the sidebar: every catalog type with both prices; the cpu device picked for this notebook
+    page.click(".jp-SideBar.jp-mod-right [data-id='jupyter-gpu-sidebar']")
+    sidebar = page.locator("#jupyter-gpu-sidebar")
+    h100 = sidebar.locator("tr.jp-gpu-type[data-gpu='H100']")
+    h100.wait_for()
+    assert h100.locator(".jp-gpu-price-serverless").inner_text().startswith("$")
+    assert h100.locator(".jp-gpu-price-dedicated").inner_text().startswith("$")
+    cpu = sidebar.locator("tr.jp-gpu-type[data-gpu='cpu']")
+    assert cpu.locator(".jp-gpu-price-serverless").inner_text() == "$3.60/h"  # the team's price file
+    cpu.locator("input[type=radio]").check()
+    page.wait_for_function(
+        "() => document.querySelector('#jupyter-gpu-sidebar .jp-gpu-message').textContent.startsWith('applied: cpu')")
+    shot(page, "1-device-picked")
+
+    # a cell that prints for ~3.6 s: its lines show up while it still runs
+    run_cell(page, 0)
+    cell = run_cell(page, 1)
+    out = cell.locator(".jp-OutputArea")
+    out.get_by_text("line 1").wait_for()
+    t_first = time.monotonic()
+    assert "line 5" not in out.inner_text(), "the output came all at once, not streamed"
+    cell.locator(".jp-gpu-footer-live").wait_for()  # the live status line, updated in place
+    assert "running" in cell.locator(".jp-gpu-footer-live .jp-gpu-footer-phase").inner_text()
+    shot(page, "2-streaming")
+    footer = cell.locator(".jp-gpu-footer:not(.jp-gpu-footer-live)")
+    footer.wait_for()
+    t_done = time.monotonic()
+    assert t_done - t_first > 1.5, f"the lines arrived only {t_done - t_first:.2f} s before the cell ended"
+    assert cell.locator(".jp-gpu-footer-live").count() == 0  # the live line is gone, the footer stays
+    text = footer.inner_text()
+    assert "GPU-s" in text and "dedicated" in text and "wall" in text
+    cost = footer.locator(".jp-gpu-footer-cost").inner_text()
+    assert cost.startswith("$0.00") and not cost.startswith("$0 "), cost  # priced by the team file
+    assert footer.locator(".jp-gpu-footer-device").inner_text()
+    shot(page, "3-footer")
+
+    # the sidebar: this notebook's warm worker with its keep-warm countdown, and the session cost
+    worker = sidebar.locator("tr.jp-gpu-worker[data-gpu='cpu'][data-state='idle']")
+    worker.wait_for()
+    page.wait_for_function(
+        "() => { const c = document.querySelector('#jupyter-gpu-sidebar .jp-gpu-cost');"
+        " return c && Number(c.dataset.cells) >= 1 && Number(c.dataset.usd) > 0; }")
+    assert ":" in worker.locator(".jp-gpu-worker-countdown").inner_text()  # m:ss left of 5 min
+    status_item = page.locator(".jp-gpu-status")
+    assert status_item.inner_text().startswith("GPU $0.00"), status_item.inner_text()
+    shot(page, "4-sidebar-worker-cost")
+
+    # interrupt a running cell: the remote code stops, the worker stays warm
+    cell = run_cell(page, 2)
+    cell.locator(".jp-OutputArea").get_by_text("tick 3").wait_for()
+    # (a warm cell on the same host runs over the kernel's direct lane to its worker: the backend,
+    # and so the sidebar, learn of it when it ends, so "busy" is not asserted here)
+    shot(page, "5-running")
+    page.click(".jp-NotebookPanel:visible [data-jp-item-name='interrupt'] button")
+    cell.locator(".jp-OutputArea").get_by_text("KeyboardInterrupt").first.wait_for()
+    wait_idle(page)
+    assert "tick 2999" not in cell.locator(".jp-OutputArea").inner_text()
+    page.wait_for_function(  # the interrupted cell is metered; the worker is still there, warm
+        "() => { const c = document.querySelector('#jupyter-gpu-sidebar .jp-gpu-cost');"
+        " const w = document.querySelector('#jupyter-gpu-sidebar tr.jp-gpu-worker');"
+        " return Number(c.dataset.cells) >= 2 && w && w.dataset.state === 'idle'; }")
+    shot(page, "6-interrupted")
+
+    # release: the worker goes; the choice was saved into the notebook's metadata
+    sidebar.locator("button.jp-gpu-release").click()
+    page.wait_for_function(
+        "() => !document.querySelector('#jupyter-gpu-sidebar tr.jp-gpu-worker')")
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 30
+    while json.loads((lab.root / "demo.ipynb").read_text())["metadata"].get("jupyter_gpu") is None:
+        assert time.monotonic() < deadline, "the notebook was not saved with its device choice"
+        time.sleep(0.1)  # polling the file the server writes, with a deadline
+    assert json.loads((lab.root / "demo.ipynb").read_text())["metadata"]["jupyter_gpu"] == {"gpu": "cpu"}
+    shot(page, "7-released")
