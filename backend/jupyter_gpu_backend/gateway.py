@@ -325,17 +325,8 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         user = authorized(request)
         if not user:
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
-        cols = ("id", "session", "gpu", "worker", "status", "submitted", "done", "cold",
-                "queue_s", "cold_start_s", "load_s", "exec_s", "post_s", "run_s")
-        where, args = "user = ?", [user]
-        if session:
-            where, args = where + " AND session = ?", args + [session]
-        rows = await asyncio.to_thread(
-            scheduler.ledger.query,
-            f"SELECT {', '.join(cols)} FROM cells WHERE {where} ORDER BY submitted DESC LIMIT ?",
-            (*args, max(1, min(limit, 10000))),
-        )
-        return {"cells": [dict(zip(cols, r)) for r in rows or []]}
+        rows = await asyncio.to_thread(scheduler.ledger.cells, user, session, max(1, min(limit, 10000)))
+        return {"cells": rows or []}
 
     @app.get("/api/queue")
     async def queue(request: Request):
@@ -345,9 +336,7 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         if not user:
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
         mine = {sid for sid, s in scheduler.sessions.items() if s.user == user}
-        rows = await asyncio.to_thread(
-            scheduler.ledger.query, "SELECT id, session, gpu FROM cells WHERE user = ? AND status = 'queued'", (user,)
-        )
+        rows = await asyncio.to_thread(scheduler.ledger.queued_cells, user)
         return {"queued": [{"cell": c, "session": s, "gpu": g, "position": scheduler.capacity.position(g, c)}
                            for c, s, g in rows or [] if s in mine]}
 
