@@ -55,6 +55,13 @@ def test_cells_are_recorded_and_in_flight_work_is_lost_after_a_restart_on_postgr
     assert submitted != round(submitted) and 0 < done - submitted < 60
 
 
+def target(dialect, tmp_path, request, name):
+    """A new empty ledger target; the server is started only for PostgreSQL (SQLite runs without)."""
+    if dialect == "sqlite":
+        return str(tmp_path / f"{name}.sqlite3")
+    return request.getfixturevalue("pg").create_db(name)
+
+
 def normalized(columns: dict, real: str) -> dict:
     """{table: [(column, type, not null)]} with the dialect's float type named REAL."""
     return {t: [(c, "REAL" if typ == real.upper() else typ, nn) for c, typ, nn in cols] for t, cols in columns.items()}
@@ -74,18 +81,18 @@ def test_both_dialects_create_the_same_tables_and_columns(tmp_path, pg):
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_an_older_ledger_gains_the_columns_added_since(tmp_path, pg, dialect):
-    target = str(tmp_path / "old.sqlite3") if dialect == "sqlite" else pg.create_db("old")
+def test_an_older_ledger_gains_the_columns_added_since(tmp_path, request, dialect):
+    where = target(dialect, tmp_path, request, "old")
     old = SCHEMA.format(real="DOUBLE PRECISION").replace(", pool TEXT", "").replace(",\n    pool TEXT", "")
     if dialect == "sqlite":
-        with sqlite3.connect(target) as db:
+        with sqlite3.connect(where) as db:
             db.executescript(old)
     else:
         import psycopg
 
-        with psycopg.connect(target) as db:
+        with psycopg.connect(where) as db:
             db.execute(old)
-    ledger = Ledger(target)
+    ledger = Ledger(where)
     try:
         assert ("pool", "TEXT", False) in ledger.columns()["cells"]
         ledger.worker_requested("w-old", "cpu", "local")
@@ -96,9 +103,8 @@ def test_an_older_ledger_gains_the_columns_added_since(tmp_path, pg, dialect):
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_a_refused_write_is_skipped_alone(tmp_path, pg, dialect):
-    target = str(tmp_path / "l.sqlite3") if dialect == "sqlite" else pg.create_db("refused")
-    ledger = Ledger(target)
+def test_a_refused_write_is_skipped_alone(tmp_path, request, dialect):
+    ledger = Ledger(target(dialect, tmp_path, request, "refused"))
     try:
         # queued together, so one transaction: the second insert of w-1 breaks its primary key
         ledger.worker_requested("w-1", "cpu", "local")
