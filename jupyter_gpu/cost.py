@@ -14,6 +14,10 @@ Billing follows the price's profile (`pricing.Profile`):
   `%gpu release` stops it at once); it is reported as ``pending_keep_warm_s``, at most keep-warm.
 - dedicated: one GPU of each type used, billed for the session's wall time (busy or idle),
   rounded by the dedicated entry's granularity and minimum.
+- a cell that ran on a worker of the backend's dedicated pool (footer ``pool: dedicated``, hybrid
+  pools) is not billed per second: the pool is billed per hour, busy or not, to whoever runs it (the
+  backend's ``/api/pools``).  The cell's ``cost_usd`` is its share: run seconds x the dedicated
+  hourly price / 3600; its keep-warm idle is the pool's, not the session's.
 """
 from __future__ import annotations
 
@@ -36,10 +40,17 @@ def _profile(price: dict) -> dict:
     return price.get("profile") or {"bills_cold_start": True, "bills_keep_warm": True, "unit": "worker"}
 
 
-def cell(timings: dict, price: dict) -> dict:
+def cell(timings: dict, price: dict, pool: str | None = None) -> dict:
     """Per cell: billed seconds by phase, serverless cost, and the dedicated estimate for its wall time.
 
-    ``timings``: queue, cold_start, run, wall (seconds); ``price``: `Price.as_dict()`."""
+    ``timings``: queue, cold_start, run, wall (seconds); ``price``: `Price.as_dict()`; ``pool``:
+    "dedicated" for a cell that ran on the backend's dedicated pool (then nothing is billed per second
+    and ``cost_usd`` is its share of the hourly price)."""
+    if pool == "dedicated":
+        run, per_h = timings.get("run", 0.0), price.get("dedicated_per_h", 0.0)
+        return {"billed": {"cold_start": 0.0, "run": 0.0, "rounding": 0.0}, "billed_seconds": 0.0,
+                "cost_usd": run * per_h / 3600.0, "dedicated_usd": timings.get("wall", 0.0) * per_h / 3600.0,
+                "billing": "dedicated"}
     prof = _profile(price)
     cold = timings.get("cold_start", 0.0) if prof.get("bills_cold_start", True) else 0.0
     run = timings.get("run", 0.0)
@@ -91,10 +102,11 @@ def session(records: list[dict]) -> dict:
             phases[p] += t.get(p, 0.0)
     # keep-warm idle: between cells on the same worker; until the next cell of that GPU type on
     # another worker (at most keep-warm); after a worker's last cell of the session: pending
-    serverless_usd, pending, idle_of = 0.0, 0.0, {}
+    serverless_usd, pending, idle_of, pool_usd = 0.0, 0.0, {}, 0.0
     for (_, gpu, worker), cells in by_worker.items():
         price = cells[0].get("price", {})
         prof = _profile(price)
+        on_pool = cells[0].get("pool") == "dedicated"  # billed per hour to the pool, not per second
         idle = 0.0
         for a, b in zip(cells, cells[1:]):
             idle += max(0.0, _start(b) - _end(a))
@@ -105,11 +117,14 @@ def session(records: list[dict]) -> dict:
         if last.get("status") not in ("killed", "lost"):
             if later:
                 idle += min(kw, _start(later[0]) - _end(last))
-            else:
+            elif not on_pool:
                 pending += kw if prof.get("bills_keep_warm", True) else 0.0
         idle_of[worker] = idle
         phases["keep_warm_idle"] += idle
-        cell_costs = [cell(r.get("timings", {}), r.get("price", price)) for r in cells]
+        cell_costs = [cell(r.get("timings", {}), r.get("price", price), r.get("pool")) for r in cells]
+        if on_pool:  # the session's share of the dedicated pool: its cells' run time at the hourly price
+            pool_usd += sum(c["cost_usd"] for c in cell_costs)
+            continue
         billed_idle = idle if prof.get("bills_keep_warm", True) else 0.0
         raw = sum(c["billed_seconds"] for c in cell_costs) + billed_idle
         total = raw
@@ -139,6 +154,7 @@ def session(records: list[dict]) -> dict:
         "utilisation": busy / wall if wall > 0 else 0.0,
         "serverless_usd": serverless_usd,
         "dedicated_usd": dedicated_usd,
+        "dedicated_pool_usd": pool_usd,  # share of the backend's dedicated pool (hybrid pools)
         "pending_keep_warm_s": pending,
         "timeline": _timeline(recs, wall),
     }
@@ -166,7 +182,7 @@ def _timeline(recs: list[dict], wall: float) -> list[dict]:
     t0 = min((_start(r) for r in recs), default=0.0)
     total, out = 0.0, []
     for r in recs:
-        c = cell(r.get("timings", {}), r.get("price", {}))
+        c = cell(r.get("timings", {}), r.get("price", {}), r.get("pool"))
         total += c["cost_usd"]
         t = r.get("timings", {})
         out.append({"t": _start(r) - t0, "wall": t.get("wall", 0.0), "queue": t.get("queue", 0.0),

@@ -201,7 +201,7 @@ class KernelSession:
                     else:
                         outcome.done.update(worker=held.worker, gpu=gpu, device=held.device, cold=False,
                                             keep_warm=keep_warm if keep_warm is not None else held.keep_warm,
-                                            lane=held.lane, route="lane")
+                                            lane=held.lane, route="lane", pool=held.pool)
                 else:
                     sent = client.send(header, packer.buffers) + packer.shm_bytes
                     outcome = self._drain(header["cell"], gpu, t0, opts, client)
@@ -293,6 +293,7 @@ class KernelSession:
             self.forget(gpu)
             held = self.held[gpu] = Held(worker)
         held.device, held.keep_warm = done.get("device", gpu), done.get("keep_warm")
+        held.pool = done.get("pool") or held.pool
         if done.get("lane") and held.lane != done["lane"]:
             held.drop_lane()
             held.lane = done["lane"]

@@ -16,7 +16,8 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
     price = price_for(done.get("gpu", "cpu")).as_dict()
     ended = time.time()
     timings = {k: t.get(k, 0.0) for k in ("queue", "cold_start", "load", "exec", "post", "run")}
-    c = cost.cell({**timings, "wall": wall}, price)
+    pool = done.get("pool") or "serverless"  # hybrid pools: dedicated cells are billed per hour (cost.py)
+    c = cost.cell({**timings, "wall": wall}, price, pool)
     return {
         "version": 1,
         "status": done.get("status", "ok"),
@@ -26,6 +27,7 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
         "cold": bool(done.get("cold")),
         "start_method": done.get("start_method"),  # a cold worker: forked from the zygote, or spawned
         "route": done.get("route", "backend"),  # "lane": a warm cell that went straight to its worker
+        "pool": pool,  # "dedicated": a worker of the backend's always-on pool (hybrid pools)
         "timings": {**timings, "wall": wall},
         "started_at": ended - wall,  # unix time: the session's timeline and keep-warm gaps
         "keep_warm": done.get("keep_warm"),
@@ -51,8 +53,13 @@ def text(f: dict) -> str:
     t = f["timings"]
     start = f"cold start {_s(t['cold_start'])}" if f["cold"] else "warm"
     price_note = f["price"]["note"] if not f["price"]["serverless_per_s"] else f"{f['price']['provider']} {f['price']['as_of']}"
+    if f.get("pool") == "dedicated":  # nothing billed per second: the cell's share of the pool's hourly price
+        p = f["price"]
+        note = f"{p.get('dedicated_provider')} {p.get('dedicated_as_of')}" if p.get("dedicated_per_h") else p["note"]
+        return (f"gpu: {f['device']} [{f['status']}] · pool: dedicated · {start} · run {_s(t['run'])}"
+                f" · wall {_s(t['wall'])} · {_usd(f['cost_usd'])} share of the dedicated pool ({note})")
     return (
-        f"gpu: {f['device']} [{f['status']}] · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
+        f"gpu: {f['device']} [{f['status']}] · pool: {f.get('pool', 'serverless')} · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
         f" · {f['billed_seconds']:.3f} GPU-s · {_usd(f['cost_usd'])} serverless"
         f" vs {_usd(f['dedicated_usd'])} dedicated ({price_note})"
     )

@@ -14,6 +14,7 @@ class Held:
     remote_only: dict = field(default_factory=dict)
     device: str = ""
     keep_warm: float | None = None
+    pool: str | None = None  # "dedicated" / "serverless": the worker's pool, as the backend said
     lane: dict | None = None  # the worker's direct lane {path, secret}, granted by the backend
     lane_conn: object = None  # the open jupyter_gpu.lane.LaneConnection, once used
 

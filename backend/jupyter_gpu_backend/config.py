@@ -38,6 +38,8 @@ class BackendConfig:
     ledger: str | None = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LEDGER"))  # None: default
     # warm cells of a kernel on the workers' host go by the worker's direct lane (jupyter_gpu/lane.py)
     lanes: bool = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LANE", "1") != "0")
+    # hybrid pools: GPU type -> always-on dedicated workers (dedicated.py; --dedicated, [pools.X] in --config)
+    dedicated: dict = field(default_factory=dict)
 
     @property
     def token_hash(self) -> str:
@@ -62,6 +64,34 @@ def load_users(path: str) -> dict:
     if not isinstance(entries, dict) or not all(isinstance(v, str) and v for v in entries.values()):
         raise ValueError(f"{path}: expected a JSON object of user name -> non-empty token")
     return {hash_token(token): user for user, token in entries.items()}
+
+
+CONFIG_KEYS = {"keep_warm": float, "min_warm": int, "max_workers": int}
+
+
+def load_config_file(path: str, config: BackendConfig) -> None:
+    """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
+
+    Top-level keys: keep_warm, min_warm, max_workers (and the autoscaling knobs that exist in
+    BackendConfig); ``[pools.GPU] dedicated = N`` per GPU type.  Unknown keys are an error."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    for key, value in doc.items():
+        if key == "pools":
+            for gpu, entry in value.items():
+                unknown = set(entry) - {"dedicated"}
+                if unknown or not isinstance(entry.get("dedicated", 0), int) or entry.get("dedicated", 0) < 0:
+                    raise ValueError(f"{path}: [pools.{gpu}] takes only dedicated = N (N >= 0)")
+                config.dedicated[gpu] = entry.get("dedicated", 0)
+        elif key in CONFIG_KEYS or (hasattr(config, key) and key in CONFIG_EXTRA):
+            setattr(config, key, (CONFIG_KEYS.get(key) or CONFIG_EXTRA[key])(value))
+        else:
+            raise ValueError(f"{path}: unknown setting {key!r}")
+
+
+CONFIG_EXTRA: dict = {}  # further knobs a module registers (autoscale.py)
 
 
 def hash_token(token: str) -> str:

@@ -21,6 +21,7 @@ from jupyter_gpu.errors import GpuError
 from .budgets import Budgets
 from .capacity import QueueCancelled
 from .config import BackendConfig
+from .dedicated import pool_usage
 from .scheduler import Conn, Scheduler
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -315,9 +316,19 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         ready = await runtime.wait_ready(min(wait, 300.0)) if hasattr(runtime, "wait_ready") else True
         if ready and wait:
             ready = await scheduler.pool.wait_full(min(wait, 300.0))  # min_warm spares started too
+        if ready and wait:
+            ready = await scheduler.dedicated.wait_full(min(wait, 300.0))  # and the dedicated workers, free
         describe = runtime.describe() if hasattr(runtime, "describe") else {}
         return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(),
-                "warm_pool": scheduler.pool.sizes(), "min_warm": scheduler.pool.min_warm, **describe}
+                "warm_pool": scheduler.pool.sizes(), "min_warm": scheduler.pool.min_warm,
+                "dedicated": scheduler.dedicated.status(), **describe}
+
+    @app.get("/api/pools")
+    async def pools(request: Request):
+        """Seconds and dollars per pool (dedicated / serverless) and GPU type, from the ledger."""
+        if not authorized(request):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        return {"pools": await asyncio.to_thread(pool_usage, scheduler.ledger), "dedicated": scheduler.dedicated.status()}
 
     @app.get("/api/cells")
     async def cells(request: Request, session: str | None = None, limit: int = 1000):

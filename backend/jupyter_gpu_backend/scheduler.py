@@ -16,6 +16,7 @@ from jupyter_gpu import devices, protocol
 from jupyter_gpu.errors import WorkerStartFailed
 
 from .capacity import Capacity
+from .dedicated import DEDICATED, SERVERLESS, DedicatedPool
 from .ledger import NullLedger
 from .pools import SparePool
 
@@ -79,6 +80,7 @@ class Worker:
     lane: dict | None = None  # the worker's direct lane {path, secret} (same-host runtimes)
     cells: int = 0  # cells it ran, through the backend or metered from its lane
     exit_cause: str | None = None  # why it is gone, once it is
+    pool: str = SERVERLESS  # or DEDICATED: an always-on worker of the hybrid pool (dedicated.py)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -133,11 +135,12 @@ class Session:
 
 class Scheduler:
     def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
-                 ledger=None, min_warm: int = 0, lanes: bool = True):
+                 ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None):
         self.runtime = runtime
         self.ledger = ledger if ledger is not None else NullLedger()
         self.capacity = Capacity(max_workers)
         self.pool = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
+        self.dedicated = DedicatedPool(dedicated or {}, self.start_worker, lambda: self.ledger)
         self.keep_warm = keep_warm
         self.start_timeout = start_timeout
         self.sessions: dict[str, Session] = {}
@@ -182,7 +185,8 @@ class Scheduler:
         async def tell_position(n: int) -> None:
             await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "queued", "position": n, "gpu": run.gpu})
 
-        worker = self.pool.take(run.gpu)  # min_warm: a pre-started worker, no cold start
+        # a free dedicated worker first, then a min_warm spare: either way no cold start
+        worker = self.dedicated.take(run.gpu) or self.pool.take(run.gpu)
         if worker is None:
             run.queue = await self.capacity.acquire(run.gpu, run.id, tell_position)  # max_workers
             run.cold = True
@@ -217,13 +221,15 @@ class Scheduler:
         if not ok:
             await self.worker_gone(worker)
 
-    async def start_worker(self, gpu: str) -> Worker:
+    async def start_worker(self, gpu: str, pool: str = SERVERLESS) -> Worker:
         worker_id = f"w-{secrets.token_hex(4)}"
         secret = secrets.token_urlsafe(24)
         loop = asyncio.get_running_loop()
-        worker = Worker(worker_id, gpu, None, loop.create_future())
+        # a dedicated worker holds no max_workers slot (that caps the serverless overflow)
+        worker = Worker(worker_id, gpu, None, loop.create_future(), pool=pool, slot_released=pool == DEDICATED)
         self.pending[worker_id] = (secret, worker)
         self.ledger.worker_requested(worker_id, gpu, self.runtime.name)
+        self.ledger.worker_pool(worker_id, pool)
         try:
             worker.handle = await self.runtime.start(gpu, worker_id, secret)
             done, _ = await asyncio.wait(
@@ -274,10 +280,11 @@ class Scheduler:
                 "run": time.monotonic() - run.t_dispatch,
                 "worker_start": worker.startup_s if run.cold else 0.0,
             }
-            header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold)
+            header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold, pool=worker.pool)
             if run.cold:
                 header["start_method"] = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
             self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
+            self.ledger.cell_pool(run.id, worker.pool)
             worker.cell = None
             if header.get("status") != "resend":
                 worker.cells += 1
@@ -303,6 +310,7 @@ class Scheduler:
         cell, timings = str(header.get("cell", "")), header.get("timings", {})
         self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
         self.ledger.cell_done(cell, str(header.get("status", "ok")), worker.id, False, timings)
+        self.ledger.cell_pool(cell, worker.pool)
         lease = session.leases.get(worker.gpu)
         if lease is not None and lease.worker is worker:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
@@ -327,6 +335,7 @@ class Scheduler:
         what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {worker.exit_cause}"
         self.ledger.cell_started(str(reply["cell"]), session.id, session.user, worker.gpu)
         self.ledger.cell_done(str(reply["cell"]), status, worker.id, False, {})
+        self.ledger.cell_pool(str(reply["cell"]), worker.pool)
         return {**reply, "ran": True, "status": status, "message": what, "device": worker.device, "gpu": worker.gpu}
 
     def _idle(self, lease: Lease | None) -> None:
@@ -368,6 +377,7 @@ class Scheduler:
     async def stop_worker(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
         self._release_slot(worker)
+        self.dedicated.recycle(worker)  # a dedicated worker is replaced by a fresh process
         worker.stopping = True
         self.ledger.worker_state(worker.id, "stopping")
         if worker.conn is not None:
@@ -400,6 +410,7 @@ class Scheduler:
                     lease.expiry.cancel()
                 session.leases.pop(worker.gpu, None)
         self.pool.discard(worker)
+        self.dedicated.recycle(worker)
         cause = worker.exit_cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
         if run is None:
             if worker.retired:
@@ -412,6 +423,7 @@ class Scheduler:
         self.ledger.worker_state(worker.id, "lost", cause=what)
         timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
         self.ledger.cell_done(run.id, status, worker.id, run.cold, timings)
+        self.ledger.cell_pool(run.id, worker.pool)
         await run.session.emit(
             {
                 "type": protocol.ERROR,
@@ -431,6 +443,7 @@ class Scheduler:
                 "gpu": worker.gpu,
                 "device": worker.device,
                 "cold": run.cold,
+                "pool": worker.pool,
             }
         )
 
@@ -485,10 +498,11 @@ class Scheduler:
                     "state": "busy" if w.cell is not None else "idle",
                     "keep_warm": lease.keep_warm,
                     "keep_warm_left": lease.keep_warm_left(),
+                    "pool": w.pool,
                 }
             )
         return {"leases": leases, "offers": self.runtime.offers(), "runtime": self.runtime.name,
-                "warm_pool": self.pool.sizes()}
+                "warm_pool": self.pool.sizes(), "dedicated": self.dedicated.status()}
 
     async def close_session(self, session: Session) -> None:
         """The kernel is gone for good: its workers go too (their namespaces are unreachable)."""
@@ -497,6 +511,7 @@ class Scheduler:
         self.ledger.session_closed(session.id)
 
     async def shutdown(self) -> None:
+        self.dedicated.closing = True  # workers killed from here on are not replaced
         for session in list(self.sessions.values()):
             for lease in list(session.leases.values()):
                 if lease.expiry is not None:

@@ -21,7 +21,8 @@ import uvicorn
 
 from jupyter_gpu.wsclient import keepalive
 
-from .config import BackendConfig, load_users
+from .config import BackendConfig, load_config_file, load_users
+from .dedicated import parse_sizes
 from .ledger import Ledger
 from .ledger import default_path as default_ledger_path
 from .gateway import create_app
@@ -69,7 +70,8 @@ class BackendServer:
             log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",
                         self.ledger.where, self.ledger.recovered)
         self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers,
-                                   self.ledger, config.min_warm, lanes=config.lanes)
+                                   self.ledger, config.min_warm, lanes=config.lanes, dedicated=config.dedicated)
+        self.scheduler.dedicated.check(runtime.offers())  # a dedicated size for a type not offered: refused
         self.app, self.gateway = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
             uvicorn.Config(
@@ -107,6 +109,7 @@ class BackendServer:
         if prepare is not None:
             await prepare()  # e.g. the local runtime's zygote starts importing now
         self.scheduler.pool.start()
+        self.scheduler.dedicated.start()  # hybrid pools: the always-on workers start with the backend
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
         try:
             await self.uvicorn.serve(sockets=[self.sock])
@@ -132,6 +135,9 @@ def main(argv=None) -> None:
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
     ap.add_argument("--min-warm", type=int, default=None, help="unleased pre-started workers per GPU type")
+    ap.add_argument("--dedicated", help="always-on workers per GPU type, e.g. cpu=1,H100=2: they take work "
+                                        "first, serverless workers the overflow (billed per hour, busy or not)")
+    ap.add_argument("--config", help="TOML settings: keep_warm, min_warm, max_workers, ...; [pools.GPU] dedicated = N")
     ap.add_argument("--ledger", help="where sessions, workers and cells are recorded: a SQLite file (default: in the "
                                      "Jupyter data dir) or a PostgreSQL DSN postgresql://USER@HOST/DB (JUPYTER_GPU_LEDGER)")
     ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
@@ -146,6 +152,13 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: stacks to the log
     config = BackendConfig(host=args.host, port=args.port, runtime=args.runtime, embedded=args.embedded)
+    try:
+        if args.config:
+            load_config_file(args.config, config)
+        if args.dedicated is not None:
+            config.dedicated.update(parse_sizes(args.dedicated))
+    except (OSError, ValueError) as e:
+        ap.error(str(e))
     if args.token:
         config.token = args.token
     if args.keep_warm is not None:
@@ -167,7 +180,10 @@ def main(argv=None) -> None:
         config.lanes = False  # budgets.py: every cell must pass the gateway's check before it starts
     if args.no_lane:
         config.lanes = False
-    server = BackendServer(config)
+    try:
+        server = BackendServer(config)
+    except ValueError as e:  # e.g. --dedicated for a GPU type this runtime does not offer
+        ap.error(str(e))
     if not args.runtime_file:
         print(f"jupyter-gpu backend at {server.url}  token: {config.token}", flush=True)
     asyncio.run(server.serve())
