@@ -251,10 +251,12 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
         cost = sum(float(f.get("cost_usd") or 0.0) for f in fs)
         o.cost += cost
         spent[0] += cost
-        ok = (execute_reply or {}).get("content", {}).get("status") == "ok"
-        if args.max_cost is not None and spent[0] > args.max_cost and ok:
+        if args.max_cost is not None and spent[0] > args.max_cost:  # also after a failed cell: stop here
+            content = (execute_reply or {}).get("content", {})
+            also = f" (which failed: {content.get('ename')}: {content.get('evalue')})" if content.get("status") == "error" else ""
+            o.cell, o.source = cell_index, cell.source
             raise BudgetExceeded(f"the run has cost ${spent[0]:.6f}, over --max-cost ${args.max_cost:.6f}, "
-                                 f"after cell {seen['n']}/{code_cells}: the notebook stops here")
+                                 f"after cell {seen['n']}/{code_cells}{also}: the notebook stops here")
 
     kernel = args.kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
     client = _client_class()(

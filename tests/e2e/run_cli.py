@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -31,8 +32,21 @@ def notebook(path: Path, *cells, metadata: dict | None = None) -> Path:
 
 
 def run_cli(args, env: dict, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, "run", *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    """The CLI to its end; past ``timeout`` its whole process group (its kernels too) is stopped and
+    the test fails with what it printed and the embedded backend's log."""
+    argv = [CLI, "run", *map(str, args)]
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        log = Path(env.get("JUPYTER_GPU_RUNTIME_DIR", "/nonexistent")) / "backend.log"
+        tail = log.read_text()[-4000:] if log.exists() else "(no embedded backend log)"
+        raise AssertionError(f"jupyter-gpu run still running after {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}"
+                             f"\n--- backend.log\n{tail}") from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 class LiveCli:
@@ -40,7 +54,7 @@ class LiveCli:
 
     def __init__(self, args, env: dict, cwd: Path):
         self.proc = subprocess.Popen([CLI, "run", *map(str, args)], env=env, cwd=cwd, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1, start_new_session=True)
         self.lines: queue.Queue = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -65,6 +79,12 @@ class LiveCli:
             self.seen.append(line)
             if text in line:
                 return True
+
+    def stop(self) -> None:
+        """Stop the CLI and its kernels (its process group), if it still runs."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(60)
 
     def finish(self, timeout: float) -> tuple[int, str, str]:
         rc = self.proc.wait(timeout)

@@ -43,8 +43,7 @@ def test_a_passing_run_streams_output_as_it_comes_injects_parameters_and_writes_
             f.write("go!")
         rc, stdout, stderr = cli.finish(timeout=120)
     finally:
-        if cli.proc.poll() is None:
-            cli.proc.kill()
+        cli.stop()
     assert rc == EXIT_OK, stdout + stderr
     assert "got go!" in stdout and "y = 30 int" in stdout  # -p n 3 is the int 3, -p name hello a string
     assert "[1/1]" in stdout and "ok in" in stdout  # the progress line
