@@ -40,6 +40,10 @@ class BackendConfig:
     lanes: bool = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LANE", "1") != "0")
     # hybrid pools: GPU type -> always-on dedicated workers (dedicated.py; --dedicated, [pools.X] in --config)
     dedicated: dict = field(default_factory=dict)
+    # autoscaling beyond min_warm (autoscale.py): a spare per N cells waiting; spares to keep
+    # leased / (leased + spares) under the target
+    scale_up_queue: int | None = None
+    target_utilisation: float | None = None
 
     @property
     def token_hash(self) -> str:
@@ -66,14 +70,15 @@ def load_users(path: str) -> dict:
     return {hash_token(token): user for user, token in entries.items()}
 
 
-CONFIG_KEYS = {"keep_warm": float, "min_warm": int, "max_workers": int}
+CONFIG_KEYS = {"keep_warm": float, "min_warm": int, "max_workers": int, "scale_up_queue": int,
+               "target_utilisation": float}
 
 
 def load_config_file(path: str, config: BackendConfig) -> None:
     """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
 
-    Top-level keys: keep_warm, min_warm, max_workers (and the autoscaling knobs that exist in
-    BackendConfig); ``[pools.GPU] dedicated = N`` per GPU type.  Unknown keys are an error."""
+    Top-level keys: keep_warm, min_warm, max_workers, scale_up_queue, target_utilisation;
+    ``[pools.GPU] dedicated = N`` per GPU type.  Unknown keys are an error."""
     import tomllib
 
     with open(path, "rb") as f:
@@ -85,13 +90,10 @@ def load_config_file(path: str, config: BackendConfig) -> None:
                 if unknown or not isinstance(entry.get("dedicated", 0), int) or entry.get("dedicated", 0) < 0:
                     raise ValueError(f"{path}: [pools.{gpu}] takes only dedicated = N (N >= 0)")
                 config.dedicated[gpu] = entry.get("dedicated", 0)
-        elif key in CONFIG_KEYS or (hasattr(config, key) and key in CONFIG_EXTRA):
-            setattr(config, key, (CONFIG_KEYS.get(key) or CONFIG_EXTRA[key])(value))
+        elif key in CONFIG_KEYS:
+            setattr(config, key, CONFIG_KEYS[key](value))
         else:
             raise ValueError(f"{path}: unknown setting {key!r}")
-
-
-CONFIG_EXTRA: dict = {}  # further knobs a module registers (autoscale.py)
 
 
 def hash_token(token: str) -> str:

@@ -321,7 +321,7 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         describe = runtime.describe() if hasattr(runtime, "describe") else {}
         return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(),
                 "warm_pool": scheduler.pool.sizes(), "min_warm": scheduler.pool.min_warm,
-                "dedicated": scheduler.dedicated.status(), **describe}
+                "dedicated": scheduler.dedicated.status(), "autoscale": scheduler.autoscale.status(), **describe}
 
     @app.get("/api/pools")
     async def pools(request: Request):

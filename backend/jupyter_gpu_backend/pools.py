@@ -23,6 +23,11 @@ class SparePool:
         self.spares: dict[str, list] = {}
         self._filling: dict[str, int] = {}
         self._changed: asyncio.Event | None = None
+        # spares wanted per type: min_warm, or more by the autoscaling rules (autoscale.py)
+        self.target: Callable[[str], int] = lambda gpu: self.min_warm
+
+    def count(self, gpu: str) -> int:
+        return len(self.spares.get(gpu, []))
 
     def take(self, gpu: str):
         """A live spare for ``gpu`` (and a refill started), or None."""
@@ -43,7 +48,7 @@ class SparePool:
                 asyncio.ensure_future(self.refill(gpu))
 
     async def refill(self, gpu: str) -> None:
-        while len(self.spares.get(gpu, [])) + self._filling.get(gpu, 0) < self.min_warm:
+        while len(self.spares.get(gpu, [])) + self._filling.get(gpu, 0) < self.target(gpu):
             if not self.capacity.try_acquire(gpu):
                 return  # max_workers reached: cells come first
             self._filling[gpu] = self._filling.get(gpu, 0) + 1
@@ -71,9 +76,10 @@ class SparePool:
             self._changed.set()
 
     async def wait_full(self, timeout: float) -> bool:
-        """Wait until every GPU type has its ``min_warm`` spares; False on timeout."""
+        """Wait until every GPU type has its spares (``min_warm``, or the autoscaling target);
+        False on timeout."""
         deadline = time.monotonic() + timeout
-        while any(len(self.spares.get(g, [])) < self.min_warm for g in self.offers()):
+        while any(len(self.spares.get(g, [])) < self.target(g) for g in self.offers()):
             self._changed = self._changed or asyncio.Event()
             self._changed.clear()
             try:

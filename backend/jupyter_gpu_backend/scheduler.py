@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from jupyter_gpu import devices, protocol
 from jupyter_gpu.errors import WorkerStartFailed
 
+from .autoscale import Autoscaler
 from .capacity import Capacity
 from .dedicated import DEDICATED, SERVERLESS, DedicatedPool
 from .ledger import NullLedger
@@ -135,12 +136,16 @@ class Session:
 
 class Scheduler:
     def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
-                 ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None):
+                 ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None,
+                 scale_up_queue: int | None = None, target_utilisation: float | None = None):
         self.runtime = runtime
         self.ledger = ledger if ledger is not None else NullLedger()
         self.capacity = Capacity(max_workers)
         self.pool = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
         self.dedicated = DedicatedPool(dedicated or {}, self.start_worker, lambda: self.ledger)
+        self.autoscale = Autoscaler(self, scale_up_queue, target_utilisation)  # spares beyond min_warm
+        if self.autoscale.active:
+            self.pool.target = self.autoscale.target
         self.keep_warm = keep_warm
         self.start_timeout = start_timeout
         self.sessions: dict[str, Session] = {}
@@ -188,20 +193,22 @@ class Scheduler:
         # a free dedicated worker first, then a min_warm spare: either way no cold start
         worker = self.dedicated.take(run.gpu) or self.pool.take(run.gpu)
         if worker is None:
-            run.queue = await self.capacity.acquire(run.gpu, run.id, tell_position)  # max_workers
-            run.cold = True
-            await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
-            t0 = time.monotonic()
-            try:
-                worker = await self.start_worker(run.gpu)
-            except BaseException:
-                self.capacity.release(run.gpu)
-                raise
-            run.cold_start = time.monotonic() - t0
+            with self.autoscale.waiting(run.gpu):  # --scale-up-queue counts the cells waiting
+                run.queue = await self.capacity.acquire(run.gpu, run.id, tell_position)  # max_workers
+                run.cold = True
+                await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
+                t0 = time.monotonic()
+                try:
+                    worker = await self.start_worker(run.gpu)
+                except BaseException:
+                    self.capacity.release(run.gpu)
+                    raise
+                run.cold_start = time.monotonic() - t0
         lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm)
         worker.session = session
         self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
         session.leases[run.gpu] = lease
+        self.autoscale.changed(run.gpu)  # --target-utilisation: one more lease may want a spare
         return lease
 
     async def dispatch(self, run: CellRun, lease: Lease, header: dict, inline, frames=(), more=None) -> None:
@@ -368,6 +375,7 @@ class Scheduler:
             lease.expiry.cancel()
         lease.session.leases.pop(lease.gpu, None)
         await self.stop_worker(lease.worker)
+        self.autoscale.changed(lease.gpu)  # one lease fewer: extra spares go after the scale-down delay
 
     def _release_slot(self, worker: Worker) -> None:
         if not worker.slot_released:  # stop_worker and worker_gone both see the same worker
@@ -409,6 +417,7 @@ class Scheduler:
                 if lease.expiry is not None:
                     lease.expiry.cancel()
                 session.leases.pop(worker.gpu, None)
+                self.autoscale.changed(worker.gpu)
         self.pool.discard(worker)
         self.dedicated.recycle(worker)
         cause = worker.exit_cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
@@ -502,7 +511,8 @@ class Scheduler:
                 }
             )
         return {"leases": leases, "offers": self.runtime.offers(), "runtime": self.runtime.name,
-                "warm_pool": self.pool.sizes(), "dedicated": self.dedicated.status()}
+                "warm_pool": self.pool.sizes(), "dedicated": self.dedicated.status(),
+                "autoscale": self.autoscale.status()}
 
     async def close_session(self, session: Session) -> None:
         """The kernel is gone for good: its workers go too (their namespaces are unreachable)."""

@@ -70,7 +70,8 @@ class BackendServer:
             log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",
                         self.ledger.where, self.ledger.recovered)
         self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers,
-                                   self.ledger, config.min_warm, lanes=config.lanes, dedicated=config.dedicated)
+                                   self.ledger, config.min_warm, lanes=config.lanes, dedicated=config.dedicated,
+                                   scale_up_queue=config.scale_up_queue, target_utilisation=config.target_utilisation)
         self.scheduler.dedicated.check(runtime.offers())  # a dedicated size for a type not offered: refused
         self.app, self.gateway = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
@@ -137,6 +138,10 @@ def main(argv=None) -> None:
     ap.add_argument("--min-warm", type=int, default=None, help="unleased pre-started workers per GPU type")
     ap.add_argument("--dedicated", help="always-on workers per GPU type, e.g. cpu=1,H100=2: they take work "
                                         "first, serverless workers the overflow (billed per hour, busy or not)")
+    ap.add_argument("--scale-up-queue", type=int, metavar="N",
+                    help="start a spare beyond --min-warm per N cells waiting for a GPU type (within --max-workers)")
+    ap.add_argument("--target-utilisation", type=float, metavar="U",
+                    help="keep spares so that leased / (leased + spares) stays under U, e.g. 0.7 (within --max-workers)")
     ap.add_argument("--config", help="TOML settings: keep_warm, min_warm, max_workers, ...; [pools.GPU] dedicated = N")
     ap.add_argument("--ledger", help="where sessions, workers and cells are recorded: a SQLite file (default: in the "
                                      "Jupyter data dir) or a PostgreSQL DSN postgresql://USER@HOST/DB (JUPYTER_GPU_LEDGER)")
@@ -159,6 +164,10 @@ def main(argv=None) -> None:
             config.dedicated.update(parse_sizes(args.dedicated))
     except (OSError, ValueError) as e:
         ap.error(str(e))
+    if args.scale_up_queue is not None:
+        config.scale_up_queue = args.scale_up_queue
+    if args.target_utilisation is not None:
+        config.target_utilisation = args.target_utilisation
     if args.token:
         config.token = args.token
     if args.keep_warm is not None:

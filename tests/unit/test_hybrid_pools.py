@@ -29,10 +29,12 @@ def test_parse_sizes():
 
 def test_config_file(tmp_path):
     p = tmp_path / "serve.toml"
-    p.write_text("keep_warm = 30\nmax_workers = 4\n[pools.cpu]\ndedicated = 1\n[pools.H100]\ndedicated = 2\n")
+    p.write_text("keep_warm = 30\nmax_workers = 4\nscale_up_queue = 2\ntarget_utilisation = 0.7\n"
+                 "[pools.cpu]\ndedicated = 1\n[pools.H100]\ndedicated = 2\n")
     c = BackendConfig()
     load_config_file(str(p), c)
     assert c.keep_warm == 30.0 and c.max_workers == 4 and c.dedicated == {"cpu": 1, "H100": 2}
+    assert c.scale_up_queue == 2 and c.target_utilisation == 0.7
     p.write_text("kep_warm = 30\n")
     with pytest.raises(ValueError, match="unknown setting 'kep_warm'"):
         load_config_file(str(p), BackendConfig())

@@ -1,0 +1,61 @@
+"""--target-utilisation with a real backend: a lease makes the backend start a spare beyond
+min_warm (0 here), and the next session's cold cell takes it (no cold start)."""
+import json
+import sqlite3
+import urllib.request
+
+import pytest
+
+from jupyter_gpu.client import BackendClient
+
+from .backend_process import start_backend, stop_backend
+from .test_backend_robustness import run_cell
+
+pytestmark = pytest.mark.timeout(150)
+TOKEN = "autoscale-token"
+
+
+def runtime(url, wait):
+    req = urllib.request.Request(f"{url}/api/runtime?wait={wait}", headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=wait + 10) as r:
+        return json.load(r)
+
+
+def test_target_utilisation_starts_a_spare_that_the_next_session_takes(tmp_path):
+    proc, url = start_backend(tmp_path, "--token", TOKEN, "--target-utilisation", "0.7", "--keep-warm", "60")
+    clients = []
+    try:
+        info = runtime(url, 60)
+        assert info["ready"] and info["warm_pool"] == {} and info["min_warm"] == 0, info  # nothing leased: no spare
+        assert info["autoscale"]["target_utilisation"] == 0.7
+
+        a = BackendClient(url, TOKEN, "s-a")
+        clients.append(a)
+        done_a = run_cell(a, "# %%gpu\nx = 1", "a-1")[-1]
+        assert done_a["status"] == "ok" and done_a["cold"] is True  # the first one cold-starts
+        # 1 leased, 0 spares is utilisation 1.0 >= 0.7: the rule starts one spare (1/2 = 0.5)
+        assert runtime(url, 60)["warm_pool"] == {"cpu": 1}
+
+        b = BackendClient(url, TOKEN, "s-b")
+        clients.append(b)
+        done_b = run_cell(b, "# %%gpu\nx = 2", "b-1")[-1]
+        assert done_b["status"] == "ok" and done_b["cold"] is False and done_b["timings"]["cold_start"] == 0
+        assert done_b["worker"] != done_a["worker"]
+        assert runtime(url, 60)["warm_pool"] == {"cpu": 1}  # 2 leased: one spare again keeps 2/3 < 0.7
+    finally:
+        for c in clients:
+            c.close()
+        stop_backend(proc)
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM workers WHERE pool = 'serverless'").fetchone()[0] == 3
+
+
+def test_a_target_utilisation_out_of_range_is_refused(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "jupyter_gpu_backend", "--target-utilisation", "1.5",
+                        "--ledger", str(tmp_path / "l.sqlite3")], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "JUPYTER_GPU_ZYGOTE": "0"})
+    assert r.returncode == 2 and "between 0 and 1" in r.stderr, r.stderr
