@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-test docker-ready postgres-ready demo notebooks test bench clean
+.PHONY: install install-test docker-ready postgres-ready lab-ready demo notebooks test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,8 +52,30 @@ postgres-ready:
 	    || echo "postgres-ready: apt-get install postgresql failed; the PostgreSQL ledger tests will skip" >&2; \
 	else echo "postgres-ready: no PostgreSQL server and no apt-get as root; the PostgreSQL ledger tests will skip" >&2; fi
 
+# The lab extension's tests: Debian's chromium for the browser tests (apt, when missing; where it
+# cannot be installed they skip saying so), node modules (jlpm, from yarn.lock), the extension built
+# and linked into the venv (`labextension develop`: the running lab serves this build), jest tests.
+LAB_SRC := $(wildcard labextension/src/*.ts labextension/style/* labextension/schema/*.json) package.json yarn.lock tsconfig.json
+LABPATH := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+$(VENV)/.lab-built: $(VENV)/.installed-test $(LAB_SRC)
+	@$(LABPATH) jlpm install > $(VENV)/jlpm.log 2>&1 || { tail -30 $(VENV)/jlpm.log; exit 1; }
+	@$(LABPATH) jlpm build:prod > $(VENV)/jlpm-build.log 2>&1 || { tail -30 $(VENV)/jlpm-build.log; exit 1; }
+	@$(LABPATH) $(VENV)/bin/jupyter labextension develop --overwrite . > /dev/null
+	touch $@
+
+lab-ready: $(VENV)/.lab-built
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "lab-ready: installing chromium (apt)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    { apt-get update -qq && apt-get install -y -qq chromium; } </dev/null >/dev/null \
+	      || echo "lab-ready: apt-get install chromium failed; the browser tests will skip" >&2; \
+	  else echo "lab-ready: no /usr/bin/chromium and no apt-get as root; the browser tests will skip" >&2; fi; \
+	fi
+	$(LABPATH) jlpm test --silent
+
 # pytest exits 5 when it collected nothing: that is a failure of the suite, not a pass.
-test: install-test docker-ready postgres-ready
+test: install-test docker-ready postgres-ready lab-ready
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
