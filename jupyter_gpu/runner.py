@@ -168,6 +168,7 @@ class Terminal:
     def __init__(self, out=None):
         self.out = out or sys.stdout
         self.tty = self.out.isatty()
+        self.live = None  # the cell's last waiting phase shown (queued #n, cold start)
 
     def write(self, text: str) -> None:
         self.out.write(text if self.tty else ANSI_RE.sub("", text))
@@ -179,11 +180,17 @@ class Terminal:
             target = sys.stderr if content.get("name") == "stderr" else self.out
             target.write(content["text"])
             target.flush()
-        elif kind in ("display_data", "execute_result"):
+        elif kind in ("display_data", "execute_result", "update_display_data"):
             data = content.get("data", {})
             footer = data.get(MIME)
-            if isinstance(footer, dict) and footer.get("live"):
-                return  # the live status line: the footer that follows says it all
+            if isinstance(footer, dict) and footer.get("live"):  # the live status line: once per wait
+                key = (footer.get("phase"), footer.get("position"))
+                if key != self.live and key[0] != "running":
+                    self.write(f"   {data.get('text/plain', '')}\n")
+                self.live = key
+                return
+            if kind == "update_display_data":
+                return  # a display updated in place (a live plot): shown once, as it first came
             text = data.get("text/plain") or ", ".join(sorted(data)) or ""
             if text:
                 prefix = "   " if footer else ("Out: " if kind == "execute_result" else "")
@@ -239,6 +246,7 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
     def on_cell_start(cell, cell_index):
         if cell.cell_type == "code" and cell.source.strip():
             seen["n"] += 1
+            term.live = None
             term.write(f"--- [{index}/{total}] {path} cell {seen['n']}/{code_cells}: {_label(cell.source)}\n")
 
     def on_cell_error(cell, cell_index, execute_reply):
