@@ -111,3 +111,32 @@ def test_the_run_budget_left_becomes_each_cells_limit(monkeypatch):
     assert run_limit(0.1, "H100", spent) == 0.1  # the cell's own --max-cost when smaller
     assert run_limit(None, "H100", spent + [{"cost_usd": 1.0}]) == 0.0
     assert run_limit(None, "cpu", spent) is None  # no price: the limit could not bite
+
+
+def test_the_terminal_shows_outputs_waits_once_and_footers_as_their_cost_line():
+    import io
+
+    from jupyter_gpu.footer import MIME
+
+    out = io.StringIO()
+    term = runner.Terminal(out)
+
+    def msg(kind, **content):
+        term({"msg_type": kind, "content": content})
+
+    def live(phase, position=None):
+        return {MIME: {"live": True, "phase": phase, "position": position}, "text/plain": f"gpu: {phase} {position or ''}"}
+
+    msg("display_data", data=live("queued", 2))
+    msg("update_display_data", data=live("queued", 2))  # the same wait, a second later: not repeated
+    msg("update_display_data", data=live("queued", 1))
+    msg("update_display_data", data=live("cold_start"))
+    msg("update_display_data", data=live("running"))
+    msg("stream", name="stdout", text="step 1\r")
+    msg("display_data", data={"text/plain": "<Figure>", "image/png": "..."})
+    msg("update_display_data", data={"text/plain": "<Figure>", "image/png": "..."})
+    msg("execute_result", data={"text/plain": "42"})
+    msg("display_data", data={MIME: {"status": "ok"}, "text/plain": "gpu: cpu [ok] \x1b[1m$0\x1b[0m"})
+    msg("error", ename="ValueError", evalue="x", traceback=["\x1b[31mValueError\x1b[0m: x"])
+    assert out.getvalue() == ("   gpu: queued 2\n   gpu: queued 1\n   gpu: cold_start \nstep 1\r<Figure>\nOut: 42\n"
+                              "   gpu: cpu [ok] $0\nValueError: x\n")
