@@ -7,7 +7,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { IBackendOverride, fetchState } from './api';
-import { IChoice, METADATA_KEY, actionCode, configCode, costText, readChoice } from './model';
+import { IChoice, METADATA_KEY, actionCode, configCode, costText, mergeChoice, readChoice } from './model';
 import { GpuSidebar, ISidebarHost, runSilently } from './sidebar';
 
 const PLUGIN_ID = 'jupyter-gpu:plugin';
@@ -82,14 +82,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       current: () => tracker.currentWidget,
       choice: choiceOf,
       setChoice: async (panel, choice) => {
-        const stored: Record<string, string> = {};
-        if (choice.gpu) {
-          stored.gpu = choice.gpu;
-        }
-        if (choice.keep_warm) {
-          stored.keep_warm = choice.keep_warm;
-        }
-        panel.model?.setMetadata(METADATA_KEY, stored);
+        panel.model?.setMetadata(METADATA_KEY, mergeChoice(panel.model?.getMetadata(METADATA_KEY), choice));
         await apply(panel, true);
       },
       action: async (panel, action) => {

@@ -209,3 +209,19 @@ export function readChoice(meta: unknown): IChoice {
   }
   return out;
 }
+
+/**
+ * The notebook's `metadata.jupyter_gpu` with this choice in it: other keys (e.g. `jupyter-gpu run`'s
+ * `expect_failure`, `parameters`) are kept; a cleared field is removed.
+ */
+export function mergeChoice(meta: unknown, choice: IChoice): Record<string, unknown> {
+  const out: Record<string, unknown> = meta && typeof meta === 'object' && !Array.isArray(meta) ? { ...(meta as object) } : {};
+  for (const key of ['gpu', 'keep_warm'] as const) {
+    if (choice[key]) {
+      out[key] = choice[key];
+    } else {
+      delete out[key];
+    }
+  }
+  return out;
+}

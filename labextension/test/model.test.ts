@@ -3,6 +3,7 @@ import {
   configCode,
   formatCountdown,
   keepWarmLeft,
+  mergeChoice,
   parseDuration,
   perHour,
   pickerRows,
@@ -66,5 +67,12 @@ describe('sidebar model', () => {
 
   it('matches the backend session ids of a kernel by its id prefix', () => {
     expect(sessionPrefix('1b2c3d4e-aaaa-bbbb-cccc-0123456789ab')).toBe('1b2c3d4e-');
+  });
+
+  it('keeps the other keys of metadata.jupyter_gpu (jupyter-gpu run reads expect_failure there)', () => {
+    const meta = { expect_failure: 'a demo', keep_warm: '10m' };
+    expect(mergeChoice(meta, { gpu: 'cpu' })).toEqual({ expect_failure: 'a demo', gpu: 'cpu' });
+    expect(mergeChoice(undefined, { gpu: 'A100', keep_warm: '1h' })).toEqual({ gpu: 'A100', keep_warm: '1h' });
+    expect(meta).toEqual({ expect_failure: 'a demo', keep_warm: '10m' }); // not changed in place
   });
 });
