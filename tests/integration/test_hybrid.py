@@ -84,6 +84,13 @@ def test_dedicated_first_serverless_overflow_recycled_and_attributed(tmp_path):
         assert ded["workers"] == 2 and ded["cells"] == 3 and srv["workers"] == 1 and srv["cells"] == 1
         # a dedicated worker is billed for its whole life: its idle seconds are the pool's
         assert ded["worker_s"] > ded["busy_s"] > 0 and ded["idle_s"] > 0
+
+        # its keep-warm running out recycles it too (the worker retires; a fresh one takes its place)
+        done_c2 = run_cell(c, "# %%gpu\nx = 2", "c-2", keep_warm=0.5)[-1]
+        assert done_c2["pool"] == "dedicated" and done_c2["worker"] == done_c["worker"]
+        info = get(url, "/api/runtime?wait=60")  # waits until the replacement is up and free
+        assert info["dedicated"] == {"cpu": {"size": 1, "live": 1, "free": 1}}, info
+        assert get(url, "/api/pools")["pools"]["dedicated"]["cpu"]["workers"] == 3
     finally:
         for c in clients:
             c.close()
@@ -94,7 +101,8 @@ def test_dedicated_first_serverless_overflow_recycled_and_attributed(tmp_path):
     assert workers[done_a["worker"]] == "dedicated" and workers[done_c["worker"]] == "dedicated"
     assert workers[done_b["worker"]] == "serverless"
     cells = dict(db.execute("SELECT id, pool FROM cells"))
-    assert cells == {"a-1": "dedicated", "a-2": "dedicated", "b-1": "serverless", "c-1": "dedicated"}, cells
+    assert cells == {"a-1": "dedicated", "a-2": "dedicated", "b-1": "serverless", "c-1": "dedicated",
+                     "c-2": "dedicated"}, cells
 
 
 def test_dedicated_for_a_type_not_offered_is_refused(tmp_path):
