@@ -24,16 +24,42 @@ def parse(spec: str) -> list[tuple[str, int]]:
     return choices
 
 
-def choose(spec: str, offers: list[str], per_worker: int = 1) -> str:
-    """The first type in ``spec`` that is offered, in order of preference; NoSuchDevice otherwise."""
+def choose(spec: str, offers: list[str], per_worker: int | dict = 1) -> str:
+    """The first type in ``spec`` that is offered, in order of preference; NoSuchDevice otherwise.
+
+    ``per_worker``: the most devices a worker may get, for every type (int) or per type (a dict,
+    e.g. the local runtime's {"A100": 2}: the devices of that type it has; 1 where a type is
+    missing).  Returns the pool key: the type ("A100"), or "A100:2" for a worker with two.  A cpu
+    worker has no devices at all, so "cpu:2" is refused: nothing pretends a CPU is a GPU."""
     choices = parse(spec)
+
+    def most(name: str) -> int:
+        if name == "cpu":
+            return 1
+        return per_worker.get(name, 1) if isinstance(per_worker, dict) else per_worker
+
     for name, count in choices:
-        if name in offers and count <= per_worker:
-            return name
+        if name in offers and count <= most(name):
+            return name if count == 1 else f"{name}:{count}"
     wanted = ", ".join(f"{n}:{c}" if c > 1 else n for n, c in choices)
-    many = [f"{n}:{c}" for n, c in choices if c > per_worker and n in offers]
-    extra = f" ({', '.join(many)}: this runtime gives a worker at most {per_worker} device(s))" if many else ""
+    why = []
+    for n, c in choices:
+        if n not in offers or c <= most(n):
+            continue
+        if n == "cpu":
+            why.append(f"cpu:{c}: a cpu worker has no GPU devices to be given {c} of (it runs on the host's cores)")
+        elif isinstance(per_worker, dict):
+            why.append(f"{n}:{c}: this runtime gives a worker at most {most(n)} device(s) of type {n}, all it has")
+        else:
+            why.append(f"{n}:{c}: this runtime gives a worker at most {most(n)} device(s)")
+    extra = f" ({'; '.join(why)})" if why else ""
     raise NoSuchDevice(f"no runtime offers {wanted}{extra}; offered: {', '.join(offers)}")
+
+
+def split(key: str) -> tuple[str, int]:
+    """A pool key from `choose` -> (GPU type, devices per worker): 'A100:2' -> ('A100', 2)."""
+    name, _, count = key.partition(":")
+    return name, int(count or 1)
 
 
 def with_fallback(spec: str, fallback: str | None = None) -> str:

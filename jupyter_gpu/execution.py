@@ -99,8 +99,9 @@ class KernelSession:
         client = self.connect()
         spec = requested or self.defaults.gpu or client.welcome.get("default_gpu", "cpu")
         offers = client.welcome.get("offers", [])
-        gpu = devices.choose(devices.with_fallback(spec), offers)  # $JUPYTER_GPU_FALLBACK comes last
-        self.fell_back = None if gpu in {n for n, _ in devices.parse(spec)} else spec
+        # $JUPYTER_GPU_FALLBACK comes last; "A100:2" where the backend gives a worker two (welcome's devices)
+        gpu = devices.choose(devices.with_fallback(spec), offers, client.welcome.get("devices") or 1)
+        self.fell_back = None if devices.split(gpu)[0] in {n for n, _ in devices.parse(spec)} else spec
         if self.fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
             Publisher(self.shell).stream("stderr", f"jupyter-gpu: {spec} is not offered here "
                                          f"(offered: {', '.join(offers)}); running on {gpu} ({devices.FALLBACK_ENV})\n")

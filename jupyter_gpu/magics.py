@@ -27,7 +27,7 @@ def _device_group(f):
     """Options shared by %%gpu and `%gpu config`: where a cell runs and how long it stays warm."""
     f = argument("--keep-warm", type=duration, default=None,
                  help="how long the worker stays warm after the cell (30s, 5m, 1h; default 5m)")(f)
-    f = argument("--gpu", default=None, help="GPU type, e.g. H100 or A100 (default: the first the backend offers, cpu without a GPU)")(f)
+    f = argument("--gpu", default=None, help="GPU type, e.g. H100 or A100, A100:2 for a worker with two (default: the first the backend offers, cpu without a GPU)")(f)
     return argument_group("device")(f)
 
 

@@ -12,7 +12,7 @@ use; ``catalog()`` lists every entry with where it came from.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -235,6 +235,11 @@ def catalog() -> list[Entry]:
 
 def price_for(gpu: str) -> Price:
     current()
+    name, _, count = gpu.partition(":")
+    if count.isdigit() and int(count) > 1:  # a worker with N devices ("A100:2") is billed N times one
+        one, n = price_for(name), int(count)
+        return replace(one, gpu=gpu, serverless_per_s=one.serverless_per_s * n, dedicated_per_h=one.dedicated_per_h * n,
+                       note=f"{n} x {name}" + (f"; {one.note}" if one.note else ""))
     return PRICES.get(gpu) or _catalog.price(gpu)
 
 

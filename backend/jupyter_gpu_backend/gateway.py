@@ -99,6 +99,8 @@ class Gateway:
                     "runtime": self.scheduler.runtime.name,
                     "offers": self.scheduler.runtime.offers(),
                     "default_gpu": self.scheduler.runtime.default_gpu(),
+                    # the most devices a worker may get per type ("A100:2"); absent: one
+                    "devices": getattr(self.scheduler.runtime, "max_devices", dict)(),
                 }
             )
             while True:

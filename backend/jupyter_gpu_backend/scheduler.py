@@ -171,8 +171,13 @@ class Scheduler:
         return None
 
     # -- running a cell ------------------------------------------------------------------------
+    def choose(self, spec: str) -> str:
+        """The pool key for ``spec``: a type, or "A100:2" where the runtime gives a worker several."""
+        most = getattr(self.runtime, "max_devices", None)  # runtimes without it: one device per worker
+        return devices.choose(spec, self.runtime.offers(), most() if most else 1)
+
     def begin(self, session: Session, header: dict) -> CellRun:
-        gpu = devices.choose(header.get("gpu") or self.runtime.default_gpu(), self.runtime.offers())
+        gpu = self.choose(header.get("gpu") or self.runtime.default_gpu())
         return CellRun(header["cell"], session, gpu, time.monotonic())
 
     def stale(self, session: Session, run: CellRun, header: dict) -> bool:
@@ -482,7 +487,7 @@ class Scheduler:
 
     async def prewarm(self, session: Session, gpu: str, keep_warm: float | None) -> dict:
         """Lease a worker for ``gpu`` now (cold-starting it if needed) and leave it idle."""
-        run = CellRun("prewarm", session, devices.choose(gpu, self.runtime.offers()), time.monotonic())
+        run = CellRun("prewarm", session, self.choose(gpu), time.monotonic())
         lease = await self.lease_for(run, keep_warm)
         if lease.worker.cell is None and lease.expiry is None:
             self._idle(lease)  # the keep-warm window runs from now

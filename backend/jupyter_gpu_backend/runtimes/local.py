@@ -18,7 +18,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
+from jupyter_gpu.devices import split
+
 from .common import exit_cause, log_tail
+from .device_table import DeviceTable
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -29,9 +32,10 @@ class WorkerProcess:
     gpu: str
     pid: int
     log_path: str
-    device_index: int | None = None
+    device_index: int | None = None  # its first device
     exited: asyncio.Future = field(default=None)  # resolves to the exit code (< 0: a signal)
     forked: bool = False  # from the zygote (else spawned)
+    device_indices: list = field(default_factory=list)  # all its devices ("A100:2": two)
 
 
 def detect_gpus() -> dict[str, list[int]]:
@@ -66,7 +70,7 @@ class LocalRuntime:
         self.gpus = detect_gpus()
         self.log_dir = tempfile.mkdtemp(prefix="jupyter-gpu-workers-")
         self.workers: dict[str, WorkerProcess] = {}
-        self._next_index: dict[str, int] = {}
+        self.table = DeviceTable(self.gpus)  # which device indices each worker gets
         self.zygote = Zygote(self.log_dir) if os.environ.get("JUPYTER_GPU_ZYGOTE", "1") != "0" else None
 
     def describe(self) -> dict:
@@ -97,18 +101,26 @@ class LocalRuntime:
     def default_gpu(self) -> str:
         return self.offers()[0]
 
-    def _pick_index(self, gpu: str) -> int | None:
-        indices = self.gpus.get(gpu)
-        if not indices:
-            return None
-        i = self._next_index.get(gpu, 0)
-        self._next_index[gpu] = i + 1
-        return indices[i % len(indices)]
+    def max_devices(self) -> dict[str, int]:
+        """The most devices a worker may get per type ("A100:2" needs two A100s here)."""
+        return self.table.most()
 
     async def start(self, gpu: str, worker_id: str, secret: str) -> WorkerProcess:
-        index = self._pick_index(gpu)
-        # a cpu worker sees no GPU at all; a GPU worker sees exactly its own
-        env = {"CUDA_VISIBLE_DEVICES": "" if index is None else str(index),
+        name, count = split(gpu)  # "A100:2": a worker with two A100s
+        indices = self.table.assign(name, count)  # NoSuchDevice, with the reason, when there are fewer
+        try:
+            handle = await self._start(gpu, worker_id, secret, indices)
+        except BaseException:
+            self.table.release(indices)
+            raise
+        handle.device_indices = indices
+        handle.exited.add_done_callback(lambda _: self.table.release(indices))  # its devices are free again
+        return handle
+
+    async def _start(self, gpu: str, worker_id: str, secret: str, indices: list) -> WorkerProcess:
+        index = indices[0] if indices else None
+        # a cpu worker sees no GPU at all; a GPU worker sees exactly its own (one or several)
+        env = {"CUDA_VISIBLE_DEVICES": DeviceTable.visible(indices),
                # the worker's direct lane socket lives in this private (0700) directory
                "JUPYTER_GPU_LANE_DIR": self.log_dir}
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
