@@ -24,6 +24,7 @@ class Budgets:
         self.warn = warn
         self.spent: dict = {}  # ("session", id) / ("user", name) -> USD
         self._cells: dict = {}  # cell id -> (session, user, gpu) while it runs
+        self._pools: dict = {}  # cell id -> "dedicated" for a cell on the dedicated pool (hybrid pools)
 
     @classmethod
     def attach(cls, config, scheduler) -> "Budgets | None":
@@ -60,8 +61,9 @@ class Budgets:
                                 f"({spent / limit:.0%}, warning from {self.warn:.0%})")
         return ("jupyter-gpu: budget warning: " + "; ".join(warnings) + "\n") if warnings else None
 
-    def charge(self, session: str, user: str, gpu: str, timings: dict) -> float:
-        usd = cost.cell(timings, price_for(gpu).as_dict())["cost_usd"]
+    def charge(self, session: str, user: str, gpu: str, timings: dict, pool: str | None = None) -> float:
+        # a cell on the dedicated pool is charged its share of the hourly price, not serverless seconds
+        usd = cost.cell(timings, price_for(gpu).as_dict(), pool)["cost_usd"]
         for scope in self._scopes(session, user):
             self.spent[scope] = self.spent.get(scope, 0.0) + usd
         return usd
@@ -86,8 +88,13 @@ class _ChargingLedger:
         self._budgets._cells[cid] = (session, user, gpu)
         return self._ledger.cell_started(cid, session, user, gpu, *args, **kw)
 
+    def cell_pool(self, cid, pool):
+        self._budgets._pools[cid] = pool  # the scheduler says it before cell_done
+        return self._ledger.cell_pool(cid, pool)
+
     def cell_done(self, cid, status, worker, cold, timings):
         who = self._budgets._cells.pop(cid, None)
+        pool = self._budgets._pools.pop(cid, None)
         if who is not None:
-            self._budgets.charge(*who, timings or {})
+            self._budgets.charge(*who, timings or {}, pool)
         return self._ledger.cell_done(cid, status, worker, cold, timings)

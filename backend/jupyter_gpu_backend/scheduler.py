@@ -295,8 +295,8 @@ class Scheduler:
             header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold, pool=worker.pool)
             if run.cold:
                 header["start_method"] = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
+            self.ledger.cell_pool(run.id, worker.pool)  # before cell_done: budgets charge by pool
             self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
-            self.ledger.cell_pool(run.id, worker.pool)
             worker.cell = None
             if header.get("status") != "resend":
                 worker.cells += 1
@@ -321,8 +321,8 @@ class Scheduler:
         worker.cells += 1
         cell, timings = str(header.get("cell", "")), header.get("timings", {})
         self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
-        self.ledger.cell_done(cell, str(header.get("status", "ok")), worker.id, False, timings)
         self.ledger.cell_pool(cell, worker.pool)
+        self.ledger.cell_done(cell, str(header.get("status", "ok")), worker.id, False, timings)
         lease = session.leases.get(worker.gpu)
         if lease is not None and lease.worker is worker:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
@@ -346,8 +346,8 @@ class Scheduler:
         status = "killed" if worker.killed_reason else "lost"
         what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {worker.exit_cause}"
         self.ledger.cell_started(str(reply["cell"]), session.id, session.user, worker.gpu)
-        self.ledger.cell_done(str(reply["cell"]), status, worker.id, False, {})
         self.ledger.cell_pool(str(reply["cell"]), worker.pool)
+        self.ledger.cell_done(str(reply["cell"]), status, worker.id, False, {})
         return {**reply, "ran": True, "status": status, "message": what, "device": worker.device, "gpu": worker.gpu}
 
     def _idle(self, lease: Lease | None) -> None:
@@ -436,8 +436,8 @@ class Scheduler:
         status = "killed" if worker.killed_reason else "lost"
         self.ledger.worker_state(worker.id, "lost", cause=what)
         timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
-        self.ledger.cell_done(run.id, status, worker.id, run.cold, timings)
         self.ledger.cell_pool(run.id, worker.pool)
+        self.ledger.cell_done(run.id, status, worker.id, run.cold, timings)
         await run.session.emit(
             {
                 "type": protocol.ERROR,

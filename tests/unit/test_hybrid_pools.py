@@ -69,3 +69,21 @@ def test_footer_says_which_pool():
     assert "pool: dedicated" in footer.text(f) and "serverless" not in footer.text(f)
     f = footer.build({**done, "pool": None, "cold": True, "timings": {"cold_start": 0.1, "run": 0.5}}, 0.7, {})
     assert f["pool"] == "serverless" and "pool: serverless" in footer.text(f)
+
+
+def test_budgets_charge_a_dedicated_cell_its_share_of_the_hourly_price():
+    from jupyter_gpu.pricing import price_for
+    from jupyter_gpu_backend.budgets import Budgets
+    from jupyter_gpu_backend.ledger import NullLedger
+
+    b = Budgets(session_budget=100.0)
+    led = b.wrap(NullLedger())
+    for cid, pool in (("c-d", "dedicated"), ("c-s", "serverless")):
+        led.cell_started(cid, "s", "u", "H100")
+        led.cell_pool(cid, pool)  # the scheduler says the pool before cell_done
+        led.cell_done(cid, "ok", "w", False, {"run": 10.0})
+    price = price_for("H100").as_dict()
+    share = 10.0 * price["dedicated_per_h"] / 3600
+    serverless = cost.cell({"run": 10.0}, price)["cost_usd"]
+    assert share != pytest.approx(serverless)  # the two prices differ, so the test tells them apart
+    assert b.spent[("session", "s")] == pytest.approx(share + serverless)
