@@ -127,8 +127,11 @@ def test_cells_run_in_a_container_with_the_usual_behaviour(backend, client):
     assert e["ename"] == "ZeroDivisionError" and err[-1]["status"] == "error"
     assert "----> 3 1 / 0" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e["traceback"]))  # the cell's own line
 
-    # interrupt: the remote code stops, the worker stays warm with its namespace
-    c.send({"type": "execute", "cell": "d4", "code": "# %%gpu\nimport time\nprint('started')\ntime.sleep(60)",
+    # interrupt: the remote code stops, the worker stays warm with its namespace.  (A loop of short
+    # sleeps: a SIGINT that lands just before one long blocking call is only seen when it returns,
+    # a race of the agent's interrupt that is not the runtime's; see docs/decisions.md.)
+    c.send({"type": "execute", "cell": "d4",
+            "code": "# %%gpu\nimport time\nprint('started')\nfor _ in range(1200):\n    time.sleep(0.05)",
             "gpu": "cpu", "inputs": {}, "keep": {}, "binds": []})
     while True:
         msg = c.recv(timeout=60)
@@ -160,7 +163,8 @@ def test_a_notebook_runs_gpu_cells_in_containers_through_a_real_kernel(backend, 
     env = {**kernel_env, "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": TOKEN}
     nb = run_notebook([LOAD, "%%gpu\nimport os\ninside = os.path.exists('/.dockerenv')\nprint('inside', inside)",
                        "print(inside)", "%%gpu\nundefined_name"], env=env, allow_errors=True)
-    assert stream_text(nb.cells[1]) == "inside True\n" and stream_text(nb.cells[2]) == "True\n"
+    assert stream_text(nb.cells[1]) == "inside True\n", nb.cells[1]["outputs"]
+    assert stream_text(nb.cells[2]) == "True\n", nb.cells[2]["outputs"]
     footer = last_footer(nb.cells[1])
     assert footer["gpu"] == "cpu" and footer["device"].startswith("cpu")  # never a pretend GPU
     err = [o for o in nb.cells[3]["outputs"] if o["output_type"] == "error"]
@@ -168,12 +172,13 @@ def test_a_notebook_runs_gpu_cells_in_containers_through_a_real_kernel(backend, 
 
 
 def test_the_image_is_not_rebuilt_when_its_inputs_are_unchanged(image, backend, client):
-    tag, _ = image
+    _, log = backend
+    assert f"building the worker image {image[0]}" not in log.read_text()  # the backend found it by its hash
+    # (built again first if someone edited the source since the fixture ran: the tag follows it)
+    tag, _ = docker_image.ensure_worker_image(client, docker_image.LOCAL_BASE, log=lambda m: None)
     before = client.images.get(tag).id
     again, built = docker_image.ensure_worker_image(client, docker_image.LOCAL_BASE, log=lambda m: None)
     assert (again, built) == (tag, False) and client.images.get(tag).id == before
-    _, log = backend
-    assert "building the worker image" not in log.read_text()  # the backend found it by its hash
     # and the tag does follow every input
     dockerfile = docker_image.dockerfile_path().read_bytes()
     sources = [(rel, f.read_bytes()) for rel, f in docker_image.source_files()]
@@ -216,8 +221,8 @@ def test_a_container_that_cannot_start_fails_its_cell_with_dockers_reason(tmp_pa
             assert "exec python failed" in events[-1]["message"]  # the container's log tail says why
         c.close()
         # its exit removed the container
-        assert client.containers.list(all=True, filters={"ancestor": docker_image.LOCAL_BASE,
-                                                         "label": f"{RUNTIME_LABEL}=docker"}) == []
+        ours = client.containers.list(all=True, filters={"label": f"{RUNTIME_LABEL}=docker"})
+        assert [x for x in ours if x.attrs["Config"]["Image"] == docker_image.LOCAL_BASE] == []
     finally:
         stop_backend(proc)
 
