@@ -55,6 +55,7 @@ REGISTER = "register"
 REGISTERED = "registered"
 SHUTDOWN = "shutdown"
 # the direct lane (jupyter_gpu/lane.py): a warm cell on the same host skips the backend
+STARTED = "started"  # worker -> backend: a lane cell began (status shows the worker busy, keep-warm paused)
 METERED = "metered"  # worker -> backend: a lane cell ran (status, timings) - the ledger and keep-warm
 RETIRE = "retire"  # backend -> worker: keep-warm ran out; exit if you ran no cell since {cells}
 RETIRED = "retired"  # worker -> backend: retiring now (an expected exit, not a loss)

@@ -80,6 +80,7 @@ class Worker:
     retired: bool = False  # it exited on its own after `retire` (keep-warm ran out)
     lane: dict | None = None  # the worker's direct lane {path, secret} (same-host runtimes)
     cells: int = 0  # cells it ran, through the backend or metered from its lane
+    lane_cell: str | None = None  # the lane cell it runs (between `started` and `metered`)
     exit_cause: str | None = None  # why it is gone, once it is
     pool: str = SERVERLESS  # or DEDICATED: an always-on worker of the hybrid pool (dedicated.py)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
@@ -278,7 +279,7 @@ class Scheduler:
         return worker
 
     async def worker_event(self, worker: Worker, header: dict, inline, frames) -> None:
-        if header["type"] in (protocol.METERED, protocol.RETIRED):
+        if header["type"] in (protocol.STARTED, protocol.METERED, protocol.RETIRED):
             self._lane_report(worker, header)
             return
         run = worker.cell
@@ -309,8 +310,9 @@ class Scheduler:
         await run.session.emit(header, inline, frames)
 
     def _lane_report(self, worker: Worker, header: dict) -> None:
-        """A lane cell ran (``metered``): ledger it and restart the keep-warm window; or the
-        worker is retiring (an expected exit)."""
+        """A lane cell began (``started``: the worker is busy, keep-warm paused) or ran
+        (``metered``: ledger it and restart the keep-warm window); or the worker is retiring (an
+        expected exit)."""
         session = worker.session
         if header["type"] == protocol.RETIRED:
             worker.stopping = worker.retired = True
@@ -318,12 +320,24 @@ class Scheduler:
             return
         if session is None:
             return
+        cell = str(header.get("cell", ""))
+        lease = session.leases.get(worker.gpu)
+        if header["type"] == protocol.STARTED:
+            worker.lane_cell = cell
+            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+            if lease is not None and lease.worker is worker:
+                if lease.expiry is not None:
+                    lease.expiry.cancel()
+                    lease.expiry = None
+                lease.idle_since = None
+            return
         worker.cells += 1
-        cell, timings = str(header.get("cell", "")), header.get("timings", {})
-        self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+        timings = header.get("timings", {})
+        if worker.lane_cell != cell:  # its `started` did not reach us
+            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+        worker.lane_cell = None
         self.ledger.cell_pool(cell, worker.pool)
         self.ledger.cell_done(cell, str(header.get("status", "ok")), worker.id, False, timings)
-        lease = session.leases.get(worker.gpu)
         if lease is not None and lease.worker is worker:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
                 lease.keep_warm = float(header["keep_warm"])
@@ -345,9 +359,6 @@ class Scheduler:
             return reply  # retired or stopped between cells: the cell never started
         status = "killed" if worker.killed_reason else "lost"
         what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {worker.exit_cause}"
-        self.ledger.cell_started(str(reply["cell"]), session.id, session.user, worker.gpu)
-        self.ledger.cell_pool(str(reply["cell"]), worker.pool)
-        self.ledger.cell_done(str(reply["cell"]), status, worker.id, False, {})
         return {**reply, "ran": True, "status": status, "message": what, "device": worker.device, "gpu": worker.gpu}
 
     def _idle(self, lease: Lease | None) -> None:
@@ -362,7 +373,8 @@ class Scheduler:
         )
 
     async def expire(self, lease: Lease) -> None:
-        if lease.worker.cell is None and lease.session.leases.get(lease.gpu) is lease:
+        busy = lease.worker.cell is not None or lease.worker.lane_cell is not None
+        if not busy and lease.session.leases.get(lease.gpu) is lease:
             w = lease.worker
             if w.lane and w.conn is not None and w.conn.open:
                 # a lane cell may be under way without our knowing: the worker decides (it exits
@@ -431,6 +443,8 @@ class Scheduler:
                 self.ledger.worker_state(worker.id, "stopped")
             elif not worker.stopping:  # it died between cells, or in a lane cell (the kernel asks: lane_lost)
                 self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
+            if worker.lane_cell:  # never `metered`: recorded as lost even if its kernel never asks
+                self.ledger.cell_done(worker.lane_cell, "killed" if worker.killed_reason else "lost", worker.id, False, {})
             return
         what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {cause}"
         status = "killed" if worker.killed_reason else "lost"
@@ -509,7 +523,7 @@ class Scheduler:
                     "gpu": lease.gpu,
                     "device": w.device,
                     "worker": w.id,
-                    "state": "busy" if w.cell is not None else "idle",
+                    "state": "busy" if w.cell is not None or w.lane_cell else "idle",
                     "keep_warm": lease.keep_warm,
                     "keep_warm_left": lease.keep_warm_left(),
                     "pool": w.pool,

@@ -18,11 +18,23 @@ def _error_text(cell) -> str:
     return strip_ansi("\n".join([c.get("ename", ""), c.get("evalue", ""), *c.get("traceback", [])]))
 
 
-def _ledger_cells(runtime_dir, worker: str) -> list:
+def _api(runtime_dir, path: str) -> dict:
     info = json.loads((runtime_dir / "backend.json").read_text())
-    req = urllib.request.Request(f"{info['url']}/api/cells", headers={"Authorization": f"token {info['token']}"})
+    req = urllib.request.Request(f"{info['url']}{path}", headers={"Authorization": f"token {info['token']}"})
     with urllib.request.urlopen(req, timeout=30) as r:
-        return [c for c in json.load(r)["cells"] if c["worker"] == worker]
+        return json.load(r)
+
+
+def _ledger_cells(runtime_dir, worker: str) -> list:
+    return [c for c in _api(runtime_dir, "/api/cells")["cells"] if c["worker"] == worker]
+
+
+def _worker_state(runtime_dir, worker: str) -> str | None:
+    for s in _api(runtime_dir, "/api/status")["sessions"].values():
+        for lease in s["leases"]:
+            if lease["worker"] == worker:
+                return lease["state"]
+    return None
 
 
 def test_warm_cells_take_the_lane_stream_live_and_are_metered(live_kernel, gpu_runtime_dir):
@@ -36,6 +48,9 @@ def test_warm_cells_take_the_lane_stream_live_and_are_metered(live_kernel, gpu_r
                     "    time.sleep(0.4)\ndisplay(HTML('<b>shown</b>'))\nanswer = base + 2\nanswer")
     assert k.wait_until(lambda: "line 0" in cell.stdout(), 30), "no live output"
     assert cell.reply is None, "the first line arrived only after the cell ended"
+    # the backend does not relay this cell, yet it knows the worker is busy with it
+    assert _worker_state(gpu_runtime_dir, worker) == "busy"
+    assert any(c["status"] == "running" for c in _api(gpu_runtime_dir, "/api/cells")["cells"])
     assert k.wait_until(lambda: cell.done, 60)
     assert cell.stdout() == "line 0\nline 1\nline 2\n"
     kinds = [e.msg["msg_type"] for e in cell.iopub]
@@ -49,6 +64,7 @@ def test_warm_cells_take_the_lane_stream_live_and_are_metered(live_kernel, gpu_r
     assert k.wait_until(lambda: len([c for c in _ledger_cells(gpu_runtime_dir, worker) if c["status"] == "ok"]) >= 2, 20)
     runs = sorted(c["run_s"] for c in _ledger_cells(gpu_runtime_dir, worker))
     assert runs[-1] > 1.0, runs
+    assert _worker_state(gpu_runtime_dir, worker) == "idle"
 
 
 def test_a_worker_that_segfaults_in_a_lane_cell_fails_that_cell_with_the_signal(live_kernel):

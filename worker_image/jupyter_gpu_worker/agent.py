@@ -243,6 +243,8 @@ class Agent:
             self._execute(msg)
             return
         t0 = time.monotonic()
+        # one small write, read by the backend on the other core while the cell runs
+        self.send({"type": protocol.STARTED, "cell": msg.header["cell"]})
         self.reply_lane = via_lane
         try:
             status, timings = self._execute(msg, t0)
