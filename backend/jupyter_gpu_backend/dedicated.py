@@ -48,6 +48,7 @@ class DedicatedPool:
         self.ledger_of = ledger_of  # the scheduler's ledger (budgets may wrap it later)
         self.members: dict[str, dict] = {}  # gpu -> {worker id: worker}, live (free or leased)
         self.free: dict[str, list] = {}  # gpu -> registered, unleased dedicated workers
+        self.waiters: dict[str, list] = {}  # gpu -> futures of cells in the max_workers line
         self._filling: dict[str, int] = {}
         self.closing = False
         self._changed = asyncio.Event()
@@ -102,8 +103,50 @@ class DedicatedPool:
             if self.closing:
                 return
             self.members.setdefault(gpu, {})[worker.id] = worker
-            self.free.setdefault(gpu, []).append(worker)
-            self._notify()
+            self._give(gpu, worker)
+
+    def _give(self, gpu: str, worker) -> None:
+        """A dedicated worker is free: to the first cell waiting in the line, else to the free list."""
+        waiters = self.waiters.get(gpu, [])
+        while waiters:
+            fut = waiters.pop(0)
+            if not fut.done():
+                fut.set_result(worker)
+                self._notify()
+                return
+        self.free.setdefault(gpu, []).append(worker)
+        self._notify()
+
+    async def slot_or_worker(self, gpu: str, key: str, capacity, on_position) -> tuple[float, object]:
+        """Wait for a ``max_workers`` slot (then cold-start a serverless worker) or for a dedicated
+        worker to come free, whichever is first: (seconds waited, the dedicated worker or None)."""
+        if not self.sizes.get(gpu):
+            return await capacity.acquire(gpu, key, on_position), None
+        t0 = time.monotonic()
+        handed = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(gpu, []).append(handed)
+        slot = asyncio.ensure_future(capacity.acquire(gpu, key, on_position))
+
+        def leave_line() -> None:  # a slot that still arrives goes straight back
+            capacity.cancel(key)
+            slot.add_done_callback(lambda t: None if t.cancelled() or t.exception() else capacity.release(gpu))
+
+        try:
+            await asyncio.wait([slot, handed], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            leave_line()
+            raise
+        finally:
+            if handed in self.waiters.get(gpu, []):
+                self.waiters[gpu].remove(handed)
+        if handed.done() and not slot.done():  # a dedicated worker came free first: leave the line
+            leave_line()
+            return time.monotonic() - t0, handed.result()
+        if handed.done():  # both at once: keep the slot's path, the worker goes back
+            self._give(gpu, handed.result())
+        else:
+            handed.cancel()
+        return slot.result(), None  # QueueCancelled when the cell was interrupted in the line
 
     def status(self) -> dict:
         return {g: {"size": n, "live": len(self.members.get(g, ())), "free": len(self.free.get(g, []))}

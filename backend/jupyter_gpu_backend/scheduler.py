@@ -200,16 +200,18 @@ class Scheduler:
         worker = self.dedicated.take(run.gpu) or self.pool.take(run.gpu)
         if worker is None:
             with self.autoscale.waiting(run.gpu):  # --scale-up-queue counts the cells waiting
-                run.queue = await self.capacity.acquire(run.gpu, run.id, tell_position)  # max_workers
-                run.cold = True
-                await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
-                t0 = time.monotonic()
-                try:
-                    worker = await self.start_worker(run.gpu)
-                except BaseException:
-                    self.capacity.release(run.gpu)
-                    raise
-                run.cold_start = time.monotonic() - t0
+                # a max_workers slot, or a dedicated worker that comes free while the cell is in line
+                run.queue, worker = await self.dedicated.slot_or_worker(run.gpu, run.id, self.capacity, tell_position)
+                if worker is None:
+                    run.cold = True
+                    await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
+                    t0 = time.monotonic()
+                    try:
+                        worker = await self.start_worker(run.gpu)
+                    except BaseException:
+                        self.capacity.release(run.gpu)
+                        raise
+                    run.cold_start = time.monotonic() - t0
         lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm)
         worker.session = session
         self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)

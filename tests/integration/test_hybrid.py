@@ -113,3 +113,37 @@ def test_dedicated_for_a_type_not_offered_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "jupyter_gpu_backend", "--dedicated", "cpu"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "use GPU=N" in r.stderr, r.stderr
+
+
+def test_a_cell_waiting_in_the_line_takes_a_dedicated_worker_that_comes_free(tmp_path):
+    proc, url = start_backend(tmp_path, "--token", TOKEN, "--dedicated", "cpu=1", "--max-workers", "1",
+                              "--keep-warm", "60")
+    clients = []
+    try:
+        assert get(url, "/api/runtime?wait=60")["ready"]
+        a, b, c = (BackendClient(url, TOKEN, f"s-{n}") for n in "abc")
+        clients += [a, b, c]
+        assert run_cell(a, "# %%gpu\nx = 1", "a-1")[-1]["pool"] == "dedicated"
+        done_b = run_cell(b, "# %%gpu\nx = 1", "b-1")[-1]
+        assert done_b["pool"] == "serverless"  # b's warm lease holds the only max_workers slot
+        c.send({"type": "execute", "cell": "c-1", "code": "# %%gpu\nx = 3", "gpu": "cpu", "inputs": {},
+                "keep": {}, "binds": []})
+        first = c.recv(timeout=60)
+        assert first is not None and first.header.get("phase") == "queued" and first.header["position"] == 1
+        a.send({"type": protocol.RELEASE})  # the dedicated worker is recycled and goes to c, in line
+        assert a.recv(timeout=30).header.get("released") == 1
+        events = []
+        while not events or events[-1]["type"] not in (protocol.DONE, protocol.FAILURE):
+            msg = c.recv(timeout=60)
+            assert msg is not None, f"c-1 never left the line; got {events}"
+            events.append(msg.header)
+        done_c = events[-1]
+        assert done_c["status"] == "ok" and done_c["pool"] == "dedicated" and done_c["cold"] is False
+        assert done_c["timings"]["queue"] > 0
+        assert run_cell(b, "# %%gpu\nx = 2", "b-2")[-1]["worker"] == done_b["worker"]  # b kept its own
+        # c-1 is out of the line (nothing of it is left queued)
+        assert get(url, "/api/queue")["queued"] == []
+    finally:
+        for cl in clients:
+            cl.close()
+        stop_backend(proc)
