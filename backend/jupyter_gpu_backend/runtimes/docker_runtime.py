@@ -128,6 +128,8 @@ class DockerRuntime:
 
     # -- workers -------------------------------------------------------------------------------
     async def _current_image(self) -> str:
+        if self._image_error is not None:  # try again: a missing base or a network blip may be gone
+            self._image_task, self._image_error = None, None
         await self.prepare()
         try:
             return await asyncio.shield(self._image_task)
