@@ -88,3 +88,19 @@ def test_second_interrupt_kills_a_worker_that_ignores_sigint(live_kernel):
     assert pid_after != pid_before
     fs = cell.footers()
     assert fs and fs[-1]["status"] == "killed", fs
+
+
+@pytest.mark.timeout(180)
+def test_interrupt_wakes_one_long_blocking_call_every_time(live_kernel):
+    """A single `time.sleep(60)` is ended by the stop button at once, however the signal races."""
+    k = live_kernel
+    k.run(LOAD)
+    k.run("%%gpu\nimport time")
+    for attempt in range(8):
+        cell = k.submit("%%gpu\nprint('sleeping', flush=True)\ntime.sleep(60)")
+        assert k.wait_until(lambda: "sleeping" in cell.stdout(), 60), "the remote cell never started"
+        t0 = k.interrupt()
+        assert k.wait_until(lambda: cell.reply is not None, 15), f"attempt {attempt}: no reply after an interrupt"
+        assert cell.reply_at - t0 < 5.0, f"attempt {attempt}: the sleep was interrupted only after {cell.reply_at - t0:.1f} s"
+        assert cell.reply["content"]["ename"] == "KeyboardInterrupt"
+        assert k.wait_until(lambda: cell.idle, 10)

@@ -34,6 +34,7 @@ from .shell import Emitter, make_shell  # noqa: E402
 SECRET_ENV = "JUPYTER_GPU_WORKER_SECRET"
 ID_ENV = "JUPYTER_GPU_WORKER_ID"
 LANE_DIR_ENV = "JUPYTER_GPU_LANE_DIR"  # set by runtimes whose workers share the kernel's host
+INTERRUPT_RETRY, INTERRUPT_RETRIES = 0.3, 5
 
 
 class Agent:
@@ -53,6 +54,7 @@ class Agent:
         self.lane: lanes.LaneConnection | None = None  # the kernel's lane, once it opened one
         self.reply_lane: lanes.LaneConnection | None = None  # set while a lane cell runs
         self.cells_done = 0  # cells that ran (the backend compares it before retiring us)
+        self.interrupt_seen = False  # our SIGINT handler ran since the last interrupt request
         self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
         self.out_pool = shm.SegmentPool()
         self.reader = shm.SegmentReader()
@@ -150,12 +152,31 @@ class Agent:
         """Handle a message that needs no main thread; True when it was one."""
         kind = msg.type
         if kind == protocol.INTERRUPT:
-            if self.executing is not None and self.executing == msg.header.get("cell"):
-                os.kill(os.getpid(), signal.SIGINT)
+            cell = msg.header.get("cell")
+            if self.executing is not None and self.executing == cell:
+                self.interrupt_seen = False
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                threading.Thread(target=self._interrupt_again, args=(cell,), daemon=True).start()
             return True
         if kind == protocol.SHUTDOWN:
             self._exit()
         return False
+
+    def on_sigint(self, signum, frame):
+        """The worker's SIGINT handler: like Python's own, and it notes that Python code saw it."""
+        self.interrupt_seen = True
+        raise KeyboardInterrupt
+
+    def _interrupt_again(self, cell: str) -> None:
+        """A SIGINT that lands after the main thread's last signal check but before it enters a
+        blocking call (one long ``time.sleep``) does not cut that call short; Python would see it
+        only when the call returns.  So while the cell runs on and our handler has not run, send it
+        again (each one interrupts the call it finds), a few times at most."""
+        for _ in range(INTERRUPT_RETRIES):
+            time.sleep(INTERRUPT_RETRY)
+            if self.executing != cell or self.interrupt_seen or signal.getsignal(signal.SIGINT) != self.on_sigint:
+                return  # ended, seen, or the cell's own code handles SIGINT its way
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     def _retire(self, msg: protocol.Message) -> None:
         """Keep-warm ran out (the backend's view): exit, unless a cell ran since or one waits."""
@@ -371,10 +392,10 @@ def main(argv=None) -> None:
     secret = os.environ.pop(SECRET_ENV, "")
     worker_id = os.environ.get(ID_ENV, f"w-{os.getpid()}")
     # the stop button arrives as SIGINT: a launcher may have left it ignored or blocked (Ray does)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     agent = Agent(args.url, secret, worker_id)
+    signal.signal(signal.SIGINT, agent.on_sigint)
     agent.register()
     threading.Thread(target=agent.watch_forever, name="watcher", daemon=True).start()
     agent.serve_forever()
