@@ -83,6 +83,8 @@ class DockerRuntime:
         """Start making sure the worker image exists (the backend calls this once it serves)."""
         if self._image_task is None:
             self._image_task = asyncio.ensure_future(self._ensure_image())
+            # its failure is logged and told to each cell; never "exception was never retrieved"
+            self._image_task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _ensure_image(self) -> str:
         if self.image:
@@ -144,6 +146,7 @@ class DockerRuntime:
         if index is None:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
         else:  # exactly its own GPU, which is device 0 inside the container
+            env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"  # CUDA and NVML, whatever the base says
             opts["device_requests"] = [self.docker.types.DeviceRequest(device_ids=[str(index)], capabilities=[["gpu"]])]
         handle = DockerWorker(worker_id, gpu, f"jupyter-gpu-{worker_id}", device_index=index)
         loop = asyncio.get_running_loop()
