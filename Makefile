@@ -54,13 +54,17 @@ postgres-ready:
 
 # The lab extension's tests: Debian's chromium for the browser tests (apt, when missing; where it
 # cannot be installed they skip saying so), node modules (jlpm, from yarn.lock), the extension built
-# and linked into the venv (`labextension develop`: the running lab serves this build), jest tests.
+# and copied into the venv (an editable install copied an older build; a `labextension develop`
+# symlink would let the next `pip install -e` write onto the build itself), jest tests.
 LAB_SRC := $(wildcard labextension/src/*.ts labextension/style/* labextension/schema/*.json) package.json yarn.lock tsconfig.json
 LABPATH := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 $(VENV)/.lab-built: $(VENV)/.installed-test $(LAB_SRC)
 	@$(LABPATH) jlpm install > $(VENV)/jlpm.log 2>&1 || { tail -30 $(VENV)/jlpm.log; exit 1; }
-	@$(LABPATH) jlpm build:prod > $(VENV)/jlpm-build.log 2>&1 || { tail -30 $(VENV)/jlpm-build.log; exit 1; }
-	@$(LABPATH) $(VENV)/bin/jupyter labextension develop --overwrite . > /dev/null
+	@$(LABPATH) jlpm build:lib:prod > $(VENV)/jlpm-build.log 2>&1 && $(LABPATH) jlpm build:labextension >> $(VENV)/jlpm-build.log 2>&1 \
+	  || { tail -30 $(VENV)/jlpm-build.log; exit 1; }  # no clean first: a concurrent pip install -e would rebuild
+	rm -rf $(VENV)/share/jupyter/labextensions/jupyter-gpu
+	cp -r jupyter_gpu/labextension $(VENV)/share/jupyter/labextensions/jupyter-gpu
+	cp install.json $(VENV)/share/jupyter/labextensions/jupyter-gpu/
 	touch $@
 
 lab-ready: $(VENV)/.lab-built

@@ -199,6 +199,7 @@ class Gateway:
     async def _cold_execute(self, run, header, inline, frames) -> None:
         ledger = self.scheduler.ledger
         ledger.cell_started(run.id, run.session.id, run.session.user, run.gpu, status="queued")
+        self.scheduler.starting[run.id] = run  # an interrupt meanwhile is kept for after the start
         try:
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
         except GpuError as e:
@@ -206,18 +207,27 @@ class Gateway:
             await self._fail(run.session, run.id, e.code, str(e))
             return
         except QueueCancelled:
-            waited = time.monotonic() - run.t_submit
-            ledger.cell_done(run.id, "interrupted", None, False, {"queue": waited})
-            await run.session.emit({"type": protocol.ERROR, "cell": run.id, "ename": "KeyboardInterrupt",
-                                    "evalue": f"interrupted after {waited:.1f} s in the queue for {run.gpu}",
-                                    "traceback": []})
-            await run.session.emit({"type": protocol.DONE, "cell": run.id, "status": "interrupted",
-                                    "gpu": run.gpu, "cold": False, "timings": {"queue": waited}})
+            run.queue = time.monotonic() - run.t_submit  # it waited in line until now
+            await self._interrupted_before_start(run, f"in the queue for {run.gpu}")
+            return
+        finally:
+            self.scheduler.starting.pop(run.id, None)
+        if run.interrupts:  # the stop button during the cold start: the worker stays, warm and leased
+            await self._interrupted_before_start(run, f"while a worker for {run.gpu} was starting; it is warm now")
             return
         ledger.cell_running(run.id)
         # the live status line goes from "queued"/"cold start" to "running" (a warm cell shows neither)
         await run.session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "running", "gpu": run.gpu})
         await self.scheduler.dispatch(run, lease, header, inline, frames)
+
+    async def _interrupted_before_start(self, run, where: str) -> None:
+        waited = time.monotonic() - run.t_submit
+        timings = {"queue": run.queue, "cold_start": run.cold_start}
+        self.scheduler.ledger.cell_done(run.id, "interrupted", None, run.cold, timings)
+        await run.session.emit({"type": protocol.ERROR, "cell": run.id, "ename": "KeyboardInterrupt",
+                                "evalue": f"interrupted after {waited:.1f} s {where}", "traceback": []})
+        await run.session.emit({"type": protocol.DONE, "cell": run.id, "status": "interrupted",
+                                "gpu": run.gpu, "cold": run.cold, "timings": timings})
 
     async def _lane_lost(self, session, header: dict) -> None:
         await session.emit(await self.scheduler.lane_lost(session, header))

@@ -104,3 +104,31 @@ def test_interrupt_wakes_one_long_blocking_call_every_time(live_kernel):
         assert cell.reply_at - t0 < 5.0, f"attempt {attempt}: the sleep was interrupted only after {cell.reply_at - t0:.1f} s"
         assert cell.reply["content"]["ename"] == "KeyboardInterrupt"
         assert k.wait_until(lambda: cell.idle, 10)
+
+
+@pytest.mark.timeout(180)
+def test_interrupt_during_a_cold_start_stops_the_cell_and_keeps_the_new_worker(fresh_kernel_env):
+    """The stop button pressed while a worker is starting: the cell never runs, the worker stays."""
+    from tests.conftest import LiveKernel
+
+    # spawned workers (no zygote) take a second or more to start: time to press the button
+    k = LiveKernel({**fresh_kernel_env, "JUPYTER_GPU_ZYGOTE": "0"})
+    try:
+        k.run(LOAD)
+        cell = k.submit("%%gpu\nran = True\nprint('ran')")
+        live = lambda: any(e.msg["msg_type"] == "display_data" and "cold start" in str(e.msg["content"]["data"])
+                           for e in cell.iopub)
+        assert k.wait_until(live, 60), "no cold-start status line"
+        assert cell.reply is None
+        k.interrupt()
+        assert k.wait_until(lambda: cell.done, 60)
+        content = cell.reply["content"]
+        assert content["ename"] == "KeyboardInterrupt", content
+        assert "starting" in content["evalue"], content["evalue"]
+        assert "ran" not in cell.stdout()
+        assert cell.footers()[-1]["status"] == "interrupted"
+        after = k.run("%%gpu\nprint('ran' in dir())")
+        assert after.stdout().strip() == "False"  # the interrupted cell never ran on the worker
+        assert after.footers()[-1]["cold"] is False  # the worker it started is the one now warm
+    finally:
+        k.shutdown()
