@@ -170,8 +170,10 @@ def test_sidebar_footer_streaming_and_interrupt(lab, page):
     # interrupt a running cell: the remote code stops, the worker stays warm
     cell = run_cell(page, 2)
     cell.locator(".jp-OutputArea").get_by_text("tick 3").wait_for()
-    # (a warm cell on the same host runs over the kernel's direct lane to its worker: the backend,
-    # and so the sidebar, learn of it when it ends, so "busy" is not asserted here)
+    page.wait_for_function(  # a warm lane cell is announced by its worker: busy, counted as running
+        "() => { const w = document.querySelector('#jupyter-gpu-sidebar tr.jp-gpu-worker');"
+        " const c = document.querySelector('#jupyter-gpu-sidebar .jp-gpu-cost');"
+        " return w && w.dataset.state === 'busy' && c.textContent.includes('1 running'); }")
     shot(page, "5-running")
     page.click(".jp-NotebookPanel:visible [data-jp-item-name='interrupt'] button")
     cell.locator(".jp-OutputArea").get_by_text("KeyboardInterrupt").first.wait_for()
