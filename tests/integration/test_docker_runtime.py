@@ -127,11 +127,9 @@ def test_cells_run_in_a_container_with_the_usual_behaviour(backend, client):
     assert e["ename"] == "ZeroDivisionError" and err[-1]["status"] == "error"
     assert "----> 3 1 / 0" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e["traceback"]))  # the cell's own line
 
-    # interrupt: the remote code stops, the worker stays warm with its namespace.  (A loop of short
-    # sleeps: a SIGINT that lands just before one long blocking call is only seen when it returns,
-    # a race of the agent's interrupt that is not the runtime's; see docs/decisions.md.)
-    c.send({"type": "execute", "cell": "d4",
-            "code": "# %%gpu\nimport time\nprint('started')\nfor _ in range(1200):\n    time.sleep(0.05)",
+    # interrupt: the remote code stops, even in one long blocking call; the worker stays warm with
+    # its namespace
+    c.send({"type": "execute", "cell": "d4", "code": "# %%gpu\nimport time\nprint('started')\ntime.sleep(60)",
             "gpu": "cpu", "inputs": {}, "keep": {}, "binds": []})
     while True:
         msg = c.recv(timeout=60)
