@@ -116,6 +116,10 @@ def run_cell(page, index: int):
 
 
 def test_sidebar_footer_streaming_and_interrupt(lab, page):
+    # the settings schema is served to the Settings editor
+    status, settings = lab.get("lab/api/settings/jupyter-gpu:plugin")
+    assert status == 200, settings
+    assert {"backendUrl", "backendToken", "defaultGpu", "keepWarm"} <= set(settings["schema"]["properties"])
     (lab.root / "demo.ipynb").write_text(json.dumps(notebook(["%load_ext jupyter_gpu", SLOW, LONG])))
     page.goto(f"{lab.url}lab/tree/demo.ipynb?token={lab.token}")
     wait_idle(page)
@@ -196,3 +200,9 @@ def test_sidebar_footer_streaming_and_interrupt(lab, page):
         time.sleep(0.1)  # polling the file the server writes, with a deadline
     assert json.loads((lab.root / "demo.ipynb").read_text())["metadata"]["jupyter_gpu"] == {"expect_failure": "kept", "gpu": "cpu"}
     shot(page, "7-released")
+
+    # pre-warm: a worker for this notebook's type starts before any cell needs it
+    sidebar.locator("button.jp-gpu-prewarm").click()
+    sidebar.locator("tr.jp-gpu-worker[data-gpu='cpu'][data-state='idle']").wait_for()
+    assert sidebar.locator(".jp-gpu-message").inner_text() == "pre-warmed"
+    shot(page, "8-prewarmed")
