@@ -86,6 +86,7 @@ class Autoscaler:
             yield
         finally:
             self.waiting_cells[gpu] -= 1
+            self.changed(gpu)  # fewer waiting: the queue rule may want fewer spares
 
     def changed(self, gpu: str) -> None:
         """Demand for ``gpu`` moved: start spares up to the target now; trim extras after the delay."""
@@ -104,6 +105,7 @@ class Autoscaler:
         while pool.count(gpu) > self.target(gpu):
             worker = pool.spares[gpu].pop()
             await self.scheduler.stop_worker(worker)
+        pool._notify()  # /api/runtime?wait waits for the pool to settle at its target
 
     def status(self) -> dict:
         return {"scale_up_queue": self.scale_up_queue, "target_utilisation": self.target_utilisation,

@@ -76,10 +76,10 @@ class SparePool:
             self._changed.set()
 
     async def wait_full(self, timeout: float) -> bool:
-        """Wait until every GPU type has its spares (``min_warm``, or the autoscaling target);
-        False on timeout."""
+        """Wait until every GPU type has its spares, no fewer and no more (``min_warm``, or the
+        autoscaling target, extras stopped after the scale-down delay); False on timeout."""
         deadline = time.monotonic() + timeout
-        while any(len(self.spares.get(g, [])) < self.target(g) for g in self.offers()):
+        while any(len(self.spares.get(g, [])) != self.target(g) for g in self.offers()):
             self._changed = self._changed or asyncio.Event()
             self._changed.clear()
             try:

@@ -112,6 +112,9 @@ class BackendServer:
         self.scheduler.pool.start()
         self.scheduler.dedicated.start()  # hybrid pools: the always-on workers start with the backend
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
+        # uvicorn re-raises a SIGTERM it caught once it has stopped serving; with the default action
+        # that would kill us before the `finally` below (workers, ledger's last batch, runtime file)
+        signal.signal(signal.SIGTERM, lambda *_: None)
         try:
             await self.uvicorn.serve(sockets=[self.sock])
         finally:

@@ -21,6 +21,12 @@ def runtime(url, wait):
         return json.load(r)
 
 
+def _flush_ledger(url):
+    """/api/cells commits what the ledger has queued before it answers."""
+    req = urllib.request.Request(f"{url}/api/cells", headers={"Authorization": f"token {TOKEN}"})
+    urllib.request.urlopen(req, timeout=30).read()
+
+
 def test_target_utilisation_starts_a_spare_that_the_next_session_takes(tmp_path):
     proc, url = start_backend(tmp_path, "--token", TOKEN, "--target-utilisation", "0.7", "--keep-warm", "60")
     clients = []
@@ -42,6 +48,7 @@ def test_target_utilisation_starts_a_spare_that_the_next_session_takes(tmp_path)
         assert done_b["status"] == "ok" and done_b["cold"] is False and done_b["timings"]["cold_start"] == 0
         assert done_b["worker"] != done_a["worker"]
         assert runtime(url, 60)["warm_pool"] == {"cpu": 1}  # 2 leased: one spare again keeps 2/3 < 0.7
+        _flush_ledger(url)
     finally:
         for c in clients:
             c.close()
@@ -59,3 +66,26 @@ def test_a_target_utilisation_out_of_range_is_refused(tmp_path):
                         "--ledger", str(tmp_path / "l.sqlite3")], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "JUPYTER_GPU_ZYGOTE": "0"})
     assert r.returncode == 2 and "between 0 and 1" in r.stderr, r.stderr
+
+
+def test_spares_beyond_the_target_stop_after_the_scale_down_delay(tmp_path):
+    # --keep-warm 1: the scale-down delay; the cell asks for 60 s so its own lease stays while we look
+    proc, url = start_backend(tmp_path, "--token", TOKEN, "--target-utilisation", "0.7", "--keep-warm", "1")
+    try:
+        assert runtime(url, 60)["warm_pool"] == {}
+        a = BackendClient(url, TOKEN, "s-a")
+        assert run_cell(a, "# %%gpu\nx = 1", "a-1", keep_warm=60)[-1]["status"] == "ok"
+        assert runtime(url, 60)["warm_pool"] == {"cpu": 1}  # the utilisation rule's spare
+        from jupyter_gpu import protocol
+
+        a.send({"type": protocol.RELEASE})  # nothing leased: the spare is beyond the target (0)
+        assert a.recv(timeout=30).header.get("released") == 1
+        info = runtime(url, 60)  # waits until the pool settles at its target
+        assert info["ready"] and info["warm_pool"] == {"cpu": 0}, info
+        a.close()
+        _flush_ledger(url)
+    finally:
+        stop_backend(proc)
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    states = [s for (s,) in db.execute("SELECT state FROM workers ORDER BY requested")]
+    assert states == ["stopped", "stopped"], states  # the leased one (released) and the trimmed spare
