@@ -25,6 +25,7 @@ class SparePool:
         self._changed: asyncio.Event | None = None
         # spares wanted per type: min_warm, or more by the autoscaling rules (autoscale.py)
         self.target: Callable[[str], int] = lambda gpu: self.min_warm
+        self.closing = False  # the backend is stopping: a spare killed now is not replaced
 
     def count(self, gpu: str) -> int:
         return len(self.spares.get(gpu, []))
@@ -48,7 +49,7 @@ class SparePool:
                 asyncio.ensure_future(self.refill(gpu))
 
     async def refill(self, gpu: str) -> None:
-        while len(self.spares.get(gpu, [])) + self._filling.get(gpu, 0) < self.target(gpu):
+        while not self.closing and len(self.spares.get(gpu, [])) + self._filling.get(gpu, 0) < self.target(gpu):
             if not self.capacity.try_acquire(gpu):
                 return  # max_workers reached: cells come first
             self._filling[gpu] = self._filling.get(gpu, 0) + 1

@@ -547,7 +547,7 @@ class Scheduler:
         self.ledger.session_closed(session.id)
 
     async def shutdown(self) -> None:
-        self.dedicated.closing = True  # workers killed from here on are not replaced
+        self.dedicated.closing = self.pool.closing = True  # workers killed from here on are not replaced
         for session in list(self.sessions.values()):
             for lease in list(session.leases.values()):
                 if lease.expiry is not None:
