@@ -136,7 +136,7 @@ export function renderFooter(node: HTMLElement, d: IFooterData): void {
   node.dataset.status = d.live ? 'live' : d.status || 'ok';
   const icon = node.ownerDocument.createElement('span');
   icon.className = 'jp-gpu-footer-icon';
-  icon.textContent = d.live ? '⏳ gpu' : 'gpu';
+  icon.textContent = 'gpu'; // live: pulses (CSS); no emoji, which headless fonts may lack
   node.appendChild(icon);
   for (const part of footerParts(d)) {
     const span = node.ownerDocument.createElement('span');

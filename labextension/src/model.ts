@@ -87,7 +87,7 @@ export function parseDuration(text: string | number | undefined | null): number 
 
 export function formatCountdown(s: number | null): string {
   if (s === null) {
-    return 'busy';
+    return '—'; // busy: the window starts when the cell ends
   }
   const v = Math.max(0, Math.round(s));
   const m = Math.floor(v / 60);

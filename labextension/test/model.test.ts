@@ -61,7 +61,7 @@ describe('sidebar model', () => {
     expect(keepWarmLeft(w, 30_000)).toBe(90);
     expect(keepWarmLeft(w, 200_000)).toBe(0);
     expect(formatCountdown(keepWarmLeft(w, 30_000))).toBe('1:30');
-    expect(formatCountdown(keepWarmLeft({ ...w, keep_warm_left: null }, 0))).toBe('busy');
+    expect(formatCountdown(keepWarmLeft({ ...w, keep_warm_left: null }, 0))).toBe('—');
     expect(formatCountdown(42)).toBe('42 s');
   });
 
