@@ -447,6 +447,7 @@ class Scheduler:
             elif not worker.stopping:  # it died between cells, or in a lane cell (the kernel asks: lane_lost)
                 self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
             if worker.lane_cell:  # never `metered`: recorded as lost even if its kernel never asks
+                self.ledger.cell_pool(worker.lane_cell, worker.pool)
                 self.ledger.cell_done(worker.lane_cell, "killed" if worker.killed_reason else "lost", worker.id, False, {})
             return
         what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {cause}"
