@@ -2,7 +2,9 @@
 
 One session = one notebook kernel.  A session leases at most one worker per GPU type; the lease
 stays warm for ``keep_warm`` seconds after its last cell, then the worker is stopped (scale to
-zero).  A worker that served one session never serves another (issue 4 adds pools per user).
+zero; a lane worker is asked to retire).  A worker serves one session for its life; a dedicated
+one is replaced by a fresh process when its session lets it go.  What is tracked (sessions,
+workers, leases, cells) is in ``model.py``.
 """
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import asyncio
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
 
 from jupyter_gpu import devices, protocol
 from jupyter_gpu.errors import WorkerStartFailed
@@ -19,120 +20,12 @@ from .autoscale import Autoscaler
 from .capacity import Capacity
 from .dedicated import DEDICATED, SERVERLESS, DedicatedPool
 from .ledger import NullLedger
+from .model import CellRun, Conn, Lease, Session, Worker
 from .pools import SparePool
 
 log = logging.getLogger("jupyter_gpu_backend")
 RETIRE_RETRY = 5.0  # a worker that declined to retire (a lane cell was under way) is asked again
 GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lost can be answered
-
-
-class Conn:
-    """A websocket plus the lock that keeps a multi-frame message in one piece."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.lock = asyncio.Lock()
-        self.open = True
-
-    async def send_frames(self, frames, more=None) -> bool:
-        """Send ``frames`` and then, if given, the frames of the async iterator ``more``.
-
-        Returns False when this connection is broken; errors of ``more`` itself propagate.
-        """
-        async with self.lock:
-            for f in frames:
-                if not await self._send(f):
-                    return False
-            if more is not None:
-                async for f in more:
-                    if not await self._send(f):
-                        return False
-        return True
-
-    async def _send(self, frame) -> bool:
-        if not self.open:
-            return False
-        try:
-            await self.ws.send_bytes(frame if isinstance(frame, bytes) else bytes(frame))
-            return True
-        except Exception:
-            self.open = False
-            return False
-
-    async def send(self, header: dict, buffers=()) -> bool:
-        return await self.send_frames(protocol.encode(header, buffers))
-
-
-@dataclass
-class Worker:
-    id: str
-    gpu: str
-    handle: object  # the runtime's handle
-    registered: asyncio.Future
-    conn: Conn | None = None
-    info: dict = field(default_factory=dict)
-    session: "Session | None" = None
-    cell: "CellRun | None" = None
-    killed_reason: str | None = None
-    startup_s: float = 0.0
-    slot_released: bool = False
-    stopping: bool = False
-    retired: bool = False  # it exited on its own after `retire` (keep-warm ran out)
-    lane: dict | None = None  # the worker's direct lane {path, secret} (same-host runtimes)
-    cells: int = 0  # cells it ran, through the backend or metered from its lane
-    lane_cell: str | None = None  # the lane cell it runs (between `started` and `metered`)
-    exit_cause: str | None = None  # why it is gone, once it is
-    pool: str = SERVERLESS  # or DEDICATED: an always-on worker of the hybrid pool (dedicated.py)
-    gone: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def device(self) -> str:
-        return self.info.get("device", self.gpu)
-
-
-@dataclass
-class Lease:
-    session: "Session"
-    gpu: str
-    worker: Worker
-    keep_warm: float
-    idle_since: float | None = None
-    expiry: asyncio.TimerHandle | None = None
-
-    def keep_warm_left(self) -> float | None:
-        if self.idle_since is None:
-            return None
-        return max(0.0, self.keep_warm - (time.monotonic() - self.idle_since))
-
-
-@dataclass
-class CellRun:
-    id: str
-    session: "Session"
-    gpu: str
-    t_submit: float
-    queue: float = 0.0
-    cold_start: float = 0.0
-    cold: bool = False
-    t_dispatch: float = 0.0
-    worker: Worker | None = None
-    interrupts: int = 0
-
-
-@dataclass
-class Session:
-    id: str
-    user: str
-    conn: Conn | None = None
-    leases: dict = field(default_factory=dict)  # gpu -> Lease
-    seq: int = 0
-
-    async def emit(self, header: dict, inline=b"", frames=()) -> None:
-        """Stamp the session's next sequence number and send an event to the kernel."""
-        self.seq += 1
-        header["seq"] = self.seq
-        if self.conn is not None:
-            await self.conn.send_frames([protocol.with_header(header, inline), *frames])
 
 
 class Scheduler:
@@ -275,7 +168,7 @@ class Scheduler:
         worker.lane = info.pop("lane", None)  # the secret is not status material
         worker.info = info
         worker.startup_s = info.get("startup_s", 0.0)
-        method = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
+        method = getattr(worker.handle, "start_method", "spawn")
         self.ledger.worker_state(worker_id, "idle", device=worker.device, start_method=method)
         if not worker.registered.done():
             worker.registered.set_result(worker)
@@ -298,7 +191,7 @@ class Scheduler:
             }
             header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold, pool=worker.pool)
             if run.cold:
-                header["start_method"] = "zygote" if getattr(worker.handle, "forked", False) else "spawn"
+                header["start_method"] = getattr(worker.handle, "start_method", "spawn")
             self.ledger.cell_pool(run.id, worker.pool)  # before cell_done: budgets charge by pool
             self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
             worker.cell = None

@@ -114,6 +114,7 @@ def test_cells_run_in_a_container_with_the_usual_behaviour(backend, client):
             if msg.type in (protocol.DONE, protocol.FAILURE):
                 break
     assert first[-1]["status"] == "ok" and first[-1]["cold"] is True, first
+    assert first[-1]["start_method"] == "container", first
     assert streams(first) == "True 1000 ''\nreply: hello\n"  # in a container, unprivileged, no GPU
     worker = first[-1]["worker"]
     (container,) = worker_containers(client, worker)

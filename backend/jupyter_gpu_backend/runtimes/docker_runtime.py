@@ -45,6 +45,7 @@ class DockerWorker:
     exited: asyncio.Future = field(default=None)  # resolves to the exit code (< 0: a signal)
     oom: bool = False
     log_text: str | None = None  # the log's tail, kept when the container is removed
+    start_method: str = "container"
 
 
 def container_code(code: int) -> int:

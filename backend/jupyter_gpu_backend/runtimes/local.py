@@ -35,6 +35,10 @@ class WorkerProcess:
     device_index: int | None = None  # its first device
     exited: asyncio.Future = field(default=None)  # resolves to the exit code (< 0: a signal)
     forked: bool = False  # from the zygote (else spawned)
+
+    @property
+    def start_method(self) -> str:
+        return "zygote" if self.forked else "spawn"
     device_indices: list = field(default_factory=list)  # all its devices ("A100:2": two)
 
 

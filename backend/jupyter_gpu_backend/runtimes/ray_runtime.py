@@ -30,7 +30,7 @@ class RayWorker:
     pid: int
     log_path: str
     exited: asyncio.Future = field(default=None)
-    forked: bool = False
+    start_method: str = "ray actor"  # the agent runs as the actor's child process
 
 
 def _actor_class(ray):
