@@ -27,6 +27,15 @@ async def exit_cause(exited: asyncio.Future, timeout: float = 2.0) -> str:
     return exit_text(code)
 
 
+async def wait_exits(handles, timeout: float = 5.0) -> None:
+    """Wait (each up to ``timeout``) for the workers a runtime is shutting down to be gone."""
+    for handle in list(handles):
+        try:
+            await asyncio.wait_for(asyncio.shield(handle.exited), timeout)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+
+
 def log_tail(path: str, limit: int = 2000, missing: str = "") -> str:
     try:
         with open(path, "rb") as f:

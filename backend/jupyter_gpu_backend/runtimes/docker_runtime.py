@@ -18,14 +18,14 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import socket
 import threading
 from dataclasses import dataclass, field
 
 from jupyter_gpu.errors import WorkerStartFailed
+from jupyter_gpu.shm import pid_alive
 
-from .common import exit_text
+from .common import exit_text, wait_exits
 from .local import detect_gpus
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -265,7 +265,7 @@ class DockerRuntime:
         host = socket.gethostname()
         for c in self._containers():
             owner = c.labels.get(BACKEND_LABEL, "").split(":")
-            if len(owner) == 3 and owner[0] == host and owner[1].isdigit() and not _pid_alive(int(owner[1])):
+            if len(owner) == 3 and owner[0] == host and owner[1].isdigit() and not pid_alive(int(owner[1])):
                 log.info("removing container %s of a backend that is gone", c.name)
                 try:
                     c.remove(force=True)
@@ -283,21 +283,8 @@ class DockerRuntime:
                     pass
 
         await loop.run_in_executor(None, remove_all)
-        for handle in list(self.workers.values()):
-            try:
-                await asyncio.wait_for(asyncio.shield(handle.exited), 5)
-            except (asyncio.TimeoutError, ConnectionError):
-                pass
+        await wait_exits(self.workers.values())
         self.workers.clear()
         if self._image_task is not None and not self._image_task.done():
             self._image_task.cancel()  # the build itself finishes in its thread; nothing waits for it
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from jupyter_gpu.devices import split
 
-from .common import exit_cause, log_tail
+from .common import exit_cause, log_tail, wait_exits
 from .device_table import DeviceTable
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -177,11 +177,7 @@ class LocalRuntime:
     async def shutdown(self) -> None:
         for handle in list(self.workers.values()):
             self.kill(handle)
-        for handle in list(self.workers.values()):
-            try:
-                await asyncio.wait_for(asyncio.shield(handle.exited), 5)
-            except (asyncio.TimeoutError, ConnectionError):
-                pass
+        await wait_exits(self.workers.values())
         self.workers.clear()
         if self.zygote is not None:
             await self.zygote.stop()
