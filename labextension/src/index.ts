@@ -52,21 +52,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
       };
     };
 
-    const apply = async (panel: NotebookPanel, force = false): Promise<void> => {
+    const apply = async (panel: NotebookPanel, force = false): Promise<boolean> => {
       const kernel = panel.sessionContext.session?.kernel;
       if (!kernel) {
-        return;
+        return false; // applied by watch() once the kernel is up
       }
       const choice = choiceOf(panel);
       if (!choice.gpu && !choice.keep_warm && !settings.backendUrl) {
-        return;
+        return true;
       }
       const code = configCode(choice, backend());
       if (code === null) {
         throw new Error('invalid device choice in the notebook metadata; pick one in the sidebar');
       }
       if (!force && applied.get(kernel.id) === code) {
-        return;
+        return true;
       }
       applied.set(kernel.id, code);
       console.debug(`jupyter-gpu: applying ${JSON.stringify(choice)} to kernel ${kernel.id}`);
@@ -76,14 +76,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
         applied.delete(kernel.id);
         throw e;
       }
+      return true;
     };
 
     const host: ISidebarHost = {
       current: () => tracker.currentWidget,
       choice: choiceOf,
       setChoice: async (panel, choice) => {
-        panel.model?.setMetadata(METADATA_KEY, mergeChoice(panel.model?.getMetadata(METADATA_KEY), choice));
-        await apply(panel, true);
+        await panel.context.ready; // before it, loading the file would replace the metadata
+        const model = panel.model;
+        if (!model) {
+          throw new Error('the notebook is not loaded');
+        }
+        model.setMetadata(METADATA_KEY, mergeChoice(model.getMetadata(METADATA_KEY), choice));
+        return apply(panel, true);
       },
       action: async (panel, action) => {
         await apply(panel);
@@ -117,6 +123,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // apply the notebook's choice to its kernel when it starts or restarts
     const watch = (panel: NotebookPanel) => {
       const ctx = panel.sessionContext;
+      panel.context.ready.then(() => {
+        panel.model?.metadataChanged.connect((_, change) => {
+          if (change.key === METADATA_KEY) {
+            console.debug(`jupyter-gpu: metadata ${JSON.stringify(change.newValue)} in ${panel.context.path}`);
+          }
+        });
+      });
       const tryApply = () => {
         if (ctx.session?.kernel && ctx.kernelDisplayStatus === 'idle') {
           apply(panel).catch(e => sidebar.notify(String(e.message ?? e), true));

@@ -17,7 +17,8 @@ import {
 export interface ISidebarHost {
   current(): NotebookPanel | null;
   choice(panel: NotebookPanel): IChoice;
-  setChoice(panel: NotebookPanel, choice: IChoice): Promise<void>;
+  /** Store the choice in the notebook and apply it to its kernel; false: no kernel yet (applied when it starts). */
+  setChoice(panel: NotebookPanel, choice: IChoice): Promise<boolean>;
   action(panel: NotebookPanel, action: 'prewarm' | 'release'): Promise<void>;
 }
 
@@ -198,8 +199,9 @@ export class GpuSidebar extends Widget {
       delete next.keep_warm;
     }
     try {
-      await this.host.setChoice(panel, next);
-      this.notify(`applied: ${next.gpu ?? 'backend default'}, keep warm ${next.keep_warm || 'default'}`);
+      const what = `${next.gpu ?? 'backend default'}, keep warm ${next.keep_warm || 'default'}`;
+      const now = await this.host.setChoice(panel, next);
+      this.notify(now ? `applied: ${what}` : `saved: ${what} (applies when the kernel starts)`);
     } catch (e) {
       this.notify(String((e as Error).message ?? e), true);
     }

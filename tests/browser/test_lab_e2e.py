@@ -89,11 +89,14 @@ def page(lab):
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         pg = context.new_page()
         pg.set_default_timeout(T)
+        console = []
+        pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         try:
             yield pg
         finally:
             try:
                 pg.screenshot(path=str(SHOTS / "last.png"))
+                (SHOTS / "console.log").write_text("\n".join(console))
             finally:
                 browser.close()
 
@@ -103,6 +106,11 @@ def shot(page, name):
 
 
 def wait_idle(page):
+    """The status bar names the notebook's kernel and says Idle (the toolbar's indicator says idle
+    before a kernel exists, and a Shift+Enter then is lost)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#jp-main-statusbar *')]"
+        ".some(e => e.children.length === 0 && /\\(ipykernel\\) \\| Idle/.test(e.textContent))", timeout=T)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=T)
 
 
@@ -193,7 +201,7 @@ def test_sidebar_footer_streaming_and_interrupt(lab, page):
     sidebar.locator("button.jp-gpu-release").click()
     page.wait_for_function(
         "() => !document.querySelector('#jupyter-gpu-sidebar tr.jp-gpu-worker')")
-    page.keyboard.press("Control+s")
+    page.click(".jp-NotebookPanel:visible [data-jp-item-name='save'] button")  # focus is in the sidebar
     deadline = time.monotonic() + 30
     while "gpu" not in json.loads((lab.root / "demo.ipynb").read_text())["metadata"]["jupyter_gpu"]:
         assert time.monotonic() < deadline, "the notebook was not saved with its device choice"
