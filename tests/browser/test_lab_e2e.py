@@ -73,7 +73,7 @@ def lab(tmp_path):
     prices.write_text(TEAM_PRICES)
     env = {**make_kernel_env(runtime), "JUPYTER_GPU_PRICES": str(prices)}
     try:
-        with jupyter(tmp_path, env, app="lab") as server:
+        with jupyter(tmp_path, env, app="lab", base_url="/user/alice/") as server:  # as under JupyterHub
             yield server
     finally:
         _reap_backend(runtime)
