@@ -1,6 +1,7 @@
 """`%%gpu` (run a cell on a worker) and `%gpu` (status, release, use, config)."""
 from __future__ import annotations
 
+import os
 import re
 
 
@@ -31,11 +32,19 @@ def _device_group(f):
     return argument_group("device")(f)
 
 
+# the defaults of `%gpu config` a kernel starts with (`jupyter-gpu run` sets them from the
+# notebook's metadata.jupyter_gpu, where the JupyterLab sidebar stores the notebook's choice)
+DEFAULT_GPU_ENV, DEFAULT_KEEP_WARM_ENV = "JUPYTER_GPU_DEFAULT_GPU", "JUPYTER_GPU_DEFAULT_KEEP_WARM"
+
+
 @magics_class
 class GpuMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.session = KernelSession(shell)
+        self.session.defaults.gpu = os.environ.get(DEFAULT_GPU_ENV) or None
+        if os.environ.get(DEFAULT_KEEP_WARM_ENV):
+            self.session.defaults.keep_warm = duration(os.environ[DEFAULT_KEEP_WARM_ENV])
 
     @magic_arguments("%gpu")
     @_device_group

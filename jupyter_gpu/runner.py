@@ -225,6 +225,28 @@ def _out_path(path: str, output: str, taken: set) -> str:
     return out
 
 
+GPU_SPEC = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*(,[A-Za-z0-9][A-Za-z0-9_.:\-]*)*")
+
+
+def notebook_defaults(nb) -> dict:
+    """The kernel environment for the device choice saved in the notebook (by the JupyterLab
+    sidebar: ``metadata.jupyter_gpu.gpu`` / ``keep_warm``): it applies as `%gpu config` would.
+    A notebook is untrusted input: anything else than a GPU list or a duration is refused."""
+    from .magics import DEFAULT_GPU_ENV, DEFAULT_KEEP_WARM_ENV, duration
+
+    meta = nb.metadata.get(META) or {}
+    out = {}
+    gpu, keep_warm = meta.get("gpu"), meta.get("keep_warm")
+    if gpu is not None:
+        if not isinstance(gpu, str) or len(gpu) > 200 or not GPU_SPEC.fullmatch(gpu):
+            raise ValueError(f"metadata.{META}.gpu is not a GPU type list: {gpu!r}")
+        out[DEFAULT_GPU_ENV] = gpu
+    if keep_warm is not None:
+        duration(keep_warm)  # ValueError names the bad value
+        out[DEFAULT_KEEP_WARM_ENV] = str(keep_warm)
+    return out
+
+
 def run_notebook(path: str, index: int, total: int, args, env: dict, params: dict, spent: list, taken: set) -> Outcome:
     import nbformat
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -266,6 +288,11 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
             raise BudgetExceeded(f"the run has cost ${spent[0]:.6f}, over --max-cost ${args.max_cost:.6f}, "
                                  f"after cell {seen['n']}/{code_cells}{also}: the notebook stops here")
 
+    try:
+        env = {**env, **notebook_defaults(nb)}
+    except ValueError as e:
+        o.status, o.reason = "failed", f"{path}: {e}"
+        return o
     kernel = args.kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
     client = _client_class()(
         nb, timeout=args.timeout, kernel_name=kernel, startup_timeout=120,

@@ -263,3 +263,21 @@ def test_a_cell_over_the_timeout_fails_the_notebook_with_exit_1(fresh_kernel_env
     assert "longer than --timeout 5 s" in r.stderr
     assert cases(junit(tmp_path / "junit.xml"))["slow.ipynb"].find("failure").get("type") == "CellTimeoutError"
     assert read(tmp_path / "out" / "slow.ipynb").cells[2].outputs == []
+
+
+def test_the_device_choice_saved_in_the_notebook_applies_in_ci(fresh_kernel_env, tmp_path):
+    """The JupyterLab sidebar stores the notebook's GPU type and keep-warm in metadata.jupyter_gpu;
+    `jupyter-gpu run` applies them as `%gpu config` would, and refuses a value that is not one."""
+    cells = (LOAD, "%%gpu\nx = 1")
+    ok = notebook(tmp_path / "chosen.ipynb", *cells, metadata={"jupyter_gpu": {"gpu": "cpu", "keep_warm": "42s"}})
+    absent = notebook(tmp_path / "absent.ipynb", *cells, metadata={"jupyter_gpu": {"gpu": "NoSuchGPU"}})
+    bad = notebook(tmp_path / "bad.ipynb", *cells, metadata={"jupyter_gpu": {"gpu": "cpu; import os"}})
+    out = tmp_path / "out"
+    r = run_cli([ok, "--output", out], fresh_kernel_env, tmp_path)
+    assert r.returncode == EXIT_OK, r.stdout + r.stderr
+    f = last_footer(read(out / "chosen.ipynb").cells[1])
+    assert f["gpu"] == "cpu" and f["keep_warm"] == 42, f
+    r = run_cli([absent, "--output", out], fresh_kernel_env, tmp_path)
+    assert r.returncode == EXIT_INFRA and "NoSuchGPU" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = run_cli([bad, "--output", out], fresh_kernel_env, tmp_path)
+    assert r.returncode == EXIT_CELL and "not a GPU type list" in r.stdout + r.stderr, r.stdout + r.stderr
