@@ -49,7 +49,19 @@ def _usd(x: float) -> str:
     return f"${x:.6f}" if x < 0.01 else f"${x:.4f}"
 
 
+def _gpu_use(f: dict) -> str:
+    """" · peak 11.2 GiB, 87 % busy" when the worker sampled its GPU (NVML), else nothing."""
+    tm = f.get("telemetry") or {}
+    if not tm.get("peak_memory_bytes"):
+        return ""
+    return f" · peak {tm['peak_memory_bytes'] / 2**30:.1f} GiB, {tm.get('mean_utilisation', 0) * 100:.0f} % busy"
+
+
 def text(f: dict) -> str:
+    return _text(f) + _gpu_use(f)
+
+
+def _text(f: dict) -> str:
     t = f["timings"]
     start = f"cold start {_s(t['cold_start'])}" if f["cold"] else "warm"
     price_note = f["price"]["note"] if not f["price"]["serverless_per_s"] else f"{f['price']['provider']} {f['price']['as_of']}"

@@ -34,9 +34,8 @@ export interface IFooterData {
   cost_usd?: number;
   dedicated_usd?: number;
   price?: { provider?: string; as_of?: string; note?: string; serverless_per_s?: number; dedicated_per_h?: number };
-  peak_memory_bytes?: number;
-  gpu_memory?: { peak_bytes?: number; total_bytes?: number };
-  utilization?: number;
+  // sampled from NVML on the worker while the cell ran (absent on cpu workers)
+  telemetry?: { peak_memory_bytes?: number; mean_utilisation?: number; samples?: number };
 }
 
 export interface IPart {
@@ -82,7 +81,7 @@ export function phaseLabel(phase: string | undefined, position?: number | null):
 }
 
 export function peakMemory(d: IFooterData): number | undefined {
-  const v = d.peak_memory_bytes ?? d.gpu_memory?.peak_bytes;
+  const v = d.telemetry?.peak_memory_bytes;
   return typeof v === 'number' && v > 0 ? v : undefined;
 }
 
@@ -122,8 +121,9 @@ export function footerParts(d: IFooterData): IPart[] {
   if (peak !== undefined) {
     parts.push({ key: 'memory', text: `peak ${bytes(peak)}` });
   }
-  if (typeof d.utilization === 'number') {
-    parts.push({ key: 'utilization', text: `util ${Math.round(d.utilization * 100)}%` });
+  const util = d.telemetry?.mean_utilisation;
+  if (peak !== undefined && typeof util === 'number') {
+    parts.push({ key: 'utilization', text: `${Math.round(util * 100)}% busy` });
   }
   return parts;
 }

@@ -16,7 +16,7 @@ const footer = {
   cost_usd: 0.003618,
   dedicated_usd: 0.006498,
   price: { provider: 'Modal', as_of: '2026-10-04', note: '' },
-  peak_memory_bytes: 3 * 1024 ** 3
+  telemetry: { peak_memory_bytes: 3 * 1024 ** 3, mean_utilisation: 0.87, samples: 64 }
 };
 
 describe('footer renderer', () => {
@@ -44,6 +44,7 @@ describe('footer renderer', () => {
     expect(node.querySelector('.jp-gpu-footer-cost')?.getAttribute('title')).toBe('Modal 2026-10-04');
     expect(text('device')).toBe('NVIDIA H100 80GB HBM3');
     expect(text('memory')).toBe('peak 3.0 GiB');
+    expect(text('utilization')).toBe('87% busy');
     expect(node.dataset.status).toBe('ok');
     expect(node.classList.contains('jp-gpu-footer-live')).toBe(false);
   });
@@ -62,7 +63,7 @@ describe('footer renderer', () => {
   });
 
   it('names a failed or interrupted cell, a warm start, and leaves out what was not measured', () => {
-    const parts = footerParts({ ...footer, status: 'interrupted', cold: false, peak_memory_bytes: undefined });
+    const parts = footerParts({ ...footer, status: 'interrupted', cold: false, telemetry: undefined });
     const keys = parts.map(p => p.key);
     expect(keys[0]).toBe('status');
     expect(parts[0].text).toBe('interrupted');

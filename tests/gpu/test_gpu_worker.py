@@ -1,4 +1,6 @@
 """GPU-only paths: run where NVML sees an NVIDIA GPU, skipped (with the reason shown) elsewhere."""
+import re
+
 import pytest
 
 from tests.e2e.helpers import footers
@@ -57,3 +59,27 @@ def test_cpu_worker_on_a_gpu_machine_sees_no_gpu(run_notebook):
     cell = nb.cells[1]
     assert "False" in "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
     assert footers(cell)[-1]["device"].startswith("cpu (")
+
+
+def test_the_footer_reports_the_cells_peak_gpu_memory_and_utilisation(run_notebook):
+    from jupyter_gpu_worker.device import gpu_type_of
+
+    gpu = gpu_type_of(GPUS[0])
+    nb = run_notebook(
+        [
+            "%load_ext jupyter_gpu",
+            f"%%gpu --gpu {gpu} --no-out\nimport torch, time\n"
+            "a = torch.empty(2 * 1024**3, dtype=torch.uint8, device='cuda')  # 2 GiB held\n"
+            "b = torch.randn(4096, 4096, device='cuda')\n"
+            "t0 = time.time()\nwhile time.time() - t0 < 1.0:\n    b = b @ b.T / 4096\n"
+            "torch.cuda.synchronize()",
+        ],
+        timeout=300,
+    )
+    f = footers(nb.cells[1])[-1]
+    tm = f["telemetry"]
+    assert tm["samples"] >= 10  # sampled while it ran, not only at its ends
+    assert tm["peak_memory_bytes"] >= 2 * 1024**3
+    assert 0.2 <= tm["mean_utilisation"] <= 1.0, tm  # a second of matmuls keeps the GPU busy
+    line = nb.cells[1].outputs[-1]["data"]["text/plain"]
+    assert re.search(r"peak \d+\.\d GiB, \d+ % busy", line), line  # the footer line says it

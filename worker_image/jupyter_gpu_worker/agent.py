@@ -30,6 +30,7 @@ from jupyter_gpu.errors import SerializationError  # noqa: E402
 
 from . import device  # noqa: E402
 from .shell import Emitter, make_shell  # noqa: E402
+from .telemetry import GpuTelemetry  # noqa: E402
 
 SECRET_ENV = "JUPYTER_GPU_WORKER_SECRET"
 ID_ENV = "JUPYTER_GPU_WORKER_ID"
@@ -55,6 +56,7 @@ class Agent:
         self.reply_lane: lanes.LaneConnection | None = None  # set while a lane cell runs
         self.cells_done = 0  # cells that ran (the backend compares it before retiring us)
         self.interrupt_seen = False  # our SIGINT handler ran since the last interrupt request
+        self.telemetry: GpuTelemetry | None = None  # set at registration when there is a GPU
         self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
         self.out_pool = shm.SegmentPool()
         self.reader = shm.SegmentReader()
@@ -81,6 +83,7 @@ class Agent:
         import IPython
 
         self.device = info
+        self.telemetry = GpuTelemetry.for_device(info)  # None on cpu: nothing sampled, nothing paid
         self.send(
             {
                 "type": protocol.REGISTER,
@@ -290,7 +293,7 @@ class Agent:
             self.send({"type": protocol.DONE, "cell": cell, "status": "resend", "timings": {}})
             return "resend", {}
         self.emitter.cell = cell
-        status, timings = "ok", {}
+        status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
         t0 = time.monotonic()
         try:
@@ -306,10 +309,14 @@ class Agent:
             timings["load"] = t1 - t0
             self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
             self.executing = cell
+            if self.telemetry is not None:
+                self.telemetry.start()
             try:
                 result = self._run_user_code(lambda: self.shell.run_cell(h["code"], store_history=True))
             finally:
                 self.executing = None
+                if self.telemetry is not None:
+                    telemetry = self.telemetry.stop()
             t2 = time.monotonic()
             timings["exec"] = t2 - t1
             err = result.error_before_exec or result.error_in_exec
@@ -331,7 +338,8 @@ class Agent:
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
             self.emitter.event(
-                {"type": protocol.DONE, "status": status, "timings": timings, "returned": returned, **outputs},
+                {"type": protocol.DONE, "status": status, "timings": timings, "returned": returned, **outputs,
+                 **({"telemetry": telemetry} if telemetry else {})},
                 buffers,
             )
             self.out_pool.lent(self.session)
