@@ -70,14 +70,22 @@ def load_users(path: str) -> dict:
     return {hash_token(token): user for user, token in entries.items()}
 
 
-CONFIG_KEYS = {"keep_warm": float, "min_warm": int, "max_workers": int, "scale_up_queue": int,
-               "target_utilisation": float}
+def _runtime(name) -> str:
+    from .runtimes import RUNTIMES
+
+    if name not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(sorted(RUNTIMES))}, not {name!r}")
+    return name
+
+
+CONFIG_KEYS = {"runtime": _runtime, "keep_warm": float, "min_warm": int, "max_workers": int,
+               "scale_up_queue": int, "target_utilisation": float}
 
 
 def load_config_file(path: str, config: BackendConfig) -> None:
     """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
 
-    Top-level keys: keep_warm, min_warm, max_workers, scale_up_queue, target_utilisation;
+    Top-level keys: runtime, keep_warm, min_warm, max_workers, scale_up_queue, target_utilisation;
     ``[pools.GPU] dedicated = N`` per GPU type.  Unknown keys are an error."""
     import tomllib
 

@@ -26,7 +26,7 @@ from .dedicated import parse_sizes
 from .ledger import Ledger
 from .ledger import default_path as default_ledger_path
 from .gateway import create_app
-from .runtimes import make_runtime
+from .runtimes import RUNTIMES, make_runtime
 from .scheduler import Scheduler
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -130,8 +130,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="jupyter-gpu serve", description="Run the jupyter-gpu backend.")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="port (default: any free port)")
-    ap.add_argument("--runtime", default=os.environ.get("JUPYTER_GPU_RUNTIME", "local"),
-                    help="how workers start: local (default), docker (containers on this host's Docker Engine; "
+    ap.add_argument("--runtime", choices=sorted(RUNTIMES), default=None,
+                    help="how workers start (else the config file's runtime, else $JUPYTER_GPU_RUNTIME): local (default), docker (containers on this host's Docker Engine; "
                          "JUPYTER_GPU_DOCKER_BASE / JUPYTER_GPU_DOCKER_IMAGE) or ray (JUPYTER_GPU_RAY_ADDRESS, "
                          "else a local ray.init())")
     ap.add_argument("--token", default=os.environ.get("JUPYTER_GPU_TOKEN"), help="client token (default: random)")
@@ -159,10 +159,13 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: stacks to the log
-    config = BackendConfig(host=args.host, port=args.port, runtime=args.runtime, embedded=args.embedded)
+    config = BackendConfig(host=args.host, port=args.port, embedded=args.embedded,
+                           runtime=os.environ.get("JUPYTER_GPU_RUNTIME") or "local")
     try:
         if args.config:
             load_config_file(args.config, config)
+        if args.runtime:  # the command line wins over the file, the file over the environment
+            config.runtime = args.runtime
         if args.dedicated is not None:
             config.dedicated.update(parse_sizes(args.dedicated))
     except (OSError, ValueError) as e:

@@ -87,3 +87,14 @@ def test_budgets_charge_a_dedicated_cell_its_share_of_the_hourly_price():
     serverless = cost.cell({"run": 10.0}, price)["cost_usd"]
     assert share != pytest.approx(serverless)  # the two prices differ, so the test tells them apart
     assert b.spent[("session", "s")] == pytest.approx(share + serverless)
+
+
+def test_the_config_file_chooses_the_runtime(tmp_path):
+    p = tmp_path / "serve.toml"
+    p.write_text('runtime = "docker"\n')
+    c = BackendConfig()
+    load_config_file(str(p), c)
+    assert c.runtime == "docker"
+    p.write_text('runtime = "kubernetes"\n')
+    with pytest.raises(ValueError, match="runtime must be one of docker, local, ray"):
+        load_config_file(str(p), BackendConfig())
