@@ -16,7 +16,7 @@ from jupyter_gpu.client import BackendClient
 
 from tests.e2e.helpers import LOAD, last_footer, stream_text, traceback_text
 from .backend_process import start_backend, stop_backend
-from .test_backend_robustness import run_cell
+from .test_backend_robustness import interrupt_a_long_sleep, run_cell
 
 docker = pytest.importorskip("docker", reason="the docker SDK is not installed: pip install -e '.[docker]'")
 pytestmark = pytest.mark.timeout(600)  # a first run builds the base image (debootstrap, ~1-2 min)
@@ -130,18 +130,7 @@ def test_cells_run_in_a_container_with_the_usual_behaviour(backend, client):
 
     # interrupt: the remote code stops, even in one long blocking call; the worker stays warm with
     # its namespace
-    c.send({"type": "execute", "cell": "d4", "code": "# %%gpu\nimport time\nprint('started')\ntime.sleep(60)",
-            "gpu": "cpu", "inputs": {}, "keep": {}, "binds": []})
-    while True:
-        msg = c.recv(timeout=60)
-        assert msg is not None
-        if msg.type == protocol.STREAM:
-            break
-    c.send({"type": "interrupt", "cell": "d4"})
-    while msg.type != protocol.DONE:
-        msg = c.recv(timeout=30)
-        assert msg is not None, "the interrupt did not end the cell"
-    assert msg.header["status"] == "interrupted"
+    assert interrupt_a_long_sleep(c, "d4")["status"] == "interrupted"
     warm = run_cell(c, "# %%gpu\nprint(kept)", "d5")
     assert streams(warm) == "41\n" and warm[-1]["worker"] == worker
 

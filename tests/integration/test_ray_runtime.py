@@ -7,7 +7,7 @@ from jupyter_gpu import protocol
 from jupyter_gpu.client import BackendClient
 
 from .backend_process import start_backend, stop_backend
-from .test_backend_robustness import run_cell
+from .test_backend_robustness import interrupt_a_long_sleep, run_cell
 
 ray = pytest.importorskip("ray", reason="ray is not installed: the ray runtime is not exercised")
 pytestmark = pytest.mark.timeout(180)
@@ -42,18 +42,7 @@ def test_cells_run_in_a_ray_actor_child_with_the_usual_behaviour(backend):
     assert e["ename"] == "ZeroDivisionError" and err[-1]["status"] == "error"
 
     # interrupt: the remote code stops, the worker stays warm with its namespace
-    c.send({"type": "execute", "cell": "r4", "code": "# %%gpu\nimport time\nprint('started')\ntime.sleep(60)",
-            "gpu": "cpu", "inputs": {}, "keep": {}, "binds": []})
-    while True:
-        msg = c.recv(timeout=60)
-        assert msg is not None
-        if msg.type == protocol.STREAM:
-            break
-    c.send({"type": "interrupt", "cell": "r4"})
-    while msg.type != protocol.DONE:
-        msg = c.recv(timeout=30)
-        assert msg is not None, "the interrupt did not end the cell"
-    assert msg.header["status"] == "interrupted"
+    assert interrupt_a_long_sleep(c, "r4")["status"] == "interrupted"
     assert streams(run_cell(c, "# %%gpu\nprint(kept)", "r5")) == "41\n"
 
     # a crash fails only its cell, with the cause; the next cell gets a new worker
