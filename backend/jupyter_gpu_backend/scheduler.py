@@ -227,13 +227,15 @@ class Scheduler:
                     lease.expiry = None
                 lease.idle_since = None
             return
-        worker.cells += 1
+        status = str(header.get("status", "ok"))
+        if status != "resend":  # a resend ran nothing (the worker does not count it either)
+            worker.cells += 1
         timings = header.get("timings", {})
         if worker.lane_cell != cell:  # its `started` did not reach us
             self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
         worker.lane_cell = None
         self.ledger.cell_pool(cell, worker.pool)
-        self.ledger.cell_done(cell, str(header.get("status", "ok")), worker.id, False, timings)
+        self.ledger.cell_done(cell, status, worker.id, False, timings)
         if lease is not None and lease.worker is worker:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
                 lease.keep_warm = float(header["keep_warm"])

@@ -274,9 +274,10 @@ class Agent:
             status, timings = self._execute(msg, t0)
         finally:
             self.reply_lane = None
-        if status != "resend":  # after the kernel has its answer: off the cell's critical path
-            self.send({"type": protocol.METERED, "cell": msg.header["cell"], "status": status,
-                       "timings": timings, "keep_warm": msg.header.get("keep_warm")})
+        # after the kernel has its answer: off the cell's critical path (a resend too: it ends
+        # what `started` began)
+        self.send({"type": protocol.METERED, "cell": msg.header["cell"], "status": status,
+                   "timings": timings, "keep_warm": msg.header.get("keep_warm")})
 
     def _execute(self, msg: protocol.Message, t_received: float | None = None) -> tuple[str, dict]:
         """Run one cell; its events go wherever ``send`` sends.  Returns (status, timings)."""
