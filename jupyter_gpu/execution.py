@@ -268,7 +268,7 @@ class KernelSession:
         if not reply.get("ran"):
             return None
         out = _Outcome()
-        out._text = ("WorkerLost", f"{reply['message']}. Its namespace is lost; the next cell starts a new worker.", [])
+        out._text = ("WorkerLost", reply["message"], [])
         out.done = {"type": protocol.DONE, "cell": cell, "status": reply["status"], "timings": {},
                     "worker": held.worker, "gpu": gpu, "device": reply.get("device", held.device), "cold": False}
         return out

@@ -73,6 +73,12 @@ class Worker:
     def device(self) -> str:
         return self.info.get("device", self.gpu)
 
+    def loss(self) -> tuple[str, str]:
+        """(status, what happened) for a cell that died with this worker, once it is gone."""
+        if self.killed_reason:
+            return "killed", self.killed_reason
+        return "lost", f"worker {self.id} on {self.device} died while running the cell: {self.exit_cause}"
+
 
 @dataclass
 class Lease:

@@ -25,6 +25,7 @@ from .pools import SparePool
 
 log = logging.getLogger("jupyter_gpu_backend")
 RETIRE_RETRY = 5.0  # a worker that declined to retire (a lane cell was under way) is asked again
+LOST_NOTE = "Its namespace is lost; the next cell starts a new worker."
 GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lost can be answered
 
 
@@ -255,9 +256,9 @@ class Scheduler:
             return reply  # the worker lives: only the lane broke, and nothing ran on it
         if worker.stopping and not worker.killed_reason:
             return reply  # retired or stopped between cells: the cell never started
-        status = "killed" if worker.killed_reason else "lost"
-        what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {worker.exit_cause}"
-        return {**reply, "ran": True, "status": status, "message": what, "device": worker.device, "gpu": worker.gpu}
+        status, what = worker.loss()
+        return {**reply, "ran": True, "status": status, "message": f"{what}. {LOST_NOTE}", "device": worker.device,
+                "gpu": worker.gpu}
 
     def _idle(self, lease: Lease | None) -> None:
         if lease is None:
@@ -343,10 +344,9 @@ class Scheduler:
                 self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
             if worker.lane_cell:  # never `metered`: recorded as lost even if its kernel never asks
                 self.ledger.cell_pool(worker.lane_cell, worker.pool)
-                self.ledger.cell_done(worker.lane_cell, "killed" if worker.killed_reason else "lost", worker.id, False, {})
+                self.ledger.cell_done(worker.lane_cell, worker.loss()[0], worker.id, False, {})
             return
-        what = worker.killed_reason or f"worker {worker.id} on {worker.device} died while running the cell: {cause}"
-        status = "killed" if worker.killed_reason else "lost"
+        status, what = worker.loss()
         self.ledger.worker_state(worker.id, "lost", cause=what)
         timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
         self.ledger.cell_pool(run.id, worker.pool)
@@ -356,7 +356,7 @@ class Scheduler:
                 "type": protocol.ERROR,
                 "cell": run.id,
                 "ename": "WorkerLost",
-                "evalue": f"{what}. Its namespace is lost; the next cell starts a new worker.",
+                "evalue": f"{what}. {LOST_NOTE}",
                 "traceback": [],
             }
         )
