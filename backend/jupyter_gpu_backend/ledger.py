@@ -208,14 +208,15 @@ class Ledger:
         self._put(f"UPDATE workers SET {sets} WHERE id = ?", (*cols.values(), wid))
         self._put("INSERT INTO worker_states VALUES (?, ?, ?)", (wid, state, now))
 
-    def cell_started(self, cid: str, session: str, user: str, gpu: str, status: str = "running") -> None:
+    def cell_started(self, cid: str, session: str, user: str, gpu: str, status: str = "running",
+                     at: float | None = None) -> None:
         # a cell id seen again starts afresh: what an earlier try recorded is cleared (as a REPLACE would)
         self._put('INSERT INTO cells (id, session, "user", gpu, status, submitted) VALUES (?, ?, ?, ?, ?, ?) '
                   'ON CONFLICT (id) DO UPDATE SET session = excluded.session, "user" = excluded."user", '
                   "gpu = excluded.gpu, status = excluded.status, submitted = excluded.submitted, worker = NULL, "
                   "done = NULL, cold = NULL, queue_s = NULL, cold_start_s = NULL, load_s = NULL, exec_s = NULL, "
                   "post_s = NULL, run_s = NULL, pool = NULL",
-                  (cid, session, user, gpu, status, time.time()))
+                  (cid, session, user, gpu, status, time.time() if at is None else at))
 
     def worker_pool(self, wid: str, pool: str) -> None:
         """Which pool the worker belongs to: dedicated or serverless (dedicated.py)."""
@@ -227,12 +228,13 @@ class Ledger:
     def cell_running(self, cid: str) -> None:
         self._put("UPDATE cells SET status = 'running' WHERE id = ?", (cid,))
 
-    def cell_done(self, cid: str, status: str, worker: str | None, cold: bool, timings: dict) -> None:
+    def cell_done(self, cid: str, status: str, worker: str | None, cold: bool, timings: dict,
+                  at: float | None = None) -> None:
         t = timings
         self._put(
             "UPDATE cells SET status = ?, worker = ?, cold = ?, done = ?, queue_s = ?, cold_start_s = ?, "
             "load_s = ?, exec_s = ?, post_s = ?, run_s = ? WHERE id = ?",
-            (status, worker, int(cold), time.time(), t.get("queue"), t.get("cold_start"), t.get("load"),
+            (status, worker, int(cold), time.time() if at is None else at, t.get("queue"), t.get("cold_start"), t.get("load"),
              t.get("exec"), t.get("post"), t.get("run"), cid),
         )
 

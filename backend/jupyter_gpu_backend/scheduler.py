@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 
@@ -232,15 +233,19 @@ class Scheduler:
         if status != "resend":  # a resend ran nothing (the worker does not count it either)
             worker.cells += 1
         timings = header.get("timings", {})
-        if worker.lane_cell != cell:  # its `started` did not reach us
-            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+        # the worker reports a short cell only after it ended, once idle: date it back
+        ago = max(0.0, _number(header.get("ended_ago")))
+        ended = time.time() - ago
+        if worker.lane_cell != cell:  # a short cell, never announced (`started`)
+            self.ledger.cell_started(cell, session.id, session.user, worker.gpu,
+                                     at=ended - max(0.0, _number(timings.get("run"))))
         worker.lane_cell = None
         self.ledger.cell_pool(cell, worker.pool)
-        self.ledger.cell_done(cell, status, worker.id, False, timings)
+        self.ledger.cell_done(cell, status, worker.id, False, timings, at=ended)
         if lease is not None and lease.worker is worker:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
                 lease.keep_warm = float(header["keep_warm"])
-            self._idle(lease)
+            self._idle(lease, ago)
 
     async def lane_lost(self, session: Session, header: dict) -> dict:
         """A kernel's lane broke in the middle of a cell: did the cell run (and die with its
@@ -257,18 +262,24 @@ class Scheduler:
         if worker.stopping and not worker.killed_reason:
             return reply  # retired or stopped between cells: the cell never started
         status, what = worker.loss()
+        cell = str(header.get("cell", ""))
+        if worker.lane_cell != cell:  # it died before announcing the cell (worker_gone recorded an announced one)
+            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+            self.ledger.cell_pool(cell, worker.pool)
+            self.ledger.cell_done(cell, status, worker.id, False, {})
         return {**reply, "ran": True, "status": status, "message": f"{what}. {LOST_NOTE}", "device": worker.device,
                 "gpu": worker.gpu}
 
-    def _idle(self, lease: Lease | None) -> None:
+    def _idle(self, lease: Lease | None, ago: float = 0.0) -> None:
+        """The lease's worker went idle ``ago`` seconds ago: its keep-warm window runs from then."""
         if lease is None:
             return
         if lease.expiry is not None:
             lease.expiry.cancel()
-        lease.idle_since = time.monotonic()
+        lease.idle_since = time.monotonic() - ago
         loop = asyncio.get_running_loop()
         lease.expiry = loop.call_later(
-            lease.keep_warm, lambda: asyncio.ensure_future(self.expire(lease))
+            max(0.0, lease.keep_warm - ago), lambda: asyncio.ensure_future(self.expire(lease))
         )
 
     async def expire(self, lease: Lease) -> None:
@@ -449,3 +460,9 @@ class Scheduler:
                 if lease.expiry is not None:
                     lease.expiry.cancel()
         await self.runtime.shutdown()
+
+
+def _number(x) -> float:
+    """A number a worker reported, or 0 for anything else (a worker's report is not trusted blindly)."""
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else 0.0

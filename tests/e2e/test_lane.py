@@ -48,8 +48,10 @@ def test_warm_cells_take_the_lane_stream_live_and_are_metered(live_kernel, gpu_r
                     "    time.sleep(0.4)\ndisplay(HTML('<b>shown</b>'))\nanswer = base + 2\nanswer")
     assert k.wait_until(lambda: "line 0" in cell.stdout(), 30), "no live output"
     assert cell.reply is None, "the first line arrived only after the cell ended"
-    # the backend does not relay this cell, yet it knows the worker is busy with it
-    assert _worker_state(gpu_runtime_dir, worker) == "busy"
+    # the backend does not relay this cell, yet it learns the worker is busy with it (a lane cell
+    # is announced once it has run a moment: agent.STARTED_AFTER)
+    assert k.wait_until(lambda: _worker_state(gpu_runtime_dir, worker) == "busy", 10)
+    assert cell.reply is None
     assert any(c["status"] == "running" for c in _api(gpu_runtime_dir, "/api/cells")["cells"])
     assert k.wait_until(lambda: cell.done, 60)
     assert cell.stdout() == "line 0\nline 1\nline 2\n"
@@ -67,7 +69,25 @@ def test_warm_cells_take_the_lane_stream_live_and_are_metered(live_kernel, gpu_r
     assert _worker_state(gpu_runtime_dir, worker) == "idle"
 
 
-def test_a_worker_that_segfaults_in_a_lane_cell_fails_that_cell_with_the_signal(live_kernel):
+def test_short_lane_cells_are_metered_once_the_worker_is_idle_dated_to_when_they_ran(live_kernel, gpu_runtime_dir):
+    """The worker reports short lane cells after the kernel has its answer (off the round trip):
+    the ledger still gets every one, with the time it ran, and the keep-warm window counts from
+    the cell's end."""
+    k = live_kernel
+    k.run(LOAD)
+    worker = k.run("%%gpu\nn = 0").footers()[-1]["worker"]
+    footers = [k.run("%%gpu\nn += 1").footers()[-1] for _ in range(5)]
+    assert [f["route"] for f in footers] == ["lane"] * 5
+    assert k.run("print(n)").stdout().strip() == "5"
+    assert k.wait_until(lambda: len([c for c in _ledger_cells(gpu_runtime_dir, worker) if c["status"] == "ok"]) == 6, 20)
+    lane_cells = sorted(_ledger_cells(gpu_runtime_dir, worker), key=lambda c: c["submitted"])[1:]
+    for c, f in zip(lane_cells, footers):  # dated when they ran (within the kernel's wall time), not when reported
+        ran_from, ran_to = f["started_at"] - 0.005, f["started_at"] + f["timings"]["wall"] + 0.005
+        assert ran_from <= c["submitted"] <= c["done"] <= ran_to, (c, f["started_at"], f["timings"])
+    assert _worker_state(gpu_runtime_dir, worker) == "idle"
+
+
+def test_a_worker_that_segfaults_in_a_lane_cell_fails_that_cell_with_the_signal(live_kernel, gpu_runtime_dir):
     k = live_kernel
     k.run(LOAD)
     k.run("%%gpu\nkept = 1")
@@ -77,6 +97,10 @@ def test_a_worker_that_segfaults_in_a_lane_cell_fails_that_cell_with_the_signal(
     assert cell.reply["content"]["ename"] == "WorkerLost", text
     assert "SIGSEGV" in text, text
     assert cell.footers()[-1]["status"] == "lost"
+    # it died before it was announced to the backend, yet the ledger has it, as lost
+    lost_worker = cell.footers()[-1]["worker"]
+    assert k.wait_until(lambda: [c["status"] for c in _ledger_cells(gpu_runtime_dir, lost_worker)
+                                 if c["status"] != "ok"] == ["lost"], 20), _ledger_cells(gpu_runtime_dir, lost_worker)
     # the next cell gets a new worker (cold), and the kernel still has what came back earlier
     after = k.run("%%gpu\ny = kept + 1\nprint(y)")
     assert after.stdout().strip() == "2"

@@ -6,8 +6,9 @@ idle, so a request wakes the thread that runs it and no other; while user code r
 thread reads (an interrupt request becomes SIGINT for the main thread; anything else waits in the
 inbox).  Whoever reads holds ``_reading``; the main thread takes it back by waking the watcher
 through a pipe.  A cell that came by the lane sends its events back by the lane, then reports its
-timings to the backend (``metered``).  The stream
-flusher sends buffered output.  Every send goes through ``Agent.send`` under one lock, so a
+timings to the backend (``metered``) once the worker has been idle a moment, so the backend's
+work stays off the cell's round trip; a lane cell that runs on is announced (``started``) by the
+watcher.  The stream flusher sends buffered output.  Every send goes through ``Agent.send`` under one lock, so a
 multi-frame message is never interleaved with another.
 """
 from __future__ import annotations
@@ -36,6 +37,11 @@ SECRET_ENV = "JUPYTER_GPU_WORKER_SECRET"
 ID_ENV = "JUPYTER_GPU_WORKER_ID"
 LANE_DIR_ENV = "JUPYTER_GPU_LANE_DIR"  # set by runtimes whose workers share the kernel's host
 INTERRUPT_RETRY, INTERRUPT_RETRIES = 0.3, 5
+# A lane cell still running after STARTED_AFTER is announced to the backend (busy in its status,
+# running in the ledger, keep-warm paused).  Ended lane cells are metered once the worker has been
+# idle METER_IDLE, or at once when the oldest unreported one ended METER_MAX ago (a kernel that
+# runs cells back to back for a long time).
+STARTED_AFTER, METER_IDLE, METER_MAX = 0.02, 0.02, 1.0
 
 
 class Agent:
@@ -55,6 +61,9 @@ class Agent:
         self.lane: lanes.LaneConnection | None = None  # the kernel's lane, once it opened one
         self.reply_lane: lanes.LaneConnection | None = None  # set while a lane cell runs
         self.cells_done = 0  # cells that ran (the backend compares it before retiring us)
+        self._meters: list[dict] = []  # `metered` reports of lane cells the backend has not had yet
+        self._meter_lock = threading.Lock()  # orders `started` before its cell's `metered`
+        self._announce: tuple[str, float] | None = None  # the running lane cell, and when to announce it
         self.interrupt_seen = False  # our SIGINT handler ran since the last interrupt request
         self.telemetry: GpuTelemetry | None = None  # set at registration when there is a GPU
         self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
@@ -73,6 +82,9 @@ class Agent:
             except lanes.LaneClosed:
                 pass  # the kernel is gone; the cell still ends and is metered
             return
+        self.send_backend(header, buffers)
+
+    def send_backend(self, header: dict, buffers=()) -> None:
         frames = protocol.encode(header, buffers)
         with self._send_lock:
             for f in frames:
@@ -116,7 +128,14 @@ class Agent:
             fds = [self.ws.sock] + [x for x in (self.listener, self.lane) if x is not None]
             if wake:
                 fds.append(self._wake_r)
-            ready, _, _ = select.select(fds, [], [])
+            timeout = self._reporting_due(wake)
+            ready, _, _ = select.select(fds, [], [], timeout)
+            if not ready:  # a report fell due before anything arrived
+                if wake:
+                    self._announce_started()
+                else:
+                    self.flush_meters()
+                continue
             if wake and self._wake_r in ready:
                 os.read(self._wake_r, 4096)
                 return None
@@ -128,6 +147,43 @@ class Agent:
                     if self.lane is not None:
                         self.lane.close()
                     self.lane = conn
+
+    # -- lane cells' reports to the backend ----------------------------------------------------
+    def _reporting_due(self, watcher: bool) -> float | None:
+        """How long the reading thread may wait before a report falls due (None: no report due).
+        The watcher announces the running lane cell; the idle main thread meters ended ones."""
+        if watcher:
+            due = self._announce
+            return None if due is None else max(0.0, due[1] - time.monotonic())
+        return METER_IDLE if self._meters else None
+
+    def _announce_started(self) -> None:
+        """Watcher: the lane cell runs on; tell the backend (after what ended before it)."""
+        with self._meter_lock:
+            if self._announce is None:
+                return  # it ended meanwhile: its `metered` says everything
+            cell, self._announce = self._announce[0], None
+            self._flush_meters_locked()
+            self.send_backend({"type": protocol.STARTED, "cell": cell})
+
+    def _meter(self, report: dict, ended: float) -> None:
+        with self._meter_lock:
+            self._announce = None
+            report["_ended"] = ended
+            self._meters.append(report)
+            if report["_ended"] - self._meters[0]["_ended"] >= METER_MAX:
+                self._flush_meters_locked()
+
+    def flush_meters(self) -> None:
+        with self._meter_lock:
+            self._flush_meters_locked()
+
+    def _flush_meters_locked(self) -> None:
+        now = time.monotonic()
+        for report in self._meters:  # the backend dates each cell back by `ended_ago`
+            report["ended_ago"] = now - report.pop("_ended")
+            self.send_backend(report)
+        self._meters.clear()
 
     def _read_backend(self) -> protocol.Message:
         try:
@@ -183,6 +239,9 @@ class Agent:
 
     def _retire(self, msg: protocol.Message) -> None:
         """Keep-warm ran out (the backend's view): exit, unless a cell ran since or one waits."""
+        if self._meters:
+            self.flush_meters()  # cells it has not heard of: their `metered` re-arms keep-warm
+            return
         if msg.header.get("cells") != self.cells_done or self._inbox:
             return  # the backend re-arms keep-warm when that cell's `metered` reaches it
         if self.lane is not None and self.lane.readable(0):
@@ -267,17 +326,18 @@ class Agent:
             self._execute(msg)
             return
         t0 = time.monotonic()
-        # one small write, read by the backend on the other core while the cell runs
-        self.send({"type": protocol.STARTED, "cell": msg.header["cell"]})
+        cell = msg.header["cell"]
+        with self._meter_lock:
+            self._announce = (cell, t0 + STARTED_AFTER)  # the watcher announces it if it runs on
         self.reply_lane = via_lane
         try:
             status, timings = self._execute(msg, t0)
         finally:
             self.reply_lane = None
-        # after the kernel has its answer: off the cell's critical path (a resend too: it ends
-        # what `started` began)
-        self.send({"type": protocol.METERED, "cell": msg.header["cell"], "status": status,
-                   "timings": timings, "keep_warm": msg.header.get("keep_warm")})
+        # reported once the worker is idle (a resend too: it ends what a `started` began)
+        ended = t0 + timings["run"] if "run" in timings else time.monotonic()  # when `done` went out
+        self._meter({"type": protocol.METERED, "cell": cell, "status": status, "timings": timings,
+                     "keep_warm": msg.header.get("keep_warm")}, ended)
 
     def _execute(self, msg: protocol.Message, t_received: float | None = None) -> tuple[str, dict]:
         """Run one cell; its events go wherever ``send`` sends.  Returns (status, timings)."""
@@ -394,6 +454,16 @@ class Agent:
         return {"values": values, "refs": refs, "missing": missing}, packer.buffers
 
 
+def preload_image() -> None:
+    """Import the worker image's ``preload`` modules before the first cell (already imported, so
+    free, in a worker forked from its image's zygote).  One that fails to import fails the start:
+    its ImportError is the log tail the cell's WorkerStartFailed shows."""
+    import importlib
+
+    for name in filter(None, os.environ.get("JUPYTER_GPU_IMAGE_PRELOAD", "").split(",")):
+        importlib.import_module(name)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="jupyter_gpu_worker")
     ap.add_argument("--url", required=True, help="backend websocket URL for workers")
@@ -403,6 +473,7 @@ def main(argv=None) -> None:
     # the stop button arrives as SIGINT: a launcher may have left it ignored or blocked (Ray does)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    preload_image()
     agent = Agent(args.url, secret, worker_id)
     signal.signal(signal.SIGINT, agent.on_sigint)
     agent.register()
