@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 
-def start_backend(d: Path, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """Start a backend writing its runtime file, ledger and log into ``d``; return (process, url)."""
+def start_backend(d: Path, *args: str, timeout: float = 120, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a backend writing its runtime file, ledger and log into ``d``; return (process, url).
+
+    ``env``: variables added to this process's environment for the backend (e.g. the docker base)."""
     info_path = d / "backend.json"
     if info_path.exists():
         info_path.unlink()
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_gpu_backend", "--runtime-file", str(info_path),
          "--ledger", str(d / "ledger.sqlite3"), *args],
-        stdout=open(d / "log", "ab"), stderr=subprocess.STDOUT,
+        stdout=open(d / "log", "ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + timeout
     while not info_path.exists():
