@@ -42,6 +42,7 @@ class GpuMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.session = KernelSession(shell)
+        self._parsed: dict = {}  # %%gpu line -> its parsed options
         self.session.defaults.gpu = os.environ.get(DEFAULT_GPU_ENV) or None
         if os.environ.get(DEFAULT_KEEP_WARM_ENV):
             self.session.defaults.keep_warm = duration(os.environ[DEFAULT_KEEP_WARM_ENV])
@@ -67,7 +68,7 @@ class GpuMagics(Magics):
         tracebacks with this cell's line numbers.  The stop button interrupts the remote code; a
         second press kills the worker.
         """
-        args = parse_argstring(self.gpu_cell, line)
+        args = self._cell_args(line)
         if args.help:
             print(self.gpu_cell.__doc__)
             return None
@@ -77,6 +78,16 @@ class GpuMagics(Magics):
         )
         self.session.run_cell(cell, opts)
         return None
+
+    def _cell_args(self, line: str):
+        """The parsed options of a %%gpu line; a notebook repeats the same few lines, and argparse
+        costs ~0.05 ms a cell (the options' types are pure functions of the text)."""
+        args = self._parsed.get(line)
+        if args is None:
+            args = parse_argstring(self.gpu_cell, line)
+            if len(self._parsed) < 64:
+                self._parsed[line] = args
+        return args
 
     @magic_arguments("gpu")
     @argument("command", choices=["status", "release", "prewarm", "use", "config", "cost"], help="what to do")

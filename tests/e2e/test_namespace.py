@@ -128,3 +128,13 @@ def test_unpicklable_result_stays_remote_and_is_usable_later(run_notebook):
     assert "generator" in rep, rep
     assert typename == "RemoteValue"
     assert stream_text(nb.cells[3]) == "[0, 2, 4]\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_cell_run_again_sends_what_the_namespace_holds_now(run_notebook):
+    """The kernel remembers what a cell's text reads (not what the namespace held): the same cell
+    run again sends a value changed since, and a name that exists only now."""
+    same = "%%gpu\ntry:\n    seen = (a, late)\nexcept NameError as e:\n    seen = str(e)\nprint(seen)"
+    nb = run_notebook([LOAD, "a = 1", same, "a = 2\nlate = 'here'", same])
+    assert stream_text(nb.cells[2]) == "name 'late' is not defined\n"
+    assert stream_text(nb.cells[4]) == "(2, 'here')\n"
