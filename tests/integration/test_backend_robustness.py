@@ -36,22 +36,6 @@ def run_cell(client, code, cell, **extra):
             return events
 
 
-def interrupt_a_long_sleep(client, cell) -> dict:
-    """Start a cell in one long `time.sleep(60)`, interrupt it once it printed, return its `done`."""
-    client.send({"type": "execute", "cell": cell, "code": "# %%gpu\nimport time\nprint('started')\ntime.sleep(60)",
-                 "gpu": "cpu", "inputs": {}, "keep": {}, "binds": []})
-    while True:
-        msg = client.recv(timeout=60)
-        assert msg is not None, f"{cell} never started"
-        if msg.type == protocol.STREAM:
-            break
-    client.send({"type": "interrupt", "cell": cell})
-    while msg.type != protocol.DONE:
-        msg = client.recv(timeout=30)
-        assert msg is not None, "the interrupt did not end the cell"
-    return msg.header
-
-
 def test_wrong_token_is_refused_on_every_door(backend):
     with pytest.raises(AuthError, match="refused the token"):
         BackendClient(backend, "wrong", "s-bad")

@@ -21,6 +21,7 @@ from typing import Callable
 import pytest
 
 from tests.conftest import LiveKernel, make_kernel_env
+from jupyter_gpu.shm import pid_alive
 from tests.e2e.helpers import LOAD, wait_pid_exit
 from tests.integration.backend_process import start_backend, stop_backend
 
@@ -38,8 +39,9 @@ class Runtime:
     log: Path
     start_method: str  # what a cold cell's footer says ("zygote", "container", "ray actor")
     in_container: bool = False
-    # (worker id, pid the cell saw) -> waits until that worker's process/container is gone
-    wait_gone: Callable[[str, int, float], bool] = field(default=None)
+    # watch(worker id, pid the cell saw): asserts that worker's process (or container) is there
+    # now and returns gone(timeout) -> bool, which waits for its end (its exit / removal event)
+    watch: Callable[[str, int], Callable[[float], bool]] = field(default=None)
 
     def api(self, path: str) -> dict:
         req = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"token {self.token}"})
@@ -51,7 +53,7 @@ class Runtime:
 
 
 def _docker(tmp: Path):
-    """(backend env, wait_gone) for the docker runtime, or pytest.skip saying why it cannot run."""
+    """(backend env, watch, client) for the docker runtime, or pytest.skip saying why it cannot run."""
     docker = pytest.importorskip("docker", reason="the docker SDK is not installed: pip install -e '.[docker]'")
     from jupyter_gpu_backend.runtimes import docker_image
     from jupyter_gpu_backend.runtimes.docker_runtime import RUNTIME_LABEL, WORKER_LABEL
@@ -67,39 +69,46 @@ def _docker(tmp: Path):
     except (FileNotFoundError, RuntimeError) as e:  # no debootstrap / no Debian archive
         pytest.skip(f"cannot build the worker image: {e}")
 
-    def wait_gone(worker: str, pid: int, timeout: float) -> bool:
-        """Docker's own `removed` event for the worker's container (the cell's pid is the container's)."""
-        found = client.containers.list(all=True, filters={"label": [f"{RUNTIME_LABEL}=docker", f"{WORKER_LABEL}={worker}"]})
-        for c in found:
+    def watch(worker: str, pid: int):
+        """The worker's container, found by its labels (the cell's pid is the container's own)."""
+        (container,) = client.containers.list(
+            all=True, filters={"label": [f"{RUNTIME_LABEL}=docker", f"{WORKER_LABEL}={worker}"]})
+        assert container.status == "running", container.status
+
+        def gone(timeout: float) -> bool:  # Docker's own `removed` event, bounded
             try:
-                client.api.wait(c.id, condition="removed", timeout=timeout)
+                client.api.wait(container.id, condition="removed", timeout=timeout)
             except docker.errors.NotFound:
-                pass  # removed already
+                return True  # removed already
             except Exception:  # the wait timed out
                 return False
-        return True
+            return True
 
-    return {"JUPYTER_GPU_DOCKER_BASE": docker_image.LOCAL_BASE}, wait_gone, client
+        return gone
+
+    return {"JUPYTER_GPU_DOCKER_BASE": docker_image.LOCAL_BASE}, watch, client
 
 
-def _pid_gone(worker: str, pid: int, timeout: float) -> bool:
-    return wait_pid_exit(pid, timeout)  # a host process: its exit event (pidfd)
+def _watch_pid(worker: str, pid: int):
+    """A worker that is a process of this host (local; ray's actor child on this one-node cluster)."""
+    assert pid_alive(pid), f"worker {worker}: no process {pid}"
+    return lambda timeout: wait_pid_exit(pid, timeout)  # its exit event (pidfd)
 
 
 @pytest.fixture(scope="module", params=RUNTIMES)
 def runtime(request, tmp_path_factory):
     name = request.param
     d = tmp_path_factory.mktemp(f"runtime-{name}")
-    env, wait_gone, closing = {}, _pid_gone, None
+    env, watch, closing = {}, _watch_pid, None
     if name == "docker":
-        env, wait_gone, closing = _docker(d)
+        env, watch, closing = _docker(d)
     elif name == "ray":
         pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]'): the ray runtime is not exercised")
     token = f"{name}-behaviour-token"
     proc, url = start_backend(d, "--runtime", name, "--token", token, "--keep-warm", str(KEEP_WARM), env=env)
     rt = Runtime(name, url, token, d / "log", start_method={"local": "zygote", "docker": "container",
                                                              "ray": "ray actor"}[name],
-                 in_container=name == "docker", wait_gone=wait_gone)
+                 in_container=name == "docker", watch=watch)
     try:
         # the local runtime forks workers from its zygote once it has imported everything
         # (before that it spawns them): wait for that, so the first cold start is a fork

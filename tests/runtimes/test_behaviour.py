@@ -332,12 +332,13 @@ def test_the_stop_button_interrupts_a_long_sleep_and_the_worker_stays_warm(kerne
 def test_a_worker_that_dies_fails_only_its_cell_and_the_next_gets_a_new_worker(kernel, runtime, death, cause):
     warm = footer(kernel.run("%%gpu\nimport os\ndoomed = 'here'\ndoomed_pid = os.getpid()"))
     pid = int(kernel.run("print(doomed_pid)").stdout())
+    gone = runtime.watch(warm["worker"], pid)
     cell = failed(kernel, f"%%gpu\nprint('dying', flush=True)\n{death}")
     c = cell.reply["content"]
     assert c["ename"] == "WorkerLost" and cause in c["evalue"], error_text(cell)
     assert "dying" in cell.stdout()  # what it printed before it died was not lost
     assert footer(cell)["status"] == "lost"
-    assert runtime.wait_gone(warm["worker"], pid, 30), f"worker {warm['worker']} still there after it died"
+    assert gone(30), f"worker {warm['worker']} still there 30 s after it died"
 
     after = kernel.run("%%gpu\nprint('doomed' in dir())")
     assert after.stdout() == "False\n"  # a new worker, with a new namespace
@@ -351,8 +352,8 @@ def test_keep_warm_expiry_scales_to_zero_and_explains_what_was_lost(kernel, runt
                       "import os\nonly_there = local_input * 2\nexpiring_pid = os.getpid()")
     worker = footer(made)["worker"]
     made_in = made.reply["content"]["execution_count"]
-    pid = int(kernel.run("print(expiring_pid)").stdout())
-    assert runtime.wait_gone(worker, pid, 60), "the worker did not stop after its 1 s keep-warm window"
+    gone = runtime.watch(worker, int(kernel.run("print(expiring_pid)").stdout()))
+    assert gone(60), "the worker did not stop after its 1 s keep-warm window"
     assert worker not in runtime.leased_workers()
     assert "no workers" in kernel.run("%gpu status").stdout()
 
