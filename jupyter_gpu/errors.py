@@ -36,6 +36,12 @@ class NoSuchDevice(GpuError):
     code = "no_device"
 
 
+class NoSuchImage(GpuError):
+    """The cell asked for a worker image (``--image``) the backend does not have; the message lists those it has."""
+
+    code = "no_image"
+
+
 class WorkerLost(GpuError):
     """The worker died (segfault, OOM, os._exit, killed) while running the cell."""
 
@@ -82,6 +88,7 @@ ERRORS_BY_CODE: dict[str, type[GpuError]] = {
         AuthError,
         ProtocolMismatch,
         NoSuchDevice,
+        NoSuchImage,
         WorkerLost,
         WorkerStartFailed,
         SerializationError,

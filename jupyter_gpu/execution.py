@@ -21,6 +21,7 @@ from .embedded import ensure_backend
 from .budget import CellBudget, run_limit
 from .errors import ConnectionLost, RemoteValueLost, from_failure
 from .held import Held, Lost
+from .images import DEFAULT_IMAGE, pool_key
 from .live import LiveStatus
 from .names import analyse, inputs_for
 from .publish import Publisher
@@ -38,6 +39,7 @@ class CellOptions:
     keep_warm: float | None = None
     timeout: float | None = None
     max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (budget.py)
+    image: str | None = None  # the worker image (--image; images.py); None: `%gpu config`'s, else default
     line: str = ""  # the magic's own line, echoed as the remote cell's first line
 
 
@@ -59,8 +61,9 @@ class KernelSession:
         # unique per kernel *process*: a restarted kernel must get a fresh remote namespace
         self.id = f"{_kernel_id()[:8]}-{uuid.uuid4().hex[:8]}"
         self.client: BackendClient | None = None
-        self.held: dict[str, Held] = {}  # gpu type -> Held
-        self.lost: dict[str, dict[str, Lost]] = {}  # gpu type -> name -> where it was lost
+        # per (GPU type, image) pool, keyed by images.pool_key ("cpu", "cpu@a"): two images never share values
+        self.held: dict[str, Held] = {}  # pool key -> Held
+        self.lost: dict[str, dict[str, Lost]] = {}  # pool key -> name -> where it was lost
         self.defaults = CellOptions()
         self.last_footer: dict | None = None
         self.footers: list[dict] = []  # every cell's footer, for `%gpu cost`
@@ -139,6 +142,8 @@ class KernelSession:
     def run_cell(self, cell_source: str, opts: CellOptions) -> dict:
         client = self.connect()
         gpu = self.choose_gpu(opts.gpu)
+        opts.image = opts.image or self.defaults.image or DEFAULT_IMAGE
+        key = pool_key(gpu, opts.image)  # what the kernel holds is per (GPU type, image)
         opts.max_cost = run_limit(opts.max_cost, gpu, self.footers)  # what `jupyter-gpu run --max-cost` left
         keep_warm = opts.keep_warm if opts.keep_warm is not None else self.defaults.keep_warm
         ns = self.shell.user_ns
@@ -148,9 +153,9 @@ class KernelSession:
             if n not in ns:
                 raise NameError(f"name '{n}' given to --in is not defined")
         free = reads - binds  # read before (or without) being bound here
-        lost = self.lost.get(gpu, {})
+        lost = self.lost.get(key, {})
         for n in sorted(free):
-            if n not in ns and n in lost and n not in self.held.get(gpu, Held()).remote_only:
+            if n not in ns and n in lost and n not in self.held.get(key, Held()).remote_only:
                 raise RemoteValueLost(lost[n].explain(n))
         use_shm = self.shares_host()
         if use_shm and self.pool is None:
@@ -160,7 +165,7 @@ class KernelSession:
         base = uuid.uuid4().hex[:12]
         # at most: the lane (its worker may have retired), the backend, and a resend through it
         for attempt in range(3):
-            held = self.held.setdefault(gpu, Held())
+            held = self.held.setdefault(key, Held())
             packer = serialization.Packer(shm_pool=self.pool if use_shm else None)
             inputs, keep, sent_hashes = self._pack_inputs(names, held, packer)
             # values only the worker holds: the backend must confirm it is still the same worker
@@ -172,6 +177,7 @@ class KernelSession:
                 # notebook cell's (IPython strips leading blank lines, so it must not be blank)
                 "code": f"# %%gpu {opts.line}\n{cell_source}",
                 "gpu": gpu,
+                "image": opts.image,
                 "exec_count": exec_count,
                 "inputs": inputs,
                 "keep": keep,
@@ -200,7 +206,7 @@ class KernelSession:
                     else:
                         outcome.done.update(worker=held.worker, gpu=gpu, device=held.device, cold=False,
                                             keep_warm=keep_warm if keep_warm is not None else held.keep_warm,
-                                            lane=held.lane, route="lane", pool=held.pool)
+                                            lane=held.lane, route="lane", pool=held.pool, image=opts.image)
                 else:
                     sent = client.send(header, packer.buffers) + packer.shm_bytes
                     outcome = self._drain(header["cell"], gpu, t0, opts, client)
@@ -208,15 +214,15 @@ class KernelSession:
                 if self.pool is not None and (outcome is None or not outcome.done.get("worker")):
                     self.pool.reclaim(held.worker)  # nobody maps what this attempt lent
             if outcome is None:  # the worker holding our values is gone: send everything again
-                self.forget(gpu)
+                self.forget(key)
                 for n in needs:
-                    raise RemoteValueLost(self.lost[gpu][n].explain(n))
+                    raise RemoteValueLost(self.lost[key][n].explain(n))
                 continue
             break
         else:
             raise ConnectionLost("the backend asked repeatedly to resend the cell's inputs")
         done = outcome.done
-        self._remember(gpu, held, done, sent_hashes, outcome, binds, opts)
+        self._remember(key, held, done, sent_hashes, outcome, binds, opts)
         wall = time.monotonic() - t0
         f = footer.build(done, wall, {"sent_bytes": sent, "received_bytes": outcome.received})
         if self.fell_back:
@@ -290,7 +296,8 @@ class KernelSession:
         return out
 
     def forget(self, gpu: str) -> None:
-        """The worker of ``gpu`` is gone: what only it held is lost (and explained when used)."""
+        """The worker of pool ``gpu`` (a pool key: GPU type, or GPU@image) is gone: what only it
+        held is lost (and explained when used)."""
         held = self.held.pop(gpu, None)
         if held is not None:
             held.drop_lane()
@@ -395,7 +402,7 @@ class KernelSession:
                     if sent_interrupts == 1:
                         conn.send({"type": protocol.INTERRUPT, "cell": cell})
                     else:  # only the backend can kill a worker
-                        self.client.send({"type": protocol.KILL, "cell": cell, "gpu": gpu})
+                        self.client.send({"type": protocol.KILL, "cell": cell, "gpu": gpu, "image": opts.image})
                 live.tick()
                 if msg is None:
                     continue

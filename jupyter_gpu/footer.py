@@ -28,6 +28,7 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
         "start_method": done.get("start_method"),  # a cold worker: forked from the zygote, or spawned
         "route": done.get("route", "backend"),  # "lane": a warm cell that went straight to its worker
         "pool": pool,  # "dedicated": a worker of the backend's always-on pool (hybrid pools)
+        "image": done.get("image") or "default",  # the worker image (%%gpu --image; images.py)
         "timings": {**timings, "wall": wall},
         "started_at": ended - wall,  # unix time: the session's timeline and keep-warm gaps
         "keep_warm": done.get("keep_warm"),
@@ -61,6 +62,12 @@ def text(f: dict) -> str:
     return _text(f) + _gpu_use(f)
 
 
+def _image(f: dict) -> str:
+    """" · image: a" for a named worker image; nothing for the default one (or a footer from before images)."""
+    image = f.get("image") or "default"
+    return "" if image == "default" else f" · image: {image}"
+
+
 def _text(f: dict) -> str:
     t = f["timings"]
     start = f"cold start {_s(t['cold_start'])}" if f["cold"] else "warm"
@@ -68,10 +75,10 @@ def _text(f: dict) -> str:
     if f.get("pool") == "dedicated":  # nothing billed per second: the cell's share of the pool's hourly price
         p = f["price"]
         note = f"{p.get('dedicated_provider')} {p.get('dedicated_as_of')}" if p.get("dedicated_per_h") else p["note"]
-        return (f"gpu: {f['device']} [{f['status']}] · pool: dedicated · {start} · run {_s(t['run'])}"
+        return (f"gpu: {f['device']} [{f['status']}]{_image(f)} · pool: dedicated · {start} · run {_s(t['run'])}"
                 f" · wall {_s(t['wall'])} · {_usd(f['cost_usd'])} share of the dedicated pool ({note})")
     return (
-        f"gpu: {f['device']} [{f['status']}] · pool: {f.get('pool', 'serverless')} · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
+        f"gpu: {f['device']} [{f['status']}]{_image(f)} · pool: {f.get('pool', 'serverless')} · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
         f" · {f['billed_seconds']:.3f} GPU-s · {_usd(f['cost_usd'])} serverless"
         f" vs {_usd(f['dedicated_usd'])} dedicated ({price_note})"
     )

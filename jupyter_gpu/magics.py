@@ -26,6 +26,10 @@ def names(text: str) -> list[str]:
 
 def _device_group(f):
     """Options shared by %%gpu and `%gpu config`: where a cell runs and how long it stays warm."""
+    f = argument("--image", default=None, metavar="NAME",
+                 help="the worker image, as named in the backend's [images.NAME] config (its env, preloaded "
+                      "modules, interpreter or container base); each image has its own workers and namespace "
+                      "(default: default)")(f)
     f = argument("--keep-warm", type=duration, default=None,
                  help="how long the worker stays warm after the cell (30s, 5m, 1h; default 5m)")(f)
     f = argument("--gpu", default=None, help="GPU type, e.g. H100 or A100, A100:2 for a worker with two (default: the first the backend offers, cpu without a GPU)")(f)
@@ -75,6 +79,7 @@ class GpuMagics(Magics):
         opts = CellOptions(
             gpu=args.gpu, inputs=args.inputs, out=args.out, no_out=args.no_out,
             keep_warm=args.keep_warm, timeout=args.timeout, line=line.strip(), max_cost=args.max_cost,
+            image=args.image,
         )
         self.session.run_cell(cell, opts)
         return None
@@ -97,7 +102,7 @@ class GpuMagics(Magics):
     @argument("-h", "--help", action="store_true", help="show this help")
     @line_magic("gpu")
     def gpu_line(self, line):
-        """%gpu status | release | prewarm [--gpu T] | use URL [--token T] | config [--gpu T] [--keep-warm 5m] | cost"""
+        """%gpu status | release | prewarm [--gpu T] [--image NAME] | use URL [--token T] | config [--gpu T] [--image NAME] [--keep-warm 5m] | cost"""
         if re.search(r"(^|\s)(-h|--help)\b", line):
             print(self.gpu_line.__doc__)
             return None
@@ -118,12 +123,15 @@ class GpuMagics(Magics):
         elif args.command == "prewarm":
             gpu = self.session.choose_gpu(args.gpu)
             keep_warm = args.keep_warm if args.keep_warm is not None else self.session.defaults.keep_warm
+            image = args.image or self.session.defaults.image
             reply = self.session.request(
-                {"type": protocol.PREWARM, "gpu": gpu, "keep_warm": keep_warm}, protocol.STATUS_REPLY, timeout=300
+                {"type": protocol.PREWARM, "gpu": gpu, "keep_warm": keep_warm, "image": image}, protocol.STATUS_REPLY,
+                timeout=300,
             )
             p = reply["prewarmed"]
             how = f"started in {p['cold_start']:.2f} s" if p["started"] else "already warm"
-            print(f"{p['gpu']} worker {p['worker']} on {p['device']}: {how}")
+            of = f" (image {p['image']})" if p.get("image", "default") != "default" else ""
+            print(f"{p['gpu']} worker {p['worker']}{of} on {p['device']}: {how}")
         elif args.command == "use":
             if not args.url:
                 print("usage: %gpu use URL [--token T]")
@@ -135,21 +143,27 @@ class GpuMagics(Magics):
                 self.session.defaults.gpu = args.gpu
             if args.keep_warm is not None:
                 self.session.defaults.keep_warm = args.keep_warm
+            if args.image is not None:
+                self.session.defaults.image = args.image
             d = self.session.defaults
-            print(f"defaults: gpu={d.gpu or 'backend default'} keep-warm={d.keep_warm or 'backend default'}")
+            print(f"defaults: gpu={d.gpu or 'backend default'} keep-warm={d.keep_warm or 'backend default'}"
+                  f" image={d.image or 'default'}")
         return None
 
     def status_text(self) -> str:
         reply = self.session.request({"type": protocol.STATUS}, protocol.STATUS_REPLY)
         leases = reply.get("leases", [])
         head = f"runtime: {reply.get('runtime')} · offers: {', '.join(reply.get('offers', []))}"
+        if reply.get("images"):
+            head += f" · images: {', '.join(reply['images'])}"
         if not leases:
             return f"{head}\nno workers"
         lines = [head]
         for l in leases:
             left = l.get("keep_warm_left")
             warm = "busy" if left is None else f"keep-warm: {left:.0f} s left"
-            lines.append(f"{l['gpu']:<10} {l['device']:<24} {l['worker']}  {l['state']:<5} {warm}")
+            lines.append(f"{l['gpu']:<10} {l.get('image', 'default'):<10} {l['device']:<24} {l['worker']}  "
+                         f"{l['state']:<5} {warm}")
         return "\n".join(lines)
 
 

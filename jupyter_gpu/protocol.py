@@ -33,14 +33,14 @@ MAX_PAYLOAD = 64 * 1024**3  # a per-message ceiling; the backend applies its own
 
 # Message types.  Client = the kernel side; events flow backend -> client.
 # client -> backend
-EXECUTE = "execute"  # run a cell: code, gpu, inputs (+ buffers)
+EXECUTE = "execute"  # run a cell: code, gpu, image (worker image; absent: default), inputs (+ buffers)
 INTERRUPT = "interrupt"  # interrupt the running cell (first stop press)
 KILL = "kill"  # kill the worker of the running cell (second stop press)
 RELEASE = "release"  # give back the session's lease(s)
 STATUS = "status"  # ask for the session's workers
-PREWARM = "prewarm"  # start (lease) a worker before the first cell needs it
+PREWARM = "prewarm"  # start (lease) a worker (gpu, image) before the first cell needs it
 # backend -> client
-WELCOME = "welcome"
+WELCOME = "welcome"  # ... offers, default_gpu, images (the worker images a cell may name)
 PHASE = "phase"  # queued / cold_start / running, with detail
 STATUS_REPLY = "status_reply"
 RESEND = "resend"  # the lease changed under the client: send all inputs again

@@ -6,6 +6,8 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
+from .images import default_images, parse_images
+
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
@@ -44,6 +46,8 @@ class BackendConfig:
     # leased / (leased + spares) under the target
     scale_up_queue: int | None = None
     target_utilisation: float | None = None
+    # named worker images ([images.NAME] in --config; images.py): name -> Image, "default" always there
+    images: dict = field(default_factory=default_images)
 
     @property
     def token_hash(self) -> str:
@@ -86,7 +90,8 @@ def load_config_file(path: str, config: BackendConfig) -> None:
     """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
 
     Top-level keys: runtime, keep_warm, min_warm, max_workers, scale_up_queue, target_utilisation;
-    ``[pools.GPU] dedicated = N`` per GPU type.  Unknown keys are an error."""
+    ``[pools.GPU] dedicated = N`` per GPU type; ``[images.NAME]`` worker images (images.py).
+    Unknown keys are an error."""
     import tomllib
 
     with open(path, "rb") as f:
@@ -98,6 +103,8 @@ def load_config_file(path: str, config: BackendConfig) -> None:
                 if unknown or not isinstance(entry.get("dedicated", 0), int) or entry.get("dedicated", 0) < 0:
                     raise ValueError(f"{path}: [pools.{gpu}] takes only dedicated = N (N >= 0)")
                 config.dedicated[gpu] = entry.get("dedicated", 0)
+        elif key == "images":
+            config.images = parse_images(value, path)
         elif key in CONFIG_KEYS:
             setattr(config, key, CONFIG_KEYS[key](value))
         else:

@@ -171,21 +171,25 @@ def pool_usage(ledger, now: float | None = None) -> dict:
     """Seconds and dollars per pool and GPU type, from the ledger (every second is one pool's).
 
     worker_s: the workers' lifetimes (request to stop, or to now); busy_s: their cells' cold start +
-    run; idle_s: the rest.  The dedicated pool is billed for worker_s at the dedicated hourly price
+    run; idle_s: the rest; images: the same counts per worker image (images.py; a row older than the
+    image column counts as ``default``).  The dedicated pool is billed for worker_s at the dedicated hourly price
     (busy or not); serverless figures are the per-second price x busy seconds (keep-warm idle is the
     sessions' and is shown by the kernel's cost summary)."""
     now = time.time() if now is None else now
     rows = ledger.query(
         "SELECT w.pool, w.gpu, w.id, w.requested, w.stopped, "
         "COALESCE((SELECT SUM(COALESCE(c.run_s, 0) + COALESCE(c.cold_start_s, 0)) FROM cells c WHERE c.worker = w.id), 0), "
-        "(SELECT COUNT(*) FROM cells c WHERE c.worker = w.id) FROM workers w WHERE w.pool IS NOT NULL") or []
+        "(SELECT COUNT(*) FROM cells c WHERE c.worker = w.id), w.image FROM workers w WHERE w.pool IS NOT NULL") or []
     out: dict = {}
-    for pool, gpu, _wid, requested, stopped, busy, cells in rows:
-        e = out.setdefault(pool, {}).setdefault(gpu, {"workers": 0, "cells": 0, "worker_s": 0.0, "busy_s": 0.0})
-        e["workers"] += 1
-        e["cells"] += cells
-        e["worker_s"] += max(0.0, (stopped or now) - requested)
-        e["busy_s"] += busy or 0.0
+    for pool, gpu, _wid, requested, stopped, busy, cells, image in rows:
+        e = out.setdefault(pool, {}).setdefault(gpu, {"workers": 0, "cells": 0, "worker_s": 0.0, "busy_s": 0.0,
+                                                       "images": {}})
+        i = e["images"].setdefault(image or "default", {"workers": 0, "cells": 0, "worker_s": 0.0, "busy_s": 0.0})
+        for d in (e, i):
+            d["workers"] += 1
+            d["cells"] += cells
+            d["worker_s"] += max(0.0, (stopped or now) - requested)
+            d["busy_s"] += busy or 0.0
     for pool, by_gpu in out.items():
         for gpu, e in by_gpu.items():
             e["idle_s"] = max(0.0, e["worker_s"] - e["busy_s"])

@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from jupyter_gpu import __version__, protocol, shm
 from jupyter_gpu.errors import GpuError
+from jupyter_gpu.images import DEFAULT_IMAGE, pool_key
 
 from .budgets import Budgets
 from .capacity import QueueCancelled
@@ -101,6 +102,7 @@ class Gateway:
                     "default_gpu": self.scheduler.runtime.default_gpu(),
                     # the most devices a worker may get per type ("A100:2"); absent: one
                     "devices": getattr(self.scheduler.runtime, "max_devices", dict)(),
+                    "images": sorted(self.scheduler.images),  # what `%%gpu --image NAME` may name
                 }
             )
             while True:
@@ -138,7 +140,7 @@ class Gateway:
         elif kind == protocol.INTERRUPT:
             await self.scheduler.interrupt(session, header.get("cell", ""))
         elif kind == protocol.KILL:
-            await self.scheduler.kill(session, header.get("cell", ""), header.get("gpu"))
+            await self.scheduler.kill(session, header.get("cell", ""), header.get("gpu"), header.get("image"))
         elif kind == protocol.LANE_LOST:
             asyncio.ensure_future(self._lane_lost(session, header))  # it waits for the worker's exit
         elif kind == protocol.RELEASE:
@@ -178,11 +180,12 @@ class Gateway:
             await self._drain(header, ws)
             await session.emit({"type": protocol.RESEND, "cell": cell, "reason": "the worker holding your values is gone"})
             return
-        lease = self.scheduler.warm_lease(session, run.gpu)
+        lease = self.scheduler.warm_lease(session, run.key)
         if lease is not None:
             # warm path: forward frames as they arrive, no buffering
             frames = _iter_frames(header, ws)
             self.scheduler.ledger.cell_started(run.id, session.id, session.user, run.gpu)
+            self.scheduler.ledger.cell_image(run.id, run.image)
             try:
                 await self.scheduler.dispatch(run, lease, header, inline, more=frames)
             except (Disconnected, WebSocketDisconnect, protocol.ProtocolError):
@@ -199,6 +202,7 @@ class Gateway:
     async def _cold_execute(self, run, header, inline, frames) -> None:
         ledger = self.scheduler.ledger
         ledger.cell_started(run.id, run.session.id, run.session.user, run.gpu, status="queued")
+        ledger.cell_image(run.id, run.image)
         self.scheduler.starting[run.id] = run  # an interrupt meanwhile is kept for after the start
         try:
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
@@ -235,7 +239,8 @@ class Gateway:
     async def _prewarm(self, session, header: dict) -> None:
         try:
             info = await self.scheduler.prewarm(
-                session, header.get("gpu") or self.scheduler.runtime.default_gpu(), header.get("keep_warm")
+                session, header.get("gpu") or self.scheduler.runtime.default_gpu(), header.get("keep_warm"),
+                header.get("image"),
             )
         except GpuError as e:
             await session.emit(protocol.failure(e.code, str(e)))
@@ -333,6 +338,7 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         describe = runtime.describe() if hasattr(runtime, "describe") else {}
         return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(),
                 "warm_pool": scheduler.pool.sizes(), "min_warm": scheduler.pool.min_warm,
+                "images": {n: {} for n in sorted(scheduler.images)},  # the runtime's describe() says more
                 "dedicated": scheduler.dedicated.status(), "autoscale": scheduler.autoscale.status(), **describe}
 
     @app.get("/api/pools")
@@ -360,8 +366,9 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
         mine = {sid for sid, s in scheduler.sessions.items() if s.user == user}
         rows = await asyncio.to_thread(scheduler.ledger.queued_cells, user)
-        return {"queued": [{"cell": c, "session": s, "gpu": g, "position": scheduler.capacity.position(g, c)}
-                           for c, s, g in rows or [] if s in mine]}
+        return {"queued": [{"cell": c, "session": s, "gpu": g, "image": i or DEFAULT_IMAGE,
+                            "position": scheduler.capacity.position(pool_key(g, i), c)}
+                           for c, s, g, i in rows or [] if s in mine]}
 
     @app.websocket("/ws/session/{session_id}")
     async def session_ws(ws: WebSocket, session_id: str):

@@ -32,23 +32,25 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, "user" TEXT, session TEXT, gpu TEXT NOT NULL, device TEXT, runtime TEXT,
     start_method TEXT, state TEXT NOT NULL, requested {real} NOT NULL, registered {real},
-    stopped {real}, cause TEXT, pool TEXT);
+    stopped {real}, cause TEXT, pool TEXT, image TEXT);
 CREATE TABLE IF NOT EXISTS worker_states (
     worker TEXT NOT NULL, state TEXT NOT NULL, at {real} NOT NULL);
 CREATE TABLE IF NOT EXISTS cells (
     id TEXT PRIMARY KEY, session TEXT NOT NULL, "user" TEXT NOT NULL, gpu TEXT NOT NULL,
     worker TEXT, status TEXT NOT NULL, submitted {real} NOT NULL, done {real}, cold INTEGER,
     queue_s {real}, cold_start_s {real}, load_s {real}, exec_s {real}, post_s {real}, run_s {real},
-    pool TEXT);
+    pool TEXT, image TEXT);
 CREATE INDEX IF NOT EXISTS cells_by_session ON cells (session);
 """
 # columns added since the first ledgers: (table, column, type) added to a ledger that lacks them
-ADDED_COLUMNS = (("workers", "pool", "TEXT"), ("cells", "pool", "TEXT"))  # dedicated.py's attribution
+# dedicated.py's attribution; the worker image (images.py; NULL in rows older than the column)
+ADDED_COLUMNS = (("workers", "pool", "TEXT"), ("cells", "pool", "TEXT"), ("workers", "image", "TEXT"),
+                 ("cells", "image", "TEXT"))
 IN_FLIGHT_CELLS = ("queued", "running")
 BATCH_S = 0.2  # how long the writer gathers rows before one commit
 LIVE_WORKERS = ("starting", "idle", "leased")
 CELL_COLUMNS = ("id", "session", "gpu", "worker", "status", "submitted", "done", "cold",
-                "queue_s", "cold_start_s", "load_s", "exec_s", "post_s", "run_s", "pool")
+                "queue_s", "cold_start_s", "load_s", "exec_s", "post_s", "run_s", "pool", "image")
 RETRY_MAX_S = 5.0  # longest pause between two tries of a batch while the database is unreachable
 
 
@@ -189,6 +191,14 @@ class Ledger:
 
     def session_closed(self, sid: str) -> None:
         self._put("UPDATE sessions SET closed = ? WHERE id = ?", (time.time(), sid))
+
+    def worker_image(self, wid: str, image: str) -> None:
+        """The worker image it started from (images.py)."""
+        self._put("UPDATE workers SET image = ? WHERE id = ?", (image, wid))
+
+    def cell_image(self, cid: str, image: str) -> None:
+        """The worker image the cell asked for (after its cell_started)."""
+        self._put("UPDATE cells SET image = ? WHERE id = ?", (image, cid))
 
     def worker_requested(self, wid: str, gpu: str, runtime: str) -> None:
         now = time.time()
@@ -339,8 +349,8 @@ class Ledger:
         return [dict(zip(CELL_COLUMNS, r)) for r in rows]
 
     def queued_cells(self, user: str) -> list[tuple]:
-        """(cell, session, gpu) of a user's cells waiting for a worker."""
-        return [tuple(r) for r in self.query("SELECT id, session, gpu FROM cells WHERE \"user\" = ? "
+        """(cell, session, gpu, image) of a user's cells waiting for a worker."""
+        return [tuple(r) for r in self.query("SELECT id, session, gpu, image FROM cells WHERE \"user\" = ? "
                                              "AND status = 'queued'", (user,))]
 
     def columns(self) -> dict:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from jupyter_gpu import protocol
+from jupyter_gpu.images import DEFAULT_IMAGE, pool_key
 
 from .dedicated import SERVERLESS
 
@@ -68,10 +69,16 @@ class Worker:
     exit_cause: str | None = None  # why it is gone, once it is
     pool: str = SERVERLESS  # or DEDICATED: an always-on worker of the hybrid pool (dedicated.py)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    image: str = DEFAULT_IMAGE  # the worker image it started from (images.py)
 
     @property
     def device(self) -> str:
         return self.info.get("device", self.gpu)
+
+    @property
+    def key(self) -> str:
+        """Its (GPU type, image) pool: the key of its lease and of its max_workers slot."""
+        return pool_key(self.gpu, self.image)
 
     def loss(self) -> tuple[str, str]:
         """(status, what happened) for a cell that died with this worker, once it is gone."""
@@ -88,6 +95,11 @@ class Lease:
     keep_warm: float
     idle_since: float | None = None
     expiry: asyncio.TimerHandle | None = None
+    image: str = DEFAULT_IMAGE
+
+    @property
+    def key(self) -> str:  # the key of Session.leases
+        return pool_key(self.gpu, self.image)
 
     def keep_warm_left(self) -> float | None:
         if self.idle_since is None:
@@ -107,6 +119,11 @@ class CellRun:
     t_dispatch: float = 0.0
     worker: Worker | None = None
     interrupts: int = 0
+    image: str = DEFAULT_IMAGE
+
+    @property
+    def key(self) -> str:  # the (GPU type, image) pool it runs in
+        return pool_key(self.gpu, self.image)
 
 
 @dataclass
@@ -114,7 +131,7 @@ class Session:
     id: str
     user: str
     conn: Conn | None = None
-    leases: dict = field(default_factory=dict)  # gpu -> Lease
+    leases: dict = field(default_factory=dict)  # pool key (images.pool_key: gpu, or gpu@image) -> Lease
     seq: int = 0
 
     async def emit(self, header: dict, inline=b"", frames=()) -> None:

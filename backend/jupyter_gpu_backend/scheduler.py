@@ -1,6 +1,7 @@
 """Sessions, workers and leases: who runs which cell, cold starts, keep-warm and scale to zero.
 
-One session = one notebook kernel.  A session leases at most one worker per GPU type; the lease
+One session = one notebook kernel.  A session leases at most one worker per (GPU type, worker
+image) (``jupyter_gpu/images.py``: ``Session.leases`` is keyed by ``pool_key``); the lease
 stays warm for ``keep_warm`` seconds after its last cell, then the worker is stopped (scale to
 zero; a lane worker is asked to retire).  A worker serves one session for its life; a dedicated
 one is replaced by a fresh process when its session lets it go.  What is tracked (sessions,
@@ -9,17 +10,20 @@ workers, leases, cells) is in ``model.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
 import time
 
 from jupyter_gpu import devices, protocol
-from jupyter_gpu.errors import WorkerStartFailed
+from jupyter_gpu.errors import NoSuchImage, WorkerStartFailed
+from jupyter_gpu.images import DEFAULT_IMAGE, pool_key, split_key
 
 from .autoscale import Autoscaler
 from .capacity import Capacity
 from .dedicated import DEDICATED, SERVERLESS, DedicatedPool
+from .images import default_images
 from .ledger import NullLedger
 from .model import CellRun, Conn, Lease, Session, Worker
 from .pools import SparePool
@@ -33,8 +37,10 @@ GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lo
 class Scheduler:
     def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
                  ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None,
-                 scale_up_queue: int | None = None, target_utilisation: float | None = None):
+                 scale_up_queue: int | None = None, target_utilisation: float | None = None,
+                 images: dict | None = None):
         self.runtime = runtime
+        self.images = images or default_images()  # name -> images.Image; spares and dedicated: default only
         self.ledger = ledger if ledger is not None else NullLedger()
         self.capacity = Capacity(max_workers)
         self.pool = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
@@ -61,8 +67,8 @@ class Scheduler:
             raise PermissionError(f"session {session_id} belongs to another user")
         return s
 
-    def warm_lease(self, session: Session, gpu: str) -> Lease | None:
-        lease = session.leases.get(gpu)
+    def warm_lease(self, session: Session, key: str) -> Lease | None:
+        lease = session.leases.get(key)
         if lease and lease.worker.conn and lease.worker.conn.open and lease.worker.cell is None:
             return lease
         return None
@@ -75,45 +81,59 @@ class Scheduler:
 
     def begin(self, session: Session, header: dict) -> CellRun:
         gpu = self.choose(header.get("gpu") or self.runtime.default_gpu())
-        return CellRun(header["cell"], session, gpu, time.monotonic())
+        return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header))
+
+    def image_of(self, header: dict) -> str:
+        """The worker image a request names (default when it names none); NoSuchImage lists the others."""
+        image = header.get("image") or DEFAULT_IMAGE
+        if image not in self.images:
+            raise NoSuchImage(f"no worker image {image!r} on this backend; its images: {', '.join(sorted(self.images))}")
+        return image
 
     def stale(self, session: Session, run: CellRun, header: dict) -> bool:
         """True when the kernel assumed values on a worker this session no longer has."""
         expect = header.get("expect_worker")
-        lease = session.leases.get(run.gpu)
+        lease = session.leases.get(run.key)
         return bool(expect) and (lease is None or lease.worker.id != expect)
 
     async def lease_for(self, run: CellRun, keep_warm: float | None) -> Lease:
         session = run.session
-        lease = session.leases.get(run.gpu)
+        lease = session.leases.get(run.key)
         if lease is not None and lease.worker.conn and lease.worker.conn.open:
             return lease
+        default = run.image == DEFAULT_IMAGE  # dedicated workers, spares and autoscaling: the default image's
 
         async def tell_position(n: int) -> None:
             await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "queued", "position": n, "gpu": run.gpu})
 
         # a free dedicated worker first, then a min_warm spare: either way no cold start
-        worker = self.dedicated.take(run.gpu) or self.pool.take(run.gpu)
+        worker = (self.dedicated.take(run.gpu) or self.pool.take(run.gpu)) if default else None
         if worker is None:
-            with self.autoscale.waiting(run.gpu):  # --scale-up-queue counts the cells waiting
-                # a max_workers slot, or a dedicated worker that comes free while the cell is in line
-                run.queue, worker = await self.dedicated.slot_or_worker(run.gpu, run.id, self.capacity, tell_position)
+            with self.autoscale.waiting(run.gpu) if default else contextlib.nullcontext():  # --scale-up-queue
+                # a max_workers slot (per GPU type and image), or a dedicated worker that comes free
+                # while the cell is in line (a named image's pool has none: key "gpu@image")
+                run.queue, worker = await self.dedicated.slot_or_worker(run.key, run.id, self.capacity, tell_position)
                 if worker is None:
                     run.cold = True
                     await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
                     t0 = time.monotonic()
                     try:
-                        worker = await self.start_worker(run.gpu)
+                        worker = await self.start_worker(run.gpu, image=run.image)
                     except BaseException:
-                        self.capacity.release(run.gpu)
+                        self.capacity.release(run.key)
                         raise
                     run.cold_start = time.monotonic() - t0
-        lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm)
+        lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm, image=run.image)
         worker.session = session
         self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
-        session.leases[run.gpu] = lease
-        self.autoscale.changed(run.gpu)  # --target-utilisation: one more lease may want a spare
+        session.leases[run.key] = lease
+        self._demand(run.key)  # --target-utilisation: one more lease may want a spare
         return lease
+
+    def _demand(self, key: str) -> None:
+        """Tell the autoscaler a lease came or went, for the default image (spares are its only)."""
+        if split_key(key)[1] == DEFAULT_IMAGE:
+            self.autoscale.changed(key)
 
     async def dispatch(self, run: CellRun, lease: Lease, header: dict, inline, frames=(), more=None) -> None:
         if lease.expiry is not None:
@@ -132,17 +152,19 @@ class Scheduler:
         if not ok:
             await self.worker_gone(worker)
 
-    async def start_worker(self, gpu: str, pool: str = SERVERLESS) -> Worker:
+    async def start_worker(self, gpu: str, pool: str = SERVERLESS, image: str = DEFAULT_IMAGE) -> Worker:
         worker_id = f"w-{secrets.token_hex(4)}"
         secret = secrets.token_urlsafe(24)
         loop = asyncio.get_running_loop()
         # a dedicated worker holds no max_workers slot (that caps the serverless overflow)
-        worker = Worker(worker_id, gpu, None, loop.create_future(), pool=pool, slot_released=pool == DEDICATED)
+        worker = Worker(worker_id, gpu, None, loop.create_future(), pool=pool, slot_released=pool == DEDICATED,
+                        image=image)
         self.pending[worker_id] = (secret, worker)
         self.ledger.worker_requested(worker_id, gpu, self.runtime.name)
         self.ledger.worker_pool(worker_id, pool)
+        self.ledger.worker_image(worker_id, image)
         try:
-            worker.handle = await self.runtime.start(gpu, worker_id, secret)
+            worker.handle = await self.runtime.start(gpu, worker_id, secret, image)
             done, _ = await asyncio.wait(
                 [worker.registered, worker.handle.exited],
                 timeout=self.start_timeout,
@@ -153,7 +175,7 @@ class Scheduler:
                 why = "did not register in time" if not done else "exited before registering"
                 self.ledger.worker_state(worker_id, "lost", cause=why)
                 raise WorkerStartFailed(
-                    f"worker for {gpu} {why}; its log ends with:\n{self.runtime.log_tail(worker.handle)}"
+                    f"worker for {pool_key(gpu, image)} {why}; its log ends with:\n{self.runtime.log_tail(worker.handle)}"
                 )
         finally:
             self.pending.pop(worker_id, None)
@@ -179,6 +201,8 @@ class Scheduler:
     async def worker_event(self, worker: Worker, header: dict, inline, frames) -> None:
         if header["type"] in (protocol.STARTED, protocol.METERED, protocol.RETIRED):
             self._lane_report(worker, header)
+            if header["type"] != protocol.RETIRED and worker.session is not None:  # after its cell_started
+                self.ledger.cell_image(str(header.get("cell", "")), worker.image)
             return
         run = worker.cell
         if run is None or header.get("cell") != run.id:
@@ -191,7 +215,8 @@ class Scheduler:
                 "run": time.monotonic() - run.t_dispatch,
                 "worker_start": worker.startup_s if run.cold else 0.0,
             }
-            header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold, pool=worker.pool)
+            header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold, pool=worker.pool,
+                          image=worker.image)
             if run.cold:
                 header["start_method"] = getattr(worker.handle, "start_method", "spawn")
             self.ledger.cell_pool(run.id, worker.pool)  # before cell_done: budgets charge by pool
@@ -199,7 +224,7 @@ class Scheduler:
             worker.cell = None
             if header.get("status") != "resend":
                 worker.cells += 1
-            lease = run.session.leases.get(run.gpu)
+            lease = run.session.leases.get(run.key)
             if lease is not None:
                 header["keep_warm"] = lease.keep_warm
                 if self.lanes and worker.lane and lease.worker is worker:
@@ -219,7 +244,7 @@ class Scheduler:
         if session is None:
             return
         cell = str(header.get("cell", ""))
-        lease = session.leases.get(worker.gpu)
+        lease = session.leases.get(worker.key)
         if header["type"] == protocol.STARTED:
             worker.lane_cell = cell
             self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
@@ -284,7 +309,7 @@ class Scheduler:
 
     async def expire(self, lease: Lease) -> None:
         busy = lease.worker.cell is not None or lease.worker.lane_cell is not None
-        if not busy and lease.session.leases.get(lease.gpu) is lease:
+        if not busy and lease.session.leases.get(lease.key) is lease:
             w = lease.worker
             if w.lane and w.conn is not None and w.conn.open:
                 # a lane cell may be under way without our knowing: the worker decides (it exits
@@ -300,14 +325,14 @@ class Scheduler:
     async def stop_lease(self, lease: Lease) -> None:
         if lease.expiry is not None:
             lease.expiry.cancel()
-        lease.session.leases.pop(lease.gpu, None)
+        lease.session.leases.pop(lease.key, None)
         await self.stop_worker(lease.worker)
-        self.autoscale.changed(lease.gpu)  # one lease fewer: extra spares go after the scale-down delay
+        self._demand(lease.key)  # one lease fewer: extra spares go after the scale-down delay
 
     def _release_slot(self, worker: Worker) -> None:
         if not worker.slot_released:  # stop_worker and worker_gone both see the same worker
             worker.slot_released = True
-            self.capacity.release(worker.gpu)
+            self.capacity.release(worker.key)
 
     async def stop_worker(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
@@ -339,12 +364,12 @@ class Scheduler:
         run, worker.cell = worker.cell, None
         session = worker.session
         if session is not None:
-            lease = session.leases.get(worker.gpu)
+            lease = session.leases.get(worker.key)
             if lease is not None and lease.worker is worker:
                 if lease.expiry is not None:
                     lease.expiry.cancel()
-                session.leases.pop(worker.gpu, None)
-                self.autoscale.changed(worker.gpu)
+                session.leases.pop(worker.key, None)
+                self._demand(worker.key)
         self.pool.discard(worker)
         self.dedicated.recycle(worker)
         cause = worker.exit_cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
@@ -382,6 +407,7 @@ class Scheduler:
                 "device": worker.device,
                 "cold": run.cold,
                 "pool": worker.pool,
+                "image": worker.image,
             }
         )
 
@@ -404,22 +430,22 @@ class Scheduler:
             worker.cell.interrupts += 1
             await worker.conn.send({"type": protocol.INTERRUPT, "cell": cell})
 
-    async def kill(self, session: Session, cell: str, gpu: str | None = None) -> None:
+    async def kill(self, session: Session, cell: str, gpu: str | None = None, image: str | None = None) -> None:
         worker = self._running(session, cell)
-        lease = session.leases.get(gpu) if gpu else None
+        lease = session.leases.get(pool_key(gpu, image)) if gpu else None
         if worker is None and lease is not None:  # a lane cell: we do not see it run
             worker = lease.worker
         if worker is not None and worker.handle is not None:
             worker.killed_reason = f"worker {worker.id} on {worker.device} was killed after a second interrupt"
             self.runtime.kill(worker.handle)
 
-    async def prewarm(self, session: Session, gpu: str, keep_warm: float | None) -> dict:
-        """Lease a worker for ``gpu`` now (cold-starting it if needed) and leave it idle."""
-        run = CellRun("prewarm", session, self.choose(gpu), time.monotonic())
+    async def prewarm(self, session: Session, gpu: str, keep_warm: float | None, image: str | None = None) -> dict:
+        """Lease a worker for ``gpu`` (of ``image``) now (cold-starting it if needed) and leave it idle."""
+        run = CellRun("prewarm", session, self.choose(gpu), time.monotonic(), image=self.image_of({"image": image}))
         lease = await self.lease_for(run, keep_warm)
         if lease.worker.cell is None and lease.expiry is None:
             self._idle(lease)  # the keep-warm window runs from now
-        return {"gpu": run.gpu, "worker": lease.worker.id, "device": lease.worker.device,
+        return {"gpu": run.gpu, "image": run.image, "worker": lease.worker.id, "device": lease.worker.device,
                 "cold_start": run.cold_start, "started": run.cold}
 
     async def release(self, session: Session) -> int:
@@ -441,9 +467,11 @@ class Scheduler:
                     "keep_warm": lease.keep_warm,
                     "keep_warm_left": lease.keep_warm_left(),
                     "pool": w.pool,
+                    "image": lease.image,
                 }
             )
         return {"leases": leases, "offers": self.runtime.offers(), "runtime": self.runtime.name,
+                "images": sorted(self.images),
                 "warm_pool": self.pool.sizes(), "dedicated": self.dedicated.status(),
                 "autoscale": self.autoscale.status()}
 

@@ -26,6 +26,7 @@ from .dedicated import parse_sizes
 from .ledger import Ledger
 from .ledger import default_path as default_ledger_path
 from .gateway import create_app
+from .images import check_for_runtime
 from .runtimes import RUNTIMES, make_runtime
 from .scheduler import Scheduler
 
@@ -64,14 +65,16 @@ class BackendServer:
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{config.host}:{self.port}"
-        runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker")
+        check_for_runtime(config.images, config.runtime)  # e.g. `python` for docker: refused, naming the key
+        runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker", config.images)
         self.ledger = Ledger(config.ledger or default_ledger_path())
         if any(self.ledger.recovered.values()):
             log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",
                         self.ledger.where, self.ledger.recovered)
         self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers,
                                    self.ledger, config.min_warm, lanes=config.lanes, dedicated=config.dedicated,
-                                   scale_up_queue=config.scale_up_queue, target_utilisation=config.target_utilisation)
+                                   scale_up_queue=config.scale_up_queue, target_utilisation=config.target_utilisation,
+                                   images=config.images)
         self.scheduler.dedicated.check(runtime.offers())  # a dedicated size for a type not offered: refused
         self.app, self.gateway = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
@@ -145,7 +148,8 @@ def main(argv=None) -> None:
                     help="start a spare beyond --min-warm per N cells waiting for a GPU type (within --max-workers)")
     ap.add_argument("--target-utilisation", type=float, metavar="U",
                     help="keep spares so that leased / (leased + spares) stays under U, e.g. 0.7 (within --max-workers)")
-    ap.add_argument("--config", help="TOML settings: keep_warm, min_warm, max_workers, ...; [pools.GPU] dedicated = N")
+    ap.add_argument("--config", help="TOML settings: keep_warm, min_warm, max_workers, ...; [pools.GPU] dedicated = N; "
+                                     "[images.NAME] env, preload, python (local), base (docker), runtime_env (ray)")
     ap.add_argument("--ledger", help="where sessions, workers and cells are recorded: a SQLite file (default: in the "
                                      "Jupyter data dir) or a PostgreSQL DSN postgresql://USER@HOST/DB (JUPYTER_GPU_LEDGER)")
     ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
@@ -197,7 +201,7 @@ def main(argv=None) -> None:
         config.lanes = False
     try:
         server = BackendServer(config)
-    except ValueError as e:  # e.g. --dedicated for a GPU type this runtime does not offer
+    except ValueError as e:  # e.g. --dedicated for a GPU type this runtime does not offer, an image it cannot build
         ap.error(str(e))
     if not args.runtime_file:
         print(f"jupyter-gpu backend at {server.url}  token: {config.token}", flush=True)

@@ -29,6 +29,7 @@ export interface IFooterData {
   worker?: string | null;
   cold?: boolean;
   start_method?: string | null;
+  image?: string | null; // the worker image (%%gpu --image); shown only when not "default"
   timings?: IFooterTimings;
   billed_seconds?: number;
   cost_usd?: number;
@@ -117,6 +118,9 @@ export function footerParts(d: IFooterData): IPart[] {
     title: source
   });
   parts.push({ key: 'device', text: d.device || d.gpu || '?', title: d.worker ? `worker ${d.worker}` : undefined });
+  if (d.image && d.image !== 'default') {
+    parts.push({ key: 'image', text: `image ${d.image}` });
+  }
   const peak = peakMemory(d);
   if (peak !== undefined) {
     parts.push({ key: 'memory', text: `peak ${bytes(peak)}` });

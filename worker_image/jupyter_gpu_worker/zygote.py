@@ -75,6 +75,9 @@ def main() -> None:
     t0 = time.monotonic()
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # before matplotlib
     names = [n for n in os.environ.get("JUPYTER_GPU_PRELOAD", DEFAULT_PRELOAD).split(",") if n]
+    # the worker image's own `preload` (one that fails here fails each worker's start, with the
+    # ImportError in its log: agent.preload_image)
+    names += [n for n in os.environ.get("JUPYTER_GPU_IMAGE_PRELOAD", "").split(",") if n and n not in names]
     loaded = _preload(names)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

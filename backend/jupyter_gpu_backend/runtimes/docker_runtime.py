@@ -8,7 +8,9 @@ waits out Docker's 10 s SIGTERM timeout.  A GPU worker gets exactly one GPU by a
 NVIDIA container toolkit); a ``cpu`` worker gets none and says ``cpu``: nothing pretends.
 
 The image is ``docker_image.ensure_worker_image`` (built in the background when the backend starts,
-only when its inputs changed), or ``$JUPYTER_GPU_DOCKER_IMAGE`` as given.  Every container carries
+only when its inputs changed), or ``$JUPYTER_GPU_DOCKER_IMAGE`` as given.  A named worker image
+(``images.py``) with a ``base`` gets the same build on that base (its tag is the content hash, so
+two images on one base share it); its ``env`` and ``preload`` go into the container's environment.  Every container carries
 this backend's label; a thread per container waits for its exit, keeps its exit status, OOM flag and
 log tail, and removes it, so dead workers do not pile up; ``shutdown`` removes whatever is left.
 """
@@ -25,6 +27,9 @@ from dataclasses import dataclass, field
 from jupyter_gpu.errors import WorkerStartFailed
 from jupyter_gpu.shm import pid_alive
 
+from jupyter_gpu.images import DEFAULT_IMAGE
+
+from ..images import Image, default_images
 from .common import exit_text, wait_exits
 from .local import detect_gpus
 
@@ -57,7 +62,7 @@ class DockerRuntime:
     name = "docker"
     shares_host = False  # a container has its own /dev/shm: payloads go on the wire
 
-    def __init__(self, worker_url: str, image: str | None = None):
+    def __init__(self, worker_url: str, image: str | None = None, images: dict | None = None):
         import docker
 
         self.docker = docker
@@ -76,16 +81,36 @@ class DockerRuntime:
         self.workers: dict[str, DockerWorker] = {}
         self._image_task: asyncio.Future | None = None
         self._image_error: str | None = None
+        self.images: dict[str, Image] = images or default_images()
+        # named images with their own base: base -> its build (the default base's is _image_task)
+        self._builds: dict[str, asyncio.Future] = {}
+        self._build_errors: dict[str, str] = {}
         self._next_index: dict[str, int] = {}
         self._remove_orphans()
 
     # -- the image -------------------------------------------------------------------------------
     async def prepare(self) -> None:
-        """Start making sure the worker image exists (the backend calls this once it serves)."""
+        """Start making sure the worker images exist (the backend calls this once it serves)."""
         if self._image_task is None:
             self._image_task = asyncio.ensure_future(self._ensure_image())
             # its failure is logged and told to each cell; never "exception was never retrieved"
             self._image_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        for base in {i.base for i in self.images.values() if i.base}:
+            if base not in self._builds:
+                self._builds[base] = task = asyncio.ensure_future(self._ensure_based(base))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _ensure_based(self, base: str) -> str:
+        """The worker image built on a named image's ``base`` (no pull: the base must be here)."""
+        from .docker_image import ensure_worker_image
+
+        try:
+            tag, _ = await asyncio.get_running_loop().run_in_executor(None, ensure_worker_image, self.client, base, log.info)
+        except Exception as e:
+            self._build_errors[base] = f"{type(e).__name__}: {e}"
+            log.error("no worker image on base %s: %s", base, self._build_errors[base])
+            raise
+        return tag
 
     async def _ensure_image(self) -> str:
         if self.image:
@@ -105,14 +130,19 @@ class DockerRuntime:
     async def wait_ready(self, timeout: float) -> bool:
         await self.prepare()
         try:
-            await asyncio.wait_for(asyncio.shield(self._image_task), timeout)
+            await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, [self._image_task, *self._builds.values()])), timeout)
             return True
         except Exception:
             return False
 
     def describe(self) -> dict:
         ready = self._image_task is not None and self._image_task.done() and self._image_error is None
-        return {"gpus": self.gpus, "image": self.image, "image_ready": ready, "image_error": self._image_error}
+        based = {b: t.result() if t.done() and not t.cancelled() and t.exception() is None else None
+                 for b, t in self._builds.items()}
+        return {"gpus": self.gpus, "image": self.image, "image_ready": ready, "image_error": self._image_error,
+                "images": {n: {"base": i.base, "tag": based.get(i.base) if i.base else self.image,
+                               "error": self._build_errors.get(i.base) if i.base else self._image_error}
+                           for n, i in self.images.items()}}
 
     # -- devices -------------------------------------------------------------------------------
     def offers(self) -> list[str]:
@@ -130,7 +160,16 @@ class DockerRuntime:
         return indices[i % len(indices)]
 
     # -- workers -------------------------------------------------------------------------------
-    async def _current_image(self) -> str:
+    async def _current_image(self, base: str | None = None) -> str:
+        if base is not None:  # a named image's own base
+            if base in self._build_errors:  # try again: the base may have been loaded since
+                self._builds.pop(base, None)
+                self._build_errors.pop(base, None)
+            await self.prepare()
+            try:
+                return await asyncio.shield(self._builds[base])
+            except Exception:
+                raise WorkerStartFailed(f"no worker image on base {base}: {self._build_errors.get(base)}") from None
         if self._image_error is not None:  # try again: a missing base or a network blip may be gone
             self._image_task, self._image_error = None, None
         await self.prepare()
@@ -139,10 +178,11 @@ class DockerRuntime:
         except Exception:
             raise WorkerStartFailed(f"no worker image for the docker runtime: {self._image_error}") from None
 
-    async def start(self, gpu: str, worker_id: str, secret: str) -> DockerWorker:
-        image = await self._current_image()
+    async def start(self, gpu: str, worker_id: str, secret: str, image_name: str = DEFAULT_IMAGE) -> DockerWorker:
+        spec = self.images[image_name]
+        image = await self._current_image(spec.base)
         index = self._pick_index(gpu)
-        env = {"JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
+        env = {**spec.worker_env(), "JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
         opts = {}
         if index is None:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
@@ -170,11 +210,14 @@ class DockerRuntime:
             try:
                 handle.container = await loop.run_in_executor(None, create_and_start)
             except self.docker.errors.ImageNotFound:
-                if self._given_image:
+                if self._given_image and not spec.base:
                     raise
                 # pruned by a newer build of another backend: build ours again, once
-                self.image, self._image_task = None, None
-                image = await self._current_image()
+                if spec.base:
+                    self._builds.pop(spec.base, None)
+                else:
+                    self.image, self._image_task = None, None
+                image = await self._current_image(spec.base)
                 handle.container = await loop.run_in_executor(None, create_and_start)
         except self.docker.errors.DockerException as e:
             raise WorkerStartFailed(f"docker could not start a {gpu} worker container: {e}") from None
@@ -285,6 +328,7 @@ class DockerRuntime:
         await loop.run_in_executor(None, remove_all)
         await wait_exits(self.workers.values())
         self.workers.clear()
-        if self._image_task is not None and not self._image_task.done():
-            self._image_task.cancel()  # the build itself finishes in its thread; nothing waits for it
+        for task in [self._image_task, *self._builds.values()]:
+            if task is not None and not task.done():
+                task.cancel()  # the build itself finishes in its thread; nothing waits for it
 

@@ -3,7 +3,9 @@
 Workers are forked from a zygote (``jupyter_gpu_worker.zygote``) that has already imported
 Python's heavy modules (IPython, numpy, torch...), so a cold start costs a fork.  While the zygote
 is still importing (just after the backend started), or if it failed, a worker is spawned as a
-fresh ``python -m jupyter_gpu_worker`` instead.  Workers run in their own session, so a Ctrl-C
+fresh ``python -m jupyter_gpu_worker`` instead.  Each worker image (``images.py``) has its own
+zygote, started with the image's interpreter and environment and having imported its ``preload``
+modules, so a cold start of any image is a fork (at the price of one resident zygote per image).  Workers run in their own session, so a Ctrl-C
 aimed at the backend's terminal never reaches user code, and their output goes to a log whose
 tail explains a failed start.
 """
@@ -20,6 +22,9 @@ from dataclasses import dataclass, field
 
 from jupyter_gpu.devices import split
 
+from jupyter_gpu.images import DEFAULT_IMAGE
+
+from ..images import PRELOAD_ENV, Image, default_images
 from .common import exit_cause, log_tail, wait_exits
 from .device_table import DeviceTable
 
@@ -69,35 +74,40 @@ class LocalRuntime:
     name = "local"
     shares_host = True  # workers see the backend host's /dev/shm
 
-    def __init__(self, worker_url: str):
+    def __init__(self, worker_url: str, images: dict | None = None):
         self.worker_url = worker_url
         self.gpus = detect_gpus()
         self.log_dir = tempfile.mkdtemp(prefix="jupyter-gpu-workers-")
         self.workers: dict[str, WorkerProcess] = {}
         self.table = DeviceTable(self.gpus)  # which device indices each worker gets
-        self.zygote = Zygote(self.log_dir) if os.environ.get("JUPYTER_GPU_ZYGOTE", "1") != "0" else None
+        self.images: dict[str, Image] = images or default_images()
+        use_zygotes = os.environ.get("JUPYTER_GPU_ZYGOTE", "1") != "0"
+        self.zygotes = {name: Zygote(self.log_dir, image) for name, image in self.images.items()} if use_zygotes else {}
+        self.zygote = self.zygotes.get(DEFAULT_IMAGE)  # the default image's
 
     def describe(self) -> dict:
-        z = self.zygote
+        def state(z):
+            return None if z is None else {"ready": z.ready, **{k: z.info.get(k) for k in ("preloaded", "import_s")}}
+
         return {
             "gpus": self.gpus,
-            "zygote": None if z is None else {"ready": z.ready, **{k: z.info.get(k) for k in ("preloaded", "import_s")}},
+            "zygote": state(self.zygote),
+            "images": {name: {"zygote": state(self.zygotes.get(name)), "python": image.python or sys.executable}
+                       for name, image in self.images.items()},
         }
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Wait (on the zygote's ready event) until cold starts are forks; False on timeout."""
-        if self.zygote is None:
-            return True
+        """Wait (on every image's zygote's ready event) until cold starts are forks; False on timeout."""
         try:
-            await asyncio.wait_for(self.zygote.ready_event.wait(), timeout)
+            await asyncio.wait_for(asyncio.gather(*(z.ready_event.wait() for z in self.zygotes.values())), timeout)
             return True
         except asyncio.TimeoutError:
             return False
 
     async def prepare(self) -> None:
-        """Start the zygote in the background (the backend calls this once it serves)."""
-        if self.zygote is not None:
-            self.zygote.start()
+        """Start the zygotes in the background (the backend calls this once it serves)."""
+        for z in self.zygotes.values():
+            z.start()
 
     def offers(self) -> list[str]:
         return sorted(self.gpus) + ["cpu"]
@@ -109,11 +119,11 @@ class LocalRuntime:
         """The most devices a worker may get per type ("A100:2" needs two A100s here)."""
         return self.table.most()
 
-    async def start(self, gpu: str, worker_id: str, secret: str) -> WorkerProcess:
+    async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE) -> WorkerProcess:
         name, count = split(gpu)  # "A100:2": a worker with two A100s
         indices = self.table.assign(name, count)  # NoSuchDevice, with the reason, when there are fewer
         try:
-            handle = await self._start(gpu, worker_id, secret, indices)
+            handle = await self._start(gpu, worker_id, secret, indices, self.images[image])
         except BaseException:
             self.table.release(indices)
             raise
@@ -121,31 +131,32 @@ class LocalRuntime:
         handle.exited.add_done_callback(lambda _: self.table.release(indices))  # its devices are free again
         return handle
 
-    async def _start(self, gpu: str, worker_id: str, secret: str, indices: list) -> WorkerProcess:
+    async def _start(self, gpu: str, worker_id: str, secret: str, indices: list, image: Image) -> WorkerProcess:
         index = indices[0] if indices else None
         # a cpu worker sees no GPU at all; a GPU worker sees exactly its own (one or several)
-        env = {"CUDA_VISIBLE_DEVICES": DeviceTable.visible(indices),
+        env = {**image.worker_env(), "CUDA_VISIBLE_DEVICES": DeviceTable.visible(indices),
                # the worker's direct lane socket lives in this private (0700) directory
                "JUPYTER_GPU_LANE_DIR": self.log_dir}
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
         handle = None
-        if self.zygote is not None and self.zygote.ready:
+        zygote = self.zygotes.get(image.name)
+        if zygote is not None and zygote.ready:
             try:
-                pid, exited = await self.zygote.fork(worker_id, self.worker_url, secret, env, log_path)
+                pid, exited = await zygote.fork(worker_id, self.worker_url, secret, env, log_path)
                 handle = WorkerProcess(worker_id, gpu, pid, log_path, index, exited, forked=True)
             except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                 log.warning("zygote fork failed (%s): spawning %s instead", e, worker_id)
         if handle is None:
-            handle = await self._spawn(gpu, worker_id, secret, env, log_path, index)
+            handle = await self._spawn(gpu, worker_id, secret, env, log_path, index, image.python)
         self.workers[worker_id] = handle
         return handle
 
-    async def _spawn(self, gpu, worker_id, secret, env, log_path, index) -> WorkerProcess:
+    async def _spawn(self, gpu, worker_id, secret, env, log_path, index, python=None) -> WorkerProcess:
         full_env = {**os.environ, **env, "JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_path, "wb") as out:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "jupyter_gpu_worker", "--url", self.worker_url,
+                python or sys.executable, "-m", "jupyter_gpu_worker", "--url", self.worker_url,
                 env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )
@@ -179,15 +190,17 @@ class LocalRuntime:
             self.kill(handle)
         await wait_exits(self.workers.values())
         self.workers.clear()
-        if self.zygote is not None:
-            await self.zygote.stop()
+        for z in self.zygotes.values():
+            await z.stop()
 
 
 class Zygote:
     """The zygote process and its line protocol (see ``jupyter_gpu_worker.zygote``)."""
 
-    def __init__(self, log_dir: str):
-        self.log_path = os.path.join(log_dir, "zygote.log")
+    def __init__(self, log_dir: str, image: Image | None = None):
+        self.image = image or Image()
+        name = self.image.name
+        self.log_path = os.path.join(log_dir, "zygote.log" if name == DEFAULT_IMAGE else f"zygote-{name}.log")
         self.proc: asyncio.subprocess.Process | None = None
         self.ready = False
         self.info: dict = {}
@@ -201,10 +214,13 @@ class Zygote:
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # the image's env is the zygote's own, so its preload imports see it too (and its children inherit it)
+        env = {**os.environ, **self.image.worker_env(), "PYTHONUNBUFFERED": "1"}
+        if not self.image.preload:
+            env.pop(PRELOAD_ENV, None)
         with open(self.log_path, "ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "jupyter_gpu_worker.zygote",
+                self.image.python or sys.executable, "-m", "jupyter_gpu_worker.zygote",
                 env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
                 start_new_session=True,
             )
@@ -217,7 +233,8 @@ class Zygote:
             if msg.get("ready"):
                 self.info, self.ready = msg, True
                 self.ready_event.set()
-                log.info("zygote ready in %.2f s with %s", msg["import_s"], ", ".join(msg["preloaded"]))
+                log.info("zygote of image %s ready in %.2f s with %s", self.image.name, msg["import_s"],
+                         ", ".join(msg["preloaded"]))
             elif "forked" in msg:
                 self._exits[msg["pid"]] = loop.create_future()
                 fut = self._forks.pop(msg["forked"], None)

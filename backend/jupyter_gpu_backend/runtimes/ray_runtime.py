@@ -7,6 +7,10 @@ and SIGINT for the stop button, which Ray's task loop keeps for itself.  The chi
 ``CUDA_VISIBLE_DEVICES`` Ray assigned to the actor, dials out to the backend like any worker, and
 its exit is reported by the actor's ``wait()``.  Ray's autoscaler adds nodes when actors wait for
 resources: this is how a team outgrows one machine, with no home-made distribution.
+
+A named worker image (``images.py``) gives the actor its ``runtime_env`` (Ray's own way to ship a
+pip list, a working dir or env vars to whichever node runs it) and the worker its ``env`` and
+``preload``.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
+from jupyter_gpu.images import DEFAULT_IMAGE
+
+from ..images import Image, default_images
 from .common import exit_cause, log_tail
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -66,7 +73,7 @@ class RayRuntime:
     name = "ray"
     shares_host = False  # actors may live on other nodes: payloads go on the wire
 
-    def __init__(self, worker_url: str, address: str | None = None):
+    def __init__(self, worker_url: str, address: str | None = None, images: dict | None = None):
         import ray
 
         self.ray = ray
@@ -79,6 +86,7 @@ class RayRuntime:
         self.log_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"jupyter-gpu-ray-{os.getpid()}")
         os.makedirs(self.log_dir, exist_ok=True)
         self.workers: dict[str, RayWorker] = {}
+        self.images: dict[str, Image] = images or default_images()
 
     def offers(self) -> list[str]:
         resources = self.ray.cluster_resources()
@@ -89,13 +97,16 @@ class RayRuntime:
     def default_gpu(self) -> str:
         return self.offers()[0]
 
-    async def start(self, gpu: str, worker_id: str, secret: str) -> RayWorker:
+    async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE) -> RayWorker:
+        spec = self.images[image]
         opts = {"num_cpus": 0.5}
         if gpu != "cpu":
             opts.update(num_gpus=1, accelerator_type=gpu)
+        if spec.runtime_env:
+            opts["runtime_env"] = spec.runtime_env
         actor = self.actor_cls.options(**opts).remote()
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
-        env = {"JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
+        env = {**spec.worker_env(), "JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
         if gpu == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
         pid = await actor.start.remote(self.worker_url, env, log_path)
