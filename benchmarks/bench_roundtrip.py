@@ -7,6 +7,9 @@ variant always goes first):
   gpu    `%%gpu\\nx = 1` after `%load_ext jupyter_gpu` and warm-up cells (worker warm; warm cells
          take the worker's direct lane, see jupyter_gpu/lane.py)
   relay  the same with JUPYTER_GPU_LANE=0: every cell relayed by the backend (for comparison)
+  magic  `%%noop\nx = 1`: a cell magic that does nothing (what any cell magic costs the kernel)
+  magic_footer  `%%footer\nx = 1`: a cell magic that only publishes one display output the size
+         of a real footer (what the footer alone costs: the floor under any `%%gpu` cell)
 
 Each variant runs in its own kernel, so one variant's client threads (ipyparallel's, jupyter-gpu's)
 cannot slow another's cells; the kernels are identical otherwise.  Round trip = from sending the
@@ -27,7 +30,22 @@ import time
 from common import (CellError, run_main, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
                     verdict, write_result)
 
-CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1", "relay": "%%gpu\nx = 1"}
+CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1", "relay": "%%gpu\nx = 1",
+        "magic": "%%noop\nx = 1", "magic_footer": "%%footer\nx = 1"}
+# the floor variants: a cell magic that does nothing, and one that publishes a real footer's bundle
+# (the footer of the gpu variant's first cell) the way %%gpu does, and nothing else
+FLOOR_MAGICS = """
+from IPython.core.magic import register_cell_magic
+from jupyter_gpu import footer as _footer
+from jupyter_gpu.publish import Publisher as _Publisher
+_bench_bundle = _footer.bundle({footer!r})
+@register_cell_magic
+def noop(line, cell):
+    pass
+@register_cell_magic
+def footer(line, cell):
+    _Publisher(get_ipython()).display(_bench_bundle, {{}})
+"""
 PX_START = ("import ipyparallel as ipp\n"
             "_bench_rc = ipp.Cluster(n=1).start_and_connect_sync()\n"
             "_bench_rc.wait_for_engines(1, timeout=60)\n"
@@ -64,7 +82,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="30 rounds, 10 warm-up: a smoke run")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per measured cell")
     ap.add_argument("--cold-timeout", type=float, default=180.0, help="seconds for the first %%gpu cell")
-    ap.add_argument("--variants", default="local,px,gpu,relay")
+    ap.add_argument("--variants", default="local,px,gpu,relay,magic,magic_footer")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup = min(args.rounds, 30), min(args.warmup, 10)
@@ -83,6 +101,10 @@ def main(argv=None):
                 first_footer = start_gpu(k, args.cold_timeout)
             elif v == "relay":
                 start_gpu(k, args.cold_timeout, route="backend")
+            elif v in ("magic", "magic_footer"):
+                if first_footer is None:
+                    raise RuntimeError("the floor variants publish the gpu variant's footer: measure gpu too")
+                k.execute(FLOOR_MAGICS.format(footer={**first_footer, "cold": False}), timeout=60)
             k.track_children()
         except (CellError, CellTimeout, RuntimeError) as e:
             errors[v] = f"setup failed: {e}"
@@ -139,6 +161,9 @@ def main(argv=None):
         ratios["relay_minus_local_ms"] = med["relay"] - med["local"]
         if "px" in med:
             ratios["relay_over_px"] = ratio(med["relay"], med["px"])
+    for floor in ("magic", "magic_footer"):
+        if floor in med:
+            ratios[f"{floor}_minus_local_ms"] = med[floor] - med["local"]
     if "gpu" in med:
         paired = [g - l for g, l in zip(samples["gpu"], samples["local"])]
         ratios["gpu_minus_local_ms"] = med["gpu"] - med["local"]

@@ -73,6 +73,7 @@ class KernelSession:
         self._interrupts = 0
         self._closing_registered = False
         self.fell_back: str | None = None  # the GPU spec the last cell asked for, when it fell back
+        self._cells = 0  # cells this kernel ran: their ids
         self._names_cache: dict[str, tuple[frozenset, frozenset]] = {}  # cell source -> (reads, binds)
 
     # -- connection ----------------------------------------------------------------------------
@@ -162,7 +163,8 @@ class KernelSession:
             self.pool = shm.SegmentPool()  # closed by close() at exit; a killed kernel's at the next sweep
         exec_count = self.cell_number()
         t0 = time.monotonic()
-        base = uuid.uuid4().hex[:12]
+        self._cells += 1
+        base = f"{self.id}-{self._cells}"  # unique in the ledger: the session id is (uuid4 costs ~20 us a cell)
         # at most: the lane (its worker may have retired), the backend, and a resend through it
         for attempt in range(3):
             held = self.held.setdefault(key, Held())
