@@ -83,7 +83,10 @@ def test_both_dialects_create_the_same_tables_and_columns(tmp_path, pg):
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_an_older_ledger_gains_the_columns_added_since(tmp_path, request, dialect):
     where = target(dialect, tmp_path, request, "old")
-    old = SCHEMA.format(real="DOUBLE PRECISION").replace(", pool TEXT", "").replace(",\n    pool TEXT", "")
+    # the first schema: no pool (hybrid pools), no image (worker images)
+    old = (SCHEMA.format(real="DOUBLE PRECISION").replace(", pool TEXT, image TEXT", "")
+           .replace(",\n    pool TEXT, image TEXT", ""))
+    assert "pool" not in old and "image" not in old
     if dialect == "sqlite":
         with sqlite3.connect(where) as db:
             db.executescript(old)
@@ -95,9 +98,14 @@ def test_an_older_ledger_gains_the_columns_added_since(tmp_path, request, dialec
     ledger = Ledger(where)
     try:
         assert ("pool", "TEXT", False) in ledger.columns()["cells"]
+        assert ("image", "TEXT", False) in ledger.columns()["cells"]
         ledger.worker_requested("w-old", "cpu", "local")
         ledger.worker_pool("w-old", "dedicated")
-        assert ledger.query("SELECT pool FROM workers WHERE id = ?", ("w-old",)) == [("dedicated",)]
+        ledger.worker_image("w-old", "a")
+        assert ledger.query("SELECT pool, image FROM workers WHERE id = ?", ("w-old",)) == [("dedicated", "a")]
+        ledger.cell_started("c-old", "s", "u", "cpu")
+        ledger.cell_image("c-old", "a")
+        assert [c["image"] for c in ledger.cells("u")] == ["a"]
     finally:
         ledger.close()
 
