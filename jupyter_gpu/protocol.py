@@ -55,8 +55,8 @@ REGISTER = "register"
 REGISTERED = "registered"
 SHUTDOWN = "shutdown"
 # the direct lane (jupyter_gpu/lane.py): a warm cell on the same host skips the backend
-STARTED = "started"  # worker -> backend: a lane cell began (status shows the worker busy, keep-warm paused)
-METERED = "metered"  # worker -> backend: a lane cell ran (status, timings) - the ledger and keep-warm
+STARTED = "started"  # worker -> backend: a lane cell runs on (>20 ms): status shows the worker busy, keep-warm paused
+METERED = "metered"  # worker -> backend, once idle: a lane cell ran (status, timings, ended_ago) - the ledger and keep-warm
 RETIRE = "retire"  # backend -> worker: keep-warm ran out; exit if you ran no cell since {cells}
 RETIRED = "retired"  # worker -> backend: retiring now (an expected exit, not a loss)
 LANE_LOST = "lane_lost"  # kernel -> backend: my lane broke mid-cell, what happened? (reply: LANE_LOST_REPLY)
