@@ -268,22 +268,16 @@ def test_names_go_in_and_come_back(kernel):
 
 def test_array_round_trip_is_equal_and_an_unchanged_input_is_not_resent(kernel):
     size = 8 * 1024 * 1024
-    kernel.run("import numpy as np, jupyter_gpu\n"
-               f"arr = np.random.default_rng(0).random({size // 8})")
-    kernel.run("%%gpu\narr_back = arr[::-1].copy()")
-    out = kernel.run("t1 = dict(jupyter_gpu.last_cell()['transfer'])\n"
-                     "print(np.array_equal(arr_back[::-1], arr), arr_back.dtype, arr_back.nbytes)\n"
-                     "print(t1['sent_bytes'], t1['received_bytes'])")
-    equal, sizes = out.stdout().splitlines()
-    assert equal == f"True float64 {size}", "the array did not come back equal"
-    sent, received = map(int, sizes.split())
-    assert sent >= size and received >= size, (sent, received)
-    kernel.run("%%gpu\ntotal = float(arr.sum())")
-    out = kernel.run("t2 = dict(jupyter_gpu.last_cell()['transfer'])\n"
-                     "print(total == float(arr.sum()), t2['sent_bytes'])")
-    same, sent2 = out.stdout().split()
-    assert same == "True", "the worker computed on a different array"
-    assert int(sent2) <= 1024, f"an unchanged {size} B input was sent again ({sent2} B)"
+    kernel.run(f"import numpy as np\narr = np.random.default_rng(0).random({size // 8})")
+    there = footer(kernel.run("%%gpu\narr_back = arr[::-1].copy()"))
+    out = kernel.run("print(np.array_equal(arr_back[::-1], arr), arr_back.dtype, arr_back.nbytes)")
+    assert out.stdout() == f"True float64 {size}\n", "the array did not come back equal"
+    sent, received = there["transfer"]["sent_bytes"], there["transfer"]["received_bytes"]
+    assert sent >= size and received >= size, there["transfer"]  # the footer counts what moved
+    again = kernel.run("%%gpu\ntotal = float(arr.sum())")
+    assert kernel.run("print(total == float(arr.sum()))").stdout() == "True\n", "the worker computed on a different array"
+    sent2 = footer(again)["transfer"]["sent_bytes"]
+    assert sent2 <= 1024, f"an unchanged {size} B input was sent again ({sent2} B)"
 
 
 def test_an_unpicklable_input_is_refused_naming_the_variable(kernel):
