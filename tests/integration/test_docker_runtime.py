@@ -160,6 +160,32 @@ def test_a_container_that_cannot_start_fails_its_cell_with_dockers_reason(tmp_pa
         stop_backend(proc)
 
 
+def test_named_images_get_their_own_env_and_base_and_containers(tmp_path, image, client):
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('[images.a]\nenv = { JG_IMAGE_MODE = "alpha" }\npreload = ["colorsys"]\n'
+                   f'[images.b]\nenv = {{ JG_IMAGE_MODE = "beta" }}\nbase = "{docker_image.LOCAL_BASE}"\n')
+    # the default image named outright; b is built on its base, which gives the same inputs: no build
+    with environ(JUPYTER_GPU_DOCKER_IMAGE=image[0], JUPYTER_GPU_DOCKER_BASE=docker_image.LOCAL_BASE):
+        proc, url = start_backend(tmp_path, "--runtime", "docker", "--token", TOKEN, "--config", str(cfg))
+    try:
+        c = BackendClient(url, TOKEN, "s-images")
+        assert c.welcome["images"] == ["a", "b", "default"]
+        code = "# %%gpu\nimport os, sys\nprint(os.environ.get('JG_IMAGE_MODE'), 'colorsys' in sys.modules)"
+        runs = {i: run_cell(c, code, f"i-{i}", image=i)[-1] for i in ("a", "b", "default")}
+        assert all(d["status"] == "ok" and d["image"] == i for i, d in runs.items()), runs
+        assert len({d["worker"] for d in runs.values()}) == 3  # a container per image
+        again = run_cell(c, code, "i-a2", image="a")
+        assert again[-1]["worker"] == runs["a"]["worker"] and again[-1]["cold"] is False
+        assert streams(again) == "alpha True\n"  # its env, and its preload imported at worker start
+        (container,) = worker_containers(client, runs["b"]["worker"])
+        assert "JG_IMAGE_MODE=beta" in container.attrs["Config"]["Env"] and container.image.tags == [image[0]]
+        failed = run_cell(c, code, "i-x", image="nope")[-1]
+        assert failed["code"] == "no_image" and "a, b, default" in failed["message"]
+        c.close()
+    finally:
+        stop_backend(proc)
+
+
 @pytest.mark.gpu
 def test_a_gpu_worker_gets_exactly_one_real_gpu(backend):
     from jupyter_gpu_backend.runtimes.local import detect_gpus
