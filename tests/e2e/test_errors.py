@@ -65,3 +65,15 @@ def test_failed_cell_has_an_error_footer_as_last_output(run_notebook):
     assert fs[-1]["status"] == "error"
     # Contract: every %%gpu cell's LAST output is the footer, failed cells included.
     assert is_footer(cell["outputs"][-1]), [o["output_type"] for o in cell["outputs"]]
+
+
+@pytest.mark.timeout(120)
+def test_the_remote_traceback_names_the_cell_by_the_kernels_execution_count(run_notebook):
+    """As a local traceback would: "Cell In[3]" for the notebook's third executed cell, whatever
+    the worker ran before it."""
+    with pytest.raises(CellExecutionError):
+        run_notebook([LOAD, "%%gpu\na = 1", "%%gpu\nraise ValueError('third')"])
+    nb = run_notebook.last
+    assert nb.cells[2]["execution_count"] == 3
+    tb = traceback_text(error_output(nb.cells[2]))
+    assert re.search(r"Cell In\[3\], line 2", tb), tb
