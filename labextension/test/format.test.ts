@@ -49,6 +49,14 @@ describe('footer renderer', () => {
     expect(node.classList.contains('jp-gpu-footer-live')).toBe(false);
   });
 
+  it('names a worker image other than default, and only then', () => {
+    const keys = (d: object) => footerParts(d).map(p => p.key);
+    expect(keys(footer)).not.toContain('image');
+    expect(keys({ ...footer, image: 'default' })).not.toContain('image');
+    const part = footerParts({ ...footer, image: 'train' }).find(p => p.key === 'image');
+    expect(part?.text).toBe('image train');
+  });
+
   it('renders the live status line with its phase and queue position, then replaces it in place', () => {
     const node = document.createElement('div');
     renderFooter(node, { version: 1, live: true, phase: 'queued', gpu: 'A100', elapsed: 2.5, position: 3 });
