@@ -1,5 +1,8 @@
 """Pools per (GPU type, image): max_workers and the queue count each image's workers apart, and a
-session holds one lease per (GPU type, image)."""
+session holds one lease per (GPU type, image); an image's `python` is the interpreter of its workers."""
+import os
+import sys
+
 import pytest
 
 from jupyter_gpu import protocol
@@ -17,8 +20,12 @@ def phases(events) -> list:
 
 
 def test_max_workers_and_the_queue_are_per_gpu_and_image(tmp_path):
+    # image a's interpreter: this venv's, through a wrapper that marks the processes it starts
+    python = tmp_path / "python-a"
+    python.write_text(f"#!/bin/sh\nexport JG_VIA_WRAPPER=yes\nexec {sys.executable} \"$@\"\n")
+    os.chmod(python, 0o755)
     cfg = tmp_path / "serve.toml"
-    cfg.write_text('max_workers = 1\n[images.a]\nenv = { JG_IMAGE_MODE = "alpha" }\n')
+    cfg.write_text(f'max_workers = 1\n[images.a]\nenv = {{ JG_IMAGE_MODE = "alpha" }}\npython = "{python}"\n')
     proc, url = start_backend(tmp_path, "--token", TOKEN, "--config", str(cfg), "--keep-warm", "60")
     clients = []
     try:
@@ -27,8 +34,10 @@ def test_max_workers_and_the_queue_are_per_gpu_and_image(tmp_path):
         d = run_cell(one, "# %%gpu\nx = 1", "c1")
         assert d[-1]["status"] == "ok" and d[-1]["image"] == "default"
         # the one cpu slot is held by the default image's worker; image a has a slot of its own
-        a = run_cell(one, "# %%gpu\nimport os\nprint(os.environ['JG_IMAGE_MODE'])", "c2", image="a")
+        a = run_cell(one, "# %%gpu\nimport os\nprint(os.environ['JG_IMAGE_MODE'], os.environ.get('JG_VIA_WRAPPER'))",
+                     "c2", image="a")
         assert a[-1]["status"] == "ok" and a[-1]["image"] == "a" and a[-1]["worker"] != d[-1]["worker"]
+        assert "".join(e.get("text", "") for e in a) == "alpha yes\n"  # its env, its interpreter
         assert ("queued", 1) not in phases(a), phases(a)
         one.send({"type": protocol.STATUS})
         status = one.recv(timeout=30).header
