@@ -319,6 +319,27 @@ def test_the_stop_button_interrupts_a_long_sleep_and_the_worker_stays_warm(kerne
     assert f["cold"] is False and f["worker"] == before["worker"], f
 
 
+def test_a_second_press_kills_a_worker_that_ignores_the_first(kernel, runtime):
+    warm = footer(kernel.run("%%gpu\nimport os, signal, time\nstubborn_pid = os.getpid()"))
+    gone = runtime.watch(warm["worker"], int(kernel.run("print(stubborn_pid)").stdout()))
+    cell = kernel.submit("%%gpu\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('ignoring', flush=True)\n"
+                         "time.sleep(60)")
+    assert kernel.wait_until(lambda: "ignoring" in cell.stdout(), 60), "the remote cell never started"
+    kernel.interrupt()
+    # its code ignores SIGINT: the first press does not end it (no reply for a second) ...
+    assert not kernel.wait_until(lambda: cell.reply is not None, 1.0), error_text(cell)
+    t1 = kernel.interrupt()  # ... the second kills the worker
+    assert kernel.wait_until(lambda: cell.reply is not None, 15), "no execute_reply after a second press"
+    assert cell.reply_at - t1 < 10
+    text = error_text(cell)
+    assert cell.reply["content"]["status"] == "error" and re.search(r"\bworker\b[^\n]{0,60}\bkilled\b", text, re.I), text
+    assert kernel.wait_until(lambda: cell.done, 10)
+    assert footer(cell)["status"] == "killed"
+    assert gone(30), f"worker {warm['worker']} still there 30 s after it was killed"
+    f = footer(kernel.run("%%gpu\nx = 1"))
+    assert f["cold"] is True and f["worker"] != warm["worker"], f
+
+
 @pytest.mark.parametrize("death, cause", [
     ("import os\nos._exit(3)", "exited with code 3"),
     ("import ctypes\nctypes.string_at(0)", "killed by SIGSEGV"),

@@ -41,7 +41,9 @@ class RayWorker:
 
 
 def _actor_class(ray):
-    @ray.remote(max_restarts=0)
+    # two threads: `wait()` blocks one for the child's whole life, so `signal()` (the kill of a
+    # second stop-button press, of a stop past its grace) needs the other, or it never runs
+    @ray.remote(max_restarts=0, max_concurrency=2)
     class WorkerActor:
         """Holds the resources; runs `python -m jupyter_gpu_worker` as its child."""
 
