@@ -361,6 +361,17 @@ def test_a_worker_that_dies_fails_only_its_cell_and_the_next_gets_a_new_worker(k
     assert f["cold"] is True and f["worker"] != warm["worker"] and f["start_method"] == runtime.start_method, f
 
 
+def test_release_stops_the_worker_and_its_remote_values_go_with_it(kernel, runtime):
+    made = kernel.run("%%gpu --out released_pid\nimport os\nhidden = 3\nreleased_pid = os.getpid()")
+    worker = footer(made)["worker"]
+    gone = runtime.watch(worker, int(kernel.run("print(released_pid)").stdout()))
+    assert "released 1 worker(s)" in kernel.run("%gpu release").stdout()
+    assert gone(30), f"worker {worker} still there 30 s after its release"
+    assert worker not in runtime.leased_workers()
+    lost = failed(kernel, "%%gpu\nprint(hidden)")
+    assert lost.reply["content"]["ename"] == "RemoteValueLost" and "Re-run cell" in error_text(lost), error_text(lost)
+
+
 def test_keep_warm_expiry_scales_to_zero_and_explains_what_was_lost(kernel, runtime):
     kernel.run("local_input = 21")
     made = kernel.run("%%gpu --keep-warm 1s --out expiring_pid\n"
