@@ -25,7 +25,8 @@ from .images import DEFAULT_IMAGE, pool_key
 from .live import LiveStatus
 from .names import analyse, inputs_for
 from .publish import Publisher
-from .remote import RemoteValue, rebuild_exception
+from .outcome import CellOutcome
+from .remote import RemoteValue
 
 POLL = 0.05  # how often the waiting thread looks at the interrupt flag
 
@@ -291,8 +292,8 @@ class KernelSession:
                              protocol.LANE_LOST_REPLY)
         if not reply.get("ran"):
             return None
-        out = _Outcome()
-        out._text = ("WorkerLost", reply["message"], [])
+        out = CellOutcome()
+        out.error({"ename": "WorkerLost", "evalue": reply["message"]}, [])
         out.done = {"type": protocol.DONE, "cell": cell, "status": reply["status"], "timings": {},
                     "worker": held.worker, "gpu": gpu, "device": reply.get("device", held.device), "cold": False}
         return out
@@ -308,7 +309,7 @@ class KernelSession:
             for name, cell in held.remote_only.items():
                 lost[name] = Lost(cell, held.worker, held.device, held.keep_warm)
 
-    def _remember(self, gpu, held: Held, done: dict, sent_hashes: dict, outcome: "_Outcome", binds, opts) -> None:
+    def _remember(self, gpu, held: Held, done: dict, sent_hashes: dict, outcome: "CellOutcome", binds, opts) -> None:
         """Record which values the worker now shares with us, so unchanged ones are not re-sent,
         and which it alone holds, so their loss can be explained."""
         worker = done.get("worker")
@@ -377,7 +378,7 @@ class KernelSession:
         budget = CellBudget.for_cell(opts.max_cost, gpu, t0)
         if budget is not None and budget.note():
             pub.stream("stderr", budget.note())
-        out = _Outcome()
+        out = CellOutcome()
         restore = self._trap_sigint()
         sent_interrupts = 0
         try:
@@ -445,7 +446,7 @@ class KernelSession:
             if restore is not None:
                 restore()
 
-    def _take_results(self, h: dict, buffers: list, out: "_Outcome", pub: Publisher) -> None:
+    def _take_results(self, h: dict, buffers: list, out: "CellOutcome", pub: Publisher) -> None:
         ns = self.shell.user_ns
         for name, spec in h.get("values", {}).items():
             ns[name] = serialization.unpack(name, spec, buffers, self.reader)
@@ -471,31 +472,3 @@ class KernelSession:
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         return lambda: signal.signal(signal.SIGINT, previous)
-
-
-class _Outcome:
-    """What a cell's events amounted to."""
-
-    def __init__(self):
-        self.done: dict = {}
-        self.received = 0
-        self.hashes: dict = {}
-        self.refs: list = []
-        self._text = None
-        self._obj = None
-
-    def error(self, h: dict, buffers: list) -> None:
-        if "pickled" in h:
-            try:
-                self._obj = serialization.unpack("<exception>", h["pickled"], buffers)
-            except Exception:
-                self._obj = None  # the type name and the text still tell the story
-        else:
-            self._text = (h["ename"], h["evalue"], h.get("traceback", []))
-
-    def exception(self, done: dict) -> BaseException | None:
-        if self._text is None and done.get("status") in ("ok", None):
-            return None
-        ename, evalue, stb = self._text or ("WorkerLost", f"the cell ended with status {done.get('status')}", [])
-        where = f"on worker {done.get('worker')} ({done.get('device')})"
-        return rebuild_exception(ename, evalue, [f"Remote traceback {where}:", *stb], self._obj)
