@@ -2,6 +2,7 @@
 min_warm (0 here), and the next session's cold cell takes it (no cold start)."""
 import json
 import sqlite3
+import time
 import urllib.request
 
 import pytest
@@ -89,3 +90,45 @@ def test_spares_beyond_the_target_stop_after_the_scale_down_delay(tmp_path):
     db = sqlite3.connect(tmp_path / "ledger.sqlite3")
     states = [s for (s,) in db.execute("SELECT state FROM workers ORDER BY requested")]
     assert states == ["stopped", "stopped"], states  # the leased one (released) and the trimmed spare
+
+
+def test_scale_up_queue_starts_a_spare_while_cells_wait_and_the_next_session_takes_it(tmp_path):
+    """--scale-up-queue 2: two cells waiting for a worker at once (both cold-starting) make the
+    backend start one spare beyond min_warm (0), so a third session's first cell starts warm."""
+    from jupyter_gpu import protocol
+
+    proc, url = start_backend(tmp_path, "--token", TOKEN, "--scale-up-queue", "2", "--keep-warm", "60")
+    clients = []
+    try:
+        info = runtime(url, 60)
+        assert info["warm_pool"] == {} and info["autoscale"]["scale_up_queue"] == 2, info
+        a, b = BackendClient(url, TOKEN, "s-a"), BackendClient(url, TOKEN, "s-b")
+        clients += [a, b]
+        for c, cell in ((a, "a-1"), (b, "b-1")):  # both in flight before either has a worker
+            c.send({"type": "execute", "cell": cell, "code": "# %%gpu\nx = 1", "gpu": "cpu", "inputs": {},
+                    "keep": {}, "binds": []})
+        dones = []
+        for c in (a, b):
+            while True:
+                msg = c.recv(timeout=60)
+                assert msg is not None, "no done within 60 s"
+                if msg.type in (protocol.DONE, protocol.FAILURE):
+                    dones.append(msg.header)
+                    break
+        assert [(d["status"], d["cold"]) for d in dones] == [("ok", True), ("ok", True)], dones
+        # one spare per 2 waiting, started during the burst; it stays for the scale-down delay
+        # (60 s) though nobody waits now (?wait=N would wait for that trim: the target is 0 again)
+        deadline = time.monotonic() + 30
+        while runtime(url, 0)["warm_pool"] != {"cpu": 1}:
+            assert time.monotonic() < deadline, runtime(url, 0)
+            time.sleep(0.05)  # the backend's pool, in another process: there is no event to wait on
+
+        c = BackendClient(url, TOKEN, "s-c")
+        clients.append(c)
+        done_c = run_cell(c, "# %%gpu\nx = 3", "c-1")[-1]
+        assert done_c["status"] == "ok" and done_c["cold"] is False and done_c["timings"]["cold_start"] == 0
+        assert done_c["worker"] not in {d["worker"] for d in dones}
+    finally:
+        for cl in clients:
+            cl.close()
+        stop_backend(proc)
