@@ -163,6 +163,23 @@ def test_stderr_is_its_own_stream(kernel):
     assert "".join(e.msg["content"]["text"] for e in cell.streams("stderr")) == "err\n"
 
 
+def test_output_of_subprocesses_and_raw_file_descriptors_reaches_the_cell(kernel):
+    """What a local ipykernel shows too: a child process's output, and bytes written straight to
+    fds 1 and 2 (a C library's logging), all before the cell ends; Python's own print is not
+    doubled by it."""
+    cell = kernel.run("%%gpu\nimport os, subprocess, sys\nprint('from print', flush=True)\n"
+                      "subprocess.run([sys.executable, '-c', 'print(\"from a child\")'], check=True)\n"
+                      "subprocess.run([sys.executable, '-c', 'import sys; sys.stderr.write(\"child err\\\\n\")'])\n"
+                      "os.write(1, b'raw fd 1\\n')\nos.write(2, b'raw fd 2\\n')")
+    out = cell.stdout()
+    assert sorted(out.splitlines()) == ["from a child", "from print", "raw fd 1"], out
+    err = "".join(e.msg["content"]["text"] for e in cell.streams("stderr"))
+    assert sorted(err.splitlines()) == ["child err", "raw fd 2"], err
+    assert all(e.t <= cell.reply_at for e in cell.streams())
+    # and the next cell gets none of it
+    assert kernel.run("%%gpu\nprint('next')").stdout() == "next\n"
+
+
 # --------------------------------------------------------------------------------------------
 # displays
 # --------------------------------------------------------------------------------------------

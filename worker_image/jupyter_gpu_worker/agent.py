@@ -30,6 +30,7 @@ from jupyter_gpu import protocol, serialization, shm, wsclient  # noqa: E402
 from jupyter_gpu.errors import SerializationError  # noqa: E402
 
 from . import device  # noqa: E402
+from .fdcapture import FdCapture  # noqa: E402
 from .shell import Emitter, make_shell  # noqa: E402
 from .telemetry import GpuTelemetry  # noqa: E402
 
@@ -71,6 +72,7 @@ class Agent:
         self.reader = shm.SegmentReader()
         self.emitter = Emitter(self.send)
         self.shell = make_shell(self.emitter)
+        self.fd_output = FdCapture(self.emitter)  # subprocesses' and C libraries' output too
         self._fresh_ns = set(self.shell.user_ns)
 
     # -- connection --------------------------------------------------------------------------
@@ -285,12 +287,11 @@ class Agent:
                         self._inbox.append(msg)
 
     def _run_user_code(self, fn):
-        """Run ``fn`` with the watcher reading the connection, then take reading back."""
+        """Run ``fn`` with the watcher reading the connection.  The main thread takes reading back
+        in ``next_request``, once the cell's ``done`` has gone out: waking the watcher (and
+        waiting for it to let go) then costs the round trip nothing."""
         self._watching.set()
-        try:
-            return fn()
-        finally:
-            self._stop_watching()
+        return fn()
 
     def _stop_watching(self) -> None:
         self._watching.clear()
@@ -399,6 +400,7 @@ class Agent:
             self.cells_done += 1
             if t_received is not None:  # a lane cell: no backend to time it, so the worker does
                 timings["run"] = time.monotonic() - t_received
+            self.fd_output.drain()  # what reached fds 1 and 2 goes out before `done`
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
             self.emitter.event(
