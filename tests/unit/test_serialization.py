@@ -67,3 +67,18 @@ def test_segments_lent_to_a_peer_that_is_gone_are_reclaimed():
 def test_reader_refuses_paths_outside_its_prefix():
     with pytest.raises(ValueError, match="refusing"):
         shm.SegmentReader().take({"shm": "../etc/passwd", "n": 1})
+
+
+def test_plain_values_pickle_as_cloudpickle_would_and_keep_their_hash():
+    import cloudpickle
+
+    for value in (1, -(2**70), 1.5, True, None, "text", b"bytes", 2j):
+        p = serialization.pickle_value("v", value)
+        assert p.data == cloudpickle.dumps(value, protocol=serialization.PROTOCOL)  # same bytes, same hash
+        assert serialization.unpickle_value("v", p.data, []) == value
+    # a subclass is not plain: it goes through cloudpickle, with its class
+    class Flag(int):
+        pass
+
+    back = serialization.unpickle_value("v", serialization.pickle_value("v", Flag(3)).data, [])
+    assert type(back).__name__ == "Flag" and back == 3
