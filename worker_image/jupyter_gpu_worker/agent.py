@@ -254,6 +254,10 @@ class Agent:
         self._exit()
 
     def _exit(self) -> None:
+        try:
+            self.flush_meters()  # lane cells the backend has not heard of: its ledger must have them
+        except Exception:
+            pass  # the backend is gone: nobody to tell
         self.out_pool.close()
         if self.listener is not None:
             self.listener.close()
