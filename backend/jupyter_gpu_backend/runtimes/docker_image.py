@@ -41,7 +41,9 @@ DEFAULT_BASE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 # What `base` builds here, where no image registry is reachable.
 LOCAL_BASE = "jupyter-gpu-base:bookworm"
 # What the worker imports, no more.  Pinned to this machine's versions (see the module doc).
-WORKER_PACKAGES = ["numpy", "cloudpickle", "ipython", "websockets", "xxhash", "matplotlib-inline", "nvidia-ml-py"]
+# what the worker imports, and matplotlib: a %%gpu cell's figures show inline on every runtime
+WORKER_PACKAGES = ["numpy", "cloudpickle", "ipython", "websockets", "xxhash", "matplotlib", "matplotlib-inline",
+                   "nvidia-ml-py"]
 
 
 def cache_dir() -> Path:
