@@ -10,6 +10,8 @@ from jupyter_gpu.images import DEFAULT_IMAGE, pool_key
 
 from .dedicated import SERVERLESS
 
+LOST_NOTE = "Its namespace is lost; the next cell starts a new worker."
+
 
 class Conn:
     """A websocket plus the lock that keeps a multi-frame message in one piece."""

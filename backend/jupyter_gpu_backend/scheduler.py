@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
 import time
 
@@ -25,16 +24,16 @@ from .capacity import Capacity
 from .dedicated import DEDICATED, SERVERLESS, DedicatedPool
 from .images import default_images
 from .ledger import NullLedger
-from .model import CellRun, Conn, Lease, Session, Worker
+from .lane_reports import LaneReports
+from .model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker
 from .pools import SparePool
 
 log = logging.getLogger("jupyter_gpu_backend")
 RETIRE_RETRY = 5.0  # a worker that declined to retire (a lane cell was under way) is asked again
-LOST_NOTE = "Its namespace is lost; the next cell starts a new worker."
 GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lost can be answered
 
 
-class Scheduler:
+class Scheduler(LaneReports):
     def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
                  ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None,
                  scale_up_queue: int | None = None, target_utilisation: float | None = None,
@@ -56,6 +55,7 @@ class Scheduler:
         self.gone: dict[str, Worker] = {}  # recently gone workers (bounded), for lane_lost
         self.starting: dict[str, CellRun] = {}  # cells waiting for a cold start (Gateway._cold_execute)
         self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
+        self._reaping: set = set()  # runtime.stop of gone workers, under way
 
     # -- sessions ------------------------------------------------------------------------------
     def session(self, session_id: str, user: str) -> Session:
@@ -232,69 +232,6 @@ class Scheduler:
             self._idle(lease)
         await run.session.emit(header, inline, frames)
 
-    def _lane_report(self, worker: Worker, header: dict) -> None:
-        """A lane cell began (``started``: the worker is busy, keep-warm paused) or ran
-        (``metered``: ledger it and restart the keep-warm window); or the worker is retiring (an
-        expected exit)."""
-        session = worker.session
-        if header["type"] == protocol.RETIRED:
-            worker.stopping = worker.retired = True
-            self.ledger.worker_state(worker.id, "stopping")
-            return
-        if session is None:
-            return
-        cell = str(header.get("cell", ""))
-        lease = session.leases.get(worker.key)
-        if header["type"] == protocol.STARTED:
-            worker.lane_cell = cell
-            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
-            if lease is not None and lease.worker is worker:
-                if lease.expiry is not None:
-                    lease.expiry.cancel()
-                    lease.expiry = None
-                lease.idle_since = None
-            return
-        status = str(header.get("status", "ok"))
-        if status != "resend":  # a resend ran nothing (the worker does not count it either)
-            worker.cells += 1
-        timings = header.get("timings", {})
-        # the worker reports a short cell only after it ended, once idle: date it back
-        ago = max(0.0, _number(header.get("ended_ago")))
-        ended = time.time() - ago
-        if worker.lane_cell != cell:  # a short cell, never announced (`started`)
-            self.ledger.cell_started(cell, session.id, session.user, worker.gpu,
-                                     at=ended - max(0.0, _number(timings.get("run"))))
-        worker.lane_cell = None
-        self.ledger.cell_pool(cell, worker.pool)
-        self.ledger.cell_done(cell, status, worker.id, False, timings, at=ended)
-        if lease is not None and lease.worker is worker:
-            if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
-                lease.keep_warm = float(header["keep_warm"])
-            self._idle(lease, ago)
-
-    async def lane_lost(self, session: Session, header: dict) -> dict:
-        """A kernel's lane broke in the middle of a cell: did the cell run (and die with its
-        worker), or had the worker retired before reading it (then the kernel goes through us)?"""
-        wid = header.get("worker")
-        worker = self.workers.get(wid) or self.gone.get(wid)
-        reply = {"type": protocol.LANE_LOST_REPLY, "cell": header.get("cell"), "ran": False}
-        if worker is None or worker.session is not session:
-            return reply
-        try:
-            await asyncio.wait_for(worker.gone.wait(), 5.0)
-        except asyncio.TimeoutError:
-            return reply  # the worker lives: only the lane broke, and nothing ran on it
-        if worker.stopping and not worker.killed_reason:
-            return reply  # retired or stopped between cells: the cell never started
-        status, what = worker.loss()
-        cell = str(header.get("cell", ""))
-        if worker.lane_cell != cell:  # it died before announcing the cell (worker_gone recorded an announced one)
-            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
-            self.ledger.cell_pool(cell, worker.pool)
-            self.ledger.cell_done(cell, status, worker.id, False, {})
-        return {**reply, "ran": True, "status": status, "message": f"{what}. {LOST_NOTE}", "device": worker.device,
-                "gpu": worker.gpu}
-
     def _idle(self, lease: Lease | None, ago: float = 0.0) -> None:
         """The lease's worker went idle ``ago`` seconds ago: its keep-warm window runs from then."""
         if lease is None:
@@ -333,6 +270,17 @@ class Scheduler:
         if not worker.slot_released:  # stop_worker and worker_gone both see the same worker
             worker.slot_released = True
             self.capacity.release(worker.key)
+
+    def _reap(self, handle) -> None:
+        """Free what the runtime holds for a worker that is gone (also after stop_worker: stop is idempotent)."""
+        async def reap():
+            try:
+                await self.runtime.stop(handle, grace=0.5)
+            except Exception as e:
+                log.warning("could not release the runtime's hold on a gone worker: %s", e)
+        task = asyncio.ensure_future(reap())
+        self._reaping.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._reaping.discard)
 
     async def stop_worker(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
@@ -373,6 +321,8 @@ class Scheduler:
         self.pool.discard(worker)
         self.dedicated.recycle(worker)
         cause = worker.exit_cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
+        if worker.handle is not None:  # a Ray actor holds its CPUs/GPUs until killed, even with its worker dead
+            self._reap(worker.handle)
         if run is None:
             if worker.retired:
                 self.ledger.worker_state(worker.id, "stopped")
@@ -489,8 +439,3 @@ class Scheduler:
                     lease.expiry.cancel()
         await self.runtime.shutdown()
 
-
-def _number(x) -> float:
-    """A number a worker reported, or 0 for anything else (a worker's report is not trusted blindly)."""
-    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    return float(x) if ok else 0.0

@@ -105,7 +105,10 @@ def runtime(request, tmp_path_factory):
     elif name == "ray":
         pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]'): the ray runtime is not exercised")
     token = f"{name}-behaviour-token"
-    proc, url = start_backend(d, "--runtime", name, "--token", token, "--keep-warm", str(KEEP_WARM), env=env)
+    config = d / "serve.toml"  # a named worker image, to show images behave alike on every runtime
+    config.write_text('[images.marked]\nenv = { JUPYTER_GPU_TEST_MARK = "marked" }\npreload = ["json"]\n')
+    proc, url = start_backend(d, "--runtime", name, "--token", token, "--keep-warm", str(KEEP_WARM),
+                              "--config", str(config), env=env)
     rt = Runtime(name, url, token, d / "log", start_method={"local": "zygote", "docker": "container",
                                                              "ray": "ray actor"}[name],
                  in_container=name == "docker", watch=watch)

@@ -373,6 +373,17 @@ def test_a_worker_that_dies_fails_only_its_cell_and_the_next_gets_a_new_worker(k
     assert f["cold"] is True and f["worker"] != warm["worker"] and f["start_method"] == runtime.start_method, f
 
 
+def test_workers_that_died_give_back_what_they_held_so_new_ones_still_start(kernel):
+    """More crashes in a row than the runtime has room for workers at once (a local Ray cluster
+    here holds 4 actors of 0.5 CPU): each dead worker's hold (a Ray actor's CPUs or GPU) is freed,
+    so the next cell still gets a new worker instead of waiting for a slot that never frees."""
+    for i in range(5):
+        cell = failed(kernel, f"%%gpu\nprint('crash {i}', flush=True)\nimport os\nos._exit(3)")
+        assert cell.reply["content"]["ename"] == "WorkerLost", error_text(cell)
+    after = kernel.run("%%gpu\nprint('still served')", timeout=60)
+    assert after.stdout() == "still served\n" and footer(after)["cold"] is True
+
+
 def test_release_stops_the_worker_and_its_remote_values_go_with_it(kernel, runtime):
     made = kernel.run("%%gpu --out released_pid\nimport os\nhidden = 3\nreleased_pid = os.getpid()")
     worker = footer(made)["worker"]
@@ -402,3 +413,17 @@ def test_keep_warm_expiry_scales_to_zero_and_explains_what_was_lost(kernel, runt
     # a value that also exists in the kernel is simply sent again to the new worker
     again = kernel.run("%%gpu\nprint(local_input)")
     assert again.stdout() == "21\n" and footer(again)["cold"] is True and footer(again)["worker"] != worker
+
+
+def test_a_named_image_runs_on_its_own_worker_with_its_environment(kernel, runtime):
+    """[images.marked] in serve's config: its cells run on a worker of that image (its env set),
+    apart from the default image's worker and namespace."""
+    default = kernel.run("%%gpu\nimport os\nwhere = os.environ.get('JUPYTER_GPU_TEST_MARK', 'unmarked')\nprint(where)")
+    marked = kernel.run("%%gpu --image marked\nimport os\nprint(os.environ.get('JUPYTER_GPU_TEST_MARK'))\n"
+                        "print('where' in dir())")
+    assert default.stdout() == "unmarked\n"
+    assert marked.stdout() == "marked\nFalse\n"  # its own namespace: `where` lives on the default worker
+    fd, fm = footer(default), footer(marked)
+    assert fm["image"] == "marked" and fd["image"] == "default" and fm["worker"] != fd["worker"], (fd, fm)
+    again = kernel.run("%%gpu --image marked\nprint('again')")
+    assert footer(again)["worker"] == fm["worker"] and footer(again)["cold"] is False  # its warm worker
