@@ -83,13 +83,14 @@ def _runtime(name) -> str:
 
 
 CONFIG_KEYS = {"runtime": _runtime, "keep_warm": float, "min_warm": int, "max_workers": int,
-               "scale_up_queue": int, "target_utilisation": float}
+               "scale_up_queue": int, "target_utilisation": float, "worker_start_timeout": float}
 
 
 def load_config_file(path: str, config: BackendConfig) -> None:
     """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
 
-    Top-level keys: runtime, keep_warm, min_warm, max_workers, scale_up_queue, target_utilisation;
+    Top-level keys: runtime, keep_warm, min_warm, max_workers, scale_up_queue, target_utilisation,
+    worker_start_timeout;
     ``[pools.GPU] dedicated = N`` per GPU type; ``[images.NAME]`` worker images (images.py).
     Unknown keys are an error."""
     import tomllib

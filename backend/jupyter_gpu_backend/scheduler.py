@@ -164,7 +164,14 @@ class Scheduler(LaneReports):
         self.ledger.worker_pool(worker_id, pool)
         self.ledger.worker_image(worker_id, image)
         try:
-            worker.handle = await self.runtime.start(gpu, worker_id, secret, image)
+            try:  # a runtime may wait for room (a Ray actor until a node has its resources free)
+                worker.handle = await asyncio.wait_for(self.runtime.start(gpu, worker_id, secret, image),
+                                                       self.start_timeout)
+            except asyncio.TimeoutError:
+                self.ledger.worker_state(worker_id, "lost", cause="not started in time")
+                why = getattr(self.runtime, "waiting_for", lambda g: "")(gpu)
+                raise WorkerStartFailed(f"the {self.runtime.name} runtime did not start a worker for "
+                                        f"{pool_key(gpu, image)} within {self.start_timeout:.0f} s{why}") from None
             done, _ = await asyncio.wait(
                 [worker.registered, worker.handle.exited],
                 timeout=self.start_timeout,

@@ -36,3 +36,35 @@ def test_a_worker_is_the_child_of_a_ray_actor_holding_its_resources(backend):
     # not this process; a cpu worker sees no GPU (Ray gives the actor num_gpus=0); its parent is the actor
     assert int(pid) != os.getpid() and cuda == "''" and in_actor == "True"
     c.close()
+
+
+def test_a_worker_ray_cannot_place_fails_its_cell_saying_what_it_needs(tmp_path):
+    """A local cluster of 1 CPU holds two workers (0.5 CPU each); a third cannot be placed.  Its
+    cell fails once the start timeout passes, naming what the actor needs and what is free,
+    instead of sitting in "cold start"; the backend keeps serving the others."""
+    from jupyter_gpu import protocol
+
+    config = tmp_path / "serve.toml"
+    config.write_text("worker_start_timeout = 6\n")
+    proc, url = start_backend(tmp_path, "--runtime", "ray", "--token", TOKEN, "--config", str(config),
+                              env={"JUPYTER_GPU_RAY_CPUS": "1"})
+    clients = []
+    try:
+        for name in ("a", "b"):
+            c = BackendClient(url, TOKEN, f"s-{name}")
+            clients.append(c)
+            assert run_cell(c, "# %%gpu\nx = 1", f"{name}1")[-1]["status"] == "ok"
+        third = BackendClient(url, TOKEN, "s-c")
+        clients.append(third)
+        events = run_cell(third, "# %%gpu\nx = 1", "c1")
+        failure = events[-1]
+        assert failure["type"] == protocol.FAILURE, events
+        text = failure["message"]
+        assert "within 6 s" in text and "Ray has not placed its actor, which needs 0.5 CPU" in text, text
+        assert "free in the cluster now: 0 CPU" in text, text
+        # the others are served as before
+        assert run_cell(clients[0], "# %%gpu\nprint(x + 1)", "a2")[-1]["status"] == "ok"
+    finally:
+        for c in clients:
+            c.close()
+        stop_backend(proc)

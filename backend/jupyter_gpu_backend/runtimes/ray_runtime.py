@@ -27,6 +27,7 @@ from ..images import Image, default_images
 from .common import exit_cause, log_tail
 
 log = logging.getLogger("jupyter_gpu_backend")
+ACTOR_CPUS = 0.5  # what an actor holds besides its GPU: the agent is mostly idle between cells
 
 
 @dataclass
@@ -81,8 +82,10 @@ class RayRuntime:
         self.ray = ray
         if not ray.is_initialized():
             address = address or os.environ.get("JUPYTER_GPU_RAY_ADDRESS") or None
+            # a local cluster's size: every CPU, at least 2 ($JUPYTER_GPU_RAY_CPUS to choose)
+            cpus = int(os.environ.get("JUPYTER_GPU_RAY_CPUS") or max(2, os.cpu_count() or 2))
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     **({} if address else {"num_cpus": max(2, os.cpu_count() or 2)}))
+                     **({} if address else {"num_cpus": cpus}))
         self.worker_url = worker_url
         self.actor_cls = _actor_class(ray)
         self.log_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"jupyter-gpu-ray-{os.getpid()}")
@@ -99,9 +102,24 @@ class RayRuntime:
     def default_gpu(self) -> str:
         return self.offers()[0]
 
+    @staticmethod
+    def _needs(gpu: str) -> dict:
+        return {"CPU": ACTOR_CPUS, **({"GPU": 1} if gpu != "cpu" else {})}
+
+    def waiting_for(self, gpu: str) -> str:
+        """Why a worker may not have started: what its actor needs against what the cluster has free."""
+        try:
+            free = self.ray.available_resources()
+        except Exception:
+            return ""
+        need = self._needs(gpu)
+        fmt = lambda d: ", ".join(f"{v:g} {k}" for k, v in d.items())  # noqa: E731
+        return (f": Ray has not placed its actor, which needs {fmt(need)}; free in the cluster now: "
+                f"{fmt({k: free.get(k, 0.0) for k in need})} (its autoscaler, if any, may add a node)")
+
     async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE) -> RayWorker:
         spec = self.images[image]
-        opts = {"num_cpus": 0.5}
+        opts = {"num_cpus": ACTOR_CPUS}
         if gpu != "cpu":
             opts.update(num_gpus=1, accelerator_type=gpu)
         if spec.runtime_env:
@@ -111,7 +129,11 @@ class RayRuntime:
         env = {**spec.worker_env(), "JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
         if gpu == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
-        pid = await actor.start.remote(self.worker_url, env, log_path)
+        try:
+            pid = await actor.start.remote(self.worker_url, env, log_path)
+        except asyncio.CancelledError:  # not placed in time: withdraw its claim on the cluster
+            self.ray.kill(actor)
+            raise
         handle = RayWorker(worker_id, gpu, actor, pid, log_path)
         handle.exited = asyncio.ensure_future(self._exit_code(actor))
         self.workers[worker_id] = handle
