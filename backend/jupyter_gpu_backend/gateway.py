@@ -206,6 +206,11 @@ class Gateway:
         self.scheduler.starting[run.id] = run  # an interrupt meanwhile is kept for after the start
         try:
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
+            if not run.interrupts:
+                ledger.cell_running(run.id)
+                # the live status line goes from "queued"/"cold start" to "running" (a warm cell
+                # shows neither); still `starting` meanwhile, so a stop now is kept too
+                await run.session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "running", "gpu": run.gpu})
         except GpuError as e:
             ledger.cell_done(run.id, "failed", None, True, {"queue": run.queue})
             await self._fail(run.session, run.id, e.code, str(e))
@@ -219,9 +224,8 @@ class Gateway:
         if run.interrupts:  # the stop button during the cold start: the worker stays, warm and leased
             await self._interrupted_before_start(run, f"while a worker for {run.gpu} was starting; it is warm now")
             return
-        ledger.cell_running(run.id)
-        # the live status line goes from "queued"/"cold start" to "running" (a warm cell shows neither)
-        await run.session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "running", "gpu": run.gpu})
+        # no await between that check and dispatch marking the worker busy with this cell: a stop
+        # from here on finds the cell there (Scheduler.interrupt) and goes to the worker after it
         await self.scheduler.dispatch(run, lease, header, inline, frames)
 
     async def _interrupted_before_start(self, run, where: str) -> None:
