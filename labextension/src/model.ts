@@ -23,6 +23,7 @@ export interface IWorker {
   state: string;
   keep_warm: number;
   keep_warm_left: number | null;
+  image?: string | null; // its worker image (%%gpu --image); absent from older backends
 }
 
 export interface IQueued {
@@ -126,6 +127,12 @@ export function pickerRows(state: Pick<IState, 'catalog' | 'backend'> | null): I
     }
   }
   return rows;
+}
+
+/** What the pool table calls a worker: its GPU type, and its image unless it is the default one
+ * (a notebook may hold one worker per GPU type and image). */
+export function workerLabel(w: IWorker): string {
+  return w.image && w.image !== 'default' ? `${w.gpu} · ${w.image}` : w.gpu;
 }
 
 /** Seconds left in a worker's keep-warm window, `elapsedMs` after the state was fetched. */

@@ -11,7 +11,8 @@ import {
   formatCountdown,
   keepWarmLeft,
   perHour,
-  pickerRows
+  pickerRows,
+  workerLabel
 } from './model';
 
 export interface ISidebarHost {
@@ -167,7 +168,7 @@ export class GpuSidebar extends Widget {
       const tr = this.workers.appendChild(el('tr', 'jp-gpu-worker'));
       tr.dataset.state = w.state;
       tr.dataset.gpu = w.gpu;
-      tr.appendChild(el('td', 'jp-gpu-worker-gpu', w.gpu));
+      tr.appendChild(el('td', 'jp-gpu-worker-gpu', workerLabel(w)));
       tr.appendChild(el('td', 'jp-gpu-worker-state', w.state));
       tr.appendChild(el('td', 'jp-gpu-worker-countdown', formatCountdown(keepWarmLeft(w, elapsed)))).title =
         `keep-warm window ${Math.round(w.keep_warm)} s`;

@@ -9,7 +9,8 @@ import {
   pickerRows,
   readChoice,
   sessionPrefix,
-  validGpu
+  validGpu,
+  workerLabel
 } from '../src/model';
 
 const catalog = [
@@ -63,6 +64,13 @@ describe('sidebar model', () => {
     expect(formatCountdown(keepWarmLeft(w, 30_000))).toBe('1:30');
     expect(formatCountdown(keepWarmLeft({ ...w, keep_warm_left: null }, 0))).toBe('—');
     expect(formatCountdown(42)).toBe('42 s');
+  });
+
+  it('names a worker by its GPU type, and by its image when that is not the default', () => {
+    const w = { session: 's', gpu: 'A100', device: 'd', worker: 'w', state: 'idle', keep_warm: 300, keep_warm_left: 1 };
+    expect(workerLabel(w)).toBe('A100');
+    expect(workerLabel({ ...w, image: 'default' })).toBe('A100');
+    expect(workerLabel({ ...w, image: 'train' })).toBe('A100 · train');
   });
 
   it('matches the backend session ids of a kernel by its id prefix', () => {
