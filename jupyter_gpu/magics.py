@@ -39,6 +39,7 @@ def _device_group(f):
 # the defaults of `%gpu config` a kernel starts with (`jupyter-gpu run` sets them from the
 # notebook's metadata.jupyter_gpu, where the JupyterLab sidebar stores the notebook's choice)
 DEFAULT_GPU_ENV, DEFAULT_KEEP_WARM_ENV = "JUPYTER_GPU_DEFAULT_GPU", "JUPYTER_GPU_DEFAULT_KEEP_WARM"
+DEFAULT_IMAGE_ENV = "JUPYTER_GPU_DEFAULT_IMAGE"
 
 
 @magics_class
@@ -48,6 +49,7 @@ class GpuMagics(Magics):
         self.session = KernelSession(shell)
         self._parsed: dict = {}  # %%gpu line -> its parsed options
         self.session.defaults.gpu = os.environ.get(DEFAULT_GPU_ENV) or None
+        self.session.defaults.image = os.environ.get(DEFAULT_IMAGE_ENV) or None
         if os.environ.get(DEFAULT_KEEP_WARM_ENV):
             self.session.defaults.keep_warm = duration(os.environ[DEFAULT_KEEP_WARM_ENV])
 

@@ -230,9 +230,11 @@ GPU_SPEC = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*(,[A-Za-z0-9][A-Za-z0-9_.:\-
 
 def notebook_defaults(nb) -> dict:
     """The kernel environment for the device choice saved in the notebook (by the JupyterLab
-    sidebar: ``metadata.jupyter_gpu.gpu`` / ``keep_warm``): it applies as `%gpu config` would.
-    A notebook is untrusted input: anything else than a GPU list or a duration is refused."""
-    from .magics import DEFAULT_GPU_ENV, DEFAULT_KEEP_WARM_ENV, duration
+    sidebar: ``metadata.jupyter_gpu.gpu`` / ``keep_warm``; ``image`` by hand): it applies as
+    `%gpu config` would.  A notebook is untrusted input: anything else than a GPU list, a duration or
+    an image name is refused."""
+    from .images import NAME_RE
+    from .magics import DEFAULT_GPU_ENV, DEFAULT_IMAGE_ENV, DEFAULT_KEEP_WARM_ENV, duration
 
     meta = nb.metadata.get(META) or {}
     out = {}
@@ -244,6 +246,11 @@ def notebook_defaults(nb) -> dict:
     if keep_warm is not None:
         duration(keep_warm)  # ValueError names the bad value
         out[DEFAULT_KEEP_WARM_ENV] = str(keep_warm)
+    image = meta.get("image")
+    if image is not None:
+        if not isinstance(image, str) or not NAME_RE.fullmatch(image):
+            raise ValueError(f"metadata.{META}.image is not a worker image name: {image!r}")
+        out[DEFAULT_IMAGE_ENV] = image
     return out
 
 

@@ -281,3 +281,11 @@ def test_the_device_choice_saved_in_the_notebook_applies_in_ci(fresh_kernel_env,
     assert r.returncode == EXIT_INFRA and "NoSuchGPU" in r.stdout + r.stderr, r.stdout + r.stderr
     r = run_cli([bad, "--output", out], fresh_kernel_env, tmp_path)
     assert r.returncode == EXIT_CELL and "not a GPU type list" in r.stdout + r.stderr, r.stdout + r.stderr
+    # the worker image too: one this backend does not have fails naming the ones it has
+    other = notebook(tmp_path / "image.ipynb", *cells, metadata={"jupyter_gpu": {"image": "nosuch"}})
+    r = run_cli([other, "--output", out], fresh_kernel_env, tmp_path)
+    assert r.returncode != EXIT_OK and "nosuch" in r.stdout + r.stderr and "default" in r.stdout + r.stderr, \
+        r.stdout + r.stderr
+    odd = notebook(tmp_path / "odd.ipynb", *cells, metadata={"jupyter_gpu": {"image": "a b"}})
+    r = run_cli([odd, "--output", out], fresh_kernel_env, tmp_path)
+    assert r.returncode == EXIT_CELL and "not a worker image name" in r.stdout + r.stderr, r.stdout + r.stderr
