@@ -72,6 +72,7 @@ class LaneReports:
         cell = str(header.get("cell", ""))
         if worker.lane_cell != cell:  # it died before announcing the cell (worker_gone recorded an announced one)
             self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+            self.ledger.cell_image(cell, worker.image)
             self.ledger.cell_pool(cell, worker.pool)
             self.ledger.cell_done(cell, status, worker.id, False, {})
         return {**reply, "ran": True, "status": status, "message": f"{what}. {LOST_NOTE}", "device": worker.device,

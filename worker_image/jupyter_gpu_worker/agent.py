@@ -8,8 +8,8 @@ inbox).  Whoever reads holds ``_reading``; the main thread takes it back by waki
 through a pipe.  A cell that came by the lane sends its events back by the lane, then reports its
 timings to the backend (``metered``) once the worker has been idle a moment, so the backend's
 work stays off the cell's round trip; a lane cell that runs on is announced (``started``) by the
-watcher.  The stream flusher sends buffered output.  Every send goes through ``Agent.send`` under one lock, so a
-multi-frame message is never interleaved with another.
+watcher.  The stream flusher sends buffered output.  Every send goes through ``Agent.send`` under
+one lock, so a multi-frame message is never interleaved with another.
 """
 from __future__ import annotations
 
