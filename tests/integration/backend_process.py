@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -28,6 +29,18 @@ def start_backend(d: Path, *args: str, timeout: float = 120, env: dict | None = 
         time.sleep(0.02)  # waiting on another process's file: there is no event to wait on
     assert oct(info_path.stat().st_mode & 0o777) == "0o600"
     return proc, json.loads(info_path.read_text())["url"]
+
+
+def api_get(url: str, token: str, path: str, timeout: float = 30) -> dict:
+    """GET one of the backend's JSON endpoints (``/api/...``) with its token."""
+    req = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.load(r)
+
+
+def runtime_info(url: str, token: str, wait: float) -> dict:
+    """``/api/runtime``; with ``wait`` > 0 it answers once the zygote and the spare pool settle."""
+    return api_get(url, token, f"/api/runtime?wait={wait}", timeout=wait + 10)
 
 
 def stop_backend(proc: subprocess.Popen) -> None:

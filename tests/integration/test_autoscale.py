@@ -1,15 +1,13 @@
 """--target-utilisation with a real backend: a lease makes the backend start a spare beyond
 min_warm (0 here), and the next session's cold cell takes it (no cold start)."""
-import json
 import sqlite3
 import time
-import urllib.request
 
 import pytest
 
 from jupyter_gpu.client import BackendClient
 
-from .backend_process import start_backend, stop_backend
+from .backend_process import api_get, runtime_info, start_backend, stop_backend
 from .test_backend_robustness import run_cell
 
 pytestmark = pytest.mark.timeout(150)
@@ -17,15 +15,12 @@ TOKEN = "autoscale-token"
 
 
 def runtime(url, wait):
-    req = urllib.request.Request(f"{url}/api/runtime?wait={wait}", headers={"Authorization": f"token {TOKEN}"})
-    with urllib.request.urlopen(req, timeout=wait + 10) as r:
-        return json.load(r)
+    return runtime_info(url, TOKEN, wait)
 
 
 def _flush_ledger(url):
     """/api/cells commits what the ledger has queued before it answers."""
-    req = urllib.request.Request(f"{url}/api/cells", headers={"Authorization": f"token {TOKEN}"})
-    urllib.request.urlopen(req, timeout=30).read()
+    api_get(url, TOKEN, "/api/cells")
 
 
 def test_target_utilisation_starts_a_spare_that_the_next_session_takes(tmp_path):

@@ -1,22 +1,18 @@
 """min_warm: pre-started, unleased workers; a cold cell takes one (no cold start) and the pool refills."""
-import json
-import urllib.request
 
 import pytest
 
 from jupyter_gpu.client import BackendClient
 
 from .test_backend_robustness import run_cell
-from .backend_process import start_backend, stop_backend
+from .backend_process import runtime_info, start_backend, stop_backend
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "min-warm-token"
 
 
 def runtime(url, wait):
-    req = urllib.request.Request(f"{url}/api/runtime?wait={wait}", headers={"Authorization": f"token {TOKEN}"})
-    with urllib.request.urlopen(req, timeout=wait + 10) as r:
-        return json.load(r)
+    return runtime_info(url, TOKEN, wait)
 
 
 def test_cold_cells_take_a_prestarted_worker_and_the_pool_refills(tmp_path, monkeypatch):
