@@ -23,6 +23,8 @@ from typing import Awaitable, Callable
 
 from jupyter_gpu.pricing import price_for
 
+from .pools import pop_live
+
 log = logging.getLogger("jupyter_gpu_backend")
 DEDICATED, SERVERLESS = "dedicated", "serverless"
 
@@ -66,13 +68,10 @@ class DedicatedPool:
 
     def take(self, gpu: str):
         """A free live dedicated worker for ``gpu``, or None (then serverless takes the cell)."""
-        free = self.free.get(gpu, [])
-        while free:
-            worker = free.pop(0)
-            if worker.conn is not None and worker.conn.open:
-                self._notify()
-                return worker
-        return None
+        worker = pop_live(self.free.get(gpu, []))
+        if worker is not None:
+            self._notify()
+        return worker
 
     def is_member(self, worker) -> bool:
         return worker.id in self.members.get(worker.gpu, {})

@@ -11,6 +11,16 @@ import logging
 import time
 from typing import Awaitable, Callable
 
+def pop_live(workers: list):
+    """Take the first worker of ``workers`` whose connection is open (dropping dead ones before
+    it) off the list; None when there is none.  Spares and free dedicated workers alike."""
+    while workers:
+        worker = workers.pop(0)
+        if worker.conn is not None and worker.conn.open:
+            return worker
+    return None
+
+
 log = logging.getLogger("jupyter_gpu_backend")
 
 
@@ -32,14 +42,11 @@ class SparePool:
 
     def take(self, gpu: str):
         """A live spare for ``gpu`` (and a refill started), or None."""
-        pool = self.spares.get(gpu, [])
-        while pool:
-            worker = pool.pop(0)
-            if worker.conn is not None and worker.conn.open:
-                self._notify()
-                asyncio.ensure_future(self.refill(gpu))
-                return worker
-        return None
+        worker = pop_live(self.spares.get(gpu, []))
+        if worker is not None:
+            self._notify()
+            asyncio.ensure_future(self.refill(gpu))
+        return worker
 
     def discard(self, worker) -> None:
         """A spare died: replace it."""
