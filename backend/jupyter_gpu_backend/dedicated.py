@@ -23,7 +23,7 @@ from typing import Awaitable, Callable
 
 from jupyter_gpu.pricing import price_for
 
-from .pools import pop_live
+from .pools import pop_live, wait_settled
 
 log = logging.getLogger("jupyter_gpu_backend")
 DEDICATED, SERVERLESS = "dedicated", "serverless"
@@ -156,14 +156,8 @@ class DedicatedPool:
 
     async def wait_full(self, timeout: float) -> bool:
         """Wait until every type has N live dedicated workers, all free; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while any(len(self.free.get(g, [])) < n for g, n in self.sizes.items()):
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                return False
-        return True
+        return await wait_settled(
+            self._changed, lambda: all(len(self.free.get(g, [])) >= n for g, n in self.sizes.items()), timeout)
 
 
 def pool_usage(ledger, now: float | None = None) -> dict:

@@ -21,6 +21,18 @@ def pop_live(workers: list):
     return None
 
 
+async def wait_settled(changed: asyncio.Event, settled, timeout: float) -> bool:
+    """Wait, waking whenever ``changed`` is set, until ``settled()``; False when ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while not settled():
+        changed.clear()
+        try:
+            await asyncio.wait_for(changed.wait(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return False
+    return True
+
+
 log = logging.getLogger("jupyter_gpu_backend")
 
 
@@ -86,12 +98,6 @@ class SparePool:
     async def wait_full(self, timeout: float) -> bool:
         """Wait until every GPU type has its spares, no fewer and no more (``min_warm``, or the
         autoscaling target, extras stopped after the scale-down delay); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while any(len(self.spares.get(g, [])) != self.target(g) for g in self.offers()):
-            self._changed = self._changed or asyncio.Event()
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                return False
-        return True
+        self._changed = self._changed or asyncio.Event()
+        return await wait_settled(
+            self._changed, lambda: all(len(self.spares.get(g, [])) == self.target(g) for g in self.offers()), timeout)
