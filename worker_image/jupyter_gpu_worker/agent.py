@@ -380,8 +380,8 @@ class Agent:
             try:
                 # no history: the kernel numbers the cells (execution_count above, the traceback's
                 # "Cell In[n]"); storing inputs in a disabled HistoryManager only grows its caches
-                # and sets _i/_ii/_iN traits (~0.1 ms a cell)
-                result = self._run_user_code(lambda: self.shell.run_cell(h["code"], store_history=False))
+                # and sets _i/_ii/_iN traits (~0.1 ms a cell).  A cell seen before is not compiled again.
+                result = self._run_user_code(lambda: self.shell.run_cell_fast(h["code"]))
             finally:
                 self.executing = None
                 if self.telemetry is not None:
