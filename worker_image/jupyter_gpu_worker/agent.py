@@ -1,21 +1,21 @@
 """The worker process: dials out to the backend, registers, then runs cells on its main thread.
 
-Who reads the connections (the backend's websocket and, on the local runtime, the direct lane of
-the kernel this worker serves, see ``jupyter_gpu/lane.py``): the main thread itself while it is
-idle, so a request wakes the thread that runs it and no other; while user code runs, the watcher
-thread reads (an interrupt request becomes SIGINT for the main thread; anything else waits in the
-inbox).  Whoever reads holds ``_reading``; the main thread takes it back by waking the watcher
-through a pipe.  A cell that came by the lane sends its events back by the lane, then reports its
-timings to the backend (``metered``) once the worker has been idle a moment, so the backend's
-work stays off the cell's round trip; a lane cell that runs on is announced (``started``) by the
-watcher.  The stream flusher sends buffered output.  Every send goes through ``Agent.send`` under
-one lock, so a multi-frame message is never interleaved with another.
+One reader thread reads the connections (the backend's websocket and, on the local runtime, the
+direct lane of the kernel this worker serves, see ``jupyter_gpu/lane.py``), whether or not a cell
+runs: a request goes to the main thread through a queue, an interrupt request becomes SIGINT for
+it, and the reader alone decides to retire.  So nothing wakes another thread when a cell starts or
+ends, and no thread takes the GIL from a short cell while it runs.  A cell that came by the lane
+sends its events back by the lane; the reader reports its timings to the backend (``metered``)
+once the worker has been idle a moment, so the backend's work stays off the cell's round trip, and
+announces (``started``) a lane cell that runs on.  The stream flusher sends buffered output.  Every
+send goes through ``Agent.send`` under one lock, so a multi-frame message is never interleaved with
+another.
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import os
+import queue
 import select
 import signal
 import sys
@@ -50,11 +50,10 @@ class Agent:
         self.worker_id = worker_id
         self.ws = wsclient.Connection(url, {"X-Worker-Secret": secret, "X-Worker-Id": worker_id}, open_timeout=30)
         self._send_lock = threading.Lock()
-        self._reading = threading.Lock()  # held by whichever thread reads the connection
-        self._watching = threading.Event()  # set while user code runs: the watcher reads
-        self._wake_r, self._wake_w = os.pipe()
+        self._wake_r, self._wake_w = os.pipe()  # the main thread wakes the reader: a report is due
         os.set_blocking(self._wake_w, False)  # a wake-up nobody reads yet must never block
-        self._inbox: collections.deque = collections.deque()  # requests the watcher read
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> the main thread
+        self._pending = 0  # requests the reader handed over that have not ended (under _meter_lock)
         self.executing: str | None = None
         self.session: str | None = None
         lane_dir = os.environ.get(LANE_DIR_ENV)
@@ -65,6 +64,8 @@ class Agent:
         self._meters: list[dict] = []  # `metered` reports of lane cells the backend has not had yet
         self._meter_lock = threading.Lock()  # orders `started` before its cell's `metered`
         self._announce: tuple[str, float] | None = None  # the running lane cell, and when to announce it
+        self._idle_since = 0.0  # when the last request ended
+        self._armed = False  # the reader waits with a timeout (a report falls due by itself)
         self.interrupt_seen = False  # our SIGINT handler ran since the last interrupt request
         self.telemetry: GpuTelemetry | None = None  # set at registration when there is a GPU
         self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
@@ -115,10 +116,10 @@ class Agent:
         if header["type"] != protocol.REGISTERED:
             raise SystemExit(f"registration refused: {header.get('message', header)}")
 
-    def _read_message(self, wake: bool = False) -> protocol.Message | None:
-        """The next message from the backend or the lane (caller holds ``_reading``); None when
-        woken through the pipe.  The backend's messages come first: a ``retire`` must see a lane
-        request that is already waiting."""
+    def _read_message(self) -> protocol.Message | None:
+        """Reader: the next message from the backend or the lane; None when woken through the
+        pipe.  The backend's messages come first: a ``retire`` must see a lane request that is
+        already waiting.  Reports that fall due meanwhile are sent."""
         while True:
             if self.ws.buffered():
                 return self._read_backend()
@@ -127,18 +128,12 @@ class Agent:
                 if msg is not None:
                     return msg
                 continue
-            fds = [self.ws.sock] + [x for x in (self.listener, self.lane) if x is not None]
-            if wake:
-                fds.append(self._wake_r)
-            timeout = self._reporting_due(wake)
-            ready, _, _ = select.select(fds, [], [], timeout)
+            fds = [self.ws.sock, self._wake_r] + [x for x in (self.listener, self.lane) if x is not None]
+            ready, _, _ = select.select(fds, [], [], self._reporting_due())
             if not ready:  # a report fell due before anything arrived
-                if wake:
-                    self._announce_started()
-                else:
-                    self.flush_meters()
+                self._report()
                 continue
-            if wake and self._wake_r in ready:
+            if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
                 return None
             if self.ws.sock in ready:
@@ -151,30 +146,48 @@ class Agent:
                     self.lane = conn
 
     # -- lane cells' reports to the backend ----------------------------------------------------
-    def _reporting_due(self, watcher: bool) -> float | None:
-        """How long the reading thread may wait before a report falls due (None: no report due).
-        The watcher announces the running lane cell; the idle main thread meters ended ones."""
-        if watcher:
-            due = self._announce
-            return None if due is None else max(0.0, due[1] - time.monotonic())
-        return METER_IDLE if self._meters else None
-
-    def _announce_started(self) -> None:
-        """Watcher: the lane cell runs on; tell the backend (after what ended before it)."""
+    def _reporting_due(self) -> float | None:
+        """How long the reader may wait before a report falls due (None: no report due): the
+        running lane cell's ``started``, or the ended ones' ``metered`` once the worker is idle."""
         with self._meter_lock:
-            if self._announce is None:
-                return  # it ended meanwhile: its `metered` says everything
-            cell, self._announce = self._announce[0], None
-            self._flush_meters_locked()
-            self.send_backend({"type": protocol.STARTED, "cell": cell})
+            dues = [self._announce[1]] if self._announce is not None else []
+            if self._meters and not self._pending:
+                dues.append(self._idle_since + METER_IDLE)
+            self._armed = bool(dues)  # False: the main thread must wake us when a report is owed
+        return max(0.0, min(dues) - time.monotonic()) if dues else None
+
+    def _report(self) -> None:
+        """Reader: send the reports that are due (an early wake-up just finds none)."""
+        with self._meter_lock:
+            now = time.monotonic()
+            if self._announce is not None and now >= self._announce[1]:
+                cell, self._announce = self._announce[0], None
+                self._flush_meters_locked()  # what ended before it first
+                self.send_backend({"type": protocol.STARTED, "cell": cell})
+            elif self._meters and not self._pending and now >= self._idle_since + METER_IDLE:
+                self._flush_meters_locked()
 
     def _meter(self, report: dict, ended: float) -> None:
+        """Main thread: a lane cell ended; the reader reports it once the worker is idle."""
         with self._meter_lock:
             self._announce = None
             report["_ended"] = ended
             self._meters.append(report)
             if report["_ended"] - self._meters[0]["_ended"] >= METER_MAX:
                 self._flush_meters_locked()
+
+    def _ended(self) -> None:
+        """Main thread: a request ended.  The reader, waiting with a timeout, finds the reports
+        owed when it wakes; one waiting without (it announced a long cell) is woken for them."""
+        with self._meter_lock:
+            self._pending -= 1
+            self._idle_since = time.monotonic()
+            wake = bool(self._meters) and not self._armed
+        if wake:
+            try:
+                os.write(self._wake_w, b"w")
+            except BlockingIOError:
+                pass  # the pipe already holds a wake-up
 
     def flush_meters(self) -> None:
         with self._meter_lock:
@@ -207,6 +220,9 @@ class Agent:
             return None
         msg.header["session"] = self.session  # the lane was opened by this session only
         msg.lane = self.lane
+        if msg.type == protocol.EXECUTE:
+            with self._meter_lock:  # announced unless it ends within STARTED_AFTER
+                self._announce = (msg.header["cell"], time.monotonic() + STARTED_AFTER)
         return msg
 
     def _control(self, msg: protocol.Message) -> bool:
@@ -240,14 +256,16 @@ class Agent:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     def _retire(self, msg: protocol.Message) -> None:
-        """Keep-warm ran out (the backend's view): exit, unless a cell ran since or one waits."""
-        if self._meters:
-            self.flush_meters()  # cells it has not heard of: their `metered` re-arms keep-warm
-            return
-        if msg.header.get("cells") != self.cells_done or self._inbox:
-            return  # the backend re-arms keep-warm when that cell's `metered` reaches it
+        """Reader: keep-warm ran out (the backend's view): exit, unless a cell ran since, one runs
+        or waits, or the backend has not heard of one."""
+        with self._meter_lock:
+            if self._meters:
+                self._flush_meters_locked()  # its `metered` re-arms keep-warm
+                return
+            if msg.header.get("cells") != self.cells_done or self._pending:
+                return  # the backend re-arms keep-warm when that cell's `metered` reaches it
         if self.lane is not None and self.lane.readable(0):
-            return
+            return  # a request waits: the next read hands it over
         if self.listener is not None:
             self.listener.close()  # from here on the kernel's lane finds nobody: it asks the backend
         self.send({"type": protocol.RETIRED, "cells": self.cells_done})
@@ -263,58 +281,32 @@ class Agent:
             self.listener.close()
         os._exit(0)
 
-    def next_request(self) -> protocol.Message:
-        """Main thread: the next request to run, read from the connection by this very thread."""
+    def read_forever(self) -> None:
+        """Reader thread: hand requests to the main thread, act on everything else at once."""
         while True:
-            if self._inbox:
-                return self._inbox.popleft()
-            if not self._reading.acquire(blocking=False):
-                self._stop_watching()  # the watcher still reads (even if an interrupt cut in): wake it
-                self._reading.acquire()
-            try:
-                if self._inbox:
-                    continue
-                msg = self._read_message()
-            finally:
-                self._reading.release()
-            if not self._control(msg):
-                return msg
-
-    def watch_forever(self) -> None:
-        """Watcher thread: read the connection while the main thread runs user code."""
-        while True:
-            self._watching.wait()
-            with self._reading:
-                while self._watching.is_set():
-                    msg = self._read_message(wake=True)
-                    if msg is not None and not self._control(msg):
-                        self._inbox.append(msg)
-
-    def _run_user_code(self, fn):
-        """Run ``fn`` with the watcher reading the connection.  The main thread takes reading back
-        in ``next_request``, once the cell's ``done`` has gone out: waking the watcher (and
-        waiting for it to let go) then costs the round trip nothing."""
-        self._watching.set()
-        return fn()
-
-    def _stop_watching(self) -> None:
-        self._watching.clear()
-        try:
-            os.write(self._wake_w, b"w")
-        except BlockingIOError:
-            pass  # the pipe already holds a wake-up
+            msg = self._read_message()
+            if msg is None or self._control(msg):
+                continue
+            if msg.type == protocol.RETIRE:
+                self._retire(msg)
+            elif msg.type == protocol.EXECUTE:
+                with self._meter_lock:
+                    self._pending += 1
+                self._requests.put(msg)
 
     # -- cells ---------------------------------------------------------------------------------
     def serve_forever(self) -> None:
         while True:
             try:
-                msg = self.next_request()
-                if msg.type == protocol.EXECUTE:
-                    self.execute(msg)
-                elif msg.type == protocol.RETIRE:
-                    self._retire(msg)
+                msg = self._requests.get()
             except KeyboardInterrupt:
-                pass  # an interrupt that arrived just after its cell finished
+                continue  # an interrupt that arrived just after its cell finished
+            try:
+                self.execute(msg)
+            except KeyboardInterrupt:
+                pass  # likewise, once the cell had ended
+            finally:
+                self._ended()
 
     def _reset_session(self, session: str) -> None:
         ns = self.shell.user_ns
@@ -332,8 +324,6 @@ class Agent:
             return
         t0 = time.monotonic()
         cell = msg.header["cell"]
-        with self._meter_lock:
-            self._announce = (cell, t0 + STARTED_AFTER)  # the watcher announces it if it runs on
         self.reply_lane = via_lane
         try:
             status, timings = self._execute(msg, t0)
@@ -381,7 +371,7 @@ class Agent:
                 # no history: the kernel numbers the cells (execution_count above, the traceback's
                 # "Cell In[n]"); storing inputs in a disabled HistoryManager only grows its caches
                 # and sets _i/_ii/_iN traits (~0.1 ms a cell).  A cell seen before is not compiled again.
-                result = self._run_user_code(lambda: self.shell.run_cell_fast(h["code"]))
+                result = self.shell.run_cell_fast(h["code"])
             finally:
                 self.executing = None
                 if self.telemetry is not None:
@@ -486,5 +476,5 @@ def main(argv=None) -> None:
     agent = Agent(args.url, secret, worker_id)
     signal.signal(signal.SIGINT, agent.on_sigint)
     agent.register()
-    threading.Thread(target=agent.watch_forever, name="watcher", daemon=True).start()
+    threading.Thread(target=agent.read_forever, name="reader", daemon=True).start()
     agent.serve_forever()
