@@ -30,6 +30,14 @@ def test_last_expression_is_displayed(run_notebook):
 
 
 @pytest.mark.timeout(120)
+def test_trailing_semicolon_silences_the_last_value_as_locally(run_notebook):
+    nb = run_notebook([LOAD, "%%gpu\nx = 41\nx + 1;", "x + 1;", "%%gpu\nx + 2  # no semicolon"])
+    assert rich_outputs(nb.cells[1]) == rich_outputs(nb.cells[2]) == []  # the local cell: silenced too
+    assert [_text(o) for o in rich_outputs(nb.cells[3])] == ["43"]
+    last_footer(nb.cells[1])
+
+
+@pytest.mark.timeout(120)
 def test_display_of_rich_mimebundles(run_notebook):
     body = f"""%%gpu
 import base64

@@ -138,6 +138,11 @@ class Agent:
                 return None
             if self.ws.sock in ready:
                 return self._read_backend()
+            if self.lane is not None and self.lane in ready:
+                msg = self._read_lane()  # not through the loop's top: that would select once more
+                if msg is not None:
+                    return msg
+                continue
             if self.listener is not None and self.listener in ready:
                 conn = self.listener.accept(self.session)
                 if conn is not None:  # the kernel reconnected: its old lane is dead to it

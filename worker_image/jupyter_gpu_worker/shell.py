@@ -168,6 +168,12 @@ class EventDisplayHook(DisplayHook):
     def write_format_data(self, format_dict, md_dict=None):
         self._bundle = (format_dict, md_dict or {})
 
+    def quiet(self):
+        """A trailing ``;`` silences the cell's last value, as in a kernel; IPython's own check
+        reads the input history, which a worker does not keep."""
+        cell = self.shell.running_cell
+        return bool(cell) and self.semicolon_at_end_of_expression(cell)
+
     def finish_displayhook(self):
         if self._bundle is not None:
             data, md = self._bundle
@@ -182,6 +188,7 @@ class WorkerShell(InteractiveShell):
     last_error: BaseException | None = None
     _transformed: dict = {}  # raw cell -> transformed source (cells are re-run as they are)
     _compiled: dict = {}  # (transformed source, __future__ flags) -> its statements' code objects
+    running_cell: str | None = None  # the running cell's source, transformed (EventDisplayHook.quiet)
 
     def run_cell_fast(self, raw_cell: str) -> ExecutionResult:
         """``run_cell(raw_cell, store_history=False)``, except that a cell run again is not parsed
@@ -192,6 +199,7 @@ class WorkerShell(InteractiveShell):
         output into the (disabled) history.  What this path does not cover (top-level ``await``,
         AST transformers, another interactivity, a transform or syntax error) takes ``run_cell``."""
         cell = self._transformable(raw_cell)
+        self.running_cell = cell if cell is not None else raw_cell
         n = self.execution_count
         name = None if cell is None else self.compile.cache(cell, n, raw_code=raw_cell)
         steps = None if cell is None else self._steps(cell, name)
