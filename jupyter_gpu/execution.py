@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from . import devices, footer, lane, protocol, serialization, shm
+from . import devices, footer, lane, protocol, serialization, shm, stdin
 from .client import BackendClient
 from .embedded import ensure_backend
 from .budget import CellBudget, run_limit
@@ -379,7 +379,7 @@ class KernelSession:
         if budget is not None and budget.note():
             pub.stream("stderr", budget.note())
         out = CellOutcome()
-        restore = self._trap_sigint()
+        kernel_sigint = self._trap_sigint()  # the kernel's own handler, None off the main thread
         sent_interrupts = 0
         try:
             while True:
@@ -393,7 +393,7 @@ class KernelSession:
                 elif budget is not None and budget.again(now):  # one sent during a cold start is dropped
                     conn.send({"type": protocol.INTERRUPT, "cell": cell})
                 wait = max(0.0, live.next_tick - now)
-                if restore is not None:
+                if kernel_sigint is not None:
                     wait = min(wait, POLL)
                 try:
                     msg = conn.recv(timeout=wait)
@@ -425,6 +425,8 @@ class KernelSession:
                         pub.display(h["data"], h["metadata"], transient, h.get("update", False))
                 elif kind == protocol.CLEAR_OUTPUT:
                     pub.clear_output(h.get("wait", False))
+                elif kind == protocol.INPUT_REQUEST:
+                    conn.send({**stdin.reply_to(self.shell, h, kernel_sigint), "cell": cell})
                 elif kind == protocol.ERROR:
                     out.error(h, msg.buffers)
                 elif kind == protocol.PHASE:
@@ -443,8 +445,8 @@ class KernelSession:
                     out.done = h
                     return out
         finally:
-            if restore is not None:
-                restore()
+            if kernel_sigint is not None:
+                signal.signal(signal.SIGINT, kernel_sigint)
 
     def _take_results(self, h: dict, buffers: list, out: "CellOutcome", pub: Publisher) -> None:
         ns = self.shell.user_ns
@@ -462,7 +464,8 @@ class KernelSession:
             pub.stream("stderr", f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}\n")
 
     def _trap_sigint(self):
-        """Turn SIGINT into a counted request while we wait (only possible on the main thread)."""
+        """Turn SIGINT into a counted request while we wait (only possible on the main thread);
+        returns the handler it replaced (None off the main thread)."""
         if threading.current_thread() is not threading.main_thread():
             return None
         self._interrupts = 0
@@ -471,4 +474,4 @@ class KernelSession:
             self._interrupts += 1
 
         previous = signal.signal(signal.SIGINT, on_sigint)
-        return lambda: signal.signal(signal.SIGINT, previous)
+        return previous if previous is not None else signal.default_int_handler  # None: not set from Python

@@ -50,6 +50,9 @@ DISPLAY = "display"
 CLEAR_OUTPUT = "clear_output"
 ERROR = "error"
 DONE = "done"  # the cell's final event, carrying the names that come back (+ buffers)
+INPUT_REQUEST = "input_request"  # the cell called input() / getpass(): {prompt, password}
+# client -> backend -> worker (or by the lane)
+INPUT_REPLY = "input_reply"  # what the user typed {value}, or why there is nothing {error: {ename, evalue}}
 # worker <-> backend
 REGISTER = "register"
 REGISTERED = "registered"

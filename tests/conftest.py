@@ -144,7 +144,7 @@ def run_notebook(kernel_env, tmp_path) -> Callable[..., Any]:
 @dataclass
 class Event:
     t: float  # time.monotonic() on arrival
-    channel: str  # "iopub" | "shell"
+    channel: str  # "iopub" | "shell" | "stdin" (input_request, for a cell submitted with allow_stdin)
     msg: dict
 
 
@@ -172,6 +172,9 @@ class Cell:
 
     def errors(self) -> list:
         return [e.msg["content"] for e in self.iopub if e.msg["msg_type"] == "error"]
+
+    def input_requests(self) -> list:
+        return [e.msg["content"] for e in self.events if e.channel == "stdin"]
 
     def footers(self) -> list:
         """Final (not live) footer JSONs published by the cell, in order."""
@@ -208,11 +211,13 @@ class LiveKernel:
         self._poller = zmq.Poller()
         self._poller.register(self.kc.iopub_channel.socket, zmq.POLLIN)
         self._poller.register(self.kc.shell_channel.socket, zmq.POLLIN)
+        self._poller.register(self.kc.stdin_channel.socket, zmq.POLLIN)
         self.cells: dict[str, Cell] = {}
 
     # -- receiving ------------------------------------------------------------------------
     def _drain(self) -> None:
-        for name, ch in (("iopub", self.kc.iopub_channel), ("shell", self.kc.shell_channel)):
+        for name, ch in (("iopub", self.kc.iopub_channel), ("shell", self.kc.shell_channel),
+                         ("stdin", self.kc.stdin_channel)):
             while ch.msg_ready():
                 msg = ch.get_msg(timeout=0)
                 now = time.monotonic()
@@ -239,9 +244,9 @@ class LiveKernel:
         return True
 
     # -- sending ----------------------------------------------------------------------------
-    def submit(self, code: str) -> Cell:
+    def submit(self, code: str, allow_stdin: bool = False) -> Cell:
         t = time.monotonic()
-        msg_id = self.kc.execute(code, store_history=True, allow_stdin=False)
+        msg_id = self.kc.execute(code, store_history=True, allow_stdin=allow_stdin)
         cell = Cell(msg_id=msg_id, code=code, sent_at=t)
         self.cells[msg_id] = cell
         return cell
@@ -256,6 +261,10 @@ class LiveKernel:
                 + strip_ansi("\n".join(content.get("traceback", [])))
             )
         return cell
+
+    def answer(self, value: str) -> None:
+        """Reply to the kernel's pending input_request (what a user types into the input box)."""
+        self.kc.input(value)
 
     def interrupt(self) -> float:
         t = time.monotonic()

@@ -141,6 +141,8 @@ class Gateway:
             await self.scheduler.interrupt(session, header.get("cell", ""))
         elif kind == protocol.KILL:
             await self.scheduler.kill(session, header.get("cell", ""), header.get("gpu"), header.get("image"))
+        elif kind == protocol.INPUT_REPLY:
+            await self.scheduler.input_reply(session, header)
         elif kind == protocol.LANE_LOST:
             asyncio.ensure_future(self._lane_lost(session, header))  # it waits for the worker's exit
         elif kind == protocol.RELEASE:

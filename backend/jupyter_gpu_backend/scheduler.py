@@ -387,6 +387,19 @@ class Scheduler(LaneReports):
             worker.cell.interrupts += 1
             await worker.conn.send({"type": protocol.INTERRUPT, "cell": cell})
 
+    async def input_reply(self, session: Session, header: dict) -> None:
+        """The user's answer to the ``input()`` of this session's running cell, for its worker."""
+        cell = str(header.get("cell", ""))
+        worker = self._running(session, cell)
+        if worker is None or worker.conn is None:
+            return  # the cell ended (an interrupt) while the user was asked
+        err = header.get("error")
+        if isinstance(err, dict):  # only what the worker reads: nothing else of the kernel's passes
+            answer = {"error": {"ename": str(err.get("ename", "")), "evalue": str(err.get("evalue", ""))}}
+        else:
+            answer = {"value": str(header.get("value", ""))}
+        await worker.conn.send({"type": protocol.INPUT_REPLY, "cell": cell, **answer})
+
     async def kill(self, session: Session, cell: str, gpu: str | None = None, image: str | None = None) -> None:
         worker = self._running(session, cell)
         lease = session.leases.get(pool_key(gpu, image)) if gpu else None

@@ -26,8 +26,9 @@ import types
 _T_PROCESS = time.monotonic()
 
 from jupyter_gpu import lane as lanes  # noqa: E402
-from jupyter_gpu import protocol, serialization, shm, wsclient  # noqa: E402
+from jupyter_gpu import protocol, serialization, shm, stdin, wsclient  # noqa: E402
 from jupyter_gpu.errors import SerializationError  # noqa: E402
+from IPython.core.error import StdinNotImplementedError  # noqa: E402
 
 from . import device  # noqa: E402
 from .fdcapture import FdCapture  # noqa: E402
@@ -53,6 +54,7 @@ class Agent:
         self._wake_r, self._wake_w = os.pipe()  # the main thread wakes the reader: a report is due
         os.set_blocking(self._wake_w, False)  # a wake-up nobody reads yet must never block
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> the main thread
+        self._input_replies: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> ask_user
         self._pending = 0  # requests the reader handed over that have not ended (under _meter_lock)
         self.executing: str | None = None
         self.session: str | None = None
@@ -72,7 +74,7 @@ class Agent:
         self.out_pool = shm.SegmentPool()
         self.reader = shm.SegmentReader()
         self.emitter = Emitter(self.send)
-        self.shell = make_shell(self.emitter)
+        self.shell = make_shell(self.emitter, self.ask_user)
         self.fd_output = FdCapture(self.emitter)  # subprocesses' and C libraries' output too
         self._fresh_ns = set(self.shell.user_ns)
 
@@ -219,7 +221,7 @@ class Agent:
             msg = self.lane.recv()
         except (lanes.LaneClosed, protocol.ProtocolError):
             msg = None
-        if msg is None or msg.type not in (protocol.EXECUTE, protocol.INTERRUPT):
+        if msg is None or msg.type not in (protocol.EXECUTE, protocol.INTERRUPT, protocol.INPUT_REPLY):
             self.lane.close()
             self.lane = None
             return None
@@ -240,9 +242,23 @@ class Agent:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                 threading.Thread(target=self._interrupt_again, args=(cell,), daemon=True).start()
             return True
+        if kind == protocol.INPUT_REPLY:
+            if msg.header.get("cell") == self.executing:  # else: its cell ended (interrupted) meanwhile
+                self._input_replies.put(msg.header)
+            return True
         if kind == protocol.SHUTDOWN:
             self._exit()
         return False
+
+    def ask_user(self, prompt: str, password: bool = False) -> str:
+        """``input()`` / ``getpass()`` in a cell: the kernel asks the notebook's user (stdin.py)."""
+        cell = self.executing
+        if cell is None:
+            raise StdinNotImplementedError("input() was called outside a running %%gpu cell: nobody can answer it")
+        while not self._input_replies.empty():
+            self._input_replies.get()  # a reply to an earlier request, which an interrupt abandoned
+        self.emitter.event({"type": protocol.INPUT_REQUEST, "prompt": prompt, "password": password})
+        return stdin.raise_reply(self._input_replies.get())  # the stop button interrupts this wait
 
     def on_sigint(self, signum, frame):
         """The worker's SIGINT handler: like Python's own, and it notes that Python code saw it."""

@@ -332,9 +332,16 @@ def create_shell() -> WorkerShell:
     )
 
 
-def make_shell(emitter: Emitter) -> WorkerShell:
-    """The shell with every output routed to ``emitter``."""
+def make_shell(emitter: Emitter, ask_user=None) -> WorkerShell:
+    """The shell with every output routed to ``emitter``; ``input()`` and ``getpass()`` in a cell
+    call ``ask_user(prompt, password)`` (the kernel asks the notebook's user, as ipykernel does)."""
     shell = create_shell()
+    if ask_user is not None:
+        import builtins
+        import getpass
+
+        builtins.input = lambda prompt="": ask_user(str(prompt), False)
+        getpass.getpass = lambda prompt="Password: ", stream=None: ask_user(str(prompt), True)
     EventDisplayPublisher.emitter = emitter
     EventDisplayHook.emitter = emitter
     WorkerShell.emitter = emitter
