@@ -331,6 +331,25 @@ def test_the_stop_button_interrupts_a_long_sleep_and_the_worker_stays_warm(kerne
     assert f["cold"] is False and f["worker"] == before["worker"], f
 
 
+def test_input_asks_the_user_and_the_stop_button_ends_the_wait(kernel):
+    def asked(cell) -> dict:
+        n = len(cell.input_requests())
+        assert kernel.wait_until(lambda: len(cell.input_requests()) > n or cell.done, 60) and not cell.done, \
+            f"never asked: {cell.stdout()!r} {cell.errors()}"
+        return cell.input_requests()[-1]
+
+    cell = kernel.submit("%%gpu\nwho = input('who? ')\nprint('hi', who)", allow_stdin=True)
+    assert asked(cell) == {"prompt": "who? ", "password": False}
+    kernel.answer("Grace")
+    assert kernel.wait_until(lambda: cell.done, 60) and cell.stdout() == "hi Grace\n", cell.errors()
+    waiting = kernel.submit("%%gpu\nnever = input('never answered: ')", allow_stdin=True)
+    asked(waiting)
+    kernel.interrupt()
+    assert kernel.wait_until(lambda: waiting.done, 30), "the stop button did not end the wait"
+    assert waiting.reply["content"]["ename"] == "KeyboardInterrupt", error_text(waiting)
+    assert kernel.run("%%gpu\nprint(who)").stdout() == "Grace\n"  # the worker stayed, its namespace too
+
+
 def test_a_second_press_kills_a_worker_that_ignores_the_first(kernel, runtime):
     warm = footer(kernel.run("%%gpu\nimport os, signal, time\nstubborn_pid = os.getpid()"))
     gone = runtime.watch(warm["worker"], int(kernel.run("print(stubborn_pid)").stdout()))
