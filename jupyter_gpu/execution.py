@@ -44,6 +44,19 @@ class CellOptions:
     line: str = ""  # the magic's own line, echoed as the remote cell's first line
 
 
+def nested_magic(cell_source: str) -> bool:
+    """Whether the body starts with another cell magic (``%%gpu`` then ``%%time``, ``%%bash``)."""
+    return cell_source.lstrip(" \t\n").startswith("%%")
+
+
+def remote_source(line: str, cell_source: str) -> str:
+    """The code the worker runs.  A first line standing for the magic keeps the remote line
+    numbers equal to the notebook cell's (IPython strips leading blank lines, so it must not be
+    blank).  A body that starts with another cell magic is sent as it is: only a cell's first line
+    can name one, and that magic numbers its body from there, as it does locally."""
+    return cell_source if nested_magic(cell_source) else f"# %%gpu {line}\n{cell_source}"
+
+
 def _kernel_id() -> str:
     try:
         from ipykernel.connect import get_connection_file
@@ -176,9 +189,7 @@ class KernelSession:
             header = {
                 "type": protocol.EXECUTE,
                 "cell": f"{base}.{attempt}",
-                # a first line standing for the magic keeps the remote line numbers equal to the
-                # notebook cell's (IPython strips leading blank lines, so it must not be blank)
-                "code": f"# %%gpu {opts.line}\n{cell_source}",
+                "code": remote_source(opts.line, cell_source),
                 "gpu": gpu,
                 "image": opts.image,
                 "exec_count": exec_count,
@@ -248,8 +259,11 @@ class KernelSession:
         found = self._names_cache.get(cell_source)
         if found is not None:
             return found
+        # under a nested cell magic, the names are those of its body (Python for %%time, %%timeit,
+        # %%capture; anything else does not parse and has none)
+        python = cell_source.lstrip(" \t\n").partition("\n")[2] if nested_magic(cell_source) else cell_source
         try:
-            reads, binds = analyse(self.shell.transform_cell(cell_source))
+            reads, binds = analyse(self.shell.transform_cell(python))
         except Exception:  # SyntaxError or a failing IPython transform
             return frozenset(), frozenset()  # the worker reports the error with the cell's line numbers
         found = frozenset(reads), frozenset(binds)

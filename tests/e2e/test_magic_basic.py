@@ -35,3 +35,23 @@ def test_gpu_help_lists_the_documented_options(run_notebook):
     )
     for option in ("--gpu", "--in", "--out", "--no-out"):
         assert option in text, f"{option} missing from %%gpu --help output:\n{text}"
+
+
+@pytest.mark.timeout(180)
+def test_a_cell_magic_under_gpu_runs_on_the_worker_as_it_would_locally(run_notebook):
+    nb = run_notebook([
+        LOAD,
+        "base = 10",
+        "%%gpu\n%%time\ny = base * 2\ny",  # %%time times the remote run; its body's names travel
+        "print(y)",
+        "%%gpu\n%%bash\necho hi from bash",
+        "%%gpu --out cap\n%%capture cap\nprint('hidden')",  # a name the magic binds: --out brings it
+        "print(repr(cap.stdout))",
+    ])
+    timed = nb.cells[2]
+    assert "Wall time" in stream_text(timed)
+    assert [o["data"]["text/plain"] for o in timed.outputs if o["output_type"] == "execute_result"] == ["20"]
+    assert stream_text(nb.cells[3]) == "20\n"
+    assert stream_text(nb.cells[4]) == "hi from bash\n"
+    assert stream_text(nb.cells[5]) == ""  # captured on the worker, not shown
+    assert stream_text(nb.cells[6]) == "'hidden\\n'\n"
