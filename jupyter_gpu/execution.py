@@ -444,7 +444,7 @@ class KernelSession:
                 elif kind == protocol.ERROR:
                     out.error(h, msg.buffers)
                 elif kind == protocol.PHASE:
-                    live.show(h["phase"], h.get("position"))
+                    live.show(h["phase"], h.get("position"), h.get("detail"))
                     if budget is not None:
                         budget.phase(h["phase"], time.monotonic())
                 elif kind == protocol.RESEND:

@@ -96,8 +96,10 @@ def bundle(f: dict) -> dict:
     return {MIME: f, "text/plain": text(f), "text/html": to_html(f)}
 
 
-def live_bundle(phase: str, gpu: str, elapsed: float, position: int | None = None) -> dict:
+def live_bundle(phase: str, gpu: str, elapsed: float, position: int | None = None, detail: str = "") -> dict:
     data = {"version": 1, "live": True, "phase": phase, "gpu": gpu, "elapsed": elapsed, "position": position}
+    if detail:
+        data["detail"] = detail  # what the wait is for (a Ray actor that no node has room for yet)
     where = f" #{position}" if position else ""
-    line = f"gpu: {phase.replace('_', ' ')}{where} on {gpu} · {elapsed:.1f} s"
+    line = f"gpu: {phase.replace('_', ' ')}{where} on {gpu} · {elapsed:.1f} s" + (f" · {detail}" if detail else "")
     return {MIME: data, "text/plain": line, "text/html": f'<div style="font:12px monospace;color:#888">{html.escape(line)}</div>'}

@@ -20,13 +20,18 @@ class LiveStatus:
         self.shown = False
         self.phase = "running"
         self.position = None
+        self.detail = ""  # what a cold start waits for (the backend says, e.g. room on a Ray node)
         self.next_tick = t0 + LIVE_AFTER
 
-    def show(self, phase: str, position: int | None = None) -> None:
+    def show(self, phase: str, position: int | None = None, detail: str | None = None) -> None:
+        if phase != self.phase:
+            self.detail = ""
         self.phase, self.position = phase, position
+        if detail is not None:
+            self.detail = detail
         now = time.monotonic()
         self.pub.display(
-            footer.live_bundle(phase, self.gpu, now - self.t0, position), {},
+            footer.live_bundle(phase, self.gpu, now - self.t0, position, self.detail), {},
             {"display_id": self.display_id}, update=self.shown,
         )
         self.shown = True

@@ -184,7 +184,7 @@ class Terminal:
             data = content.get("data", {})
             footer = data.get(MIME)
             if isinstance(footer, dict) and footer.get("live"):  # the live status line: once per wait
-                key = (footer.get("phase"), footer.get("position"))
+                key = (footer.get("phase"), footer.get("position"), footer.get("detail"))
                 if key != self.live and key[0] != "running":
                     self.write(f"   {data.get('text/plain', '')}\n")
                 self.live = key

@@ -29,6 +29,9 @@ from .model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker
 from .pools import SparePool
 
 log = logging.getLogger("jupyter_gpu_backend")
+# a cold start still waiting after WAIT_NOTE_AFTER (a Ray actor boots in ~5 s here) says what the
+# runtime waits for, then again every WAIT_NOTE_EVERY when that changes
+WAIT_NOTE_AFTER, WAIT_NOTE_EVERY = 8.0, 2.0
 RETIRE_RETRY = 5.0  # a worker that declined to retire (a lane cell was under way) is asked again
 GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lost can be answered
 
@@ -118,7 +121,7 @@ class Scheduler(LaneReports):
                     await session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
                     t0 = time.monotonic()
                     try:
-                        worker = await self.start_worker(run.gpu, image=run.image)
+                        worker = await self._start_saying_why(run)
                     except BaseException:
                         self.capacity.release(run.key)
                         raise
@@ -129,6 +132,28 @@ class Scheduler(LaneReports):
         session.leases[run.key] = lease
         self._demand(run.key)  # --target-utilisation: one more lease may want a spare
         return lease
+
+    async def _start_saying_why(self, run: CellRun) -> Worker:
+        """``start_worker`` for a cold cell.  A start that takes longer than a worker's usual boot
+        says, in the cell's status line, what the runtime waits for (a Ray actor no node has room
+        for), as soon as it is so and whenever that changes, not only when the start times out."""
+        task = asyncio.ensure_future(self.start_worker(run.gpu, image=run.image))
+        short_of = getattr(self.runtime, "short_of", None)
+        said, first = "", min(WAIT_NOTE_AFTER, self.start_timeout / 2)
+        try:
+            while short_of is not None:
+                done, _ = await asyncio.wait({task}, timeout=first if not said else WAIT_NOTE_EVERY)
+                if done:
+                    break
+                why = short_of(run.gpu)
+                if why != said:
+                    said = why
+                    await run.session.emit({"type": protocol.PHASE, "cell": run.id, "phase": "cold_start",
+                                            "gpu": run.gpu, "detail": why})
+            return await task
+        except BaseException:
+            task.cancel()
+            raise
 
     def _demand(self, key: str) -> None:
         """Tell the autoscaler a lease came or went, for the default image (spares are its only)."""

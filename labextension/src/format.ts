@@ -22,6 +22,7 @@ export interface IFooterData {
   phase?: string;
   elapsed?: number;
   position?: number | null;
+  detail?: string; // what a cold start waits for (a Ray actor no node has room for yet)
   // final footer
   status?: string;
   gpu?: string | null;
@@ -92,7 +93,8 @@ export function footerParts(d: IFooterData): IPart[] {
     return [
       { key: 'phase', text: phaseLabel(d.phase, d.position) },
       { key: 'gpu', text: `on ${d.gpu ?? '?'}` },
-      { key: 'elapsed', text: seconds(d.elapsed) }
+      { key: 'elapsed', text: seconds(d.elapsed) },
+      ...(d.detail ? [{ key: 'detail', text: d.detail }] : [])
     ];
   }
   const t = d.timings || {};

@@ -65,7 +65,12 @@ describe('footer renderer', () => {
     renderFooter(node, { version: 1, live: true, phase: 'cold_start', gpu: 'A100', elapsed: 3.5, position: null });
     expect(node.querySelector('.jp-gpu-footer-phase')?.textContent).toBe('cold start');
     expect(node.querySelectorAll('.jp-gpu-footer-phase').length).toBe(1);
+    expect(node.querySelector('.jp-gpu-footer-detail')).toBeNull();
+    const why = 'waiting for Ray to place the worker: it needs 0.5 CPU; free in the cluster: 0 CPU';
+    renderFooter(node, { version: 1, live: true, phase: 'cold_start', gpu: 'A100', elapsed: 9, detail: why });
+    expect(node.querySelector('.jp-gpu-footer-detail')?.textContent).toBe(why);
     renderFooter(node, footer);
+    expect(node.querySelector('.jp-gpu-footer-detail')).toBeNull();
     expect(node.classList.contains('jp-gpu-footer-live')).toBe(false);
     expect(node.querySelector('.jp-gpu-footer-phase')).toBeNull();
   });

@@ -57,6 +57,10 @@ def test_a_worker_ray_cannot_place_fails_its_cell_saying_what_it_needs(tmp_path)
         third = BackendClient(url, TOKEN, "s-c")
         clients.append(third)
         events = run_cell(third, "# %%gpu\nx = 1", "c1")
+        # while it waited, the cell's status line said why (from half the start timeout on)
+        said = [e.get("detail", "") for e in events if e["type"] == protocol.PHASE and e.get("detail")]
+        assert said and said[0].startswith("waiting for Ray to place the worker: it needs 0.5 CPU"), events
+        assert "free in the cluster: 0 CPU" in said[0]
         failure = events[-1]
         assert failure["type"] == protocol.FAILURE, events
         text = failure["message"]

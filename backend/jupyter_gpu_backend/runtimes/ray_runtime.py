@@ -117,6 +117,21 @@ class RayRuntime:
         return (f": Ray has not placed its actor, which needs {fmt(need)}; free in the cluster now: "
                 f"{fmt({k: free.get(k, 0.0) for k in need})} (its autoscaler, if any, may add a node)")
 
+    def short_of(self, gpu: str) -> str:
+        """What a worker still starting waits for, said while it waits; "" when the cluster has
+        the room its actor needs free (then it is only booting)."""
+        try:
+            free = self.ray.available_resources()
+        except Exception:
+            return ""
+        need = self._needs(gpu)
+        short = {k: free.get(k, 0.0) for k, v in need.items() if free.get(k, 0.0) < v}
+        if not short:
+            return ""
+        fmt = lambda d: ", ".join(f"{v:g} {k}" for k, v in d.items())  # noqa: E731
+        return (f"waiting for Ray to place the worker: it needs {fmt(need)}; free in the cluster: {fmt(short)}"
+                " (an autoscaler, if any, may add a node)")
+
     async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE) -> RayWorker:
         spec = self.images[image]
         opts = {"num_cpus": ACTOR_CPUS}
