@@ -142,6 +142,16 @@ def redacted(target: str) -> str:
     return urlunsplit(u._replace(netloc=netloc))
 
 
+class _Read:
+    """A read for the writer thread: its statement, then its rows or its error."""
+
+    def __init__(self, sql: str, args: tuple):
+        self.sql, self.args = sql, args
+        self.rows: list = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class Ledger:
     def __init__(self, target: str):
         self.path = target  # a SQLite file, or a PostgreSQL DSN
@@ -256,7 +266,7 @@ class Ledger:
         db = None
         while True:
             item = self._q.get()
-            if not isinstance(item, threading.Event) and item is not None:
+            if isinstance(item, tuple):
                 # gather for a moment: one commit per batch, and no wake-up per cell on the hot path
                 time.sleep(BATCH_S)
             batch = [item]
@@ -271,6 +281,8 @@ class Ledger:
             for e in batch:
                 if isinstance(e, threading.Event):
                     e.set()
+                elif isinstance(e, _Read):
+                    db = self._read(db, e)
             if None in batch:  # close(): everything queued before it is committed
                 if db is not None:
                     db.close()
@@ -304,6 +316,22 @@ class Ledger:
                 time.sleep(pause)  # back off: the server is restarting or unreachable
                 pause = min(pause * 2, RETRY_MAX_S)
 
+    def _read(self, db, read: _Read):
+        """Answer ``read`` on the writer's own connection (after the writes queued before it are
+        committed): a read costs no connection of its own, which on PostgreSQL is a TCP and auth
+        round trip per sidebar poll.  Returns the connection to use next."""
+        try:
+            if db is None:
+                db = self._connect()
+            read.rows = db.execute(self.dialect.sql(read.sql), read.args).fetchall()
+            db.rollback()  # end the read's transaction: no snapshot held until the next batch
+        except Exception as e:
+            read.error = e
+            _close_quietly(db)
+            db = None  # a broken connection is opened anew by the next batch
+        read.done.set()
+        return db
+
     def _one_by_one(self, db, writes: list) -> None:
         """A batch the database refused: each write in its own transaction, the refused ones skipped."""
         for statement in writes:
@@ -329,14 +357,22 @@ class Ledger:
             self._q.put(None)
             self._thread.join(timeout)
 
-    def query(self, sql: str, args: tuple = ()) -> list:
+    def query(self, sql: str, args: tuple = (), timeout: float = 30.0) -> list:
         """Rows of a read (``?`` parameters), after everything queued so far is committed."""
-        self.flush()
-        db = self._connect()
-        try:
-            return db.execute(self.dialect.sql(sql), args).fetchall()
-        finally:
-            db.close()
+        if not self._thread.is_alive():  # closed: nothing is queued, read directly
+            db = self._connect()
+            try:
+                return db.execute(self.dialect.sql(sql), args).fetchall()
+            finally:
+                db.close()
+        read = _Read(sql, args)
+        self._q.put(read)
+        if not read.done.wait(timeout):
+            raise TimeoutError(f"ledger {self.where}: no answer to a read within {timeout:.0f} s "
+                               "(is the database reachable? the writer keeps retrying)")
+        if read.error is not None:
+            raise read.error
+        return read.rows
 
     # -- reads -----------------------------------------------------------------------------------
     def cells(self, user: str, session: str | None = None, limit: int = 1000) -> list[dict]:

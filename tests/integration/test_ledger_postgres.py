@@ -141,3 +141,20 @@ def test_writes_queued_while_postgres_restarts_are_committed_once_it_is_back(pg,
         assert "trying again (2 writes kept)" in caplog.text  # the cut was seen, and the batch kept
     finally:
         ledger.close()
+
+
+def test_reads_share_the_writers_connection_and_see_what_was_queued_before_them(pg):
+    dsn = pg.create_db("reads")
+    ledger = Ledger(dsn)
+    opened, connect = [], ledger._connect
+    ledger._connect = lambda: opened.append(1) or connect()  # counts the connections it opens from now on
+    try:
+        for i in range(20):  # a sidebar polling /api/cells and /api/queue
+            ledger.cell_started(f"c{i}", "s", "alice", "cpu")
+            assert [c["id"] for c in ledger.cells("alice", "s", limit=1)] == [f"c{i}"]  # no flush() asked
+        assert len(opened) == 1, opened  # the writer's: every read went over it, none opened its own
+        ours = rows(dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jupyter-gpu ledger'")
+        assert ours == [(1,)], ours
+    finally:
+        ledger.close()
+    assert [c["id"] for c in ledger.cells("alice", "s", limit=2)] == ["c19", "c18"]  # closed: read directly
