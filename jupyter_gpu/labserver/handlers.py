@@ -76,6 +76,7 @@ class StateHandler(_Base):
                 if isinstance(r, Exception):
                     raise r
             info.update(runtime=status.get("runtime"), offers=status.get("offers", []),
+                        images=sorted(runtime.get("images") or {"default": {}}),  # the sidebar's image picker
                         min_warm=runtime.get("min_warm"), warm_pool=runtime.get("warm_pool", {}))
             prefix = f"{kernel[:8]}-" if kernel else ""
             mine = [sid for sid in status.get("sessions", {}) if kernel and sid.startswith(prefix)]

@@ -48,17 +48,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const stored = readChoice(panel.model?.getMetadata(METADATA_KEY));
       return {
         gpu: stored.gpu ?? (settings.defaultGpu || undefined),
-        keep_warm: stored.keep_warm ?? (settings.keepWarm || undefined)
+        keep_warm: stored.keep_warm ?? (settings.keepWarm || undefined),
+        ...(stored.image ? { image: stored.image } : {})
       };
     };
 
-    const apply = async (panel: NotebookPanel, force = false): Promise<boolean> => {
+    // `choice`: what the sidebar just set, when it differs from the stored one (an image set back
+    // to the default is stored as nothing, yet the kernel must be told)
+    const apply = async (panel: NotebookPanel, force = false, choice = choiceOf(panel)): Promise<boolean> => {
       const kernel = panel.sessionContext.session?.kernel;
       if (!kernel) {
         return false; // applied by watch() once the kernel is up
       }
-      const choice = choiceOf(panel);
-      if (!choice.gpu && !choice.keep_warm && !settings.backendUrl) {
+      if (!choice.gpu && !choice.keep_warm && choice.image === undefined && !settings.backendUrl) {
         return true;
       }
       const code = configCode(choice, backend());
@@ -89,7 +91,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
           throw new Error('the notebook is not loaded');
         }
         model.setMetadata(METADATA_KEY, mergeChoice(model.getMetadata(METADATA_KEY), choice));
-        return apply(panel, true);
+        const now = choiceOf(panel);
+        return apply(panel, true, choice.image === '' ? { ...now, image: '' } : now);
       },
       action: async (panel, action) => {
         await apply(panel);

@@ -46,6 +46,7 @@ export interface IBackendInfo {
   url?: string | null;
   runtime?: string | null;
   offers?: string[];
+  images?: string[]; // the backend's worker images ("default" and its [images.NAME])
   min_warm?: number | null;
   warm_pool?: Record<string, number>;
   error?: string | null;
@@ -64,6 +65,14 @@ export interface IState {
 export interface IChoice {
   gpu?: string;
   keep_warm?: string; // "5m", "30s", "1h" or seconds
+  image?: string; // a worker image the backend names ([images.NAME]); absent: the default one
+}
+
+export const DEFAULT_IMAGE = 'default';
+const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/; // jupyter_gpu/images.py NAME_RE
+
+export function validImage(name: string | undefined | null): boolean {
+  return typeof name === 'string' && IMAGE_NAME.test(name);
 }
 
 const GPU_SPEC = /^[A-Za-z0-9][A-Za-z0-9_.:\-]*(,[A-Za-z0-9][A-Za-z0-9_.:\-]*)*$/;
@@ -168,6 +177,14 @@ export function configCode(choice: IChoice, backend?: { url?: string; token?: st
     }
     args.push(`--keep-warm ${s}`);
   }
+  if (choice.image !== undefined) {
+    // always said, the default too: a kernel that had a named image must be set back
+    const image = choice.image || DEFAULT_IMAGE;
+    if (!validImage(image)) {
+      return null;
+    }
+    args.push(`--image ${image}`);
+  }
   const lines = ["get_ipython().run_line_magic('load_ext', 'jupyter_gpu')"];
   if (backend?.url) {
     if (!/^https?:\/\/[^\s'"\\]+$/.test(backend.url) || /[\s'"\\]/.test(backend.token || '')) {
@@ -195,6 +212,12 @@ export function actionCode(action: 'prewarm' | 'release', choice: IChoice): stri
     if (s !== null && choice.keep_warm) {
       line += ` --keep-warm ${s}`;
     }
+    if (choice.image) {
+      if (!validImage(choice.image)) {
+        return null;
+      }
+      line += ` --image ${choice.image}`;
+    }
   }
   return (
     "get_ipython().run_line_magic('load_ext', 'jupyter_gpu')\n" +
@@ -213,6 +236,9 @@ export function readChoice(meta: unknown): IChoice {
     if ((typeof m.keep_warm === 'string' || typeof m.keep_warm === 'number') && parseDuration(m.keep_warm) !== null) {
       out.keep_warm = String(m.keep_warm);
     }
+    if (typeof m.image === 'string' && validImage(m.image) && m.image !== DEFAULT_IMAGE) {
+      out.image = m.image;
+    }
   }
   return out;
 }
@@ -223,7 +249,7 @@ export function readChoice(meta: unknown): IChoice {
  */
 export function mergeChoice(meta: unknown, choice: IChoice): Record<string, unknown> {
   const out: Record<string, unknown> = meta && typeof meta === 'object' && !Array.isArray(meta) ? { ...(meta as object) } : {};
-  for (const key of ['gpu', 'keep_warm'] as const) {
+  for (const key of ['gpu', 'keep_warm', 'image'] as const) {
     if (choice[key]) {
       out[key] = choice[key];
     } else {

@@ -4,6 +4,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import {
+  DEFAULT_IMAGE,
   IChoice,
   IState,
   configCode,
@@ -46,6 +47,12 @@ export class GpuSidebar extends Widget {
     this.notebookLabel = n.appendChild(el('div', 'jp-gpu-notebook'));
     n.appendChild(el('h3', undefined, 'Device type'));
     this.picker = n.appendChild(el('table', 'jp-gpu-picker'));
+    const im = n.appendChild(el('label', 'jp-gpu-image', 'Worker image '));
+    this.image = im.appendChild(el('select', 'jp-gpu-image-select'));
+    this.image.title = "the backend's worker images ([images.NAME] in its config): each has its own workers";
+    this.image.addEventListener('change', () =>
+      void this.choose({ image: this.image.value === DEFAULT_IMAGE ? '' : this.image.value })
+    );
     const kw = n.appendChild(el('label', 'jp-gpu-keepwarm', 'Keep warm '));
     this.keepWarm = kw.appendChild(el('input', 'jp-gpu-keepwarm-input'));
     this.keepWarm.placeholder = '5m';
@@ -98,6 +105,7 @@ export class GpuSidebar extends Widget {
       this.keepWarm.value = choice.keep_warm ?? '';
     }
     this.renderPicker(choice, disabled);
+    this.renderImages(choice, disabled);
     const b = this.state?.backend;
     this.minWarm.textContent = b && b.min_warm !== undefined && b.min_warm !== null
       ? `min_warm: ${b.min_warm} per type (backend setting)${b.warm_pool && Object.keys(b.warm_pool).length ? ` · spares ${JSON.stringify(b.warm_pool)}` : ''}`
@@ -156,6 +164,26 @@ export class GpuSidebar extends Widget {
     }
   }
 
+  /** The image picker: the backend's images; a chosen one it lacks stays listed, marked. */
+  private renderImages(choice: IChoice, disabled: boolean): void {
+    const have = this.state?.backend?.images ?? [];
+    const names = [DEFAULT_IMAGE, ...have.filter(n => n !== DEFAULT_IMAGE)];
+    const chosen = choice.image || DEFAULT_IMAGE;
+    if (!names.includes(chosen)) {
+      names.push(chosen);
+    }
+    this.image.textContent = '';
+    for (const name of names) {
+      const o = this.image.appendChild(el('option', undefined, name));
+      o.value = name;
+      if (this.state && !have.includes(name) && name !== DEFAULT_IMAGE) {
+        o.textContent = `${name} (not on this backend)`;
+      }
+    }
+    this.image.value = chosen;
+    this.image.disabled = disabled || names.length < 2;
+  }
+
   private renderWorkers(): void {
     const ws = this.state?.workers ?? [];
     this.workers.textContent = '';
@@ -199,8 +227,10 @@ export class GpuSidebar extends Widget {
     if (change.keep_warm === '') {
       delete next.keep_warm;
     }
+    // an image set back to the default stays '' in the choice, so the kernel is told (--image default)
     try {
-      const what = `${next.gpu ?? 'backend default'}, keep warm ${next.keep_warm || 'default'}`;
+      const image = next.image ? `, image ${next.image}` : '';
+      const what = `${next.gpu ?? 'backend default'}, keep warm ${next.keep_warm || 'default'}${image}`;
       const now = await this.host.setChoice(panel, next);
       this.notify(now ? `applied: ${what}` : `saved: ${what} (applies when the kernel starts)`);
     } catch (e) {
@@ -230,6 +260,7 @@ export class GpuSidebar extends Widget {
   private notebookLabel: HTMLDivElement;
   private picker: HTMLTableElement;
   private keepWarm: HTMLInputElement;
+  private image: HTMLSelectElement;
   private minWarm: HTMLDivElement;
   private prewarmButton: HTMLButtonElement;
   private releaseButton: HTMLButtonElement;

@@ -73,6 +73,22 @@ describe('sidebar model', () => {
     expect(workerLabel({ ...w, image: 'train' })).toBe('A100 · train');
   });
 
+  it('applies a worker image choice, and sets the kernel back to the default one when it is cleared', () => {
+    expect(configCode({ gpu: 'cpu', image: 'train' })).toContain('"config --gpu cpu --image train"');
+    expect(configCode({ image: '' })).toContain('"config --image default"'); // a kernel with a named image is told
+    expect(configCode({ gpu: 'cpu' })).not.toContain('--image'); // nothing chosen: nothing said
+    expect(actionCode('prewarm', { gpu: 'cpu', image: 'train' })).toContain('"prewarm --gpu cpu --image train"');
+    expect(configCode({ image: "a'); import os" })).toBeNull();
+    expect(configCode({ image: 'a@b' })).toBeNull(); // '@' separates a pool key's GPU and image
+    expect(readChoice({ gpu: 'cpu', image: 'train' })).toEqual({ gpu: 'cpu', image: 'train' });
+    expect(readChoice({ image: 'default' })).toEqual({});
+    expect(readChoice({ image: 'bad name' })).toEqual({});
+    expect(mergeChoice({ image: 'train', expect_failure: true }, { gpu: 'cpu', image: '' })).toEqual({
+      gpu: 'cpu',
+      expect_failure: true
+    });
+  });
+
   it('matches the backend session ids of a kernel by its id prefix', () => {
     expect(sessionPrefix('1b2c3d4e-aaaa-bbbb-cccc-0123456789ab')).toBe('1b2c3d4e-');
   });

@@ -81,6 +81,35 @@ def lab(tmp_path):
 
 @pytest.fixture
 def page(lab):
+    yield from _chromium()
+
+
+@pytest.fixture
+def image_lab(tmp_path):
+    """Jupyter Lab whose kernels use a backend of their own with a worker image named ``train``."""
+    from tests.integration.backend_process import start_backend, stop_backend
+
+    runtime, served = tmp_path / "gpu-runtime", tmp_path / "backend"
+    runtime.mkdir()
+    served.mkdir()
+    cfg = served / "serve.toml"
+    cfg.write_text('[images.train]\nenv = { JG_IMAGE_MARK = "trained" }\n')
+    token = "image-lab-token"
+    proc, url = start_backend(served, "--token", token, "--config", str(cfg))
+    env = {**make_kernel_env(runtime), "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": token}
+    try:
+        with jupyter(tmp_path, env, app="lab") as server:
+            yield server
+    finally:
+        stop_backend(proc)
+
+
+@pytest.fixture
+def image_page(image_lab):
+    yield from _chromium()
+
+
+def _chromium():
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(exist_ok=True)
@@ -214,3 +243,36 @@ def test_sidebar_footer_streaming_and_interrupt(lab, page):
     sidebar.locator("tr.jp-gpu-worker[data-gpu='cpu'][data-state='idle']").wait_for()
     assert sidebar.locator(".jp-gpu-message").inner_text() == "pre-warmed"
     shot(page, "8-prewarmed")
+
+
+def test_the_sidebar_picks_the_worker_image_a_cell_runs_in(image_lab, image_page):
+    page = image_page
+    (image_lab.root / "img.ipynb").write_text(json.dumps(notebook(
+        ["%load_ext jupyter_gpu", "%%gpu\nimport os\nprint('mark:', os.environ.get('JG_IMAGE_MARK'))"])))
+    page.goto(f"{image_lab.url}lab/tree/img.ipynb?token={image_lab.token}")
+    wait_idle(page)
+    page.click(".jp-SideBar.jp-mod-right [data-id='jupyter-gpu-sidebar']")
+    sidebar = page.locator("#jupyter-gpu-sidebar")
+    select = sidebar.locator("select.jp-gpu-image-select")
+    page.wait_for_function(  # the backend's images, once the sidebar has polled it
+        "() => [...document.querySelectorAll('#jupyter-gpu-sidebar select.jp-gpu-image-select option')]"
+        ".map(o => o.value).join() === 'default,train'")
+    assert select.input_value() == "default"
+    select.select_option("train")
+    page.wait_for_function(
+        "() => document.querySelector('#jupyter-gpu-sidebar .jp-gpu-message').textContent.includes('image train')")
+    run_cell(page, 0)
+    cell = run_cell(page, 1)
+    cell.locator(".jp-OutputArea").get_by_text("mark: trained").wait_for()  # the image's environment
+    footer = cell.locator(".jp-gpu-footer:not(.jp-gpu-footer-live)")
+    footer.wait_for()
+    assert "image train" in footer.inner_text()
+    sidebar.locator("tr.jp-gpu-worker").get_by_text("· train").wait_for()  # its worker, by image
+    shot(page, "9-image-picked")
+
+    select.select_option("default")  # back to the default image: the kernel is told, not only the notebook
+    page.wait_for_function(
+        "() => document.querySelector('#jupyter-gpu-sidebar .jp-gpu-message').textContent.startsWith('applied:')"
+        " && !document.querySelector('#jupyter-gpu-sidebar .jp-gpu-message').textContent.includes('image')")
+    cell = run_cell(page, 1)
+    cell.locator(".jp-OutputArea").get_by_text("mark: None").wait_for()
