@@ -132,3 +132,22 @@ def test_interrupt_during_a_cold_start_stops_the_cell_and_keeps_the_new_worker(f
         assert after.footers()[-1]["cold"] is False  # the worker it started is the one now warm
     finally:
         k.shutdown()
+
+
+@pytest.mark.timeout(180)
+def test_interrupt_while_the_worker_loads_an_input_stops_the_cell_before_its_code(live_kernel):
+    k = live_kernel
+    k.run(LOAD)
+    k.run("%%gpu\nkept = 'warm'")
+    # an input whose unpickling on the worker takes long (a big array being loaded, in miniature)
+    k.run("def _load():\n    import time\n    print('loading', flush=True)\n    time.sleep(60)\n    return 1\n"
+          "class SlowToLoad:\n    def __reduce__(self):\n        return (_load, ())\nslow = SlowToLoad()")
+    cell = k.submit("%%gpu\nprint('the body ran')\nvalue = slow")
+    assert k.wait_until(lambda: "loading" in cell.stdout(), 60), "the worker never started loading"
+    t0 = k.interrupt()
+    assert k.wait_until(lambda: cell.done, 15), "the stop button did not stop the loading"
+    assert cell.reply_at - t0 < 5.0
+    assert cell.reply["content"]["ename"] == "KeyboardInterrupt", _error_text(cell)
+    assert "the body ran" not in cell.stdout()
+    after = k.run("%%gpu\nprint(kept)")  # the same warm worker, its namespace intact
+    assert after.stdout() == "warm\n" and after.footers()[-1]["cold"] is False

@@ -373,6 +373,7 @@ class Agent:
         status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
         t0 = time.monotonic()
+        self.executing = cell  # from here the stop button interrupts it: loading a big input too
         try:
             try:
                 for name, spec in h.get("inputs", {}).items():
@@ -385,7 +386,6 @@ class Agent:
             t1 = time.monotonic()
             timings["load"] = t1 - t0
             self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
-            self.executing = cell
             if self.telemetry is not None:
                 self.telemetry.start()
             try:
@@ -412,6 +412,7 @@ class Agent:
             status = "error"
             self._error(e)
         finally:
+            self.executing = None
             self.cells_done += 1
             if t_received is not None:  # a lane cell: no backend to time it, so the worker does
                 timings["run"] = time.monotonic() - t_received
