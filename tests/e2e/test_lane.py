@@ -49,7 +49,7 @@ def test_warm_cells_take_the_lane_stream_live_and_are_metered(live_kernel, gpu_r
     assert k.wait_until(lambda: "line 0" in cell.stdout(), 30), "no live output"
     assert cell.reply is None, "the first line arrived only after the cell ended"
     # the backend does not relay this cell, yet it learns the worker is busy with it (a lane cell
-    # is announced once it has run a moment: agent.STARTED_AFTER)
+    # is announced once it has run a moment: reports.STARTED_AFTER)
     assert k.wait_until(lambda: _worker_state(gpu_runtime_dir, worker) == "busy", 10)
     assert cell.reply is None
     assert any(c["status"] == "running" for c in _api(gpu_runtime_dir, "/api/cells")["cells"])

@@ -32,6 +32,7 @@ from IPython.core.error import StdinNotImplementedError  # noqa: E402
 
 from . import device  # noqa: E402
 from .fdcapture import FdCapture  # noqa: E402
+from .reports import STARTED_AFTER, LaneReports  # noqa: E402
 from .shell import Emitter, make_shell  # noqa: E402
 from .telemetry import GpuTelemetry  # noqa: E402
 
@@ -39,23 +40,16 @@ SECRET_ENV = "JUPYTER_GPU_WORKER_SECRET"
 ID_ENV = "JUPYTER_GPU_WORKER_ID"
 LANE_DIR_ENV = "JUPYTER_GPU_LANE_DIR"  # set by runtimes whose workers share the kernel's host
 INTERRUPT_RETRY, INTERRUPT_RETRIES = 0.3, 5
-# A lane cell still running after STARTED_AFTER is announced to the backend (busy in its status,
-# running in the ledger, keep-warm paused).  Ended lane cells are metered once the worker has been
-# idle METER_IDLE, or at once when the oldest unreported one ended METER_MAX ago (a kernel that
-# runs cells back to back for a long time).
-STARTED_AFTER, METER_IDLE, METER_MAX = 0.02, 0.02, 1.0
 
 
-class Agent:
+class Agent(LaneReports):
     def __init__(self, url: str, secret: str, worker_id: str):
+        LaneReports.__init__(self)
         self.worker_id = worker_id
         self.ws = wsclient.Connection(url, {"X-Worker-Secret": secret, "X-Worker-Id": worker_id}, open_timeout=30)
         self._send_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()  # the main thread wakes the reader: a report is due
-        os.set_blocking(self._wake_w, False)  # a wake-up nobody reads yet must never block
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> the main thread
         self._input_replies: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> ask_user
-        self._pending = 0  # requests the reader handed over that have not ended (under _meter_lock)
         self.executing: str | None = None
         self.session: str | None = None
         lane_dir = os.environ.get(LANE_DIR_ENV)
@@ -63,11 +57,6 @@ class Agent:
         self.lane: lanes.LaneConnection | None = None  # the kernel's lane, once it opened one
         self.reply_lane: lanes.LaneConnection | None = None  # set while a lane cell runs
         self.cells_done = 0  # cells that ran (the backend compares it before retiring us)
-        self._meters: list[dict] = []  # `metered` reports of lane cells the backend has not had yet
-        self._meter_lock = threading.Lock()  # orders `started` before its cell's `metered`
-        self._announce: tuple[str, float] | None = None  # the running lane cell, and when to announce it
-        self._idle_since = 0.0  # when the last request ended
-        self._armed = False  # the reader waits with a timeout (a report falls due by itself)
         self.interrupt_seen = False  # our SIGINT handler ran since the last interrupt request
         self.telemetry: GpuTelemetry | None = None  # set at registration when there is a GPU
         self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
@@ -151,61 +140,6 @@ class Agent:
                     if self.lane is not None:
                         self.lane.close()
                     self.lane = conn
-
-    # -- lane cells' reports to the backend ----------------------------------------------------
-    def _reporting_due(self) -> float | None:
-        """How long the reader may wait before a report falls due (None: no report due): the
-        running lane cell's ``started``, or the ended ones' ``metered`` once the worker is idle."""
-        with self._meter_lock:
-            dues = [self._announce[1]] if self._announce is not None else []
-            if self._meters and not self._pending:
-                dues.append(self._idle_since + METER_IDLE)
-            self._armed = bool(dues)  # False: the main thread must wake us when a report is owed
-        return max(0.0, min(dues) - time.monotonic()) if dues else None
-
-    def _report(self) -> None:
-        """Reader: send the reports that are due (an early wake-up just finds none)."""
-        with self._meter_lock:
-            now = time.monotonic()
-            if self._announce is not None and now >= self._announce[1]:
-                cell, self._announce = self._announce[0], None
-                self._flush_meters_locked()  # what ended before it first
-                self.send_backend({"type": protocol.STARTED, "cell": cell})
-            elif self._meters and not self._pending and now >= self._idle_since + METER_IDLE:
-                self._flush_meters_locked()
-
-    def _meter(self, report: dict, ended: float) -> None:
-        """Main thread: a lane cell ended; the reader reports it once the worker is idle."""
-        with self._meter_lock:
-            self._announce = None
-            report["_ended"] = ended
-            self._meters.append(report)
-            if report["_ended"] - self._meters[0]["_ended"] >= METER_MAX:
-                self._flush_meters_locked()
-
-    def _ended(self) -> None:
-        """Main thread: a request ended.  The reader, waiting with a timeout, finds the reports
-        owed when it wakes; one waiting without (it announced a long cell) is woken for them."""
-        with self._meter_lock:
-            self._pending -= 1
-            self._idle_since = time.monotonic()
-            wake = bool(self._meters) and not self._armed
-        if wake:
-            try:
-                os.write(self._wake_w, b"w")
-            except BlockingIOError:
-                pass  # the pipe already holds a wake-up
-
-    def flush_meters(self) -> None:
-        with self._meter_lock:
-            self._flush_meters_locked()
-
-    def _flush_meters_locked(self) -> None:
-        now = time.monotonic()
-        for report in self._meters:  # the backend dates each cell back by `ended_ago`
-            report["ended_ago"] = now - report.pop("_ended")
-            self.send_backend(report)
-        self._meters.clear()
 
     def _read_backend(self) -> protocol.Message:
         try:
