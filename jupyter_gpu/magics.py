@@ -97,19 +97,20 @@ class GpuMagics(Magics):
         return args
 
     @magic_arguments("gpu")
-    @argument("command", choices=["status", "release", "prewarm", "use", "config", "cost"], help="what to do")
+    @argument("command", choices=["status", "release", "prewarm", "use", "config", "cost", "report"],
+              help="what to do (report: the same as cost)")
     @argument("url", nargs="?", default=None, help="with `use`: the backend URL")
     @argument("--token", default=None, help="with `use`: the backend token")
     @_device_group
     @argument("-h", "--help", action="store_true", help="show this help")
     @line_magic("gpu")
     def gpu_line(self, line):
-        """%gpu status | release | prewarm [--gpu T] [--image NAME] | use URL [--token T] | config [--gpu T] [--image NAME] [--keep-warm 5m] | cost"""
+        """%gpu status | release | prewarm [--gpu T] [--image NAME] | use URL [--token T] | config [--gpu T] [--image NAME] [--keep-warm 5m] | cost (or report)"""
         if re.search(r"(^|\s)(-h|--help)\b", line):
             print(self.gpu_line.__doc__)
             return None
         args = parse_argstring(self.gpu_line, line)
-        if args.command == "cost":  # this kernel's session so far (see report.py)
+        if args.command in ("cost", "report"):  # this kernel's session so far (see report.py)
             from IPython.display import display
 
             from . import report

@@ -19,6 +19,7 @@ CELLS = [
     "z = 1  # a local cell: the worker idles (keep-warm) meanwhile",
     "%%gpu\ny = x * 2\ny",
     "%gpu cost",
+    "%gpu report",  # DESIGN's name for the same summary
 ]
 
 
@@ -61,6 +62,7 @@ def test_report_from_saved_notebook_equals_live_summary(run_notebook, kernel_env
     nb = run_notebook(CELLS, env={**kernel_env, "JUPYTER_GPU_PRICES": str(prices)})
     f1, f2 = last_footer(nb.cells[1]), last_footer(nb.cells[3])
     live = _live(nb.cells[4])
+    _same(_live(nb.cells[5]), live)
     s = live["total"]
     assert s["cells"] == 2 and s["failed"] == 0
     assert f1["price"]["origin"] == str(prices) and f1["cost_usd"] > 0
