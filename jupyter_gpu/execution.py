@@ -19,7 +19,7 @@ from . import devices, footer, lane, protocol, serialization, shm, stdin
 from .client import BackendClient
 from .embedded import ensure_backend
 from .budget import CellBudget, run_limit
-from .errors import ConnectionLost, RemoteValueLost, from_failure
+from .errors import ConnectionLost, RemoteValueLost, SerializationError, from_failure
 from .held import Held, Lost
 from .images import DEFAULT_IMAGE, pool_key
 from .live import LiveStatus
@@ -465,7 +465,12 @@ class KernelSession:
     def _take_results(self, h: dict, buffers: list, out: "CellOutcome", pub: Publisher) -> None:
         ns = self.shell.user_ns
         for name, spec in h.get("values", {}).items():
-            ns[name] = serialization.unpack(name, spec, buffers, self.reader)
+            try:
+                ns[name] = serialization.unpack(name, spec, buffers, self.reader)
+            except SerializationError as e:  # e.g. a CUDA tensor, and this kernel has no CUDA
+                # it stays on its worker, usable there: not a failed cell, nor the other names lost
+                ns[name] = value = RemoteValue(name, spec.get("t", "?"), "", "", "", spec["h"], self.cell_number(), str(e))
+                out.refs.append(value)
             out.hashes[name] = spec["h"]
             out.received += sum(r["n"] for r in [spec["p"], *spec["b"]] if "shm" in r)
         for name, ref in h.get("refs", {}).items():

@@ -307,6 +307,21 @@ def test_an_unpicklable_result_stays_remote_and_is_usable_later(kernel):
     assert kernel.run("%%gpu\nprint(list(gen_out))").stdout() == "[0, 2, 4]\n"
 
 
+def test_a_result_that_does_not_unpickle_here_stays_remote_and_the_others_come_back(kernel):
+    # what a CUDA tensor does on a kernel without CUDA: it pickles on its worker, fails to load here
+    made = kernel.run(
+        "%%gpu\nimport os\ndef _rebuild(pid):\n    if os.getpid() != pid:\n"
+        "        raise RuntimeError('this value only loads on its worker')\n    return OnlyThere()\n"
+        "class OnlyThere:\n    def __reduce__(self):\n        return (_rebuild, (os.getpid(),))\n"
+        "there = OnlyThere()\nplain_too = 42")
+    assert footer(made)["status"] == "ok", error_text(made) if made.reply["content"]["status"] != "ok" else ""
+    out = kernel.run("print(plain_too)\nprint(repr(there))\nprint(there.why)").stdout().splitlines()
+    assert out[0] == "42" and out[1].startswith("<remote") and "OnlyThere" in out[1], out
+    assert "this value only loads on its worker" in out[2], out
+    again = kernel.run("%%gpu\nprint(type(there).__name__, plain_too)")  # there, with no transfer
+    assert again.stdout() == "OnlyThere 42\n" and footer(again)["transfer"]["sent_bytes"] < 1024
+
+
 # --------------------------------------------------------------------------------------------
 # the stop button; a worker that dies; keep-warm expiry
 # --------------------------------------------------------------------------------------------
