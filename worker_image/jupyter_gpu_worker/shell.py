@@ -89,6 +89,14 @@ class Emitter:
             self._cond.notify_all()
 
 
+def _execution_info(raw_cell: str, cell: str) -> ExecutionInfo:
+    """What IPython's events get about a cell (``pre_run_cell``), in any IPython we support."""
+    try:
+        return ExecutionInfo(raw_cell, False, False, True, None, transformed_cell=cell)
+    except TypeError:  # IPython 8 before ``transformed_cell``
+        return ExecutionInfo(raw_cell, False, False, True, None)
+
+
 def _run(coro) -> bool:
     """Drive one of IPython's coroutines that never awaits (run_code of a synchronous cell)."""
     try:
@@ -205,7 +213,7 @@ class WorkerShell(InteractiveShell):
         steps = None if cell is None else self._steps(cell, name)
         if steps is None:
             return self.run_cell(raw_cell, store_history=False)
-        info = ExecutionInfo(raw_cell, False, False, True, None, None, transformed_cell=cell)
+        info = _execution_info(raw_cell, cell)
         result = ExecutionResult(info)
         result.execution_count = n
         failed = False
