@@ -37,11 +37,25 @@ class CellOptions:
     inputs: list | None = None
     out: list | None = None
     no_out: bool = False
+    keep_remote: list | None = None  # names that stay on the worker (--keep-remote)
     keep_warm: float | None = None
     timeout: float | None = None
     max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (budget.py)
     image: str | None = None  # the worker image (--image; images.py); None: `%gpu config`'s, else default
     line: str = ""  # the magic's own line, echoed as the remote cell's first line
+
+
+MAX_RETURN_ENV = "JUPYTER_GPU_MAX_RETURN"  # default: serialization.MAX_RETURN
+
+
+def remote_limits(keep_remote: list | None) -> dict:
+    """What stays on the worker: the names given, and any value larger than the limit, unless
+    ``--out`` names it.  Only what differs from the worker's default goes into the request."""
+    limits = {"keep_remote": keep_remote} if keep_remote else {}
+    text = os.environ.get(MAX_RETURN_ENV)
+    if text:
+        limits["max_return"] = serialization.parse_size(text, MAX_RETURN_ENV)
+    return limits
 
 
 def nested_magic(cell_source: str) -> bool:
@@ -199,6 +213,7 @@ class KernelSession:
                 "binds": sorted(binds),
                 "out": opts.out,
                 "no_out": opts.no_out,
+                **remote_limits(opts.keep_remote),
                 "shm": use_shm,
                 "keep_warm": keep_warm,
                 # the worker's segments whose values died here: it may reuse them

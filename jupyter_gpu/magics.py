@@ -61,6 +61,9 @@ class GpuMagics(Magics):
     @argument("--out", type=names, default=None,
               help="comma-separated names to bring back (default: every name the cell binds)")
     @argument("--no-out", action="store_true", help="bring no names back; they stay on the worker")
+    @argument("--keep-remote", type=names, default=None, metavar="NAMES",
+              help="comma-separated names that stay on the worker, used there by later cells (a value larger "
+                   "than $JUPYTER_GPU_MAX_RETURN, default 4GiB, stays too unless --out names it)")
     @argument_group("limits")
     @argument("--timeout", type=float, default=None, help="interrupt the cell after this many seconds")
     @argument("--max-cost", type=float, default=None, metavar="USD",
@@ -79,7 +82,7 @@ class GpuMagics(Magics):
             print(self.gpu_cell.__doc__)
             return None
         opts = CellOptions(
-            gpu=args.gpu, inputs=args.inputs, out=args.out, no_out=args.no_out,
+            gpu=args.gpu, inputs=args.inputs, out=args.out, no_out=args.no_out, keep_remote=args.keep_remote,
             keep_warm=args.keep_warm, timeout=args.timeout, line=line.strip(), max_cost=args.max_cost,
             image=args.image,
         )

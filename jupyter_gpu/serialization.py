@@ -9,6 +9,7 @@ side can skip a value the worker already holds.
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import dataclass, field
 
 import cloudpickle
@@ -19,6 +20,7 @@ from .errors import SerializationError
 
 PROTOCOL = 5
 SHM_MIN = 1 << 20  # buffers smaller than this are cheaper on the wire than in a segment
+MAX_RETURN = 4 * 2**30  # a larger result stays on its worker unless --out names it ($JUPYTER_GPU_MAX_RETURN)
 
 
 @dataclass
@@ -124,3 +126,37 @@ def unpack(name: str, spec: dict, wire: list, shm_reader=None):
     data = resolve(spec["p"], wire, shm_reader)
     bufs = [resolve(r, wire, shm_reader) for r in spec["b"]]
     return unpickle_value(name, data, bufs)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """'4GiB', '500MB', '1g', '1048576' -> bytes (powers of 1024 either way, as memory is sized)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"{what}: {text!r} is not a size (use e.g. 512MiB, 4GiB)")
+    power = "kmgt".find(m.group(2).lower()) + 1 if m.group(2) else 0
+    return int(float(m.group(1)) * 1024 ** power)
+
+
+def size_hint(obj) -> int | None:
+    """The bytes an array-like holds, without pickling it (numpy, torch, cupy, jax); else None."""
+    try:  # any object: a property may compute, or raise anything
+        n = getattr(obj, "nbytes", None)
+        if isinstance(n, int):
+            return n
+        numel, size = getattr(obj, "numel", None), getattr(obj, "element_size", None)
+        if callable(numel) and callable(size):  # a torch tensor has no nbytes before torch 2.1
+            return int(numel()) * int(size())
+    except Exception:
+        pass
+    return None
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -138,3 +138,25 @@ def test_a_cell_run_again_sends_what_the_namespace_holds_now(run_notebook):
     nb = run_notebook([LOAD, "a = 1", same, "a = 2\nlate = 'here'", same])
     assert stream_text(nb.cells[2]) == "name 'late' is not defined\n"
     assert stream_text(nb.cells[4]) == "(2, 'here')\n"
+
+
+@pytest.mark.timeout(180)
+def test_a_value_over_the_size_limit_or_kept_remote_stays_on_its_worker(run_notebook, kernel_env):
+    nb = run_notebook([
+        LOAD,
+        "%%gpu\nimport numpy as np\nbig = np.ones(200_000)\nsmall = 7\nblob = b'x' * 2_000_000",  # over 1 MiB
+        "print(type(big).__name__, small, type(blob).__name__)\nprint(big.why)",
+        "%%gpu\nprint(big.sum())",  # used where it is, nothing sent
+        "%%gpu --out big\npass",  # --out brings it back whatever its size
+        "print(type(big).__name__, big.shape)",
+        "%%gpu --keep-remote kept\nkept = [1, 2]\nalso = 3",
+        "print(type(kept).__name__, also)\n%gpu status",
+    ], env={**kernel_env, "JUPYTER_GPU_MAX_RETURN": "1MiB"})
+    first, why = stream_text(nb.cells[2]).splitlines()
+    assert first == "RemoteValue 7 RemoteValue"  # the array by its size, the bytes once pickled
+    assert why == "1.5 MiB is more than the 1.0 MiB a value brings back ($JUPYTER_GPU_MAX_RETURN); " \
+                  "`%%gpu --out big` brings it anyway"
+    assert stream_text(nb.cells[3]) == "200000.0\n"
+    assert last_footer(nb.cells[3])["transfer"]["sent_bytes"] < 1024
+    assert stream_text(nb.cells[5]) == "ndarray (200000,)\n"
+    assert stream_text(nb.cells[7]).splitlines()[0] == "RemoteValue 3"

@@ -384,12 +384,15 @@ class Agent(LaneReports):
 
     def _pack_outputs(self, h: dict, cell: str) -> tuple[dict, list]:
         ns = self.shell.user_ns
+        explicit = set(h.get("out") or ())  # --out: brought back whatever its size
         if h.get("no_out"):
             names = []
         elif h.get("out") is not None:
             names = list(h["out"])
         else:
             names = [n for n in h.get("binds", []) if n in ns and not isinstance(ns[n], types.ModuleType)]
+        keep = set(h.get("keep_remote") or ())
+        limit = int(h.get("max_return") or serialization.MAX_RETURN)
         packer = serialization.Packer(shm_pool=self.out_pool if h.get("shm") else None)
         values, refs, missing = {}, {}, []
         for name in names:
@@ -397,16 +400,37 @@ class Agent(LaneReports):
                 missing.append(name)
                 continue
             obj = ns[name]
-            try:
-                p = serialization.pickle_value(name, obj)
-            except SerializationError as e:
+            why, p = _stays(name, obj, keep, None if name in explicit else limit), None
+            if why is None:
+                try:
+                    p = serialization.pickle_value(name, obj)
+                except SerializationError as e:
+                    why = str(e)
+                else:
+                    size = len(p.data) + sum(memoryview(b).nbytes for b in p.buffers)
+                    if name not in explicit and size > limit:
+                        why = _too_large(name, size, limit)
+            if why is not None:
                 ref_hash = f"ref:{cell}:{name}"
                 self.held[name] = ref_hash
-                refs[name] = {"h": ref_hash, "t": serialization.type_name(obj), "why": str(e)}
+                refs[name] = {"h": ref_hash, "t": serialization.type_name(obj), "why": why}
                 continue
             values[name] = packer.pack(p)
             self.held[name] = p.hash
         return {"values": values, "refs": refs, "missing": missing}, packer.buffers
+
+
+def _stays(name: str, obj, keep: set, limit: int | None) -> str | None:
+    """Why a bound value stays on the worker before any pickling (None: it may come back)."""
+    if name in keep:
+        return "kept on the worker (--keep-remote)"
+    hint = serialization.size_hint(obj) if limit is not None else None
+    return _too_large(name, hint, limit) if hint is not None and hint > limit else None
+
+
+def _too_large(name: str, size: int, limit: int) -> str:
+    return (f"{serialization.human_size(size)} is more than the {serialization.human_size(limit)} a value brings "
+            f"back ($JUPYTER_GPU_MAX_RETURN); `%%gpu --out {name}` brings it anyway")
 
 
 def preload_image() -> None:
