@@ -1,0 +1,47 @@
+"""A `%%gpu` cell's options and text, as its execute request carries them: small pure functions."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import serialization
+
+
+@dataclass
+class CellOptions:
+    gpu: str | None = None
+    inputs: list | None = None
+    out: list | None = None
+    no_out: bool = False
+    keep_remote: list | None = None  # names that stay on the worker (--keep-remote)
+    keep_warm: float | None = None
+    timeout: float | None = None
+    max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (budget.py)
+    image: str | None = None  # the worker image (--image; images.py); None: `%gpu config`'s, else default
+    line: str = ""  # the magic's own line, echoed as the remote cell's first line
+
+
+MAX_RETURN_ENV = "JUPYTER_GPU_MAX_RETURN"  # default: serialization.MAX_RETURN
+
+
+def remote_limits(keep_remote: list | None) -> dict:
+    """What stays on the worker: the names given, and any value larger than the limit, unless
+    ``--out`` names it.  Only what differs from the worker's default goes into the request."""
+    limits = {"keep_remote": keep_remote} if keep_remote else {}
+    text = os.environ.get(MAX_RETURN_ENV)
+    if text:
+        limits["max_return"] = serialization.parse_size(text, MAX_RETURN_ENV)
+    return limits
+
+
+def nested_magic(cell_source: str) -> bool:
+    """Whether the body starts with another cell magic (``%%gpu`` then ``%%time``, ``%%bash``)."""
+    return cell_source.lstrip(" \t\n").startswith("%%")
+
+
+def remote_source(line: str, cell_source: str) -> str:
+    """The code the worker runs.  A first line standing for the magic keeps the remote line
+    numbers equal to the notebook cell's (IPython strips leading blank lines, so it must not be
+    blank).  A body that starts with another cell magic is sent as it is: only a cell's first line
+    can name one, and that magic numbers its body from there, as it does locally."""
+    return cell_source if nested_magic(cell_source) else f"# %%gpu {line}\n{cell_source}"

@@ -1,0 +1,40 @@
+"""What a %%gpu cell's options and text become in its execute request (jupyter_gpu/request.py)."""
+from __future__ import annotations
+
+import pytest
+
+from jupyter_gpu.request import remote_limits, remote_source
+from jupyter_gpu.serialization import parse_size, size_hint
+
+
+def test_the_remote_code_keeps_the_notebooks_line_numbers_or_starts_with_a_nested_cell_magic():
+    assert remote_source("--gpu A100", "x = 1\n") == "# %%gpu --gpu A100\nx = 1\n"  # line 2 is the cell's line 2
+    assert remote_source("", "\n%%time\nx = 1\n") == "\n%%time\nx = 1\n"  # only a first line names a cell magic
+    assert remote_source("", "%time x = 1\n").startswith("# %%gpu")  # a line magic is not one
+
+
+def test_sizes_read_as_memory_is_sized_and_bad_ones_name_the_setting():
+    assert parse_size("4GiB") == parse_size("4g") == parse_size("4 GB") == 4 * 2**30
+    assert parse_size("1.5MiB") == 1572864 and parse_size("512") == 512
+    with pytest.raises(ValueError, match="JUPYTER_GPU_MAX_RETURN: '4 gigs' is not a size"):
+        parse_size("4 gigs", "JUPYTER_GPU_MAX_RETURN")
+
+
+def test_only_limits_that_differ_from_the_workers_default_travel(monkeypatch):
+    monkeypatch.delenv("JUPYTER_GPU_MAX_RETURN", raising=False)
+    assert remote_limits(None) == {} and remote_limits([]) == {}
+    monkeypatch.setenv("JUPYTER_GPU_MAX_RETURN", "1MiB")
+    assert remote_limits(["model"]) == {"keep_remote": ["model"], "max_return": 2**20}
+
+
+def test_array_sizes_are_known_before_pickling_and_nothing_else_is_guessed():
+    np = pytest.importorskip("numpy")
+    assert size_hint(np.zeros((10, 10))) == 800
+    assert size_hint(b"x" * 100) is None and size_hint([1, 2]) is None
+
+    class Raising:
+        @property
+        def nbytes(self):
+            raise RuntimeError("a property that computes and fails")
+
+    assert size_hint(Raising()) is None
