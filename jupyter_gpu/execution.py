@@ -439,20 +439,19 @@ class KernelSession:
 
     def _take_results(self, h: dict, buffers: list, out: "CellOutcome", pub: Publisher) -> None:
         ns = self.shell.user_ns
+        def stays_remote(name: str, spec: dict, why: str) -> None:
+            ns[name] = value = RemoteValue(name, spec.get("t", "?"), "", "", "", spec["h"], self.cell_number(), why)
+            out.refs.append(value)  # its worker and device are filled in by _remember
+
         for name, spec in h.get("values", {}).items():
             try:
                 ns[name] = serialization.unpack(name, spec, buffers, self.reader)
             except SerializationError as e:  # e.g. a CUDA tensor, and this kernel has no CUDA
-                # it stays on its worker, usable there: not a failed cell, nor the other names lost
-                ns[name] = value = RemoteValue(name, spec.get("t", "?"), "", "", "", spec["h"], self.cell_number(), str(e))
-                out.refs.append(value)
+                stays_remote(name, spec, str(e))  # not a failed cell, nor the cell's other names lost
             out.hashes[name] = spec["h"]
             out.received += sum(r["n"] for r in [spec["p"], *spec["b"]] if "shm" in r)
-        for name, ref in h.get("refs", {}).items():
-            ns[name] = value = RemoteValue(
-                name, ref["t"], "", "", "", ref["h"], self.cell_number(), ref.get("why", "")
-            )
-            out.refs.append(value)
+        for name, ref in h.get("refs", {}).items():  # the worker kept it (unpicklable, too large, --keep-remote)
+            stays_remote(name, ref, ref.get("why", ""))
             out.hashes[name] = ref["h"]
         if h.get("missing"):
             pub.stream("stderr", f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}\n")

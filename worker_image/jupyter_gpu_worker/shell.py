@@ -208,9 +208,11 @@ class WorkerShell(InteractiveShell):
         AST transformers, another interactivity, a transform or syntax error) takes ``run_cell``."""
         cell = self._transformable(raw_cell)
         self.running_cell = cell if cell is not None else raw_cell
+        if cell is None:
+            return self.run_cell(raw_cell, store_history=False)
         n = self.execution_count
-        name = None if cell is None else self.compile.cache(cell, n, raw_code=raw_cell)
-        steps = None if cell is None else self._steps(cell, name)
+        name = self.compile.cache(cell, n, raw_code=raw_cell)
+        steps = self._steps(cell, name)
         if steps is None:
             return self.run_cell(raw_cell, store_history=False)
         info = _execution_info(raw_cell, cell)

@@ -106,31 +106,32 @@ class RayRuntime:
     def _needs(gpu: str) -> dict:
         return {"CPU": ACTOR_CPUS, **({"GPU": 1} if gpu != "cpu" else {})}
 
-    def waiting_for(self, gpu: str) -> str:
-        """Why a worker may not have started: what its actor needs against what the cluster has free."""
+    def _room(self, gpu: str) -> tuple[dict, dict] | None:
+        """(what a worker's actor needs, what the cluster has free of it); None if Ray cannot say."""
         try:
             free = self.ray.available_resources()
         except Exception:
-            return ""
+            return None
         need = self._needs(gpu)
-        fmt = lambda d: ", ".join(f"{v:g} {k}" for k, v in d.items())  # noqa: E731
-        return (f": Ray has not placed its actor, which needs {fmt(need)}; free in the cluster now: "
-                f"{fmt({k: free.get(k, 0.0) for k in need})} (its autoscaler, if any, may add a node)")
+        return need, {k: free.get(k, 0.0) for k in need}
+
+    def waiting_for(self, gpu: str) -> str:
+        """Why a worker may not have started: what its actor needs against what the cluster has free."""
+        room = self._room(gpu)
+        if room is None:
+            return ""
+        return (f": Ray has not placed its actor, which needs {_resources(room[0])}; free in the cluster now: "
+                f"{_resources(room[1])} (its autoscaler, if any, may add a node)")
 
     def short_of(self, gpu: str) -> str:
         """What a worker still starting waits for, said while it waits; "" when the cluster has
         the room its actor needs free (then it is only booting)."""
-        try:
-            free = self.ray.available_resources()
-        except Exception:
-            return ""
-        need = self._needs(gpu)
-        short = {k: free.get(k, 0.0) for k, v in need.items() if free.get(k, 0.0) < v}
+        room = self._room(gpu)
+        short = {k: v for k, v in room[1].items() if v < room[0][k]} if room else {}
         if not short:
             return ""
-        fmt = lambda d: ", ".join(f"{v:g} {k}" for k, v in d.items())  # noqa: E731
-        return (f"waiting for Ray to place the worker: it needs {fmt(need)}; free in the cluster: {fmt(short)}"
-                " (an autoscaler, if any, may add a node)")
+        return (f"waiting for Ray to place the worker: it needs {_resources(room[0])}; free in the cluster: "
+                f"{_resources(short)} (an autoscaler, if any, may add a node)")
 
     async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE) -> RayWorker:
         spec = self.images[image]
@@ -190,3 +191,8 @@ class RayRuntime:
             except Exception:
                 pass
         self.workers.clear()
+
+
+def _resources(d: dict) -> str:
+    """{"CPU": 0.5, "GPU": 1} -> "0.5 CPU, 1 GPU"."""
+    return ", ".join(f"{v:g} {k}" for k, v in d.items())
