@@ -155,8 +155,10 @@ def size_hint(obj) -> int | None:
 
 
 def human_size(n: float) -> str:
+    """12 -> '12 B', 1572864 -> '1.5 MiB'."""
+    unit = "B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            break
         n /= 1024
-    return f"{n} B"
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -32,7 +32,7 @@ from IPython.core.error import StdinNotImplementedError  # noqa: E402
 
 from . import device  # noqa: E402
 from .fdcapture import FdCapture  # noqa: E402
-from .reports import STARTED_AFTER, LaneReports  # noqa: E402
+from .reports import LaneReports  # noqa: E402
 from .shell import Emitter, make_shell  # noqa: E402
 from .telemetry import GpuTelemetry  # noqa: E402
 
@@ -162,8 +162,7 @@ class Agent(LaneReports):
         msg.header["session"] = self.session  # the lane was opened by this session only
         msg.lane = self.lane
         if msg.type == protocol.EXECUTE:
-            with self._meter_lock:  # announced unless it ends within STARTED_AFTER
-                self._announce = (msg.header["cell"], time.monotonic() + STARTED_AFTER)
+            self._announce_later(msg.header["cell"])
         return msg
 
     def _control(self, msg: protocol.Message) -> bool:

@@ -32,6 +32,11 @@ class LaneReports:
         self._idle_since = 0.0  # when the last request ended
         self._armed = False  # the reader waits with a timeout (a report falls due by itself)
 
+    def _announce_later(self, cell: str) -> None:
+        """Reader: a lane cell arrived; it is announced unless it ends within STARTED_AFTER."""
+        with self._meter_lock:
+            self._announce = (cell, time.monotonic() + STARTED_AFTER)
+
     def _reporting_due(self) -> float | None:
         """How long the reader may wait before a report falls due (None: no report due): the
         running lane cell's ``started``, or the ended ones' ``metered`` once the worker is idle."""
