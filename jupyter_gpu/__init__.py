@@ -15,6 +15,7 @@ _magics = None
 
 def load_ipython_extension(ip) -> None:
     global _magics
+    from . import early
     from .magics import GpuMagics, help_without_body
 
     if _magics is None or _magics.shell is not ip:
@@ -22,6 +23,7 @@ def load_ipython_extension(ip) -> None:
     ip.register_magics(_magics)
     if help_without_body not in ip.input_transformers_cleanup:
         ip.input_transformers_cleanup.append(help_without_body)
+    early.install(_magics)  # a warm cell goes to its worker as its request arrives (early.py)
 
 
 def unload_ipython_extension(ip) -> None:

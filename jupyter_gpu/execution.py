@@ -1,35 +1,28 @@
 """Run one `%%gpu` cell: ship its inputs, relay its events as they come, bring its names back.
 
-The cell's own thread does everything: it sends the request, then blocks on the connection and
-publishes each event under the cell's parent header until the final event.  A stop-button press
-(SIGINT) while it waits becomes an interrupt request; a second one asks the backend to kill the
-worker.  The cell keeps draining events either way, so no output is lost.
+The cell's own thread does everything: it plans the cell (where it runs, which names it ships),
+sends it (unless early.py sent it as its request arrived), relays its events (relay.py) and
+records what the worker now holds, then publishes the footer.
 """
 from __future__ import annotations
 
 import atexit
 import os
-import signal
-import threading
 import time
 import uuid
 
-from . import devices, footer, lane, protocol, serialization, shm, stdin
+from . import devices, early, footer, lane, protocol, relay, serialization, shm
 from .client import BackendClient
 from .embedded import ensure_backend
-from .budget import CellBudget, run_limit
-from .errors import ConnectionLost, RemoteValueLost, SerializationError, from_failure
+from .budget import run_limit
+from .errors import ConnectionLost, RemoteValueLost, from_failure
 from .held import Held, Lost
 from .images import DEFAULT_IMAGE, pool_key
-from .live import LiveStatus
 from .names import analyse, inputs_for
 from .publish import Publisher
 from .outcome import CellOutcome
-from .request import CellOptions, nested_magic, remote_limits, remote_source
+from .request import CellOptions, CellPlan, nested_magic, remote_limits, remote_source
 from .remote import RemoteValue
-
-POLL = 0.05  # how often the waiting thread looks at the interrupt flag
-
 
 def _kernel_id() -> str:
     try:
@@ -58,11 +51,12 @@ class KernelSession:
         self.host_id = shm.host_id()
         self.pool: shm.SegmentPool | None = None
         self.reader = shm.SegmentReader()
-        self._interrupts = 0
         self._closing_registered = False
         self.fell_back: str | None = None  # the GPU spec the last cell asked for, when it fell back
         self._cells = 0  # cells this kernel ran: their ids
         self._names_cache: dict[str, tuple[frozenset, frozenset]] = {}  # cell source -> (reads, binds)
+        self.early: early.Sent | None = None  # a cell sent as its execute_request arrived (early.py)
+        self.sent_on_arrival = 0  # cells early.py sent before their magic ran
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self, url: str | None = None, token: str | None = None) -> BackendClient:
@@ -89,16 +83,24 @@ class KernelSession:
 
     def choose_gpu(self, requested: str | None) -> str:
         """The GPU type a cell runs on: the first of its fallback list the backend offers."""
+        gpu, self.fell_back = self._gpu_for(requested)
+        if self.fell_back:
+            self._say_fallback(self.fell_back, gpu)
+        return gpu
+
+    def _gpu_for(self, requested: str | None) -> tuple[str, str | None]:
+        """(the GPU type, the spec asked for when that is a fallback, else None)."""
         client = self.connect()
         spec = requested or self.defaults.gpu or client.welcome.get("default_gpu", "cpu")
         offers = client.welcome.get("offers", [])
         # $JUPYTER_GPU_FALLBACK comes last; "A100:2" where the backend gives a worker two (welcome's devices)
         gpu = devices.choose(devices.with_fallback(spec), offers, client.welcome.get("devices") or 1)
-        self.fell_back = None if devices.split(gpu)[0] in {n for n, _ in devices.parse(spec)} else spec
-        if self.fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
-            Publisher(self.shell).stream("stderr", f"jupyter-gpu: {spec} is not offered here "
-                                         f"(offered: {', '.join(offers)}); running on {gpu} ({devices.FALLBACK_ENV})\n")
-        return gpu
+        return gpu, None if devices.split(gpu)[0] in {n for n, _ in devices.parse(spec)} else spec
+
+    def _say_fallback(self, spec: str, gpu: str) -> None:
+        offers = self.client.welcome.get("offers", [])
+        Publisher(self.shell).stream("stderr", f"jupyter-gpu: {spec} is not offered here "
+                                     f"(offered: {', '.join(offers)}); running on {gpu} ({devices.FALLBACK_ENV})\n")
 
     def shares_host(self) -> bool:
         return self.host_id is not None and self.client.welcome.get("host_id") == self.host_id
@@ -128,98 +130,132 @@ class KernelSession:
             self.pool.close()
 
     # -- a cell ----------------------------------------------------------------------------------
-    def run_cell(self, cell_source: str, opts: CellOptions) -> dict:
-        client = self.connect()
-        gpu = self.choose_gpu(opts.gpu)
+    def plan(self, cell_source: str, opts: CellOptions, quiet: bool = False) -> "CellPlan | None":
+        """What a cell needs before it is sent: where it runs and which names it ships.  Raises
+        what the cell must fail with; quiet (sending before the magic runs): None instead of saying
+        anything or failing, and the magic decides later."""
+        self.connect()
+        gpu, fell_back = self._gpu_for(opts.gpu)
+        if quiet and fell_back:
+            return None
+        self.fell_back = fell_back
+        if fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
+            self._say_fallback(fell_back, gpu)
         opts.image = opts.image or self.defaults.image or DEFAULT_IMAGE
         key = pool_key(gpu, opts.image)  # what the kernel holds is per (GPU type, image)
         opts.max_cost = run_limit(opts.max_cost, gpu, self.footers)  # what `jupyter-gpu run --max-cost` left
-        keep_warm = opts.keep_warm if opts.keep_warm is not None else self.defaults.keep_warm
         ns = self.shell.user_ns
         reads, binds = self._names_of(cell_source)
         names = opts.inputs if opts.inputs is not None else inputs_for(reads, ns)
-        for n in names:
-            if n not in ns:
-                raise NameError(f"name '{n}' given to --in is not defined")
         free = reads - binds  # read before (or without) being bound here
+        missing = [n for n in names if n not in ns]
         lost = self.lost.get(key, {})
-        for n in sorted(free):
-            if n not in ns and n in lost and n not in self.held.get(key, Held()).remote_only:
-                raise RemoteValueLost(lost[n].explain(n))
+        gone = [n for n in sorted(free) if n not in ns and n in lost
+                and n not in self.held.get(key, Held()).remote_only]
+        if quiet and (missing or gone):
+            return None
+        for n in missing:
+            raise NameError(f"name '{n}' given to --in is not defined")
+        for n in gone:
+            raise RemoteValueLost(lost[n].explain(n))
         use_shm = self.shares_host()
         if use_shm and self.pool is None:
             self.pool = shm.SegmentPool()  # closed by close() at exit; a killed kernel's at the next sweep
-        exec_count = self.cell_number()
-        t0 = time.monotonic()
+        keep_warm = opts.keep_warm if opts.keep_warm is not None else self.defaults.keep_warm
         self._cells += 1
-        base = f"{self.id}-{self._cells}"  # unique in the ledger: the session id is (uuid4 costs ~20 us a cell)
+        # unique in the ledger: the session id is (uuid4 costs ~20 us a cell)
+        return CellPlan(cell_source, opts, gpu, key, keep_warm, names, free, binds, use_shm,
+                        self.cell_number(), time.monotonic(), f"{self.id}-{self._cells}", fell_back)
+
+    def run_cell(self, cell_source: str, opts: CellOptions) -> dict:
+        sent = early.claim(self, cell_source, opts)
+        plan = sent.plan if sent is not None else self.plan(cell_source, opts)
         # at most: the lane (its worker may have retired), the backend, and a resend through it
         for attempt in range(3):
-            held = self.held.setdefault(key, Held())
-            packer = serialization.Packer(shm_pool=self.pool if use_shm else None)
-            inputs, keep, sent_hashes = self._pack_inputs(names, held, packer)
-            # values only the worker holds: the backend must confirm it is still the same worker
-            needs = sorted(n for n in free if n not in ns and n in held.remote_only)
-            header = {
-                "type": protocol.EXECUTE,
-                "cell": f"{base}.{attempt}",
-                "code": remote_source(opts.line, cell_source),
-                "gpu": gpu,
-                "image": opts.image,
-                "exec_count": exec_count,
-                "inputs": inputs,
-                "keep": keep,
-                "expect_worker": held.worker if keep or needs else None,
-                "binds": sorted(binds),
-                "out": opts.out,
-                "no_out": opts.no_out,
-                **remote_limits(opts.keep_remote),
-                "shm": use_shm,
-                "keep_warm": keep_warm,
-                # the worker's segments whose values died here: it may reuse them
-                "returned": self.reader.drain_returned(),
-            }
-            route = self._lane(held)
-            outcome = None
-            try:
-                if route is not None:
-                    header["session"] = self.id
-                    try:
-                        sent = route.send(header, packer.buffers) + packer.shm_bytes
-                        outcome = self._drain(header["cell"], gpu, t0, opts, route)
-                    except lane.LaneClosed:
-                        outcome = self._lane_lost(held, header["cell"], gpu)
-                        held.drop_lane()
-                        if outcome is None:  # it retired before reading the cell: ask the backend
-                            continue
-                    else:
-                        outcome.done.update(worker=held.worker, gpu=gpu, device=held.device, cold=False,
-                                            keep_warm=keep_warm if keep_warm is not None else held.keep_warm,
-                                            lane=held.lane, route="lane", pool=held.pool, image=opts.image)
-                else:
-                    sent = client.send(header, packer.buffers) + packer.shm_bytes
-                    outcome = self._drain(header["cell"], gpu, t0, opts, client)
-            finally:
-                if self.pool is not None and (outcome is None or not outcome.done.get("worker")):
-                    self.pool.reclaim(held.worker)  # nobody maps what this attempt lent
-            if outcome is None:  # the worker holding our values is gone: send everything again
-                self.forget(key)
-                for n in needs:
-                    raise RemoteValueLost(self.lost[key][n].explain(n))
-                continue
-            break
+            tried = self._attempt(plan, attempt, sent if attempt == 0 else None)
+            if tried is not None:
+                return self.conclude(plan, *tried)
+        raise ConnectionLost("the backend asked repeatedly to resend the cell's inputs")
+
+    def pack(self, plan: "CellPlan", attempt: int):
+        """The request of one attempt at ``plan``: (held, packer, header, hashes of what it ships)."""
+        held = self.held.setdefault(plan.key, Held())
+        packer = serialization.Packer(shm_pool=self.pool if plan.use_shm else None)
+        inputs, keep, sent_hashes = self._pack_inputs(plan.names, held, packer)
+        opts = plan.opts
+        header = {
+            "type": protocol.EXECUTE,
+            "cell": f"{plan.base}.{attempt}",
+            "code": remote_source(opts.line, plan.source),
+            "gpu": plan.gpu,
+            "image": opts.image,
+            "exec_count": plan.exec_count,
+            "inputs": inputs,
+            "keep": keep,
+            "expect_worker": held.worker if keep or plan.needs(self.shell.user_ns, held) else None,
+            "binds": sorted(plan.binds),
+            "out": opts.out,
+            "no_out": opts.no_out,
+            **remote_limits(opts.keep_remote),
+            "shm": plan.use_shm,
+            "keep_warm": plan.keep_warm,
+            # the worker's segments whose values died here: it may reuse them
+            "returned": self.reader.drain_returned(),
+        }
+        return held, packer, header, sent_hashes
+
+    def _attempt(self, plan: "CellPlan", attempt: int, sent: "early.Sent | None"):
+        """Send the cell (unless ``sent`` already did, by the lane) and drain its events: (held,
+        outcome, bytes sent, hashes sent), or None when it must be sent again."""
+        if sent is not None:
+            held, packer, header, sent_hashes, route, size = sent.attempt
         else:
-            raise ConnectionLost("the backend asked repeatedly to resend the cell's inputs")
+            held, packer, header, sent_hashes = self.pack(plan, attempt)
+            route, size = self._lane(held), None
+        outcome = None
+        try:
+            if route is not None:
+                header["session"] = self.id
+                try:
+                    if size is None:
+                        size = route.send(header, packer.buffers) + packer.shm_bytes
+                    outcome = relay.drain(self, header["cell"], plan.gpu, plan.t0, plan.opts, route)
+                except lane.LaneClosed:
+                    outcome = self._lane_lost(held, header["cell"], plan.gpu)
+                    held.drop_lane()
+                    if outcome is None:  # it retired before reading the cell: ask the backend
+                        return None
+                else:
+                    keep_warm = plan.keep_warm if plan.keep_warm is not None else held.keep_warm
+                    outcome.done.update(worker=held.worker, gpu=plan.gpu, device=held.device, cold=False,
+                                        keep_warm=keep_warm, lane=held.lane, route="lane", pool=held.pool,
+                                        image=plan.opts.image)
+            else:
+                size = self.client.send(header, packer.buffers) + packer.shm_bytes
+                outcome = relay.drain(self, header["cell"], plan.gpu, plan.t0, plan.opts, self.client)
+        finally:
+            if self.pool is not None and (outcome is None or not outcome.done.get("worker")):
+                self.pool.reclaim(held.worker)  # nobody maps what this attempt lent
+        if outcome is None:  # the worker holding our values is gone: send everything again
+            self.forget(plan.key)
+            for n in plan.needs(self.shell.user_ns, held):
+                raise RemoteValueLost(self.lost[plan.key][n].explain(n))
+            return None
+        return held, outcome, size, sent_hashes
+
+    def conclude(self, plan: "CellPlan", held: Held, outcome: CellOutcome, size: int, sent_hashes: dict,
+                 raise_error: bool = True) -> dict:
+        """Record what the cell left where, and publish its footer (its last output)."""
         done = outcome.done
-        self._remember(key, held, done, sent_hashes, outcome, binds, opts)
-        wall = time.monotonic() - t0
-        f = footer.build(done, wall, {"sent_bytes": sent, "received_bytes": outcome.received})
-        if self.fell_back:
-            f["fallback_from"] = self.fell_back
+        self._remember(plan.key, held, done, sent_hashes, outcome, plan.binds, plan.opts)
+        wall = time.monotonic() - plan.t0
+        f = footer.build(done, wall, {"sent_bytes": size, "received_bytes": outcome.received})
+        if plan.fell_back:
+            f["fallback_from"] = plan.fell_back
         self.last_footer = f
         self.footers.append(f)
         error = outcome.exception(done)
-        if error is None:
+        if error is None or not raise_error:
             Publisher(self.shell).display(footer.bundle(f), {})
             return f
         # the kernel publishes the error output after the magic raises; the footer must still be
@@ -356,115 +392,3 @@ class KernelSession:
             else:
                 inputs[name] = packer.pack(p)
         return inputs, keep, hashes
-
-    def _drain(self, cell: str, gpu: str, t0: float, opts: CellOptions, conn):
-        """Publish the cell's events (read from ``conn``: the backend or the worker's lane) until
-        its final one.  None means: resend the inputs."""
-        pub = Publisher(self.shell)
-        pub.begin()
-        prefix = f"jgpu-{self.id}-"
-        live = LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
-        budget = CellBudget.for_cell(opts.max_cost, gpu, t0)
-        if budget is not None and budget.note():
-            pub.stream("stderr", budget.note())
-        out = CellOutcome()
-        kernel_sigint = self._trap_sigint()  # the kernel's own handler, None off the main thread
-        sent_interrupts = 0
-        try:
-            while True:
-                now = time.monotonic()
-                if opts.timeout and now - t0 > opts.timeout and self._interrupts == 0:
-                    self._interrupts = 1  # --timeout: the same path as the stop button
-                over = budget.exceeded(now) if budget is not None and self._interrupts == 0 else None
-                if over:
-                    pub.stream("stderr", over)
-                    self._interrupts = 1  # --max-cost: the same path as the stop button
-                elif budget is not None and budget.again(now):  # one sent during a cold start is dropped
-                    conn.send({"type": protocol.INTERRUPT, "cell": cell})
-                wait = max(0.0, live.next_tick - now)
-                if kernel_sigint is not None:
-                    wait = min(wait, POLL)
-                try:
-                    msg = conn.recv(timeout=wait)
-                except KeyboardInterrupt:  # only off the main thread, where SIGINT cannot be trapped
-                    self._interrupts += 1
-                    msg = None
-                if self._interrupts > sent_interrupts:
-                    sent_interrupts = self._interrupts
-                    if sent_interrupts == 1:
-                        conn.send({"type": protocol.INTERRUPT, "cell": cell})
-                    else:  # only the backend can kill a worker
-                        self.client.send({"type": protocol.KILL, "cell": cell, "gpu": gpu, "image": opts.image})
-                live.tick()
-                if msg is None:
-                    continue
-                h = msg.header
-                if h.get("cell") not in (cell, None):
-                    continue  # a late event of an earlier attempt
-                kind = h["type"]
-                if kind == protocol.STREAM:
-                    pub.stream(h["name"], h["text"])
-                elif kind == protocol.DISPLAY:
-                    if h.get("kind") == "execute_result":
-                        pub.execute_result(h["data"], h["metadata"], self.cell_number())
-                    else:
-                        transient = dict(h.get("transient") or {})
-                        if "display_id" in transient:  # namespaced: never collides with local ids
-                            transient["display_id"] = prefix + str(transient["display_id"])
-                        pub.display(h["data"], h["metadata"], transient, h.get("update", False))
-                elif kind == protocol.CLEAR_OUTPUT:
-                    pub.clear_output(h.get("wait", False))
-                elif kind == protocol.INPUT_REQUEST:
-                    conn.send({**stdin.reply_to(self.shell, h, kernel_sigint), "cell": cell})
-                elif kind == protocol.ERROR:
-                    out.error(h, msg.buffers)
-                elif kind == protocol.PHASE:
-                    live.show(h["phase"], h.get("position"), h.get("detail"))
-                    if budget is not None:
-                        budget.phase(h["phase"], time.monotonic())
-                elif kind == protocol.RESEND:
-                    return None
-                elif kind == protocol.FAILURE:
-                    live.clear()
-                    raise from_failure(h)
-                elif kind == protocol.DONE and h.get("status") != "resend":
-                    live.clear()
-                    out.received += protocol.payload_size(h)
-                    self._take_results(h, msg.buffers, out, pub)
-                    out.done = h
-                    return out
-        finally:
-            if kernel_sigint is not None:
-                signal.signal(signal.SIGINT, kernel_sigint)
-
-    def _take_results(self, h: dict, buffers: list, out: "CellOutcome", pub: Publisher) -> None:
-        ns = self.shell.user_ns
-        def stays_remote(name: str, spec: dict, why: str) -> None:
-            ns[name] = value = RemoteValue(name, spec.get("t", "?"), "", "", "", spec["h"], self.cell_number(), why)
-            out.refs.append(value)  # its worker and device are filled in by _remember
-
-        for name, spec in h.get("values", {}).items():
-            try:
-                ns[name] = serialization.unpack(name, spec, buffers, self.reader)
-            except SerializationError as e:  # e.g. a CUDA tensor, and this kernel has no CUDA
-                stays_remote(name, spec, str(e))  # not a failed cell, nor the cell's other names lost
-            out.hashes[name] = spec["h"]
-            out.received += sum(r["n"] for r in [spec["p"], *spec["b"]] if "shm" in r)
-        for name, ref in h.get("refs", {}).items():  # the worker kept it (unpicklable, too large, --keep-remote)
-            stays_remote(name, ref, ref.get("why", ""))
-            out.hashes[name] = ref["h"]
-        if h.get("missing"):
-            pub.stream("stderr", f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}\n")
-
-    def _trap_sigint(self):
-        """Turn SIGINT into a counted request while we wait (only possible on the main thread);
-        returns the handler it replaced (None off the main thread)."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        self._interrupts = 0
-
-        def on_sigint(signum, frame):
-            self._interrupts += 1
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        return previous if previous is not None else signal.default_int_handler  # None: not set from Python

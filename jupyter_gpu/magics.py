@@ -77,17 +77,23 @@ class GpuMagics(Magics):
         tracebacks with this cell's line numbers.  The stop button interrupts the remote code; a
         second press kills the worker.
         """
-        args = self._cell_args(line)
-        if args.help:
+        opts = self.cell_options(line)
+        if opts is None:
             print(self.gpu_cell.__doc__)
             return None
-        opts = CellOptions(
+        self.session.run_cell(cell, opts)
+        return None
+
+    def cell_options(self, line: str) -> CellOptions | None:
+        """A %%gpu line's options (None: it asks for the help)."""
+        args = self._cell_args(line)
+        if args.help:
+            return None
+        return CellOptions(
             gpu=args.gpu, inputs=args.inputs, out=args.out, no_out=args.no_out, keep_remote=args.keep_remote,
             keep_warm=args.keep_warm, timeout=args.timeout, line=line.strip(), max_cost=args.max_cost,
             image=args.image,
         )
-        self.session.run_cell(cell, opts)
-        return None
 
     def _cell_args(self, line: str):
         """The parsed options of a %%gpu line; a notebook repeats the same few lines, and argparse

@@ -51,6 +51,10 @@ class Agent(LaneReports):
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> the main thread
         self._input_replies: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> ask_user
         self.executing: str | None = None
+        # a stop press for a cell handed over but not begun is kept until it begins (under _start_lock)
+        self._start_lock = threading.Lock()
+        self._waiting: set[str] = set()  # cells handed to the main thread that have not begun
+        self._stopped: set[str] = set()  # those of them the stop button interrupted
         self.session: str | None = None
         lane_dir = os.environ.get(LANE_DIR_ENV)
         self.listener = lanes.Listener(lane_dir, worker_id) if lane_dir else None
@@ -170,7 +174,11 @@ class Agent(LaneReports):
         kind = msg.type
         if kind == protocol.INTERRUPT:
             cell = msg.header.get("cell")
-            if self.executing is not None and self.executing == cell:
+            with self._start_lock:
+                running = self.executing is not None and self.executing == cell
+                if not running and cell in self._waiting:
+                    self._stopped.add(cell)  # it stops as it begins
+            if running:
                 self.interrupt_seen = False
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                 threading.Thread(target=self._interrupt_again, args=(cell,), daemon=True).start()
@@ -246,6 +254,8 @@ class Agent(LaneReports):
             elif msg.type == protocol.EXECUTE:
                 with self._meter_lock:
                     self._pending += 1
+                with self._start_lock:
+                    self._waiting.add(msg.header["cell"])
                 self._requests.put(msg)
 
     # -- cells ---------------------------------------------------------------------------------
@@ -299,6 +309,9 @@ class Agent(LaneReports):
         ns = self.shell.user_ns
         missing = [n for n, hsh in h.get("keep", {}).items() if self.held.get(n) != hsh or n not in ns]
         if missing:
+            with self._start_lock:
+                self._waiting.discard(cell)
+                self._stopped.discard(cell)
             self.send({"type": protocol.RESEND, "cell": cell, "names": missing})
             self.send({"type": protocol.DONE, "cell": cell, "status": "resend", "timings": {}})
             return "resend", {}
@@ -306,8 +319,14 @@ class Agent(LaneReports):
         status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
         t0 = time.monotonic()
-        self.executing = cell  # from here the stop button interrupts it: loading a big input too
+        with self._start_lock:  # from here the stop button interrupts it: loading a big input too
+            self._waiting.discard(cell)
+            self.executing = cell
+            stopped = cell in self._stopped
+            self._stopped.discard(cell)
         try:
+            if stopped:  # the stop button was pressed before it began
+                raise KeyboardInterrupt
             try:
                 for name, spec in h.get("inputs", {}).items():
                     ns[name] = serialization.unpack(name, spec, msg.buffers, self.reader)

@@ -1,0 +1,143 @@
+"""Relay a remote cell's events into the notebook as they come, until its final one.
+
+The cell's own thread does it: it blocks on the connection (the backend's, or the worker's lane)
+and publishes each event under the cell's parent header.  A stop-button press (SIGINT) while it
+waits becomes an interrupt request; a second one asks the backend to kill the worker.  The cell
+keeps draining events either way, so no output is lost.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+from . import protocol, serialization, stdin
+from .budget import CellBudget
+from .errors import SerializationError, from_failure
+from .live import LiveStatus
+from .outcome import CellOutcome
+from .publish import Publisher
+from .remote import RemoteValue
+from .request import CellOptions
+
+POLL = 0.05  # how often the waiting thread looks at the interrupt flag
+
+
+class StopButton:
+    """Stop-button presses while a cell waits: SIGINT becomes a count (only on the main thread,
+    the only one Python delivers signals to)."""
+
+    def __init__(self):
+        self.presses = 0
+
+    def trap(self):
+        """Count SIGINT from now on; returns the handler it replaced (None off the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigint(signum, frame):
+            self.presses += 1
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        return previous if previous is not None else signal.default_int_handler  # None: not set from Python
+
+
+def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> CellOutcome | None:
+    """Publish the cell's events (read from ``conn``: the backend or the worker's lane) until
+    its final one.  None means: resend the inputs."""
+    pub = Publisher(session.shell)
+    pub.begin()
+    prefix = f"jgpu-{session.id}-"
+    live = LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
+    budget = CellBudget.for_cell(opts.max_cost, gpu, t0)
+    if budget is not None and budget.note():
+        pub.stream("stderr", budget.note())
+    out = CellOutcome()
+    stop = StopButton()
+    kernel_sigint = stop.trap()  # the kernel's own handler, None off the main thread
+    sent_interrupts = 0
+    try:
+        while True:
+            now = time.monotonic()
+            if opts.timeout and now - t0 > opts.timeout and stop.presses == 0:
+                stop.presses = 1  # --timeout: the same path as the stop button
+            over = budget.exceeded(now) if budget is not None and stop.presses == 0 else None
+            if over:
+                pub.stream("stderr", over)
+                stop.presses = 1  # --max-cost: the same path as the stop button
+            elif budget is not None and budget.again(now):  # one sent during a cold start is dropped
+                conn.send({"type": protocol.INTERRUPT, "cell": cell})
+            wait = max(0.0, live.next_tick - now)
+            if kernel_sigint is not None:
+                wait = min(wait, POLL)
+            try:
+                msg = conn.recv(timeout=wait)
+            except KeyboardInterrupt:  # only off the main thread, where SIGINT cannot be trapped
+                stop.presses += 1
+                msg = None
+            if stop.presses > sent_interrupts:
+                sent_interrupts = stop.presses
+                if sent_interrupts == 1:
+                    conn.send({"type": protocol.INTERRUPT, "cell": cell})
+                else:  # only the backend can kill a worker
+                    session.client.send({"type": protocol.KILL, "cell": cell, "gpu": gpu, "image": opts.image})
+            live.tick()
+            if msg is None:
+                continue
+            h = msg.header
+            if h.get("cell") not in (cell, None):
+                continue  # a late event of an earlier attempt
+            kind = h["type"]
+            if kind == protocol.STREAM:
+                pub.stream(h["name"], h["text"])
+            elif kind == protocol.DISPLAY:
+                if h.get("kind") == "execute_result":
+                    pub.execute_result(h["data"], h["metadata"], session.cell_number())
+                else:
+                    transient = dict(h.get("transient") or {})
+                    if "display_id" in transient:  # namespaced: never collides with local ids
+                        transient["display_id"] = prefix + str(transient["display_id"])
+                    pub.display(h["data"], h["metadata"], transient, h.get("update", False))
+            elif kind == protocol.CLEAR_OUTPUT:
+                pub.clear_output(h.get("wait", False))
+            elif kind == protocol.INPUT_REQUEST:
+                conn.send({**stdin.reply_to(session.shell, h, kernel_sigint), "cell": cell})
+            elif kind == protocol.ERROR:
+                out.error(h, msg.buffers)
+            elif kind == protocol.PHASE:
+                live.show(h["phase"], h.get("position"), h.get("detail"))
+                if budget is not None:
+                    budget.phase(h["phase"], time.monotonic())
+            elif kind == protocol.RESEND:
+                return None
+            elif kind == protocol.FAILURE:
+                live.clear()
+                raise from_failure(h)
+            elif kind == protocol.DONE and h.get("status") != "resend":
+                live.clear()
+                out.received += protocol.payload_size(h)
+                take_results(session, h, msg.buffers, out, pub)
+                out.done = h
+                return out
+    finally:
+        if kernel_sigint is not None:
+            signal.signal(signal.SIGINT, kernel_sigint)
+
+def take_results(session, h: dict, buffers: list, out: CellOutcome, pub: Publisher) -> None:
+    ns = session.shell.user_ns
+    def stays_remote(name: str, spec: dict, why: str) -> None:
+        ns[name] = value = RemoteValue(name, spec.get("t", "?"), "", "", "", spec["h"], session.cell_number(), why)
+        out.refs.append(value)  # its worker and device are filled in by _remember
+
+    for name, spec in h.get("values", {}).items():
+        try:
+            ns[name] = serialization.unpack(name, spec, buffers, session.reader)
+        except SerializationError as e:  # e.g. a CUDA tensor, and this kernel has no CUDA
+            stays_remote(name, spec, str(e))  # not a failed cell, nor the cell's other names lost
+        out.hashes[name] = spec["h"]
+        out.received += sum(r["n"] for r in [spec["p"], *spec["b"]] if "shm" in r)
+    for name, ref in h.get("refs", {}).items():  # the worker kept it (unpicklable, too large, --keep-remote)
+        stays_remote(name, ref, ref.get("why", ""))
+        out.hashes[name] = ref["h"]
+    if h.get("missing"):
+        pub.stream("stderr", f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}\n")
