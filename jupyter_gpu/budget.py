@@ -71,12 +71,13 @@ class CellBudget:
                 f"${self.max_cost:g} ({self.provider} ${self.per_s:.6f}/s, {self.as_of or 'undated'})\n")
 
 
-def run_limit(own: float | None, gpu: str, footers: list) -> float | None:
+def run_limit(own: float | None, gpu: str, spent: float) -> float | None:
     """A cell's limit under `jupyter-gpu run --max-cost`: what the run left this kernel
-    (``$JUPYTER_GPU_RUN_BUDGET``) less what its cells have cost, or the cell's own --max-cost if
-    smaller.  Not applied on a device without a price: it could not bite, only say so in every cell."""
+    (``$JUPYTER_GPU_RUN_BUDGET``) less what its cells have cost (``spent``, USD), or the cell's own
+    --max-cost if smaller.  Not applied on a device without a price: it could not bite, only say
+    so in every cell."""
     left = os.environ.get(RUN_BUDGET_ENV)
     if not left or price_for(gpu).serverless_per_s <= 0:
         return own
-    left = max(0.0, float(left) - sum(float(f.get("cost_usd") or 0.0) for f in footers))
+    left = max(0.0, float(left) - spent)
     return left if own is None else min(own, left)

@@ -21,7 +21,7 @@ from .images import DEFAULT_IMAGE, pool_key
 from .names import analyse, inputs_for
 from .publish import Publisher
 from .outcome import CellOutcome
-from .request import CellOptions, CellPlan, nested_magic, remote_limits, remote_source
+from .request import CellOptions, CellPlan, nested_binds, nested_magic, remote_limits, remote_source
 from .remote import RemoteValue
 
 def _kernel_id() -> str:
@@ -48,6 +48,7 @@ class KernelSession:
         self.defaults = CellOptions()
         self.last_footer: dict | None = None
         self.footers: list[dict] = []  # every cell's footer, for `%gpu cost`
+        self.spent_usd = 0.0  # what they cost together (the run budget's `spent`)
         self.host_id = shm.host_id()
         self.pool: shm.SegmentPool | None = None
         self.reader = shm.SegmentReader()
@@ -143,7 +144,7 @@ class KernelSession:
             self._say_fallback(fell_back, gpu)
         opts.image = opts.image or self.defaults.image or DEFAULT_IMAGE
         key = pool_key(gpu, opts.image)  # what the kernel holds is per (GPU type, image)
-        opts.max_cost = run_limit(opts.max_cost, gpu, self.footers)  # what `jupyter-gpu run --max-cost` left
+        opts.max_cost = run_limit(opts.max_cost, gpu, self.spent_usd)  # what `jupyter-gpu run --max-cost` left
         ns = self.shell.user_ns
         reads, binds = self._names_of(cell_source)
         names = opts.inputs if opts.inputs is not None else inputs_for(reads, ns)
@@ -254,6 +255,7 @@ class KernelSession:
             f["fallback_from"] = plan.fell_back
         self.last_footer = f
         self.footers.append(f)
+        self.spent_usd += float(f.get("cost_usd") or 0.0)
         error = outcome.exception(done)
         if error is None or not raise_error:
             Publisher(self.shell).display(footer.bundle(f), {})
@@ -271,13 +273,14 @@ class KernelSession:
         if found is not None:
             return found
         # under a nested cell magic, the names are those of its body (Python for %%time, %%timeit,
-        # %%capture; anything else does not parse and has none)
-        python = cell_source.lstrip(" \t\n").partition("\n")[2] if nested_magic(cell_source) else cell_source
+        # %%capture; anything else does not parse and has none) and any its line binds
+        nested = nested_magic(cell_source)
+        python = cell_source.lstrip(" \t\n").partition("\n")[2] if nested else cell_source
         try:
             reads, binds = analyse(self.shell.transform_cell(python))
         except Exception:  # SyntaxError or a failing IPython transform
-            return frozenset(), frozenset()  # the worker reports the error with the cell's line numbers
-        found = frozenset(reads), frozenset(binds)
+            reads, binds = (), ()  # the worker reports the error with the cell's line numbers
+        found = frozenset(reads), frozenset(binds) | (nested_binds(cell_source) if nested else frozenset())
         if "\n" in cell_source.strip() or not self.shell.autocall:
             if len(self._names_cache) >= 256:
                 self._names_cache.clear()

@@ -63,6 +63,16 @@ def nested_magic(cell_source: str) -> bool:
     return cell_source.lstrip(" \t\n").startswith("%%")
 
 
+def nested_binds(cell_source: str) -> frozenset:
+    """The names a nested cell magic's own line binds: ``%%capture NAME`` stores what it
+    captured in NAME (its other options are flags)."""
+    first = cell_source.lstrip(" \t\n").partition("\n")[0].split()
+    if not first or first[0] != "%%capture":
+        return frozenset()
+    names = [a for a in first[1:] if not a.startswith("-")]
+    return frozenset(names[:1]) if names and names[0].isidentifier() else frozenset()
+
+
 def remote_source(line: str, cell_source: str) -> str:
     """The code the worker runs.  A first line standing for the magic keeps the remote line
     numbers equal to the notebook cell's (IPython strips leading blank lines, so it must not be

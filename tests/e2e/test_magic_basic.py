@@ -45,7 +45,7 @@ def test_a_cell_magic_under_gpu_runs_on_the_worker_as_it_would_locally(run_noteb
         "%%gpu\n%%time\ny = base * 2\ny",  # %%time times the remote run; its body's names travel
         "print(y)",
         "%%gpu\n%%bash\necho hi from bash",
-        "%%gpu --out cap\n%%capture cap\nprint('hidden')",  # a name the magic binds: --out brings it
+        "%%gpu\n%%capture cap\nprint('hidden')",  # the name %%capture's line binds comes back
         "print(repr(cap.stdout))",
     ])
     timed = nb.cells[2]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu.request import remote_limits, remote_source
+from jupyter_gpu.request import nested_binds, remote_limits, remote_source
 from jupyter_gpu.serialization import parse_size, size_hint
 
 
@@ -38,3 +38,14 @@ def test_array_sizes_are_known_before_pickling_and_nothing_else_is_guessed():
             raise RuntimeError("a property that computes and fails")
 
     assert size_hint(Raising()) is None
+
+
+@pytest.mark.parametrize("cell, names", [
+    ("%%capture cap\nprint(1)", {"cap"}),
+    ("%%capture --no-stderr out\nprint(1)", {"out"}),
+    ("  %%capture\nprint(1)", set()),  # nothing kept
+    ("%%time\nx = 1", set()),
+    ("x = 1", set()),
+])
+def test_a_nested_magic_line_binds_what_it_names(cell, names):
+    assert nested_binds(cell) == names

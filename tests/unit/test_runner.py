@@ -104,12 +104,12 @@ def test_the_run_budget_left_becomes_each_cells_limit(monkeypatch):
     from jupyter_gpu.budget import RUN_BUDGET_ENV, run_limit
 
     monkeypatch.delenv(RUN_BUDGET_ENV, raising=False)
-    assert run_limit(None, "H100", []) is None and run_limit(0.2, "H100", []) == 0.2
+    assert run_limit(None, "H100", 0.0) is None and run_limit(0.2, "H100", 0.0) == 0.2
     monkeypatch.setenv(RUN_BUDGET_ENV, "0.5")
-    spent = [{"cost_usd": 0.1}, {"cost_usd": 0.15}]
+    spent = 0.1 + 0.15  # what the kernel's cells cost so far
     assert run_limit(None, "H100", spent) == pytest.approx(0.25)  # what the kernel's cells left of it
     assert run_limit(0.1, "H100", spent) == 0.1  # the cell's own --max-cost when smaller
-    assert run_limit(None, "H100", spent + [{"cost_usd": 1.0}]) == 0.0
+    assert run_limit(None, "H100", spent + 1.0) == 0.0
     assert run_limit(None, "cpu", spent) is None  # no price: the limit could not bite
 
 
