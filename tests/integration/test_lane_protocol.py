@@ -59,3 +59,52 @@ def test_a_resend_by_the_lane_leaves_the_worker_idle_and_its_lease_able_to_expir
         assert "".join(out) == "2\n" and msg.header["status"] == "ok"
     finally:
         stop_backend(proc)
+
+
+def _until_done(conn, cell: str) -> tuple[list, dict]:
+    """(the text the cell printed, its `done`)."""
+    out = []
+    while True:
+        msg = conn.recv(30)
+        assert msg is not None, f"no done for {cell}"
+        if msg.header.get("cell") != cell:
+            continue
+        if msg.type == protocol.STREAM:
+            out.append(msg.header["text"])
+        if msg.type == protocol.DONE:
+            return out, msg.header
+
+
+def test_a_stop_for_a_cell_the_worker_has_read_but_not_begun_stops_it_as_it_begins(tmp_path):
+    """A stop press can reach the worker between its reader taking a cell and its main thread
+    beginning it (a cell sent as its request arrived, early.py, is stopped this way when the kernel
+    stops before its magic).  The worker keeps the press: the cell stops as it begins, and runs
+    nothing."""
+    proc, url = start_backend(tmp_path, "--token", TOKEN)
+    try:
+        c = BackendClient(url, TOKEN, "s-stop")
+        grant = run_cell(c, "# %%gpu\nx = 1", "c1", binds=["x"])[-1]["lane"]
+        conn = lane.connect(grant["path"], grant["secret"], "s-stop")
+
+        def execute(cell, code):
+            conn.send({"type": "execute", "cell": cell, "code": code, "gpu": "cpu", "inputs": {}, "keep": {},
+                       "binds": [], "session": "s-stop"})
+
+        # the main thread is busy with `busy`; `waiting` is read (the reader reads everything at
+        # once) and waits its turn when it is stopped
+        execute("busy", "# %%gpu\nimport time\nprint('busy began', flush=True)\ntime.sleep(60)")
+        msg = conn.recv(30)
+        assert msg is not None and msg.header.get("text") == "busy began\n", msg and msg.header
+        execute("waiting", "# %%gpu\nprint('waiting ran')")
+        conn.send({"type": protocol.INTERRUPT, "cell": "waiting"})
+        conn.send({"type": protocol.INTERRUPT, "cell": "busy"})
+        _, busy = _until_done(conn, "busy")
+        assert busy["status"] == "interrupted"
+        printed, waiting = _until_done(conn, "waiting")
+        assert (printed, waiting["status"]) == ([], "interrupted"), (printed, waiting)
+        # the worker goes on serving
+        execute("after", "# %%gpu\nprint(x + 1)")
+        printed, after = _until_done(conn, "after")
+        assert (printed, after["status"]) == (["2\n"], "ok")
+    finally:
+        stop_backend(proc)
