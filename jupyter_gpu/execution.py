@@ -58,6 +58,7 @@ class KernelSession:
         self._names_cache: dict[str, tuple[frozenset, frozenset]] = {}  # cell source -> (reads, binds)
         self.early: early.Sent | None = None  # a cell sent as its execute_request arrived (early.py)
         self.sent_on_arrival = 0  # cells early.py sent before their magic ran
+        self.stop_first = False  # the stop button was pressed as early.py sent the cell: it raises at once
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self, url: str | None = None, token: str | None = None) -> BackendClient:
@@ -169,6 +170,9 @@ class KernelSession:
                         self.cell_number(), time.monotonic(), f"{self.id}-{self._cells}", fell_back)
 
     def run_cell(self, cell_source: str, opts: CellOptions) -> dict:
+        if self.stop_first:  # as a local cell would have: the press came before it began
+            self.stop_first = False
+            raise KeyboardInterrupt
         sent = early.claim(self, cell_source, opts)
         plan = sent.plan if sent is not None else self.plan(cell_source, opts)
         # at most: the lane (its worker may have retired), the backend, and a resend through it

@@ -85,3 +85,17 @@ def test_a_cell_sent_early_whose_magic_never_runs_is_interrupted_and_its_cost_sh
     again = k.run("%%gpu\nprint('warm', started in (0, 1))")
     assert again.stdout() == "warm True\n"
     assert again.footers()[-1]["worker"] == worker  # the worker stayed warm
+
+
+def test_the_stop_button_while_a_cell_is_packed_on_arrival_stops_that_cell_only(live_kernel):
+    k = live_kernel
+    k.run(LOAD)
+    k.run("%%gpu\nwarm = 1")
+    # a value whose pickling is where the stop press lands (as in packing a large input)
+    k.run("class Stopper:\n    def __reduce__(self):\n        raise KeyboardInterrupt\nstopper = Stopper()")
+    cell = k.run("%%gpu\nprint(stopper)", ok=False, timeout=60)
+    assert cell.reply["content"]["ename"] == "KeyboardInterrupt"
+    assert cell.stdout() == ""
+    after = k.run("%%gpu\nprint('next', warm)")
+    assert after.stdout() == "next 1\n"
+    assert after.footers()[-1]["route"] == "lane"
