@@ -2,9 +2,9 @@
 
 Between ipykernel receiving a cell and IPython calling its magic, the kernel spends ~0.9 ms of
 this 2-core VM's time on its own bookkeeping (status and input published, the cell transformed
-twice, history, compiling).  A `%%gpu` cell whose worker is warm on a lane is sent at the start of
-that time, so the worker runs it meanwhile; the magic then claims it and relays its events, which
-are already waiting.
+twice, history, compiling).  A `%%gpu` cell whose worker is warm is sent at the start of that
+time (by the worker's lane, or to the backend, which relays it), so the worker runs it meanwhile;
+the magic then claims it and relays its events, which are already waiting or on their way.
 
 Sending early must not change what the cell does, so it is done only when nothing that runs
 between could change the cell's text or its inputs:
@@ -13,7 +13,8 @@ between could change the cell's text or its inputs:
 - the only pre-execute hooks are IPython's own (no autoreload, no user hook), and there are no
   AST transformers nor post-input transformers;
 - a normal execute_request (not silent) on the kernel's main thread (not a subshell);
-- its worker is warm with an open lane, and its inputs pack (else the magic runs and says why).
+- its worker is warm, its inputs pack (else the magic runs and says why) and are small (over 1 MiB
+  they are packed now and sent by the magic, which handles a stop press during a long send).
 The magic claims the sent cell only if its text, line and input objects are those sent.  A cell
 sent but not claimed (the stop button pressed before the magic ran) is interrupted, and its output
 and footer still go out: it ran, and what it cost is shown.
@@ -69,7 +70,8 @@ def plain_cell(code: str, shell) -> tuple[str, str] | None:
 
 
 def send(magics, code: str, store_history: bool) -> None:
-    """Send ``code`` by its worker's lane now, if it is a plain `%%gpu` cell with a warm lane."""
+    """Send ``code`` now if it is a plain `%%gpu` cell for a warm worker: by the worker's lane, or
+    to the backend that relays it."""
     session, shell = magics.session, magics.shell
     if session.early is not None or shell.magics_manager.magics["cell"].get("gpu") != magics.gpu_cell:
         return
@@ -83,28 +85,34 @@ def send(magics, code: str, store_history: bool) -> None:
         return
     plan = session.plan(body, opts, quiet=True) if opts is not None else None
     held = session.held.get(plan.key) if plan is not None else None
-    if held is None or held.lane is None:
+    if held is None or held.worker is None:  # a cold cell gains nothing worth a millisecond
         return
     if store_history:
         plan.exec_count += 1  # the magic sees this cell in the input history; it is not there yet
     ns = shell.user_ns
-    route = session._lane(held)
-    if route is None or any((serialization.size_hint(ns[n]) or 0) > SMALL for n in plan.names):
+    if any((serialization.size_hint(ns[n]) or 0) > SMALL for n in plan.names):
         return
+    route = session._lane(held)  # None: the backend relays it
     try:
         held, packer, header, hashes = session.pack(plan, 0)
     except Exception:  # unpicklable, a value lost with its worker: the magic says so
         return
-    header["session"] = session.id
     session.early = sent = Sent(plan, {n: ns[n] for n in plan.names}, (held, packer, header, hashes, route, None))
     if sum(memoryview(b).nbytes for b in packer.buffers) > SMALL:
         return  # packed once; the magic sends it
+    if route is not None:
+        header["session"] = session.id
     try:
-        size = route.send(header, packer.buffers) + packer.shm_bytes
+        size = (route or session.client).send(header, packer.buffers) + packer.shm_bytes
     except lane.LaneClosed:  # the magic finds the lane closed and asks the backend what became of it
         return
-    except KeyboardInterrupt:  # maybe cut mid-message: that lane is done with (the worker reads a close)
-        route.close()
+    except Exception:  # the backend's connection: the magic tries again, and says why it cannot
+        session.early = None
+        if session.pool is not None:
+            session.pool.reclaim(held.worker)
+        return
+    except KeyboardInterrupt:  # maybe cut mid-message: that connection is done with
+        (route or session.client).close()
         raise
     sent.attempt = (*sent.attempt[:5], size)
     session.sent_on_arrival += 1
@@ -128,7 +136,7 @@ def settle(session, sent: Sent, why: str = "when the kernel stopped before runni
     """A cell sent early that its magic did not claim: interrupt it, and still show what it
     printed and what it cost (its footer)."""
     held, _, header, _, route, size = sent.attempt
-    if size is None and not route.closed:  # packed, never sent
+    if size is None and (route is None or not route.closed):  # packed, never sent
         if session.pool is not None:
             session.pool.reclaim(held.worker)
         return
@@ -136,9 +144,9 @@ def settle(session, sent: Sent, why: str = "when the kernel stopped before runni
     pub.stream("stderr", f"jupyter-gpu: this cell had already been sent to worker {held.worker} {why}; "
                          "it is interrupted there\n")
     try:
-        route.send({"type": protocol.INTERRUPT, "cell": header["cell"]})
-    except lane.LaneClosed:
-        pass  # the worker is gone: asking the backend tells what became of the cell
+        (route or session.client).send({"type": protocol.INTERRUPT, "cell": header["cell"]})
+    except Exception:  # the lane is gone: asking the backend tells what became of the cell
+        pass
     try:
         tried = session._attempt(sent.plan, 0, sent)
         if tried is not None:

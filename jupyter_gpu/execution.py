@@ -236,7 +236,8 @@ class KernelSession:
                                         keep_warm=keep_warm, lane=held.lane, route="lane", pool=held.pool,
                                         image=plan.opts.image)
             else:
-                size = self.client.send(header, packer.buffers) + packer.shm_bytes
+                if size is None:
+                    size = self.client.send(header, packer.buffers) + packer.shm_bytes
                 outcome = relay.drain(self, header["cell"], plan.gpu, plan.t0, plan.opts, self.client)
         finally:
             if self.pool is not None and (outcome is None or not outcome.done.get("worker")):

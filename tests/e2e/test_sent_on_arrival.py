@@ -99,3 +99,36 @@ def test_the_stop_button_while_a_cell_is_packed_on_arrival_stops_that_cell_only(
     after = k.run("%%gpu\nprint('next', warm)")
     assert after.stdout() == "next 1\n"
     assert after.footers()[-1]["route"] == "lane"
+
+
+def test_a_warm_cell_the_backend_relays_is_sent_as_it_arrives_too(fresh_kernel_env):
+    """Without a lane (a worker on another host, or lanes off) the backend relays a warm cell: it
+    is sent to the backend as its request arrives, and one whose magic never runs is interrupted
+    through the backend."""
+    from tests.conftest import LiveKernel
+
+    k = LiveKernel({**fresh_kernel_env, "JUPYTER_GPU_LANE": "0"})
+    try:
+        k.run(LOAD)
+        worker = k.run("%%gpu\nbase = 20").footers()[-1]["worker"]
+        before = _sent(k)
+        cell = k.run("%%gpu\nprint('got', base)\nbase * 2 + 2")
+        assert cell.stdout() == "got 20\n"
+        assert [e.msg["content"]["data"]["text/plain"] for e in cell.iopub
+                if e.msg["msg_type"] == "execute_result"] == ["42"]
+        assert (cell.footers()[-1]["route"], cell.footers()[-1]["worker"]) == ("backend", worker)
+        assert _sent(k) == before + 1
+
+        k.run("_ip = get_ipython()\n_run = _ip.run_cell\n"
+              "def _stopped_first(raw_cell, *args, **kwargs):\n"
+              "    _ip.run_cell = _run\n"
+              "    return _run('raise KeyboardInterrupt', *args, **kwargs)\n"
+              "_ip.run_cell = _stopped_first")
+        t0 = time.monotonic()
+        stopped = k.run("%%gpu\nimport time\ntime.sleep(60)", ok=False, timeout=90)
+        assert time.monotonic() - t0 < 30, "the remote cell was not interrupted"
+        f = stopped.footers()[-1]
+        assert (f["route"], f["status"]) == ("backend", "interrupted"), f
+        assert k.run("%%gpu\nprint(base)").stdout() == "20\n"
+    finally:
+        k.shutdown()
