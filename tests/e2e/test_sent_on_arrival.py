@@ -17,6 +17,16 @@ def _sent(k) -> int:
     return int(k.run("import jupyter_gpu; print(jupyter_gpu._magics.session.sent_on_arrival)").stdout())
 
 
+def _stop_before_the_magic(k) -> None:
+    """Make IPython stop before it reaches the next cell's magic, as a stop press at that moment
+    does (the next cell raises KeyboardInterrupt instead of running)."""
+    k.run("_ip = get_ipython()\n_run = _ip.run_cell\n"
+          "def _stopped_first(raw_cell, *args, **kwargs):\n"
+          "    _ip.run_cell = _run\n"
+          "    return _run('raise KeyboardInterrupt', *args, **kwargs)\n"
+          "_ip.run_cell = _stopped_first")
+
+
 def test_a_warm_cell_is_sent_as_it_arrives_and_behaves_like_one_its_magic_sent(live_kernel):
     k = live_kernel
     k.run(LOAD)
@@ -66,12 +76,7 @@ def test_a_cell_sent_early_whose_magic_never_runs_is_interrupted_and_its_cost_sh
     k.run(LOAD)
     worker = k.run("%%gpu\nstarted = 0").footers()[-1]["worker"]
     before = _sent(k)
-    # IPython stops before it reaches the cell's magic, as a stop press at that moment makes it do
-    k.run("_ip = get_ipython()\n_run = _ip.run_cell\n"
-          "def _stopped_first(raw_cell, *args, **kwargs):\n"
-          "    _ip.run_cell = _run\n"
-          "    return _run('raise KeyboardInterrupt', *args, **kwargs)\n"
-          "_ip.run_cell = _stopped_first")
+    _stop_before_the_magic(k)
     t0 = time.monotonic()
     cell = k.run("%%gpu\nimport time\nstarted = 1\ntime.sleep(60)", ok=False, timeout=90)
     assert time.monotonic() - t0 < 30, "the remote cell was not interrupted"
@@ -119,11 +124,7 @@ def test_a_warm_cell_the_backend_relays_is_sent_as_it_arrives_too(fresh_kernel_e
         assert (cell.footers()[-1]["route"], cell.footers()[-1]["worker"]) == ("backend", worker)
         assert _sent(k) == before + 1
 
-        k.run("_ip = get_ipython()\n_run = _ip.run_cell\n"
-              "def _stopped_first(raw_cell, *args, **kwargs):\n"
-              "    _ip.run_cell = _run\n"
-              "    return _run('raise KeyboardInterrupt', *args, **kwargs)\n"
-              "_ip.run_cell = _stopped_first")
+        _stop_before_the_magic(k)
         t0 = time.monotonic()
         stopped = k.run("%%gpu\nimport time\ntime.sleep(60)", ok=False, timeout=90)
         assert time.monotonic() - t0 < 30, "the remote cell was not interrupted"
