@@ -96,6 +96,8 @@ def send(magics, code: str, store_history: bool) -> None:
     try:
         held, packer, header, hashes = session.pack(plan, 0)
     except Exception:  # unpicklable, a value lost with its worker: the magic says so
+        if session.pool is not None:
+            session.pool.reclaim(held.worker)  # what the inputs packed before it had lent
         return
     session.early = sent = Sent(plan, {n: ns[n] for n in plan.names}, (held, packer, header, hashes, route, None))
     if sum(memoryview(b).nbytes for b in packer.buffers) > SMALL:

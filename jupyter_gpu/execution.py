@@ -210,7 +210,7 @@ class KernelSession:
         return held, packer, header, sent_hashes
 
     def _attempt(self, plan: "CellPlan", attempt: int, sent: "early.Sent | None"):
-        """Send the cell (unless ``sent`` already did, by the lane) and drain its events: (held,
+        """Send the cell (unless early.py already sent it) and drain its events: (held,
         outcome, bytes sent, hashes sent), or None when it must be sent again."""
         if sent is not None:
             held, packer, header, sent_hashes, route, size = sent.attempt
