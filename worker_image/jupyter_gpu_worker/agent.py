@@ -51,10 +51,10 @@ class Agent(LaneReports):
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> the main thread
         self._input_replies: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> ask_user
         self.executing: str | None = None
-        # a stop press for a cell handed over but not begun is kept until it begins (under _start_lock)
+        # cells handed to the main thread that have not begun -> whether the stop button was pressed
+        # for it meanwhile (kept until it begins; under _start_lock)
         self._start_lock = threading.Lock()
-        self._waiting: set[str] = set()  # cells handed to the main thread that have not begun
-        self._stopped: set[str] = set()  # those of them the stop button interrupted
+        self._waiting: dict[str, bool] = {}
         self.session: str | None = None
         lane_dir = os.environ.get(LANE_DIR_ENV)
         self.listener = lanes.Listener(lane_dir, worker_id) if lane_dir else None
@@ -177,7 +177,7 @@ class Agent(LaneReports):
             with self._start_lock:
                 running = self.executing is not None and self.executing == cell
                 if not running and cell in self._waiting:
-                    self._stopped.add(cell)  # it stops as it begins
+                    self._waiting[cell] = True  # it stops as it begins
             if running:
                 self.interrupt_seen = False
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
@@ -255,7 +255,7 @@ class Agent(LaneReports):
                 with self._meter_lock:
                     self._pending += 1
                 with self._start_lock:
-                    self._waiting.add(msg.header["cell"])
+                    self._waiting[msg.header["cell"]] = False
                 self._requests.put(msg)
 
     # -- cells ---------------------------------------------------------------------------------
@@ -310,8 +310,7 @@ class Agent(LaneReports):
         missing = [n for n, hsh in h.get("keep", {}).items() if self.held.get(n) != hsh or n not in ns]
         if missing:
             with self._start_lock:
-                self._waiting.discard(cell)
-                self._stopped.discard(cell)
+                self._waiting.pop(cell, None)
             self.send({"type": protocol.RESEND, "cell": cell, "names": missing})
             self.send({"type": protocol.DONE, "cell": cell, "status": "resend", "timings": {}})
             return "resend", {}
@@ -320,10 +319,8 @@ class Agent(LaneReports):
         outputs, buffers = {}, []
         t0 = time.monotonic()
         with self._start_lock:  # from here the stop button interrupts it: loading a big input too
-            self._waiting.discard(cell)
+            stopped = self._waiting.pop(cell, False)
             self.executing = cell
-            stopped = cell in self._stopped
-            self._stopped.discard(cell)
         try:
             if stopped:  # the stop button was pressed before it began
                 raise KeyboardInterrupt
