@@ -39,7 +39,7 @@ _OURS = "_jupyter_gpu_early"  # marks the handler we installed (a reloaded exten
 
 @dataclass
 class Sent:
-    """A cell already sent by the lane, waiting for its magic to claim it."""
+    """A cell packed (and usually sent) as its request arrived, waiting for its magic to claim it."""
 
     plan: CellPlan
     values: dict  # name -> the object shipped (or kept on the worker)
@@ -104,8 +104,9 @@ def send(magics, code: str, store_history: bool) -> None:
         return  # packed once; the magic sends it
     if route is not None:
         header["session"] = session.id
+    conn = route or session.client
     try:
-        size = (route or session.client).send(header, packer.buffers) + packer.shm_bytes
+        size = conn.send(header, packer.buffers) + packer.shm_bytes
     except lane.LaneClosed:  # the magic finds the lane closed and asks the backend what became of it
         return
     except Exception:  # the backend's connection: the magic tries again, and says why it cannot
@@ -114,7 +115,7 @@ def send(magics, code: str, store_history: bool) -> None:
             session.pool.reclaim(held.worker)
         return
     except KeyboardInterrupt:  # maybe cut mid-message: that connection is done with
-        (route or session.client).close()
+        conn.close()
         raise
     sent.attempt = (*sent.attempt[:5], size)
     session.sent_on_arrival += 1

@@ -123,6 +123,7 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
         if kernel_sigint is not None:
             signal.signal(signal.SIGINT, kernel_sigint)
 
+
 def take_results(session, h: dict, buffers: list, out: CellOutcome, pub: Publisher) -> None:
     ns = session.shell.user_ns
     def stays_remote(name: str, spec: dict, why: str) -> None:
