@@ -34,7 +34,8 @@ _NOTHING = object()
 # inputs larger than this are packed on arrival but sent by the magic, which handles a stop press
 # while a large send goes on; the ~0.4 ms gained matters for short cells only
 SMALL = 1 << 20
-_OURS = "_jupyter_gpu_early"  # marks the handler we installed (a reloaded extension reuses it)
+_OURS = "_jupyter_gpu_early"
+_SPLIT: dict = {}  # cell text -> (the cleanup transforms applied, plain_cell's answer)  # marks the handler we installed (a reloaded extension reuses it)
 
 
 @dataclass
@@ -56,17 +57,27 @@ def plain_cell(code: str, shell) -> tuple[str, str] | None:
     line = first[len("%%gpu"):]
     if (line and line[0] != " ") or "$" in line or "{" in line:
         return None
-    lines = (code if code.endswith("\n") else code + "\n").splitlines(keepends=True)
-    cleaned = lines
-    for transform in shell.input_transformer_manager.cleanup_transforms:
-        cleaned = transform(cleaned)
-    if cleaned != lines or shell.input_transformers_post or shell.ast_transformers:
+    if shell.input_transformers_post or shell.ast_transformers:
         return None
     for event in ("pre_execute", "pre_run_cell"):
         if any(not getattr(hook, "__module__", "").startswith("IPython.core.")
                for hook in shell.events.callbacks.get(event, ())):
             return None
-    return line.strip(), "".join(lines[1:])
+    # the cleanup transforms are pure functions of the text: a cell run again is not split and
+    # transformed again (~0.03 ms of the kernel's time before the cell is sent)
+    transforms = shell.input_transformer_manager.cleanup_transforms
+    known = _SPLIT.get(code)
+    if known is not None and known[0] == transforms:
+        return known[1]
+    lines = (code if code.endswith("\n") else code + "\n").splitlines(keepends=True)
+    cleaned = lines
+    for transform in transforms:
+        cleaned = transform(cleaned)
+    found = (line.strip(), "".join(lines[1:])) if cleaned == lines else None
+    if len(_SPLIT) >= 256:
+        _SPLIT.clear()
+    _SPLIT[code] = (list(transforms), found)
+    return found
 
 
 def send(magics, code: str, store_history: bool) -> None:

@@ -56,6 +56,7 @@ class KernelSession:
         self.fell_back: str | None = None  # the GPU spec the last cell asked for, when it fell back
         self._cells = 0  # cells this kernel ran: their ids
         self._names_cache: dict[str, tuple[frozenset, frozenset]] = {}  # cell source -> (reads, binds)
+        self._gpu_cache: dict[tuple, tuple[str, str | None]] = {}  # (spec, fallback) -> _gpu_for's answer
         self.early: early.Sent | None = None  # a cell sent as its execute_request arrived (early.py)
         self.sent_on_arrival = 0  # cells early.py sent before their magic ran
         self.stop_first = False  # the stop button was pressed as early.py sent the cell: it raises at once
@@ -79,6 +80,7 @@ class KernelSession:
                 # the embedded backend may have been exiting (idle) just as we found it
                 url, token = ensure_backend()
                 self.client = BackendClient(url, token, self.id)
+        self._gpu_cache.clear()  # what it offers may differ
         for gpu in list(self.held):
             self.forget(gpu)
         return self.client
@@ -92,12 +94,21 @@ class KernelSession:
 
     def _gpu_for(self, requested: str | None) -> tuple[str, str | None]:
         """(the GPU type, the spec asked for when that is a fallback, else None)."""
-        client = self.connect()
-        spec = requested or self.defaults.gpu or client.welcome.get("default_gpu", "cpu")
-        offers = client.welcome.get("offers", [])
+        welcome = self.connect().welcome
+        spec = requested or self.defaults.gpu or welcome.get("default_gpu", "cpu")
+        fallback = os.environ.get(devices.FALLBACK_ENV, "")
+        key = (spec, fallback)  # emptied when a new connection brings a new welcome
+        known = self._gpu_cache.get(key)
+        if known is not None:
+            return known
+        offers = welcome.get("offers", [])
         # $JUPYTER_GPU_FALLBACK comes last; "A100:2" where the backend gives a worker two (welcome's devices)
-        gpu = devices.choose(devices.with_fallback(spec), offers, client.welcome.get("devices") or 1)
-        return gpu, None if devices.split(gpu)[0] in {n for n, _ in devices.parse(spec)} else spec
+        gpu = devices.choose(devices.with_fallback(spec, fallback), offers, welcome.get("devices") or 1)
+        found = gpu, None if devices.split(gpu)[0] in {n for n, _ in devices.parse(spec)} else spec
+        if len(self._gpu_cache) >= 64:
+            self._gpu_cache.clear()
+        self._gpu_cache[key] = found
+        return found
 
     def _say_fallback(self, spec: str, gpu: str) -> None:
         offers = self.client.welcome.get("offers", [])

@@ -59,3 +59,20 @@ def test_hooks_and_transformers_that_run_before_the_magic_keep_a_cell_back(shell
         shell.events.unregister("pre_run_cell", hook)
     shell.ast_transformers.append(ast.NodeTransformer())
     assert plain_cell("%%gpu\nx = 1", shell) is None
+
+
+def test_a_cleanup_transform_added_later_is_applied_to_a_cell_seen_before(shell):
+    """plain_cell remembers its answer per cell text: an extension that adds a cleanup transform
+    which changes that text must still keep the cell back."""
+    code = "%%gpu\nx = 1\n"
+    assert plain_cell(code, shell) == ("", "x = 1\n")
+
+    def doubles_the_body(lines):
+        return lines + lines[1:]
+
+    shell.input_transformer_manager.cleanup_transforms.append(doubles_the_body)
+    try:
+        assert plain_cell(code, shell) is None
+    finally:
+        shell.input_transformer_manager.cleanup_transforms.remove(doubles_the_body)
+    assert plain_cell(code, shell) == ("", "x = 1\n")
