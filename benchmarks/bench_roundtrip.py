@@ -10,6 +10,11 @@ variant always goes first):
   magic  `%%noop\nx = 1`: a cell magic that does nothing (what any cell magic costs the kernel)
   magic_footer  `%%footer\nx = 1`: a cell magic that only publishes one display output the size
          of a real footer (what the footer alone costs: the floor under any `%%gpu` cell)
+  floor  `%%floor\nx = 1`: the least a warm remote cell can cost with this design - a request
+         built once (only its cell id changes), written to the worker's lane as the execute_request
+         arrives, then the worker's reply read, `x` bound and the footer published - with none of
+         jupyter-gpu's own work (planning, names, bookkeeping, relaying); same worker, lane and
+         footer as gpu
 
 Each variant runs in its own kernel, so one variant's client threads (ipyparallel's, jupyter-gpu's)
 cannot slow another's cells; the kernels are identical otherwise.  Round trip = from sending the
@@ -31,7 +36,7 @@ from common import (CellError, run_main, CellTimeout, Kernel, banner, fmt_stats,
                     verdict, write_result)
 
 CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1", "relay": "%%gpu\nx = 1",
-        "magic": "%%noop\nx = 1", "magic_footer": "%%footer\nx = 1"}
+        "magic": "%%noop\nx = 1", "magic_footer": "%%footer\nx = 1", "floor": "%%floor\nx = 1"}
 # the floor variants: a cell magic that does nothing, and one that publishes a real footer's bundle
 # (the footer of the gpu variant's first cell) the way %%gpu does, and nothing else
 FLOOR_MAGICS = """
@@ -45,6 +50,43 @@ def noop(line, cell):
 @register_cell_magic
 def footer(line, cell):
     _Publisher(get_ipython()).display(_bench_bundle, {{}})
+"""
+# the design floor (see the docstring): jupyter-gpu's own pieces are used only to build the one
+# request up front and to read, unpickle and publish; everything a real cell decides is skipped
+FLOOR = """
+import time as _time, jupyter_gpu as _jg
+from IPython.core.magic import register_cell_magic
+from jupyter_gpu import footer as _footer, protocol as _protocol, serialization as _ser
+from jupyter_gpu.publish import Publisher as _Publisher
+_s = _jg._magics.session
+_plan = _s.plan("x = 1\\n", _jg._magics.cell_options(""), quiet=True)
+_held, _packer, _hdr, _ = _s.pack(_plan, 0)
+_hdr["session"] = _s.id
+_lane = _s._lane(_held)
+_template, _n, _sent = dict(_s.last_footer), [0], []
+_kernel = get_ipython().kernel
+_handler = _kernel.shell_handlers["execute_request"]
+async def _floor_handler(stream, ident, parent):
+    if parent["content"].get("code", "").startswith("%%floor"):
+        _n[0] += 1
+        _sent.append((f"{_plan.base}-floor{_n[0]}.0", _time.monotonic()))
+        _lane.send({**_hdr, "cell": _sent[-1][0]})
+    await _handler(stream, ident, parent)
+_kernel.shell_handlers["execute_request"] = _floor_handler
+@register_cell_magic
+def floor(line, cell):
+    cid, t0 = _sent.pop()
+    while True:
+        msg = _lane.recv(timeout=30)
+        if msg is None:
+            raise TimeoutError("the worker did not answer a floor cell within 30 s")
+        if msg.header.get("cell") == cid and msg.type == _protocol.DONE:
+            break
+    ns = get_ipython().user_ns
+    for name, spec in msg.header.get("values", {}).items():
+        ns[name] = _ser.unpack(name, spec, msg.buffers, _s.reader)
+    f = {**_template, "timings": {**_template["timings"], "wall": _time.monotonic() - t0}}
+    _Publisher(get_ipython()).display(_footer.bundle(f), {})
 """
 PX_START = ("import ipyparallel as ipp\n"
             "_bench_rc = ipp.Cluster(n=1).start_and_connect_sync()\n"
@@ -82,7 +124,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="30 rounds, 10 warm-up: a smoke run")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per measured cell")
     ap.add_argument("--cold-timeout", type=float, default=180.0, help="seconds for the first %%gpu cell")
-    ap.add_argument("--variants", default="local,px,gpu,relay,magic,magic_footer")
+    ap.add_argument("--variants", default="local,px,gpu,relay,magic,magic_footer,floor")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup = min(args.rounds, 30), min(args.warmup, 10)
@@ -101,6 +143,9 @@ def main(argv=None):
                 first_footer = start_gpu(k, args.cold_timeout)
             elif v == "relay":
                 start_gpu(k, args.cold_timeout, route="backend")
+            elif v == "floor":
+                start_gpu(k, args.cold_timeout)
+                k.execute(FLOOR, timeout=60)
             elif v in ("magic", "magic_footer"):
                 if first_footer is None:
                     raise RuntimeError("the floor variants publish the gpu variant's footer: measure gpu too")
@@ -142,7 +187,7 @@ def main(argv=None):
                 active.remove(v)
                 continue
             samples[v].append(rep.seconds * 1000.0)
-            if v in ("gpu", "relay") and any(f.get("cold") for f in rep.footers()):
+            if v in ("gpu", "relay", "floor") and any(f.get("cold") for f in rep.footers()):
                 cold_in_measured += 1
         if (r + 1) % max(1, args.rounds // 5) == 0:
             print(f"  round {r + 1}/{args.rounds}", flush=True)
@@ -161,7 +206,9 @@ def main(argv=None):
         ratios["relay_minus_local_ms"] = med["relay"] - med["local"]
         if "px" in med:
             ratios["relay_over_px"] = ratio(med["relay"], med["px"])
-    for floor in ("magic", "magic_footer"):
+    if "floor" in med and "px" in med:
+        ratios["floor_over_px"] = ratio(med["floor"], med["px"])
+    for floor in ("magic", "magic_footer", "floor"):
         if floor in med:
             ratios[f"{floor}_minus_local_ms"] = med[floor] - med["local"]
     if "gpu" in med:
