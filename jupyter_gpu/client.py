@@ -68,6 +68,11 @@ class BackendClient:
         header, inline = protocol.parse_first(frame)
         return protocol.Message(header, protocol.assemble(header, inline, self.ws.recv))
 
+    def recv_ready(self) -> protocol.Message | None:
+        """None: the backend relays a cell's events as they come, and the relay reads each one
+        as it arrives (only a worker's lane may hold a short cell's whole answer already)."""
+        return None
+
     @property
     def open(self) -> bool:
         return self.ws.protocol.state.name == "OPEN"

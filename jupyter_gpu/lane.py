@@ -109,6 +109,34 @@ class LaneConnection:
         del self._buf[:_LEN.size + size]
         return frame
 
+    def recv_ready(self) -> protocol.Message | None:
+        """The next message if all of it is here already, in one frame; else None, and nothing
+        is taken.  Never waits."""
+        if len(self._buf) < (1 << 16):
+            try:
+                chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                chunk = None
+            except OSError as e:
+                self.closed = True
+                raise LaneClosed(f"the lane was reset: {e}") from None
+            if chunk == b"":
+                self.closed = True
+                raise LaneClosed("the other end closed the lane")
+            if chunk:
+                self._buf += chunk
+        if len(self._buf) < _LEN.size:
+            return None
+        (size,) = _LEN.unpack_from(self._buf)
+        if len(self._buf) < _LEN.size + size or size > protocol.MAX_HEADER + protocol.INLINE_MAX + 64:
+            return None  # recv reads it (and says what is wrong with a frame too large)
+        frame = bytes(self._buf[_LEN.size:_LEN.size + size])
+        header, inline = protocol.parse_first(frame)
+        if protocol.follow_frames(header):
+            return None
+        del self._buf[:_LEN.size + size]
+        return protocol.Message(header, protocol.assemble(header, inline, None))
+
     def recv(self, timeout: float | None = None) -> protocol.Message | None:
         """The next message, or None when ``timeout`` passes first."""
         frame = self.recv_frame(timeout)

@@ -47,12 +47,19 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
     its final one.  None means: resend the inputs."""
     pub = Publisher(session.shell)
     pub.begin()
-    prefix = f"jgpu-{session.id}-"
-    live = LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
     budget = CellBudget.for_cell(opts.max_cost, gpu, t0)
     if budget is not None and budget.note():
         pub.stream("stderr", budget.note())
     out = CellOutcome()
+    # a short cell sent as its request arrived has often ended by now: when its final event is
+    # all there already, it is taken at once, without the stop-button trap and the live status
+    # that only waiting needs (a larger one is read in the loop, where a stop press is counted)
+    msg = conn.recv_ready()
+    if (msg is not None and msg.type == protocol.DONE and msg.header.get("cell") == cell
+            and msg.header.get("status") != "resend"):
+        return _ended(session, msg, out, pub)
+    prefix = f"jgpu-{session.id}-"
+    live = LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
     stop = StopButton()
     kernel_sigint = stop.trap()  # the kernel's own handler, None off the main thread
     sent_interrupts = 0
@@ -70,11 +77,11 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
             wait = max(0.0, live.next_tick - now)
             if kernel_sigint is not None:
                 wait = min(wait, POLL)
-            try:
-                msg = conn.recv(timeout=wait)
-            except KeyboardInterrupt:  # only off the main thread, where SIGINT cannot be trapped
-                stop.presses += 1
-                msg = None
+            if msg is None:  # else: the event that was there before waiting began
+                try:
+                    msg = conn.recv(timeout=wait)
+                except KeyboardInterrupt:  # only off the main thread, where SIGINT cannot be trapped
+                    stop.presses += 1
             if stop.presses > sent_interrupts:
                 sent_interrupts = stop.presses
                 if sent_interrupts == 1:
@@ -84,7 +91,7 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
             live.tick()
             if msg is None:
                 continue
-            h = msg.header
+            h, buffers, msg = msg.header, msg.buffers, None
             if h.get("cell") not in (cell, None):
                 continue  # a late event of an earlier attempt
             kind = h["type"]
@@ -103,7 +110,7 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
             elif kind == protocol.INPUT_REQUEST:
                 conn.send({**stdin.reply_to(session.shell, h, kernel_sigint), "cell": cell})
             elif kind == protocol.ERROR:
-                out.error(h, msg.buffers)
+                out.error(h, buffers)
             elif kind == protocol.PHASE:
                 live.show(h["phase"], h.get("position"), h.get("detail"))
                 if budget is not None:
@@ -115,13 +122,18 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
                 raise from_failure(h)
             elif kind == protocol.DONE and h.get("status") != "resend":
                 live.clear()
-                out.received += protocol.payload_size(h)
-                take_results(session, h, msg.buffers, out, pub)
-                out.done = h
-                return out
+                return _ended(session, protocol.Message(h, buffers), out, pub)
     finally:
         if kernel_sigint is not None:
             signal.signal(signal.SIGINT, kernel_sigint)
+
+
+def _ended(session, msg, out: CellOutcome, pub: Publisher) -> CellOutcome:
+    """The cell's final event: bring its names back."""
+    out.received += protocol.payload_size(msg.header)
+    take_results(session, msg.header, msg.buffers, out, pub)
+    out.done = msg.header
+    return out
 
 
 def take_results(session, h: dict, buffers: list, out: CellOutcome, pub: Publisher) -> None:

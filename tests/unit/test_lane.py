@@ -86,3 +86,40 @@ def test_a_client_that_says_nothing_is_dropped(listener):
     t.join(5)  # accept() gives up after its hello timeout
     assert got == [None]
     s.close()
+
+
+def _pair():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return lane.LaneConnection(a), lane.LaneConnection(b)
+
+
+def test_recv_ready_takes_a_message_only_when_all_of_it_is_there():
+    """What a short cell sent on arrival relies on: its whole answer is taken without waiting;
+    anything not all there (a frame still arriving, a payload in follow-on frames) is left whole
+    for recv, which waits for it."""
+    kernel, worker = _pair()
+    assert kernel.recv_ready() is None  # nothing yet: it does not wait
+
+    worker.send({"type": "done", "cell": "c1"}, [b"\x80\x04K\x01."])
+    msg = kernel.recv_ready()
+    assert msg.header["cell"] == "c1" and bytes(msg.buffers[0]) == b"\x80\x04K\x01."
+
+    frame = protocol.encode({"type": "stream", "cell": "c2", "name": "stdout", "text": "hi\n"})[0]
+    wire = struct.pack("<Q", len(frame)) + frame
+    worker.sock.sendall(wire[:len(wire) // 2])  # half a frame
+    assert kernel.recv_ready() is None
+    worker.sock.sendall(wire[len(wire) // 2:])
+    assert kernel.recv(5).header["text"] == "hi\n"  # nothing of it was lost
+
+    big = np.arange(protocol.INLINE_MAX, dtype=np.uint8)  # over the inline limit: follow-on frames
+    sender = threading.Thread(target=worker.send, args=({"type": "done", "cell": "c3"}, [big.data]))
+    sender.start()
+    assert kernel.readable(5)  # its first frame (the header alone) is written whole, in one go
+    assert kernel.recv_ready() is None
+    msg = kernel.recv(5)
+    sender.join(5)
+    assert msg.header["cell"] == "c3" and np.array_equal(np.frombuffer(msg.buffers[0], dtype=np.uint8), big)
+
+    worker.close()
+    with pytest.raises(lane.LaneClosed):
+        kernel.recv_ready()
