@@ -108,7 +108,7 @@ def encode(header: dict, buffers: Sequence = ()) -> list:
             for off in range(0, n, CHUNK):
                 frames_after.append(v[off : off + CHUNK])
         head["nframes"] = len(frames_after)
-    hj = json.dumps(head, separators=(",", ":"), default=_json_default).encode()
+    hj = _header_json(head).encode()
     first = [_PREFIX.pack(MAGIC, PROTOCOL_VERSION, 0, len(hj)), hj]
     if inline:
         first.extend(views)
@@ -117,6 +117,9 @@ def encode(header: dict, buffers: Sequence = ()) -> list:
 
 def _json_default(obj):
     raise TypeError(f"protocol header field of type {type(obj).__name__} is not JSON")
+
+
+_header_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode  # built once, not per message
 
 
 def parse_first(frame) -> tuple[dict, memoryview]:
