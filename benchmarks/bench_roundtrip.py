@@ -117,6 +117,17 @@ def start_gpu(kernel, cold_timeout, route="lane"):
     return footers[-1]
 
 
+def median_ratio_interval(a, b, resamples=2000, seed=1):
+    """95% bootstrap interval of median(a) / median(b): each variant's samples resampled on
+    their own (seeded, so a run's file can be recomputed)."""
+    import random
+
+    rng = random.Random(seed)
+    ratios = sorted(statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
+                    for _ in range(resamples))
+    return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=300)
@@ -224,9 +235,15 @@ def main(argv=None):
             ratios["gpu_p99_over_px_p99"] = ratio(st["gpu"]["p99"], st["px"]["p99"])
             targets["gpu_le_half_px"] = {"value": ratios["gpu_over_px"], "limit": 0.5,
                                          "pass": ratios["gpu_over_px"] <= 0.5}
+    intervals = {}
+    for v in ("gpu", "floor"):
+        if v in med and "px" in med:  # how far the machine's noise moves the ratio the target is on
+            intervals[f"{v}_over_px_95ci"] = median_ratio_interval(samples[v], samples["px"])
     print("\nratios (medians, same run):")
     for k, val in ratios.items():
         print(f"  {k:<36} {val:8.3f}")
+    for k, (lo, hi) in intervals.items():
+        print(f"  {k:<36} {lo:8.3f} .. {hi:.3f}")
     print("\ntargets:")
     if "gpu" not in med:
         print("  gpu <= 0.5 x px            MISS (gpu variant not measured)")
@@ -243,7 +260,7 @@ def main(argv=None):
     write_result("roundtrip", {
         "config": {"rounds": args.rounds, "warmup": args.warmup, "timeout_s": args.timeout,
                    "code": CODE, "kernel_per_variant": True, "order": "rotating interleave"},
-        "elapsed_s": elapsed, "variants": st, "ratios": ratios, "targets": targets,
+        "elapsed_s": elapsed, "variants": st, "ratios": ratios, "intervals": intervals, "targets": targets,
         "gpu_first_cell_footer": first_footer, "gpu_cold_in_measured": cold_in_measured,
         "errors": errors})
     return 0
