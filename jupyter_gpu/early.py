@@ -34,8 +34,8 @@ _NOTHING = object()
 # inputs larger than this are packed on arrival but sent by the magic, which handles a stop press
 # while a large send goes on; the ~0.4 ms gained matters for short cells only
 SMALL = 1 << 20
-_OURS = "_jupyter_gpu_early"
-_SPLIT: dict = {}  # cell text -> (the cleanup transforms applied, plain_cell's answer)  # marks the handler we installed (a reloaded extension reuses it)
+_OURS = "_jupyter_gpu_early"  # marks the handler we installed (a reloaded extension reuses it)
+_SPLIT: dict = {}  # cell text -> (the cleanup transforms applied, plain_cell's answer)
 
 
 @dataclass
