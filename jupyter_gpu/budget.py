@@ -50,6 +50,13 @@ class CellBudget:
         waiting = self.queued + (now - self.queued_since if self.queued_since is not None else 0.0)
         return max(0.0, now - self.t0 - waiting) * self.per_s
 
+    def deadline(self) -> float | None:
+        """When (time.monotonic()) the billed cost passes the limit if the cell runs on unqueued;
+        None when it cannot (no price) or it already has."""
+        if self.fired is not None or self.per_s <= 0:
+            return None
+        return self.t0 + self.queued + self.max_cost / self.per_s + 0.001  # just past it
+
     def again(self, now: float) -> bool:
         """Interrupt again, each second, while a cell past its limit still runs: an interrupt that
         arrives during the cold start finds nothing to interrupt yet (never a kill: that is the

@@ -108,7 +108,11 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
             elif kind == protocol.CLEAR_OUTPUT:
                 pub.clear_output(h.get("wait", False))
             elif kind == protocol.INPUT_REQUEST:
-                conn.send({**stdin.reply_to(session.shell, h, kernel_sigint), "cell": cell})
+                limits = [] if stop.presses else [budget.deadline()] if budget is not None else []
+                if opts.timeout and not stop.presses:
+                    limits.append(t0 + opts.timeout)
+                deadline = min((d for d in limits if d is not None), default=None)
+                conn.send({**stdin.reply_to(session.shell, h, kernel_sigint, deadline), "cell": cell})
             elif kind == protocol.ERROR:
                 out.error(h, buffers)
             elif kind == protocol.PHASE:

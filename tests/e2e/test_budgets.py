@@ -80,3 +80,33 @@ def test_backend_budgets_refuse_before_start_and_warn(run_notebook, kernel_env, 
         assert stream_text(nb2.cells[2]) == "local ok\n"
     finally:
         stop_backend(proc)
+
+
+@pytest.mark.timeout(180)
+def test_timeout_and_max_cost_still_stop_a_cell_that_waits_on_input(kernel_env, priced):
+    """A cell waiting for an answer nobody gives is still billed: its --timeout and --max-cost
+    withdraw the question and stop it as the stop button would, and the worker stays warm."""
+    from tests.conftest import LiveKernel
+
+    k = LiveKernel({**kernel_env, "JUPYTER_GPU_PRICES": priced})
+    try:
+        k.run(LOAD)
+        k.run("%%gpu\nkept = 41")
+        answered = k.submit("%%gpu --timeout 60 --max-cost 1\nanswer = input('name? ')", allow_stdin=True)
+        assert k.wait_until(lambda: bool(answered.input_requests()) or answered.done, 60) and not answered.done
+        k.answer("Ada")  # in time: nothing is withdrawn
+        assert k.wait_until(lambda: answered.done, 60)
+        assert answered.reply["content"]["status"] == "ok", answered.errors()
+        for line in ("--timeout 2", "--max-cost 0.002"):  # $0.001/s: 2 s either way
+            cell = k.submit(f"%%gpu {line}\nanswer = input('nobody answers: ')", allow_stdin=True)
+            assert k.wait_until(lambda: bool(cell.input_requests()) or cell.done, 60), "never asked"
+            assert not cell.done, cell.errors()
+            assert k.wait_until(lambda: cell.done, 30), f"{line}: the cell still waits on input past its limit"
+            assert cell.reply["content"]["ename"] == "KeyboardInterrupt", cell.reply["content"]
+            assert cell.footers()[-1]["timings"]["wall"] < 15
+        assert "past --max-cost $0.002 (test $0.001000/s, 2026-11-29)" in "".join(
+            e.msg["content"]["text"] for e in cell.streams("stderr"))
+        after = k.run("%%gpu\nprint(kept + 1, answer)")
+        assert after.stdout() == "42 Ada\n" and after.footers()[-1]["cold"] is False
+    finally:
+        k.shutdown()
