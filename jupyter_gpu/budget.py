@@ -51,9 +51,11 @@ class CellBudget:
         return max(0.0, now - self.t0 - waiting) * self.per_s
 
     def deadline(self) -> float | None:
-        """When (time.monotonic()) the billed cost passes the limit if the cell runs on unqueued;
-        None when it cannot (no price) or it already has."""
-        if self.fired is not None or self.per_s <= 0:
+        """When (time.monotonic()) the billed cost passes the limit if the cell runs on unqueued
+        (when it did, once it has); None where it cannot (no price)."""
+        if self.fired is not None:
+            return self.fired
+        if self.per_s <= 0:
             return None
         return self.t0 + self.queued + self.max_cost / self.per_s + 0.001  # just past it
 

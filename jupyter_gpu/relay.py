@@ -108,8 +108,10 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
             elif kind == protocol.CLEAR_OUTPUT:
                 pub.clear_output(h.get("wait", False))
             elif kind == protocol.INPUT_REQUEST:
-                limits = [] if stop.presses else [budget.deadline()] if budget is not None else []
-                if opts.timeout and not stop.presses:
+                # a limit already passed withdraws the question at once (a stop press does not:
+                # code that caught its KeyboardInterrupt may ask, as a local cell would)
+                limits = [budget.deadline()] if budget is not None else []
+                if opts.timeout:
                     limits.append(t0 + opts.timeout)
                 deadline = min((d for d in limits if d is not None), default=None)
                 conn.send({**stdin.reply_to(session.shell, h, kernel_sigint, deadline), "cell": cell})

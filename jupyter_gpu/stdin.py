@@ -21,6 +21,7 @@ from . import protocol
 
 ERRORS = {"StdinNotImplementedError": StdinNotImplementedError, "EOFError": EOFError,
           "KeyboardInterrupt": KeyboardInterrupt}
+ASK_AT_LEAST = 0.5  # seconds before a cell's limit runs out: with less, the question is not asked
 
 
 def reply_to(shell, request: dict, sigint_handler=None, deadline: float | None = None) -> dict:
@@ -31,6 +32,11 @@ def reply_to(shell, request: dict, sigint_handler=None, deadline: float | None =
     ``deadline`` (time.monotonic()): when the cell's --timeout or --max-cost runs out; the question
     is then withdrawn as the stop button would (the cell is billed while it waits)."""
     prompt, password = str(request.get("prompt", "")), bool(request.get("password"))
+    if deadline is not None and deadline - time.monotonic() < ASK_AT_LEAST:
+        # the press must find ipykernel waiting for the answer: one that lands while it still
+        # sets the question up leaves its sockets broken
+        return {"type": protocol.INPUT_REPLY, "error": {
+            "ename": "KeyboardInterrupt", "evalue": "not asked: the cell's --timeout or --max-cost ran out"}}
     kernel = getattr(shell, "kernel", None)
     if kernel is not None:
         ask = (lambda p: kernel.getpass(p)) if password else kernel.raw_input

@@ -106,6 +106,12 @@ def test_timeout_and_max_cost_still_stop_a_cell_that_waits_on_input(kernel_env, 
             assert cell.footers()[-1]["timings"]["wall"] < 15
         assert "past --max-cost $0.002 (test $0.001000/s, 2026-11-29)" in "".join(
             e.msg["content"]["text"] for e in cell.streams("stderr"))
+        # code that catches the interrupt and then asks: the limit has passed, so nobody is asked
+        late = k.submit("%%gpu --timeout 1\nimport time\ntry:\n    time.sleep(30)\n"
+                        "except KeyboardInterrupt:\n    answer = input('asked after the timeout: ')",
+                        allow_stdin=True)
+        assert k.wait_until(lambda: late.done, 30), "a question asked past --timeout still waits"
+        assert late.reply["content"]["ename"] == "KeyboardInterrupt", late.reply["content"]
         after = k.run("%%gpu\nprint(kept + 1, answer)")
         assert after.stdout() == "42 Ada\n" and after.footers()[-1]["cold"] is False
     finally:

@@ -96,3 +96,17 @@ def test_max_cost_counts_unqueued_time_and_fires_once():
     assert not b.again(113.0) and b.again(113.6) and not b.again(114.0)  # re-interrupt each second
     assert "no price is configured for Z9" in CellBudget(1.0, "Z9", 0.0).note()
     assert CellBudget.for_cell(None, "cpu", 0.0) is None
+
+
+def test_the_deadline_is_when_the_billed_cost_passes_the_limit_and_stays_once_passed():
+    """What a cell waiting on input() is withdrawn at (relay.py): queued time is not billed, so
+    it moves the deadline; once the limit has been passed, the deadline is that moment."""
+    b = CellBudget(0.002, "cpu", t0=100.0)  # $0.001/s: 2 s of billed time
+    assert b.deadline() == pytest.approx(102.0, abs=0.01)
+    b.phase("queued", 100.0)
+    b.phase("running", 101.5)  # 1.5 s in the queue, never billed
+    assert b.deadline() == pytest.approx(103.5, abs=0.01)
+    assert b.exceeded(103.0) is None
+    assert "past --max-cost $0.002" in b.exceeded(103.6)
+    assert b.deadline() == 103.6
+    assert CellBudget(0.002, "Z9", t0=0.0).deadline() is None
