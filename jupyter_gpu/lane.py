@@ -28,6 +28,7 @@ from . import protocol
 HELLO = "lane_hello"
 OK = "lane_ok"
 _LEN = struct.Struct("<Q")
+_MAX_FRAME = protocol.CHUNK + protocol.MAX_HEADER + protocol.INLINE_MAX + 64  # the largest a peer may send
 
 
 class LaneClosed(ConnectionError):
@@ -76,33 +77,46 @@ class LaneConnection:
         ready, _, _ = select.select([self.sock], [], [], timeout)
         return bool(ready)
 
+    def _read(self, n: int, wait: bool) -> bool:
+        """Add what the socket has (up to ``n`` bytes, at least 64 KiB asked) to the buffer,
+        waiting for something only if ``wait``; False when nothing was there."""
+        try:
+            chunk = self.sock.recv(max(n, 1 << 16), 0 if wait else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            self.closed = True
+            raise LaneClosed(f"the lane was reset: {e}") from None
+        if not chunk:
+            self.closed = True
+            raise LaneClosed("the other end closed the lane")
+        self._buf += chunk
+        return True
+
     def _fill(self, n: int, deadline: float | None) -> bool:
         """Make the buffer hold at least ``n`` bytes; False when ``deadline`` passes first."""
         while len(self._buf) < n:
-            try:  # what is already there is read without asking select first (one system call less)
-                chunk = self.sock.recv(max(n - len(self._buf), 1 << 16), 0 if deadline is None else socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                    return False
+            # what is already there is read without asking select first (one system call less)
+            if self._read(n - len(self._buf), wait=deadline is None):
                 continue
-            except OSError as e:
-                self.closed = True
-                raise LaneClosed(f"the lane was reset: {e}") from None
-            if not chunk:
-                self.closed = True
-                raise LaneClosed("the other end closed the lane")
-            self._buf += chunk
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                return False
         return True
+
+    def _frame_size(self) -> int:
+        """The length of the frame the buffer starts with (its prefix must be there)."""
+        (size,) = _LEN.unpack_from(self._buf)
+        if size > _MAX_FRAME:
+            self.closed = True
+            raise protocol.ProtocolError(f"lane frame of {size} bytes is larger than any frame of this protocol")
+        return size
 
     def recv_frame(self, timeout: float | None = None) -> bytes | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._fill(_LEN.size, deadline):
             return None
-        (size,) = _LEN.unpack_from(self._buf)
-        if size > protocol.CHUNK + protocol.MAX_HEADER + protocol.INLINE_MAX + 64:
-            self.closed = True
-            raise protocol.ProtocolError(f"lane frame of {size} bytes is larger than any frame of this protocol")
+        size = self._frame_size()
         if not self._fill(_LEN.size + size, None):  # a frame that started is read whole
             return None
         frame = bytes(self._buf[_LEN.size:_LEN.size + size])
@@ -113,27 +127,15 @@ class LaneConnection:
         """The next message if all of it is here already, in one frame; else None, and nothing
         is taken.  Never waits."""
         if len(self._buf) < (1 << 16):
-            try:
-                chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                chunk = None
-            except OSError as e:
-                self.closed = True
-                raise LaneClosed(f"the lane was reset: {e}") from None
-            if chunk == b"":
-                self.closed = True
-                raise LaneClosed("the other end closed the lane")
-            if chunk:
-                self._buf += chunk
+            self._read(1 << 16, wait=False)
         if len(self._buf) < _LEN.size:
             return None
-        (size,) = _LEN.unpack_from(self._buf)
-        if len(self._buf) < _LEN.size + size or size > protocol.MAX_HEADER + protocol.INLINE_MAX + 64:
-            return None  # recv reads it (and says what is wrong with a frame too large)
-        frame = bytes(self._buf[_LEN.size:_LEN.size + size])
-        header, inline = protocol.parse_first(frame)
-        if protocol.follow_frames(header):
+        size = self._frame_size()
+        if len(self._buf) < _LEN.size + size:
             return None
+        header, inline = protocol.parse_first(bytes(self._buf[_LEN.size:_LEN.size + size]))
+        if protocol.follow_frames(header):
+            return None  # recv reads the rest as it comes
         del self._buf[:_LEN.size + size]
         return protocol.Message(header, protocol.assemble(header, inline, None))
 
