@@ -147,8 +147,7 @@ class KernelSession:
         """What a cell needs before it is sent: where it runs and which names it ships.  Raises
         what the cell must fail with; quiet (sending before the magic runs): None instead of saying
         anything or failing, and the magic decides later."""
-        self.connect()
-        gpu, fell_back = self._gpu_for(opts.gpu)
+        gpu, fell_back = self._gpu_for(opts.gpu)  # connects first (the backend's offers decide)
         if quiet and fell_back:
             return None
         self.fell_back = fell_back
