@@ -101,7 +101,7 @@ def test_report_from_saved_notebook_equals_live_summary(run_notebook, kernel_env
 
 def test_advise_reads_the_backend_ledger(run_notebook, kernel_env, tmp_path):
     """advise --url: the trace is the backend's own GET /api/cells, not the notebook."""
-    from tests.integration.backend_process import start_backend, stop_backend
+    from tests.integration.backend_process import settled_cells, start_backend, stop_backend
 
     proc, url = start_backend(tmp_path)
     try:
@@ -109,6 +109,7 @@ def test_advise_reads_the_backend_ledger(run_notebook, kernel_env, tmp_path):
         env = {**kernel_env, "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": token}
         nb = run_notebook([LOAD, "%%gpu\nx = 1", "%%gpu\ny = 2", "%%gpu\nz = 3"], env=env)
         cold = last_footer(nb.cells[1])["timings"]["cold_start"]
+        settled_cells(url, token, 3)  # the last lane cell is ledgered once its worker reports it
         out = subprocess.run(
             [sys.executable, "-c", "from jupyter_gpu.cli import main; main()", "advise", "--url", url,
              "--scenario", "dedicated:1", "--json"],
