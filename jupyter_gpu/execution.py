@@ -34,6 +34,9 @@ def _kernel_id() -> str:
         return "kernel"
 
 
+RELEASE_WAIT = 3.0  # s: how long an exiting kernel waits for the backend to stop its workers
+
+
 class KernelSession:
     """One kernel's connection to the backend and its view of the remote namespace."""
 
@@ -132,12 +135,21 @@ class KernelSession:
                 raise from_failure(msg.header)
 
     def close(self) -> None:
-        if self.client is not None:
+        """Free this kernel's workers (at exit).  The backend answers once they are gone and every
+        cell they ran is in its ledger, so whatever reads the ledger once this kernel has exited
+        (``jupyter-gpu advise --url`` after ``jupyter-gpu run``) finds them all."""
+        client = self.client
+        if client is not None:
             try:
-                self.client.send({"type": protocol.RELEASE})  # no need to wait for the reply
+                client.send({"type": protocol.RELEASE})
+                deadline = time.monotonic() + RELEASE_WAIT
+                while (left := deadline - time.monotonic()) > 0:
+                    msg = client.recv(timeout=left)
+                    if msg is None or msg.type in (protocol.STATUS_REPLY, protocol.FAILURE):
+                        break
             except Exception:
-                pass
-            self.client.close()
+                pass  # the backend is gone: nothing left to free
+            client.close()
             self.client = None
         if self.pool is not None:
             self.pool.close()

@@ -34,6 +34,9 @@ log = logging.getLogger("jupyter_gpu_backend")
 WAIT_NOTE_AFTER, WAIT_NOTE_EVERY = 8.0, 2.0
 RETIRE_RETRY = 5.0  # a worker that declined to retire (a lane cell was under way) is asked again
 GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lost can be answered
+# a stopped worker's last reports (its lane cells' `metered`) arrive before its connection closes:
+# stop_worker waits this long for that, so a release answered means those cells are in the ledger
+LAST_REPORTS_WAIT = 2.0
 
 
 class Scheduler(LaneReports):
@@ -324,6 +327,11 @@ class Scheduler(LaneReports):
             await worker.conn.send({"type": protocol.SHUTDOWN})
         if worker.handle is not None:
             await self.runtime.stop(worker.handle)
+        if worker.conn is not None:
+            try:
+                await asyncio.wait_for(worker.gone.wait(), LAST_REPORTS_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("worker %s stopped but its connection stayed open %.0f s", worker.id, LAST_REPORTS_WAIT)
         self.ledger.worker_state(worker.id, "stopped")
 
     async def worker_gone(self, worker: Worker) -> None:

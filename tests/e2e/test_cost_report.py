@@ -101,7 +101,7 @@ def test_report_from_saved_notebook_equals_live_summary(run_notebook, kernel_env
 
 def test_advise_reads_the_backend_ledger(run_notebook, kernel_env, tmp_path):
     """advise --url: the trace is the backend's own GET /api/cells, not the notebook."""
-    from tests.integration.backend_process import settled_cells, start_backend, stop_backend
+    from tests.integration.backend_process import start_backend, stop_backend
 
     proc, url = start_backend(tmp_path)
     try:
@@ -109,7 +109,6 @@ def test_advise_reads_the_backend_ledger(run_notebook, kernel_env, tmp_path):
         env = {**kernel_env, "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": token}
         nb = run_notebook([LOAD, "%%gpu\nx = 1", "%%gpu\ny = 2", "%%gpu\nz = 3"], env=env)
         cold = last_footer(nb.cells[1])["timings"]["cold_start"]
-        settled_cells(url, token, 3)  # the last lane cell is ledgered once its worker reports it
         out = subprocess.run(
             [sys.executable, "-c", "from jupyter_gpu.cli import main; main()", "advise", "--url", url,
              "--scenario", "dedicated:1", "--json"],
@@ -120,5 +119,28 @@ def test_advise_reads_the_backend_ledger(run_notebook, kernel_env, tmp_path):
         bad = subprocess.run([sys.executable, "-c", "from jupyter_gpu.cli import main; main()", "advise", "--url", url,
                               "--token", "wrong"], capture_output=True, text=True)
         assert bad.returncode == 2 and "401" in bad.stderr
+    finally:
+        stop_backend(proc)
+
+
+def test_once_the_kernel_exits_the_ledger_has_every_cell_even_from_a_worker_slow_to_report(run_notebook, kernel_env,
+                                                                                            tmp_path):
+    """A lane cell reaches the ledger when its worker reports it (once idle, or as it exits); the
+    kernel's exit waits for the backend to stop its workers, so a ledger read right after the
+    notebook ran (advise --url after jupyter-gpu run) finds every cell - here the worker takes
+    half a second over each report, as on a loaded machine."""
+    from tests.integration.backend_process import api_get, start_backend, stop_backend
+
+    slow_reports = ("%%gpu --no-out\nimport time, jupyter_gpu_worker.reports as r\n"
+                    "_flush = r.LaneReports._flush_meters_locked\n"
+                    "r.LaneReports._flush_meters_locked = lambda self: (time.sleep(0.5), _flush(self))[1]")
+    proc, url = start_backend(tmp_path)
+    try:
+        token = json.loads((tmp_path / "backend.json").read_text())["token"]
+        env = {**kernel_env, "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": token}
+        nb = run_notebook([LOAD, "%%gpu\nx = 1", slow_reports, "%%gpu\ny = 2", "%%gpu\nz = 3"], env=env)
+        assert [last_footer(c)["route"] for c in nb.cells[2:]] == ["lane"] * 3  # reported by the worker
+        cells = api_get(url, token, "/api/cells")["cells"]
+        assert sorted((c["status"], c["run_s"] is not None) for c in cells) == [("ok", True)] * 4, cells
     finally:
         stop_backend(proc)

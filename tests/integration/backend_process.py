@@ -38,22 +38,6 @@ def api_get(url: str, token: str, path: str, timeout: float = 30) -> dict:
         return json.load(r)
 
 
-def settled_cells(url: str, token: str, count: int, timeout: float = 20) -> list[dict]:
-    """``/api/cells`` once it holds ``count`` cells that ran (with a run time), newest first.
-
-    A cell that went by the lane is ledgered when its worker reports it, once idle (20 ms after the
-    cell, or as the worker exits), so the ledger may trail the notebook by that much; the backend
-    offers no event for it, so this polls with a deadline and fails naming what the ledger holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        cells = api_get(url, token, "/api/cells")["cells"]
-        if sum(c.get("run_s") is not None for c in cells) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert sum(c.get("run_s") is not None for c in cells) >= count, f"the ledger never held {count} cells: {cells}"
-    return cells
-
-
 def runtime_info(url: str, token: str, wait: float) -> dict:
     """``/api/runtime``; with ``wait`` > 0 it answers once the zygote and the spare pool settle."""
     return api_get(url, token, f"/api/runtime?wait={wait}", timeout=wait + 10)
