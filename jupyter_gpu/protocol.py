@@ -62,6 +62,8 @@ STARTED = "started"  # worker -> backend: a lane cell runs on (>20 ms): status s
 METERED = "metered"  # worker -> backend, once idle: a lane cell ran (status, timings, ended_ago) - the ledger and keep-warm
 RETIRE = "retire"  # backend -> worker: keep-warm ran out; exit if you ran no cell since {cells}
 RETIRED = "retired"  # worker -> backend: retiring now (an expected exit, not a loss)
+REPORT = "report"  # backend -> worker: send the reports you owe now (a kernel asks for its status)
+REPORTED = "reported"  # worker -> backend: nothing more owed, once its last running cell ended
 LANE_LOST = "lane_lost"  # kernel -> backend: my lane broke mid-cell, what happened? (reply: LANE_LOST_REPLY)
 LANE_LOST_REPLY = "lane_lost_reply"
 # either way

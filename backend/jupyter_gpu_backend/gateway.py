@@ -151,6 +151,7 @@ class Gateway:
         elif kind == protocol.PREWARM:
             asyncio.ensure_future(self._prewarm(session, header))  # a cold start must not block the loop
         elif kind == protocol.STATUS:
+            await self.scheduler.settle_reports(session)
             await session.conn.send({"type": protocol.STATUS_REPLY, **self.scheduler.status(session)})
         else:
             await session.conn.send(protocol.failure("bad_request", f"unknown message type {kind!r}"))

@@ -57,3 +57,15 @@ def test_gpu_fallback_list_runs_on_the_first_offered_type_and_says_when_none_is(
     assert last_footer(nb.cells[1])["gpu"] == "cpu"
     err = next(o for o in nb.cells[2].outputs if o.output_type == "error")
     assert err.ename == "NoSuchDevice" and "H100, B200" in err.evalue and "offered: cpu" in err.evalue
+
+
+@pytest.mark.timeout(120)
+def test_status_right_after_a_lane_cell_shows_the_worker_idle_and_its_keep_warm_counting(run_notebook):
+    """A lane cell that ran past 20 ms made the backend show its worker busy, and the worker
+    reports its end only after 20 ms idle; `%gpu status` run right after it asks for that report,
+    so the worker shows idle with its keep-warm window, not busy."""
+    nb = run_notebook([LOAD, "%%gpu\nx = 1", "%%gpu\nimport time\ntime.sleep(0.2)", "%gpu status"])
+    assert last_footer(nb.cells[2])["route"] == "lane"
+    status = stream_text(nb.cells[3])
+    line = next(ln for ln in status.splitlines() if last_footer(nb.cells[2])["worker"] in ln)
+    assert " idle " in line and re.search(r"keep-warm:\s*\d+\s*s left", line), status

@@ -187,6 +187,9 @@ class Agent(LaneReports):
             if msg.header.get("cell") == self.executing:  # else: its cell ended (interrupted) meanwhile
                 self._input_replies.put(msg.header)
             return True
+        if kind == protocol.REPORT:
+            self._report_now()
+            return True
         if kind == protocol.SHUTDOWN:
             self._exit()
         return False

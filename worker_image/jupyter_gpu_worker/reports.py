@@ -31,6 +31,7 @@ class LaneReports:
         self._pending = 0  # requests the reader handed over that have not ended (under _meter_lock)
         self._idle_since = 0.0  # when the last request ended
         self._armed = False  # the reader waits with a timeout (a report falls due by itself)
+        self._report_asked = False  # the backend asked for what is owed while a request ran
 
     def _announce_later(self, cell: str) -> None:
         """Reader: a lane cell arrived; it is announced unless it ends within STARTED_AFTER."""
@@ -73,12 +74,26 @@ class LaneReports:
         with self._meter_lock:
             self._pending -= 1
             self._idle_since = time.monotonic()
+            if self._report_asked and not self._pending:  # the backend waits for these now
+                self._report_asked = False
+                self._flush_meters_locked()
+                self.send_backend({"type": protocol.REPORTED})
             wake = bool(self._meters) and not self._armed
         if wake:
             try:
                 os.write(self._wake_w, b"w")
             except BlockingIOError:
                 pass  # the pipe already holds a wake-up
+
+    def _report_now(self) -> None:
+        """Reader: the backend asks for what is owed (a kernel wants its status): the ended
+        cells' reports and ``reported`` now, or, while a request runs, as it ends (``_ended``)."""
+        with self._meter_lock:
+            if self._pending:
+                self._report_asked = True
+                return
+            self._flush_meters_locked()
+            self.send_backend({"type": protocol.REPORTED})
 
     def flush_meters(self) -> None:
         with self._meter_lock:
