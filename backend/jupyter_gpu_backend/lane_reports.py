@@ -1,7 +1,8 @@
 """The backend's side of lane cells (``jupyter_gpu/lane.py``): a worker's reports of the cells
 that went straight from a kernel to it (``started``, ``metered``, ``retired``), and a kernel's
 question when its lane broke mid-cell (``lane_lost``).  A mixin of ``Scheduler``: it keeps the
-ledger, the leases' keep-warm windows and the gone workers these read and write."""
+ledger, the leases' keep-warm windows and the gone workers these read and write.  Before a kernel
+is told its status, the reports a worker still owes are asked for (``report``)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,8 @@ import time
 from jupyter_gpu import protocol
 
 from .model import LOST_NOTE, Session, Worker
+
+REPORT_WAIT = 0.5  # s: a kernel's status waits this long for its workers' owed reports
 
 
 class LaneReports:
@@ -53,6 +56,21 @@ class LaneReports:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
                 lease.keep_warm = float(header["keep_warm"])
             self._idle(lease, ago)
+
+    async def settle_reports(self, session: Session) -> None:
+        """Before a kernel is told about its workers: one that looks busy with a lane cell is
+        asked for the reports it owes (a long cell that ended under METER_IDLE ago is metered
+        only then), so `%gpu status` run right after such a cell shows the worker idle, with its
+        keep-warm window counting from the cell's end.  A cell still running keeps it busy."""
+        waits = []
+        for lease in session.leases.values():
+            w = lease.worker
+            if w.lane_cell is not None and w.cell is None and w.conn is not None and w.conn.open:
+                w.reported = asyncio.get_running_loop().create_future()
+                await w.conn.send({"type": protocol.REPORT})
+                waits.append(w.reported)
+        if waits:
+            await asyncio.wait(waits, timeout=REPORT_WAIT)
 
     async def lane_lost(self, session: Session, header: dict) -> dict:
         """A kernel's lane broke in the middle of a cell: did the cell run (and die with its

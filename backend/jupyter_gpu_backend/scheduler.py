@@ -37,8 +37,6 @@ GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lo
 # a stopped worker's last reports (its lane cells' `metered`) arrive before its connection closes:
 # stop_worker waits this long for that, so a release answered means those cells are in the ledger
 LAST_REPORTS_WAIT = 2.0
-# a kernel's status waits this long for its workers' owed reports (settle_reports)
-REPORT_WAIT = 0.5
 
 
 class Scheduler(LaneReports):
@@ -350,6 +348,8 @@ class Scheduler(LaneReports):
     async def _worker_gone(self, worker: Worker) -> None:
         if worker.conn is not None:
             worker.conn.open = False
+        if worker.reported is not None and not worker.reported.done():
+            worker.reported.set_result(None)  # nothing more will come: the status need not wait
         self.workers.pop(worker.id, None)
         self.gone[worker.id] = worker
         while len(self.gone) > GONE_KEPT:
@@ -462,21 +462,6 @@ class Scheduler(LaneReports):
         for lease in leases:
             await self.stop_lease(lease)
         return len(leases)
-
-    async def settle_reports(self, session: Session) -> None:
-        """Before a kernel is told about its workers: one that looks busy with a lane cell is
-        asked for the reports it owes (a long cell that ended under METER_IDLE ago is metered
-        only then), so `%gpu status` run right after such a cell shows the worker idle, with its
-        keep-warm window counting from the cell's end.  A cell still running keeps it busy."""
-        waits = []
-        for lease in session.leases.values():
-            w = lease.worker
-            if w.lane_cell is not None and w.cell is None and w.conn is not None and w.conn.open:
-                w.reported = asyncio.get_running_loop().create_future()
-                await w.conn.send({"type": protocol.REPORT})
-                waits.append(w.reported)
-        if waits:
-            await asyncio.wait(waits, timeout=REPORT_WAIT)
 
     def status(self, session: Session) -> dict:
         leases = []
