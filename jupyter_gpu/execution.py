@@ -37,6 +37,20 @@ def _kernel_id() -> str:
 RELEASE_WAIT = 3.0  # s: how long an exiting kernel waits for the backend to stop its workers
 
 
+def _ask(client: BackendClient, header: dict, reply_type: str, timeout: float) -> dict:
+    """Send ``header`` and return the backend's ``reply_type`` answer (other events are passed over)."""
+    client.send(header)
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = client.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if msg is None:
+            raise ConnectionLost(f"no {reply_type} from the backend within {timeout:.0f} s")
+        if msg.type == reply_type:
+            return msg.header
+        if msg.type == protocol.FAILURE:
+            raise from_failure(msg.header)
+
+
 class KernelSession:
     """One kernel's connection to the backend and its view of the remote namespace."""
 
@@ -122,17 +136,7 @@ class KernelSession:
         return self.host_id is not None and self.client.welcome.get("host_id") == self.host_id
 
     def request(self, header: dict, reply_type: str, timeout: float = 30.0) -> dict:
-        client = self.connect()
-        client.send(header)
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = client.recv(timeout=max(0.0, deadline - time.monotonic()))
-            if msg is None:
-                raise ConnectionLost(f"no {reply_type} from the backend within {timeout:.0f} s")
-            if msg.type == reply_type:
-                return msg.header
-            if msg.type == protocol.FAILURE:
-                raise from_failure(msg.header)
+        return _ask(self.connect(), header, reply_type, timeout)
 
     def close(self) -> None:
         """Free this kernel's workers (at exit).  The backend answers once they are gone and every
@@ -141,14 +145,9 @@ class KernelSession:
         client = self.client
         if client is not None:
             try:
-                client.send({"type": protocol.RELEASE})
-                deadline = time.monotonic() + RELEASE_WAIT
-                while (left := deadline - time.monotonic()) > 0:
-                    msg = client.recv(timeout=left)
-                    if msg is None or msg.type in (protocol.STATUS_REPLY, protocol.FAILURE):
-                        break
+                _ask(client, {"type": protocol.RELEASE}, protocol.STATUS_REPLY, RELEASE_WAIT)
             except Exception:
-                pass  # the backend is gone: nothing left to free
+                pass  # the backend is gone, or slow: the kernel exits all the same
             client.close()
             self.client = None
         if self.pool is not None:

@@ -75,9 +75,7 @@ class LaneReports:
             self._pending -= 1
             self._idle_since = time.monotonic()
             if self._report_asked and not self._pending:  # the backend waits for these now
-                self._report_asked = False
-                self._flush_meters_locked()
-                self.send_backend({"type": protocol.REPORTED})
+                self._answer_report_locked()
             wake = bool(self._meters) and not self._armed
         if wake:
             try:
@@ -91,9 +89,13 @@ class LaneReports:
         with self._meter_lock:
             if self._pending:
                 self._report_asked = True
-                return
-            self._flush_meters_locked()
-            self.send_backend({"type": protocol.REPORTED})
+            else:
+                self._answer_report_locked()
+
+    def _answer_report_locked(self) -> None:
+        self._report_asked = False
+        self._flush_meters_locked()
+        self.send_backend({"type": protocol.REPORTED})
 
     def flush_meters(self) -> None:
         with self._meter_lock:
