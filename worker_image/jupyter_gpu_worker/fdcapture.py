@@ -55,7 +55,10 @@ class _Pump:
                 self.done.notify_all()
 
     def drained(self) -> bool:
-        return not self.busy and self.pending() == 0
+        # the pipe first: the pump marks itself busy before it reads, so an empty pipe seen here
+        # and then `busy` false means forwarded.  Looking at `busy` first could miss bytes the pump
+        # took in between (it read them, not yet forwarded): they went to the log after the cell.
+        return self.pending() == 0 and not self.busy
 
 
 class FdCapture:
