@@ -66,8 +66,9 @@ class LaneReports:
         for lease in session.leases.values():
             w = lease.worker
             if w.lane_cell is not None and w.cell is None and w.conn is not None and w.conn.open:
-                w.reported = asyncio.get_running_loop().create_future()
-                await w.conn.send({"type": protocol.REPORT})
+                if w.reported is None or w.reported.done():  # else: asked already, the answer serves both
+                    w.reported = asyncio.get_running_loop().create_future()
+                    await w.conn.send({"type": protocol.REPORT})
                 waits.append(w.reported)
         if waits:
             await asyncio.wait(waits, timeout=REPORT_WAIT)
