@@ -378,10 +378,10 @@ class KernelSession:
         if done.get("lane") and held.lane != done["lane"]:
             held.drop_lane()
             held.lane = done["lane"]
-        came_back = set(outcome.hashes)
-        left_there = set(binds) if opts.no_out else set(binds) - came_back
+        came_back, deleted = set(outcome.hashes), set(outcome.deleted)
+        left_there = (set(binds) if opts.no_out else set(binds) - came_back) - deleted
         lost = self.lost.get(gpu, {})
-        for name in came_back | left_there:
+        for name in came_back | left_there | deleted:
             lost.pop(name, None)
             held.remote_only.pop(name, None)
         for name in left_there:
@@ -393,6 +393,8 @@ class KernelSession:
             self.pool.reclaim(worker)  # a previous worker is gone, and its mappings with it
         held.values.update(sent_hashes)
         held.values.update(outcome.hashes)
+        for name in deleted:  # sent, then deleted there
+            held.values.pop(name, None)
         for ref in outcome.refs:
             ref.worker, ref.gpu, ref.device = worker, gpu, done.get("device", gpu)
 

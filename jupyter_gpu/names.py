@@ -24,6 +24,8 @@ class _Collector(ast.NodeVisitor):
             self.loads.add(node.id)
         elif self._depth == 0:
             self.stores.add(node.id)
+            if isinstance(node.ctx, ast.Del):  # `del x` needs x there, and a local cell's x goes too
+                self.loads.add(node.id)
 
     def visit_AugAssign(self, node: ast.AugAssign):
         if isinstance(node.target, ast.Name):

@@ -13,6 +13,7 @@ class CellOutcome:
         self.received = 0
         self.hashes: dict = {}
         self.refs: list = []
+        self.deleted: list = []  # inputs the cell deleted (`del x`), deleted here too
         self._text = None
         self._obj = None
 

@@ -158,5 +158,8 @@ def take_results(session, h: dict, buffers: list, out: CellOutcome, pub: Publish
     for name, ref in h.get("refs", {}).items():  # the worker kept it (unpicklable, too large, --keep-remote)
         stays_remote(name, ref, ref.get("why", ""))
         out.hashes[name] = ref["h"]
+    for name in h.get("deleted", ()):  # an input the cell deleted (`del x`): gone here too
+        ns.pop(name, None)
+        out.deleted.append(name)
     if h.get("missing"):
         pub.stream("stderr", f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}\n")

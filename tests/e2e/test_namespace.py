@@ -160,3 +160,41 @@ def test_a_value_over_the_size_limit_or_kept_remote_stays_on_its_worker(run_note
     assert last_footer(nb.cells[3])["transfer"]["sent_bytes"] < 1024
     assert stream_text(nb.cells[5]) == "ndarray (200000,)\n"
     assert stream_text(nb.cells[7]).splitlines()[0] == "RemoteValue 3"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("lane", ["1", "0"], ids=["lane", "relayed"])
+def test_an_input_changed_in_place_comes_back_as_a_local_cell_would_leave_it(run_notebook, kernel_env, lane):
+    """`lst.append(3)`, `d['k'] = v`, `arr[:] = 0`: a value the cell changed without rebinding it
+    comes back (and the worker's copy is what the kernel now holds), so a local value equal to
+    the old one is sent again rather than mistaken for the worker's changed copy."""
+    nb = run_notebook([
+        LOAD,
+        "import numpy as np\nlst = [1, 2]\nd = {'a': 1}\narr = np.arange(4)\nsame = [9]",
+        "%%gpu\nlst.append(3)\nd['k'] = 'v'\narr[:2] = 0\nprint(len(same))",
+        "print(lst, d, arr.tolist(), same)",
+        "lst = [1, 2]",  # equal to what was first sent: must not be taken for the worker's copy
+        "%%gpu\nprint(lst, d)",
+        "%%gpu\nprint(len(same))",  # unchanged: nothing comes back, nothing is sent
+    ], env={**kernel_env, "JUPYTER_GPU_LANE": lane})
+    assert stream_text(nb.cells[3]) == "[1, 2, 3] {'a': 1, 'k': 'v'} [0, 0, 2, 3] [9]\n"
+    assert stream_text(nb.cells[5]) == "[1, 2] {'a': 1, 'k': 'v'}\n"
+    assert last_footer(nb.cells[6])["transfer"]["sent_bytes"] < 1024
+    assert last_footer(nb.cells[6])["transfer"]["received_bytes"] < 1024
+
+
+@pytest.mark.timeout(180)
+def test_del_in_a_gpu_cell_deletes_the_name_locally_too(run_notebook):
+    nb = run_notebook([
+        LOAD,
+        "gone = 5\nkept = 6",
+        "%%gpu\ndel gone\nprint(kept)",
+        "print('gone' in globals(), kept)",
+        "%%gpu\ntry:\n    gone\nexcept NameError:\n    print('gone there too')",
+        "%%gpu\nif False:\n    del kept\nprint(kept)",
+        "print(kept)",
+    ])
+    assert stream_text(nb.cells[2]) == "6\n"
+    assert stream_text(nb.cells[3]) == "False 6\n"
+    assert stream_text(nb.cells[4]) == "gone there too\n"
+    assert stream_text(nb.cells[6]) == "6\n"

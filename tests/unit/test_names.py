@@ -33,3 +33,10 @@ def test_private_and_shell_names_are_ignored():
 def test_inputs_are_the_reads_that_exist_locally_except_builtins():
     ns = {"a": 1, "len": len, "print": 5}
     assert inputs_for({"a", "len", "print", "missing"}, ns) == ["a", "print"]
+
+
+def test_a_deleted_name_is_read_and_bound():
+    """`del x` needs x on the worker, and removes the local x as a local cell would."""
+    reads, binds = analyse("del x\ndef f():\n    y = 1\n    del y\n")
+    assert "x" in reads and "x" in binds
+    assert "y" not in reads and "y" not in binds

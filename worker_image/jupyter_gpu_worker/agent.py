@@ -21,7 +21,6 @@ import signal
 import sys
 import threading
 import time
-import types
 
 _T_PROCESS = time.monotonic()
 
@@ -33,6 +32,7 @@ from IPython.core.error import StdinNotImplementedError  # noqa: E402
 from . import device  # noqa: E402
 from .fdcapture import FdCapture  # noqa: E402
 from .reports import LaneReports  # noqa: E402
+from .results import Holdings, pack_results  # noqa: E402
 from .shell import Emitter, make_shell  # noqa: E402
 from .telemetry import GpuTelemetry  # noqa: E402
 
@@ -63,7 +63,7 @@ class Agent(LaneReports):
         self.cells_done = 0  # cells that ran (the backend compares it before retiring us)
         self.interrupt_seen = False  # our SIGINT handler ran since the last interrupt request
         self.telemetry: GpuTelemetry | None = None  # set at registration when there is a GPU
-        self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
+        self.holdings = Holdings()  # what the kernel holds of this namespace, and this worker's hashes
         self.out_pool = shm.SegmentPool()
         self.reader = shm.SegmentReader()
         self.emitter = Emitter(self.send)
@@ -280,7 +280,7 @@ class Agent(LaneReports):
         for name in list(ns):
             if name not in self._fresh_ns:
                 del ns[name]
-        self.held.clear()
+        self.holdings.clear()
         self.out_pool.reclaim()  # the previous kernel's mappings are gone with its session
         self.session = session
 
@@ -310,7 +310,7 @@ class Agent(LaneReports):
         else:
             self.out_pool.returned(h.get("returned", ()))  # results the kernel no longer holds
         ns = self.shell.user_ns
-        missing = [n for n, hsh in h.get("keep", {}).items() if self.held.get(n) != hsh or n not in ns]
+        missing = [n for n, hsh in h.get("keep", {}).items() if self.holdings.held.get(n) != hsh or n not in ns]
         if missing:
             with self._start_lock:
                 self._waiting.pop(cell, None)
@@ -330,7 +330,7 @@ class Agent(LaneReports):
             try:
                 for name, spec in h.get("inputs", {}).items():
                     ns[name] = serialization.unpack(name, spec, msg.buffers, self.reader)
-                    self.held[name] = spec["h"]
+                    self.holdings.arrived(name, ns[name], spec["h"])
             except SerializationError as e:
                 self._error(e)
                 status = "error"
@@ -355,7 +355,8 @@ class Agent(LaneReports):
             if err is not None:
                 status = "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
                 self._send_error_object(err)
-            outputs, buffers = self._pack_outputs(h, cell)
+            packer = serialization.Packer(shm_pool=self.out_pool if h.get("shm") else None)
+            outputs, buffers = pack_results(h, cell, ns, self.holdings, packer), packer.buffers
             timings["post"] = time.monotonic() - t2
         except KeyboardInterrupt as e:
             status = "interrupted"
@@ -399,56 +400,6 @@ class Agent(LaneReports):
         packer = serialization.Packer()
         spec = packer.pack(p)
         self.emitter.event({"type": protocol.ERROR, "pickled": spec}, packer.buffers)
-
-    def _pack_outputs(self, h: dict, cell: str) -> tuple[dict, list]:
-        ns = self.shell.user_ns
-        explicit = set(h.get("out") or ())  # --out: brought back whatever its size
-        if h.get("no_out"):
-            names = []
-        elif h.get("out") is not None:
-            names = list(h["out"])
-        else:
-            names = [n for n in h.get("binds", []) if n in ns and not isinstance(ns[n], types.ModuleType)]
-        keep = set(h.get("keep_remote") or ())
-        limit = int(h.get("max_return") or serialization.MAX_RETURN)
-        packer = serialization.Packer(shm_pool=self.out_pool if h.get("shm") else None)
-        values, refs, missing = {}, {}, []
-        for name in names:
-            if name not in ns:
-                missing.append(name)
-                continue
-            obj = ns[name]
-            why, p = _stays(name, obj, keep, None if name in explicit else limit), None
-            if why is None:
-                try:
-                    p = serialization.pickle_value(name, obj)
-                except SerializationError as e:
-                    why = str(e)
-                else:
-                    size = len(p.data) + sum(memoryview(b).nbytes for b in p.buffers)
-                    if name not in explicit and size > limit:
-                        why = _too_large(name, size, limit)
-            if why is not None:
-                ref_hash = f"ref:{cell}:{name}"
-                self.held[name] = ref_hash
-                refs[name] = {"h": ref_hash, "t": serialization.type_name(obj), "why": why}
-                continue
-            values[name] = packer.pack(p)
-            self.held[name] = p.hash
-        return {"values": values, "refs": refs, "missing": missing}, packer.buffers
-
-
-def _stays(name: str, obj, keep: set, limit: int | None) -> str | None:
-    """Why a bound value stays on the worker before any pickling (None: it may come back)."""
-    if name in keep:
-        return "kept on the worker (--keep-remote)"
-    hint = serialization.size_hint(obj) if limit is not None else None
-    return _too_large(name, hint, limit) if hint is not None and hint > limit else None
-
-
-def _too_large(name: str, size: int, limit: int) -> str:
-    return (f"{serialization.human_size(size)} is more than the {serialization.human_size(limit)} a value brings "
-            f"back ($JUPYTER_GPU_MAX_RETURN); `%%gpu --out {name}` brings it anyway")
 
 
 def preload_image() -> None:

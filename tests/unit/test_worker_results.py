@@ -1,0 +1,82 @@
+"""What a worker sends back after a cell: bound names, inputs changed in place, deleted inputs."""
+from __future__ import annotations
+
+import numpy as np
+
+from jupyter_gpu import serialization
+from jupyter_gpu_worker.results import Holdings, pack_results
+
+
+def _arrive(holdings: Holdings, ns: dict, kernel_hashes: dict | None = None) -> dict:
+    """Unpack ns's values as inputs of a cell; kernel_hashes: the kernel's own hash, where its
+    pickle differs from this process's (a set of strings in another process)."""
+    kernel_hashes = kernel_hashes or {}
+    for name, obj in ns.items():
+        holdings.arrived(name, obj, kernel_hashes.get(name) or serialization.pickle_value(name, obj).hash)
+    return {name: {} for name in ns}
+
+
+def _results(ns, holdings, **h):
+    packer = serialization.Packer()
+    out = pack_results({"binds": [], **h}, "c1", ns, holdings, packer)
+    values = {n: serialization.unpack(n, spec, packer.buffers) for n, spec in out["values"].items()}
+    return out, values
+
+
+def test_inputs_changed_in_place_come_back_and_unchanged_ones_do_not():
+    holdings = Holdings()
+    ns = {"lst": [1, 2], "arr": np.arange(4), "same": {"k": [1]}, "words": {"a", "b", "c"}}
+    inputs = _arrive(holdings, ns, {"words": "the kernel's pickle of the set, in its own order"})
+    ns["lst"].append(3)
+    ns["arr"][:2] = 0
+    out, values = _results(ns, holdings, inputs=inputs)
+    assert sorted(values) == ["arr", "lst"]  # not `words`: unchanged here, whatever the kernel hashed
+    assert values["lst"] == [1, 2, 3] and values["arr"].tolist() == [0, 0, 2, 3]
+    assert holdings.held["lst"] == out["values"]["lst"]["h"]  # what the kernel now holds
+    # the next cell keeps them; nothing changed since: nothing comes back
+    out, values = _results(ns, holdings, keep={n: holdings.held[n] for n in ns})
+    assert values == {} and out["refs"] == {}
+
+
+def test_a_bound_name_comes_back_once_and_is_not_also_taken_for_a_changed_input():
+    holdings = Holdings()
+    ns = {"a": [1]}
+    inputs = _arrive(holdings, ns)
+    ns["a"] = ns["a"] + [2]
+    ns["b"] = 5
+    out, values = _results(ns, holdings, inputs=inputs, binds=["a", "b"])
+    assert values == {"a": [1, 2], "b": 5}
+
+
+def test_a_deleted_input_is_reported_and_forgotten():
+    holdings = Holdings()
+    ns = {"gone": 5, "kept": 6}
+    inputs = _arrive(holdings, ns)
+    del ns["gone"]
+    out, values = _results(ns, holdings, inputs=inputs, binds=["gone"])
+    assert out["deleted"] == ["gone"] and values == {}
+    assert "gone" not in holdings.held and "kept" in holdings.held
+
+
+def test_a_changed_input_not_brought_back_is_not_taken_for_the_kernels_copy_either():
+    """--no-out / --out others: the kernel's value is sent again when next read."""
+    for options in ({"no_out": True}, {"out": ["other"]}):
+        holdings = Holdings()
+        ns = {"lst": [1, 2], "other": 0}
+        inputs = _arrive(holdings, ns)
+        sent = holdings.held["lst"]
+        ns["lst"].append(3)
+        out, values = _results(ns, holdings, inputs=inputs, **options)
+        assert "lst" not in values
+        assert holdings.held["lst"] != sent  # a later `keep` of the old hash asks for a resend
+
+
+def test_an_input_that_no_longer_pickles_stays_here_as_a_reference():
+    import threading
+
+    holdings = Holdings()
+    ns = {"box": [1]}
+    inputs = _arrive(holdings, ns)
+    ns["box"].append(threading.Lock())
+    out, values = _results(ns, holdings, inputs=inputs)
+    assert values == {} and "box" in out["refs"] and "cannot be pickled" in out["refs"]["box"]["why"]

@@ -1,0 +1,127 @@
+"""What a cell sends back with its ``done``: the names it bound, the inputs it changed in place or
+deleted, and the values that stay here instead (refs).  It also keeps, per name, what the kernel
+holds (``held``: the hash it will name in a later cell's ``keep``) and what this worker last saw
+(``seen``: the hash of this worker's own pickle of its value).
+
+An input changed in place (``lst.append(3)``, ``df['z'] = ...``, ``arr[:] = 0``) comes back like a
+bound name, because a local cell would have left it changed; without that, the kernel's copy would
+be stale and a local value equal to the old one would be taken for the worker's changed copy.  A
+change is found by pickling the input again after the cell and comparing with ``seen``.  ``seen`` is
+this worker's own pickle, not the kernel's, because some values (a set of strings) pickle in another
+order in another process: compared with the kernel's hash they would look changed after every cell.
+Arrays pickle the same everywhere, so for them the kernel's hash is used and nothing is pickled
+twice as they arrive.
+"""
+from __future__ import annotations
+
+import types
+
+from jupyter_gpu import serialization
+from jupyter_gpu.errors import SerializationError
+
+
+class Holdings:
+    def __init__(self):
+        self.held: dict[str, str] = {}  # name -> hash of the value the kernel side also has
+        self.seen: dict[str, str] = {}  # name -> hash of this worker's pickle of its value, unchanged since
+
+    def clear(self) -> None:
+        self.held.clear()
+        self.seen.clear()
+
+    def arrived(self, name: str, obj, kernel_hash: str) -> None:
+        """An input was unpacked into the namespace."""
+        self.held[name] = kernel_hash
+        if serialization.size_hint(obj) is not None:  # an array: its pickle is the kernel's
+            self.seen[name] = kernel_hash
+            return
+        try:
+            self.seen[name] = serialization.pickle_value(name, obj).hash
+        except SerializationError:
+            self.seen.pop(name, None)  # not pickled here: a change to it cannot be seen
+
+    def changed(self, name: str, obj) -> tuple[bool, "serialization.Pickled | SerializationError | None"]:
+        """Whether an input the cell did not rebind was changed in place; with its new pickle (or
+        why it no longer pickles).  A value never pickled here is taken as unchanged."""
+        before = self.seen.get(name)
+        if before is None:
+            return False, None
+        try:
+            p = serialization.pickle_value(name, obj)
+        except SerializationError as e:
+            return True, e
+        return p.hash != before, p
+
+
+def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer) -> dict:
+    """The ``done`` fields that bring the cell's names back: values (into ``packer``), refs for
+    what stays here, the inputs it deleted, and ``--out`` names it did not define."""
+    explicit = set(h.get("out") or ())  # --out: brought back whatever its size
+    shipped = [*h.get("inputs", {}), *h.get("keep", {})]
+    if h.get("no_out"):
+        names = []
+    elif h.get("out") is not None:
+        names = list(h["out"])
+    else:
+        names = [n for n in h.get("binds", []) if n in ns and not isinstance(ns[n], types.ModuleType)]
+    picked: dict = {}  # name -> its pickle (or why it has none), already made to look for a change
+    deleted = [n for n in shipped if n not in ns]
+    for name in shipped:
+        if name in ns and name not in names:
+            was_changed, p = holdings.changed(name, ns[name])
+            if not was_changed:
+                continue
+            if h.get("no_out") or h.get("out") is not None:
+                # not brought back: a later cell sends the kernel's value again (it is the one the
+                # notebook shows), instead of this changed copy being taken for it
+                holdings.held[name] = f"changed:{cell}:{name}"
+                holdings.seen.pop(name, None)
+                continue
+            names.append(name)
+            picked[name] = p
+    for name in deleted:
+        holdings.held.pop(name, None)
+        holdings.seen.pop(name, None)
+    keep = set(h.get("keep_remote") or ())
+    limit = int(h.get("max_return") or serialization.MAX_RETURN)
+    values, refs, missing = {}, {}, []
+    for name in names:
+        if name not in ns:
+            missing.append(name)
+            continue
+        obj = ns[name]
+        why, p = stays(name, obj, keep, None if name in explicit else limit), picked.get(name)
+        if why is None:
+            if isinstance(p, SerializationError):
+                why = str(p)
+            elif p is None:
+                try:
+                    p = serialization.pickle_value(name, obj)
+                except SerializationError as e:
+                    why = str(e)
+            if why is None:
+                size = len(p.data) + sum(memoryview(b).nbytes for b in p.buffers)
+                if name not in explicit and size > limit:
+                    why = too_large(name, size, limit)
+        if why is not None:
+            ref_hash = f"ref:{cell}:{name}"
+            holdings.held[name] = ref_hash
+            holdings.seen.pop(name, None)  # the kernel holds a reference: this copy is the value
+            refs[name] = {"h": ref_hash, "t": serialization.type_name(obj), "why": why}
+            continue
+        values[name] = packer.pack(p)
+        holdings.held[name] = holdings.seen[name] = p.hash
+    return {"values": values, "refs": refs, "missing": missing, **({"deleted": deleted} if deleted else {})}
+
+
+def stays(name: str, obj, keep: set, limit: int | None) -> str | None:
+    """Why a value stays on the worker before any pickling (None: it may come back)."""
+    if name in keep:
+        return "kept on the worker (--keep-remote)"
+    hint = serialization.size_hint(obj) if limit is not None else None
+    return too_large(name, hint, limit) if hint is not None and hint > limit else None
+
+
+def too_large(name: str, size: int, limit: int) -> str:
+    return (f"{serialization.human_size(size)} is more than the {serialization.human_size(limit)} a value brings "
+            f"back ($JUPYTER_GPU_MAX_RETURN); `%%gpu --out {name}` brings it anyway")
