@@ -207,7 +207,7 @@ class KernelSession:
         """The request of one attempt at ``plan``: (held, packer, header, hashes of what it ships)."""
         held = self.held.setdefault(plan.key, Held())
         packer = serialization.Packer(shm_pool=self.pool if plan.use_shm else None)
-        inputs, keep, sent_hashes = self._pack_inputs(plan.names, held, packer)
+        inputs, keep, sent_hashes, references = self._pack_inputs(plan.names, held, packer)
         opts = plan.opts
         header = {
             "type": protocol.EXECUTE,
@@ -218,6 +218,7 @@ class KernelSession:
             "exec_count": plan.exec_count,
             "inputs": inputs,
             "keep": keep,
+            **({"references": references} if references else {}),  # held here as RemoteValues
             "expect_worker": held.worker if keep or plan.needs(self.shell.user_ns, held) else None,
             "binds": sorted(plan.binds),
             "out": opts.out,
@@ -406,14 +407,15 @@ class KernelSession:
             return len(hist) - 1
         return self.shell.execution_count
 
-    def _pack_inputs(self, names, held: Held, packer) -> tuple[dict, dict, dict]:
+    def _pack_inputs(self, names, held: Held, packer) -> tuple[dict, dict, dict, list]:
         ns = self.shell.user_ns
-        inputs, keep, hashes = {}, {}, {}
+        inputs, keep, hashes, references = {}, {}, {}, []
         for name in names:
             value = ns[name]
             if isinstance(value, RemoteValue):
                 if held.worker == value.worker and held.values.get(name) == value.hash:
                     keep[name] = value.hash
+                    references.append(name)
                     continue
                 raise RemoteValueLost(Lost(value.cell, value.worker, value.device, held.keep_warm).explain(name))
             p = serialization.pickle_value(name, value)
@@ -422,4 +424,4 @@ class KernelSession:
                 keep[name] = p.hash
             else:
                 inputs[name] = packer.pack(p)
-        return inputs, keep, hashes
+        return inputs, keep, hashes, references

@@ -312,14 +312,18 @@ def test_a_result_that_does_not_unpickle_here_stays_remote_and_the_others_come_b
     made = kernel.run(
         "%%gpu\nimport os\ndef _rebuild(pid):\n    if os.getpid() != pid:\n"
         "        raise RuntimeError('this value only loads on its worker')\n    return OnlyThere()\n"
-        "class OnlyThere:\n    def __reduce__(self):\n        return (_rebuild, (os.getpid(),))\n"
-        "there = OnlyThere()\nplain_too = 42")
+        "class OnlyThere:\n    def __reduce__(self):\n        return (_rebuild, (os.getpid(),), self.__dict__)\n"
+        "there = OnlyThere()\nthere.pad = bytes(8192)\nplain_too = 42")
     assert footer(made)["status"] == "ok", error_text(made) if made.reply["content"]["status"] != "ok" else ""
     out = kernel.run("print(plain_too)\nprint(repr(there))\nprint(there.why)").stdout().splitlines()
     assert out[0] == "42" and out[1].startswith("<remote") and "OnlyThere" in out[1], out
     assert "this value only loads on its worker" in out[2], out
     again = kernel.run("%%gpu\nprint(type(there).__name__, plain_too)")  # there, with no transfer
     assert again.stdout() == "OnlyThere 42\n" and footer(again)["transfer"]["sent_bytes"] < 1024
+    # changed in place where it lives: the worker's copy is the value, nothing is pickled to come back
+    changed = kernel.run("%%gpu\nthere.steps = 1")
+    assert footer(changed)["transfer"]["received_bytes"] < 1024, footer(changed)["transfer"]
+    assert kernel.run("%%gpu\nprint(there.steps, type(there).__name__)").stdout() == "1 OnlyThere\n"
 
 
 # --------------------------------------------------------------------------------------------

@@ -80,3 +80,28 @@ def test_an_input_that_no_longer_pickles_stays_here_as_a_reference():
     ns["box"].append(threading.Lock())
     out, values = _results(ns, holdings, inputs=inputs)
     assert values == {} and "box" in out["refs"] and "cannot be pickled" in out["refs"]["box"]["why"]
+
+
+class _Counted:
+    """Counts how often it is pickled."""
+
+    pickled = 0
+
+    def __init__(self):
+        self.steps = 0
+
+    def __reduce__(self):
+        _Counted.pickled += 1
+        return (_Counted, (), self.__dict__)
+
+
+def test_a_value_the_kernel_holds_as_a_reference_is_neither_pickled_nor_brought_back():
+    """A model that lives on the worker (a RemoteValue in the kernel) and is trained in place: the
+    worker's copy is the value; pickling it after every cell would copy it off the GPU for nothing."""
+    holdings = Holdings()
+    ns = {"model": _Counted()}
+    inputs = _arrive(holdings, ns)
+    ns["model"].steps += 1
+    _Counted.pickled = 0
+    out, values = _results(ns, holdings, keep={"model": holdings.held["model"]}, references=["model"])
+    assert values == {} and out["refs"] == {} and _Counted.pickled == 0

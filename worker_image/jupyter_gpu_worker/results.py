@@ -65,6 +65,8 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer) -> di
     else:
         names = [n for n in h.get("binds", []) if n in ns and not isinstance(ns[n], types.ModuleType)]
     picked: dict = {}  # name -> its pickle (or why it has none), already made to look for a change
+    for name in h.get("references", ()):  # the kernel holds a RemoteValue: this copy is the value
+        holdings.seen.pop(name, None)
     deleted = [n for n in shipped if n not in ns]
     for name in shipped:
         if name in ns and name not in names:
