@@ -7,10 +7,35 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 
 _BUILTINS = set(dir(builtins))
 # IPython's own names in every user namespace: never shipped, never brought back.
 _SHELL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# line magics whose argument is Python run in the user's namespace (`%time b = a * 2`): the option
+# letters that take a value, those that do not, and whether its assignments stay in the namespace
+# (%timeit runs its statement in a namespace of its own)
+_CODE_MAGICS = {"time": ("", "", True), "timeit": ("nrp", "tcqo", False), "prun": ("lsTD", "rq", True)}
+_OPTION = re.compile(r"-([A-Za-z])\s*")
+_VALUED_OPTION = re.compile(r"-[A-Za-z]\s*\S+\s*")
+
+
+def magic_statement(magic: str, line: str) -> tuple[str, bool] | None:
+    """The Python a line magic such as %time runs (its options left out), and whether what it
+    binds stays in the namespace; None for any other magic."""
+    spec = _CODE_MAGICS.get(magic)
+    if spec is None:
+        return None
+    valued, flags, binds = spec
+    rest = line.lstrip()
+    while rest.startswith("-"):
+        m = _OPTION.match(rest)
+        if m is None or m.group(1) not in valued + flags:
+            break  # not an option: a statement that starts with a minus
+        if m.group(1) in valued:
+            m = _VALUED_OPTION.match(rest)
+        rest = rest[m.end():]
+    return rest, binds
 
 
 class _Collector(ast.NodeVisitor):
@@ -76,6 +101,25 @@ class _Collector(ast.NodeVisitor):
         # a walrus inside a comprehension binds in the enclosing (here: top-level) scope
         self.stores.add(node.target.id)
         self.visit(node.value)
+
+    def visit_Call(self, node: ast.Call):
+        # `%time b = a * 2` is `get_ipython().run_line_magic('time', 'b = a * 2')` by now: its
+        # statement reads a and binds b in the cell's namespace
+        f = node.func
+        if (isinstance(f, ast.Attribute) and f.attr == "run_line_magic" and isinstance(f.value, ast.Call)
+                and isinstance(f.value.func, ast.Name) and f.value.func.id == "get_ipython" and len(node.args) == 2
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)):
+            found = magic_statement(node.args[0].value, node.args[1].value)
+            if found is not None:
+                try:
+                    tree = ast.parse(found[0])
+                except SyntaxError:
+                    tree = None  # the magic itself says what is wrong with it
+                if tree is not None:
+                    self._depth += 0 if found[1] else 1
+                    self.visit(tree)
+                    self._depth -= 0 if found[1] else 1
+        self.generic_visit(node)
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler):
         if node.type is not None:

@@ -198,3 +198,10 @@ def test_del_in_a_gpu_cell_deletes_the_name_locally_too(run_notebook):
     assert stream_text(nb.cells[3]) == "False 6\n"
     assert stream_text(nb.cells[4]) == "gone there too\n"
     assert stream_text(nb.cells[6]) == "6\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_time_line_magic_in_a_gpu_cell_reads_and_binds_like_a_local_one(run_notebook):
+    nb = run_notebook([LOAD, "a = 5", "%%gpu\n%time b = a * 2", "print(b)"])
+    assert "Wall time" in stream_text(nb.cells[2])
+    assert stream_text(nb.cells[3]) == "10\n"

@@ -40,3 +40,15 @@ def test_a_deleted_name_is_read_and_bound():
     reads, binds = analyse("del x\ndef f():\n    y = 1\n    del y\n")
     assert "x" in reads and "x" in binds
     assert "y" not in reads and "y" not in binds
+
+
+def test_the_statement_of_a_time_line_magic_reads_and_binds_in_the_cell():
+    """`%time b = a * 2` (as IPython has transformed it): `a` must be sent, `b` comes back; %timeit
+    runs in a namespace of its own, so it only reads; options are not names."""
+    reads, binds = analyse("get_ipython().run_line_magic('time', 'b = a * 2')\n"
+                           "get_ipython().run_line_magic('timeit', '-n 10 -r2 -q c + d')\n"
+                           "get_ipython().run_line_magic('prun', '-s cumulative -q e = f()')\n"
+                           "get_ipython().run_line_magic('time', '-g')\n")
+    assert {"a", "c", "d", "f", "g"} <= reads
+    assert binds == {"b", "e"}
+    assert not {"n", "r", "q", "s", "cumulative"} & (reads | binds)
