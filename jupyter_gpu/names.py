@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
+import string
 
 _BUILTINS = set(dir(builtins))
 # IPython's own names in every user namespace: never shipped, never brought back.
@@ -16,8 +17,27 @@ _SHELL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 # letters that take a value, those that do not, and whether its assignments stay in the namespace
 # (%timeit runs its statement in a namespace of its own)
 _CODE_MAGICS = {"time": ("", "", True), "timeit": ("nrp", "tcqo", False), "prun": ("lsTD", "rq", True)}
+_DOLLAR = re.compile(r"(?<!\$)\$([A-Za-z_]\w*)")
+# the shell's calls whose text IPython expands with the namespace's values: argument index
+_EXPANDED = {"system": 0, "getoutput": 0, "run_line_magic": 1, "run_cell_magic": 1}
 _OPTION = re.compile(r"-([A-Za-z])\s*")
 _VALUED_OPTION = re.compile(r"-[A-Za-z]\s*\S+\s*")
+
+
+def expanded_reads(text: str) -> set[str]:
+    """The names IPython's expansion of ``!echo {pkg} $n`` (and of a magic's line) reads."""
+    reads = set(_DOLLAR.findall(text))
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(text) if field]
+    except ValueError:  # an unbalanced brace: IPython leaves the text as it is
+        return reads
+    for field in fields:
+        try:
+            tree = ast.parse(field, mode="eval")
+        except SyntaxError:  # `!awk '{print $1}'`: not an expression, left as it is
+            continue
+        reads.update(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
+    return reads
 
 
 def magic_statement(magic: str, line: str) -> tuple[str, bool] | None:
@@ -105,11 +125,16 @@ class _Collector(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call):
         # `%time b = a * 2` is `get_ipython().run_line_magic('time', 'b = a * 2')` by now: its
         # statement reads a and binds b in the cell's namespace
-        f = node.func
-        if (isinstance(f, ast.Attribute) and f.attr == "run_line_magic" and isinstance(f.value, ast.Call)
-                and isinstance(f.value.func, ast.Name) and f.value.func.id == "get_ipython" and len(node.args) == 2
-                and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)):
-            found = magic_statement(node.args[0].value, node.args[1].value)
+        f, args = node.func, node.args
+        shell_call = (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Call) and not f.value.args
+                      and isinstance(f.value.func, ast.Name) and f.value.func.id == "get_ipython")
+        expanded = _EXPANDED.get(f.attr) if shell_call else None
+        if expanded is not None and len(args) > expanded and isinstance(args[expanded], ast.Constant) \
+                and isinstance(args[expanded].value, str):
+            self.loads.update(expanded_reads(args[expanded].value))
+        if (shell_call and f.attr == "run_line_magic" and len(args) == 2
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args)):
+            found = magic_statement(args[0].value, args[1].value)
             if found is not None:
                 try:
                     tree = ast.parse(found[0])

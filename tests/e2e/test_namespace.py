@@ -205,3 +205,9 @@ def test_a_time_line_magic_in_a_gpu_cell_reads_and_binds_like_a_local_one(run_no
     nb = run_notebook([LOAD, "a = 5", "%%gpu\n%time b = a * 2", "print(b)"])
     assert "Wall time" in stream_text(nb.cells[2])
     assert stream_text(nb.cells[3]) == "10\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_shell_command_in_a_gpu_cell_expands_local_names(run_notebook):
+    nb = run_notebook([LOAD, "pkg = 'hello'\nn = 3", "%%gpu\n!echo {pkg.upper()} $n"])
+    assert stream_text(nb.cells[2]) == "HELLO 3\n"

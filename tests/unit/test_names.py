@@ -52,3 +52,14 @@ def test_the_statement_of_a_time_line_magic_reads_and_binds_in_the_cell():
     assert {"a", "c", "d", "f", "g"} <= reads
     assert binds == {"b", "e"}
     assert not {"n", "r", "q", "s", "cumulative"} & (reads | binds)
+
+
+def test_names_that_ipython_expands_in_shell_commands_and_magic_lines_are_read():
+    """`!echo {pkg} $n`, `x = !ls {path}`, `%cd $where`; braces that are no expression are not."""
+    reads, binds = analyse("get_ipython().system('echo {pkg.upper()} $n $$HOME')\n"
+                           "x = get_ipython().getoutput('ls {path}')\n"
+                           "get_ipython().run_line_magic('cd', '$where')\n"
+                           "get_ipython().system(\"awk '{print $1}' {{literal}}\")\n")
+    assert {"pkg", "n", "path", "where"} <= reads
+    assert not {"HOME", "print", "literal"} & reads
+    assert binds == {"x"}

@@ -266,18 +266,6 @@ class WorkerShell(InteractiveShell):
             self._compiled.clear()
         self._compiled[key] = steps
         return steps
-        try:
-            body = self.compile.ast_parse(cell, filename="<cell>").body
-            last = len(body) - 1 if body and isinstance(body[-1], ast.Expr) else len(body)
-            steps = [(self.compile(ast.Interactive([node]), "<cell>", "single"), "single") if k == last
-                     else (self.compile(ast.Module([node], []), "<cell>", "exec"), "exec")
-                     for k, node in enumerate(body)]
-        except Exception:
-            return None  # run_cell reports it with the cell's name and line numbers
-        if len(self._compiled) >= 256:
-            self._compiled.clear()
-        self._compiled[(cell, self.compile.flags)] = steps  # a __future__ import changed the flags
-        return steps
 
     def transform_cell(self, raw_cell):
         # The static input transforms are a pure function of the text (~0.15 ms a cell here);
@@ -319,6 +307,7 @@ class WorkerShell(InteractiveShell):
         # `!cmd` output must go through our streams, not the worker's inherited fd 1.
         import subprocess
 
+        cmd = self.var_expand(cmd, depth=1)  # `!echo {x} $y`, as IPython's own system does
         p = subprocess.run(cmd, shell=True, capture_output=True, text=True, errors="replace")
         if p.stdout:
             sys.stdout.write(p.stdout)
