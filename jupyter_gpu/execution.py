@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import time
 import uuid
+import warnings
 
 from . import devices, early, footer, lane, protocol, relay, serialization, shm
 from .client import BackendClient
@@ -34,6 +36,7 @@ def _kernel_id() -> str:
         return "kernel"
 
 
+_EXIT_WARNING = "To exit: use 'exit', 'quit', or Ctrl-D."  # IPython's, after a SystemExit
 RELEASE_WAIT = 3.0  # s: how long an exiting kernel waits for the backend to stop its workers
 
 
@@ -289,7 +292,7 @@ class KernelSession:
             return f
         # the kernel publishes the error output after the magic raises; the footer must still be
         # the cell's last output, so it goes out once the cell has finished (post_run_cell)
-        self._footer_after_cell(footer.bundle(f))
+        self._footer_after_cell(footer.bundle(f), quiet_exit=isinstance(error, SystemExit))
         raise error
 
     def _names_of(self, cell_source: str) -> tuple[frozenset, frozenset]:
@@ -314,12 +317,20 @@ class KernelSession:
             self._names_cache[cell_source] = found
         return found
 
-    def _footer_after_cell(self, bundle: dict) -> None:
+    def _footer_after_cell(self, bundle: dict, quiet_exit: bool = False) -> None:
+        """quiet_exit: the cell raised SystemExit, whose warning IPython prints after it ("To exit:
+        use 'exit', ..."); the worker's came with the cell's output, the kernel's would be a second."""
         events = self.shell.events
         publisher = Publisher(self.shell)
+        if quiet_exit:
+            warnings.filterwarnings("ignore", message=re.escape(_EXIT_WARNING), category=UserWarning)
+            quieted = warnings.filters[0]
 
         def publish(result=None):
             events.unregister("post_run_cell", publish)
+            if quiet_exit and quieted in warnings.filters:
+                warnings.filters.remove(quieted)
+            publisher.begin()  # what the kernel wrote while showing the error goes before the footer
             publisher.display(bundle, {})
 
         events.register("post_run_cell", publish)

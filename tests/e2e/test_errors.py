@@ -77,3 +77,17 @@ def test_the_remote_traceback_names_the_cell_by_the_kernels_execution_count(run_
     assert nb.cells[2]["execution_count"] == 3
     tb = traceback_text(error_output(nb.cells[2]))
     assert re.search(r"Cell In\[3\], line 2", tb), tb
+
+
+@pytest.mark.timeout(120)
+def test_sys_exit_in_a_gpu_cell_looks_as_it_does_locally_with_the_footer_last(run_notebook):
+    """IPython answers SystemExit with a warning on stderr ("To exit: use 'exit', ..."): the
+    worker's comes through once, the kernel re-raising the exception does not print a second one
+    after the footer."""
+    with pytest.raises(CellExecutionError):
+        run_notebook([LOAD, "%%gpu\nimport sys\nsys.exit(3)"])
+    cell = run_notebook.last.cells[1]
+    assert error_output(cell)["ename"] == "SystemExit"
+    warnings = [o for o in cell["outputs"] if o["output_type"] == "stream" and "To exit: use" in o["text"]]
+    assert len(warnings) == 1, cell["outputs"]
+    assert is_footer(cell["outputs"][-1]), [o["output_type"] for o in cell["outputs"]]
