@@ -55,3 +55,17 @@ def test_ten_thousand_lines_arrive_complete_and_in_order(run_notebook):
     assert len(lines) == len(set(lines)), "duplicated lines"
     assert lines == [str(i) for i in range(10000)]
     assert stream_text(nb.cells[1], "stderr") == ""
+
+
+@pytest.mark.timeout(120)
+def test_what_a_thread_prints_after_its_cell_ended_shows_in_the_next_gpu_cell(run_notebook):
+    """ipykernel shows it in the cell running then; it used to be dropped on a worker.  The
+    thread prints once the worker has sent the cell's end (its emitter's `end`, wrapped here)."""
+    start = ("%%gpu\nimport threading\nem = get_ipython().emitter\n_end, ended = em.end, threading.Event()\n"
+             "def _ending(*a, **k):\n    _end(*a, **k)\n    ended.set()\nem.end = _ending\n"
+             "printed = threading.Event()\n"
+             "def later():\n    if ended.wait(30):\n        print('late, from a thread')\n        printed.set()\n"
+             "threading.Thread(target=later, daemon=True).start()\nprint('cell ends')")
+    nb = run_notebook([LOAD, start, "%%gpu --no-out\nem.end = _end\nprinted.wait(30)\nprint('next cell')"])
+    assert stream_text(nb.cells[1]) == "cell ends\n"
+    assert stream_text(nb.cells[2]) == "late, from a thread\nnext cell\n"

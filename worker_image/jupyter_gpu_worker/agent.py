@@ -372,13 +372,12 @@ class Agent(LaneReports):
             self.fd_output.drain()  # what reached fds 1 and 2 goes out before `done`
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
-            self.emitter.event(
+            self.emitter.end(
                 {"type": protocol.DONE, "status": status, "timings": timings, "returned": returned, **outputs,
                  **({"telemetry": telemetry} if telemetry else {})},
                 buffers,
             )
             self.out_pool.lent(self.session)
-            self.emitter.cell = None
         return status, timings
 
     def _error(self, e: BaseException) -> None:

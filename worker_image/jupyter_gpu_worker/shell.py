@@ -20,6 +20,9 @@ from traitlets.config import Config
 from jupyter_gpu import protocol
 
 STREAM_LATENCY = 0.05  # a partial line (no newline yet) is sent after at most this long
+# text printed while no cell runs (by a thread an earlier cell started) waits for the next cell, as
+# it shows in the running cell under ipykernel; beyond this many characters the oldest is dropped
+BETWEEN_CELLS_MAX = 1 << 20
 
 
 class Emitter:
@@ -32,23 +35,47 @@ class Emitter:
         self._pending: list[tuple[str, str]] = []
         self._urgent = False
         self._closed = False
-        self.cell: str | None = None
+        self._cell: str | None = None
+        self._between = 0  # characters waiting for the next cell
+        self._dropped = 0  # characters printed between cells that did not fit
         threading.Thread(target=self._flusher, name="stream-flusher", daemon=True).start()
+
+    @property
+    def cell(self) -> str | None:
+        """The running cell's id; None between cells."""
+        return self._cell
+
+    @cell.setter
+    def cell(self, cell: str | None) -> None:
+        with self._cond:
+            self._cell = cell
+            if cell is not None and self._pending:  # printed between cells: the new cell shows it first
+                self._urgent = True
+                self._cond.notify()
 
     # -- streams ---------------------------------------------------------------------------
     def write_stream(self, name: str, text: str) -> None:
         with self._cond:
             self._pending.append((name, text))
+            if self._cell is None:
+                self._keep_between_locked(len(text))
             if "\n" in text or "\r" in text:
                 self._urgent = True
                 self._cond.notify()
             elif len(self._pending) == 1:
                 self._cond.notify()  # start the partial-line timer
 
+    def _keep_between_locked(self, added: int) -> None:
+        self._between += added
+        while self._between > BETWEEN_CELLS_MAX and len(self._pending) > 1:
+            name, text = self._pending.pop(0)
+            self._between -= len(text)
+            self._dropped += len(text)
+
     def _flusher(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._closed)
+                self._cond.wait_for(lambda: (self._pending and self._cell is not None) or self._closed)
                 if self._closed:
                     return
                 if not self._urgent:
@@ -62,8 +89,14 @@ class Emitter:
 
     def _flush_locked(self) -> None:
         with self._cond:
-            pending, self._pending, self._urgent = self._pending, [], False
-        if not pending or self.cell is None:
+            if self._cell is None:
+                return  # kept for the next cell
+            cell, pending, self._pending, self._urgent = self._cell, self._pending, [], False
+            dropped, self._dropped, self._between = self._dropped, 0, 0
+        if dropped:
+            pending.insert(0, ("stderr", f"[jupyter-gpu: {dropped} characters printed between cells did not fit "
+                                         f"in the {BETWEEN_CELLS_MAX} kept for the next cell]\n"))
+        if not pending:
             return
         merged: list[tuple[str, list[str]]] = []
         for name, text in pending:
@@ -72,7 +105,7 @@ class Emitter:
             else:
                 merged.append((name, [text]))
         for name, parts in merged:
-            self._send({"type": protocol.STREAM, "cell": self.cell, "name": name, "text": "".join(parts)}, ())
+            self._send({"type": protocol.STREAM, "cell": cell, "name": name, "text": "".join(parts)}, ())
 
     # -- everything else ---------------------------------------------------------------------
     def event(self, header: dict, buffers=()) -> None:
@@ -82,6 +115,17 @@ class Emitter:
             if self.cell is not None:
                 header.setdefault("cell", self.cell)
                 self._send(header, buffers)
+
+    def end(self, header: dict, buffers=()) -> None:
+        """Send the cell's final event; text printed after it (by a thread the cell started)
+        waits for the next cell."""
+        with self._send_lock:
+            self._flush_locked()
+            if self._cell is not None:
+                header.setdefault("cell", self._cell)
+                self._send(header, buffers)
+            with self._cond:
+                self._cell = None
 
     def close(self) -> None:
         with self._cond:
