@@ -2,18 +2,26 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from jupyter_gpu import serialization
 from jupyter_gpu_worker.results import Holdings, pack_results
 
 
 def _arrive(holdings: Holdings, ns: dict, kernel_hashes: dict | None = None) -> dict:
-    """Unpack ns's values as inputs of a cell; kernel_hashes: the kernel's own hash, where its
-    pickle differs from this process's (a set of strings in another process)."""
+    """Ship ns's values in as a cell's inputs: pickled, unpickled into ns (into writable memory,
+    as the wire and shared memory give it); kernel_hashes: the kernel's hash, where its pickle
+    differs from this process's (another process pickles a set of strings in another order)."""
     kernel_hashes = kernel_hashes or {}
-    for name, obj in ns.items():
-        holdings.arrived(name, obj, kernel_hashes.get(name) or serialization.pickle_value(name, obj).hash)
-    return {name: {} for name in ns}
+    inputs = {}
+    for name, obj in list(ns.items()):
+        packer = serialization.Packer()
+        spec = packer.pack(serialization.pickle_value(name, obj))
+        spec["h"] = kernel_hashes.get(name, spec["h"])
+        ns[name] = serialization.unpack(name, spec, [bytearray(b) for b in packer.buffers])
+        holdings.arrived(name, ns[name], spec)
+        inputs[name] = spec
+    return inputs
 
 
 def _results(ns, holdings, **h):
@@ -100,8 +108,23 @@ def test_a_value_the_kernel_holds_as_a_reference_is_neither_pickled_nor_brought_
     worker's copy is the value; pickling it after every cell would copy it off the GPU for nothing."""
     holdings = Holdings()
     ns = {"model": _Counted()}
-    inputs = _arrive(holdings, ns)
+    _arrive(holdings, ns)
     ns["model"].steps += 1
     _Counted.pickled = 0
     out, values = _results(ns, holdings, keep={"model": holdings.held["model"]}, references=["model"])
     assert values == {} and out["refs"] == {} and _Counted.pickled == 0
+
+
+def test_values_that_pickle_otherwise_in_another_process_are_not_taken_for_changed():
+    """The kernel's hash of a torch tensor, a set of strings or a strided numpy view differs from
+    this worker's pickle of the same value: none of them comes back unless the cell changed it."""
+    torch = pytest.importorskip("torch")
+    holdings = Holdings()
+    ns = {"t": torch.arange(6.0), "view": np.arange(12.0)[::3], "words": {"x", "y"}, "arr": np.ones(5)}
+    inputs = _arrive(holdings, ns, {n: f"the kernel's hash of {n}" for n in ("t", "view", "words")})
+    out, values = _results(ns, holdings, inputs=inputs)
+    assert values == {}
+    ns["t"][0] = 5.0
+    ns["view"][1] = 7.0
+    out, values = _results(ns, holdings, keep={n: holdings.held[n] for n in ns})
+    assert sorted(values) == ["t", "view"] and values["t"][0] == 5.0 and values["view"][1] == 7.0

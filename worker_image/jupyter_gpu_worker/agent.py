@@ -330,7 +330,7 @@ class Agent(LaneReports):
             try:
                 for name, spec in h.get("inputs", {}).items():
                     ns[name] = serialization.unpack(name, spec, msg.buffers, self.reader)
-                    self.holdings.arrived(name, ns[name], spec["h"])
+                    self.holdings.arrived(name, ns[name], spec)
             except SerializationError as e:
                 self._error(e)
                 status = "error"

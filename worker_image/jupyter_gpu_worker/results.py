@@ -7,10 +7,11 @@ An input changed in place (``lst.append(3)``, ``df['z'] = ...``, ``arr[:] = 0``)
 bound name, because a local cell would have left it changed; without that, the kernel's copy would
 be stale and a local value equal to the old one would be taken for the worker's changed copy.  A
 change is found by pickling the input again after the cell and comparing with ``seen``.  ``seen`` is
-this worker's own pickle, not the kernel's, because some values (a set of strings) pickle in another
-order in another process: compared with the kernel's hash they would look changed after every cell.
-Arrays pickle the same everywhere, so for them the kernel's hash is used and nothing is pickled
-twice as they arrive.
+this worker's own pickle, not the kernel's, because many values pickle differently in another
+process (a set of strings in another order, a torch tensor, a strided numpy view that arrives
+contiguous): compared with the kernel's hash they would look changed after every cell.  A plain
+contiguous numpy array that came with its memory out of band pickles exactly as it did in the
+kernel, so for it (the large inputs) the kernel's hash is used and nothing is pickled as it arrives.
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ class Holdings:
         self.held.clear()
         self.seen.clear()
 
-    def arrived(self, name: str, obj, kernel_hash: str) -> None:
-        """An input was unpacked into the namespace."""
-        self.held[name] = kernel_hash
-        if serialization.size_hint(obj) is not None:  # an array: its pickle is the kernel's
+    def arrived(self, name: str, obj, spec: dict) -> None:
+        """An input was unpacked into the namespace (``spec``: how it came, with the kernel's hash)."""
+        kernel_hash = self.held[name] = spec["h"]
+        if len(spec.get("b", ())) == 1 and _plain_array(obj):  # its pickle is the kernel's
             self.seen[name] = kernel_hash
             return
         try:
@@ -51,6 +52,15 @@ class Holdings:
         except SerializationError as e:
             return True, e
         return p.hash != before, p
+
+
+def _plain_array(obj) -> bool:
+    """A numpy array whose pickle is its dtype, shape and one writable, contiguous buffer."""
+    t = type(obj)
+    if t.__name__ != "ndarray" or t.__module__ != "numpy":
+        return False
+    flags = obj.flags
+    return flags.writeable and (flags.c_contiguous or flags.f_contiguous) and not obj.dtype.hasobject
 
 
 def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer) -> dict:
