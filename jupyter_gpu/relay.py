@@ -58,7 +58,7 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
     if (msg is not None and msg.type == protocol.DONE and msg.header.get("cell") == cell
             and msg.header.get("status") != "resend"):
         return _ended(session, msg, out, pub)
-    prefix = f"jgpu-{session.id}-"
+    prefix = display_prefix(session)
     live = LiveStatus(pub, f"{prefix}live-{cell}", gpu, t0)
     stop = StopButton()
     kernel_sigint = stop.trap()  # the kernel's own handler, None off the main thread
@@ -103,7 +103,7 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
                 else:
                     transient = dict(h.get("transient") or {})
                     if "display_id" in transient:  # namespaced: never collides with local ids
-                        transient["display_id"] = prefix + str(transient["display_id"])
+                        transient["display_id"] = namespaced(prefix, transient["display_id"])
                     pub.display(h["data"], h["metadata"], transient, h.get("update", False))
             elif kind == protocol.CLEAR_OUTPUT:
                 pub.clear_output(h.get("wait", False))
@@ -142,8 +142,27 @@ def _ended(session, msg, out: CellOutcome, pub: Publisher) -> CellOutcome:
     return out
 
 
+def display_prefix(session) -> str:
+    """What this kernel's remote display ids start with."""
+    return f"jgpu-{session.id}-"
+
+
+def namespaced(prefix: str, display_id) -> str:
+    """A remote display id as the notebook knows it (one that already is: a handle that came back
+    and went out again)."""
+    display_id = str(display_id)
+    return display_id if display_id.startswith(prefix) else prefix + display_id
+
+
+def _handle_here(value, prefix: str) -> None:
+    """A DisplayHandle that came back updates, from this kernel, the output its cell made."""
+    if type(value).__name__ == "DisplayHandle" and isinstance(getattr(value, "display_id", None), str):
+        value.display_id = namespaced(prefix, value.display_id)
+
+
 def take_results(session, h: dict, buffers: list, out: CellOutcome, pub: Publisher) -> None:
     ns = session.shell.user_ns
+    prefix = display_prefix(session)
     def stays_remote(name: str, spec: dict, why: str) -> None:
         ns[name] = value = RemoteValue(name, spec.get("t", "?"), "", "", "", spec["h"], session.cell_number(), why)
         out.refs.append(value)  # its worker and device are filled in by _remember
@@ -151,6 +170,7 @@ def take_results(session, h: dict, buffers: list, out: CellOutcome, pub: Publish
     for name, spec in h.get("values", {}).items():
         try:
             ns[name] = serialization.unpack(name, spec, buffers, session.reader)
+            _handle_here(ns[name], prefix)
         except SerializationError as e:  # e.g. a CUDA tensor, and this kernel has no CUDA
             stays_remote(name, spec, str(e))  # not a failed cell, nor the cell's other names lost
         out.hashes[name] = spec["h"]

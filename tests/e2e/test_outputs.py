@@ -123,3 +123,14 @@ def test_display_ids_of_two_cells_do_not_collide(run_notebook):
     # Each cell keeps its own footer too.
     f1, f2 = last_footer(first), last_footer(second)
     assert f1["status"] == "ok" and f2["status"] == "ok"
+
+
+@pytest.mark.timeout(180)
+def test_a_display_handle_made_in_a_gpu_cell_updates_its_output_from_local_and_gpu_cells(run_notebook):
+    """As with a local handle: `h.update()` in a later cell, local or `%%gpu`, updates the output
+    the handle's cell made."""
+    made = "%%gpu\nh = display('first', display_id=True)"
+    nb = run_notebook([LOAD, made, "h.update('updated here')"])
+    assert [_text(o) for o in rich_outputs(nb.cells[1])] == ["'updated here'"]
+    nb = run_notebook([LOAD, made, "h.update('updated here')", "%%gpu\nh.update('updated there')"])
+    assert [_text(o) for o in rich_outputs(nb.cells[1])] == ["'updated there'"]
