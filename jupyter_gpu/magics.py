@@ -20,6 +20,17 @@ def duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def positive(text: str) -> float:
+    """A --timeout or --max-cost: a number above zero (a negative one would stop the cell at once)."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{text!r} is not above zero")
+    return value
+
+
+positive.__name__ = "positive number"  # argparse names the type in its message
+
+
 def names(text: str) -> list[str]:
     return [n for n in re.split(r"[,\s]+", text.strip()) if n]
 
@@ -65,8 +76,8 @@ class GpuMagics(Magics):
               help="comma-separated names that stay on the worker, used there by later cells (a value larger "
                    "than $JUPYTER_GPU_MAX_RETURN, default 4GiB, stays too unless --out names it)")
     @argument_group("limits")
-    @argument("--timeout", type=float, default=None, help="interrupt the cell after this many seconds")
-    @argument("--max-cost", type=float, default=None, metavar="USD",
+    @argument("--timeout", type=positive, default=None, help="interrupt the cell after this many seconds")
+    @argument("--max-cost", type=positive, default=None, metavar="USD",
               help="interrupt the cell once its billed serverless cost passes this many dollars")
     @argument("-h", "--help", action="store_true", help="show this help and run nothing")
     @cell_magic("gpu")

@@ -55,3 +55,12 @@ def test_a_cell_magic_under_gpu_runs_on_the_worker_as_it_would_locally(run_noteb
     assert stream_text(nb.cells[4]) == "hi from bash\n"
     assert stream_text(nb.cells[5]) == ""  # captured on the worker, not shown
     assert stream_text(nb.cells[6]) == "'hidden\\n'\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_limit_that_is_not_above_zero_is_refused_saying_why(run_notebook):
+    from nbclient.exceptions import CellExecutionError
+
+    with pytest.raises(CellExecutionError) as e:
+        run_notebook([LOAD, "%%gpu --max-cost -1\nx = 1"])
+    assert "argument --max-cost: invalid positive number value: '-1'" in strip_ansi(str(e.value))

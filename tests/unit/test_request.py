@@ -49,3 +49,13 @@ def test_array_sizes_are_known_before_pickling_and_nothing_else_is_guessed():
 ])
 def test_a_nested_magic_line_binds_what_it_names(cell, names):
     assert nested_binds(cell) == names
+
+
+def test_a_timeout_or_cost_limit_must_be_above_zero():
+    """`--max-cost -1` or `--timeout 0` would stop the cell at once, or never: refused, saying why."""
+    from jupyter_gpu.magics import positive
+
+    assert positive("2.5") == 2.5
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(ValueError):
+            positive(bad)
