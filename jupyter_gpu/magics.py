@@ -10,6 +10,7 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 
 from . import protocol
 from .execution import CellOptions, KernelSession
+from .request import positive
 
 
 def duration(text: str) -> float:
@@ -18,17 +19,6 @@ def duration(text: str) -> float:
     if not m:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h)")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-
-
-def positive(text: str) -> float:
-    """A --timeout or --max-cost: a number above zero (a negative one would stop the cell at once)."""
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"{text!r} is not above zero")
-    return value
-
-
-positive.__name__ = "positive number"  # argparse names the type in its message
 
 
 def names(text: str) -> list[str]:

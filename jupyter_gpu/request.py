@@ -45,6 +45,17 @@ class CellPlan:
         return sorted(n for n in self.free if n not in ns and n in held.remote_only)
 
 
+def positive(text: str) -> float:
+    """A --timeout or --max-cost: a number above zero (a negative one would stop the cell at once)."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{text!r} is not above zero")
+    return value
+
+
+positive.__name__ = "positive number"  # argparse names the type in its message
+
+
 MAX_RETURN_ENV = "JUPYTER_GPU_MAX_RETURN"  # default: serialization.MAX_RETURN
 
 

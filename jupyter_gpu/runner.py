@@ -22,6 +22,7 @@ from . import errors
 from .budget import RUN_BUDGET_ENV
 from .devices import FALLBACK_ENV
 from .footer import MIME
+from .request import positive
 
 EXIT_OK = 0  # every notebook passed (or failed where it is marked to), within the budget
 EXIT_CELL = 1  # a cell failed (an exception, a timeout), or a notebook marked to fail passed
@@ -72,7 +73,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--token", help="backend token (default: $JUPYTER_GPU_TOKEN)")
     ap.add_argument("--embedded", action="store_true", help="use the embedded backend even if $JUPYTER_GPU_URL is set")
     ap.add_argument("--gpu-fallback", metavar="TYPE", help="run %%%%gpu cells on TYPE (e.g. cpu) when the GPU type they ask for is not offered")
-    ap.add_argument("--max-cost", type=float, metavar="USD", help="budget of the whole run in USD; a notebook stops at the cell that breaks it (a running cell is interrupted)")
+    ap.add_argument("--max-cost", type=positive, metavar="USD", help="budget of the whole run in USD; a notebook stops at the cell that breaks it (a running cell is interrupted)")
     ap.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds (default 600)")
     ap.add_argument("--report", action="append", default=[], metavar="md|json|html",
                     help="write the cost report as OUTPUT/report.FMT (repeatable, or md,json)")

@@ -53,7 +53,7 @@ def test_a_nested_magic_line_binds_what_it_names(cell, names):
 
 def test_a_timeout_or_cost_limit_must_be_above_zero():
     """`--max-cost -1` or `--timeout 0` would stop the cell at once, or never: refused, saying why."""
-    from jupyter_gpu.magics import positive
+    from jupyter_gpu.request import positive
 
     assert positive("2.5") == 2.5
     for bad in ("0", "-1", "nan"):
