@@ -28,6 +28,20 @@ def test_hash_follows_content():
     assert serialization.pickle_value("a", a).hash != h1
 
 
+def test_a_large_buffer_hashed_on_several_threads_still_follows_every_chunk(monkeypatch):
+    """Over PARALLEL_HASH a buffer is hashed by chunks: a change in any chunk, the last and
+    partial one included, changes the hash, and the same content hashes the same."""
+    monkeypatch.setattr(serialization, "PARALLEL_HASH", 1 << 16)
+    monkeypatch.setattr(serialization, "HASH_CHUNK", 1 << 12)
+    a = np.zeros((1 << 17) + 3, dtype=np.uint8)
+    h = serialization.pickle_value("a", a).hash
+    assert serialization.pickle_value("a", a.copy()).hash == h
+    for where in (0, 5000, a.size - 1):
+        b = a.copy()
+        b[where] = 1
+        assert serialization.pickle_value("a", b).hash != h, where
+
+
 def test_unpicklable_value_names_the_variable():
     with pytest.raises(SerializationError, match=r"variable 'lock' \(_thread.lock\) cannot be pickled"):
         serialization.pickle_value("lock", threading.Lock())
