@@ -111,21 +111,21 @@ class Emitter:
     def event(self, header: dict, buffers=()) -> None:
         """Send an event after any stream text written before it."""
         with self._send_lock:
-            self._flush_locked()
-            if self.cell is not None:
-                header.setdefault("cell", self.cell)
-                self._send(header, buffers)
+            self._event_locked(header, buffers)
 
     def end(self, header: dict, buffers=()) -> None:
         """Send the cell's final event; text printed after it (by a thread the cell started)
         waits for the next cell."""
         with self._send_lock:
-            self._flush_locked()
-            if self._cell is not None:
-                header.setdefault("cell", self._cell)
-                self._send(header, buffers)
+            self._event_locked(header, buffers)
             with self._cond:
                 self._cell = None
+
+    def _event_locked(self, header: dict, buffers) -> None:
+        self._flush_locked()
+        if self._cell is not None:
+            header.setdefault("cell", self._cell)
+            self._send(header, buffers)
 
     def close(self) -> None:
         with self._cond:
