@@ -141,9 +141,10 @@ class _Collector(ast.NodeVisitor):
                 except SyntaxError:
                     tree = None  # the magic itself says what is wrong with it
                 if tree is not None:
-                    self._depth += 0 if found[1] else 1
+                    own_namespace = 0 if found[1] else 1  # %timeit: what it binds stays in its own
+                    self._depth += own_namespace
                     self.visit(tree)
-                    self._depth -= 0 if found[1] else 1
+                    self._depth -= own_namespace
         self.generic_visit(node)
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler):

@@ -68,6 +68,7 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer) -> di
     what stays here, the inputs it deleted, and ``--out`` names it did not define."""
     explicit = set(h.get("out") or ())  # --out: brought back whatever its size
     shipped = [*h.get("inputs", {}), *h.get("keep", {})]
+    by_default = not h.get("no_out") and h.get("out") is None  # the bound names, and changed inputs
     if h.get("no_out"):
         names = []
     elif h.get("out") is not None:
@@ -78,12 +79,13 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer) -> di
     for name in h.get("references", ()):  # the kernel holds a RemoteValue: this copy is the value
         holdings.seen.pop(name, None)
     deleted = [n for n in shipped if n not in ns]
+    returned = set(names)
     for name in shipped:
-        if name in ns and name not in names:
+        if name in ns and name not in returned:
             was_changed, p = holdings.changed(name, ns[name])
             if not was_changed:
                 continue
-            if h.get("no_out") or h.get("out") is not None:
+            if not by_default:
                 # not brought back: a later cell sends the kernel's value again (it is the one the
                 # notebook shows), instead of this changed copy being taken for it
                 holdings.held[name] = f"changed:{cell}:{name}"
