@@ -1,7 +1,7 @@
 """Named values <-> (JSON-able spec, list of buffers), with content hashes.
 
-Each value is pickled on its own with cloudpickle protocol 5; its out-of-band buffers (numpy and
-torch CPU memory) are never copied into the pickle.  Every buffer travels either on the wire (an
+Each value is pickled on its own with cloudpickle protocol 5; its out-of-band buffers (numpy arrays,
+and torch CPU tensors by ``tensors.py``) are never copied into the pickle.  Every buffer travels either on the wire (an
 index into the message's buffers) or, when both ends share a host, in a shared-memory segment
 (see ``shm.py``).  The hash of a value is xxh3-128 over its pickle and its buffers, so the kernel
 side can skip a value the worker already holds; a buffer over PARALLEL_HASH enters it as the xxh3-128
@@ -10,16 +10,18 @@ both sides hash every large input once per cell.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
+from collections import ChainMap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cloudpickle
 import xxhash
 
-from . import shm
+from . import shm, tensors
 from .errors import SerializationError
 
 PROTOCOL = 5
@@ -53,13 +55,29 @@ def type_name(obj) -> str:
 _PLAIN = frozenset({int, float, bool, str, bytes, complex, type(None)})
 
 
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, with torch tensors' memory out of band (``tensors.py``)."""
+
+    def __init__(self, file, buffer_callback):
+        extra = tensors.Reducers().table()
+        if extra:  # the C pickler reads its dispatch table once, in __init__
+            self.dispatch_table = ChainMap(extra, cloudpickle.Pickler.dispatch_table)
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
+
+
+def _dumps(obj, buffer_callback) -> bytes:
+    with io.BytesIO() as file:
+        _Pickler(file, buffer_callback).dump(obj)
+        return file.getvalue()
+
+
 def pickle_value(name: str, obj) -> Pickled:
     bufs: list[pickle.PickleBuffer] = []
     try:
         if type(obj) in _PLAIN:
             data = pickle.dumps(obj, protocol=PROTOCOL)
         else:
-            data = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=bufs.append)
+            data = _dumps(obj, bufs.append)
     except Exception as e:  # pickling can raise anything: TypeError, PicklingError, RecursionError...
         raise SerializationError(
             f"variable '{name}' ({type_name(obj)}) cannot be pickled: {type(e).__name__}: {e}"

@@ -95,6 +95,29 @@ def test_big_array_round_trip_and_unchanged_input_is_not_resent(run_notebook):
     assert int(sent2_line) <= 1024, f"unchanged 256 MiB input was sent again ({sent2_line} bytes)"
 
 
+@pytest.mark.timeout(300)
+def test_a_torch_tensor_goes_in_once_and_one_that_came_back_is_not_sent_again(run_notebook):
+    """torch pickles a tensor naming its storage by address, so a tensor that came back used to
+    differ from the worker's copy and was sent again by every cell that read it (jupyter_gpu.tensors)."""
+    pytest.importorskip("torch")
+    size = 32 * 1024 * 1024
+    nb = run_notebook(
+        [
+            "import torch\nimport jupyter_gpu\nt = torch.rand(8 * 1024 * 1024)",
+            LOAD,
+            "%%gpu\ndoubled = t * 2",
+            "print(jupyter_gpu.last_cell()['transfer']['sent_bytes'], torch.equal(doubled, t * 2))",
+            "%%gpu\nprint(bool((doubled == t * 2).all()))",
+            "print(jupyter_gpu.last_cell()['transfer']['sent_bytes'])",
+        ],
+        timeout=240,
+    )
+    sent_first, equal = stream_text(nb.cells[3]).split()
+    assert int(sent_first) >= size and equal == "True"
+    assert stream_text(nb.cells[4]) == "True\n"
+    assert int(stream_text(nb.cells[5])) <= 1024, "a tensor already on the worker was sent again"
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     "setup, name",

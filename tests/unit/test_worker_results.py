@@ -116,11 +116,14 @@ def test_a_value_the_kernel_holds_as_a_reference_is_neither_pickled_nor_brought_
 
 
 def test_values_that_pickle_otherwise_in_another_process_are_not_taken_for_changed():
-    """The kernel's hash of a torch tensor, a set of strings or a strided numpy view differs from
-    this worker's pickle of the same value: none of them comes back unless the cell changed it."""
+    """The kernel's hash of a tensor torch pickles itself (here: one with an attribute of its own),
+    a set of strings or a strided numpy view differs from this worker's pickle of the same value:
+    none of them comes back unless the cell changed it."""
     torch = pytest.importorskip("torch")
     holdings = Holdings()
-    ns = {"t": torch.arange(6.0), "view": np.arange(12.0)[::3], "words": {"x", "y"}, "arr": np.ones(5)}
+    tagged = torch.arange(6.0)
+    tagged.tag = "mine"
+    ns = {"t": tagged, "view": np.arange(12.0)[::3], "words": {"x", "y"}, "arr": np.ones(5)}
     inputs = _arrive(holdings, ns, {n: f"the kernel's hash of {n}" for n in ("t", "view", "words")})
     out, values = _results(ns, holdings, inputs=inputs)
     assert values == {}
@@ -128,3 +131,19 @@ def test_values_that_pickle_otherwise_in_another_process_are_not_taken_for_chang
     ns["view"][1] = 7.0
     out, values = _results(ns, holdings, keep={n: holdings.held[n] for n in ns})
     assert sorted(values) == ["t", "view"] and values["t"][0] == 5.0 and values["view"][1] == 7.0
+
+
+def test_a_cpu_tensor_that_came_out_of_band_is_known_by_the_kernels_hash():
+    """Its pickle is the same in both processes (jupyter_gpu.tensors): it is not pickled again as
+    it arrives, does not come back unchanged, and comes back when the cell changed it."""
+    torch = pytest.importorskip("torch")
+    holdings = Holdings()
+    ns = {"t": torch.arange(8.0), "p": torch.nn.Parameter(torch.ones(3))}
+    inputs = _arrive(holdings, ns)
+    assert holdings.seen == {n: inputs[n]["h"] for n in ns}
+    out, values = _results(ns, holdings, inputs=inputs)
+    assert values == {}
+    with torch.no_grad():
+        ns["p"].mul_(2)
+    out, values = _results(ns, holdings, keep={n: holdings.held[n] for n in ns})
+    assert list(values) == ["p"] and values["p"].tolist() == [2.0, 2.0, 2.0]

@@ -8,16 +8,17 @@ bound name, because a local cell would have left it changed; without that, the k
 be stale and a local value equal to the old one would be taken for the worker's changed copy.  A
 change is found by pickling the input again after the cell and comparing with ``seen``.  ``seen`` is
 this worker's own pickle, not the kernel's, because many values pickle differently in another
-process (a set of strings in another order, a torch tensor, a strided numpy view that arrives
+process (a set of strings in another order, a CUDA tensor, a strided numpy view that arrives
 contiguous): compared with the kernel's hash they would look changed after every cell.  A plain
-contiguous numpy array that came with its memory out of band pickles exactly as it did in the
-kernel, so for it (the large inputs) the kernel's hash is used and nothing is pickled as it arrives.
+contiguous numpy array or a CPU torch tensor (``jupyter_gpu.tensors``) that came with its memory
+out of band pickles exactly as it did in the kernel, so for it (the large inputs) the kernel's hash
+is used and nothing is pickled as it arrives.
 """
 from __future__ import annotations
 
 import types
 
-from jupyter_gpu import serialization
+from jupyter_gpu import serialization, tensors
 from jupyter_gpu.errors import SerializationError
 
 
@@ -33,7 +34,7 @@ class Holdings:
     def arrived(self, name: str, obj, spec: dict) -> None:
         """An input was unpacked into the namespace (``spec``: how it came, with the kernel's hash)."""
         kernel_hash = self.held[name] = spec["h"]
-        if len(spec.get("b", ())) == 1 and _plain_array(obj):  # its pickle is the kernel's
+        if len(spec.get("b", ())) == 1 and (_plain_array(obj) or tensors.portable(obj)):  # pickled as there
             self.seen[name] = kernel_hash
             return
         try:
