@@ -50,6 +50,21 @@ def type_name(obj) -> str:
     return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
 
 
+def describe(obj) -> str:
+    """What a value that stays on its worker is: its type, and a tensor's or array's shape with
+    its device (torch) or dtype (numpy): ``torch.Tensor [4096, 4096] cuda:0``."""
+    what = type_name(obj)
+    try:  # any object: a property may compute, or raise anything
+        shape = getattr(obj, "shape", None)
+        if isinstance(shape, tuple) and all(isinstance(n, int) for n in shape):
+            where = getattr(obj, "device", None)
+            detail = where if where is not None and not isinstance(where, str) else getattr(obj, "dtype", "")
+            return f"{what} [{', '.join(map(str, shape))}] {detail}".rstrip()
+    except Exception:
+        pass
+    return what
+
+
 # exact types whose pickle is the same from the C pickler, without cloudpickle's Python Pickler
 # set-up (~5 us warm, several times that with cold caches, per value on each side of a cell)
 _PLAIN = frozenset({int, float, bool, str, bytes, complex, type(None)})
@@ -58,26 +73,32 @@ _PLAIN = frozenset({int, float, bool, str, bytes, complex, type(None)})
 class _Pickler(cloudpickle.Pickler):
     """cloudpickle, with torch tensors' memory out of band (``tensors.py``)."""
 
-    def __init__(self, file, buffer_callback):
-        extra = tensors.Reducers().table()
+    def __init__(self, file, buffer_callback, device_memory_stays: bool):
+        extra = tensors.Reducers(device_memory_stays).table()
         if extra:  # the C pickler reads its dispatch table once, in __init__
             self.dispatch_table = ChainMap(extra, cloudpickle.Pickler.dispatch_table)
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
 
 
-def _dumps(obj, buffer_callback) -> bytes:
+def _dumps(obj, buffer_callback, device_memory_stays: bool) -> bytes:
     with io.BytesIO() as file:
-        _Pickler(file, buffer_callback).dump(obj)
+        _Pickler(file, buffer_callback, device_memory_stays).dump(obj)
         return file.getvalue()
 
 
-def pickle_value(name: str, obj) -> Pickled:
+def pickle_value(name: str, obj, *, device_memory_stays: bool = False) -> Pickled:
+    """``device_memory_stays``: for a value going back to the kernel (see ``tensors.py``)."""
     bufs: list[pickle.PickleBuffer] = []
     try:
         if type(obj) in _PLAIN:
             data = pickle.dumps(obj, protocol=PROTOCOL)
         else:
-            data = _dumps(obj, bufs.append)
+            data = _dumps(obj, bufs.append, device_memory_stays)
+    except tensors.InDeviceMemory as e:
+        raise SerializationError(
+            f"variable '{name}' ({type_name(obj)}) stays on its worker: {e}; `.cpu()` it in a %%gpu cell "
+            "to bring a copy back"
+        ) from None
     except Exception as e:  # pickling can raise anything: TypeError, PicklingError, RecursionError...
         raise SerializationError(
             f"variable '{name}' ({type_name(obj)}) cannot be pickled: {type(e).__name__}: {e}"

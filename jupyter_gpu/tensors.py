@@ -12,12 +12,21 @@ again where it is rebuilt.  Anything else torch's pickling knows better is left 
 other devices, sparse, quantized, nested or named tensors, conjugate or negative views, tensors
 with autograd history, extra Python attributes or backward hooks, and every Tensor subclass but
 ``nn.Parameter``.
+
+Device memory does not go back to the kernel: a value the worker would send back that holds a
+tensor on a GPU (or any device but the CPU) stays on its worker as a remote reference, as soon as
+the first such tensor is met - before anything was copied off the device.  The kernel has no such
+device as a rule, could not load the value, and the copy would be billed GPU time.
 """
 from __future__ import annotations
 
 import pickle
 import sys
 import warnings
+
+
+class InDeviceMemory(Exception):
+    """A value on its way back to the kernel holds a tensor in device memory."""
 
 
 class _Storage:
@@ -78,8 +87,9 @@ class Reducers:
     """The dispatch-table entries of one pickling: torch.Tensor and nn.Parameter, when torch is
     imported (a value holding a tensor implies it is)."""
 
-    def __init__(self):
+    def __init__(self, device_memory_stays: bool = False):
         self.storages: dict = {}  # (data pointer, bytes) -> _Storage, for this one value
+        self.device_memory_stays = device_memory_stays
 
     def table(self) -> dict:
         torch = sys.modules.get("torch")
@@ -89,6 +99,8 @@ class Reducers:
 
     def reduce(self, t):
         torch = sys.modules["torch"]
+        if self.device_memory_stays and t.device.type != "cpu":
+            raise InDeviceMemory(f"it holds a tensor in {t.device} memory ({list(t.shape)})")
         if not _plain(torch, t):
             return t.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
         storage = t.untyped_storage()

@@ -118,6 +118,25 @@ def test_a_torch_tensor_goes_in_once_and_one_that_came_back_is_not_sent_again(ru
     assert int(stream_text(nb.cells[5])) <= 1024, "a tensor already on the worker was sent again"
 
 
+@pytest.mark.timeout(180)
+def test_a_value_in_device_memory_stays_on_its_worker_and_says_what_it_is(run_notebook):
+    """torch's `meta` device stands for any device but the CPU here (it holds no memory, needs no
+    GPU); tests/gpu has the same with CUDA.  Nothing of it is copied back; later cells use it."""
+    pytest.importorskip("torch")
+    nb = run_notebook(
+        [
+            LOAD + "\nimport jupyter_gpu",
+            "%%gpu\nimport torch\nt = torch.empty(2, 3, device='meta')\nnet = torch.nn.Linear(3, 4).to('meta')\nn = 5",
+            "print(repr(t))\nprint(type(net).__name__, n)",
+            "%%gpu\nprint(net(t).shape, t.device)",
+        ]
+    )
+    rep, kinds = stream_text(nb.cells[2]).splitlines()
+    assert rep.startswith("<remote torch.Tensor [2, 3] meta on "), rep
+    assert kinds == "RemoteValue 5"
+    assert stream_text(nb.cells[3]) == "torch.Size([2, 4]) meta\n"
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     "setup, name",

@@ -83,3 +83,27 @@ def test_the_footer_reports_the_cells_peak_gpu_memory_and_utilisation(run_notebo
     assert 0.2 <= tm["mean_utilisation"] <= 1.0, tm  # a second of matmuls keeps the GPU busy
     line = nb.cells[1].outputs[-1]["data"]["text/plain"]
     assert re.search(r"peak \d+\.\d GiB, \d+ % busy", line), line  # the footer line says it
+
+
+def test_a_cuda_tensor_and_a_model_on_the_gpu_stay_there_as_references(run_notebook):
+    """Device memory is never copied back to the kernel (jupyter_gpu/tensors.py): the names come
+    back as references that say what they are, and a later cell uses them where they are."""
+    from jupyter_gpu_worker.device import gpu_type_of
+
+    gpu = gpu_type_of(GPUS[0])
+    nb = run_notebook(
+        [
+            "%load_ext jupyter_gpu\nimport jupyter_gpu",
+            f"%%gpu --gpu {gpu}\nimport torch\nx = torch.ones(1024, 1024, device='cuda')\n"
+            "net = torch.nn.Linear(1024, 8).cuda()\nsmall = x.sum().item()",
+            "print(repr(x))\nprint(type(net).__name__, small)\n"
+            "print(jupyter_gpu.last_cell()['transfer']['received_bytes'])",
+            f"%%gpu --gpu {gpu}\nprint(net(x).shape, x.device)",
+        ],
+        timeout=300,
+    )
+    rep, kinds, received = "".join(o.get("text", "") for o in nb.cells[2].outputs).splitlines()
+    assert rep.startswith("<remote torch.Tensor [1024, 1024] cuda:0 on "), rep
+    assert kinds == "RemoteValue 1048576.0"
+    assert int(received) < 4096, "device memory was copied back"
+    assert "".join(o.get("text", "") for o in nb.cells[3].outputs).startswith("torch.Size([1024, 8]) cuda:0")

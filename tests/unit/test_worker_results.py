@@ -147,3 +147,21 @@ def test_a_cpu_tensor_that_came_out_of_band_is_known_by_the_kernels_hash():
         ns["p"].mul_(2)
     out, values = _results(ns, holdings, keep={n: holdings.held[n] for n in ns})
     assert list(values) == ["p"] and values["p"].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_a_value_holding_device_memory_stays_on_the_worker_without_being_copied():
+    """A tensor on a device other than the CPU (here torch's `meta` device: no GPU is needed to
+    hold one) is not brought back, nor is a model holding one; they come back as references
+    that say what they are.  A CPU value next to them still comes back."""
+    torch = pytest.importorskip("torch")
+    holdings = Holdings()
+    ns = {"model": torch.nn.Linear(3, 2)}
+    inputs = _arrive(holdings, ns)
+    ns["model"].to("meta")  # moved in place, as model.cuda() does
+    ns.update(t=torch.empty(4, 5, device="meta"), cpu=torch.ones(2))
+    out, values = _results(ns, holdings, inputs=inputs, binds=["t", "cpu"])
+    assert list(values) == ["cpu"]
+    assert sorted(out["refs"]) == ["model", "t"]
+    assert out["refs"]["t"]["t"] == "torch.Tensor [4, 5] meta"
+    assert "meta memory" in out["refs"]["t"]["why"] and ".cpu()" in out["refs"]["t"]["why"]
+    assert "meta memory" in out["refs"]["model"]["why"]

@@ -49,7 +49,7 @@ class Holdings:
         if before is None:
             return False, None
         try:
-            p = serialization.pickle_value(name, obj)
+            p = serialization.pickle_value(name, obj, device_memory_stays=True)
         except SerializationError as e:
             return True, e
         return p.hash != before, p
@@ -111,7 +111,7 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer) -> di
                 why = str(p)
             elif p is None:
                 try:
-                    p = serialization.pickle_value(name, obj)
+                    p = serialization.pickle_value(name, obj, device_memory_stays=True)
                 except SerializationError as e:
                     why = str(e)
             if why is None:
@@ -122,7 +122,7 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer) -> di
             ref_hash = f"ref:{cell}:{name}"
             holdings.held[name] = ref_hash
             holdings.seen.pop(name, None)  # the kernel holds a reference: this copy is the value
-            refs[name] = {"h": ref_hash, "t": serialization.type_name(obj), "why": why}
+            refs[name] = {"h": ref_hash, "t": serialization.describe(obj), "why": why}
             continue
         values[name] = packer.pack(p)
         holdings.held[name] = holdings.seen[name] = p.hash
