@@ -16,6 +16,11 @@ The footer's own timings and transfer bytes are recorded per round as well.
 Unchanged re-send: the `in` cell again with `a` untouched; `jupyter_gpu.last_cell()["transfer"]
 ["sent_bytes"]` must be <= 1024.  Targets: in and out each >= 0.5 x loopback TCP.
 
+The same rounds with a 1 GiB float64 torch CPU tensor (`ta` in, `tb` out; `torch_in`/`torch_out`,
+when torch is installed; `--no-torch` skips them): torch tensors travel by jupyter_gpu/tensors.py,
+not by torch's own pickle.  After them, two unchanged re-sends: `ta` untouched, and `tb`, which
+came back from the worker, read by a later cell (each must send <= 1 KiB).
+
     python benchmarks/bench_transfer.py [--rounds 5] [--warmup 1] [--quick]
 """
 from __future__ import annotations
@@ -108,8 +113,12 @@ def gbps(seconds):
     return NBYTES / seconds / 1e9
 
 
+# the names of each kind's rounds: (local input, remote base, output)
+KINDS = {"gpu": ("a", "base", "b"), "torch": ("ta", "tbase", "tb")}
+
+
 class GpuTransfer:
-    def __init__(self, timeout):
+    def __init__(self, timeout, with_torch):
         self.t = timeout
         self.k = Kernel("transfer")
         self.opt = f"--timeout {int(timeout)}"
@@ -118,6 +127,10 @@ class GpuTransfer:
         on_cleanup(lambda: self.k.execute("%gpu release", timeout=30, check=False))
         self.k.execute(f"%%gpu --no-out {self.opt}\nimport numpy as np\nbase = np.ones({N})",
                        timeout=timeout)
+        if with_torch:
+            make = f"torch.ones({N}, dtype=torch.float64)"
+            self.k.execute(f"import torch\nta = {make}\ntb = None", timeout=timeout)
+            self.k.execute(f"%%gpu --no-out {self.opt}\nimport torch\ntbase = {make}", timeout=timeout)
         self.k.track_children()
 
     def _footer(self, rep):
@@ -126,14 +139,16 @@ class GpuTransfer:
             raise RuntimeError("%%gpu cell produced no footer")
         return f[-1]
 
-    def send_in(self, i):
-        self.k.execute(f"a[0] = {i}", timeout=self.t)
-        rep = self.k.execute(f"%%gpu --no-out {self.opt}\nn = a.size", timeout=self.t)
+    def send_in(self, i, kind="gpu"):
+        a = KINDS[kind][0]
+        self.k.execute(f"{a}[0] = {i}", timeout=self.t)
+        rep = self.k.execute(f"%%gpu --no-out {self.opt}\nn = len({a})", timeout=self.t)
         return rep.seconds, self._footer(rep)
 
-    def get_out(self, i):
-        self.k.execute("b = None", timeout=self.t)
-        rep = self.k.execute(f"%%gpu --out b {self.opt}\nbase[0] = {i}\nb = base", timeout=self.t)
+    def get_out(self, i, kind="gpu"):
+        _, base, b = KINDS[kind]
+        self.k.execute(f"{b} = None", timeout=self.t)
+        rep = self.k.execute(f"%%gpu --out {b} {self.opt}\n{base}[0] = {i}\n{b} = {base}", timeout=self.t)
         return rep.seconds, self._footer(rep)
 
     def check(self, i, out_measured):
@@ -149,8 +164,8 @@ class GpuTransfer:
         res["ok"] = ok
         return res
 
-    def unchanged(self):
-        rep = self.k.execute(f"%%gpu --no-out {self.opt}\nn = a.size", timeout=self.t)
+    def unchanged(self, name="a"):
+        rep = self.k.execute(f"%%gpu --no-out {self.opt}\nn = len({name})", timeout=self.t)
         last = self.k.value("jupyter_gpu.last_cell()", timeout=self.t)
         return rep.seconds, last
 
@@ -161,6 +176,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="2 rounds: a smoke run")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per 1 GiB cell")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch tensor rounds")
     ap.add_argument("--tcp-peer", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.tcp_peer:
@@ -170,26 +186,34 @@ def main(argv=None):
     banner(f"transfer: 1 GiB in/out of %%gpu vs loopback TCP, {args.rounds} rounds after {args.warmup} warm-up")
 
     errors = {}
+    with_torch = not args.no_torch
+    if with_torch:
+        try:
+            import torch  # noqa: F401  (only whether the kernel's environment has it)
+        except ImportError:
+            with_torch, errors["torch"] = False, "torch is not installed: its rounds are skipped"
     tcp = TcpAnchor()
     gpu = None
     try:
         print("starting kernel, loading jupyter_gpu, creating `base` on the worker ...", flush=True)
-        gpu = GpuTransfer(args.timeout)
+        gpu = GpuTransfer(args.timeout, with_torch)
     except (CellError, CellTimeout, RuntimeError) as e:
         errors["gpu"] = f"setup failed: {e}"
         print(f"!! %%gpu transfer unavailable: {str(e)[:2000]}", file=sys.stderr, flush=True)
 
-    secs = {"tcp_to_peer": [], "tcp_from_peer": [], "gpu_in": [], "gpu_out": []}
-    footers = {"gpu_in": [], "gpu_out": []}
+    timed = ["gpu_in", "gpu_out"] + (["torch_in", "torch_out"] if with_torch else [])
+    secs = {"tcp_to_peer": [], "tcp_from_peer": [], **{k: [] for k in timed}}
+    footers = {k: [] for k in timed}
     last_i = None
     for r in range(-args.warmup, args.rounds):
         measured = r >= 0
         res = {"tcp_to_peer": tcp.to_peer(), "tcp_from_peer": tcp.from_peer()}
-        for name, fn in (("gpu_in", "send_in"), ("gpu_out", "get_out")):
+        for name in timed:
             if gpu is None or name in errors:
                 continue
+            kind, way = name.split("_")
             try:
-                res[name], foot = getattr(gpu, fn)(r)
+                res[name], foot = (gpu.send_in if way == "in" else gpu.get_out)(r, kind)
                 if measured:
                     footers[name].append(foot)
             except (CellError, CellTimeout, RuntimeError) as e:
@@ -210,6 +234,12 @@ def main(argv=None):
             sent = (last.get("transfer") or {}).get("sent_bytes")
             unchanged = {"wall_ms": wall * 1000, "sent_bytes": sent, "footer": last,
                          "pass": sent is not None and sent <= 1024}
+            if with_torch and "torch_out" not in errors:
+                for name in ("ta", "tb"):  # tb came back from the worker in the last torch_out round
+                    wall, last = gpu.unchanged(name)
+                    sent = (last.get("transfer") or {}).get("sent_bytes")
+                    unchanged[f"torch_{name}"] = {"wall_ms": wall * 1000, "sent_bytes": sent,
+                                                  "pass": sent is not None and sent <= 1024}
         except (CellError, CellTimeout, RuntimeError) as e:
             errors["unchanged"] = str(e)
             print(f"!! unchanged re-send check failed: {str(e)[:2000]}", file=sys.stderr)
@@ -219,10 +249,10 @@ def main(argv=None):
     tcp_all = stats([gbps(s) for s in secs["tcp_to_peer"] + secs["tcp_from_peer"]], "GB/s")
     st["tcp_both"] = tcp_all
     print("\nthroughput (1 GiB = 1.074 GB per transfer; higher is better):")
-    for k in ("tcp_to_peer", "tcp_from_peer", "tcp_both", "gpu_in", "gpu_out"):
+    for k in ("tcp_to_peer", "tcp_from_peer", "tcp_both", *timed):
         print(fmt_stats(k, st[k]) if k in st else f"  {k:<28} NOT MEASURED: {errors.get(k, errors.get('gpu', '?'))[:200]}")
     ratios, targets = {}, {}
-    for k in ("gpu_in", "gpu_out"):
+    for k in timed:
         if k in st:
             ratios[f"{k}_over_tcp"] = ratio(st[k]["median"], tcp_all["median"])
             targets[f"{k}_ge_half_tcp"] = {"value": ratios[f"{k}_over_tcp"], "limit": 0.5,
@@ -233,18 +263,25 @@ def main(argv=None):
     print("\nratios (medians, same run):")
     for k, v in ratios.items():
         print(f"  {k:<36} {v:8.3f}")
-    for k in ("gpu_in", "gpu_out"):
+    for k in timed:
         if footers[k]:
             walls = [f.get("timings", {}).get("wall") for f in footers[k]]
             xfer = footers[k][-1].get("transfer")
             print(f"  {k} footer wall (s): {walls}; last transfer: {xfer}")
     print("\ntargets:")
-    for k, label in (("gpu_in_ge_half_tcp", "in  >= 0.5 x TCP"), ("gpu_out_ge_half_tcp", "out >= 0.5 x TCP")):
+    for k, label in (("gpu_in_ge_half_tcp", "in  >= 0.5 x TCP"), ("gpu_out_ge_half_tcp", "out >= 0.5 x TCP"),
+                     *((("torch_in_ge_half_tcp", "torch in  >= 0.5 x TCP"), ("torch_out_ge_half_tcp", "torch out >= 0.5 x TCP"))
+                       if with_torch else ())):
         t = targets.get(k)
         print(f"  {label:<28} " + (f"{verdict(t['pass'])}  (ratio {t['value']:.3f})" if t else "MISS (not measured)"))
     if unchanged:
         print(f"  {'unchanged re-send <= 1 KiB':<28} {verdict(unchanged['pass'])}  "
               f"(sent_bytes {unchanged['sent_bytes']}, cell {unchanged['wall_ms']:.1f} ms)")
+        for name in ("torch_ta", "torch_tb"):
+            u = unchanged.get(name)
+            if u:
+                label = f"{name[6:]} (torch) re-send"
+                print(f"  {label:<28} {verdict(u['pass'])}  (sent_bytes {u['sent_bytes']}, cell {u['wall_ms']:.1f} ms)")
     else:
         print(f"  {'unchanged re-send <= 1 KiB':<28} MISS (not measured)")
     if check:
@@ -254,7 +291,8 @@ def main(argv=None):
         "config": {"rounds": args.rounds, "warmup": args.warmup, "bytes": NBYTES, "gb": NBYTES / 1e9,
                    "tcp": "one loopback connection, sendall/recv_into, both directions each round",
                    "gpu_in_cell": "%%gpu --no-out: n = a.size (after local a[0] = i)",
-                   "gpu_out_cell": "%%gpu --out b: base[0] = i; b = base (after local b = None)"},
+                   "gpu_out_cell": "%%gpu --out b: base[0] = i; b = base (after local b = None)",
+                   "torch": "the same with float64 torch CPU tensors ta / tbase / tb" if with_torch else "skipped"},
         "variants": st, "variants_ms": st_ms, "ratios": ratios, "targets": targets,
         "footers": footers, "unchanged": unchanged, "check": check, "errors": errors})
     return 0
