@@ -65,6 +65,33 @@ display({{'text/plain': 'raw plain', 'text/html': '<i>raw</i>'}}, raw=True)
 
 
 @pytest.mark.timeout(180)
+def test_reprs_returning_bytes_and_numpy_numbers_show_as_in_a_local_cell(run_notebook):
+    """PIL's and sympy's `_repr_png_` return bytes, a `_repr_json_` may hold numpy numbers and
+    tuples: ipykernel's message packer makes them base64 text and JSON, and so must the worker
+    (the cell used to fail with 'protocol header field of type bytes is not JSON')."""
+    define = (
+        "import numpy as np\nfrom PIL import Image\n"
+        "class Shown:\n"
+        "    def __repr__(self):\n"
+        "        return 'Shown()'\n"
+        "    def _repr_png_(self):\n"
+        "        return Image.new('RGB', (2, 2), 'red')._repr_png_()\n"
+        "    def _repr_json_(self):\n"
+        "        return {'n': np.int64(3), 'pair': (1, 2.5)}\n"
+    )
+    cell = "Image.new('RGB', (3, 3), 'blue')\n"
+    shown = "display(Shown())\nShown()"
+    nb = run_notebook([LOAD, define, cell, "%%gpu\n" + cell, shown, "%%gpu\n" + shown])
+    here, there = rich_outputs(nb.cells[2]), rich_outputs(nb.cells[3])
+    assert [o["data"] for o in there] == [o["data"] for o in here], (there, here)
+    png = there[0]["data"]["image/png"]
+    assert base64.b64decode("".join(png) if isinstance(png, list) else png).startswith(PNG_MAGIC)
+    here, there = rich_outputs(nb.cells[4]), rich_outputs(nb.cells[5])
+    assert len(there) == 2 and [o["data"] for o in there] == [o["data"] for o in here], (there, here)
+    assert there[0]["data"]["application/json"] == {"n": 3, "pair": [1, 2.5]}
+
+
+@pytest.mark.timeout(180)
 def test_matplotlib_show_yields_png(run_notebook):
     nb = run_notebook([LOAD, "%%gpu\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"])
     pngs = [o for o in rich_outputs(nb.cells[1]) if "image/png" in o["data"]]

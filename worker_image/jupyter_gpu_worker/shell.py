@@ -7,7 +7,11 @@ events directly.  Every event goes through one ``Emitter`` that keeps them in or
 from __future__ import annotations
 
 import ast
+import base64
+import datetime
 import io
+import math
+import numbers
 import sys
 import threading
 from types import CodeType
@@ -188,6 +192,27 @@ class EventStream(io.TextIOBase):
         return "utf-8"
 
 
+def jsonable(obj):
+    """A display's data or metadata as Jupyter's message packer sends it: bytes as base64 text
+    (the PNG of a PIL image or of sympy's printing), tuples and sets as lists, numpy numbers as
+    numbers, dates as ISO text, and NaN or infinity as their repr."""
+    if isinstance(obj, str) or obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(obj).decode("ascii")
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj) if math.isfinite(obj) else repr(float(obj))
+    if isinstance(obj, (datetime.date, datetime.time)):
+        return obj.isoformat()
+    return obj  # the protocol names a type it cannot send
+
+
 class EventDisplayPublisher(DisplayPublisher):
     emitter: Emitter = None
 
@@ -195,9 +220,9 @@ class EventDisplayPublisher(DisplayPublisher):
         self.emitter.event(
             {
                 "type": protocol.DISPLAY,
-                "data": data,
-                "metadata": metadata or {},
-                "transient": transient or {},
+                "data": jsonable(data),
+                "metadata": jsonable(metadata or {}),
+                "transient": jsonable(transient or {}),
                 "update": bool(update),
             }
         )
@@ -229,7 +254,8 @@ class EventDisplayHook(DisplayHook):
     def finish_displayhook(self):
         if self._bundle is not None:
             data, md = self._bundle
-            self.emitter.event({"type": protocol.DISPLAY, "kind": "execute_result", "data": data, "metadata": md})
+            self.emitter.event({"type": protocol.DISPLAY, "kind": "execute_result", "data": jsonable(data),
+                                "metadata": jsonable(md)})
         self._bundle = None
 
 
