@@ -26,6 +26,18 @@ class RemoteError(Exception):
     """Stands for a remote exception whose class does not exist (or unpickle) here."""
 
 
+def in_group(exc) -> bool:
+    """Whether ``exc``, or an exception it happened while handling, is an exception group: IPython
+    prints those itself (traceback.print_exc), past ``_render_traceback_``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, BaseExceptionGroup):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
 def rebuild_exception(ename: str, evalue: str, stb: list, obj=None) -> BaseException:
     """The exception to raise locally, showing the remote traceback (``_render_traceback_``)."""
     exc = obj if isinstance(obj, BaseException) else None
@@ -41,8 +53,10 @@ def rebuild_exception(ename: str, evalue: str, stb: list, obj=None) -> BaseExcep
         exc = cls(evalue)
     lines = list(stb) or [f"{ename}: {evalue}"]
     try:
+        if in_group(exc):  # IPython would print a group itself, with this kernel's frames
+            raise AttributeError
         exc._render_traceback_ = lambda: lines
-    except AttributeError:  # an exception class with __slots__
+    except AttributeError:  # an exception class with __slots__, or an exception group
         cls = type(ename, (RemoteError,), {"__module__": "jupyter_gpu.remote"})
         wrapped = cls(evalue)
         wrapped._render_traceback_ = lambda: lines

@@ -91,3 +91,20 @@ def test_sys_exit_in_a_gpu_cell_looks_as_it_does_locally_with_the_footer_last(ru
     warnings = [o for o in cell["outputs"] if o["output_type"] == "stream" and "To exit: use" in o["text"]]
     assert len(warnings) == 1, cell["outputs"]
     assert is_footer(cell["outputs"][-1]), [o["output_type"] for o in cell["outputs"]]
+
+
+@pytest.mark.timeout(120)
+def test_an_exception_group_is_shown_once_with_the_cells_frames(run_notebook):
+    """IPython prints an exception group itself, past `_render_traceback_`: it used to show twice,
+    the second time with jupyter-gpu's own frames in the kernel."""
+    src = "%%gpu\nraise ExceptionGroup('many', [ValueError('one'), TypeError('two')])"
+    with pytest.raises(CellExecutionError) as info:
+        run_notebook([LOAD, src])
+    assert info.value.ename == "ExceptionGroup"
+    cell = run_notebook.last.cells[1]
+    errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
+    assert len(errors) == 1, cell["outputs"]
+    tb = traceback_text(errors[0])
+    assert "raise ExceptionGroup" in tb and "ValueError: one" in tb and "TypeError: two" in tb, tb
+    shown = tb + "".join(o.get("text", "") for o in cell["outputs"] if o["output_type"] == "stream")
+    assert shown.count("ValueError: one") == 1 and "jupyter_gpu" not in shown, shown

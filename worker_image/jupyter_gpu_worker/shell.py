@@ -22,6 +22,7 @@ from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, Intera
 from traitlets.config import Config
 
 from jupyter_gpu import protocol
+from jupyter_gpu.remote import in_group
 
 STREAM_LATENCY = 0.05  # a partial line (no newline yet) is sent after at most this long
 # text printed while no cell runs (by a thread an earlier cell started) waits for the next cell, as
@@ -348,6 +349,22 @@ class WorkerShell(InteractiveShell):
                 self._transformed.clear()
             cell = self._transformed[raw_cell] = super().transform_cell(raw_cell)
         return cell
+
+    def showtraceback(self, exc_tuple=None, filename=None, tb_offset=None, exception_only=False,
+                      running_compiled_code=False):
+        # IPython prints an exception group with traceback.print_exc, to stderr and past
+        # _showtraceback; the kernel would then print it again, with its own frames.  Here it
+        # becomes the cell's error like any other, with the group's standard formatting.
+        try:
+            etype, value, tb = self._get_exc_info(exc_tuple)
+        except ValueError:
+            etype = value = None
+        if value is not None and not exception_only and in_group(value):
+            import traceback
+
+            self._showtraceback(etype, value, [s.rstrip("\n") for s in traceback.format_exception(etype, value, tb)])
+            return
+        super().showtraceback(exc_tuple, filename, tb_offset, exception_only, running_compiled_code)
 
     def _showtraceback(self, etype, evalue, stb):
         self.last_error = evalue
