@@ -12,7 +12,8 @@ import string
 
 _BUILTINS = set(dir(builtins))
 # IPython's own names in every user namespace: never shipped, never brought back.
-_SHELL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# the shell's own names: never sent, never brought back (the worker's results.py uses them too)
+SHELL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 # line magics whose argument is Python run in the user's namespace (`%time b = a * 2`): the option
 # letters that take a value, those that do not, and whether its assignments stay in the namespace
 # (%timeit runs its statement in a namespace of its own)
@@ -162,8 +163,8 @@ def analyse(python_source: str) -> tuple[set[str], set[str]]:
     tree = ast.parse(python_source)
     c = _Collector()
     c.visit(tree)
-    reads = {n for n in c.loads if n not in _SHELL_NAMES and not n.startswith("_")}
-    binds = {n for n in c.stores if n not in _SHELL_NAMES and not n.startswith("_")}
+    reads = {n for n in c.loads if n not in SHELL_NAMES and not n.startswith("_")}
+    binds = {n for n in c.stores if n not in SHELL_NAMES and not n.startswith("_")}
     return reads, binds
 
 

@@ -253,3 +253,22 @@ def test_a_time_line_magic_in_a_gpu_cell_reads_and_binds_like_a_local_one(run_no
 def test_a_shell_command_in_a_gpu_cell_expands_local_names(run_notebook):
     nb = run_notebook([LOAD, "pkg = 'hello'\nn = 3", "%%gpu\n!echo {pkg.upper()} $n"])
     assert stream_text(nb.cells[2]) == "HELLO 3\n"
+
+
+@pytest.mark.timeout(180)
+def test_names_a_cell_binds_where_its_text_does_not_show_come_back_as_locally(run_notebook):
+    """A local cell doing `from m import *`, `exec(...)` or `globals()[k] = v` leaves those names
+    bound (and `exec("del x")` deletes x); the names' analysis cannot see them, the worker can."""
+    nb = run_notebook(
+        [
+            LOAD,
+            "doomed = 1",
+            "%%gpu\nfrom math import *\nbase = doomed\nexec('made = base + 1')\nglobals()['put'] = 3",
+            "print(sqrt(16), made, put)",
+            "%%gpu\nexec('del doomed')",
+            "print('doomed' in globals())",
+        ]
+    )
+    assert stream_text(nb.cells[3]) == "4.0 2 3\n"
+    assert stream_text(nb.cells[5]) == "False\n"
+

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jupyter_gpu import serialization
-from jupyter_gpu_worker.results import Holdings, pack_results
+from jupyter_gpu_worker.results import Holdings, before_cell, pack_results
 
 
 def _arrive(holdings: Holdings, ns: dict, kernel_hashes: dict | None = None) -> dict:
@@ -165,3 +165,18 @@ def test_a_value_holding_device_memory_stays_on_the_worker_without_being_copied(
     assert out["refs"]["t"]["t"] == "torch.Tensor [4, 5] meta"
     assert "meta memory" in out["refs"]["t"]["why"] and ".cpu()" in out["refs"]["t"]["why"]
     assert "meta memory" in out["refs"]["model"]["why"]
+
+
+def test_names_bound_or_deleted_where_the_text_does_not_show_come_back_too():
+    """`from m import *`, `exec`, `globals()[k] = v`: found by what each name is bound to before
+    and after the cell; the shell's own `_` names stay; a module stays, as a bound one does."""
+    holdings = Holdings()
+    ns = {"old": 1, "stale": [1], "same": "kept", "In": [], "_": None}
+    before = before_cell(ns)
+    exec("from math import sqrt\nimport json\nnew = 2\nstale = [2]\n_hidden = 3\ndel old\n_ = 5", {}, ns)
+    packer = serialization.Packer()
+    out = pack_results({"binds": []}, "c1", ns, holdings, packer, before)
+    assert sorted(out["values"]) == ["new", "sqrt", "stale"]
+    assert out["deleted"] == ["old"]
+    out = pack_results({"binds": [], "no_out": True}, "c2", ns, holdings, serialization.Packer(), before_cell(ns))
+    assert out["values"] == {} and "deleted" not in out

@@ -32,7 +32,7 @@ from IPython.core.error import StdinNotImplementedError  # noqa: E402
 from . import device  # noqa: E402
 from .fdcapture import FdCapture  # noqa: E402
 from .reports import LaneReports  # noqa: E402
-from .results import Holdings, pack_results  # noqa: E402
+from .results import Holdings, before_cell, pack_results  # noqa: E402
 from .shell import Emitter, make_shell  # noqa: E402
 from .telemetry import GpuTelemetry  # noqa: E402
 
@@ -338,6 +338,7 @@ class Agent(LaneReports):
             t1 = time.monotonic()
             timings["load"] = t1 - t0
             self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
+            before = before_cell(ns)
             if self.telemetry is not None:
                 self.telemetry.start()
             try:
@@ -356,7 +357,7 @@ class Agent(LaneReports):
                 status = "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
                 self._send_error_object(err)
             packer = serialization.Packer(shm_pool=self.out_pool if h.get("shm") else None)
-            outputs, buffers = pack_results(h, cell, ns, self.holdings, packer), packer.buffers
+            outputs, buffers = pack_results(h, cell, ns, self.holdings, packer, before), packer.buffers
             timings["post"] = time.monotonic() - t2
         except KeyboardInterrupt as e:
             status = "interrupted"

@@ -1,5 +1,7 @@
 """What a cell sends back with its ``done``: the names it bound, the inputs it changed in place or
-deleted, and the values that stay here instead (refs).  It also keeps, per name, what the kernel
+deleted, and the values that stay here instead (refs).  The names it bound are those the kernel's
+analysis of its text found, and any other the namespace shows bound or deleted after it
+(``from m import *``, ``exec``, ``globals()[k] = v``, ``%run``).  It also keeps, per name, what the kernel
 holds (``held``: the hash it will name in a later cell's ``keep``) and what this worker last saw
 (``seen``: the hash of this worker's own pickle of its value).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import types
 
 from jupyter_gpu import serialization, tensors
+from jupyter_gpu.names import SHELL_NAMES
 from jupyter_gpu.errors import SerializationError
 
 
@@ -64,22 +67,41 @@ def _plain_array(obj) -> bool:
     return flags.writeable and (flags.c_contiguous or flags.f_contiguous) and not obj.dtype.hasobject
 
 
-def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer) -> dict:
+def before_cell(ns: dict) -> dict:
+    """What each name is bound to as the cell starts (identities only: holding the values would
+    keep alive what the cell deletes, GPU memory included)."""
+    return {k: id(v) for k, v in ns.items()}
+
+
+def bound_unseen(before: dict, ns: dict, binds) -> tuple[list, list]:
+    """Names the cell bound or deleted in ways its text does not show (``from m import *``,
+    ``exec(...)``, ``globals()[k] = v``, ``%run script.py``): (bound, deleted).  Names starting with
+    ``_`` are left out (the shell's ``_``, ``_5``, ``_i``; a private name bound so stays here)."""
+    known = set(binds)
+    bound = [k for k, v in ns.items() if before.get(k) != id(v) and k not in known
+             and not k.startswith("_") and k not in SHELL_NAMES]
+    deleted = [k for k in before if k not in ns and not k.startswith("_") and k not in SHELL_NAMES]
+    return bound, deleted
+
+
+def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer, before: dict | None = None) -> dict:
     """The ``done`` fields that bring the cell's names back: values (into ``packer``), refs for
-    what stays here, the inputs it deleted, and ``--out`` names it did not define."""
+    what stays here, the inputs it deleted, and ``--out`` names it did not define.  ``before``:
+    ``before_cell`` of the namespace, to find names bound or deleted where the text does not show."""
     explicit = set(h.get("out") or ())  # --out: brought back whatever its size
     shipped = [*h.get("inputs", {}), *h.get("keep", {})]
     by_default = not h.get("no_out") and h.get("out") is None  # the bound names, and changed inputs
+    unseen, gone = bound_unseen(before, ns, h.get("binds", ())) if before is not None else ([], [])
     if h.get("no_out"):
         names = []
     elif h.get("out") is not None:
         names = list(h["out"])
     else:
-        names = [n for n in h.get("binds", []) if n in ns and not isinstance(ns[n], types.ModuleType)]
+        names = [n for n in [*h.get("binds", []), *unseen] if n in ns and not isinstance(ns[n], types.ModuleType)]
     picked: dict = {}  # name -> its pickle (or why it has none), already made to look for a change
     for name in h.get("references", ()):  # the kernel holds a RemoteValue: this copy is the value
         holdings.seen.pop(name, None)
-    deleted = [n for n in shipped if n not in ns]
+    deleted = [n for n in shipped if n not in ns] + [n for n in gone if n not in shipped]
     returned = set(names)
     for name in shipped:
         if name in ns and name not in returned:
