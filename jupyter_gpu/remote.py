@@ -26,12 +26,15 @@ class RemoteError(Exception):
     """Stands for a remote exception whose class does not exist (or unpickle) here."""
 
 
+_GROUP = getattr(builtins, "BaseExceptionGroup", ())  # Python 3.11+
+
+
 def in_group(exc) -> bool:
     """Whether ``exc``, or an exception it happened while handling, is an exception group: IPython
     prints those itself (traceback.print_exc), past ``_render_traceback_``."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, BaseExceptionGroup):
+        if isinstance(exc, _GROUP):
             return True
         seen.add(id(exc))
         exc = exc.__context__
