@@ -21,6 +21,15 @@ class RemoteValue:
     def __reduce__(self):
         raise TypeError(f"{self!r} lives on worker {self.worker}; use it inside a %%gpu cell")
 
+    def __getattr__(self, attr):
+        # what IPython, pickle and copy look for (`_repr_html_`, `__array__`, `__setstate__`) is
+        # simply absent; what a user reaches for (`t.shape`, `model.eval`) says where it is and why
+        if attr.startswith("_") or "why" not in self.__dict__:
+            raise AttributeError(attr)
+        why = f": {self.why.rstrip('.')}" if self.why else ""
+        raise AttributeError(f"'{self.name}' is {self!r}, from cell [{self.cell}], and cannot be used here{why}. "
+                             "Use it inside a %%gpu cell.")
+
 
 class RemoteError(Exception):
     """Stands for a remote exception whose class does not exist (or unpickle) here."""

@@ -129,12 +129,16 @@ def test_a_value_in_device_memory_stays_on_its_worker_and_says_what_it_is(run_no
             "%%gpu\nimport torch\nt = torch.empty(2, 3, device='meta')\nnet = torch.nn.Linear(3, 4).to('meta')\nn = 5",
             "print(repr(t))\nprint(type(net).__name__, n)",
             "%%gpu\nprint(net(t).shape, t.device)",
+            "try:\n    t.shape\nexcept AttributeError as e:\n    print(e)",
         ]
     )
     rep, kinds = stream_text(nb.cells[2]).splitlines()
     assert rep.startswith("<remote torch.Tensor [2, 3] meta on "), rep
     assert kinds == "RemoteValue 5"
     assert stream_text(nb.cells[3]) == "torch.Size([2, 4]) meta\n"
+    said = stream_text(nb.cells[4])  # used here, it says where it is, why, and what to do
+    assert said.startswith("'t' is <remote torch.Tensor [2, 3] meta on ") and "meta memory" in said, said
+    assert ".cpu()" in said and "%%gpu cell" in said, said
 
 
 @pytest.mark.timeout(120)
