@@ -69,3 +69,20 @@ def test_what_a_thread_prints_after_its_cell_ended_shows_in_the_next_gpu_cell(ru
     nb = run_notebook([LOAD, start, "%%gpu --no-out\nem.end = _end\nprinted.wait(30)\nprint('next cell')"])
     assert stream_text(nb.cells[1]) == "cell ends\n"
     assert stream_text(nb.cells[2]) == "late, from a thread\nnext cell\n"
+
+
+@pytest.mark.timeout(120)
+def test_code_that_needs_the_streams_file_descriptors_gets_them(run_notebook):
+    """`subprocess.run(cmd, stdout=sys.stdout)` and `faulthandler.enable()` ask sys.stdout /
+    sys.stderr for a descriptor (a kernel's streams have one); they failed with
+    UnsupportedOperation: fileno.  What reaches the descriptors is the cell's output."""
+    nb = run_notebook(
+        [
+            LOAD,
+            "%%gpu\nimport subprocess, sys\nsubprocess.run(['echo', 'via-fileno'], stdout=sys.stdout)\n"
+            "import faulthandler\nfaulthandler.enable()\nfaulthandler.dump_traceback(all_threads=False)\n"
+            "print(faulthandler.is_enabled())",
+        ]
+    )
+    assert "via-fileno\n" in stream_text(nb.cells[1], "stdout") and "True\n" in stream_text(nb.cells[1], "stdout")
+    assert "Stack (most recent call first)" in stream_text(nb.cells[1], "stderr")

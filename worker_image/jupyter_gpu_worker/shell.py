@@ -188,6 +188,11 @@ class EventStream(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
+    def fileno(self) -> int:
+        # the descriptor itself: what reaches it becomes the cell's output too (fdcapture.py), so
+        # `subprocess.run(cmd, stdout=sys.stdout)` and `faulthandler.enable()` work as in a kernel
+        return 2 if self.name == "stderr" else 1
+
     @property
     def encoding(self):
         return "utf-8"
