@@ -1,9 +1,9 @@
 """What a cell sends back with its ``done``: the names it bound, the inputs it changed in place or
 deleted, and the values that stay here instead (refs).  The names it bound are those the kernel's
 analysis of its text found, and any other the namespace shows bound or deleted after it
-(``from m import *``, ``exec``, ``globals()[k] = v``, ``%run``).  It also keeps, per name, what the kernel
-holds (``held``: the hash it will name in a later cell's ``keep``) and what this worker last saw
-(``seen``: the hash of this worker's own pickle of its value).
+(``from m import *``, ``exec``, ``globals()[k] = v``, ``%run``).  It also keeps, per name, what the
+kernel holds (``held``: the hash it will name in a later cell's ``keep``) and what this worker last
+saw (``seen``: the hash of this worker's own pickle of its value).
 
 An input changed in place (``lst.append(3)``, ``df['z'] = ...``, ``arr[:] = 0``) comes back like a
 bound name, because a local cell would have left it changed; without that, the kernel's copy would
