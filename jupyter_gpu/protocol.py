@@ -74,6 +74,11 @@ class ProtocolError(ValueError):
     """A frame or message that does not follow this protocol.  The message says what is wrong."""
 
 
+class HeaderTooLarge(ProtocolError):
+    """Raised by ``encode``: a header over MAX_HEADER, which the peer would refuse and close the
+    connection on.  Nothing was sent; the connection still works."""
+
+
 @dataclass
 class Message:
     header: dict
@@ -111,6 +116,9 @@ def encode(header: dict, buffers: Sequence = ()) -> list:
                 frames_after.append(v[off : off + CHUNK])
         head["nframes"] = len(frames_after)
     hj = _header_json(head).encode()
+    if len(hj) > MAX_HEADER:
+        raise HeaderTooLarge(f"a {head.get('type')!r} message's header is {len(hj)} bytes, more than the "
+                             f"{MAX_HEADER} a header may be")
     first = [_PREFIX.pack(MAGIC, PROTOCOL_VERSION, 0, len(hj)), hj]
     if inline:
         first.extend(views)

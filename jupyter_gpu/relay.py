@@ -7,6 +7,7 @@ keeps draining events either way, so no output is lost.
 """
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -98,6 +99,8 @@ def drain(session, cell: str, gpu: str, t0: float, opts: CellOptions, conn) -> C
             if kind == protocol.STREAM:
                 pub.stream(h["name"], h["text"])
             elif kind == protocol.DISPLAY:
+                if "bulk" in h:  # a large display: its data and metadata came as a JSON buffer
+                    h = {**h, **json.loads(bytes(buffers[h["bulk"]]))}
                 if h.get("kind") == "execute_result":
                     pub.execute_result(h["data"], h["metadata"], session.cell_number())
                 else:

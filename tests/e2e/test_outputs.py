@@ -91,6 +91,29 @@ def test_reprs_returning_bytes_and_numpy_numbers_show_as_in_a_local_cell(run_not
     assert there[0]["data"]["application/json"] == {"n": 3, "pair": [1, 2.5]}
 
 
+@pytest.mark.timeout(240)
+def test_outputs_larger_than_a_message_header_arrive_whole_and_the_worker_stays(run_notebook):
+    """A 20 MB HTML display, a 30 MB printed line and a 30 MB last value: a local cell shows them.
+    Each used to make a message the peer refused, which closed the worker's connection and lost
+    its namespace."""
+    nb = run_notebook(
+        [
+            LOAD,
+            "%%gpu\nkept = 7\nfrom IPython.display import HTML, display\n"
+            "display(HTML('<p>' + 'x' * 20_000_000 + '</p>'))\nprint('z' * 30_000_000)\n's' * 30_000_000",
+            "%%gpu\nprint(kept)",
+        ],
+        timeout=200,
+    )
+    outs = user_outputs(nb.cells[1])
+    html = [o for o in outs if o["output_type"] == "display_data"]
+    assert len(html) == 1 and len(html[0]["data"]["text/html"]) == 20_000_007
+    assert stream_text(nb.cells[1]) == "z" * 30_000_000 + "\n"
+    result = [o for o in outs if o["output_type"] == "execute_result"]
+    assert len(result) == 1 and len(_text(result[0])) == 30_000_002
+    assert stream_text(nb.cells[2]) == "7\n", "the worker was lost"
+
+
 @pytest.mark.timeout(180)
 def test_matplotlib_show_yields_png(run_notebook):
     nb = run_notebook([LOAD, "%%gpu\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"])

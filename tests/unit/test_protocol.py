@@ -42,6 +42,14 @@ def test_encode_does_not_change_the_callers_header():
     assert header == {"type": "stream", "text": "hi"}
 
 
+def test_a_header_the_peer_would_refuse_is_refused_before_it_is_sent():
+    """Sent, it would make the peer close the connection (a worker lost with its namespace)."""
+    with pytest.raises(protocol.HeaderTooLarge, match="'stream' message's header is"):
+        protocol.encode({"type": "stream", "text": "x" * protocol.MAX_HEADER})
+    frames = protocol.encode({"type": "stream", "text": "x" * (protocol.MAX_HEADER - 1000)})
+    assert protocol.parse_first(frames[0])[0]["type"] == "stream"
+
+
 def test_non_byte_buffers_are_sent_as_bytes():
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
     _, got, _ = roundtrip({"type": "x"}, [memoryview(arr)])

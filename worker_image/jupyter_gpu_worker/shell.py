@@ -10,6 +10,7 @@ import ast
 import base64
 import datetime
 import io
+import json
 import math
 import numbers
 import sys
@@ -28,6 +29,9 @@ STREAM_LATENCY = 0.05  # a partial line (no newline yet) is sent after at most t
 # text printed while no cell runs (by a thread an earlier cell started) waits for the next cell, as
 # it shows in the running cell under ipykernel; beyond this many characters the oldest is dropped
 BETWEEN_CELLS_MAX = 1 << 20
+# a header may be 16 MiB (protocol.MAX_HEADER): stream text goes in messages of at most this many
+# characters (12 bytes each at worst, escaped), and a display larger than this goes as a buffer
+TEXT_PIECE = 1 << 20
 
 
 class Emitter:
@@ -110,7 +114,9 @@ class Emitter:
             else:
                 merged.append((name, [text]))
         for name, parts in merged:
-            self._send({"type": protocol.STREAM, "cell": cell, "name": name, "text": "".join(parts)}, ())
+            text = "".join(parts)
+            for i in range(0, len(text), TEXT_PIECE):
+                self._send({"type": protocol.STREAM, "cell": cell, "name": name, "text": text[i:i + TEXT_PIECE]}, ())
 
     # -- everything else ---------------------------------------------------------------------
     def event(self, header: dict, buffers=()) -> None:
@@ -130,7 +136,24 @@ class Emitter:
         self._flush_locked()
         if self._cell is not None:
             header.setdefault("cell", self._cell)
-            self._send(header, buffers)
+            try:
+                self._send(header, buffers)
+            except protocol.HeaderTooLarge as e:  # said in the cell; the connection is intact
+                self._send({"type": protocol.STREAM, "cell": header["cell"], "name": "stderr",
+                            "text": f"[jupyter-gpu: an output was not shown: {e}]\n"}, ())
+                if header.get("type") == protocol.DONE:  # the kernel waits for it: the end, without results
+                    self._send({"type": protocol.DONE, "cell": header["cell"], "status": "error",
+                                "timings": header.get("timings", {})}, ())
+
+    def display(self, fields: dict, data, metadata) -> None:
+        """A display event; a large one carries its data and metadata as a JSON buffer, since a
+        header may hold 16 MiB and a local cell has no such limit."""
+        data, metadata = jsonable(data), jsonable(metadata)
+        if _text_size(data) + _text_size(metadata) <= TEXT_PIECE:
+            self.event({**fields, "data": data, "metadata": metadata})
+        else:
+            body = json.dumps({"data": data, "metadata": metadata}, separators=(",", ":")).encode()
+            self.event({**fields, "bulk": 0}, [body])
 
     def close(self) -> None:
         with self._cond:
@@ -198,6 +221,25 @@ class EventStream(io.TextIOBase):
         return "utf-8"
 
 
+def _clip(text: str, most: int = TEXT_PIECE // 4) -> str:
+    """An error's text as a message can carry it: a 30 MB message is shown by its start."""
+    if len(text) <= most:
+        return text
+    return f"{text[:most]}… [{len(text) - most} more characters not shown]"
+
+
+def _text_size(obj) -> int:
+    """About how many characters ``obj`` (jsonable) takes as JSON: its strings' length, counted
+    deep only where a value is not a string (a JSON mime type's data)."""
+    if isinstance(obj, str):
+        return len(obj)
+    if isinstance(obj, dict):
+        return sum(len(k) + _text_size(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return sum(_text_size(v) for v in obj)
+    return 8
+
+
 def jsonable(obj):
     """A display's data or metadata as Jupyter's message packer sends it: bytes as base64 text
     (the PNG of a PIL image or of sympy's printing), tuples and sets as lists, numpy numbers as
@@ -223,15 +265,8 @@ class EventDisplayPublisher(DisplayPublisher):
     emitter: Emitter = None
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
-        self.emitter.event(
-            {
-                "type": protocol.DISPLAY,
-                "data": jsonable(data),
-                "metadata": jsonable(metadata or {}),
-                "transient": jsonable(transient or {}),
-                "update": bool(update),
-            }
-        )
+        fields = {"type": protocol.DISPLAY, "transient": jsonable(transient or {}), "update": bool(update)}
+        self.emitter.display(fields, data, metadata or {})
 
     def clear_output(self, wait=False):
         self.emitter.event({"type": protocol.CLEAR_OUTPUT, "wait": bool(wait)})
@@ -260,8 +295,7 @@ class EventDisplayHook(DisplayHook):
     def finish_displayhook(self):
         if self._bundle is not None:
             data, md = self._bundle
-            self.emitter.event({"type": protocol.DISPLAY, "kind": "execute_result", "data": jsonable(data),
-                                "metadata": jsonable(md)})
+            self.emitter.display({"type": protocol.DISPLAY, "kind": "execute_result"}, data, md)
         self._bundle = None
 
 
@@ -377,8 +411,8 @@ class WorkerShell(InteractiveShell):
             {
                 "type": protocol.ERROR,
                 "ename": getattr(etype, "__name__", str(etype)),
-                "evalue": str(evalue),
-                "traceback": list(stb),
+                "evalue": _clip(str(evalue)),
+                "traceback": [_clip(line) for line in stb],
             }
         )
 
