@@ -288,7 +288,7 @@ class KernelSession:
         self.spent_usd += float(f.get("cost_usd") or 0.0)
         error = outcome.exception(done)
         if error is None or not raise_error:
-            Publisher(self.shell).display(footer.bundle(f), {})
+            Publisher(self.shell).footer(footer.bundle(f))
             return f
         # the kernel publishes the error output after the magic raises; the footer must still be
         # the cell's last output, so it goes out once the cell has finished (post_run_cell)
