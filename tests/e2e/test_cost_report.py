@@ -123,6 +123,26 @@ def test_advise_reads_the_backend_ledger(run_notebook, kernel_env, tmp_path):
         stop_backend(proc)
 
 
+def test_a_lane_cell_is_owed_to_the_ledger_before_its_done_reaches_the_kernel(run_notebook, kernel_env, tmp_path):
+    """The kernel may exit as soon as the last cell's `done` arrives; the worker's shutdown then
+    flushes what it owes.  A report recorded only after `done` went out raced that shutdown and was
+    lost under load (seen once in CI); here the worker's thread is held up just there."""
+    from tests.integration.backend_process import api_get, start_backend, stop_backend
+
+    slow_meter = ("%%gpu --no-out\nimport time, jupyter_gpu_worker.agent as a\n_meter = a.Agent._meter\n"
+                  "a.Agent._meter = lambda self, report, ended: (time.sleep(1.0), _meter(self, report, ended))[1]")
+    proc, url = start_backend(tmp_path)
+    try:
+        token = json.loads((tmp_path / "backend.json").read_text())["token"]
+        env = {**kernel_env, "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": token}
+        nb = run_notebook([LOAD, "%%gpu\nx = 1", slow_meter, "%%gpu\ny = 2"], env=env)
+        assert [last_footer(c)["route"] for c in nb.cells[2:]] == ["lane"] * 2
+        cells = api_get(url, token, "/api/cells")["cells"]
+        assert sorted(c["status"] for c in cells) == ["ok"] * 3, cells
+    finally:
+        stop_backend(proc)
+
+
 def test_once_the_kernel_exits_the_ledger_has_every_cell_even_from_a_worker_slow_to_report(run_notebook, kernel_env,
                                                                                             tmp_path):
     """A lane cell reaches the ledger when its worker reports it (once idle, or as it exits); the

@@ -293,13 +293,12 @@ class Agent(LaneReports):
         cell = msg.header["cell"]
         self.reply_lane = via_lane
         try:
-            status, timings = self._execute(msg, t0)
+            status, timings = self._execute(msg, t0)  # it meters the cell, as `done` goes
         finally:
             self.reply_lane = None
-        # reported once the worker is idle (a resend too: it ends what a `started` began)
-        ended = t0 + timings["run"] if "run" in timings else time.monotonic()  # when `done` went out
-        self._meter({"type": protocol.METERED, "cell": cell, "status": status, "timings": timings,
-                     "keep_warm": msg.header.get("keep_warm")}, ended)
+        if status == "resend":  # reported too: it ends what a `started` began
+            self._meter({"type": protocol.METERED, "cell": cell, "status": status, "timings": timings,
+                         "keep_warm": msg.header.get("keep_warm")}, time.monotonic())
 
     def _execute(self, msg: protocol.Message, t_received: float | None = None) -> tuple[str, dict]:
         """Run one cell; its events go wherever ``send`` sends.  Returns (status, timings)."""
@@ -370,6 +369,10 @@ class Agent(LaneReports):
             self.cells_done += 1
             if t_received is not None:  # a lane cell: no backend to time it, so the worker does
                 timings["run"] = time.monotonic() - t_received
+                # owed before `done` goes: the kernel may exit at once, and the shutdown that follows
+                # (on the reader thread) must find this report, not race this thread to it
+                self._meter({"type": protocol.METERED, "cell": cell, "status": status, "timings": timings,
+                             "keep_warm": h.get("keep_warm")}, t_received + timings["run"])
             self.fd_output.drain()  # what reached fds 1 and 2 goes out before `done`
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
