@@ -25,9 +25,9 @@ class Publisher:
             if getattr(stream, "_flush_pending", True):
                 stream.flush()
 
-    def _send(self, msg_type: str, content: dict, ident: bytes) -> None:
+    def _send(self, msg_type: str, content: dict, ident: bytes, socket=None) -> None:
         dp = self.shell.display_pub
-        dp.session.send(dp.pub_socket, msg_type, content, parent=dp.parent_header, ident=ident)
+        dp.session.send(socket or dp.pub_socket, msg_type, content, parent=dp.parent_header, ident=ident)
 
     def stream(self, name: str, text: str) -> None:
         if self.zmq:
@@ -54,9 +54,7 @@ class Publisher:
         queue = _queue_of(self.shell) if self.zmq else None
         if queue is None:
             return self.display(data, {})
-        dp = self.shell.display_pub
-        content = {"data": data, "metadata": {}, "transient": {}}
-        dp.session.send(queue, "display_data", content, parent=dp.parent_header, ident=b"display_data")
+        self._send("display_data", {"data": data, "metadata": {}, "transient": {}}, b"display_data", queue)
 
     def clear_output(self, wait: bool) -> None:
         if self.zmq:

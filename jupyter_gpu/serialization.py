@@ -3,10 +3,10 @@
 Each value is pickled on its own with cloudpickle protocol 5; its out-of-band buffers (numpy
 arrays, and torch CPU tensors by ``tensors.py``) are never copied into the pickle.  Every buffer
 travels either on the wire (an index into the message's buffers) or, when both ends share a host,
-in a shared-memory segment (see ``shm.py``).  The hash of a value is xxh3-128 over its pickle and its buffers, so the kernel
-side can skip a value the worker already holds; a buffer over PARALLEL_HASH enters it as the xxh3-128
-digests of its 16 MiB chunks, hashed on all cores (memory-bound: 1.7x on this 2-core VM), since
-both sides hash every large input once per cell.
+in a shared-memory segment (see ``shm.py``).  The hash of a value is xxh3-128 over its pickle and
+its buffers, so the kernel side can skip a value the worker already holds; a buffer over
+PARALLEL_HASH enters it as the xxh3-128 digests of its 16 MiB chunks, hashed on all cores
+(memory-bound: 1.7x on this 2-core VM), since both sides hash every large input once per cell.
 """
 from __future__ import annotations
 

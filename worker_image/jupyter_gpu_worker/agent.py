@@ -290,18 +290,22 @@ class Agent(LaneReports):
             self._execute(msg)
             return
         t0 = time.monotonic()
-        cell = msg.header["cell"]
         self.reply_lane = via_lane
         try:
-            status, timings = self._execute(msg, t0)  # it meters the cell, as `done` goes
+            self._execute(msg, t0)  # it owes the backend the cell's report, as `done` goes
         finally:
             self.reply_lane = None
-        if status == "resend":  # reported too: it ends what a `started` began
-            self._meter({"type": protocol.METERED, "cell": cell, "status": status, "timings": timings,
-                         "keep_warm": msg.header.get("keep_warm")}, time.monotonic())
 
-    def _execute(self, msg: protocol.Message, t_received: float | None = None) -> tuple[str, dict]:
-        """Run one cell; its events go wherever ``send`` sends.  Returns (status, timings)."""
+    def _owe_report(self, h: dict, status: str, timings: dict, ended: float) -> None:
+        """A lane cell's report (a resend too: it ends what a `started` began), owed before its
+        `done` goes: the kernel may exit at once, and the shutdown that follows (on the reader
+        thread) must find it, not race this thread to it."""
+        self._meter({"type": protocol.METERED, "cell": h["cell"], "status": status, "timings": timings,
+                     "keep_warm": h.get("keep_warm")}, ended)
+
+    def _execute(self, msg: protocol.Message, t_received: float | None = None) -> None:
+        """Run one cell; its events go wherever ``send`` sends.  A lane cell (``t_received``: when it
+        arrived) is timed here, and its report owed to the backend."""
         h = msg.header
         cell = h["cell"]
         if h["session"] != self.session:
@@ -314,8 +318,10 @@ class Agent(LaneReports):
             with self._start_lock:
                 self._waiting.pop(cell, None)
             self.send({"type": protocol.RESEND, "cell": cell, "names": missing})
+            if t_received is not None:
+                self._owe_report(h, "resend", {}, time.monotonic())
             self.send({"type": protocol.DONE, "cell": cell, "status": "resend", "timings": {}})
-            return "resend", {}
+            return
         self.emitter.cell = cell
         status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
@@ -333,7 +339,7 @@ class Agent(LaneReports):
             except SerializationError as e:
                 self._error(e)
                 status = "error"
-                return status, timings
+                return
             t1 = time.monotonic()
             timings["load"] = t1 - t0
             self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
@@ -369,10 +375,7 @@ class Agent(LaneReports):
             self.cells_done += 1
             if t_received is not None:  # a lane cell: no backend to time it, so the worker does
                 timings["run"] = time.monotonic() - t_received
-                # owed before `done` goes: the kernel may exit at once, and the shutdown that follows
-                # (on the reader thread) must find this report, not race this thread to it
-                self._meter({"type": protocol.METERED, "cell": cell, "status": status, "timings": timings,
-                             "keep_warm": h.get("keep_warm")}, t_received + timings["run"])
+                self._owe_report(h, status, timings, t_received + timings["run"])
             self.fd_output.drain()  # what reached fds 1 and 2 goes out before `done`
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
@@ -382,7 +385,6 @@ class Agent(LaneReports):
                 buffers,
             )
             self.out_pool.lent(self.session)
-        return status, timings
 
     def _error(self, e: BaseException) -> None:
         self.emitter.event(
