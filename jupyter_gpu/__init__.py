@@ -15,7 +15,7 @@ _magics = None
 
 def load_ipython_extension(ip) -> None:
     global _magics
-    from . import early
+    from . import cell_text, early
     from .magics import GpuMagics, help_without_body
 
     if _magics is None or _magics.shell is not ip:
@@ -24,9 +24,13 @@ def load_ipython_extension(ip) -> None:
     if help_without_body not in ip.input_transformers_cleanup:
         ip.input_transformers_cleanup.append(help_without_body)
     early.install(_magics)  # a warm cell goes to its worker as its request arrives (early.py)
+    cell_text.install(ip)  # IPython transforms a `%%gpu` cell's text once, not at every run
 
 
 def unload_ipython_extension(ip) -> None:
+    from . import cell_text
+
+    cell_text.uninstall(ip)
     if _magics is not None:
         _magics.session.close()
 

@@ -133,3 +133,21 @@ def test_a_warm_cell_the_backend_relays_is_sent_as_it_arrives_too(fresh_kernel_e
         assert k.run("%%gpu\nprint(base)").stdout() == "20\n"
     finally:
         k.shutdown()
+
+
+def test_a_warm_cell_queued_behind_a_failing_cell_is_aborted_and_never_reaches_its_worker(live_kernel):
+    """After an error, ipykernel aborts the requests already queued (stop_on_error): a `%%gpu`
+    cell among them must not run on its worker, though a warm cell is sent as its request arrives."""
+    k = live_kernel
+    k.run(LOAD)
+    k.run("%%gpu\nruns = []")
+    k.run("%%gpu\nruns.append('warm')")  # the lane is open: the next cells would go on arrival
+    before = _sent(k)
+    failing = k.submit("import time\ntime.sleep(1)\nraise ValueError('stop here')")
+    queued = k.submit("%%gpu\nruns.append('queued')\nprint('ran')")
+    assert k.wait_until(lambda: failing.done and queued.done, 60)
+    assert failing.reply["content"]["status"] == "error"
+    assert queued.reply["content"]["status"] == "aborted"
+    assert queued.stdout() == "" and queued.footers() == []
+    assert k.run("%%gpu\nprint(runs)").stdout() == "['warm']\n"  # the worker never ran it
+    assert _sent(k) == before + 1  # only that last cell went on arrival
