@@ -14,7 +14,8 @@ variant always goes first):
          built once (only its cell id changes), written to the worker's lane as the execute_request
          arrives, then the worker's reply read, `x` bound and the footer published - with none of
          jupyter-gpu's own work (planning, names, bookkeeping, relaying); same worker, lane and
-         footer as gpu
+         footer as gpu.  Its `%%floor` cell pays IPython's whole text work, which a `%%gpu`
+         cell does once per distinct cell (jupyter_gpu/cell_text.py), so gpu can come in under it
 
 Each variant runs in its own kernel, so one variant's client threads (ipyparallel's, jupyter-gpu's)
 cannot slow another's cells; the kernels are identical otherwise.  Round trip = from sending the
