@@ -2,9 +2,10 @@
 
 Between ipykernel receiving a cell and IPython calling its magic, the kernel spends most of a
 millisecond of this 2-core VM's time on its own bookkeeping (status and input published, history,
-compiling; the text transforms are remembered, cell_text.py).  A `%%gpu` cell whose worker is warm is sent at the start of that
-time (by the worker's lane, or to the backend, which relays it), so the worker runs it meanwhile;
-the magic then claims it and relays its events, which are already waiting or on their way.
+compiling; the text transforms are remembered, cell_text.py).  A `%%gpu` cell whose worker is
+warm is sent at the start of that time (by the worker's lane, or to the backend, which relays it),
+so the worker runs it meanwhile; the magic then claims it and relays its events, which are already
+waiting or on their way.
 
 Sending early must not change what the cell does, so it is done only when nothing that runs
 between could change the cell's text or its inputs:

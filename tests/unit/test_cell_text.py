@@ -32,7 +32,6 @@ def shell():
     sh.input_transformers_post.clear()
     sh.autocall = 0
     sh.autoawait = True
-    sh.user_ns.pop("get_ipython", None)
     sh.user_ns["get_ipython"] = sh.get_ipython
 
 
