@@ -81,7 +81,7 @@ def main(argv=None):
     on_cleanup(lambda: kernel.execute("%gpu release", timeout=30, check=False))
     kernel.execute("%%gpu\nx = 1", timeout=args.timeout)  # starts the embedded backend
     # cold starts are forks only once the zygote has imported torch: wait on that, not a sleep
-    kernel.execute("import json, urllib.request\nfrom jupyter_gpu.embedded import ensure_backend\n"
+    kernel.execute("import json, urllib.request\nfrom jupyter_gpu._client.embedded import ensure_backend\n"
                    "u, t = ensure_backend()\nreq = urllib.request.Request(u + '/api/runtime?wait=120', "
                    "headers={'Authorization': 'token ' + t})\n"
                    "assert json.load(urllib.request.urlopen(req, timeout=130))['ready']", timeout=150)

@@ -42,8 +42,8 @@ CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1", "relay": "
 # (the footer of the gpu variant's first cell) the way %%gpu does, and nothing else
 FLOOR_MAGICS = """
 from IPython.core.magic import register_cell_magic
-from jupyter_gpu import footer as _footer
-from jupyter_gpu.publish import Publisher as _Publisher
+from jupyter_gpu.cost import footer as _footer
+from jupyter_gpu.notebook.publish import Publisher as _Publisher
 _bench_bundle = _footer.bundle({footer!r})
 @register_cell_magic
 def noop(line, cell):
@@ -57,8 +57,9 @@ def footer(line, cell):
 FLOOR = """
 import time as _time, jupyter_gpu as _jg
 from IPython.core.magic import register_cell_magic
-from jupyter_gpu import footer as _footer, protocol as _protocol, serialization as _ser
-from jupyter_gpu.publish import Publisher as _Publisher
+from jupyter_gpu.cost import footer as _footer
+from jupyter_gpu._wire import framing as _framing, messages as _messages, serialization as _ser
+from jupyter_gpu.notebook.publish import Publisher as _Publisher
 _s = _jg._magics.session
 _plan = _s.plan("x = 1\\n", _jg._magics.cell_options(""), quiet=True)
 _held, _packer, _hdr, _ = _s.pack(_plan, 0)
@@ -81,7 +82,7 @@ def floor(line, cell):
         msg = _lane.recv(timeout=30)
         if msg is None:
             raise TimeoutError("the worker did not answer a floor cell within 30 s")
-        if msg.header.get("cell") == cid and msg.type == _protocol.DONE:
+        if msg.header.get("cell") == cid and msg.type == _messages.DONE:
             break
     ns = get_ipython().user_ns
     for name, spec in msg.header.get("values", {}).items():

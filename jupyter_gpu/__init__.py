@@ -15,8 +15,8 @@ _magics = None
 
 def load_ipython_extension(ip) -> None:
     global _magics
-    from . import cell_text, early
-    from .magics import GpuMagics, help_without_body
+    from jupyter_gpu.notebook import cell_text, early
+    from jupyter_gpu.notebook.magics import GpuMagics, help_without_body
 
     if _magics is None or _magics.shell is not ip:
         _magics = GpuMagics(ip)
@@ -28,7 +28,7 @@ def load_ipython_extension(ip) -> None:
 
 
 def unload_ipython_extension(ip) -> None:
-    from . import cell_text
+    from jupyter_gpu.notebook import cell_text
 
     cell_text.uninstall(ip)
     if _magics is not None:

@@ -1,6 +1,8 @@
 """The typed exceptions a user can see, and the one table that maps wire error codes to them."""
 from __future__ import annotations
 
+import builtins
+
 
 class GpuError(Exception):
     """Base class of every jupyter-gpu error."""
@@ -104,3 +106,18 @@ def from_failure(header: dict) -> GpuError:
     """Turn a ``failure`` message ({code, message}) into the matching exception."""
     cls = ERRORS_BY_CODE.get(header.get("code", ""), GpuError)
     return cls(header.get("message", "unknown failure"))
+
+
+_GROUP = getattr(builtins, "BaseExceptionGroup", ())  # Python 3.11+
+
+
+def in_group(exc) -> bool:
+    """Whether ``exc``, or an exception it happened while handling, is an exception group: IPython
+    prints those itself (traceback.print_exc), past ``_render_traceback_``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, _GROUP):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False

@@ -1,3 +1,3 @@
-from .server import main
+from jupyter_gpu_backend.server import main
 
 main()

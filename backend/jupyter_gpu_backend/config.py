@@ -6,7 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
-from .images import default_images, parse_images
+from jupyter_gpu_backend.runtimes.images import default_images, parse_images
 
 
 def _env_float(name: str, default: float) -> float:
@@ -75,7 +75,7 @@ def load_users(path: str) -> dict:
 
 
 def _runtime(name) -> str:
-    from .runtimes import RUNTIMES
+    from jupyter_gpu_backend.runtimes import RUNTIMES
 
     if name not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(sorted(RUNTIMES))}, not {name!r}")

@@ -19,16 +19,16 @@ import time
 
 import uvicorn
 
-from jupyter_gpu.wsclient import keepalive
+from jupyter_gpu._wire.wsclient import keepalive
 
-from .config import BackendConfig, load_config_file, load_users
-from .dedicated import parse_sizes
-from .ledger import Ledger
-from .ledger import default_path as default_ledger_path
-from .gateway import create_app
-from .images import check_for_runtime
-from .runtimes import RUNTIMES, make_runtime
-from .scheduler import Scheduler
+from jupyter_gpu_backend.config import BackendConfig, load_config_file, load_users
+from jupyter_gpu_backend.scheduling.dedicated import parse_sizes
+from jupyter_gpu_backend.accounting.ledger import Ledger
+from jupyter_gpu_backend.accounting.ledger import default_path as default_ledger_path
+from jupyter_gpu_backend.api.gateway import create_app
+from jupyter_gpu_backend.runtimes.images import check_for_runtime
+from jupyter_gpu_backend.runtimes import RUNTIMES, make_runtime
+from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 
 log = logging.getLogger("jupyter_gpu_backend")
 

@@ -11,7 +11,7 @@ def _jupyter_server_extension_points():
 
 
 def _load_jupyter_server_extension(server_app):
-    from .handlers import setup_handlers
+    from jupyter_gpu.labserver.handlers import setup_handlers
 
     setup_handlers(server_app.web_app)
     server_app.log.info("jupyter-gpu server extension loaded (routes under %sjupyter-gpu/)",

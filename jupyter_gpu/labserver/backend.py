@@ -8,8 +8,8 @@ import urllib.parse
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .. import embedded
-from ..shm import pid_alive
+from jupyter_gpu._client import embedded
+from jupyter_gpu._wire.shm import pid_alive
 
 TIMEOUT = 5.0
 
@@ -60,7 +60,7 @@ async def get(base: str, token: str, path: str, **query) -> dict:
 
 def catalog(offers: list[str]) -> list[dict]:
     """Each GPU type with its serverless and dedicated price per hour, from the price catalog."""
-    from .. import pricing
+    from jupyter_gpu.cost import pricing
 
     try:
         gpus = list(pricing.current().gpus())
@@ -84,7 +84,7 @@ def catalog(offers: list[str]) -> list[dict]:
 def cost(cells: list[dict], now: float | None = None) -> dict:
     """A session's cost so far from its ledger rows: billed seconds (cold start + run) x price,
     and a running cell's seconds so far; the dedicated estimate over the same cells' wall time."""
-    from .. import pricing
+    from jupyter_gpu.cost import pricing
 
     now = time.time() if now is None else now
     usd = dedicated = seconds = 0.0

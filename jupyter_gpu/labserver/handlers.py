@@ -8,7 +8,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from . import backend
+from jupyter_gpu.labserver import backend
 
 # backend GET routes the proxy passes through (read-only), with the query parameters it forwards
 PROXIED = {"health": (), "status": (), "runtime": (), "cells": ("session", "limit"), "queue": ()}

@@ -5,7 +5,7 @@ import json
 import os
 import re
 
-from jupyter_gpu.shm import pid_alive
+from jupyter_gpu._wire.shm import pid_alive
 
 FOOTER_MIME = "application/vnd.jupyter-gpu.execution+json"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

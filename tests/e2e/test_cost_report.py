@@ -10,7 +10,7 @@ import sys
 
 import nbformat
 
-from jupyter_gpu import report
+from jupyter_gpu.cost import report
 from tests.e2e.helpers import LOAD, last_footer
 
 CELLS = [
@@ -151,7 +151,7 @@ def test_once_the_kernel_exits_the_ledger_has_every_cell_even_from_a_worker_slow
     half a second over each report, as on a loaded machine."""
     from tests.integration.backend_process import api_get, start_backend, stop_backend
 
-    slow_reports = ("%%gpu --no-out\nimport time, jupyter_gpu_worker.reports as r\n"
+    slow_reports = ("%%gpu --no-out\nimport time, jupyter_gpu_worker.meter as r\n"
                     "_flush = r.LaneReports._flush_meters_locked\n"
                     "r.LaneReports._flush_meters_locked = lambda self: (time.sleep(0.5), _flush(self))[1]")
     proc, url = start_backend(tmp_path)

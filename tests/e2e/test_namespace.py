@@ -98,7 +98,7 @@ def test_big_array_round_trip_and_unchanged_input_is_not_resent(run_notebook):
 @pytest.mark.timeout(300)
 def test_a_torch_tensor_goes_in_once_and_one_that_came_back_is_not_sent_again(run_notebook):
     """torch pickles a tensor naming its storage by address, so a tensor that came back used to
-    differ from the worker's copy and was sent again by every cell that read it (jupyter_gpu.tensors)."""
+    differ from the worker's copy and was sent again by every cell that read it (jupyter_gpu._wire.tensors)."""
     pytest.importorskip("torch")
     size = 32 * 1024 * 1024
     nb = run_notebook(

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from jupyter_gpu import report
+from jupyter_gpu.cost import report
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

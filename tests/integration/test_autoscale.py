@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._client.connection import BackendClient
 
 from .backend_process import api_get, runtime_info, start_backend, stop_backend
 from .test_backend_robustness import run_cell
@@ -72,9 +72,9 @@ def test_spares_beyond_the_target_stop_after_the_scale_down_delay(tmp_path):
         a = BackendClient(url, TOKEN, "s-a")
         assert run_cell(a, "# %%gpu\nx = 1", "a-1", keep_warm=60)[-1]["status"] == "ok"
         assert runtime(url, 60)["warm_pool"] == {"cpu": 1}  # the utilisation rule's spare
-        from jupyter_gpu import protocol
+        from jupyter_gpu._wire import messages
 
-        a.send({"type": protocol.RELEASE})  # nothing leased: the spare is beyond the target (0)
+        a.send({"type": messages.RELEASE})  # nothing leased: the spare is beyond the target (0)
         assert a.recv(timeout=30).header.get("released") == 1
         info = runtime(url, 60)  # waits until the pool settles at its target
         assert info["ready"] and info["warm_pool"] == {"cpu": 0}, info
@@ -90,7 +90,7 @@ def test_spares_beyond_the_target_stop_after_the_scale_down_delay(tmp_path):
 def test_scale_up_queue_starts_a_spare_while_cells_wait_and_the_next_session_takes_it(tmp_path):
     """--scale-up-queue 2: two cells waiting for a worker at once (both cold-starting) make the
     backend start one spare beyond min_warm (0), so a third session's first cell starts warm."""
-    from jupyter_gpu import protocol
+    from jupyter_gpu._wire import messages
 
     proc, url = start_backend(tmp_path, "--token", TOKEN, "--scale-up-queue", "2", "--keep-warm", "60")
     clients = []
@@ -107,7 +107,7 @@ def test_scale_up_queue_starts_a_spare_while_cells_wait_and_the_next_session_tak
             while True:
                 msg = c.recv(timeout=60)
                 assert msg is not None, "no done within 60 s"
-                if msg.type in (protocol.DONE, protocol.FAILURE):
+                if msg.type in (messages.DONE, messages.FAILURE):
                     dones.append(msg.header)
                     break
         assert [(d["status"], d["cold"]) for d in dones] == [("ok", True), ("ok", True)], dones

@@ -6,8 +6,8 @@ import urllib.request
 
 import pytest
 from websockets.exceptions import InvalidStatus
-from jupyter_gpu import protocol
-from jupyter_gpu.client import BackendClient, open_websocket
+from jupyter_gpu._wire import framing, messages
+from jupyter_gpu._client.connection import BackendClient, open_websocket
 from jupyter_gpu.errors import AuthError
 
 from .backend_process import start_backend, stop_backend
@@ -32,7 +32,7 @@ def run_cell(client, code, cell, **extra):
         msg = client.recv(timeout=60)
         assert msg is not None, f"no event for {cell} within 60 s; got {events}"
         events.append(msg.header)
-        if msg.type in (protocol.DONE, protocol.FAILURE):
+        if msg.type in (messages.DONE, messages.FAILURE):
             return events
 
 
@@ -55,10 +55,10 @@ def test_malformed_frame_closes_only_that_connection(backend):
     assert events[-1]["status"] == "ok"
 
     ws = open_websocket(backend.replace("http", "ws") + "/ws/session/s-evil", {"Authorization": f"token {TOKEN}"})
-    protocol.parse_first(ws.recv(timeout=10))  # welcome
+    framing.parse_first(ws.recv(timeout=10))  # welcome
     ws.send(b"JG\x01\x00\xff\xff\x00\x00garbage")
-    header, _ = protocol.parse_first(ws.recv(timeout=10))
-    assert header["type"] == protocol.FAILURE and header["code"] == "protocol"
+    header, _ = framing.parse_first(ws.recv(timeout=10))
+    assert header["type"] == messages.FAILURE and header["code"] == "protocol"
     assert "header length" in header["message"]
     with pytest.raises(Exception):
         ws.recv(timeout=10)
@@ -76,17 +76,17 @@ def test_oversized_inputs_are_refused_and_the_connection_stays_usable(backend):
     c.send({"type": "execute", "cell": "big", "code": "pass", "gpu": "cpu", "inputs": {}, "keep": {}},
            [b"x" * (2 << 20)])
     msg = c.recv(timeout=30)
-    assert msg.type == protocol.FAILURE and msg.header["code"] == "payload_too_large"
+    assert msg.type == messages.FAILURE and msg.header["code"] == "payload_too_large"
     assert str(1 << 20) in msg.header["message"]
     c.send({"type": "status"})
-    assert c.recv(timeout=10).type == protocol.STATUS_REPLY
+    assert c.recv(timeout=10).type == messages.STATUS_REPLY
     c.close()
 
 
 def test_unknown_gpu_type_names_what_is_offered(backend):
     c = BackendClient(backend, TOKEN, "s-gpu")
     events = run_cell(c, "pass", "g1", gpu="Z9000")
-    assert events[-1]["type"] == protocol.FAILURE and events[-1]["code"] == "no_device"
+    assert events[-1]["type"] == messages.FAILURE and events[-1]["code"] == "no_device"
     assert "Z9000" in events[-1]["message"] and "cpu" in events[-1]["message"]
     c.close()
 
@@ -96,7 +96,7 @@ def test_segfaulting_worker_fails_only_its_cell(backend):
     first = run_cell(c, "# %%gpu\nimport os\npid = os.getpid()\nprint(pid)", "p1")
     pid = int(next(e["text"] for e in first if e["type"] == "stream"))
     events = run_cell(c, "# %%gpu\nimport ctypes\nctypes.string_at(0)", "crash")
-    err = next(e for e in events if e["type"] == protocol.ERROR)
+    err = next(e for e in events if e["type"] == messages.ERROR)
     assert err["ename"] == "WorkerLost" and "SIGSEGV" in err["evalue"]
     assert events[-1]["status"] == "lost"
     again = run_cell(c, "# %%gpu\nimport os\nprint(os.getpid())", "p2")

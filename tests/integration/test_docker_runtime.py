@@ -14,8 +14,8 @@ import os
 
 import pytest
 
-from jupyter_gpu import protocol
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._wire import messages
+from jupyter_gpu._client.connection import BackendClient
 
 from .backend_process import start_backend, stop_backend
 from .test_backend_robustness import run_cell
@@ -81,7 +81,7 @@ def backend(tmp_path_factory, image, client):
 
 
 def streams(events):
-    return "".join(e["text"] for e in events if e["type"] == protocol.STREAM)
+    return "".join(e["text"] for e in events if e["type"] == messages.STREAM)
 
 
 def worker_containers(client, worker_id):
@@ -149,7 +149,7 @@ def test_a_container_that_cannot_start_fails_its_cell_with_dockers_reason(tmp_pa
         c = BackendClient(url, TOKEN, "s-broken")
         for cell in ("b1", "b2"):  # the backend keeps serving after the first failure
             events = run_cell(c, "# %%gpu\nx = 1", cell)
-            assert events[-1]["type"] == protocol.FAILURE, events
+            assert events[-1]["type"] == messages.FAILURE, events
             assert "worker for cpu exited before registering" in events[-1]["message"]
             assert "exec python failed" in events[-1]["message"]  # the container's log tail says why
         c.close()

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from jupyter_gpu import protocol
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._wire import messages
+from jupyter_gpu._client.connection import BackendClient
 
 from .backend_process import start_backend, stop_backend
 from .test_backend_robustness import run_cell
@@ -28,7 +28,7 @@ def get(url, path):
 
 
 def pid_of(events) -> int:
-    text = "".join(e.get("text", "") for e in events if e["type"] == protocol.STREAM)
+    text = "".join(e.get("text", "") for e in events if e["type"] == messages.STREAM)
     return int(text.split()[0])
 
 
@@ -63,7 +63,7 @@ def test_dedicated_first_serverless_overflow_recycled_and_attributed(tmp_path):
         assert done_b["status"] == "ok" and done_b["pool"] == "serverless" and done_b["cold"] is True, done_b
         assert done_b["worker"] != done_a["worker"] and pid_of(ev_b) != pid_a
 
-        a.send({"type": protocol.RELEASE})  # s-a lets its dedicated worker go: it is recycled
+        a.send({"type": messages.RELEASE})  # s-a lets its dedicated worker go: it is recycled
         reply = a.recv(timeout=30)
         assert reply is not None and reply.header.get("released") == 1, reply and reply.header
         assert not alive(pid_a), "the released dedicated worker's process is still running"
@@ -130,10 +130,10 @@ def test_a_cell_waiting_in_the_line_takes_a_dedicated_worker_that_comes_free(tmp
                 "keep": {}, "binds": []})
         first = c.recv(timeout=60)
         assert first is not None and first.header.get("phase") == "queued" and first.header["position"] == 1
-        a.send({"type": protocol.RELEASE})  # the dedicated worker is recycled and goes to c, in line
+        a.send({"type": messages.RELEASE})  # the dedicated worker is recycled and goes to c, in line
         assert a.recv(timeout=30).header.get("released") == 1
         events = []
-        while not events or events[-1]["type"] not in (protocol.DONE, protocol.FAILURE):
+        while not events or events[-1]["type"] not in (messages.DONE, messages.FAILURE):
             msg = c.recv(timeout=60)
             assert msg is not None, f"c-1 never left the line; got {events}"
             events.append(msg.header)

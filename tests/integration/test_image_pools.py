@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from jupyter_gpu import protocol
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._wire import messages
+from jupyter_gpu._client.connection import BackendClient
 
 from .backend_process import start_backend, stop_backend
 from .test_backend_robustness import run_cell
@@ -16,7 +16,7 @@ TOKEN = "image-pools-token"
 
 
 def phases(events) -> list:
-    return [(e["phase"], e.get("position")) for e in events if e["type"] == protocol.PHASE]
+    return [(e["phase"], e.get("position")) for e in events if e["type"] == messages.PHASE]
 
 
 def test_max_workers_and_the_queue_are_per_gpu_and_image(tmp_path):
@@ -39,7 +39,7 @@ def test_max_workers_and_the_queue_are_per_gpu_and_image(tmp_path):
         assert a[-1]["status"] == "ok" and a[-1]["image"] == "a" and a[-1]["worker"] != d[-1]["worker"]
         assert "".join(e.get("text", "") for e in a) == "alpha yes\n"  # its env, its interpreter
         assert ("queued", 1) not in phases(a), phases(a)
-        one.send({"type": protocol.STATUS})
+        one.send({"type": messages.STATUS})
         status = one.recv(timeout=30).header
         assert sorted((l["image"], l["worker"]) for l in status["leases"]) == sorted(
             [("default", d[-1]["worker"]), ("a", a[-1]["worker"])])
@@ -52,12 +52,12 @@ def test_max_workers_and_the_queue_are_per_gpu_and_image(tmp_path):
         events = []
         while ("queued", 1) not in phases(events):
             msg = two.recv(timeout=30)
-            assert msg is not None and msg.type != protocol.DONE, events
+            assert msg is not None and msg.type != messages.DONE, events
             events.append(msg.header)
         # ... until s-one lets its workers go
-        one.send({"type": protocol.RELEASE})
+        one.send({"type": messages.RELEASE})
         assert one.recv(timeout=30).header.get("released") == 2
-        while events[-1]["type"] != protocol.DONE:
+        while events[-1]["type"] != messages.DONE:
             msg = two.recv(timeout=60)
             assert msg is not None, events
             events.append(msg.header)

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from jupyter_gpu import lane, protocol
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._wire import lane, messages
+from jupyter_gpu._client.connection import BackendClient
 
 from .backend_process import start_backend, stop_backend
 from .test_backend_robustness import run_cell
@@ -34,11 +34,11 @@ def test_a_resend_by_the_lane_leaves_the_worker_idle_and_its_lease_able_to_expir
         conn.send({"type": "execute", "cell": "c2", "code": "# %%gpu\nprint(ghost)", "gpu": "cpu", "inputs": {},
                    "keep": {"ghost": "no-such-hash"}, "binds": [], "session": "s-lane"})
         kinds = []
-        while not kinds or kinds[-1] != protocol.DONE:
+        while not kinds or kinds[-1] != messages.DONE:
             msg = conn.recv(30)
             assert msg is not None, kinds
             kinds.append(msg.type)
-        assert kinds == [protocol.RESEND, protocol.DONE] and msg.header["status"] == "resend"
+        assert kinds == [messages.RESEND, messages.DONE] and msg.header["status"] == "resend"
         # `started` reached the backend; the resend's `metered` must end it, or the worker stays
         # "busy" and its keep-warm never runs out
         deadline = time.monotonic() + 10
@@ -52,9 +52,9 @@ def test_a_resend_by_the_lane_leaves_the_worker_idle_and_its_lease_able_to_expir
         while True:
             msg = conn.recv(30)
             assert msg is not None
-            if msg.type == protocol.STREAM:
+            if msg.type == messages.STREAM:
                 out.append(msg.header["text"])
-            if msg.type == protocol.DONE:
+            if msg.type == messages.DONE:
                 break
         assert "".join(out) == "2\n" and msg.header["status"] == "ok"
     finally:
@@ -69,9 +69,9 @@ def _until_done(conn, cell: str) -> tuple[list, dict]:
         assert msg is not None, f"no done for {cell}"
         if msg.header.get("cell") != cell:
             continue
-        if msg.type == protocol.STREAM:
+        if msg.type == messages.STREAM:
             out.append(msg.header["text"])
-        if msg.type == protocol.DONE:
+        if msg.type == messages.DONE:
             return out, msg.header
 
 
@@ -96,8 +96,8 @@ def test_a_stop_for_a_cell_the_worker_has_read_but_not_begun_stops_it_as_it_begi
         msg = conn.recv(30)
         assert msg is not None and msg.header.get("text") == "busy began\n", msg and msg.header
         execute("waiting", "# %%gpu\nprint('waiting ran')")
-        conn.send({"type": protocol.INTERRUPT, "cell": "waiting"})
-        conn.send({"type": protocol.INTERRUPT, "cell": "busy"})
+        conn.send({"type": messages.INTERRUPT, "cell": "waiting"})
+        conn.send({"type": messages.INTERRUPT, "cell": "busy"})
         _, busy = _until_done(conn, "busy")
         assert busy["status"] == "interrupted"
         printed, waiting = _until_done(conn, "waiting")

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from jupyter_gpu import protocol
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._wire import messages
+from jupyter_gpu._client.connection import BackendClient
 
 from .backend_process import start_backend
 from .test_backend_robustness import run_cell
@@ -44,7 +44,7 @@ def recorded_then_lost_after_a_restart(tmp_path, *ledger_args):
         while True:
             msg = c.recv(timeout=30)
             assert msg is not None, "the long cell never started"
-            if msg.type == protocol.STREAM:
+            if msg.type == messages.STREAM:
                 break
         assert cells(url, "s-ledger")["c-inflight"]["status"] == "running"
         os.kill(proc.pid, signal.SIGKILL)

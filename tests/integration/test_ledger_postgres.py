@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from jupyter_gpu_backend.ledger import POSTGRES, SCHEMA, SQLITE, Ledger
+from jupyter_gpu_backend.accounting.ledger import POSTGRES, SCHEMA, SQLITE, Ledger
 
 from .postgres_cluster import Cluster, server_bindir
 from .test_ledger import recorded_then_lost_after_a_restart

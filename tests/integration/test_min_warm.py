@@ -2,7 +2,7 @@
 
 import pytest
 
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._client.connection import BackendClient
 
 from .test_backend_robustness import run_cell
 from .backend_process import runtime_info, start_backend, stop_backend

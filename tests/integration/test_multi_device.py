@@ -6,8 +6,8 @@ import urllib.request
 
 import pytest
 
-from jupyter_gpu import protocol
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._wire import messages
+from jupyter_gpu._client.connection import BackendClient
 
 from .backend_process import start_backend, stop_backend
 from .test_backend_robustness import run_cell
@@ -28,7 +28,7 @@ def test_more_devices_than_exist_is_refused_with_the_reason(tmp_path):
         asks += [(f"{t}:{len(ix) + 1}", f"at most {len(ix)} device(s) of type {t}") for t, ix in gpus.items()]
         for i, (spec, reason) in enumerate(asks):
             ev = run_cell(c, "# %%gpu\nx = 1", f"too-many-{i}", gpu=spec)
-            assert ev[-1]["type"] == protocol.FAILURE and reason in ev[-1]["message"], ev[-1]
+            assert ev[-1]["type"] == messages.FAILURE and reason in ev[-1]["message"], ev[-1]
             assert not any(e.get("phase") == "cold_start" for e in ev)  # refused before any start
         done = run_cell(c, "# %%gpu\nx = 1", "after")[-1]  # the session is unharmed
         assert done["status"] == "ok" and done["gpu"] == "cpu"

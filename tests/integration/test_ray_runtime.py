@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._client.connection import BackendClient
 
 from .backend_process import start_backend, stop_backend
 from .test_backend_robustness import run_cell
@@ -42,7 +42,7 @@ def test_a_worker_ray_cannot_place_fails_its_cell_saying_what_it_needs(tmp_path)
     """A local cluster of 1 CPU holds two workers (0.5 CPU each); a third cannot be placed.  Its
     cell fails once the start timeout passes, naming what the actor needs and what is free,
     instead of sitting in "cold start"; the backend keeps serving the others."""
-    from jupyter_gpu import protocol
+    from jupyter_gpu._wire import messages
 
     config = tmp_path / "serve.toml"
     config.write_text("worker_start_timeout = 6\n")
@@ -58,11 +58,11 @@ def test_a_worker_ray_cannot_place_fails_its_cell_saying_what_it_needs(tmp_path)
         clients.append(third)
         events = run_cell(third, "# %%gpu\nx = 1", "c1")
         # while it waited, the cell's status line said why (from half the start timeout on)
-        said = [e.get("detail", "") for e in events if e["type"] == protocol.PHASE and e.get("detail")]
+        said = [e.get("detail", "") for e in events if e["type"] == messages.PHASE and e.get("detail")]
         assert said and said[0].startswith("waiting for Ray to place the worker: it needs 0.5 CPU"), events
         assert "free in the cluster: 0 CPU" in said[0]
         failure = events[-1]
-        assert failure["type"] == protocol.FAILURE, events
+        assert failure["type"] == messages.FAILURE, events
         text = failure["message"]
         assert "within 6 s" in text and "Ray has not placed its actor, which needs 0.5 CPU" in text, text
         assert "free in the cluster now: 0 CPU" in text, text

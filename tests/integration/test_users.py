@@ -4,7 +4,7 @@ import urllib.request
 
 import pytest
 
-from jupyter_gpu.client import BackendClient
+from jupyter_gpu._client.connection import BackendClient
 from jupyter_gpu.errors import ConnectionLost
 
 from .backend_process import start_backend, stop_backend

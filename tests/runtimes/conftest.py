@@ -21,7 +21,7 @@ from typing import Callable
 import pytest
 
 from tests.conftest import LiveKernel, make_kernel_env
-from jupyter_gpu.shm import pid_alive
+from jupyter_gpu._wire.shm import pid_alive
 from tests.e2e.helpers import LOAD, wait_pid_exit
 from tests.integration.backend_process import start_backend, stop_backend
 

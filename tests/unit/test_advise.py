@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu import advise
+from jupyter_gpu.cost import advise
 
 # $0.001/s serverless, $3.60/h (= $0.001/s) dedicated; cold start and keep-warm billed, 1 s granularity
 PRICE = {"serverless_per_s": 0.001, "dedicated_per_h": 3.6, "granularity_s": 1.0, "minimum_s": 0.0,

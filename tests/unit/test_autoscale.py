@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu_backend.autoscale import spares_for_utilisation, target_spares
+from jupyter_gpu_backend.scheduling.autoscale import spares_for_utilisation, target_spares
 
 
 def test_spares_for_utilisation_keeps_the_ratio_strictly_under_the_target():

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu import pricing
-from jupyter_gpu.budget import CellBudget
+from jupyter_gpu.cost import pricing
+from jupyter_gpu.cost.limit import CellBudget
 from jupyter_gpu.errors import BudgetExceeded
-from jupyter_gpu_backend.budgets import Budgets
+from jupyter_gpu_backend.accounting.budgets import Budgets
 
 PRICES = """
 [[serverless]]

@@ -7,8 +7,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.macro import Macro
 
-from jupyter_gpu import cell_text
-from jupyter_gpu.magics import help_without_body
+from jupyter_gpu.notebook import cell_text
+from jupyter_gpu.notebook.magics import help_without_body
 
 CELLS = [
     "%%gpu\nx = 1",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu import pricing
-from jupyter_gpu.devices import choose, split
+from jupyter_gpu.cost import pricing
+from jupyter_gpu._wire.devices import choose, split
 from jupyter_gpu.errors import NoSuchDevice
 from jupyter_gpu_backend.runtimes.device_table import DeviceTable
 

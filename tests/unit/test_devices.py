@@ -1,7 +1,7 @@
 """Choosing a device type from the `gpu=` option, with fallbacks."""
 import pytest
 
-from jupyter_gpu.devices import choose, parse
+from jupyter_gpu._wire.devices import choose, parse
 from jupyter_gpu.errors import NoSuchDevice
 
 
@@ -31,7 +31,7 @@ def test_malformed_specs_are_refused(bad):
 
 
 def test_the_run_fallback_is_tried_last_and_only_when_nothing_asked_for_is_offered():
-    from jupyter_gpu.devices import with_fallback
+    from jupyter_gpu._wire.devices import with_fallback
 
     assert with_fallback("H100,A100", "cpu") == "H100,A100,cpu"
     assert choose(with_fallback("H100", "cpu"), ["cpu"]) == "cpu"
@@ -41,7 +41,7 @@ def test_the_run_fallback_is_tried_last_and_only_when_nothing_asked_for_is_offer
 
 
 def test_the_fallback_comes_from_the_environment(monkeypatch):
-    from jupyter_gpu.devices import FALLBACK_ENV, with_fallback
+    from jupyter_gpu._wire.devices import FALLBACK_ENV, with_fallback
 
     monkeypatch.setenv(FALLBACK_ENV, "cpu")
     assert with_fallback("A100") == "A100,cpu"

@@ -7,7 +7,7 @@ import ast
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from jupyter_gpu.early import plain_cell
+from jupyter_gpu.notebook.early import plain_cell
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu import cost, footer
+from jupyter_gpu.cost import billing, footer
 from jupyter_gpu_backend.config import BackendConfig, load_config_file
-from jupyter_gpu_backend.dedicated import parse_sizes
+from jupyter_gpu_backend.scheduling.dedicated import parse_sizes
 
 WORKER = {"bills_cold_start": True, "bills_keep_warm": True, "unit": "worker"}
 PRICE = {"serverless_per_s": 0.001, "dedicated_per_h": 1.8, "granularity_s": 1.0, "minimum_s": 0.0,
@@ -45,16 +45,16 @@ def test_config_file(tmp_path):
 
 def test_a_dedicated_cell_is_its_share_of_the_hourly_price_not_serverless_seconds():
     t = {"cold_start": 0.0, "run": 10.0, "wall": 12.0}
-    c = cost.cell(t, PRICE, "dedicated")
+    c = billing.cell(t, PRICE, "dedicated")
     assert c["billed_seconds"] == 0.0 and c["billing"] == "dedicated"
     assert c["cost_usd"] == pytest.approx(10.0 * 1.8 / 3600)  # not 10 s x $0.001 serverless
-    assert cost.cell(t, PRICE)["cost_usd"] == pytest.approx(0.010)  # the serverless figure, unchanged
+    assert billing.cell(t, PRICE)["cost_usd"] == pytest.approx(0.010)  # the serverless figure, unchanged
 
 
 def test_session_keeps_the_pool_out_of_serverless_and_its_idle_out_of_the_session():
     recs = [rec(0, 10, 10, "w-d", pool="dedicated"), rec(40, 10, 10, "w-d", pool="dedicated"),
             rec(60, 5, 4, "w-s", cold_start=1.0)]
-    s = cost.session(recs)
+    s = billing.session(recs)
     assert s["dedicated_pool_usd"] == pytest.approx(20 * 1.8 / 3600)
     # serverless: only w-s (cold 1 + run 4, rounded per worker to 5 s) + nothing of w-d's 30 s idle
     assert s["serverless_usd"] == pytest.approx(5 * 0.001)
@@ -72,9 +72,9 @@ def test_footer_says_which_pool():
 
 
 def test_budgets_charge_a_dedicated_cell_its_share_of_the_hourly_price():
-    from jupyter_gpu.pricing import price_for
-    from jupyter_gpu_backend.budgets import Budgets
-    from jupyter_gpu_backend.ledger import NullLedger
+    from jupyter_gpu.cost.pricing import price_for
+    from jupyter_gpu_backend.accounting.budgets import Budgets
+    from jupyter_gpu_backend.accounting.ledger import NullLedger
 
     b = Budgets(session_budget=100.0)
     led = b.wrap(NullLedger())
@@ -84,7 +84,7 @@ def test_budgets_charge_a_dedicated_cell_its_share_of_the_hourly_price():
         led.cell_done(cid, "ok", "w", False, {"run": 10.0})
     price = price_for("H100").as_dict()
     share = 10.0 * price["dedicated_per_h"] / 3600
-    serverless = cost.cell({"run": 10.0}, price)["cost_usd"]
+    serverless = billing.cell({"run": 10.0}, price)["cost_usd"]
     assert share != pytest.approx(serverless)  # the two prices differ, so the test tells them apart
     assert b.spent[("session", "s")] == pytest.approx(share + serverless)
 

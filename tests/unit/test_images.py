@@ -4,10 +4,10 @@ import sys
 
 import pytest
 
-from jupyter_gpu import footer
-from jupyter_gpu.images import pool_key, split_key
+from jupyter_gpu.cost import footer
+from jupyter_gpu._wire.pools import pool_key, split_key
 from jupyter_gpu_backend.config import BackendConfig, load_config_file
-from jupyter_gpu_backend.images import PRELOAD_ENV, check_for_runtime
+from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, check_for_runtime
 
 
 def load(tmp_path, text: str) -> BackendConfig:

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from jupyter_gpu import lane, protocol
+from jupyter_gpu._wire import lane, framing
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_an_oversized_length_is_a_protocol_error_not_an_allocation(listener):
     client = lane.connect(listener.path, listener.secret, "s-1")
     t.join(5)
     client.sock.sendall(struct.pack("<Q", 1 << 50))
-    with pytest.raises(protocol.ProtocolError, match="larger than any frame"):
+    with pytest.raises(framing.ProtocolError, match="larger than any frame"):
         got[0].recv(5)
 
 
@@ -104,14 +104,14 @@ def test_recv_ready_takes_a_message_only_when_all_of_it_is_there():
     msg = kernel.recv_ready()
     assert msg.header["cell"] == "c1" and bytes(msg.buffers[0]) == b"\x80\x04K\x01."
 
-    frame = protocol.encode({"type": "stream", "cell": "c2", "name": "stdout", "text": "hi\n"})[0]
+    frame = framing.encode({"type": "stream", "cell": "c2", "name": "stdout", "text": "hi\n"})[0]
     wire = struct.pack("<Q", len(frame)) + frame
     worker.sock.sendall(wire[:len(wire) // 2])  # half a frame
     assert kernel.recv_ready() is None
     worker.sock.sendall(wire[len(wire) // 2:])
     assert kernel.recv(5).header["text"] == "hi\n"  # nothing of it was lost
 
-    big = np.arange(protocol.INLINE_MAX, dtype=np.uint8)  # over the inline limit: follow-on frames
+    big = np.arange(framing.INLINE_MAX, dtype=np.uint8)  # over the inline limit: follow-on frames
     sender = threading.Thread(target=worker.send, args=({"type": "done", "cell": "c3"}, [big.data]))
     sender.start()
     assert kernel.readable(5)  # its first frame (the header alone) is written whole, in one go

@@ -2,8 +2,8 @@
 its status: answered at once when the worker is idle, only once the running request ends else."""
 from __future__ import annotations
 
-from jupyter_gpu import protocol
-from jupyter_gpu_worker.reports import LaneReports
+from jupyter_gpu._wire import messages
+from jupyter_gpu_worker.meter import LaneReports
 
 
 class Reports(LaneReports):
@@ -19,7 +19,7 @@ def _ran(r: Reports, cell: str) -> None:
     """A lane cell arrives, runs and ends (as Agent.read_forever / serve_forever do)."""
     r._announce_later(cell)
     r._pending += 1
-    r._meter({"type": protocol.METERED, "cell": cell, "status": "ok", "timings": {}}, ended=0.0)
+    r._meter({"type": messages.METERED, "cell": cell, "status": "ok", "timings": {}}, ended=0.0)
     r._ended()
 
 
@@ -39,7 +39,7 @@ def test_asked_while_a_request_runs_it_answers_only_when_that_request_ends():
     r._pending += 1  # the next request is running
     r._report_now()
     assert r.sent == []  # busy: the backend keeps showing it busy until it ends
-    r._meter({"type": protocol.METERED, "cell": "c2", "status": "ok", "timings": {}}, ended=0.0)
+    r._meter({"type": messages.METERED, "cell": "c2", "status": "ok", "timings": {}}, ended=0.0)
     r._ended()
     assert [(h["type"], h.get("cell")) for h in r.sent] == [("metered", "c1"), ("metered", "c2"), ("reported", None)]
     r._report()

@@ -1,8 +1,8 @@
 """The live status line of a waiting cell (jupyter_gpu/live.py): what it says, and for how long."""
 from __future__ import annotations
 
-from jupyter_gpu.footer import MIME
-from jupyter_gpu.live import LiveStatus
+from jupyter_gpu.cost.footer import MIME
+from jupyter_gpu.notebook.live import LiveStatus
 
 
 class Recorder:  # stands in for the kernel's iopub inside this unit test only

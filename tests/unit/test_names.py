@@ -1,5 +1,5 @@
 """Which names a cell reads (sent to the worker) and binds (brought back)."""
-from jupyter_gpu.names import analyse, inputs_for
+from jupyter_gpu.notebook.names import analyse, inputs_for
 
 
 def test_reads_and_top_level_binds():

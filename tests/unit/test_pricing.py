@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jupyter_gpu import pricing
+from jupyter_gpu.cost import pricing
 
 
 @pytest.fixture(autouse=True)

@@ -5,15 +5,15 @@ import struct
 import numpy as np
 import pytest
 
-from jupyter_gpu import protocol
-from jupyter_gpu.protocol import CHUNK, INLINE_MAX, ProtocolError
+from jupyter_gpu._wire import framing
+from jupyter_gpu._wire.framing import CHUNK, INLINE_MAX, ProtocolError
 
 
 def roundtrip(header, buffers):
-    frames = protocol.encode(header, buffers)
+    frames = framing.encode(header, buffers)
     it = iter(frames[1:])
-    h, inline = protocol.parse_first(frames[0])
-    got = protocol.assemble(h, inline, lambda: next(it))
+    h, inline = framing.parse_first(frames[0])
+    got = framing.assemble(h, inline, lambda: next(it))
     assert next(it, None) is None, "every frame must be consumed"
     return h, got, frames
 
@@ -38,16 +38,16 @@ def test_large_buffers_are_chunked_and_reassembled_exactly():
 
 def test_encode_does_not_change_the_callers_header():
     header = {"type": "stream", "text": "hi"}
-    protocol.encode(header, [b"x" * (INLINE_MAX + 1)])
+    framing.encode(header, [b"x" * (INLINE_MAX + 1)])
     assert header == {"type": "stream", "text": "hi"}
 
 
 def test_a_header_the_peer_would_refuse_is_refused_before_it_is_sent():
     """Sent, it would make the peer close the connection (a worker lost with its namespace)."""
-    with pytest.raises(protocol.HeaderTooLarge, match="'stream' message's header is"):
-        protocol.encode({"type": "stream", "text": "x" * protocol.MAX_HEADER})
-    frames = protocol.encode({"type": "stream", "text": "x" * (protocol.MAX_HEADER - 1000)})
-    assert protocol.parse_first(frames[0])[0]["type"] == "stream"
+    with pytest.raises(framing.HeaderTooLarge, match="'stream' message's header is"):
+        framing.encode({"type": "stream", "text": "x" * framing.MAX_HEADER})
+    frames = framing.encode({"type": "stream", "text": "x" * (framing.MAX_HEADER - 1000)})
+    assert framing.parse_first(frames[0])[0]["type"] == "stream"
 
 
 def test_non_byte_buffers_are_sent_as_bytes():
@@ -56,7 +56,7 @@ def test_non_byte_buffers_are_sent_as_bytes():
     assert np.array_equal(np.frombuffer(got[0], dtype=np.float32).reshape(2, 3), arr)
 
 
-def _frame(header_bytes: bytes, payload=b"", magic=b"JG", version=protocol.PROTOCOL_VERSION, hlen=None):
+def _frame(header_bytes: bytes, payload=b"", magic=b"JG", version=framing.PROTOCOL_VERSION, hlen=None):
     n = len(header_bytes) if hlen is None else hlen
     return struct.pack("<2sBBI", magic, version, 0, n) + header_bytes + payload
 
@@ -76,31 +76,31 @@ def _frame(header_bytes: bytes, payload=b"", magic=b"JG", version=protocol.PROTO
         (_frame(b'{"type":"x","buffers":[5]}', b"abc"), "inline payload is 3 bytes"),
         (_frame(b'{"type":"x","buffers":[5],"nframes":7}'), "need 1"),
         (_frame(b'{"type":"x","nframes":-2}'), "non-negative integer"),
-        (_frame(json.dumps({"type": "x", "buffers": [protocol.MAX_PAYLOAD + 1], "nframes": 1}).encode()), "exceeds"),
+        (_frame(json.dumps({"type": "x", "buffers": [framing.MAX_PAYLOAD + 1], "nframes": 1}).encode()), "exceeds"),
     ],
 )
 def test_malformed_first_frames_name_the_problem(frame, words):
     with pytest.raises(ProtocolError, match=words):
-        protocol.parse_first(frame)
+        framing.parse_first(frame)
 
 
 def test_a_follow_frame_that_overruns_its_buffer_is_refused():
     h = {"type": "x", "buffers": [CHUNK + 1], "nframes": 2}
     frames = iter([b"a" * CHUNK, b"bb"])
     with pytest.raises(ProtocolError, match="overruns"):
-        protocol.assemble(h, memoryview(b""), lambda: next(frames))
+        framing.assemble(h, memoryview(b""), lambda: next(frames))
 
 
 def test_a_text_frame_in_the_middle_of_a_payload_is_refused():
     h = {"type": "x", "buffers": [CHUNK + 1], "nframes": 2}
     frames = iter(["oops"])
     with pytest.raises(ProtocolError, match="text frame"):
-        protocol.assemble(h, memoryview(b""), lambda: next(frames))
+        framing.assemble(h, memoryview(b""), lambda: next(frames))
 
 
 def test_with_header_restamps_without_touching_the_payload():
-    frames = protocol.encode({"type": "stream", "text": "a"}, [b"payload"])
-    h, inline = protocol.parse_first(frames[0])
+    frames = framing.encode({"type": "stream", "text": "a"}, [b"payload"])
+    h, inline = framing.parse_first(frames[0])
     h["seq"] = 7
-    h2, inline2 = protocol.parse_first(protocol.with_header(h, inline))
+    h2, inline2 = framing.parse_first(framing.with_header(h, inline))
     assert h2["seq"] == 7 and bytes(inline2) == b"payload"

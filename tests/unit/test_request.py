@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu.request import nested_binds, remote_limits, remote_source
-from jupyter_gpu.serialization import parse_size, size_hint
+from jupyter_gpu.notebook.options import nested_binds, remote_limits, remote_source
+from jupyter_gpu._wire.serialization import parse_size, size_hint
 
 
 def test_the_remote_code_keeps_the_notebooks_line_numbers_or_starts_with_a_nested_cell_magic():
@@ -53,7 +53,7 @@ def test_a_nested_magic_line_binds_what_it_names(cell, names):
 
 def test_a_timeout_or_cost_limit_must_be_above_zero():
     """`--max-cost -1` or `--timeout 0` would stop the cell at once, or never: refused, saying why."""
-    from jupyter_gpu.request import positive
+    from jupyter_gpu.notebook.options import positive
 
     assert positive("2.5") == 2.5
     for bad in ("0", "-1", "nan"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from jupyter_gpu import ci_output, runner
+from jupyter_gpu.ci import artifacts, runner
 
 SCHEMA = Path(__file__).resolve().parents[1] / "junit.xsd"
 
@@ -84,7 +84,7 @@ def test_junit_for_every_outcome_is_valid_and_says_what_happened():
         O("nb/later.ipynb", status="not run", reason="not run: the run's budget ($0.500000) was spent"),
         O("nb/lost.ipynb", status="infra", ename="WorkerLost", reason="WorkerLost: exit code 3"),
     ]
-    xml = ci_output.junit_xml(outcomes, args)
+    xml = artifacts.junit_xml(outcomes, args)
     xmlschema.XMLSchema(str(SCHEMA)).validate(xml.decode())
     root = ET.fromstring(xml)
     suite = root.find("testsuite")
@@ -101,7 +101,7 @@ def test_junit_for_every_outcome_is_valid_and_says_what_happened():
 
 
 def test_the_run_budget_left_becomes_each_cells_limit(monkeypatch):
-    from jupyter_gpu.budget import RUN_BUDGET_ENV, run_limit
+    from jupyter_gpu.cost.limit import RUN_BUDGET_ENV, run_limit
 
     monkeypatch.delenv(RUN_BUDGET_ENV, raising=False)
     assert run_limit(None, "H100", 0.0) is None and run_limit(0.2, "H100", 0.0) == 0.2
@@ -116,7 +116,7 @@ def test_the_run_budget_left_becomes_each_cells_limit(monkeypatch):
 def test_the_terminal_shows_outputs_waits_once_and_footers_as_their_cost_line():
     import io
 
-    from jupyter_gpu.footer import MIME
+    from jupyter_gpu.cost.footer import MIME
 
     out = io.StringIO()
     term = runner.Terminal(out)

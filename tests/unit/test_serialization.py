@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from jupyter_gpu import serialization, shm
+from jupyter_gpu._wire import serialization, shm
 from jupyter_gpu.errors import SerializationError
 
 

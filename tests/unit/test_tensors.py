@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from jupyter_gpu import serialization
+from jupyter_gpu._wire import serialization
 
 torch = pytest.importorskip("torch")
 
@@ -42,7 +42,7 @@ def test_a_tensor_pickles_the_same_in_another_process():
     p = serialization.pickle_value("t", t)
     code = (
         "import sys, torch\n"
-        "from jupyter_gpu import serialization as s\n"
+        "from jupyter_gpu._wire import serialization as s\n"
         "data = sys.stdin.buffer.read()\n"
         f"n = {p.buffers[0].nbytes}\n"
         "t = s.unpickle_value('t', data[n:], [bytearray(data[:n])])\n"

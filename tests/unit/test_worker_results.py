@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jupyter_gpu import serialization
+from jupyter_gpu._wire import serialization
 from jupyter_gpu_worker.results import Holdings, before_cell, pack_results
 
 
@@ -134,7 +134,7 @@ def test_values_that_pickle_otherwise_in_another_process_are_not_taken_for_chang
 
 
 def test_a_cpu_tensor_that_came_out_of_band_is_known_by_the_kernels_hash():
-    """Its pickle is the same in both processes (jupyter_gpu.tensors): it is not pickled again as
+    """Its pickle is the same in both processes (jupyter_gpu._wire.tensors): it is not pickled again as
     it arrives, does not come back unchanged, and comes back when the cell changed it."""
     torch = pytest.importorskip("torch")
     holdings = Holdings()

@@ -1,3 +1,3 @@
-from .agent import main
+from jupyter_gpu_worker.agent import main
 
 main()

@@ -24,17 +24,17 @@ import time
 
 _T_PROCESS = time.monotonic()
 
-from jupyter_gpu import lane as lanes  # noqa: E402
-from jupyter_gpu import protocol, serialization, shm, stdin, wsclient  # noqa: E402
+from jupyter_gpu._wire import lane as lanes  # noqa: E402
+from jupyter_gpu._wire import framing, messages, serialization, shm, wsclient  # noqa: E402
 from jupyter_gpu.errors import SerializationError  # noqa: E402
 from IPython.core.error import StdinNotImplementedError  # noqa: E402
 
-from . import device  # noqa: E402
-from .fdcapture import FdCapture  # noqa: E402
-from .reports import LaneReports  # noqa: E402
-from .results import Holdings, before_cell, pack_results  # noqa: E402
-from .shell import Emitter, make_shell  # noqa: E402
-from .telemetry import GpuTelemetry  # noqa: E402
+from jupyter_gpu_worker import device  # noqa: E402
+from jupyter_gpu_worker.fdcapture import FdCapture  # noqa: E402
+from jupyter_gpu_worker.meter import LaneReports  # noqa: E402
+from jupyter_gpu_worker.results import Holdings, before_cell, pack_results  # noqa: E402
+from jupyter_gpu_worker.shell import Emitter, make_shell  # noqa: E402
+from jupyter_gpu_worker.telemetry import GpuTelemetry  # noqa: E402
 
 SECRET_ENV = "JUPYTER_GPU_WORKER_SECRET"
 ID_ENV = "JUPYTER_GPU_WORKER_ID"
@@ -83,7 +83,7 @@ class Agent(LaneReports):
         self.send_backend(header, buffers)
 
     def send_backend(self, header: dict, buffers=()) -> None:
-        frames = protocol.encode(header, buffers)
+        frames = framing.encode(header, buffers)
         with self._send_lock:
             for f in frames:
                 self.ws.send(f)
@@ -96,7 +96,7 @@ class Agent(LaneReports):
         self.telemetry = GpuTelemetry.for_device(info)  # None on cpu: nothing sampled, nothing paid
         self.send(
             {
-                "type": protocol.REGISTER,
+                "type": messages.REGISTER,
                 "worker": self.worker_id,
                 "pid": os.getpid(),
                 "host_id": shm.host_id(),
@@ -107,11 +107,11 @@ class Agent(LaneReports):
                 **info,
             }
         )
-        header, _ = protocol.parse_first(self.ws.recv())
-        if header["type"] != protocol.REGISTERED:
+        header, _ = framing.parse_first(self.ws.recv())
+        if header["type"] != messages.REGISTERED:
             raise SystemExit(f"registration refused: {header.get('message', header)}")
 
-    def _read_message(self) -> protocol.Message | None:
+    def _read_message(self) -> framing.Message | None:
         """Reader: the next message from the backend or the lane; None when woken through the
         pipe.  The backend's messages come first: a ``retire`` must see a lane request that is
         already waiting.  Reports that fall due meanwhile are sent."""
@@ -145,34 +145,34 @@ class Agent(LaneReports):
                         self.lane.close()
                     self.lane = conn
 
-    def _read_backend(self) -> protocol.Message:
+    def _read_backend(self) -> framing.Message:
         try:
             frame = self.ws.recv()
         except Exception:
             self._exit()  # the backend went away: a worker never outlives its backend
-        header, inline = protocol.parse_first(frame)
-        return protocol.Message(header, protocol.assemble(header, inline, self.ws.recv))
+        header, inline = framing.parse_first(frame)
+        return framing.Message(header, framing.assemble(header, inline, self.ws.recv))
 
-    def _read_lane(self) -> protocol.Message | None:
+    def _read_lane(self) -> framing.Message | None:
         """A message from the kernel's lane; None (and the lane dropped) when it closed or lied."""
         try:
             msg = self.lane.recv()
-        except (lanes.LaneClosed, protocol.ProtocolError):
+        except (lanes.LaneClosed, framing.ProtocolError):
             msg = None
-        if msg is None or msg.type not in (protocol.EXECUTE, protocol.INTERRUPT, protocol.INPUT_REPLY):
+        if msg is None or msg.type not in (messages.EXECUTE, messages.INTERRUPT, messages.INPUT_REPLY):
             self.lane.close()
             self.lane = None
             return None
         msg.header["session"] = self.session  # the lane was opened by this session only
         msg.lane = self.lane
-        if msg.type == protocol.EXECUTE:
+        if msg.type == messages.EXECUTE:
             self._announce_later(msg.header["cell"])
         return msg
 
-    def _control(self, msg: protocol.Message) -> bool:
+    def _control(self, msg: framing.Message) -> bool:
         """Handle a message that needs no main thread; True when it was one."""
         kind = msg.type
-        if kind == protocol.INTERRUPT:
+        if kind == messages.INTERRUPT:
             cell = msg.header.get("cell")
             with self._start_lock:
                 running = self.executing is not None and self.executing == cell
@@ -183,14 +183,14 @@ class Agent(LaneReports):
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                 threading.Thread(target=self._interrupt_again, args=(cell,), daemon=True).start()
             return True
-        if kind == protocol.INPUT_REPLY:
+        if kind == messages.INPUT_REPLY:
             if msg.header.get("cell") == self.executing:  # else: its cell ended (interrupted) meanwhile
                 self._input_replies.put(msg.header)
             return True
-        if kind == protocol.REPORT:
+        if kind == messages.REPORT:
             self._report_now()
             return True
-        if kind == protocol.SHUTDOWN:
+        if kind == messages.SHUTDOWN:
             self._exit()
         return False
 
@@ -201,8 +201,8 @@ class Agent(LaneReports):
             raise StdinNotImplementedError("input() was called outside a running %%gpu cell: nobody can answer it")
         while not self._input_replies.empty():
             self._input_replies.get()  # a reply to an earlier request, which an interrupt abandoned
-        self.emitter.event({"type": protocol.INPUT_REQUEST, "prompt": prompt, "password": password})
-        return stdin.raise_reply(self._input_replies.get())  # the stop button interrupts this wait
+        self.emitter.event({"type": messages.INPUT_REQUEST, "prompt": prompt, "password": password})
+        return raise_reply(self._input_replies.get())  # the stop button interrupts this wait
 
     def on_sigint(self, signum, frame):
         """The worker's SIGINT handler: like Python's own, and it notes that Python code saw it."""
@@ -220,7 +220,7 @@ class Agent(LaneReports):
                 return  # ended, seen, or the cell's own code handles SIGINT its way
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
-    def _retire(self, msg: protocol.Message) -> None:
+    def _retire(self, msg: framing.Message) -> None:
         """Reader: keep-warm ran out (the backend's view): exit, unless a cell ran since, one runs
         or waits, or the backend has not heard of one."""
         with self._meter_lock:
@@ -233,7 +233,7 @@ class Agent(LaneReports):
             return  # a request waits: the next read hands it over
         if self.listener is not None:
             self.listener.close()  # from here on the kernel's lane finds nobody: it asks the backend
-        self.send({"type": protocol.RETIRED, "cells": self.cells_done})
+        self.send({"type": messages.RETIRED, "cells": self.cells_done})
         self._exit()
 
     def _exit(self) -> None:
@@ -252,9 +252,9 @@ class Agent(LaneReports):
             msg = self._read_message()
             if msg is None or self._control(msg):
                 continue
-            if msg.type == protocol.RETIRE:
+            if msg.type == messages.RETIRE:
                 self._retire(msg)
-            elif msg.type == protocol.EXECUTE:
+            elif msg.type == messages.EXECUTE:
                 with self._meter_lock:
                     self._pending += 1
                 with self._start_lock:
@@ -284,7 +284,7 @@ class Agent(LaneReports):
         self.out_pool.reclaim()  # the previous kernel's mappings are gone with its session
         self.session = session
 
-    def execute(self, msg: protocol.Message) -> None:
+    def execute(self, msg: framing.Message) -> None:
         via_lane = getattr(msg, "lane", None)
         if via_lane is None:
             self._execute(msg)
@@ -300,10 +300,10 @@ class Agent(LaneReports):
         """A lane cell's report (a resend too: it ends what a `started` began), owed before its
         `done` goes: the kernel may exit at once, and the shutdown that follows (on the reader
         thread) must find it, not race this thread to it."""
-        self._meter({"type": protocol.METERED, "cell": h["cell"], "status": status, "timings": timings,
+        self._meter({"type": messages.METERED, "cell": h["cell"], "status": status, "timings": timings,
                      "keep_warm": h.get("keep_warm")}, ended)
 
-    def _execute(self, msg: protocol.Message, t_received: float | None = None) -> None:
+    def _execute(self, msg: framing.Message, t_received: float | None = None) -> None:
         """Run one cell; its events go wherever ``send`` sends.  A lane cell (``t_received``: when it
         arrived) is timed here, and its report owed to the backend."""
         h = msg.header
@@ -317,10 +317,10 @@ class Agent(LaneReports):
         if missing:
             with self._start_lock:
                 self._waiting.pop(cell, None)
-            self.send({"type": protocol.RESEND, "cell": cell, "names": missing})
+            self.send({"type": messages.RESEND, "cell": cell, "names": missing})
             if t_received is not None:
                 self._owe_report(h, "resend", {}, time.monotonic())
-            self.send({"type": protocol.DONE, "cell": cell, "status": "resend", "timings": {}})
+            self.send({"type": messages.DONE, "cell": cell, "status": "resend", "timings": {}})
             return
         self.emitter.cell = cell
         status, timings, telemetry = "ok", {}, {}
@@ -380,7 +380,7 @@ class Agent(LaneReports):
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
             self.emitter.end(
-                {"type": protocol.DONE, "status": status, "timings": timings, "returned": returned, **outputs,
+                {"type": messages.DONE, "status": status, "timings": timings, "returned": returned, **outputs,
                  **({"telemetry": telemetry} if telemetry else {})},
                 buffers,
             )
@@ -389,7 +389,7 @@ class Agent(LaneReports):
     def _error(self, e: BaseException) -> None:
         self.emitter.event(
             {
-                "type": protocol.ERROR,
+                "type": messages.ERROR,
                 "ename": type(e).__name__,
                 "evalue": str(e),
                 "traceback": [f"{type(e).__name__}: {e}"],
@@ -404,7 +404,21 @@ class Agent(LaneReports):
             return
         packer = serialization.Packer()
         spec = packer.pack(p)
-        self.emitter.event({"type": protocol.ERROR, "pickled": spec}, packer.buffers)
+        self.emitter.event({"type": messages.ERROR, "pickled": spec}, packer.buffers)
+
+
+# what a local cell's input() raises where the kernel could not ask (the kernel's stdin.py sends the name)
+INPUT_ERRORS = {"StdinNotImplementedError": StdinNotImplementedError, "EOFError": EOFError,
+                "KeyboardInterrupt": KeyboardInterrupt}
+
+
+def raise_reply(reply: dict) -> str:
+    """The value the user typed, or the error a local cell would have raised."""
+    err = reply.get("error")
+    if err is None:
+        return str(reply.get("value", ""))
+    cls = INPUT_ERRORS.get(err.get("ename"), RuntimeError)
+    raise cls(err.get("evalue", "")) if err.get("evalue") else cls()
 
 
 def preload_image() -> None:

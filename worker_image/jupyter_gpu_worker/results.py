@@ -12,7 +12,7 @@ change is found by pickling the input again after the cell and comparing with ``
 this worker's own pickle, not the kernel's, because many values pickle differently in another
 process (a set of strings in another order, a CUDA tensor, a strided numpy view that arrives
 contiguous): compared with the kernel's hash they would look changed after every cell.  A plain
-contiguous numpy array or a CPU torch tensor (``jupyter_gpu.tensors``) that came with its memory
+contiguous numpy array or a CPU torch tensor (``jupyter_gpu._wire.tensors``) that came with its memory
 out of band pickles exactly as it did in the kernel, so for it (the large inputs) the kernel's hash
 is used and nothing is pickled as it arrives.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import types
 
-from jupyter_gpu import serialization, tensors
-from jupyter_gpu.names import SHELL_NAMES
+from jupyter_gpu._wire import serialization, tensors
+from jupyter_gpu._wire.serialization import SHELL_NAMES
 from jupyter_gpu.errors import SerializationError
 
 

@@ -22,14 +22,14 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
 from traitlets.config import Config
 
-from jupyter_gpu import protocol
-from jupyter_gpu.remote import in_group
+from jupyter_gpu._wire import framing, messages
+from jupyter_gpu.errors import in_group
 
 STREAM_LATENCY = 0.05  # a partial line (no newline yet) is sent after at most this long
 # text printed while no cell runs (by a thread an earlier cell started) waits for the next cell, as
 # it shows in the running cell under ipykernel; beyond this many characters the oldest is dropped
 BETWEEN_CELLS_MAX = 1 << 20
-# a header may be 16 MiB (protocol.MAX_HEADER): stream text goes in messages of at most this many
+# a header may be 16 MiB (framing.MAX_HEADER): stream text goes in messages of at most this many
 # characters (12 bytes each at worst, escaped), and a display larger than this goes as a buffer
 TEXT_PIECE = 1 << 20
 
@@ -116,7 +116,7 @@ class Emitter:
         for name, parts in merged:
             text = "".join(parts)
             for i in range(0, len(text), TEXT_PIECE):
-                self._send({"type": protocol.STREAM, "cell": cell, "name": name, "text": text[i:i + TEXT_PIECE]}, ())
+                self._send({"type": messages.STREAM, "cell": cell, "name": name, "text": text[i:i + TEXT_PIECE]}, ())
 
     # -- everything else ---------------------------------------------------------------------
     def event(self, header: dict, buffers=()) -> None:
@@ -138,11 +138,11 @@ class Emitter:
             header.setdefault("cell", self._cell)
             try:
                 self._send(header, buffers)
-            except protocol.HeaderTooLarge as e:  # said in the cell; the connection is intact
-                self._send({"type": protocol.STREAM, "cell": header["cell"], "name": "stderr",
+            except framing.HeaderTooLarge as e:  # said in the cell; the connection is intact
+                self._send({"type": messages.STREAM, "cell": header["cell"], "name": "stderr",
                             "text": f"[jupyter-gpu: an output was not shown: {e}]\n"}, ())
-                if header.get("type") == protocol.DONE:  # the kernel waits for it: the end, without results
-                    self._send({"type": protocol.DONE, "cell": header["cell"], "status": "error",
+                if header.get("type") == messages.DONE:  # the kernel waits for it: the end, without results
+                    self._send({"type": messages.DONE, "cell": header["cell"], "status": "error",
                                 "timings": header.get("timings", {})}, ())
 
     def display(self, fields: dict, data, metadata) -> None:
@@ -265,11 +265,11 @@ class EventDisplayPublisher(DisplayPublisher):
     emitter: Emitter = None
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
-        fields = {"type": protocol.DISPLAY, "transient": jsonable(transient or {}), "update": bool(update)}
+        fields = {"type": messages.DISPLAY, "transient": jsonable(transient or {}), "update": bool(update)}
         self.emitter.display(fields, data, metadata or {})
 
     def clear_output(self, wait=False):
-        self.emitter.event({"type": protocol.CLEAR_OUTPUT, "wait": bool(wait)})
+        self.emitter.event({"type": messages.CLEAR_OUTPUT, "wait": bool(wait)})
 
 
 class EventDisplayHook(DisplayHook):
@@ -295,7 +295,7 @@ class EventDisplayHook(DisplayHook):
     def finish_displayhook(self):
         if self._bundle is not None:
             data, md = self._bundle
-            self.emitter.display({"type": protocol.DISPLAY, "kind": "execute_result"}, data, md)
+            self.emitter.display({"type": messages.DISPLAY, "kind": "execute_result"}, data, md)
         self._bundle = None
 
 
@@ -409,7 +409,7 @@ class WorkerShell(InteractiveShell):
         self.last_error = evalue
         self.emitter.event(
             {
-                "type": protocol.ERROR,
+                "type": messages.ERROR,
                 "ename": getattr(etype, "__name__", str(etype)),
                 "evalue": _clip(str(evalue)),
                 "traceback": [_clip(line) for line in stb],

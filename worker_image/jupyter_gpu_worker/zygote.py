@@ -34,7 +34,7 @@ def _preload(names: list[str]) -> list[str]:
             pass  # not installed here: a worker that needs it imports it itself
     # the worker's own modules and its shell, so a child imports and builds nothing before it
     # dials out (the shell starts no thread: history is off)
-    from . import agent, device, shell  # noqa: F401
+    from jupyter_gpu_worker import agent, device, shell  # noqa: F401
 
     shell.create_shell()
     return loaded
@@ -62,7 +62,7 @@ def _child(req: dict) -> None:
             os.environ[k] = v
         os.environ["JUPYTER_GPU_WORKER_SECRET"] = req["secret"]
         os.environ["JUPYTER_GPU_WORKER_ID"] = req["worker"]
-        from . import agent
+        from jupyter_gpu_worker import agent
 
         agent.main(["--url", req["url"]])
     except BaseException as e:  # noqa: BLE001 - a child must never return into the zygote loop

@@ -1,17 +1,17 @@
 """How workers are started.  A runtime offers device types and starts/stops worker processes."""
 from __future__ import annotations
 
-from .local import LocalRuntime
+from jupyter_gpu_backend.runtimes.local import LocalRuntime
 
 
 def _ray(worker_url, images=None):
-    from .ray_runtime import RayRuntime  # ray is optional: imported only when asked for
+    from jupyter_gpu_backend.runtimes.ray_runtime import RayRuntime  # ray is optional: imported only when asked for
 
     return RayRuntime(worker_url, images=images)
 
 
 def _docker(worker_url, images=None):
-    from .docker_runtime import DockerRuntime  # the docker SDK is optional too
+    from jupyter_gpu_backend.runtimes.docker_runtime import DockerRuntime  # the docker SDK is optional too
 
     return DockerRuntime(worker_url, images=images)
 

@@ -25,13 +25,13 @@ import threading
 from dataclasses import dataclass, field
 
 from jupyter_gpu.errors import WorkerStartFailed
-from jupyter_gpu.shm import pid_alive
+from jupyter_gpu._wire.shm import pid_alive
 
-from jupyter_gpu.images import DEFAULT_IMAGE
+from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from ..images import Image, default_images
-from .common import exit_text, wait_exits
-from .local import detect_gpus
+from jupyter_gpu_backend.runtimes.images import Image, default_images
+from jupyter_gpu_backend.runtimes.base import exit_text, wait_exits
+from jupyter_gpu_backend.runtimes.local import detect_gpus
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -102,7 +102,7 @@ class DockerRuntime:
 
     async def _ensure_based(self, base: str) -> str:
         """The worker image built on a named image's ``base`` (no pull: the base must be here)."""
-        from .docker_image import ensure_worker_image
+        from jupyter_gpu_backend.runtimes.docker_image import ensure_worker_image
 
         try:
             tag, _ = await asyncio.get_running_loop().run_in_executor(None, ensure_worker_image, self.client, base, log.info)
@@ -115,7 +115,7 @@ class DockerRuntime:
     async def _ensure_image(self) -> str:
         if self.image:
             return self.image
-        from .docker_image import ensure_worker_image
+        from jupyter_gpu_backend.runtimes.docker_image import ensure_worker_image
 
         loop = asyncio.get_running_loop()
         try:

@@ -20,13 +20,13 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-from jupyter_gpu.devices import split
+from jupyter_gpu._wire.devices import split
 
-from jupyter_gpu.images import DEFAULT_IMAGE
+from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from ..images import PRELOAD_ENV, Image, default_images
-from .common import exit_cause, log_tail, wait_exits
-from .device_table import DeviceTable
+from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, Image, default_images
+from jupyter_gpu_backend.runtimes.base import exit_cause, log_tail, wait_exits
+from jupyter_gpu_backend.runtimes.device_table import DeviceTable
 
 log = logging.getLogger("jupyter_gpu_backend")
 

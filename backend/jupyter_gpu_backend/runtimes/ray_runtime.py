@@ -21,10 +21,10 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
-from jupyter_gpu.images import DEFAULT_IMAGE
+from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from ..images import Image, default_images
-from .common import exit_cause, log_tail
+from jupyter_gpu_backend.runtimes.images import Image, default_images
+from jupyter_gpu_backend.runtimes.base import exit_cause, log_tail
 
 log = logging.getLogger("jupyter_gpu_backend")
 ACTOR_CPUS = 0.5  # what an actor holds besides its GPU: the agent is mostly idle between cells

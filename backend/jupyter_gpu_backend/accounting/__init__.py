@@ -1,0 +1,1 @@
+"""What was spent: the ledger (SQLite / PostgreSQL) and the session and user budgets."""

@@ -1,0 +1,104 @@
+"""The backend's side of lane cells (``jupyter_gpu/lane.py``): a worker's reports of the cells
+that went straight from a kernel to it (``started``, ``metered``, ``retired``), and a kernel's
+question when its lane broke mid-cell (``lane_lost``).  A mixin of ``Scheduler``: it keeps the
+ledger, the leases' keep-warm windows and the gone workers these read and write.  Before a kernel
+is told its status, the reports a worker still owes are asked for (``report``)."""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from jupyter_gpu._wire import messages
+
+from jupyter_gpu_backend.scheduling.model import LOST_NOTE, Session, Worker
+
+REPORT_WAIT = 0.5  # s: a kernel's status waits this long for its workers' owed reports
+
+
+class LaneReports:
+    def _lane_report(self, worker: Worker, header: dict) -> None:
+        """A lane cell began (``started``: the worker is busy, keep-warm paused) or ran
+        (``metered``: ledger it and restart the keep-warm window); or the worker is retiring (an
+        expected exit)."""
+        session = worker.session
+        if header["type"] == messages.RETIRED:
+            worker.stopping = worker.retired = True
+            self.ledger.worker_state(worker.id, "stopping")
+            return
+        if session is None:
+            return
+        cell = str(header.get("cell", ""))
+        lease = session.leases.get(worker.key)
+        if header["type"] == messages.STARTED:
+            worker.lane_cell = cell
+            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+            if lease is not None and lease.worker is worker:
+                if lease.expiry is not None:
+                    lease.expiry.cancel()
+                    lease.expiry = None
+                lease.idle_since = None
+            return
+        status = str(header.get("status", "ok"))
+        if status != "resend":  # a resend ran nothing (the worker does not count it either)
+            worker.cells += 1
+        timings = header.get("timings", {})
+        # the worker reports a short cell only after it ended, once idle: date it back
+        ago = max(0.0, _number(header.get("ended_ago")))
+        ended = time.time() - ago
+        if worker.lane_cell != cell:  # a short cell, never announced (`started`)
+            self.ledger.cell_started(cell, session.id, session.user, worker.gpu,
+                                     at=ended - max(0.0, _number(timings.get("run"))))
+        worker.lane_cell = None
+        self.ledger.cell_pool(cell, worker.pool)
+        self.ledger.cell_done(cell, status, worker.id, False, timings, at=ended)
+        if lease is not None and lease.worker is worker:
+            if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
+                lease.keep_warm = float(header["keep_warm"])
+            self._idle(lease, ago)
+
+    async def settle_reports(self, session: Session) -> None:
+        """Before a kernel is told about its workers: one that looks busy with a lane cell is
+        asked for the reports it owes (a long cell that ended under METER_IDLE ago is metered
+        only then), so `%gpu status` run right after such a cell shows the worker idle, with its
+        keep-warm window counting from the cell's end.  A cell still running keeps it busy."""
+        waits = []
+        for lease in session.leases.values():
+            w = lease.worker
+            if w.lane_cell is not None and w.cell is None and w.conn is not None and w.conn.open:
+                if w.reported is None or w.reported.done():  # else: asked already, the answer serves both
+                    w.reported = asyncio.get_running_loop().create_future()
+                    await w.conn.send({"type": messages.REPORT})
+                waits.append(w.reported)
+        if waits:
+            await asyncio.wait(waits, timeout=REPORT_WAIT)
+
+    async def lane_lost(self, session: Session, header: dict) -> dict:
+        """A kernel's lane broke in the middle of a cell: did the cell run (and die with its
+        worker), or had the worker retired before reading it (then the kernel goes through us)?"""
+        wid = header.get("worker")
+        worker = self.workers.get(wid) or self.gone.get(wid)
+        reply = {"type": messages.LANE_LOST_REPLY, "cell": header.get("cell"), "ran": False}
+        if worker is None or worker.session is not session:
+            return reply
+        try:
+            await asyncio.wait_for(worker.gone.wait(), 5.0)
+        except asyncio.TimeoutError:
+            return reply  # the worker lives: only the lane broke, and nothing ran on it
+        if worker.stopping and not worker.killed_reason:
+            return reply  # retired or stopped between cells: the cell never started
+        status, what = worker.loss()
+        cell = str(header.get("cell", ""))
+        if worker.lane_cell != cell:  # it died before announcing the cell (worker_gone recorded an announced one)
+            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+            self.ledger.cell_image(cell, worker.image)
+            self.ledger.cell_pool(cell, worker.pool)
+            self.ledger.cell_done(cell, status, worker.id, False, {})
+        return {**reply, "ran": True, "status": status, "message": f"{what}. {LOST_NOTE}", "device": worker.device,
+                "gpu": worker.gpu}
+
+
+def _number(x) -> float:
+    """A number a worker reported, or 0 for anything else (a worker's report is not trusted blindly)."""
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else 0.0

@@ -1,0 +1,500 @@
+"""Sessions, workers and leases: who runs which cell, cold starts, keep-warm and scale to zero.
+
+One session = one notebook kernel.  A session leases at most one worker per (GPU type, worker
+image) (``jupyter_gpu/images.py``: ``Session.leases`` is keyed by ``pool_key``); the lease
+stays warm for ``keep_warm`` seconds after its last cell, then the worker is stopped (scale to
+zero; a lane worker is asked to retire).  A worker serves one session for its life; a dedicated
+one is replaced by a fresh process when its session lets it go.  What is tracked (sessions,
+workers, leases, cells) is in ``model.py``.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+
+from jupyter_gpu._wire import devices, framing, messages
+from jupyter_gpu.errors import NoSuchImage, WorkerStartFailed
+from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key, split_key
+
+from jupyter_gpu_backend.scheduling.autoscale import Autoscaler
+from jupyter_gpu_backend.scheduling.capacity import Capacity
+from jupyter_gpu_backend.scheduling.dedicated import DEDICATED, SERVERLESS, DedicatedPool
+from jupyter_gpu_backend.runtimes.images import default_images
+from jupyter_gpu_backend.accounting.ledger import NullLedger
+from jupyter_gpu_backend.scheduling.lane_cells import LaneReports
+from jupyter_gpu_backend.scheduling.model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker
+from jupyter_gpu_backend.scheduling.spares import SparePool
+
+log = logging.getLogger("jupyter_gpu_backend")
+# a cold start still waiting after WAIT_NOTE_AFTER (a Ray actor boots in ~5 s here) says what the
+# runtime waits for, then again every WAIT_NOTE_EVERY when that changes
+WAIT_NOTE_AFTER, WAIT_NOTE_EVERY = 8.0, 2.0
+RETIRE_RETRY = 5.0  # a worker that declined to retire (a lane cell was under way) is asked again
+GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lost can be answered
+# a stopped worker's last reports (its lane cells' `metered`) arrive before its connection closes:
+# stop_worker waits this long for that, so a release answered means those cells are in the ledger
+LAST_REPORTS_WAIT = 2.0
+
+
+class Scheduler(LaneReports):
+    def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
+                 ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None,
+                 scale_up_queue: int | None = None, target_utilisation: float | None = None,
+                 images: dict | None = None):
+        self.runtime = runtime
+        self.images = images or default_images()  # name -> images.Image; spares and dedicated: default only
+        self.ledger = ledger if ledger is not None else NullLedger()
+        self.capacity = Capacity(max_workers)
+        self.pool = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
+        self.dedicated = DedicatedPool(dedicated or {}, self.start_worker, lambda: self.ledger)
+        self.autoscale = Autoscaler(self, scale_up_queue, target_utilisation)  # spares beyond min_warm
+        if self.autoscale.active:
+            self.pool.target = self.autoscale.target
+        self.keep_warm = keep_warm
+        self.start_timeout = start_timeout
+        self.sessions: dict[str, Session] = {}
+        self.workers: dict[str, Worker] = {}
+        self.pending: dict[str, tuple[str, Worker]] = {}  # worker id -> (one-time secret, worker)
+        self.gone: dict[str, Worker] = {}  # recently gone workers (bounded), for lane_lost
+        self.starting: dict[str, CellRun] = {}  # cells waiting for a cold start (Gateway._cold_execute)
+        self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
+        self._reaping: set = set()  # runtime.stop of gone workers, under way
+
+    # -- sessions ------------------------------------------------------------------------------
+    def session(self, session_id: str, user: str) -> Session:
+        s = self.sessions.get(session_id)
+        if s is None:
+            s = self.sessions[session_id] = Session(session_id, user)
+            self.ledger.session_opened(session_id, user)
+        elif s.user != user:
+            raise PermissionError(f"session {session_id} belongs to another user")
+        return s
+
+    def warm_lease(self, session: Session, key: str) -> Lease | None:
+        lease = session.leases.get(key)
+        if lease and lease.worker.conn and lease.worker.conn.open and lease.worker.cell is None:
+            return lease
+        return None
+
+    # -- running a cell ------------------------------------------------------------------------
+    def choose(self, spec: str) -> str:
+        """The pool key for ``spec``: a type, or "A100:2" where the runtime gives a worker several."""
+        most = getattr(self.runtime, "max_devices", None)  # runtimes without it: one device per worker
+        return devices.choose(spec, self.runtime.offers(), most() if most else 1)
+
+    def begin(self, session: Session, header: dict) -> CellRun:
+        gpu = self.choose(header.get("gpu") or self.runtime.default_gpu())
+        return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header))
+
+    def image_of(self, header: dict) -> str:
+        """The worker image a request names (default when it names none); NoSuchImage lists the others."""
+        image = header.get("image") or DEFAULT_IMAGE
+        if image not in self.images:
+            raise NoSuchImage(f"no worker image {image!r} on this backend; its images: {', '.join(sorted(self.images))}")
+        return image
+
+    def stale(self, session: Session, run: CellRun, header: dict) -> bool:
+        """True when the kernel assumed values on a worker this session no longer has."""
+        expect = header.get("expect_worker")
+        lease = session.leases.get(run.key)
+        return bool(expect) and (lease is None or lease.worker.id != expect)
+
+    async def lease_for(self, run: CellRun, keep_warm: float | None) -> Lease:
+        session = run.session
+        lease = session.leases.get(run.key)
+        if lease is not None and lease.worker.conn and lease.worker.conn.open:
+            return lease
+        default = run.image == DEFAULT_IMAGE  # dedicated workers, spares and autoscaling: the default image's
+
+        async def tell_position(n: int) -> None:
+            await session.emit({"type": messages.PHASE, "cell": run.id, "phase": "queued", "position": n, "gpu": run.gpu})
+
+        # a free dedicated worker first, then a min_warm spare: either way no cold start
+        worker = (self.dedicated.take(run.gpu) or self.pool.take(run.gpu)) if default else None
+        if worker is None:
+            with self.autoscale.waiting(run.gpu) if default else contextlib.nullcontext():  # --scale-up-queue
+                # a max_workers slot (per GPU type and image), or a dedicated worker that comes free
+                # while the cell is in line (a named image's pool has none: key "gpu@image")
+                run.queue, worker = await self.dedicated.slot_or_worker(run.key, run.id, self.capacity, tell_position)
+                if worker is None:
+                    run.cold = True
+                    await session.emit({"type": messages.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
+                    t0 = time.monotonic()
+                    try:
+                        worker = await self._start_saying_why(run)
+                    except BaseException:
+                        self.capacity.release(run.key)
+                        raise
+                    run.cold_start = time.monotonic() - t0
+        lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm, image=run.image)
+        worker.session = session
+        self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
+        session.leases[run.key] = lease
+        self._demand(run.key)  # --target-utilisation: one more lease may want a spare
+        return lease
+
+    async def _start_saying_why(self, run: CellRun) -> Worker:
+        """``start_worker`` for a cold cell.  A start that takes longer than a worker's usual boot
+        says, in the cell's status line, what the runtime waits for (a Ray actor no node has room
+        for), as soon as it is so and whenever that changes, not only when the start times out."""
+        task = asyncio.ensure_future(self.start_worker(run.gpu, image=run.image))
+        short_of = getattr(self.runtime, "short_of", None)
+        said, first = "", min(WAIT_NOTE_AFTER, self.start_timeout / 2)
+        try:
+            while short_of is not None:
+                done, _ = await asyncio.wait({task}, timeout=first if not said else WAIT_NOTE_EVERY)
+                if done:
+                    break
+                why = short_of(run.gpu)
+                if why != said:
+                    said = why
+                    await run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "cold_start",
+                                            "gpu": run.gpu, "detail": why})
+            return await task
+        except BaseException:
+            task.cancel()
+            raise
+
+    def _demand(self, key: str) -> None:
+        """Tell the autoscaler a lease came or went, for the default image (spares are its only)."""
+        if split_key(key)[1] == DEFAULT_IMAGE:
+            self.autoscale.changed(key)
+
+    async def dispatch(self, run: CellRun, lease: Lease, header: dict, inline, frames=(), more=None) -> None:
+        if lease.expiry is not None:
+            lease.expiry.cancel()
+            lease.expiry = None
+        lease.idle_since = None
+        if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
+            lease.keep_warm = float(header["keep_warm"])
+        worker = lease.worker
+        worker.cell = run
+        run.worker = worker
+        run.t_dispatch = time.monotonic()
+        header["session"] = run.session.id
+        header.pop("seq", None)
+        ok = await worker.conn.send_frames([framing.with_header(header, inline), *frames], more)
+        if not ok:
+            await self.worker_gone(worker)
+
+    async def start_worker(self, gpu: str, pool: str = SERVERLESS, image: str = DEFAULT_IMAGE) -> Worker:
+        worker_id = f"w-{secrets.token_hex(4)}"
+        secret = secrets.token_urlsafe(24)
+        loop = asyncio.get_running_loop()
+        # a dedicated worker holds no max_workers slot (that caps the serverless overflow)
+        worker = Worker(worker_id, gpu, None, loop.create_future(), pool=pool, slot_released=pool == DEDICATED,
+                        image=image)
+        self.pending[worker_id] = (secret, worker)
+        self.ledger.worker_requested(worker_id, gpu, self.runtime.name)
+        self.ledger.worker_pool(worker_id, pool)
+        self.ledger.worker_image(worker_id, image)
+        try:
+            try:  # a runtime may wait for room (a Ray actor until a node has its resources free)
+                worker.handle = await asyncio.wait_for(self.runtime.start(gpu, worker_id, secret, image),
+                                                       self.start_timeout)
+            except asyncio.TimeoutError:
+                self.ledger.worker_state(worker_id, "lost", cause="not started in time")
+                why = getattr(self.runtime, "waiting_for", lambda g: "")(gpu)
+                raise WorkerStartFailed(f"the {self.runtime.name} runtime did not start a worker for "
+                                        f"{pool_key(gpu, image)} within {self.start_timeout:.0f} s{why}") from None
+            done, _ = await asyncio.wait(
+                [worker.registered, worker.handle.exited],
+                timeout=self.start_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if worker.registered not in done:
+                self.runtime.kill(worker.handle)
+                why = "did not register in time" if not done else "exited before registering"
+                self.ledger.worker_state(worker_id, "lost", cause=why)
+                raise WorkerStartFailed(
+                    f"worker for {pool_key(gpu, image)} {why}; its log ends with:\n{self.runtime.log_tail(worker.handle)}"
+                )
+        finally:
+            self.pending.pop(worker_id, None)
+        self.workers[worker_id] = worker
+        return worker
+
+    def register(self, worker_id: str, secret: str, conn: Conn, info: dict) -> Worker:
+        entry = self.pending.get(worker_id)
+        if entry is None or not secrets.compare_digest(entry[0], secret):
+            raise PermissionError("unknown worker or wrong registration secret")
+        worker = entry[1]
+        self.pending.pop(worker_id)  # the secret is one-time
+        worker.conn = conn
+        worker.lane = info.pop("lane", None)  # the secret is not status material
+        worker.info = info
+        worker.startup_s = info.get("startup_s", 0.0)
+        method = getattr(worker.handle, "start_method", "spawn")
+        self.ledger.worker_state(worker_id, "idle", device=worker.device, start_method=method)
+        if not worker.registered.done():
+            worker.registered.set_result(worker)
+        return worker
+
+    async def worker_event(self, worker: Worker, header: dict, inline, frames) -> None:
+        if header["type"] == messages.REPORTED:  # after the reports it owed, on the same connection
+            if worker.reported is not None and not worker.reported.done():
+                worker.reported.set_result(None)
+            return
+        if header["type"] in (messages.STARTED, messages.METERED, messages.RETIRED):
+            self._lane_report(worker, header)
+            if header["type"] != messages.RETIRED and worker.session is not None:  # after its cell_started
+                self.ledger.cell_image(str(header.get("cell", "")), worker.image)
+            return
+        run = worker.cell
+        if run is None or header.get("cell") != run.id:
+            return  # a late event of a cell that already ended (e.g. after a kill)
+        if header["type"] == messages.DONE:
+            header["timings"] = {
+                **header.get("timings", {}),
+                "queue": run.queue,
+                "cold_start": run.cold_start,
+                "run": time.monotonic() - run.t_dispatch,
+                "worker_start": worker.startup_s if run.cold else 0.0,
+            }
+            header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold, pool=worker.pool,
+                          image=worker.image)
+            if run.cold:
+                header["start_method"] = getattr(worker.handle, "start_method", "spawn")
+            self.ledger.cell_pool(run.id, worker.pool)  # before cell_done: budgets charge by pool
+            self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
+            worker.cell = None
+            if header.get("status") != "resend":
+                worker.cells += 1
+            lease = run.session.leases.get(run.key)
+            if lease is not None:
+                header["keep_warm"] = lease.keep_warm
+                if self.lanes and worker.lane and lease.worker is worker:
+                    header["lane"] = worker.lane  # this kernel's later warm cells may go direct
+            self._idle(lease)
+        await run.session.emit(header, inline, frames)
+
+    def _idle(self, lease: Lease | None, ago: float = 0.0) -> None:
+        """The lease's worker went idle ``ago`` seconds ago: its keep-warm window runs from then."""
+        if lease is None:
+            return
+        if lease.expiry is not None:
+            lease.expiry.cancel()
+        lease.idle_since = time.monotonic() - ago
+        loop = asyncio.get_running_loop()
+        lease.expiry = loop.call_later(
+            max(0.0, lease.keep_warm - ago), lambda: asyncio.ensure_future(self.expire(lease))
+        )
+
+    async def expire(self, lease: Lease) -> None:
+        busy = lease.worker.cell is not None or lease.worker.lane_cell is not None
+        if not busy and lease.session.leases.get(lease.key) is lease:
+            w = lease.worker
+            if w.lane and w.conn is not None and w.conn.open:
+                # a lane cell may be under way without our knowing: the worker decides (it exits
+                # if it ran nothing since; otherwise that cell's `metered` restarts the window)
+                log.info("keep-warm of %s expired: asking %s to retire", lease.session.id, w.id)
+                await w.conn.send({"type": messages.RETIRE, "cells": w.cells})
+                lease.expiry = asyncio.get_running_loop().call_later(
+                    RETIRE_RETRY, lambda: asyncio.ensure_future(self.expire(lease)))
+                return
+            log.info("keep-warm of %s expired: stopping %s", lease.session.id, w.id)
+            await self.stop_lease(lease)
+
+    async def stop_lease(self, lease: Lease) -> None:
+        if lease.expiry is not None:
+            lease.expiry.cancel()
+        lease.session.leases.pop(lease.key, None)
+        await self.stop_worker(lease.worker)
+        self._demand(lease.key)  # one lease fewer: extra spares go after the scale-down delay
+
+    def _release_slot(self, worker: Worker) -> None:
+        if not worker.slot_released:  # stop_worker and worker_gone both see the same worker
+            worker.slot_released = True
+            self.capacity.release(worker.key)
+
+    def _reap(self, handle) -> None:
+        """Free what the runtime holds for a worker that is gone (also after stop_worker: stop is idempotent)."""
+        async def reap():
+            try:
+                await self.runtime.stop(handle, grace=0.5)
+            except Exception as e:
+                log.warning("could not release the runtime's hold on a gone worker: %s", e)
+        task = asyncio.ensure_future(reap())
+        self._reaping.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._reaping.discard)
+
+    async def stop_worker(self, worker: Worker) -> None:
+        self.workers.pop(worker.id, None)
+        self._release_slot(worker)
+        self.dedicated.recycle(worker)  # a dedicated worker is replaced by a fresh process
+        worker.stopping = True
+        self.ledger.worker_state(worker.id, "stopping")
+        if worker.conn is not None:
+            await worker.conn.send({"type": messages.SHUTDOWN})
+        if worker.handle is not None:
+            await self.runtime.stop(worker.handle)
+        if worker.conn is not None:
+            try:
+                await asyncio.wait_for(worker.gone.wait(), LAST_REPORTS_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("worker %s stopped but its connection stayed open %.0f s", worker.id, LAST_REPORTS_WAIT)
+        self.ledger.worker_state(worker.id, "stopped")
+
+    async def worker_gone(self, worker: Worker) -> None:
+        """The worker's connection closed: fail its cell (with the cause) and drop its lease."""
+        try:
+            await self._worker_gone(worker)
+        finally:
+            worker.gone.set()
+
+    async def _worker_gone(self, worker: Worker) -> None:
+        if worker.conn is not None:
+            worker.conn.open = False
+        if worker.reported is not None and not worker.reported.done():
+            worker.reported.set_result(None)  # nothing more will come: the status need not wait
+        self.workers.pop(worker.id, None)
+        self.gone[worker.id] = worker
+        while len(self.gone) > GONE_KEPT:
+            self.gone.pop(next(iter(self.gone)))
+        self._release_slot(worker)
+        run, worker.cell = worker.cell, None
+        session = worker.session
+        if session is not None:
+            lease = session.leases.get(worker.key)
+            if lease is not None and lease.worker is worker:
+                if lease.expiry is not None:
+                    lease.expiry.cancel()
+                session.leases.pop(worker.key, None)
+                self._demand(worker.key)
+        self.pool.discard(worker)
+        self.dedicated.recycle(worker)
+        cause = worker.exit_cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
+        if worker.handle is not None:  # a Ray actor holds its CPUs/GPUs until killed, even with its worker dead
+            self._reap(worker.handle)
+        if run is None:
+            if worker.retired:
+                self.ledger.worker_state(worker.id, "stopped")
+            elif not worker.stopping:  # it died between cells, or in a lane cell (the kernel asks: lane_lost)
+                self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
+            if worker.lane_cell:  # never `metered`: recorded as lost even if its kernel never asks
+                self.ledger.cell_pool(worker.lane_cell, worker.pool)
+                self.ledger.cell_done(worker.lane_cell, worker.loss()[0], worker.id, False, {})
+            return
+        status, what = worker.loss()
+        self.ledger.worker_state(worker.id, "lost", cause=what)
+        timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
+        self.ledger.cell_pool(run.id, worker.pool)
+        self.ledger.cell_done(run.id, status, worker.id, run.cold, timings)
+        await run.session.emit(
+            {
+                "type": messages.ERROR,
+                "cell": run.id,
+                "ename": "WorkerLost",
+                "evalue": f"{what}. {LOST_NOTE}",
+                "traceback": [],
+            }
+        )
+        await run.session.emit(
+            {
+                "type": messages.DONE,
+                "cell": run.id,
+                "status": status,
+                "timings": timings,
+                "worker": worker.id,
+                "gpu": worker.gpu,
+                "device": worker.device,
+                "cold": run.cold,
+                "pool": worker.pool,
+                "image": worker.image,
+            }
+        )
+
+    # -- control requests ----------------------------------------------------------------------
+    def _running(self, session: Session, cell: str) -> Worker | None:
+        for lease in session.leases.values():
+            if lease.worker.cell is not None and lease.worker.cell.id == cell:
+                return lease.worker
+        return None
+
+    async def interrupt(self, session: Session, cell: str) -> None:
+        if self.capacity.cancel(cell):
+            return  # it was still queued: it leaves the line (see Gateway._cold_execute)
+        starting = self.starting.get(cell)
+        if starting is not None and starting.session is session:
+            starting.interrupts += 1  # its worker is starting: the cell will not be dispatched
+            return
+        worker = self._running(session, cell)
+        if worker is not None and worker.conn is not None:
+            worker.cell.interrupts += 1
+            await worker.conn.send({"type": messages.INTERRUPT, "cell": cell})
+
+    async def input_reply(self, session: Session, header: dict) -> None:
+        """The user's answer to the ``input()`` of this session's running cell, for its worker."""
+        cell = str(header.get("cell", ""))
+        worker = self._running(session, cell)
+        if worker is None or worker.conn is None:
+            return  # the cell ended (an interrupt) while the user was asked
+        err = header.get("error")
+        if isinstance(err, dict):  # only what the worker reads: nothing else of the kernel's passes
+            answer = {"error": {"ename": str(err.get("ename", "")), "evalue": str(err.get("evalue", ""))}}
+        else:
+            answer = {"value": str(header.get("value", ""))}
+        await worker.conn.send({"type": messages.INPUT_REPLY, "cell": cell, **answer})
+
+    async def kill(self, session: Session, cell: str, gpu: str | None = None, image: str | None = None) -> None:
+        worker = self._running(session, cell)
+        lease = session.leases.get(pool_key(gpu, image)) if gpu else None
+        if worker is None and lease is not None:  # a lane cell: we do not see it run
+            worker = lease.worker
+        if worker is not None and worker.handle is not None:
+            worker.killed_reason = f"worker {worker.id} on {worker.device} was killed after a second interrupt"
+            self.runtime.kill(worker.handle)
+
+    async def prewarm(self, session: Session, gpu: str, keep_warm: float | None, image: str | None = None) -> dict:
+        """Lease a worker for ``gpu`` (of ``image``) now (cold-starting it if needed) and leave it idle."""
+        run = CellRun("prewarm", session, self.choose(gpu), time.monotonic(), image=self.image_of({"image": image}))
+        lease = await self.lease_for(run, keep_warm)
+        if lease.worker.cell is None and lease.expiry is None:
+            self._idle(lease)  # the keep-warm window runs from now
+        return {"gpu": run.gpu, "image": run.image, "worker": lease.worker.id, "device": lease.worker.device,
+                "cold_start": run.cold_start, "started": run.cold}
+
+    async def release(self, session: Session) -> int:
+        leases = list(session.leases.values())
+        for lease in leases:
+            await self.stop_lease(lease)
+        return len(leases)
+
+    def status(self, session: Session) -> dict:
+        leases = []
+        for lease in session.leases.values():
+            w = lease.worker
+            leases.append(
+                {
+                    "gpu": lease.gpu,
+                    "device": w.device,
+                    "worker": w.id,
+                    "state": "busy" if w.cell is not None or w.lane_cell else "idle",
+                    "keep_warm": lease.keep_warm,
+                    "keep_warm_left": lease.keep_warm_left(),
+                    "pool": w.pool,
+                    "image": lease.image,
+                }
+            )
+        return {"leases": leases, "offers": self.runtime.offers(), "runtime": self.runtime.name,
+                "images": sorted(self.images),
+                "warm_pool": self.pool.sizes(), "dedicated": self.dedicated.status(),
+                "autoscale": self.autoscale.status()}
+
+    async def close_session(self, session: Session) -> None:
+        """The kernel is gone for good: its workers go too (their namespaces are unreachable)."""
+        await self.release(session)
+        self.sessions.pop(session.id, None)
+        self.ledger.session_closed(session.id)
+
+    async def shutdown(self) -> None:
+        self.dedicated.closing = self.pool.closing = True  # workers killed from here on are not replaced
+        for session in list(self.sessions.values()):
+            for lease in list(session.leases.values()):
+                if lease.expiry is not None:
+                    lease.expiry.cancel()
+        await self.runtime.shutdown()
+

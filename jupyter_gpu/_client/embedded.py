@@ -1,0 +1,114 @@
+"""Find the user's embedded backend through its runtime file, or start one (like `ray.init()`).
+
+One embedded backend per user (per runtime dir) is shared by all of that user's kernels; a file
+lock keeps two kernels starting at once from starting two.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+from jupyter_gpu.errors import AuthError, ConnectionLost
+from jupyter_gpu._wire.shm import pid_alive
+
+START_TIMEOUT = 60.0
+
+
+def runtime_dir() -> str:
+    d = os.environ.get("JUPYTER_GPU_RUNTIME_DIR")
+    if not d:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        d = os.path.join(jupyter_runtime_dir(), "jupyter-gpu")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return d
+
+
+def configured() -> tuple[str, str] | None:
+    url = os.environ.get("JUPYTER_GPU_URL")
+    if url:
+        return url.rstrip("/"), os.environ.get("JUPYTER_GPU_TOKEN", "")
+    return None
+
+
+@contextmanager
+def _locked(path: str):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def health(url: str, token: str, timeout: float = 2.0) -> dict:
+    req = urllib.request.Request(f"{url}/api/health", headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise AuthError(f"the backend at {url} refused the token (HTTP {e.code})") from None
+        raise ConnectionLost(f"the backend at {url} answered HTTP {e.code}") from None
+    except (OSError, ValueError) as e:
+        raise ConnectionLost(f"cannot reach the backend at {url}: {e}") from None
+
+
+def _read(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_backend() -> tuple[str, str]:
+    """(url, token) of a running backend: the configured one, or the embedded one (started now)."""
+    conf = configured()
+    if conf:
+        return conf
+    d = runtime_dir()
+    info_path = os.path.join(d, "backend.json")
+    with _locked(os.path.join(d, "backend.lock")):
+        info = _read(info_path)
+        if info and pid_alive(info.get("pid", -1)):
+            try:
+                health(info["url"], info["token"])
+                return info["url"], info["token"]
+            except ConnectionLost:
+                pass
+        return _start(d, info_path)
+
+
+def _start(d: str, info_path: str) -> tuple[str, str]:
+    try:
+        os.unlink(info_path)
+    except FileNotFoundError:
+        pass
+    log_path = os.path.join(d, "backend.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_gpu_backend", "--embedded", "--runtime-file", info_path],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives a kernel restart; exits on its own when idle
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        info = _read(info_path)
+        if info and info.get("pid") == proc.pid:
+            health(info["url"], info["token"], timeout=5)
+            return info["url"], info["token"]
+        if proc.poll() is not None:
+            raise ConnectionLost(f"the embedded backend exited with code {proc.returncode}; see {log_path}")
+        time.sleep(0.02)  # polling a file the child writes: there is no event to wait on across processes
+    proc.kill()
+    raise ConnectionLost(f"the embedded backend did not start within {START_TIMEOUT:.0f} s; see {log_path}")

@@ -1,0 +1,1 @@
+"""`jupyter-gpu run`: notebooks headless in CI."""

@@ -1,0 +1,1 @@
+"""The cost truth, pure: prices, billing, the footer, limits, reports and advice."""

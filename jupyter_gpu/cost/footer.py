@@ -1,0 +1,105 @@
+"""The cell footer: one display output whose JSON is the cell's cost record in the notebook."""
+from __future__ import annotations
+
+import html
+import time
+
+from jupyter_gpu.cost import billing
+from jupyter_gpu.cost.pricing import price_for
+
+MIME = "application/vnd.jupyter-gpu.execution+json"
+
+
+def build(done: dict, wall: float, transfer: dict) -> dict:
+    """Footer JSON from the cell's final event, the wall time the kernel measured, and bytes moved."""
+    t = done.get("timings", {})
+    price = price_for(done.get("gpu", "cpu")).as_dict()
+    ended = time.time()
+    timings = {k: t.get(k, 0.0) for k in ("queue", "cold_start", "load", "exec", "post", "run")}
+    pool = done.get("pool") or "serverless"  # hybrid pools: dedicated cells are billed per hour (billing.py)
+    c = billing.cell({**timings, "wall": wall}, price, pool)
+    return {
+        "version": 1,
+        "status": done.get("status", "ok"),
+        "gpu": done.get("gpu"),
+        "device": done.get("device"),
+        "worker": done.get("worker"),
+        "cold": bool(done.get("cold")),
+        "start_method": done.get("start_method"),  # a cold worker: forked from the zygote, or spawned
+        "route": done.get("route", "backend"),  # "lane": a warm cell that went straight to its worker
+        "pool": pool,  # "dedicated": a worker of the backend's always-on pool (hybrid pools)
+        "image": done.get("image") or "default",  # the worker image (%%gpu --image; images.py)
+        "timings": {**timings, "wall": wall},
+        "started_at": ended - wall,  # unix time: the session's timeline and keep-warm gaps
+        "keep_warm": done.get("keep_warm"),
+        "billed": c["billed"],  # billed seconds by phase, per the price's profile (see billing.py)
+        "billed_seconds": c["billed_seconds"],
+        "cost_usd": c["cost_usd"],
+        "dedicated_usd": c["dedicated_usd"],
+        "price": price,
+        "transfer": transfer,
+        **({"telemetry": done["telemetry"]} if done.get("telemetry") else {}),
+    }
+
+
+def _s(x: float) -> str:
+    return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def _usd(x: float) -> str:
+    return f"${x:.6f}" if x < 0.01 else f"${x:.4f}"
+
+
+def _gpu_use(f: dict) -> str:
+    """" · peak 11.2 GiB, 87 % busy" when the worker sampled its GPU (NVML), else nothing."""
+    tm = f.get("telemetry") or {}
+    if not tm.get("peak_memory_bytes"):
+        return ""
+    return f" · peak {tm['peak_memory_bytes'] / 2**30:.1f} GiB, {tm.get('mean_utilisation', 0) * 100:.0f} % busy"
+
+
+def text(f: dict) -> str:
+    return _text(f) + _gpu_use(f)
+
+
+def _image(f: dict) -> str:
+    """" · image: a" for a named worker image; nothing for the default one (or a footer from before images)."""
+    image = f.get("image") or "default"
+    return "" if image == "default" else f" · image: {image}"
+
+
+def _text(f: dict) -> str:
+    t = f["timings"]
+    start = f"cold start {_s(t['cold_start'])}" if f["cold"] else "warm"
+    price_note = f["price"]["note"] if not f["price"]["serverless_per_s"] else f"{f['price']['provider']} {f['price']['as_of']}"
+    if f.get("pool") == "dedicated":  # nothing billed per second: the cell's share of the pool's hourly price
+        p = f["price"]
+        note = f"{p.get('dedicated_provider')} {p.get('dedicated_as_of')}" if p.get("dedicated_per_h") else p["note"]
+        return (f"gpu: {f['device']} [{f['status']}]{_image(f)} · pool: dedicated · {start} · run {_s(t['run'])}"
+                f" · wall {_s(t['wall'])} · {_usd(f['cost_usd'])} share of the dedicated pool ({note})")
+    return (
+        f"gpu: {f['device']} [{f['status']}]{_image(f)} · pool: {f.get('pool', 'serverless')} · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
+        f" · {f['billed_seconds']:.3f} GPU-s · {_usd(f['cost_usd'])} serverless"
+        f" vs {_usd(f['dedicated_usd'])} dedicated ({price_note})"
+    )
+
+
+def to_html(f: dict) -> str:
+    return (
+        '<div class="jupyter-gpu-footer" style="font:12px monospace;color:#555;'
+        'border-top:1px solid #ddd;padding-top:2px">'
+        f"{html.escape(text(f))}</div>"
+    )
+
+
+def bundle(f: dict) -> dict:
+    return {MIME: f, "text/plain": text(f), "text/html": to_html(f)}
+
+
+def live_bundle(phase: str, gpu: str, elapsed: float, position: int | None = None, detail: str = "") -> dict:
+    data = {"version": 1, "live": True, "phase": phase, "gpu": gpu, "elapsed": elapsed, "position": position}
+    if detail:
+        data["detail"] = detail  # what the wait is for (a Ray actor that no node has room for yet)
+    where = f" #{position}" if position else ""
+    line = f"gpu: {phase.replace('_', ' ')}{where} on {gpu} · {elapsed:.1f} s" + (f" · {detail}" if detail else "")
+    return {MIME: data, "text/plain": line, "text/html": f'<div style="font:12px monospace;color:#888">{html.escape(line)}</div>'}

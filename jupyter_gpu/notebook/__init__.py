@@ -1,0 +1,1 @@
+"""The `%%gpu` cell inside an IPython kernel."""

@@ -1,0 +1,92 @@
+"""A `%%gpu` cell's options and text, as its execute request carries them: small pure functions."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from jupyter_gpu._wire import serialization
+
+
+@dataclass
+class CellOptions:
+    gpu: str | None = None
+    inputs: list | None = None
+    out: list | None = None
+    no_out: bool = False
+    keep_remote: list | None = None  # names that stay on the worker (--keep-remote)
+    keep_warm: float | None = None
+    timeout: float | None = None
+    max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (budget.py)
+    image: str | None = None  # the worker image (--image; images.py); None: `%gpu config`'s, else default
+    line: str = ""  # the magic's own line, echoed as the remote cell's first line
+
+
+@dataclass
+class CellPlan:
+    """What a cell needs before it is sent (KernelSession.plan): where it runs, what it ships."""
+
+    source: str
+    opts: CellOptions
+    gpu: str
+    key: str  # the pool: images.pool_key(gpu, image)
+    keep_warm: float | None
+    names: list  # the names whose values it ships (or keeps, when the worker has them unchanged)
+    free: frozenset  # the names it reads before (or without) binding them
+    binds: frozenset
+    use_shm: bool
+    exec_count: int
+    t0: float  # time.monotonic() when it was planned: its footer's wall time starts here
+    base: str  # its id in the ledger, before the attempt's suffix
+    fell_back: str | None = None  # the GPU spec asked for, when it runs on a fallback
+
+    def needs(self, ns: dict, held) -> list:
+        """The values only the worker holds that the cell reads: the backend must confirm it is
+        still the same worker."""
+        return sorted(n for n in self.free if n not in ns and n in held.remote_only)
+
+
+def positive(text: str) -> float:
+    """A --timeout or --max-cost: a number above zero (a negative one would stop the cell at once)."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{text!r} is not above zero")
+    return value
+
+
+positive.__name__ = "positive number"  # argparse names the type in its message
+
+
+MAX_RETURN_ENV = "JUPYTER_GPU_MAX_RETURN"  # default: serialization.MAX_RETURN
+
+
+def remote_limits(keep_remote: list | None) -> dict:
+    """What stays on the worker: the names given, and any value larger than the limit, unless
+    ``--out`` names it.  Only what differs from the worker's default goes into the request."""
+    limits = {"keep_remote": keep_remote} if keep_remote else {}
+    text = os.environ.get(MAX_RETURN_ENV)
+    if text:
+        limits["max_return"] = serialization.parse_size(text, MAX_RETURN_ENV)
+    return limits
+
+
+def nested_magic(cell_source: str) -> bool:
+    """Whether the body starts with another cell magic (``%%gpu`` then ``%%time``, ``%%bash``)."""
+    return cell_source.lstrip(" \t\n").startswith("%%")
+
+
+def nested_binds(cell_source: str) -> frozenset:
+    """The names a nested cell magic's own line binds: ``%%capture NAME`` stores what it
+    captured in NAME (its other options are flags)."""
+    first = cell_source.lstrip(" \t\n").partition("\n")[0].split()
+    if not first or first[0] != "%%capture":
+        return frozenset()
+    names = [a for a in first[1:] if not a.startswith("-")]
+    return frozenset(names[:1]) if names and names[0].isidentifier() else frozenset()
+
+
+def remote_source(line: str, cell_source: str) -> str:
+    """The code the worker runs.  A first line standing for the magic keeps the remote line
+    numbers equal to the notebook cell's (IPython strips leading blank lines, so it must not be
+    blank).  A body that starts with another cell magic is sent as it is: only a cell's first line
+    can name one, and that magic numbers its body from there, as it does locally."""
+    return cell_source if nested_magic(cell_source) else f"# %%gpu {line}\n{cell_source}"
