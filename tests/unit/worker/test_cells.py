@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 # Runs in a fresh interpreter: the shell is a process-wide singleton that replaces sys.stdout.
 SCRIPT = r"""

@@ -9,7 +9,7 @@ import pytest
 
 from jupyter_gpu.ci import artifacts, runner
 
-SCHEMA = Path(__file__).resolve().parents[1] / "junit.xsd"
+SCHEMA = Path(__file__).resolve().parents[2] / "junit.xsd"
 
 
 def _nb(*cells):
