@@ -27,6 +27,7 @@ SUITE = {
     "concurrency": ("bench_concurrency.py", 1200, 400),
     "runtimes": ("bench_runtimes.py", 1200, 400),
     "docker": ("bench_docker.py", 900, 300),
+    "messages": ("bench_messages.py", 300, 60),
 }
 
 

@@ -28,6 +28,10 @@ from tests.e2e.helpers import wait_pid_exit
 FOOTER_MIME = "application/vnd.jupyter-gpu.execution+json"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+# Every process the tests start (kernels, backends, workers) refuses a message field its type's
+# definition lacks (jupyter_gpu/_wire/messages.py), so a definition missing a field fails a test.
+os.environ["JUPYTER_GPU_STRICT_WIRE"] = "1"
+
 # Variables a developer may have set in their shell that would send the kernel elsewhere.
 _FOREIGN_VARS = ("JUPYTER_GPU_URL", "JUPYTER_GPU_TOKEN", "JUPYTER_GPU_KEEP_WARM")
 

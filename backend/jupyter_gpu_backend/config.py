@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass, field
 
 from jupyter_gpu_backend.runtimes.images import default_images, parse_images
+from jupyter_gpu._wire import settings
 
 
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+def _env_float(setting: settings.Setting) -> float:
+    value = setting.get()
+    return float(value) if value else float(setting.default)
 
 
 @dataclass
@@ -20,26 +20,26 @@ class BackendConfig:
     port: int = 0
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     runtime: str = "local"
-    keep_warm: float = field(default_factory=lambda: _env_float("JUPYTER_GPU_KEEP_WARM", 300.0))
+    keep_warm: float = field(default_factory=lambda: _env_float(settings.KEEP_WARM))
     embedded: bool = False
-    idle_grace: float = field(default_factory=lambda: _env_float("JUPYTER_GPU_EMBEDDED_GRACE", 10.0))
+    idle_grace: float = field(default_factory=lambda: _env_float(settings.EMBEDDED_GRACE))
     runtime_file: str | None = None
     max_payload: int = 16 * 1024**3
     # workers alive at once per GPU type; beyond it cells queue (FIFO) and see their position
-    max_workers: int | None = field(default_factory=lambda: int(os.environ["JUPYTER_GPU_MAX_WORKERS"])
-                                    if os.environ.get("JUPYTER_GPU_MAX_WORKERS") else None)
+    max_workers: int | None = field(default_factory=lambda: int(settings.MAX_WORKERS.get())
+                                    if settings.MAX_WORKERS.get() else None)
     worker_start_timeout: float = 120.0
 
     # unleased pre-started workers per GPU type (a cold cell takes one: no cold start)
-    min_warm: int = field(default_factory=lambda: int(os.environ.get("JUPYTER_GPU_MIN_WARM") or 0))
+    min_warm: int = field(default_factory=lambda: int(settings.MIN_WARM.get() or 0))
     # USD limits on known spend (budgets.py); a cell is refused before it starts once reached
     session_budget: float | None = None
     user_budget: float | None = None
     budget_warn: float = 0.8  # warn past this fraction of a limit
     users: dict = field(default_factory=dict)  # token hash -> user name (from --users FILE)
-    ledger: str | None = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LEDGER"))  # None: default
+    ledger: str | None = field(default_factory=lambda: settings.LEDGER.get())  # None: default
     # warm cells of a kernel on the workers' host go by the worker's direct lane (jupyter_gpu/lane.py)
-    lanes: bool = field(default_factory=lambda: os.environ.get("JUPYTER_GPU_LANE", "1") != "0")
+    lanes: bool = field(default_factory=lambda: settings.LANE.get() != "0")
     # hybrid pools: GPU type -> always-on dedicated workers (dedicated.py; --dedicated, [pools.X] in --config)
     dedicated: dict = field(default_factory=dict)
     # autoscaling beyond min_warm (autoscale.py): a spare per N cells waiting; spares to keep

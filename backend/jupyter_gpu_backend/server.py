@@ -29,6 +29,7 @@ from jupyter_gpu_backend.api.gateway import create_app
 from jupyter_gpu_backend.runtimes.images import check_for_runtime
 from jupyter_gpu_backend.runtimes import RUNTIMES, make_runtime
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
+from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -137,7 +138,7 @@ def main(argv=None) -> None:
                     help="how workers start (else the config file's runtime, else $JUPYTER_GPU_RUNTIME): local (default), docker (containers on this host's Docker Engine; "
                          "JUPYTER_GPU_DOCKER_BASE / JUPYTER_GPU_DOCKER_IMAGE) or ray (JUPYTER_GPU_RAY_ADDRESS, "
                          "else a local ray.init())")
-    ap.add_argument("--token", default=os.environ.get("JUPYTER_GPU_TOKEN"), help="client token (default: random)")
+    ap.add_argument("--token", default=settings.TOKEN.get() or None, help="client token (default: random)")
     ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
@@ -164,7 +165,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: stacks to the log
     config = BackendConfig(host=args.host, port=args.port, embedded=args.embedded,
-                           runtime=os.environ.get("JUPYTER_GPU_RUNTIME") or "local")
+                           runtime=settings.RUNTIME.get() or "local")
     try:
         if args.config:
             load_config_file(args.config, config)

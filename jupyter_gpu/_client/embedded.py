@@ -17,12 +17,13 @@ from contextlib import contextmanager
 
 from jupyter_gpu.errors import AuthError, ConnectionLost
 from jupyter_gpu._wire.shm import pid_alive
+from jupyter_gpu._wire import settings
 
 START_TIMEOUT = 60.0
 
 
 def runtime_dir() -> str:
-    d = os.environ.get("JUPYTER_GPU_RUNTIME_DIR")
+    d = settings.RUNTIME_DIR.get()
     if not d:
         from jupyter_core.paths import jupyter_runtime_dir
 
@@ -32,9 +33,9 @@ def runtime_dir() -> str:
 
 
 def configured() -> tuple[str, str] | None:
-    url = os.environ.get("JUPYTER_GPU_URL")
+    url = settings.URL.get()
     if url:
-        return url.rstrip("/"), os.environ.get("JUPYTER_GPU_TOKEN", "")
+        return url.rstrip("/"), settings.TOKEN.get()
     return None
 
 

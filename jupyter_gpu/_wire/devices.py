@@ -1,12 +1,12 @@
 """The `gpu=` option: a GPU type, a fallback list ("H100,A100,cpu"), and a device count ("A100:2")."""
 from __future__ import annotations
 
-import os
 
 from jupyter_gpu.errors import NoSuchDevice
+from jupyter_gpu._wire import settings
 
 # Types tried after every type a cell asks for, e.g. "cpu" (`jupyter-gpu run --gpu-fallback cpu`).
-FALLBACK_ENV = "JUPYTER_GPU_FALLBACK"
+FALLBACK_ENV = settings.FALLBACK.name
 
 
 def parse(spec: str) -> list[tuple[str, int]]:
@@ -64,7 +64,7 @@ def split(key: str) -> tuple[str, int]:
 
 def with_fallback(spec: str, fallback: str | None = None) -> str:
     """``spec`` with the fallback types (default: ``$JUPYTER_GPU_FALLBACK``) appended, last in order."""
-    fallback = os.environ.get(FALLBACK_ENV, "") if fallback is None else fallback
+    fallback = settings.FALLBACK.get() if fallback is None else fallback
     if not fallback.strip():
         return spec
     asked = {name for name, _ in parse(spec)}

@@ -1,10 +1,12 @@
-"""The wire protocol shared by the kernel side, the backend and the worker agent.
+"""How a message becomes frames, and frames a message: the framing the kernel side, the backend and
+the worker agent share (what a header may hold is ``messages.py``).
 
 Every message is one *binary* websocket frame::
 
     b"JG" | version:u8 | flags:u8 | header_len:u32le | header (JSON object) | inline payload
 
-The header is a small JSON object with at least ``"type"``.  Payload buffers (pickles and the
+The header is a small JSON object with at least ``"type"``, validated as it is decoded against its
+type's definition in ``messages.py``.  Payload buffers (pickles and the
 out-of-band buffers of pickle protocol 5) never go through JSON: their sizes are listed in
 ``header["buffers"]``.  Small payloads (total <= INLINE_MAX) ride in the first frame right after the
 header; larger ones follow as ``header["nframes"]`` further binary frames, each buffer cut into
@@ -17,10 +19,11 @@ keeps the warm path at one write per hop.
 """
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
+
+from jupyter_gpu._wire import messages
 
 PROTOCOL_VERSION = 1
 MAGIC = b"JG"
@@ -31,6 +34,7 @@ INLINE_MAX = 256 * 1024
 MAX_HEADER = 16 * 1024 * 1024
 MAX_PAYLOAD = 64 * 1024**3  # a per-message ceiling; the backend applies its own, lower, limit
 
+
 class ProtocolError(ValueError):
     """A frame or message that does not follow this protocol.  The message says what is wrong."""
 
@@ -38,6 +42,16 @@ class ProtocolError(ValueError):
 class HeaderTooLarge(ProtocolError):
     """Raised by ``encode``: a header over MAX_HEADER, which the peer would refuse and close the
     connection on.  Nothing was sent; the connection still works."""
+
+
+class InvalidMessage(ProtocolError):
+    """A well-framed message whose header does not match its type's definition (``messages.py``):
+    ``header`` is what it holds, unvalidated, so a receiver can skip its frames (``follow_frames``)
+    and answer it, keeping the connection."""
+
+    def __init__(self, message: str, header: dict):
+        super().__init__(message)
+        self.header = header
 
 
 @dataclass
@@ -76,7 +90,7 @@ def encode(header: dict, buffers: Sequence = ()) -> list:
             for off in range(0, n, CHUNK):
                 frames_after.append(v[off : off + CHUNK])
         head["nframes"] = len(frames_after)
-    hj = _header_json(head).encode()
+    hj = messages.encode_header(head)
     if len(hj) > MAX_HEADER:
         raise HeaderTooLarge(f"a {head.get('type')!r} message's header is {len(hj)} bytes, more than the "
                              f"{MAX_HEADER} a header may be")
@@ -84,13 +98,6 @@ def encode(header: dict, buffers: Sequence = ()) -> list:
     if inline:
         first.extend(views)
     return [b"".join(first)] + frames_after
-
-
-def _json_default(obj):
-    raise TypeError(f"protocol header field of type {type(obj).__name__} is not JSON")
-
-
-_header_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode  # built once, not per message
 
 
 def parse_first(frame) -> tuple[dict, memoryview]:
@@ -110,12 +117,13 @@ def parse_first(frame) -> tuple[dict, memoryview]:
         raise ProtocolError(f"protocol version {version} is not supported (this side speaks {PROTOCOL_VERSION})")
     if hlen > MAX_HEADER or PREFIX_SIZE + hlen > mv.nbytes:
         raise ProtocolError(f"header length {hlen} runs past the end of a {mv.nbytes}-byte frame")
+    invalid = None
     try:
-        header = json.loads(mv[PREFIX_SIZE : PREFIX_SIZE + hlen].tobytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"header is not valid JSON: {e}") from None
-    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
-        raise ProtocolError("header must be a JSON object with a string 'type'")
+        header = messages.decode(mv[PREFIX_SIZE : PREFIX_SIZE + hlen].tobytes())
+    except messages.SchemaError as e:
+        if e.header is None:
+            raise ProtocolError(str(e)) from None
+        header, invalid = e.header, str(e)  # its framing is checked first: can it be skipped?
     sizes = header.get("buffers", [])
     if not isinstance(sizes, list) or not all(isinstance(n, int) and n >= 0 for n in sizes):
         raise ProtocolError("'buffers' must be a list of non-negative integers")
@@ -135,6 +143,8 @@ def parse_first(frame) -> tuple[dict, memoryview]:
         expected = sum(max(1, -(-n // CHUNK)) for n in sizes)
         if nframes != expected:
             raise ProtocolError(f"'nframes' is {nframes}, buffers of {sizes} need {expected}")
+    if invalid is not None:
+        raise InvalidMessage(invalid, header)
     return header, inline
 
 
@@ -192,5 +202,5 @@ def follow_frames(header: dict) -> int:
 
 def with_header(header: dict, inline: memoryview) -> bytes:
     """Rebuild a first frame after a relay changed the header (e.g. stamped a sequence number)."""
-    hj = json.dumps(header, separators=(",", ":")).encode()
+    hj = messages.encode_header(header)
     return b"".join((_PREFIX.pack(MAGIC, PROTOCOL_VERSION, 0, len(hj)), hj, inline))

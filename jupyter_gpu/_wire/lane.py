@@ -25,8 +25,7 @@ import time
 
 from jupyter_gpu._wire import framing, messages
 
-HELLO = "lane_hello"
-OK = "lane_ok"
+HELLO, OK = messages.LANE_HELLO, messages.LANE_OK
 _LEN = struct.Struct("<Q")
 _MAX_FRAME = framing.CHUNK + framing.MAX_HEADER + framing.INLINE_MAX + 64  # the largest a peer may send
 

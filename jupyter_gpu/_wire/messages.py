@@ -1,47 +1,472 @@
-"""The messages the kernel side, the backend and the worker exchange: every type, and its fields.
+"""Every message the kernel side, the backend and the worker exchange: one typed definition each.
 
-Framing (how a message becomes frames) is ``framing.py``; this module says what a header may hold.
+A message is a header (a JSON object with a string ``type``) and its buffers (``framing.py``). Each
+type below is a ``TypedDict``: the fields it may carry and their types. ``framing.parse_first``
+validates every header it decodes against its type's definition (msgspec, in C: ~2 us a header,
+against ~11 us for ``json.loads`` alone; ``benchmarks/bench_messages.py``), so a string
+``keep_warm``, a float where an int belongs, ``NaN``, or a list where a dict belongs is refused where
+it arrives, naming the field (``InvalidMessage``), and code past the decoder can trust the types.
+
+Headers stay plain dicts (not msgspec Structs, which decode ~0.7 us faster): a relay forwards them
+as they are, absent optional fields stay absent, and every reader keeps ``h["cell"]`` /
+``h.get("refs")``.  See docs/decisions.md, "Typed messages".
+
+Fields are added, never changed in meaning, within a protocol version: a field a side does not know
+is ignored (dropped when decoded); so is every field's absence (a reader says what it defaults to),
+and a type the decoder does not know passes as it came, for the receiver to refuse.  ``$JUPYTER_GPU_STRICT_WIRE=1`` (the test suite sets it) refuses
+unknown fields instead, so a field missing from its definition here is found by the tests.
+
+Who sends what: client = the kernel side (or the lane's kernel end); every event the backend sends
+to a kernel carries ``seq``, the session's sequence number.
 """
 from __future__ import annotations
 
-# Message types.  Client = the kernel side; events flow backend -> client.
-# client -> backend
-EXECUTE = "execute"  # run a cell: code, gpu, image (worker image; absent: default), inputs (+ buffers)
-INTERRUPT = "interrupt"  # interrupt the running cell (first stop press)
-KILL = "kill"  # kill the worker of the running cell (second stop press)
-RELEASE = "release"  # give back the session's lease(s)
-STATUS = "status"  # ask for the session's workers
-PREWARM = "prewarm"  # start (lease) a worker (gpu, image) before the first cell needs it
-# backend -> client
-WELCOME = "welcome"  # ... offers, default_gpu, images (the worker images a cell may name)
-PHASE = "phase"  # queued / cold_start / running, with detail
-STATUS_REPLY = "status_reply"
-RESEND = "resend"  # the lease changed under the client: send all inputs again
-# worker -> backend -> client (cell events)
-STREAM = "stream"
-DISPLAY = "display"
-CLEAR_OUTPUT = "clear_output"
-ERROR = "error"
-DONE = "done"  # the cell's final event, carrying the names that come back (+ buffers)
-INPUT_REQUEST = "input_request"  # the cell called input() / getpass(): {prompt, password}
-# client -> backend -> worker (or by the lane)
-INPUT_REPLY = "input_reply"  # what the user typed {value}, or why there is nothing {error: {ename, evalue}}
-# worker <-> backend
-REGISTER = "register"
-REGISTERED = "registered"
-SHUTDOWN = "shutdown"
-# the direct lane (jupyter_gpu/lane.py): a warm cell on the same host skips the backend
-STARTED = "started"  # worker -> backend: a lane cell runs on (>20 ms): status shows the worker busy, keep-warm paused
-METERED = "metered"  # worker -> backend, once idle: a lane cell ran (status, timings, ended_ago) - the ledger and keep-warm
-RETIRE = "retire"  # backend -> worker: keep-warm ran out; exit if you ran no cell since {cells}
-RETIRED = "retired"  # worker -> backend: retiring now (an expected exit, not a loss)
-REPORT = "report"  # backend -> worker: send the reports you owe now (a kernel asks for its status)
-REPORTED = "reported"  # worker -> backend: nothing more owed, once its last running cell ended
-LANE_LOST = "lane_lost"  # kernel -> backend: my lane broke mid-cell, what happened? (reply: LANE_LOST_REPLY)
-LANE_LOST_REPLY = "lane_lost_reply"
-# either way
-FAILURE = "failure"  # a request that could not be served: {code, message}
+import sys
+from typing import Any, Literal, Optional, TypedDict
+
+import msgspec
+
+if sys.version_info >= (3, 11):
+    from typing import Annotated
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Annotated
+
+from jupyter_gpu._wire import settings
+
+# -- field types ---------------------------------------------------------------------------------
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]  # JSON has no NaN; msgspec refuses out-of-range numbers
+Name = str
+Timings = dict[str, float]  # phase -> seconds (load, exec, post, run, queue, cold_start, worker_start)
 
 
+class BufferRef(TypedDict, total=False):
+    """Where one buffer of a value is: wire buffer ``w``, or a lent shared-memory segment."""
+
+    w: Count
+    shm: str
+    n: Count
+
+
+class Value(TypedDict):
+    """A pickled value: content hash, type name, its pickle and its out-of-band buffers."""
+
+    h: str
+    t: str
+    p: BufferRef
+    b: list[BufferRef]
+
+
+class KeptValue(TypedDict, total=False):
+    """A value that stays on the worker (``done.refs``): its reference hash, type, and why."""
+
+    h: str
+    t: str
+    why: str
+
+
+class LaneGrant(TypedDict):
+    """A worker's direct lane: its Unix socket and the secret a kernel shows."""
+
+    path: str
+    secret: str
+
+
+class InputError(TypedDict):
+    """Why ``input()`` gets no value: the exception a local cell would have raised."""
+
+    ename: str
+    evalue: str
+
+
+class _Envelope(TypedDict, total=False):
+    """What framing and the relay add to any message."""
+
+    type: str  # the one field every message must have (framing checks it)
+    buffers: list[Count]  # the payload buffers' sizes (framing.py)
+    nframes: Count  # follow-on frames (framing.py)
+    seq: Count  # backend -> kernel: the session's sequence number
+
+
+# -- kernel -> backend ---------------------------------------------------------------------------
+class Execute(_Envelope, total=False):
+    """Run a cell (kernel -> backend -> worker, or by the lane)."""
+
+    cell: str
+    code: str  # the body under a first line standing for `%%gpu`, so line numbers match
+    gpu: str
+    image: Optional[str]  # a worker image; absent or null: default
+    exec_count: Count
+    inputs: dict[Name, Value]
+    keep: dict[Name, str]  # held by the worker unchanged: name -> hash
+    references: list[Name]  # held here as RemoteValues: the worker's copy is the value
+    expect_worker: Optional[str]  # the worker those values are on
+    binds: list[Name]
+    out: Optional[list[Name]]
+    no_out: bool
+    keep_remote: Optional[list[Name]]
+    max_return: Count  # bytes ($JUPYTER_GPU_MAX_RETURN)
+    shm: bool  # buffers may be lent as shared memory
+    keep_warm: Optional[Seconds]
+    returned: list[str]  # the worker's segments whose values died in the kernel
+    session: str  # added by the backend (or the worker, for a lane cell)
+
+
+class Interrupt(_Envelope, total=False):
+    """The stop button's first press (kernel -> backend -> worker, or by the lane)."""
+
+    cell: str
+
+
+class Kill(_Envelope, total=False):
+    """The second press: the backend kills the worker (for a lane cell: the lease's worker)."""
+
+    cell: str
+    gpu: Optional[str]
+    image: Optional[str]
+
+
+class Release(_Envelope, total=False):
+    """Give back the session's leases; answered by ``status_reply`` with ``released``."""
+
+
+class Status(_Envelope, total=False):
+    """Ask for the session's workers; answered by ``status_reply``."""
+
+
+class Prewarm(_Envelope, total=False):
+    """Start (lease) a worker before the first cell needs it; answered by ``status_reply``."""
+
+    gpu: Optional[str]
+    keep_warm: Optional[Seconds]
+    image: Optional[str]
+
+
+class InputReply(_Envelope, total=False):
+    """What the user typed for the cell's ``input()``, or why there is nothing."""
+
+    cell: str
+    value: str
+    error: InputError
+
+
+class LaneLost(_Envelope, total=False):
+    """The kernel's lane broke mid-cell: what happened to it?"""
+
+    cell: str
+    gpu: str
+    worker: Optional[str]
+
+
+# -- backend -> kernel ---------------------------------------------------------------------------
+class Welcome(_Envelope, total=False):
+    """The first message on a kernel's connection."""
+
+    protocol: int
+    version: str
+    session: str
+    host_id: Optional[str]  # when the workers share the kernel's host (shared memory, lanes)
+    runtime: str
+    offers: list[str]
+    default_gpu: str
+    devices: dict[str, Count]  # the most devices a worker may get, per type ("A100:2")
+    images: list[str]
+
+
+class Phase(_Envelope, total=False):
+    """Where a waiting cell is: queued (with its position), cold_start (with what it waits for), running."""
+
+    cell: str
+    phase: Literal["queued", "cold_start", "running"]
+    position: Count
+    gpu: str
+    detail: str
+
+
+class Lease(TypedDict, total=False):
+    gpu: str
+    device: str
+    worker: str
+    state: str
+    keep_warm: Optional[float]
+    keep_warm_left: Optional[float]
+    pool: str
+    image: str
+
+
+class StatusReply(_Envelope, total=False):
+    """The session's workers, what the runtime offers, and what a release or prewarm did."""
+
+    leases: list[Lease]
+    offers: list[str]
+    runtime: str
+    images: list[str]
+    warm_pool: dict[str, Any]
+    dedicated: dict[str, Any]
+    autoscale: dict[str, Any]
+    released: Count
+    prewarmed: dict[str, Any]  # gpu, image, worker, device, cold_start, started
+
+
+class Resend(_Envelope, total=False):
+    """The kernel counted on values the worker does not hold: it sends them all again."""
+
+    cell: str
+    reason: str
+    names: list[Name]
+
+
+class LaneLostReply(_Envelope, total=False):
+    cell: Optional[str]
+    ran: bool
+    status: str
+    message: str
+    device: str
+    gpu: str
+
+
+class Failure(_Envelope, total=False):
+    """A request that could not be served; ``code`` is a key of ``errors.ERRORS_BY_CODE``."""
+
+    code: str
+    message: str
+    cell: Optional[str]
+
+
+# -- worker -> backend -> kernel: a cell's events ------------------------------------------------
+class Stream(_Envelope, total=False):
+    cell: str
+    name: Literal["stdout", "stderr"]
+    text: str
+
+
+class Display(_Envelope, total=False):
+    cell: str
+    kind: Literal["display_data", "execute_result"]
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    transient: dict[str, Any]
+    update: bool
+    bulk: Count  # a large display: data and metadata are this JSON buffer
+
+
+class ClearOutput(_Envelope, total=False):
+    cell: str
+    wait: bool
+
+
+class Error(_Envelope, total=False):
+    """A cell's exception: as text, or (``pickled``) the exception itself."""
+
+    cell: str
+    ename: str
+    evalue: str
+    traceback: list[str]
+    pickled: Value
+
+
+class InputRequest(_Envelope, total=False):
+    cell: str
+    prompt: str
+    password: bool
+
+
+class Done(_Envelope, total=False):
+    """A cell's final event: its status, timings and what comes back.  The worker sends the
+    results; whoever placed the cell adds where it ran (``placed``)."""
+
+    cell: str
+    status: Literal["ok", "error", "interrupted", "killed", "lost", "resend"]
+    timings: Timings
+    values: dict[Name, Value]
+    refs: dict[Name, KeptValue]
+    missing: list[Name]
+    deleted: list[Name]
+    returned: list[str]  # the kernel's segments whose values died on the worker
+    telemetry: dict[str, Any]  # peak GPU memory, mean utilisation (NVML)
+    # where it ran (the backend for a relayed cell, the kernel for a lane cell)
+    worker: Optional[str]
+    gpu: str
+    image: str
+    device: str
+    cold: bool
+    pool: str
+    keep_warm: Optional[float]
+    lane: LaneGrant
+    start_method: str
+
+
+# -- worker <-> backend --------------------------------------------------------------------------
+class Register(_Envelope, total=False):
+    worker: str
+    pid: int
+    host_id: Optional[str]
+    python: str
+    ipython: str
+    startup_s: float
+    lane: Optional[LaneGrant]
+    gpu: str
+    device: str
+    memory_bytes: Optional[int]
+    index: Optional[int]
+
+
+class Registered(_Envelope, total=False):
+    worker: str
+
+
+class Shutdown(_Envelope, total=False):
+    pass
+
+
+class Started(_Envelope, total=False):
+    """A lane cell runs on (over 20 ms): the worker is busy, keep-warm paused."""
+
+    cell: str
+
+
+class Metered(_Envelope, total=False):
+    """A lane cell ran: the ledger and keep-warm (dated back by ``ended_ago``)."""
+
+    cell: str
+    status: str
+    timings: Timings
+    keep_warm: Optional[float]
+    ended_ago: float
+
+
+class Retire(_Envelope, total=False):
+    """Keep-warm ran out: exit if you ran no cell since ``cells``."""
+
+    cells: Count
+
+
+class Retired(_Envelope, total=False):
+    cells: Count
+
+
+class Report(_Envelope, total=False):
+    """Send the reports you owe now (a kernel asks for its status)."""
+
+
+class Reported(_Envelope, total=False):
+    """Nothing more owed."""
+
+
+# -- the lane's handshake (kernel -> worker) -----------------------------------------------------
+class LaneHello(_Envelope, total=False):
+    secret: str
+    session: Optional[str]
+
+
+class LaneOk(_Envelope, total=False):
+    pass
+
+
+# -- the table -----------------------------------------------------------------------------------
+TYPES: dict[str, type] = {
+    "execute": Execute, "interrupt": Interrupt, "kill": Kill, "release": Release, "status": Status,
+    "prewarm": Prewarm, "input_reply": InputReply, "lane_lost": LaneLost,
+    "welcome": Welcome, "phase": Phase, "status_reply": StatusReply, "resend": Resend,
+    "lane_lost_reply": LaneLostReply, "failure": Failure,
+    "stream": Stream, "display": Display, "clear_output": ClearOutput, "error": Error,
+    "input_request": InputRequest, "done": Done,
+    "register": Register, "registered": Registered, "shutdown": Shutdown, "started": Started,
+    "metered": Metered, "retire": Retire, "retired": Retired, "report": Report, "reported": Reported,
+    "lane_hello": LaneHello, "lane_ok": LaneOk,
+}
+EXECUTE, INTERRUPT, KILL, RELEASE, STATUS, PREWARM = "execute", "interrupt", "kill", "release", "status", "prewarm"
+INPUT_REPLY, LANE_LOST, WELCOME, PHASE, STATUS_REPLY = "input_reply", "lane_lost", "welcome", "phase", "status_reply"
+RESEND, LANE_LOST_REPLY, FAILURE, STREAM, DISPLAY = "resend", "lane_lost_reply", "failure", "stream", "display"
+CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "input_request", "done", "register"
+REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
+RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
+
+_DECODERS = {name: msgspec.json.Decoder(t) for name, t in TYPES.items()}
+_ANY = msgspec.json.Decoder()
+_TYPE_AT = len(b'{"type":"')
+STRICT = settings.STRICT_WIRE.get() == "1"
+
+
+class SchemaError(ValueError):
+    """A header that is not a message: ``header`` is what it holds as far as it is a JSON object
+    (None when it is not one), unvalidated, for the receiver to answer it and skip its frames."""
+
+    def __init__(self, message: str, header: dict | None = None):
+        super().__init__(message)
+        self.header = header
+
+
+def decode(raw: bytes) -> dict:
+    """The header in ``raw`` (JSON), validated against its type's definition; SchemaError naming
+    what is wrong."""
+    kind = None
+    if raw.startswith(b'{"type":"'):  # how encode() writes every header: the type is read off it
+        end = raw.find(b'"', _TYPE_AT)
+        kind = raw[_TYPE_AT:end].decode("utf-8", "replace") if end > 0 else None
+    decoder = _DECODERS.get(kind)
+    if decoder is None:  # written by someone else, or an unknown type: find out what it is
+        try:
+            loose = _ANY.decode(raw)
+        except msgspec.DecodeError as e:
+            raise SchemaError(f"header is not valid JSON: {e}") from None
+        if not isinstance(loose, dict) or not isinstance(loose.get("type"), str):
+            raise SchemaError("header must be a JSON object with a string 'type'", loose if isinstance(loose, dict) else None)
+        kind = loose["type"]
+        decoder = _DECODERS.get(kind)
+        if decoder is None:  # not ours to refuse: the receiver's dispatch answers it ("unknown message type")
+            return loose
+    try:
+        header = decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        raise SchemaError(f"{kind!r} message: {e}", _loose(raw)) from None
+    except msgspec.DecodeError as e:
+        raise SchemaError(f"header is not valid JSON: {e}") from None
+    if header.get("type") != kind:  # '{"type":"x", ..., "type":"y"}'
+        raise SchemaError(f"{kind!r} message: it names its type twice", header)
+    if STRICT:
+        unknown = set(_ANY.decode(raw)) - set(header)
+        if unknown:
+            raise SchemaError(f"{kind!r} message: it has fields its definition lacks: {sorted(unknown)} "
+                                 "(jupyter_gpu/_wire/messages.py)", header)
+    return header
+
+
+def _loose(raw: bytes) -> dict | None:
+    """The header as it came, unvalidated (None where even that cannot be read: a number JSON
+    writes but no float holds)."""
+    try:
+        loose = _ANY.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return loose if isinstance(loose, dict) else None
+
+
+def _not_json(obj):
+    raise TypeError(f"protocol header field of type {type(obj).__name__} is not JSON")
+
+
+encode_header = msgspec.json.Encoder(enc_hook=_not_json).encode  # dict -> bytes, "type" first as given
+
+
+# -- constructors ----------------------------------------------------------------------------------
 def failure(code: str, message: str, **extra) -> dict:
     return {"type": FAILURE, "code": code, "message": message, **extra}
+
+
+def done(cell: str, status: str, timings: dict | None = None, **fields) -> dict:
+    """A cell's final event (``Done``): the one constructor every sender uses."""
+    return {"type": DONE, "cell": cell, "status": status, "timings": dict(timings or {}), **fields}
+
+
+def placed(done_header: dict, **where) -> dict:
+    """Add where a cell ran to its ``done`` (worker, gpu, image, device, cold, pool, keep_warm, lane,
+    start_method): the backend for a relayed cell, the kernel for one that went by the lane."""
+    unknown = set(where) - _PLACEMENT
+    if unknown:
+        raise TypeError(f"not where a cell ran: {sorted(unknown)}")
+    done_header.update(where)
+    return done_header
+
+
+_PLACEMENT = frozenset({"worker", "gpu", "image", "device", "cold", "pool", "keep_warm", "lane", "start_method"})

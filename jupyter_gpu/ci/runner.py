@@ -23,6 +23,7 @@ from jupyter_gpu.cost.limit import RUN_BUDGET_ENV
 from jupyter_gpu._wire.devices import FALLBACK_ENV
 from jupyter_gpu.cost.footer import MIME
 from jupyter_gpu.notebook.options import positive
+from jupyter_gpu._wire import settings
 
 EXIT_OK = 0  # every notebook passed (or failed where it is marked to), within the budget
 EXIT_CELL = 1  # a cell failed (an exception, a timeout), or a notebook marked to fail passed
@@ -393,11 +394,11 @@ def _main(args) -> int:
         print("jupyter-gpu run: --embedded cannot go with --url/--token", file=sys.stderr)
         return EXIT_USAGE
     env = dict(os.environ)
-    url = None if args.embedded else (args.url or env.get("JUPYTER_GPU_URL"))
+    url = None if args.embedded else (args.url or settings.URL.get(env))
     if not url and args.token is not None:  # meant a shared backend: never run on the embedded one instead
         print("jupyter-gpu run: --token without --url or JUPYTER_GPU_URL", file=sys.stderr)
         return EXIT_USAGE
-    if not url and not args.embedded and env.get("JUPYTER_GPU_TOKEN"):
+    if not url and not args.embedded and settings.TOKEN.get(env):
         print("jupyter-gpu run: note: JUPYTER_GPU_TOKEN is set but JUPYTER_GPU_URL is not: "
               "using the embedded backend", file=sys.stderr, flush=True)
     if args.embedded:
@@ -407,7 +408,7 @@ def _main(args) -> int:
     if args.gpu_fallback:
         env[FALLBACK_ENV] = args.gpu_fallback
     if url:
-        token = args.token if args.token is not None else env.get("JUPYTER_GPU_TOKEN", "")
+        token = args.token if args.token is not None else settings.TOKEN.get(env)
         url = url.rstrip("/")
         env["JUPYTER_GPU_URL"], env["JUPYTER_GPU_TOKEN"] = url, token
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from jupyter_gpu._wire import settings
 
 COMMANDS = ("prices", "report", "advise")
 
@@ -89,7 +90,6 @@ def _prices(args) -> int:
 
 def _advise(args) -> int:
     import json
-    import os
 
     from jupyter_gpu.cost import advise, pricing, saved
 
@@ -104,7 +104,7 @@ def _advise(args) -> int:
         if args.url:
             import urllib.request
 
-            token = args.token or os.environ.get("JUPYTER_GPU_TOKEN", "")
+            token = args.token or settings.TOKEN.get()
             req = urllib.request.Request(args.url.rstrip("/") + "/api/cells?limit=10000",
                                          headers={"Authorization": f"token {token}"})
             with urllib.request.urlopen(req, timeout=30) as resp:

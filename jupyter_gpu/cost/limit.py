@@ -11,12 +11,12 @@ while it still runs (an interrupt that lands during the cold start finds no code
 """
 from __future__ import annotations
 
-import os
 
 from jupyter_gpu.cost.pricing import price_for
+from jupyter_gpu._wire import settings
 
 RESEND = 1.0  # seconds between interrupts while a cell past its limit keeps running
-RUN_BUDGET_ENV = "JUPYTER_GPU_RUN_BUDGET"  # USD that `jupyter-gpu run --max-cost` left this kernel
+RUN_BUDGET_ENV = settings.RUN_BUDGET.name  # USD that `jupyter-gpu run --max-cost` left this kernel
 
 
 class CellBudget:
@@ -85,7 +85,7 @@ def run_limit(own: float | None, gpu: str, spent: float) -> float | None:
     (``$JUPYTER_GPU_RUN_BUDGET``) less what its cells have cost (``spent``, USD), or the cell's own
     --max-cost if smaller.  Not applied on a device without a price: it could not bite, only say
     so in every cell."""
-    left = os.environ.get(RUN_BUDGET_ENV)
+    left = settings.RUN_BUDGET.get()
     if not left or price_for(gpu).serverless_per_s <= 0:
         return own
     left = max(0.0, float(left) - spent)

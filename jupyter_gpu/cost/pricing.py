@@ -11,10 +11,10 @@ use; ``catalog()`` lists every entry with where it came from.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from jupyter_gpu._wire import settings
 
 try:
     import tomllib
@@ -111,7 +111,7 @@ class Price:
 
 def override_path() -> Path | None:
     """The team's own catalog, if there is one."""
-    env = os.environ.get("JUPYTER_GPU_PRICES")
+    env = settings.PRICES.get()
     if env:
         return Path(env).expanduser()
     p = Path.home() / ".jupyter" / "jupyter-gpu" / "prices.toml"

@@ -1,7 +1,6 @@
 """`%%gpu` (run a cell on a worker) and `%gpu` (status, release, use, config)."""
 from __future__ import annotations
 
-import os
 import re
 
 
@@ -11,6 +10,7 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 from jupyter_gpu._wire import messages
 from jupyter_gpu.notebook.session import CellOptions, KernelSession
 from jupyter_gpu.notebook.options import positive
+from jupyter_gpu._wire import settings
 
 
 def duration(text: str) -> float:
@@ -39,8 +39,8 @@ def _device_group(f):
 
 # the defaults of `%gpu config` a kernel starts with (`jupyter-gpu run` sets them from the
 # notebook's metadata.jupyter_gpu, where the JupyterLab sidebar stores the notebook's choice)
-DEFAULT_GPU_ENV, DEFAULT_KEEP_WARM_ENV = "JUPYTER_GPU_DEFAULT_GPU", "JUPYTER_GPU_DEFAULT_KEEP_WARM"
-DEFAULT_IMAGE_ENV = "JUPYTER_GPU_DEFAULT_IMAGE"
+DEFAULT_GPU_ENV, DEFAULT_KEEP_WARM_ENV = settings.DEFAULT_GPU.name, settings.DEFAULT_KEEP_WARM.name
+DEFAULT_IMAGE_ENV = settings.DEFAULT_IMAGE.name
 
 
 @magics_class
@@ -49,10 +49,10 @@ class GpuMagics(Magics):
         super().__init__(shell)
         self.session = KernelSession(shell)
         self._parsed: dict = {}  # %%gpu line -> its parsed options
-        self.session.defaults.gpu = os.environ.get(DEFAULT_GPU_ENV) or None
-        self.session.defaults.image = os.environ.get(DEFAULT_IMAGE_ENV) or None
-        if os.environ.get(DEFAULT_KEEP_WARM_ENV):
-            self.session.defaults.keep_warm = duration(os.environ[DEFAULT_KEEP_WARM_ENV])
+        self.session.defaults.gpu = settings.DEFAULT_GPU.get() or None
+        self.session.defaults.image = settings.DEFAULT_IMAGE.get() or None
+        if settings.DEFAULT_KEEP_WARM.get():
+            self.session.defaults.keep_warm = duration(settings.DEFAULT_KEEP_WARM.get())
 
     @magic_arguments("%gpu")
     @_device_group

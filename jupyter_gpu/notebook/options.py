@@ -1,10 +1,10 @@
 """A `%%gpu` cell's options and text, as its execute request carries them: small pure functions."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from jupyter_gpu._wire import serialization
+from jupyter_gpu._wire import settings
 
 
 @dataclass
@@ -56,14 +56,14 @@ def positive(text: str) -> float:
 positive.__name__ = "positive number"  # argparse names the type in its message
 
 
-MAX_RETURN_ENV = "JUPYTER_GPU_MAX_RETURN"  # default: serialization.MAX_RETURN
+MAX_RETURN_ENV = settings.MAX_RETURN.name  # default: serialization.MAX_RETURN
 
 
 def remote_limits(keep_remote: list | None) -> dict:
     """What stays on the worker: the names given, and any value larger than the limit, unless
     ``--out`` names it.  Only what differs from the worker's default goes into the request."""
     limits = {"keep_remote": keep_remote} if keep_remote else {}
-    text = os.environ.get(MAX_RETURN_ENV)
+    text = settings.MAX_RETURN.get()
     if text:
         limits["max_return"] = serialization.parse_size(text, MAX_RETURN_ENV)
     return limits

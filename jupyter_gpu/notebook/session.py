@@ -27,6 +27,7 @@ from jupyter_gpu.notebook.publish import Publisher
 from jupyter_gpu.notebook.outcome import CellOutcome
 from jupyter_gpu.notebook.options import CellOptions, CellPlan, nested_binds, nested_magic, remote_limits, remote_source
 from jupyter_gpu.notebook.remote import RemoteValue
+from jupyter_gpu._wire import settings
 
 def _kernel_id() -> str:
     try:
@@ -118,7 +119,7 @@ class KernelSession:
         """(the GPU type, the spec asked for when that is a fallback, else None)."""
         welcome = self.connect().welcome
         spec = requested or self.defaults.gpu or welcome.get("default_gpu", "cpu")
-        fallback = os.environ.get(devices.FALLBACK_ENV, "")
+        fallback = settings.FALLBACK.get()
         key = (spec, fallback)  # emptied when a new connection brings a new welcome
         known = self._gpu_cache.get(key)
         if known is not None:
@@ -259,9 +260,10 @@ class KernelSession:
                         return None
                 else:
                     keep_warm = plan.keep_warm if plan.keep_warm is not None else held.keep_warm
-                    outcome.done.update(worker=held.worker, gpu=plan.gpu, device=held.device, cold=False,
-                                        keep_warm=keep_warm, lane=held.lane, route="lane", pool=held.pool,
-                                        image=plan.opts.image)
+                    # the backend did not see it run: the kernel says where it ran
+                    messages.placed(outcome.done, worker=held.worker, gpu=plan.gpu, device=held.device, cold=False,
+                                    keep_warm=keep_warm, lane=held.lane, pool=held.pool, image=plan.opts.image)
+                    outcome.done["route"] = "lane"  # the footer's, not the wire's
             else:
                 if size is None:
                     size = self.client.send(header, packer.buffers) + packer.shm_bytes
@@ -362,8 +364,8 @@ class KernelSession:
             return None
         out = CellOutcome()
         out.error({"ename": "WorkerLost", "evalue": reply["message"]}, [])
-        out.done = {"type": messages.DONE, "cell": cell, "status": reply["status"], "timings": {},
-                    "worker": held.worker, "gpu": gpu, "device": reply.get("device", held.device), "cold": False}
+        out.done = messages.done(cell, reply["status"], worker=held.worker, gpu=gpu,
+                                 device=reply.get("device", held.device), cold=False)
         return out
 
     def forget(self, gpu: str) -> None:

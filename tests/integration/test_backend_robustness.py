@@ -83,6 +83,19 @@ def test_oversized_inputs_are_refused_and_the_connection_stays_usable(backend):
     c.close()
 
 
+def test_a_wrongly_typed_field_is_refused_and_the_connection_stays_usable(backend):
+    """A well-framed message whose field has the wrong type (a string keep_warm) is refused naming
+    the field, its payload skipped; the session's next cell runs on the same connection."""
+    c = BackendClient(backend, TOKEN, "s-typed")
+    c.send({"type": "execute", "cell": "t1", "code": "pass", "gpu": "cpu", "keep_warm": "300"}, [b"y" * 300_000])
+    msg = c.recv(timeout=30)
+    assert msg.type == messages.FAILURE and msg.header["code"] == "bad_request" and msg.header["cell"] == "t1"
+    assert "keep_warm" in msg.header["message"]
+    events = run_cell(c, "# %%gpu\nprint('still here')", "t2")
+    assert [e["text"] for e in events if e["type"] == "stream"] == ["still here\n"]
+    c.close()
+
+
 def test_unknown_gpu_type_names_what_is_offered(backend):
     c = BackendClient(backend, TOKEN, "s-gpu")
     events = run_cell(c, "pass", "g1", gpu="Z9000")

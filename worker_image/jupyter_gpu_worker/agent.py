@@ -35,10 +35,10 @@ from jupyter_gpu_worker.meter import LaneReports  # noqa: E402
 from jupyter_gpu_worker.results import Holdings, before_cell, pack_results  # noqa: E402
 from jupyter_gpu_worker.shell import Emitter, make_shell  # noqa: E402
 from jupyter_gpu_worker.telemetry import GpuTelemetry  # noqa: E402
+from jupyter_gpu._wire import settings
 
-SECRET_ENV = "JUPYTER_GPU_WORKER_SECRET"
-ID_ENV = "JUPYTER_GPU_WORKER_ID"
-LANE_DIR_ENV = "JUPYTER_GPU_LANE_DIR"  # set by runtimes whose workers share the kernel's host
+SECRET_ENV, ID_ENV = settings.WORKER_SECRET.name, settings.WORKER_ID.name
+LANE_DIR_ENV = settings.LANE_DIR.name  # set by runtimes whose workers share the kernel's host
 INTERRUPT_RETRY, INTERRUPT_RETRIES = 0.3, 5
 
 
@@ -320,7 +320,7 @@ class Agent(LaneReports):
             self.send({"type": messages.RESEND, "cell": cell, "names": missing})
             if t_received is not None:
                 self._owe_report(h, "resend", {}, time.monotonic())
-            self.send({"type": messages.DONE, "cell": cell, "status": "resend", "timings": {}})
+            self.send(messages.done(cell, "resend"))
             return
         self.emitter.cell = cell
         status, timings, telemetry = "ok", {}, {}
@@ -380,8 +380,8 @@ class Agent(LaneReports):
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
             self.emitter.end(
-                {"type": messages.DONE, "status": status, "timings": timings, "returned": returned, **outputs,
-                 **({"telemetry": telemetry} if telemetry else {})},
+                messages.done(cell, status, timings, returned=returned, **outputs,
+                              **({"telemetry": telemetry} if telemetry else {})),
                 buffers,
             )
             self.out_pool.lent(self.session)
@@ -427,7 +427,7 @@ def preload_image() -> None:
     its ImportError is the log tail the cell's WorkerStartFailed shows."""
     import importlib
 
-    for name in filter(None, os.environ.get("JUPYTER_GPU_IMAGE_PRELOAD", "").split(",")):
+    for name in filter(None, settings.IMAGE_PRELOAD.get().split(",")):
         importlib.import_module(name)
 
 

@@ -142,8 +142,7 @@ class Emitter:
                 self._send({"type": messages.STREAM, "cell": header["cell"], "name": "stderr",
                             "text": f"[jupyter-gpu: an output was not shown: {e}]\n"}, ())
                 if header.get("type") == messages.DONE:  # the kernel waits for it: the end, without results
-                    self._send({"type": messages.DONE, "cell": header["cell"], "status": "error",
-                                "timings": header.get("timings", {})}, ())
+                    self._send(messages.done(header["cell"], "error", header.get("timings")), ())
 
     def display(self, fields: dict, data, metadata) -> None:
         """A display event; a large one carries its data and metadata as a JSON buffer, since a

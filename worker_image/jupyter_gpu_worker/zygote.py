@@ -18,10 +18,11 @@ import select
 import signal
 import sys
 import time
+from jupyter_gpu._wire import settings
 
 # matplotlib, not matplotlib_inline's backend: the backend hooks into IPython when it is imported,
 # which must happen in the worker, where the shell exists
-DEFAULT_PRELOAD = "numpy,cloudpickle,IPython,matplotlib,torch"
+DEFAULT_PRELOAD = settings.PRELOAD.default  # numpy, cloudpickle, IPython, matplotlib, torch
 
 
 def _preload(names: list[str]) -> list[str]:
@@ -60,8 +61,8 @@ def _child(req: dict) -> None:
         os.close(devnull)
         for k, v in req.get("env", {}).items():
             os.environ[k] = v
-        os.environ["JUPYTER_GPU_WORKER_SECRET"] = req["secret"]
-        os.environ["JUPYTER_GPU_WORKER_ID"] = req["worker"]
+        os.environ[settings.WORKER_SECRET.name] = req["secret"]
+        os.environ[settings.WORKER_ID.name] = req["worker"]
         from jupyter_gpu_worker import agent
 
         agent.main(["--url", req["url"]])
@@ -74,10 +75,10 @@ def _child(req: dict) -> None:
 def main() -> None:
     t0 = time.monotonic()
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # before matplotlib
-    names = [n for n in os.environ.get("JUPYTER_GPU_PRELOAD", DEFAULT_PRELOAD).split(",") if n]
+    names = [n for n in settings.PRELOAD.get().split(",") if n]
     # the worker image's own `preload` (one that fails here fails each worker's start, with the
     # ImportError in its log: agent.preload_image)
-    names += [n for n in os.environ.get("JUPYTER_GPU_IMAGE_PRELOAD", "").split(",") if n and n not in names]
+    names += [n for n in settings.IMAGE_PRELOAD.get().split(",") if n and n not in names]
     loaded = _preload(names)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

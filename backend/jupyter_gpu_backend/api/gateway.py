@@ -111,6 +111,11 @@ class Gateway:
                 try:
                     header, inline = framing.parse_first(frame)
                     await self.on_client_message(session, header, inline, ws)
+                except framing.InvalidMessage as e:  # well framed, wrongly typed: refused, the connection kept
+                    await self._drain(e.header, ws)
+                    cell = e.header.get("cell")
+                    await self._fail(session, cell if isinstance(cell, str) else None, "bad_request",
+                                     f"malformed message: {e}")
                 except framing.ProtocolError as e:
                     await conn.send(messages.failure("protocol", f"malformed message: {e}"))
                     await ws.close(code=CLOSE_PROTOCOL, reason=str(e)[:120])
@@ -238,8 +243,7 @@ class Gateway:
         self.scheduler.ledger.cell_done(run.id, "interrupted", None, run.cold, timings)
         await run.session.emit({"type": messages.ERROR, "cell": run.id, "ename": "KeyboardInterrupt",
                                 "evalue": f"interrupted after {waited:.1f} s {where}", "traceback": []})
-        await run.session.emit({"type": messages.DONE, "cell": run.id, "status": "interrupted",
-                                "gpu": run.gpu, "cold": run.cold, "timings": timings})
+        await run.session.emit(messages.done(run.id, "interrupted", timings, gpu=run.gpu, cold=run.cold))
 
     async def _lane_lost(self, session, header: dict) -> None:
         await session.emit(await self.scheduler.lane_lost(session, header))

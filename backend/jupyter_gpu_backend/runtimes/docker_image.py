@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from jupyter_gpu._wire import settings
 
 WORKER_REPO = "jupyter-gpu-worker"
 LABEL = "org.jupyter-gpu.inputs"
@@ -211,7 +212,7 @@ def ensure_worker_image(client, base: str | None = None, log=print) -> tuple[str
     """(tag, built now): the worker image for the current inputs, built only if its tag is missing."""
     import docker
 
-    base = base or os.environ.get("JUPYTER_GPU_DOCKER_BASE") or DEFAULT_BASE
+    base = base or settings.DOCKER_BASE.get() or DEFAULT_BASE
     try:
         base_id = client.images.get(base).id
     except docker.errors.ImageNotFound:

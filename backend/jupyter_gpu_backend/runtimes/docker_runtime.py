@@ -32,6 +32,7 @@ from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 from jupyter_gpu_backend.runtimes.images import Image, default_images
 from jupyter_gpu_backend.runtimes.base import exit_text, wait_exits
 from jupyter_gpu_backend.runtimes.local import detect_gpus
+from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -75,9 +76,9 @@ class DockerRuntime:
         self.worker_url = worker_url
         self.gpus = detect_gpus()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.image = image or os.environ.get("JUPYTER_GPU_DOCKER_IMAGE") or None
+        self.image = image or settings.DOCKER_IMAGE.get() or None
         self._given_image = self.image is not None  # used as it is, never built
-        self.shm_size = os.environ.get("JUPYTER_GPU_DOCKER_SHM", "1g")  # Docker's 64 MiB breaks DataLoaders
+        self.shm_size = settings.DOCKER_SHM.get()  # Docker's 64 MiB breaks DataLoaders
         self.workers: dict[str, DockerWorker] = {}
         self._image_task: asyncio.Future | None = None
         self._image_error: str | None = None
@@ -182,7 +183,7 @@ class DockerRuntime:
         spec = self.images[image_name]
         image = await self._current_image(spec.base)
         index = self._pick_index(gpu)
-        env = {**spec.worker_env(), "JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
+        env = {**spec.worker_env(), settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
         opts = {}
         if index is None:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all

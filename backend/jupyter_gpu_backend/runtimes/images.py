@@ -21,8 +21,9 @@ import os
 from dataclasses import dataclass, field
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, check_name
+from jupyter_gpu._wire import settings
 
-PRELOAD_ENV = "JUPYTER_GPU_IMAGE_PRELOAD"  # the worker imports these at start (agent.main)
+PRELOAD_ENV = settings.IMAGE_PRELOAD.name  # the worker imports these at start (agent.main)
 COMMON_KEYS = ("env", "preload")
 RUNTIME_KEYS = {"python": "local", "base": "docker", "runtime_env": "ray"}  # key -> the runtime it is for
 

@@ -27,6 +27,7 @@ from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, Image, default_images
 from jupyter_gpu_backend.runtimes.base import exit_cause, log_tail, wait_exits
 from jupyter_gpu_backend.runtimes.device_table import DeviceTable
+from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -81,7 +82,7 @@ class LocalRuntime:
         self.workers: dict[str, WorkerProcess] = {}
         self.table = DeviceTable(self.gpus)  # which device indices each worker gets
         self.images: dict[str, Image] = images or default_images()
-        use_zygotes = os.environ.get("JUPYTER_GPU_ZYGOTE", "1") != "0"
+        use_zygotes = settings.ZYGOTE.get() != "0"
         self.zygotes = {name: Zygote(self.log_dir, image) for name, image in self.images.items()} if use_zygotes else {}
         self.zygote = self.zygotes.get(DEFAULT_IMAGE)  # the default image's
 
@@ -136,7 +137,7 @@ class LocalRuntime:
         # a cpu worker sees no GPU at all; a GPU worker sees exactly its own (one or several)
         env = {**image.worker_env(), "CUDA_VISIBLE_DEVICES": DeviceTable.visible(indices),
                # the worker's direct lane socket lives in this private (0700) directory
-               "JUPYTER_GPU_LANE_DIR": self.log_dir}
+               settings.LANE_DIR.name: self.log_dir}
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
         handle = None
         zygote = self.zygotes.get(image.name)
@@ -152,7 +153,7 @@ class LocalRuntime:
         return handle
 
     async def _spawn(self, gpu, worker_id, secret, env, log_path, index, python=None) -> WorkerProcess:
-        full_env = {**os.environ, **env, "JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
+        full_env = {**os.environ, **env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_path, "wb") as out:
             proc = await asyncio.create_subprocess_exec(

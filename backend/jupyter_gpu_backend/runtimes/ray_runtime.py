@@ -25,6 +25,7 @@ from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
 from jupyter_gpu_backend.runtimes.images import Image, default_images
 from jupyter_gpu_backend.runtimes.base import exit_cause, log_tail
+from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
 ACTOR_CPUS = 0.5  # what an actor holds besides its GPU: the agent is mostly idle between cells
@@ -81,9 +82,9 @@ class RayRuntime:
 
         self.ray = ray
         if not ray.is_initialized():
-            address = address or os.environ.get("JUPYTER_GPU_RAY_ADDRESS") or None
+            address = address or settings.RAY_ADDRESS.get() or None
             # a local cluster's size: every CPU, at least 2 ($JUPYTER_GPU_RAY_CPUS to choose)
-            cpus = int(os.environ.get("JUPYTER_GPU_RAY_CPUS") or max(2, os.cpu_count() or 2))
+            cpus = int(settings.RAY_CPUS.get() or max(2, os.cpu_count() or 2))
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      **({} if address else {"num_cpus": cpus}))
         self.worker_url = worker_url
@@ -142,7 +143,7 @@ class RayRuntime:
             opts["runtime_env"] = spec.runtime_env
         actor = self.actor_cls.options(**opts).remote()
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
-        env = {**spec.worker_env(), "JUPYTER_GPU_WORKER_SECRET": secret, "JUPYTER_GPU_WORKER_ID": worker_id}
+        env = {**spec.worker_env(), settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
         if gpu == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
         try:

@@ -254,10 +254,10 @@ class Scheduler(LaneReports):
                 "run": time.monotonic() - run.t_dispatch,
                 "worker_start": worker.startup_s if run.cold else 0.0,
             }
-            header.update(worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold, pool=worker.pool,
-                          image=worker.image)
+            messages.placed(header, worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold,
+                            pool=worker.pool, image=worker.image)
             if run.cold:
-                header["start_method"] = getattr(worker.handle, "start_method", "spawn")
+                messages.placed(header, start_method=getattr(worker.handle, "start_method", "spawn"))
             self.ledger.cell_pool(run.id, worker.pool)  # before cell_done: budgets charge by pool
             self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
             worker.cell = None
@@ -265,9 +265,9 @@ class Scheduler(LaneReports):
                 worker.cells += 1
             lease = run.session.leases.get(run.key)
             if lease is not None:
-                header["keep_warm"] = lease.keep_warm
+                messages.placed(header, keep_warm=lease.keep_warm)
                 if self.lanes and worker.lane and lease.worker is worker:
-                    header["lane"] = worker.lane  # this kernel's later warm cells may go direct
+                    messages.placed(header, lane=worker.lane)  # this kernel's later warm cells may go direct
             self._idle(lease)
         await run.session.emit(header, inline, frames)
 
@@ -392,20 +392,9 @@ class Scheduler(LaneReports):
                 "traceback": [],
             }
         )
-        await run.session.emit(
-            {
-                "type": messages.DONE,
-                "cell": run.id,
-                "status": status,
-                "timings": timings,
-                "worker": worker.id,
-                "gpu": worker.gpu,
-                "device": worker.device,
-                "cold": run.cold,
-                "pool": worker.pool,
-                "image": worker.image,
-            }
-        )
+        await run.session.emit(messages.done(run.id, status, timings, worker=worker.id, gpu=worker.gpu,
+                                             device=worker.device, cold=run.cold, pool=worker.pool,
+                                             image=worker.image))
 
     # -- control requests ----------------------------------------------------------------------
     def _running(self, session: Session, cell: str) -> Worker | None:
