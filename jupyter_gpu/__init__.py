@@ -5,39 +5,43 @@
     %%gpu --gpu H100
     import torch
     x = torch.randn(4096, 4096, device="cuda") @ w
+
+The public API, and only that (``__all__``).  Nothing is imported at import time: the worker and the
+backend import this package for ``errors`` and ``_wire``, and must not pull in the kernel's side;
+the functions IPython and JupyterLab call import it when called.
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
-
-_magics = None
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "last_cell"]
 
 
 def load_ipython_extension(ip) -> None:
-    global _magics
-    from jupyter_gpu.notebook import cell_text, early
-    from jupyter_gpu.notebook.magics import GpuMagics, help_without_body
+    """`%load_ext jupyter_gpu`: registers `%%gpu` and `%gpu`."""
+    from jupyter_gpu.notebook import extension
 
-    if _magics is None or _magics.shell is not ip:
-        _magics = GpuMagics(ip)
-    ip.register_magics(_magics)
-    if help_without_body not in ip.input_transformers_cleanup:
-        ip.input_transformers_cleanup.append(help_without_body)
-    early.install(_magics)  # a warm cell goes to its worker as its request arrives (early.py)
-    cell_text.install(ip)  # IPython transforms a `%%gpu` cell's text once, not at every run
+    extension.load(ip)
 
 
 def unload_ipython_extension(ip) -> None:
-    from jupyter_gpu.notebook import cell_text
+    from jupyter_gpu.notebook import extension
 
-    cell_text.uninstall(ip)
-    if _magics is not None:
-        _magics.session.close()
+    extension.unload(ip)
 
 
 def last_cell() -> dict | None:
     """The footer record of this kernel's last `%%gpu` cell (None before the first)."""
-    return None if _magics is None else _magics.session.last_footer
+    from jupyter_gpu.notebook import extension
+
+    return extension.last_cell()
+
+
+def __getattr__(name: str):
+    if name == "_magics":  # this kernel's magics, for tests and benchmarks (None before %load_ext)
+        from jupyter_gpu.notebook import extension
+
+        return extension.magics
+    raise AttributeError(f"module 'jupyter_gpu' has no attribute {name!r}")
 
 
 def _jupyter_labextension_paths():

@@ -1,6 +1,6 @@
-"""The `gpu=` option: a GPU type, a fallback list ("H100,A100,cpu"), and a device count ("A100:2")."""
+"""GPU specs: the `gpu=` option (a type, a fallback list "H100,A100,cpu", a device count "A100:2"),
+and the catalog type of an NVML device name (the worker and the backend's GPU table both name GPUs so)."""
 from __future__ import annotations
-
 
 from jupyter_gpu.errors import NoSuchDevice
 from jupyter_gpu._wire import settings
@@ -70,3 +70,17 @@ def with_fallback(spec: str, fallback: str | None = None) -> str:
     asked = {name for name, _ in parse(spec)}
     extra = [name for name, _ in parse(fallback) if name not in asked]
     return ",".join([spec, *extra])
+
+
+_KNOWN = ("B200", "H200", "H100", "A100", "L40S", "L40", "A10", "L4", "T4", "A6000", "A5000", "A4000")
+
+
+def gpu_type_of(name: str) -> str:
+    """Map an NVML product name ("NVIDIA H100 80GB HBM3") to a catalog type ("H100")."""
+    upper = name.upper()
+    for t in _KNOWN:
+        if t in upper.replace("-", " ").split() or t in upper:
+            if t == "A100" and "80GB" in upper:
+                return "A100-80GB"
+            return t
+    return upper.replace("NVIDIA ", "").strip()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from jupyter_gpu._wire.devices import gpu_type_of  # NVML name -> catalog type, shared with the backend
+
 
 def describe() -> dict:
     """{"gpu": type name, "device": human name, "memory_bytes": int|None, "index": int|None}.
@@ -50,17 +52,3 @@ def _nvml_device() -> dict | None:
             pynvml.nvmlShutdown()
         except Exception:
             pass
-
-
-_KNOWN = ("B200", "H200", "H100", "A100", "L40S", "L40", "A10", "L4", "T4", "A6000", "A5000", "A4000")
-
-
-def gpu_type_of(name: str) -> str:
-    """Map an NVML product name ("NVIDIA H100 80GB HBM3") to a catalog type ("H100")."""
-    upper = name.upper()
-    for t in _KNOWN:
-        if t in upper.replace("-", " ").split() or t in upper:
-            if t == "A100" and "80GB" in upper:
-                return "A100-80GB"
-            return t
-    return upper.replace("NVIDIA ", "").strip()

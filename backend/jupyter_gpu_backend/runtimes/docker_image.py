@@ -1,8 +1,11 @@
 """The worker image of the `docker` runtime, rebuilt only when what goes into it changes.
 
 Inputs: ``worker_image/Dockerfile``, the base image (name and id), the pinned wheels the worker needs
-and the source of ``jupyter_gpu`` + ``jupyter_gpu_worker``.  Their content hash is the image's tag
-(``jupyter-gpu-worker:<hash>``): when that tag exists nothing is built.
+and the source of what the worker imports: ``jupyter_gpu_worker``, and of ``jupyter_gpu`` only
+``errors.py`` and ``_wire/`` (``WORKER_SOURCES``; the import-linter contract "the worker imports only
+jupyter_gpu._wire and jupyter_gpu.errors" keeps that true).  Their content hash is the image's tag
+(``jupyter-gpu-worker:<hash>``): when that tag exists nothing is built, so a change to the footer, the
+CI runner or the notebook code leaves the image as it is.
 
 Python packages go into the image as wheels in the build context, installed with ``pip install
 --no-index --find-links``: an index is not needed inside the build (here pip cannot even verify TLS
@@ -24,6 +27,7 @@ import fcntl
 import glob
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import re
@@ -43,8 +47,10 @@ DEFAULT_BASE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 LOCAL_BASE = "jupyter-gpu-base:bookworm"
 # What the worker imports, no more.  Pinned to this machine's versions (see the module doc).
 # what the worker imports, and matplotlib: a %%gpu cell's figures show inline on every runtime
-WORKER_PACKAGES = ["numpy", "cloudpickle", "ipython", "websockets", "xxhash", "matplotlib", "matplotlib-inline",
-                   "nvidia-ml-py"]
+WORKER_PACKAGES = ["numpy", "cloudpickle", "ipython", "websockets", "xxhash", "msgspec", "typing_extensions",
+                   "matplotlib", "matplotlib-inline", "nvidia-ml-py"]
+# The project's files a worker runs, per package (a folder: its .py files): what it imports, no more.
+WORKER_SOURCES = {"jupyter_gpu": ("__init__.py", "errors.py", "_wire"), "jupyter_gpu_worker": (".",)}
 
 
 def cache_dir() -> Path:
@@ -62,10 +68,17 @@ def _locked(name: str):
         yield
 
 
-def dockerfile_path() -> Path:
-    import jupyter_gpu_worker
+def package_dir(name: str) -> Path:
+    """Where an installed package's files are, found without importing it (the backend imports
+    nothing of the worker)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the package {name} is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
 
-    pkg = Path(jupyter_gpu_worker.__file__).parent
+
+def dockerfile_path() -> Path:
+    pkg = package_dir("jupyter_gpu_worker")
     for p in (pkg / "Dockerfile", pkg.parent / "Dockerfile"):  # installed wheel; source tree
         if p.exists():
             return p
@@ -73,16 +86,14 @@ def dockerfile_path() -> Path:
 
 
 def source_files() -> list[tuple[str, Path]]:
-    """(path in the image's src/, file) for the two packages a worker runs."""
-    import jupyter_gpu
-    import jupyter_gpu_worker
-
+    """(path in the image's src/, file) for what a worker imports (``WORKER_SOURCES``)."""
     out = []
-    for mod in (jupyter_gpu, jupyter_gpu_worker):
-        pkg = Path(mod.__file__).parent
-        for f in sorted(pkg.rglob("*.py")):
-            if "__pycache__" not in f.parts:
-                out.append((f"{pkg.name}/{f.relative_to(pkg).as_posix()}", f))
+    for name, parts in WORKER_SOURCES.items():
+        pkg = package_dir(name)
+        for part in parts:
+            where = pkg / part
+            files = [where] if where.is_file() else sorted(where.rglob("*.py"))
+            out += [(f"{name}/{f.relative_to(pkg).as_posix()}", f) for f in files if "__pycache__" not in f.parts]
     return out
 
 

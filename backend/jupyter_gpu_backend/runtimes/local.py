@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
-from jupyter_gpu._wire.devices import split
+from jupyter_gpu._wire.devices import gpu_type_of, split
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
@@ -58,7 +58,6 @@ def detect_gpus() -> dict[str, list[int]]:
         pynvml.nvmlInit()
     except Exception:
         return {}
-    from jupyter_gpu_worker.device import gpu_type_of
 
     found: dict[str, list[int]] = {}
     try:

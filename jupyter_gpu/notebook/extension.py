@@ -1,0 +1,29 @@
+"""`%load_ext jupyter_gpu`: register the magics on the shell and hook the kernel (early sends, the
+cell-text memo); `%unload_ext` undoes it and frees this kernel's workers."""
+from __future__ import annotations
+
+from jupyter_gpu.notebook import cell_text, early
+from jupyter_gpu.notebook.magics import GpuMagics, help_without_body
+
+magics: GpuMagics | None = None  # this kernel's, once loaded
+
+
+def load(ip) -> None:
+    global magics
+    if magics is None or magics.shell is not ip:
+        magics = GpuMagics(ip)
+    ip.register_magics(magics)
+    if help_without_body not in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.append(help_without_body)
+    early.install(magics)  # a warm cell goes to its worker as its request arrives (early.py)
+    cell_text.install(ip)  # IPython transforms a `%%gpu` cell's text once, not at every run
+
+
+def unload(ip) -> None:
+    cell_text.uninstall(ip)
+    if magics is not None:
+        magics.session.close()
+
+
+def last_cell() -> dict | None:
+    return None if magics is None else magics.session.last_footer
