@@ -21,9 +21,14 @@ Each variant runs in its own kernel, so one variant's client threads (ipyparalle
 cannot slow another's cells; the kernels are identical otherwise.  Round trip = from sending the
 execute_request to having both its execute_reply and its iopub `status: idle`.
 
+  before `%%gpu\nx = 1` on another checkout of the code (``--before DIR``: a git worktree of an
+         earlier commit): its kernel, embedded backend and workers import that tree's packages
+         (PYTHONPATH), interleaved with the others, so a change is measured against what it changed
+         in one run (issue 18's restructure: `gpu_over_before`)
+
 Targets (DESIGN.md): gpu median <= 0.5 x px median, and <= local median + 2 ms.
 
-    python benchmarks/bench_roundtrip.py [--rounds 300] [--warmup 30] [--quick]
+    python benchmarks/bench_roundtrip.py [--rounds 300] [--warmup 30] [--quick] [--before DIR]
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ import time
 from common import (CellError, run_main, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
                     verdict, write_result)
 
-CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1", "relay": "%%gpu\nx = 1",
+CODE = {"local": "x = 1", "px": "%%px\nx = 1", "gpu": "%%gpu\nx = 1", "relay": "%%gpu\nx = 1", "before": "%%gpu\nx = 1",
         "magic": "%%noop\nx = 1", "magic_footer": "%%footer\nx = 1", "floor": "%%floor\nx = 1"}
 # the floor variants: a cell magic that does nothing, and one that publishes a real footer's bundle
 # (the footer of the gpu variant's first cell) the way %%gpu does, and nothing else
@@ -138,10 +143,11 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per measured cell")
     ap.add_argument("--cold-timeout", type=float, default=180.0, help="seconds for the first %%gpu cell")
     ap.add_argument("--variants", default="local,px,gpu,relay,magic,magic_footer,floor")
+    ap.add_argument("--before", metavar="DIR", help="also measure `before`: the gpu variant on the code in DIR")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup = min(args.rounds, 30), min(args.warmup, 10)
-    wanted = [v for v in args.variants.split(",") if v]
+    wanted = [v for v in args.variants.split(",") if v] + (["before"] if args.before else [])
     banner(f"roundtrip: `x = 1` through a real kernel, {args.rounds} interleaved rounds")
 
     kernels, errors, first_footer = {}, {}, None
@@ -149,6 +155,10 @@ def main(argv=None):
         try:
             print(f"starting kernel for {v} ...", flush=True)
             env = {**os.environ, "JUPYTER_GPU_LANE": "0"} if v == "relay" else None
+            if v == "before":  # that tree's packages first on the path, in the kernel and all it starts
+                tree = os.path.abspath(args.before)
+                paths = [tree, os.path.join(tree, "backend"), os.path.join(tree, "worker_image")]
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
             k = kernels[v] = Kernel(f"roundtrip-{v}", env=env)  # relay: its own embedded backend, lanes off
             if v == "px":
                 start_px(k)
@@ -156,6 +166,11 @@ def main(argv=None):
                 first_footer = start_gpu(k, args.cold_timeout)
             elif v == "relay":
                 start_gpu(k, args.cold_timeout, route="backend")
+            elif v == "before":
+                start_gpu(k, args.cold_timeout)
+                where = k.execute("import jupyter_gpu; print(jupyter_gpu.__file__)", timeout=30).stream_text()
+                if not where.startswith(tree):
+                    raise RuntimeError(f"the before kernel imports jupyter_gpu from {where.strip()}, not {tree}")
             elif v == "floor":
                 start_gpu(k, args.cold_timeout)
                 k.execute(FLOOR, timeout=60)
@@ -200,7 +215,7 @@ def main(argv=None):
                 active.remove(v)
                 continue
             samples[v].append(rep.seconds * 1000.0)
-            if v in ("gpu", "relay", "floor") and any(f.get("cold") for f in rep.footers()):
+            if v in ("gpu", "relay", "floor", "before") and any(f.get("cold") for f in rep.footers()):
                 cold_in_measured += 1
         if (r + 1) % max(1, args.rounds // 5) == 0:
             print(f"  round {r + 1}/{args.rounds}", flush=True)
@@ -237,8 +252,16 @@ def main(argv=None):
             ratios["gpu_p99_over_px_p99"] = ratio(st["gpu"]["p99"], st["px"]["p99"])
             targets["gpu_le_half_px"] = {"value": ratios["gpu_over_px"], "limit": 0.5,
                                          "pass": ratios["gpu_over_px"] <= 0.5}
+    if "gpu" in med and "before" in med:
+        ratios["gpu_over_before"] = ratio(med["gpu"], med["before"])
+        ratios["gpu_minus_before_paired_median_ms"] = statistics.median(
+            [g - b for g, b in zip(samples["gpu"], samples["before"])])
+        if "px" in med:
+            ratios["before_over_px"] = ratio(med["before"], med["px"])
     intervals = {}
-    for v in ("gpu", "floor"):
+    if "gpu" in med and "before" in med:
+        intervals["gpu_over_before_95ci"] = median_ratio_interval(samples["gpu"], samples["before"])
+    for v in ("gpu", "floor", "before"):
         if v in med and "px" in med:  # how far the machine's noise moves the ratio the target is on
             intervals[f"{v}_over_px_95ci"] = median_ratio_interval(samples[v], samples["px"])
     print("\nratios (medians, same run):")
