@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import threading
 
-from jupyter_gpu_worker import shell
-from jupyter_gpu_worker.shell import Emitter
+from jupyter_gpu_worker import events
+from jupyter_gpu_worker.events import Emitter
 
 
 class Sink:
@@ -42,7 +42,7 @@ def test_text_printed_between_cells_opens_the_next_cell_and_nothing_is_lost():
 
 
 def test_text_between_cells_is_bounded_and_what_did_not_fit_is_said(monkeypatch):
-    monkeypatch.setattr(shell, "BETWEEN_CELLS_MAX", 10)
+    monkeypatch.setattr(events, "BETWEEN_CELLS_MAX", 10)
     sink = Sink()
     em = Emitter(sink)
     for i in range(5):

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = r"""
 import json, sys
 out = sys.stdout
-from jupyter_gpu_worker.shell import Emitter, make_shell
+from jupyter_gpu_worker.events import Emitter
+from jupyter_gpu_worker.shell import make_shell
 events = []
 emitter = Emitter(lambda header, buffers: events.append(header))
 shell = make_shell(emitter)
