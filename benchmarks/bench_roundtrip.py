@@ -64,12 +64,13 @@ import time as _time, jupyter_gpu as _jg
 from IPython.core.magic import register_cell_magic
 from jupyter_gpu.cost import footer as _footer
 from jupyter_gpu._wire import framing as _framing, messages as _messages, serialization as _ser
+from jupyter_gpu.notebook import cell as _cell
 from jupyter_gpu.notebook.publish import Publisher as _Publisher
 _s = _jg._magics.session
-_plan = _s.plan("x = 1\\n", _jg._magics.cell_options(""), quiet=True)
-_held, _packer, _hdr, _ = _s.pack(_plan, 0)
+_plan = _cell.plan_cell(_s, "x = 1\\n", _jg._magics.cell_options(""), quiet=True)
+_packed = _cell.pack(_s, _plan, 0)  # and the worker's lane it goes by
+_hdr, _lane = _packed.header, _packed.route
 _hdr["session"] = _s.id
-_lane = _s._lane(_held)
 _template, _n, _sent = dict(_s.last_footer), [0], []
 _kernel = get_ipython().kernel
 _handler = _kernel.shell_handlers["execute_request"]

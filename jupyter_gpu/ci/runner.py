@@ -22,7 +22,7 @@ from jupyter_gpu import errors
 from jupyter_gpu.cost.limit import RUN_BUDGET_ENV
 from jupyter_gpu._wire.devices import FALLBACK_ENV
 from jupyter_gpu.cost.footer import MIME
-from jupyter_gpu.notebook.options import positive
+from jupyter_gpu.notebook.cell_options import positive
 from jupyter_gpu._wire import settings
 
 EXIT_OK = 0  # every notebook passed (or failed where it is marked to), within the budget

@@ -16,37 +16,24 @@ between could change the cell's text or its inputs:
 - a normal execute_request (not silent) on the kernel's main thread (not a subshell);
 - its worker is warm, its inputs pack (else the magic runs and says why) and are small (over 1 MiB
   they are packed now and sent by the magic, which handles a stop press during a long send).
-The magic claims the sent cell only if its text, line and input objects are those sent.  A cell
-sent but not claimed (the stop button pressed before the magic ran) is interrupted, and its output
-and footer still go out: it ran, and what it cost is shown.
+It is planned, packed and sent by the steps the magic's own run takes (cell.py).  The magic claims
+the sent cell only if its text, line and input objects are those sent (cell.claim).  A cell sent
+but not claimed (the stop button pressed before the magic ran) is interrupted, and its output and
+footer still go out: it ran, and what it cost is shown (cell.settle).
 """
 from __future__ import annotations
 
 import inspect
 import threading
-from dataclasses import dataclass
 
-from jupyter_gpu._wire import lane, messages, serialization
-from jupyter_gpu.notebook.names import inputs_for
-from jupyter_gpu.notebook.publish import Publisher
-from jupyter_gpu.notebook.options import CellOptions, CellPlan
+from jupyter_gpu._wire import lane, serialization
+from jupyter_gpu.notebook import cell
 
-_NOTHING = object()
 # inputs larger than this are packed on arrival but sent by the magic, which handles a stop press
 # while a large send goes on; the ~0.4 ms gained matters for short cells only
 SMALL = 1 << 20
 _OURS = "_jupyter_gpu_early"  # marks the handler we installed (a reloaded extension reuses it)
 _SPLIT: dict = {}  # cell text -> (the cleanup transforms applied, plain_cell's answer)
-
-
-@dataclass
-class Sent:
-    """A cell packed (and usually sent) as its request arrived, waiting for its magic to claim it."""
-
-    plan: CellPlan
-    values: dict  # name -> the object shipped (or kept on the worker)
-    attempt: tuple  # what KernelSession._attempt needs: (held, packer, header, hashes, route, bytes)
-    # (bytes is None until the request is all written: the magic sends it, or a stop cut it short)
 
 
 def plain_cell(code: str, shell) -> tuple[str, str] | None:
@@ -87,15 +74,15 @@ def send(magics, code: str, store_history: bool) -> None:
     session, shell = magics.session, magics.shell
     if session.early is not None or shell.magics_manager.magics["cell"].get("gpu") != magics.gpu_cell:
         return
-    cell = plain_cell(code, shell)
-    if cell is None:
+    split = plain_cell(code, shell)
+    if split is None:
         return
-    line, body = cell
+    line, body = split
     try:
         opts = magics.cell_options(line)
     except Exception:  # a bad option: the magic says so
         return
-    plan = session.plan(body, opts, quiet=True) if opts is not None else None
+    plan = cell.plan_cell(session, body, opts, quiet=True) if opts is not None else None
     held = session.held.get(plan.key) if plan is not None else None
     if held is None or held.worker is None:  # a cold cell gains nothing worth a millisecond
         return
@@ -104,21 +91,17 @@ def send(magics, code: str, store_history: bool) -> None:
     ns = shell.user_ns
     if any((serialization.size_hint(ns[n]) or 0) > SMALL for n in plan.names):
         return
-    route = session._lane(held)  # None: the backend relays it
     try:
-        held, packer, header, hashes = session.pack(plan, 0)
+        packed = cell.pack(session, plan, 0)  # for the worker's lane; without one the backend relays it
     except Exception:  # unpicklable, a value lost with its worker: the magic says so
         if session.pool is not None:
             session.pool.reclaim(held.worker)  # what the inputs packed before it had lent
         return
-    session.early = sent = Sent(plan, {n: ns[n] for n in plan.names}, (held, packer, header, hashes, route, None))
-    if sum(memoryview(b).nbytes for b in packer.buffers) > SMALL:
+    session.early = cell.Sent(plan, {n: ns[n] for n in plan.names}, packed)
+    if sum(memoryview(b).nbytes for b in packed.packer.buffers) > SMALL:
         return  # packed once; the magic sends it
-    if route is not None:
-        header["session"] = session.id
-    conn = route or session.client
     try:
-        size = conn.send(header, packer.buffers) + packer.shm_bytes
+        cell.send(session, packed)
     except lane.LaneClosed:  # the magic finds the lane closed and asks the backend what became of it
         return
     except Exception:  # the backend's connection: the magic tries again, and says why it cannot
@@ -127,47 +110,9 @@ def send(magics, code: str, store_history: bool) -> None:
             session.pool.reclaim(held.worker)
         return
     except KeyboardInterrupt:  # maybe cut mid-message: that connection is done with
-        conn.close()
+        (packed.route or session.client).close()
         raise
-    sent.attempt = (*sent.attempt[:5], size)
     session.sent_on_arrival += 1
-
-
-def claim(session, cell_source: str, opts: CellOptions) -> Sent | None:
-    """The cell sent early, if it is this one (same text, options and input objects)."""
-    sent, session.early = session.early, None
-    if sent is None:
-        return None
-    ns, plan = session.shell.user_ns, sent.plan
-    names = opts.inputs if opts.inputs is not None else inputs_for(session._names_of(cell_source)[0], ns)
-    if (cell_source == plan.source and opts.line == plan.opts.line and names == plan.names
-            and all(ns.get(n, _NOTHING) is v for n, v in sent.values.items())):
-        return sent
-    settle(session, sent, "but what it reads changed before it ran here; it runs again")
-    return None
-
-
-def settle(session, sent: Sent, why: str = "when the kernel stopped before running it") -> None:
-    """A cell sent early that its magic did not claim: interrupt it, and still show what it
-    printed and what it cost (its footer)."""
-    held, _, header, _, route, size = sent.attempt
-    if size is None and (route is None or not route.closed):  # packed, never sent
-        if session.pool is not None:
-            session.pool.reclaim(held.worker)
-        return
-    pub = Publisher(session.shell)
-    pub.stream("stderr", f"jupyter-gpu: this cell had already been sent to worker {held.worker} {why}; "
-                         "it is interrupted there\n")
-    try:
-        (route or session.client).send({"type": messages.INTERRUPT, "cell": header["cell"]})
-    except Exception:  # the lane is gone: asking the backend tells what became of the cell
-        pass
-    try:
-        tried = session._attempt(sent.plan, 0, sent)
-        if tried is not None:
-            session.conclude(sent.plan, *tried, raise_error=False)
-    except Exception as e:  # the kernel's own error is the cell's; this one is only told
-        pub.stream("stderr", f"jupyter-gpu: the cell sent to worker {held.worker} ended badly: {e}\n")
 
 
 def install(magics) -> bool:
@@ -201,7 +146,7 @@ def install(magics) -> bool:
             ours.session.stop_first = False
             sent, ours.session.early = ours.session.early, None
             if sent is not None:  # the magic never ran (stopped, or failed before it)
-                settle(ours.session, sent)
+                cell.settle(ours.session, sent)
 
     setattr(execute_request, _OURS, magics)
     handlers["execute_request"] = execute_request

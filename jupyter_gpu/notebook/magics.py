@@ -8,8 +8,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
 
 from jupyter_gpu._wire import messages
-from jupyter_gpu.notebook.session import CellOptions, KernelSession
-from jupyter_gpu.notebook.options import positive
+from jupyter_gpu.notebook.cell import run_cell
+from jupyter_gpu.notebook.cell_options import CellOptions, positive
+from jupyter_gpu.notebook.session import KernelSession
 from jupyter_gpu._wire import settings
 
 
@@ -82,7 +83,7 @@ class GpuMagics(Magics):
         if opts is None:
             print(self.gpu_cell.__doc__)
             return None
-        self.session.run_cell(cell, opts)
+        run_cell(self.session, cell, opts)
         return None
 
     def cell_options(self, line: str) -> CellOptions | None:

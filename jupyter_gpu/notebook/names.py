@@ -11,6 +11,7 @@ import re
 import string
 
 from jupyter_gpu._wire.serialization import SHELL_NAMES
+from jupyter_gpu.notebook.cell_options import nested_binds, nested_magic
 
 _BUILTINS = set(dir(builtins))
 # line magics whose argument is Python run in the user's namespace (`%time b = a * 2`): the option
@@ -170,3 +171,27 @@ def analyse(python_source: str) -> tuple[set[str], set[str]]:
 def inputs_for(reads: set[str], user_ns: dict) -> list[str]:
     """The read names that exist locally and are not plain builtins."""
     return sorted(n for n in reads if n in user_ns and not (n in _BUILTINS and user_ns[n] is getattr(builtins, n)))
+
+
+def cell_names(shell, cell_source: str, memo: dict) -> tuple[frozenset, frozenset]:
+    """(names read, names bound) of a `%%gpu` cell's body, as ``shell`` transforms it.  Its static
+    input transforms are a pure function of the text, so a cell run again is not tokenised and
+    parsed again (~0.15 ms): ``memo`` (the kernel's, text -> answer) keeps it; a one-line cell may
+    also get prefilter's dynamic transforms (autocall), which read the namespace."""
+    found = memo.get(cell_source)
+    if found is not None:
+        return found
+    # under a nested cell magic, the names are those of its body (Python for %%time, %%timeit,
+    # %%capture; anything else does not parse and has none) and any its line binds
+    nested = nested_magic(cell_source)
+    python = cell_source.lstrip(" \t\n").partition("\n")[2] if nested else cell_source
+    try:
+        reads, binds = analyse(shell.transform_cell(python))
+    except Exception:  # SyntaxError or a failing IPython transform
+        reads, binds = (), ()  # the worker reports the error with the cell's line numbers
+    found = frozenset(reads), frozenset(binds) | (nested_binds(cell_source) if nested else frozenset())
+    if "\n" in cell_source.strip() or not shell.autocall:
+        if len(memo) >= 256:
+            memo.clear()
+        memo[cell_source] = found
+    return found

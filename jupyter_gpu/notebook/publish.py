@@ -9,8 +9,12 @@ all our messages share one socket queue, so their order is kept without it.
 from __future__ import annotations
 
 import collections
+import re
 import sys
 import threading
+import warnings
+
+_EXIT_WARNING = "To exit: use 'exit', 'quit', or Ctrl-D."  # IPython's, after a SystemExit
 
 
 class Publisher:
@@ -55,6 +59,26 @@ class Publisher:
         if queue is None:
             return self.display(data, {})
         self._send("display_data", {"data": data, "metadata": {}, "transient": {}}, b"display_data", queue)
+
+    def footer_after_cell(self, data: dict, quiet_exit: bool = False) -> None:
+        """The footer of a cell that raises: the kernel publishes the error output after the magic
+        raises, and the footer must still be the cell's last output, so it goes out once the cell
+        has finished (post_run_cell).  quiet_exit: the cell raised SystemExit, whose warning IPython
+        prints after it ("To exit: use 'exit', ..."); the worker's came with the cell's output, the
+        kernel's would be a second."""
+        events = self.shell.events
+        if quiet_exit:
+            warnings.filterwarnings("ignore", message=re.escape(_EXIT_WARNING), category=UserWarning)
+            quieted = warnings.filters[0]
+
+        def publish(result=None):
+            events.unregister("post_run_cell", publish)
+            if quiet_exit and quieted in warnings.filters:
+                warnings.filters.remove(quieted)
+            self.begin()  # what the kernel wrote while showing the error goes before the footer
+            self.display(data, {})
+
+        events.register("post_run_cell", publish)
 
     def clear_output(self, wait: bool) -> None:
         if self.zmq:

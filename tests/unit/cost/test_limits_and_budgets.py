@@ -99,7 +99,7 @@ def test_max_cost_counts_unqueued_time_and_fires_once():
 
 
 def test_the_deadline_is_when_the_billed_cost_passes_the_limit_and_stays_once_passed():
-    """What a cell waiting on input() is withdrawn at (relay.py): queued time is not billed, so
+    """What a cell waiting on input() is withdrawn at (_client/driver.py): queued time is not billed, so
     it moves the deadline; once the limit has been passed, the deadline is that moment."""
     b = CellBudget(0.002, "cpu", t0=100.0)  # $0.001/s: 2 s of billed time
     assert b.deadline() == pytest.approx(102.0, abs=0.01)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu.notebook.options import nested_binds, remote_limits, remote_source
+from jupyter_gpu.notebook.cell_options import nested_binds, remote_limits, remote_source
 from jupyter_gpu._wire.serialization import parse_size, size_hint
 
 
@@ -53,7 +53,7 @@ def test_a_nested_magic_line_binds_what_it_names(cell, names):
 
 def test_a_timeout_or_cost_limit_must_be_above_zero():
     """`--max-cost -1` or `--timeout 0` would stop the cell at once, or never: refused, saying why."""
-    from jupyter_gpu.notebook.options import positive
+    from jupyter_gpu.notebook.cell_options import positive
 
     assert positive("2.5") == 2.5
     for bad in ("0", "-1", "nan"):

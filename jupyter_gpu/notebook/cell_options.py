@@ -16,33 +16,9 @@ class CellOptions:
     keep_remote: list | None = None  # names that stay on the worker (--keep-remote)
     keep_warm: float | None = None
     timeout: float | None = None
-    max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (budget.py)
+    max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (cost/limit.py)
     image: str | None = None  # the worker image (--image; images.py); None: `%gpu config`'s, else default
     line: str = ""  # the magic's own line, echoed as the remote cell's first line
-
-
-@dataclass
-class CellPlan:
-    """What a cell needs before it is sent (KernelSession.plan): where it runs, what it ships."""
-
-    source: str
-    opts: CellOptions
-    gpu: str
-    key: str  # the pool: images.pool_key(gpu, image)
-    keep_warm: float | None
-    names: list  # the names whose values it ships (or keeps, when the worker has them unchanged)
-    free: frozenset  # the names it reads before (or without) binding them
-    binds: frozenset
-    use_shm: bool
-    exec_count: int
-    t0: float  # time.monotonic() when it was planned: its footer's wall time starts here
-    base: str  # its id in the ledger, before the attempt's suffix
-    fell_back: str | None = None  # the GPU spec asked for, when it runs on a fallback
-
-    def needs(self, ns: dict, held) -> list:
-        """The values only the worker holds that the cell reads: the backend must confirm it is
-        still the same worker."""
-        return sorted(n for n in self.free if n not in ns and n in held.remote_only)
 
 
 def positive(text: str) -> float:

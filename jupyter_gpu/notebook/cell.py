@@ -1,0 +1,296 @@
+"""One `%%gpu` cell's run, in order: plan -> pack -> send -> drain -> conclude.
+
+`run_cell` is the magic's cell from its text to its footer, each step a call below it:
+- plan: where the cell runs and which names it ships (asks the backend's offers first);
+- pack: its request, with the inputs the worker does not hold already, for the worker's lane when
+  there is one, else for the backend;
+- send: write it;
+- drain: its events into the notebook until its final one (the driver shared with function calls,
+  _client/driver.py, handing them to the notebook's sink, sink.py);
+- conclude: record what the worker holds now, publish the footer, raise the cell's error.
+A warm cell is often planned, packed and sent as its request arrives, by the same steps (early.py);
+`claim` takes it over in its magic, and `settle` ends one no magic claimed.  What lasts from cell to
+cell (the connection, what each worker holds, the defaults, the footers) is the KernelSession's
+(session.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from jupyter_gpu._client import driver
+from jupyter_gpu._wire import lane, messages, serialization, shm
+from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
+from jupyter_gpu.cost import footer
+from jupyter_gpu.cost.limit import run_limit
+from jupyter_gpu.errors import ConnectionLost, RemoteValueLost
+from jupyter_gpu.notebook.cell_options import CellOptions, remote_limits, remote_source
+from jupyter_gpu.notebook.cell_outcome import CellOutcome
+from jupyter_gpu.notebook.names import cell_names, inputs_for
+from jupyter_gpu.notebook.publish import Publisher
+from jupyter_gpu.notebook.remote_values import Held, Lost, RemoteValue
+from jupyter_gpu.notebook.sink import NotebookSink
+
+_NOTHING = object()
+
+
+@dataclass
+class CellPlan:
+    """What a cell needs before it is sent (plan_cell): where it runs, what it ships."""
+
+    source: str
+    opts: CellOptions
+    gpu: str
+    key: str  # the pool: images.pool_key(gpu, image)
+    keep_warm: float | None
+    names: list  # the names whose values it ships (or keeps, when the worker has them unchanged)
+    free: frozenset  # the names it reads before (or without) binding them
+    binds: frozenset
+    use_shm: bool
+    exec_count: int
+    t0: float  # time.monotonic() when it was planned: its footer's wall time starts here
+    base: str  # its id in the ledger, before the attempt's suffix
+    fell_back: str | None = None  # the GPU spec asked for, when it runs on a fallback
+
+    def needs(self, ns: dict, held) -> list:
+        """The values only the worker holds that the cell reads: the backend must confirm it is
+        still the same worker."""
+        return sorted(n for n in self.free if n not in ns and n in held.remote_only)
+
+
+@dataclass
+class Packed:
+    """One attempt's request (pack), and how it goes (send)."""
+
+    held: Held  # what the worker it is meant for holds
+    packer: serialization.Packer  # its buffers
+    header: dict
+    hashes: dict  # name -> content hash of each value it ships
+    route: object = None  # the worker's open lane; None: through the backend
+    size: int | None = None  # the bytes sent, once all of it is written
+
+
+@dataclass
+class Sent:
+    """A cell packed (and usually sent) as its request arrived, waiting for its magic to claim it."""
+
+    plan: CellPlan
+    values: dict  # name -> the object shipped (or kept on the worker)
+    packed: Packed
+
+
+def run_cell(session, cell_source: str, opts: CellOptions) -> dict:
+    """A `%%gpu` cell, from its text to its footer (returned; the cell's error raised after it)."""
+    if session.stop_first:  # as a local cell would have: the press came before it began
+        session.stop_first = False
+        raise KeyboardInterrupt
+    sent = claim(session, cell_source, opts)
+    plan = sent.plan if sent is not None else plan_cell(session, cell_source, opts)
+    # at most: the lane (its worker may have retired), the backend, and a resend through it
+    for attempt in range(3):
+        packed = sent.packed if sent is not None and attempt == 0 else pack(session, plan, attempt)
+        outcome = send_and_drain(session, plan, packed)
+        if outcome is not None:
+            return conclude(session, plan, packed, outcome)
+    raise ConnectionLost("the backend asked repeatedly to resend the cell's inputs")
+
+
+def claim(session, cell_source: str, opts: CellOptions) -> Sent | None:
+    """The cell sent as its request arrived, if it is this one (same text, options and input
+    objects); one that is not is settled."""
+    sent, session.early = session.early, None
+    if sent is None:
+        return None
+    ns, plan = session.shell.user_ns, sent.plan
+    names = opts.inputs if opts.inputs is not None else inputs_for(
+        cell_names(session.shell, cell_source, session.names_memo)[0], ns)
+    if (cell_source == plan.source and opts.line == plan.opts.line and names == plan.names
+            and all(ns.get(n, _NOTHING) is v for n, v in sent.values.items())):
+        return sent
+    settle(session, sent, "but what it reads changed before it ran here; it runs again")
+    return None
+
+
+def plan_cell(session, cell_source: str, opts: CellOptions, quiet: bool = False) -> CellPlan | None:
+    """What a cell needs before it is sent: where it runs and which names it ships.  Raises
+    what the cell must fail with; quiet (sending before the magic runs): None instead of saying
+    anything or failing, and the magic decides later."""
+    gpu, fell_back = session.gpu_for(opts.gpu)  # connects first (the backend's offers decide)
+    if quiet and fell_back:
+        return None
+    if fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
+        session.say_fallback(fell_back, gpu)
+    opts.image = opts.image or session.defaults.image or DEFAULT_IMAGE
+    key = pool_key(gpu, opts.image)  # what the kernel holds is per (GPU type, image)
+    opts.max_cost = run_limit(opts.max_cost, gpu, session.spent_usd)  # what `jupyter-gpu run --max-cost` left
+    ns = session.shell.user_ns
+    reads, binds = cell_names(session.shell, cell_source, session.names_memo)
+    names = opts.inputs if opts.inputs is not None else inputs_for(reads, ns)
+    free = reads - binds  # read before (or without) being bound here
+    missing = [n for n in names if n not in ns]
+    lost = session.lost.get(key, {})
+    gone = [n for n in sorted(free) if n not in ns and n in lost
+            and n not in session.held.get(key, Held()).remote_only]
+    if quiet and (missing or gone):
+        return None
+    for n in missing:
+        raise NameError(f"name '{n}' given to --in is not defined")
+    for n in gone:
+        raise RemoteValueLost(lost[n].explain(n))
+    use_shm = session.shares_host()
+    if use_shm and session.pool is None:
+        session.pool = shm.SegmentPool()  # closed by KernelSession.close at exit; a killed kernel's at the next sweep
+    keep_warm = opts.keep_warm if opts.keep_warm is not None else session.defaults.keep_warm
+    return CellPlan(cell_source, opts, gpu, key, keep_warm, names, free, binds, use_shm,
+                    session.cell_number(), time.monotonic(), session.new_cell_id(), fell_back)
+
+
+def pack(session, plan: CellPlan, attempt: int) -> Packed:
+    """The request of one attempt at ``plan``, and the worker's lane it goes by (None: the backend)."""
+    held = session.held.setdefault(plan.key, Held())
+    packer = serialization.Packer(shm_pool=session.pool if plan.use_shm else None)
+    inputs, keep, hashes, references = _pack_inputs(session, plan.names, held, packer)
+    opts = plan.opts
+    header = {
+        "type": messages.EXECUTE,
+        "cell": f"{plan.base}.{attempt}",
+        "code": remote_source(opts.line, plan.source),
+        "gpu": plan.gpu,
+        "image": opts.image,
+        "exec_count": plan.exec_count,
+        "inputs": inputs,
+        "keep": keep,
+        **({"references": references} if references else {}),  # held here as RemoteValues
+        "expect_worker": held.worker if keep or plan.needs(session.shell.user_ns, held) else None,
+        "binds": sorted(plan.binds),
+        "out": opts.out,
+        "no_out": opts.no_out,
+        **remote_limits(opts.keep_remote),
+        "shm": plan.use_shm,
+        "keep_warm": plan.keep_warm,
+        # the worker's segments whose values died here: it may reuse them
+        "returned": session.reader.drain_returned(),
+    }
+    return Packed(held, packer, header, hashes, session.lane(held))
+
+
+def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, list]:
+    ns = session.shell.user_ns
+    inputs, keep, hashes, references = {}, {}, {}, []
+    for name in names:
+        value = ns[name]
+        if isinstance(value, RemoteValue):
+            if held.worker == value.worker and held.values.get(name) == value.hash:
+                keep[name] = value.hash
+                references.append(name)
+                continue
+            raise RemoteValueLost(Lost(value.cell, value.worker, value.device, held.keep_warm).explain(name))
+        p = serialization.pickle_value(name, value)
+        hashes[name] = p.hash
+        if held.worker is not None and held.values.get(name) == p.hash:
+            keep[name] = p.hash
+        else:
+            inputs[name] = packer.pack(p)
+    return inputs, keep, hashes, references
+
+
+def send_and_drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | None:
+    """Send the cell (unless it went as its request arrived) and drain its events: its outcome,
+    or None when it must be packed and sent again."""
+    held, outcome = packed.held, None
+    try:
+        send(session, packed)
+        outcome = drain(session, plan, packed)
+    except lane.LaneClosed:  # only the lane raises it (the backend's connection: ConnectionLost)
+        outcome = lane_lost(session, plan, packed)
+        held.drop_lane()
+        if outcome is None:  # it retired before reading the cell: ask the backend
+            return None
+    else:
+        if packed.route is not None:  # the backend did not see it run: the kernel says where it ran
+            keep_warm = plan.keep_warm if plan.keep_warm is not None else held.keep_warm
+            messages.placed(outcome.done, worker=held.worker, gpu=plan.gpu, device=held.device, cold=False,
+                            keep_warm=keep_warm, lane=held.lane, pool=held.pool, image=plan.opts.image)
+            outcome.done["route"] = "lane"  # the footer's, not the wire's
+    finally:
+        if session.pool is not None and (outcome is None or not outcome.done.get("worker")):
+            session.pool.reclaim(held.worker)  # nobody maps what this attempt lent
+    if outcome is None:  # the worker holding our values is gone: send everything again
+        session.forget(plan.key)
+        for n in plan.needs(session.shell.user_ns, held):
+            raise RemoteValueLost(session.lost[plan.key][n].explain(n))
+    return outcome
+
+
+def send(session, packed: Packed) -> None:
+    """Write the request to its route (unless all of it went already)."""
+    conn = packed.route or session.client
+    if packed.route is not None:
+        packed.header["session"] = session.id
+    if packed.size is None:
+        packed.size = conn.send(packed.header, packed.packer.buffers) + packed.packer.shm_bytes
+
+
+def drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | None:
+    """The cell's events into the notebook until its final one (None: send its inputs again)."""
+    cell, opts = packed.header["cell"], plan.opts
+    sink = NotebookSink(session, cell, plan.gpu, plan.t0)
+    return driver.drive(sink, packed.route or session.client, cell, backend=session.client, gpu=plan.gpu,
+                        image=opts.image, t0=plan.t0, timeout=opts.timeout, max_cost=opts.max_cost)
+
+
+def lane_lost(session, plan: CellPlan, packed: Packed) -> CellOutcome | None:
+    """The lane broke after the cell was sent.  None: the worker had retired without reading
+    it (go through the backend); else the outcome of a cell that died with its worker."""
+    held, cell = packed.held, packed.header["cell"]
+    reply = session.request({"type": messages.LANE_LOST, "cell": cell, "gpu": plan.gpu, "worker": held.worker},
+                            messages.LANE_LOST_REPLY)
+    if not reply.get("ran"):
+        return None
+    out = CellOutcome()
+    out.error({"ename": "WorkerLost", "evalue": reply["message"]}, [])
+    out.done = messages.done(cell, reply["status"], worker=held.worker, gpu=plan.gpu,
+                             device=reply.get("device", held.device), cold=False)
+    return out
+
+
+def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, raise_error: bool = True) -> dict:
+    """Record what the cell left where, and publish its footer (its last output); then raise the
+    cell's error, if it failed and ``raise_error``."""
+    done = outcome.done
+    session.remember(plan.key, packed.held, done, packed.hashes, outcome, plan.binds, plan.opts.no_out)
+    wall = time.monotonic() - plan.t0
+    f = footer.build(done, wall, {"sent_bytes": packed.size, "received_bytes": outcome.received})
+    if plan.fell_back:
+        f["fallback_from"] = plan.fell_back
+    session.record(f)
+    error = outcome.exception(done)
+    if error is None or not raise_error:
+        Publisher(session.shell).footer(footer.bundle(f))
+        return f
+    Publisher(session.shell).footer_after_cell(footer.bundle(f), quiet_exit=isinstance(error, SystemExit))
+    raise error
+
+
+def settle(session, sent: Sent, why: str = "when the kernel stopped before running it") -> None:
+    """A cell sent as its request arrived that its magic did not claim: interrupt it, and still
+    show what it printed and what it cost (its footer)."""
+    packed = sent.packed
+    held, route = packed.held, packed.route
+    if packed.size is None and (route is None or not route.closed):  # packed, never sent
+        if session.pool is not None:
+            session.pool.reclaim(held.worker)
+        return
+    pub = Publisher(session.shell)
+    pub.stream("stderr", f"jupyter-gpu: this cell had already been sent to worker {held.worker} {why}; "
+                         "it is interrupted there\n")
+    try:
+        (route or session.client).send({"type": messages.INTERRUPT, "cell": packed.header["cell"]})
+    except Exception:  # the lane is gone: asking the backend tells what became of the cell
+        pass
+    try:
+        outcome = send_and_drain(session, sent.plan, packed)
+        if outcome is not None:
+            conclude(session, sent.plan, packed, outcome, raise_error=False)
+    except Exception as e:  # the kernel's own error is the cell's; this one is only told
+        pub.stream("stderr", f"jupyter-gpu: the cell sent to worker {held.worker} ended badly: {e}\n")

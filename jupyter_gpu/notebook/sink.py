@@ -1,0 +1,100 @@
+"""A cell's events in the notebook: the sink that the driver (_client/driver.py) hands them to.
+
+It publishes each output under the cell's parent header as it comes (a Publisher), shows the live
+status while the cell waits (live.py), asks `input()` through the kernel's stdin (stdin.py), and on
+the final event brings the names the cell bound back into the namespace.  What the events amount
+to is gathered in a CellOutcome.
+"""
+from __future__ import annotations
+
+import json
+
+from jupyter_gpu._wire import framing, serialization
+from jupyter_gpu.errors import SerializationError
+from jupyter_gpu.notebook import stdin
+from jupyter_gpu.notebook.cell_outcome import CellOutcome
+from jupyter_gpu.notebook.live import LiveStatus
+from jupyter_gpu.notebook.publish import Publisher
+from jupyter_gpu.notebook.remote_values import RemoteValue
+
+
+def display_prefix(session) -> str:
+    """What this kernel's remote display ids start with."""
+    return f"jgpu-{session.id}-"
+
+
+def namespaced(prefix: str, display_id) -> str:
+    """A remote display id as the notebook knows it (one that already is: a handle that came back
+    and went out again)."""
+    display_id = str(display_id)
+    return display_id if display_id.startswith(prefix) else prefix + display_id
+
+
+def _handle_here(value, prefix: str) -> None:
+    """A DisplayHandle that came back updates, from this kernel, the output its cell made."""
+    if type(value).__name__ == "DisplayHandle" and isinstance(getattr(value, "display_id", None), str):
+        value.display_id = namespaced(prefix, value.display_id)
+
+
+class NotebookSink(Publisher):
+    """One cell's events into the notebook; ``done`` returns its CellOutcome."""
+
+    def __init__(self, session, cell: str, gpu: str, t0: float):
+        super().__init__(session.shell)
+        self.begin()  # what the kernel itself buffered for this cell goes out before the cell's outputs
+        self.session, self.cell, self.gpu, self.t0 = session, cell, gpu, t0
+        self.outcome = CellOutcome()
+        self.prefix = display_prefix(session)
+
+    def waiting(self) -> LiveStatus:
+        return LiveStatus(self, f"{self.prefix}live-{self.cell}", self.gpu, self.t0)
+
+    def output(self, h: dict, buffers: list) -> None:
+        if "bulk" in h:  # a large display: its data and metadata came as a JSON buffer
+            h = {**h, **json.loads(bytes(buffers[h["bulk"]]))}
+        if h.get("kind") == "execute_result":
+            self.execute_result(h["data"], h["metadata"], self.session.cell_number())
+        else:
+            transient = dict(h.get("transient") or {})
+            if "display_id" in transient:  # namespaced: never collides with local ids
+                transient["display_id"] = namespaced(self.prefix, transient["display_id"])
+            self.display(h["data"], h["metadata"], transient, h.get("update", False))
+
+    def error(self, h: dict, buffers: list) -> None:
+        self.outcome.error(h, buffers)
+
+    def ask(self, request: dict, sigint_handler, deadline: float | None) -> dict:
+        return stdin.reply_to(self.shell, request, sigint_handler, deadline)
+
+    def done(self, msg: framing.Message) -> CellOutcome:
+        """The cell's final event: bring its names back."""
+        out = self.outcome
+        out.received += framing.payload_size(msg.header)
+        self._take_results(msg.header, msg.buffers)
+        out.done = msg.header
+        return out
+
+    def _take_results(self, h: dict, buffers: list) -> None:
+        session, out, prefix = self.session, self.outcome, self.prefix
+        ns = session.shell.user_ns
+
+        def stays_remote(name: str, spec: dict, why: str) -> None:
+            ns[name] = value = RemoteValue(name, spec.get("t", "?"), "", "", "", spec["h"], session.cell_number(), why)
+            out.refs.append(value)  # its worker and device are filled in by KernelSession.remember
+
+        for name, spec in h.get("values", {}).items():
+            try:
+                ns[name] = serialization.unpack(name, spec, buffers, session.reader)
+                _handle_here(ns[name], prefix)
+            except SerializationError as e:  # e.g. a CUDA tensor, and this kernel has no CUDA
+                stays_remote(name, spec, str(e))  # not a failed cell, nor the cell's other names lost
+            out.hashes[name] = spec["h"]
+            out.received += sum(r["n"] for r in [spec["p"], *spec["b"]] if "shm" in r)
+        for name, ref in h.get("refs", {}).items():  # the worker kept it (unpicklable, too large, --keep-remote)
+            stays_remote(name, ref, ref.get("why", ""))
+            out.hashes[name] = ref["h"]
+        for name in h.get("deleted", ()):  # an input the cell deleted (`del x`): gone here too
+            ns.pop(name, None)
+            out.deleted.append(name)
+        if h.get("missing"):
+            self.stream("stderr", f"jupyter-gpu: --out names not defined on the worker: {', '.join(h['missing'])}\n")
