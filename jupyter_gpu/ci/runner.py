@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from jupyter_gpu import errors
 from jupyter_gpu.cost.limit import RUN_BUDGET_ENV
 from jupyter_gpu._wire.devices import FALLBACK_ENV
-from jupyter_gpu.cost.footer import MIME
+from jupyter_gpu.cost import saved
 from jupyter_gpu.notebook.cell_options import positive
 from jupyter_gpu._wire import settings
 
@@ -37,13 +37,14 @@ INFRA_ENAMES = {cls.__name__ for cls in (
     errors.GpuError, errors.ConnectionLost, errors.AuthError, errors.ProtocolMismatch,
     errors.NoSuchDevice, errors.WorkerLost, errors.WorkerStartFailed,
 )} | {"DeadKernelError"}
-BUDGET_ENAMES = {"BudgetExceeded"}  # the backend's refusal of a cell over budget has this name too
+BUDGET_ENAMES = {errors.BudgetExceeded.__name__}  # the backend's refusal of a cell over its budget
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 META = "jupyter_gpu"  # notebook metadata key: {"expect_failure": "why"} marks a notebook that must fail
 
 
-class BudgetExceeded(Exception):
-    """The run's %%gpu cells cost more than --max-cost: the notebook stops after the cell."""
+class RunOverBudget(Exception):
+    """The run's %%gpu cells cost more than its --max-cost: the notebook stops after the cell (the
+    backend's own refusal of a cell is errors.BudgetExceeded)."""
 
 
 @dataclass
@@ -152,17 +153,6 @@ def _client_class():
     return StreamingClient
 
 
-def footers(cell) -> list[dict]:
-    found = []
-    for out in cell.get("outputs", []):
-        data = out.get("data", {}).get(MIME)
-        if isinstance(data, str):
-            data = json.loads(data)
-        if isinstance(data, dict) and not data.get("live"):
-            found.append(data)
-    return found
-
-
 class Terminal:
     """Writes what the notebook shows, as it arrives: streams raw (so `\\r` progress works), other
     outputs as their text, footers as their cost line; ANSI colour only on a terminal."""
@@ -184,7 +174,7 @@ class Terminal:
             target.flush()
         elif kind in ("display_data", "execute_result", "update_display_data"):
             data = content.get("data", {})
-            footer = data.get(MIME)
+            footer = saved.record(data)
             if isinstance(footer, dict) and footer.get("live"):  # the live status line: once per wait
                 key = (footer.get("phase"), footer.get("position"), footer.get("detail"))
                 if key != self.live and key[0] != "running":
@@ -204,7 +194,7 @@ class Terminal:
 
 
 def _stopped_on_cost(cell) -> bool:
-    """The kernel interrupted the cell at its cost limit (budget.py says so on the cell's stderr):
+    """The kernel interrupted the cell at its cost limit (cost/limit.py says so on the cell's stderr):
     with --max-cost, the run's budget passed on to the kernel ($JUPYTER_GPU_RUN_BUDGET)."""
     return any(o.get("name") == "stderr" and "jupyter-gpu: stopping the cell:" in o.get("text", "")
                and "past --max-cost" in o.get("text", "") for o in cell.get("outputs", []))
@@ -284,7 +274,7 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
         errors_seen.append((cell_index, cell, execute_reply["content"]))
 
     def on_cell_executed(cell, cell_index, execute_reply):
-        fs = footers(cell)
+        fs = saved.cell_footers(cell)
         o.gpu_cells += len(fs)
         o.fell_back += [f["fallback_from"] for f in fs if f.get("fallback_from")]
         cost = sum(float(f.get("cost_usd") or 0.0) for f in fs)
@@ -294,7 +284,7 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
             content = (execute_reply or {}).get("content", {})
             also = f" (which failed: {content.get('ename')}: {content.get('evalue')})" if content.get("status") == "error" else ""
             o.cell, o.source = cell_index, cell.source
-            raise BudgetExceeded(f"the run has cost ${spent[0]:.6f}, over --max-cost ${args.max_cost:.6f}, "
+            raise RunOverBudget(f"the run has cost ${spent[0]:.6f}, over --max-cost ${args.max_cost:.6f}, "
                                  f"after cell {seen['n']}/{code_cells}{also}: the notebook stops here")
 
     try:
@@ -314,7 +304,7 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
     try:
         client.execute(env=env)
         o.status = "passed"
-    except BudgetExceeded as e:
+    except RunOverBudget as e:
         o.status, o.reason = "budget", str(e)
     except CellTimeoutError as e:
         o.status, o.ename = "failed", "CellTimeoutError"
