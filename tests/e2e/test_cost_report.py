@@ -129,8 +129,8 @@ def test_a_lane_cell_is_owed_to_the_ledger_before_its_done_reaches_the_kernel(ru
     lost under load (seen once in CI); here the worker's thread is held up just there."""
     from tests.integration.backend_process import api_get, start_backend, stop_backend
 
-    slow_meter = ("%%gpu --no-out\nimport time, jupyter_gpu_worker.agent as a\n_meter = a.Agent._meter\n"
-                  "a.Agent._meter = lambda self, report, ended: (time.sleep(1.0), _meter(self, report, ended))[1]")
+    slow_meter = ("%%gpu --no-out\nimport time, jupyter_gpu_worker.meter as m\n_owe = m.LaneMeter.owe\n"
+                  "m.LaneMeter.owe = lambda self, report, ended: (time.sleep(1.0), _owe(self, report, ended))[1]")
     proc, url = start_backend(tmp_path)
     try:
         token = json.loads((tmp_path / "backend.json").read_text())["token"]
@@ -152,8 +152,8 @@ def test_once_the_kernel_exits_the_ledger_has_every_cell_even_from_a_worker_slow
     from tests.integration.backend_process import api_get, start_backend, stop_backend
 
     slow_reports = ("%%gpu --no-out\nimport time, jupyter_gpu_worker.meter as r\n"
-                    "_flush = r.LaneReports._flush_meters_locked\n"
-                    "r.LaneReports._flush_meters_locked = lambda self: (time.sleep(0.5), _flush(self))[1]")
+                    "_flush = r.LaneMeter._flush_locked\n"
+                    "r.LaneMeter._flush_locked = lambda self: (time.sleep(0.5), _flush(self))[1]")
     proc, url = start_backend(tmp_path)
     try:
         token = json.loads((tmp_path / "backend.json").read_text())["token"]

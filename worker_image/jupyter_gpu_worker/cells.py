@@ -1,0 +1,261 @@
+"""One cell's execution on the worker's main thread: its session's namespace, its inputs, the shell
+that runs it, its results and its ``done``; ``input()`` in it, and the stop button for it.
+
+The agent's reader thread hands each request over (``queued``) and passes on what concerns the
+running cell (``interrupt``, ``input_reply``); the main thread runs it (``execute``).  A cell's
+events go wherever ``Cells.send`` sends: back by the lane a lane cell came by, else to the backend.
+"""
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from typing import Callable
+
+from IPython.core.error import StdinNotImplementedError
+
+from jupyter_gpu._wire import framing, messages, serialization, shm
+from jupyter_gpu._wire import lane as lanes
+from jupyter_gpu.errors import SerializationError
+from jupyter_gpu_worker.events import Emitter
+from jupyter_gpu_worker.fdcapture import FdCapture
+from jupyter_gpu_worker.meter import LaneMeter
+from jupyter_gpu_worker.results import Holdings, before_cell, pack_results
+from jupyter_gpu_worker.shell import make_shell
+from jupyter_gpu_worker.telemetry import GpuTelemetry
+
+INTERRUPT_RETRY, INTERRUPT_RETRIES = 0.3, 5
+
+
+class Cells:
+    """The cells of this worker, run one at a time.  ``send_backend(header, buffers)`` sends to the
+    backend; a lane cell's report is owed to ``meter``."""
+
+    def __init__(self, send_backend: Callable, meter: LaneMeter):
+        self._send_backend = send_backend
+        self.meter = meter
+        self._input_replies: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> ask_user
+        self.executing: str | None = None
+        # cells handed to the main thread that have not begun -> whether the stop button was pressed
+        # for it meanwhile (kept until it begins; under _start_lock)
+        self._start_lock = threading.Lock()
+        self._waiting: dict[str, bool] = {}
+        self.session: str | None = None
+        self.reply_lane: lanes.LaneConnection | None = None  # set while a lane cell runs
+        self.ran = 0  # cells that ran (the backend compares it before retiring us)
+        self.interrupt_seen = False  # our SIGINT handler ran since the last interrupt request
+        self.telemetry: GpuTelemetry | None = None  # set at registration when there is a GPU
+        self.holdings = Holdings()  # what the kernel holds of this namespace, and this worker's hashes
+        self.out_pool = shm.SegmentPool()
+        self.reader = shm.SegmentReader()
+        self.emitter = Emitter(self.send)
+        self.shell = make_shell(self.emitter, self.ask_user)
+        self.fd_output = FdCapture(self.emitter)  # subprocesses' and C libraries' output too
+        self._fresh_ns = set(self.shell.user_ns)
+
+    def send(self, header: dict, buffers=()) -> None:
+        """The emitter's sender (the main thread and the stream flusher call it)."""
+        lane = self.reply_lane
+        if lane is not None:  # a lane cell's events go back by the lane
+            try:
+                lane.send(header, buffers)
+            except lanes.LaneClosed:
+                pass  # the kernel is gone; the cell still ends and is metered
+            return
+        self._send_backend(header, buffers)
+
+    # -- the reader thread -----------------------------------------------------------------------
+    def queued(self, cell: str) -> None:
+        """Reader: ``cell`` goes to the main thread; a stop press before it begins is kept for it."""
+        with self._start_lock:
+            self._waiting[cell] = False
+
+    def interrupt(self, cell: str | None) -> None:
+        """Reader: the stop button for ``cell``: SIGINT to the main thread when it runs."""
+        with self._start_lock:
+            running = self.executing is not None and self.executing == cell
+            if not running and cell in self._waiting:
+                self._waiting[cell] = True  # it stops as it begins
+        if running:
+            self.interrupt_seen = False
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            threading.Thread(target=self._interrupt_again, args=(cell,), daemon=True).start()
+
+    def input_reply(self, header: dict) -> None:
+        """Reader: the kernel's answer to the running cell's ``input()``."""
+        if header.get("cell") == self.executing:  # else: its cell ended (interrupted) meanwhile
+            self._input_replies.put(header)
+
+    # -- the main thread -------------------------------------------------------------------------
+    def ask_user(self, prompt: str, password: bool = False) -> str:
+        """``input()`` / ``getpass()`` in a cell: the kernel asks the notebook's user (stdin.py)."""
+        cell = self.executing
+        if cell is None:
+            raise StdinNotImplementedError("input() was called outside a running %%gpu cell: nobody can answer it")
+        while not self._input_replies.empty():
+            self._input_replies.get()  # a reply to an earlier request, which an interrupt abandoned
+        self.emitter.event({"type": messages.INPUT_REQUEST, "prompt": prompt, "password": password})
+        return raise_reply(self._input_replies.get())  # the stop button interrupts this wait
+
+    def on_sigint(self, signum, frame):
+        """The worker's SIGINT handler: like Python's own, and it notes that Python code saw it."""
+        self.interrupt_seen = True
+        raise KeyboardInterrupt
+
+    def _interrupt_again(self, cell: str) -> None:
+        """A SIGINT that lands after the main thread's last signal check but before it enters a
+        blocking call (one long ``time.sleep``) does not cut that call short; Python would see it
+        only when the call returns.  So while the cell runs on and our handler has not run, send it
+        again (each one interrupts the call it finds), a few times at most."""
+        for _ in range(INTERRUPT_RETRIES):
+            time.sleep(INTERRUPT_RETRY)
+            if self.executing != cell or self.interrupt_seen or signal.getsignal(signal.SIGINT) != self.on_sigint:
+                return  # ended, seen, or the cell's own code handles SIGINT its way
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    def _reset_session(self, session: str) -> None:
+        ns = self.shell.user_ns
+        for name in list(ns):
+            if name not in self._fresh_ns:
+                del ns[name]
+        self.holdings.clear()
+        self.out_pool.reclaim()  # the previous kernel's mappings are gone with its session
+        self.session = session
+
+    def execute(self, msg: framing.Message) -> None:
+        """Main thread: run the cell ``msg`` asks for."""
+        via_lane = getattr(msg, "lane", None)
+        if via_lane is None:
+            self._execute(msg)
+            return
+        t0 = time.monotonic()
+        self.reply_lane = via_lane
+        try:
+            self._execute(msg, t0)  # it owes the backend the cell's report, as `done` goes
+        finally:
+            self.reply_lane = None
+
+    def _owe_report(self, h: dict, status: str, timings: dict, ended: float) -> None:
+        """A lane cell's report (a resend too: it ends what a `started` began), owed before its
+        `done` goes: the kernel may exit at once, and the shutdown that follows (on the reader
+        thread) must find it, not race this thread to it."""
+        self.meter.owe({"type": messages.METERED, "cell": h["cell"], "status": status, "timings": timings,
+                        "keep_warm": h.get("keep_warm")}, ended)
+
+    def _execute(self, msg: framing.Message, t_received: float | None = None) -> None:
+        """Run one cell; its events go wherever ``send`` sends.  A lane cell (``t_received``: when it
+        arrived) is timed here, and its report owed to the backend."""
+        h = msg.header
+        cell = h["cell"]
+        if h["session"] != self.session:
+            self._reset_session(h["session"])  # a new session always starts from a fresh namespace
+        else:
+            self.out_pool.returned(h.get("returned", ()))  # results the kernel no longer holds
+        ns = self.shell.user_ns
+        missing = [n for n, hsh in h.get("keep", {}).items() if self.holdings.held.get(n) != hsh or n not in ns]
+        if missing:
+            with self._start_lock:
+                self._waiting.pop(cell, None)
+            self.send({"type": messages.RESEND, "cell": cell, "names": missing})
+            if t_received is not None:
+                self._owe_report(h, "resend", {}, time.monotonic())
+            self.send(messages.done(cell, "resend"))
+            return
+        self.emitter.cell = cell
+        status, timings, telemetry = "ok", {}, {}
+        outputs, buffers = {}, []
+        t0 = time.monotonic()
+        with self._start_lock:  # from here the stop button interrupts it: loading a big input too
+            stopped = self._waiting.pop(cell, False)
+            self.executing = cell
+        try:
+            if stopped:  # the stop button was pressed before it began
+                raise KeyboardInterrupt
+            try:
+                for name, spec in h.get("inputs", {}).items():
+                    ns[name] = serialization.unpack(name, spec, msg.buffers, self.reader)
+                    self.holdings.arrived(name, ns[name], spec)
+            except SerializationError as e:
+                self._error(e)
+                status = "error"
+                return
+            t1 = time.monotonic()
+            timings["load"] = t1 - t0
+            self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
+            before = before_cell(ns)
+            if self.telemetry is not None:
+                self.telemetry.start()
+            try:
+                # no history: the kernel numbers the cells (execution_count above, the traceback's
+                # "Cell In[n]"); storing inputs in a disabled HistoryManager only grows its caches
+                # and sets _i/_ii/_iN traits (~0.1 ms a cell).  A cell seen before is not compiled again.
+                result = self.shell.run_cell_fast(h["code"])
+            finally:
+                self.executing = None
+                if self.telemetry is not None:
+                    telemetry = self.telemetry.stop()
+            t2 = time.monotonic()
+            timings["exec"] = t2 - t1
+            err = result.error_before_exec or result.error_in_exec
+            if err is not None:
+                status = "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
+                self._send_error_object(err)
+            packer = serialization.Packer(shm_pool=self.out_pool if h.get("shm") else None)
+            outputs, buffers = pack_results(h, cell, ns, self.holdings, packer, before), packer.buffers
+            timings["post"] = time.monotonic() - t2
+        except KeyboardInterrupt as e:
+            status = "interrupted"
+            self._error(e)
+        except BaseException as e:  # our own failure must still end the cell, with its cause
+            status = "error"
+            self._error(e)
+        finally:
+            self.executing = None
+            self.ran += 1
+            if t_received is not None:  # a lane cell: no backend to time it, so the worker does
+                timings["run"] = time.monotonic() - t_received
+                self._owe_report(h, status, timings, t_received + timings["run"])
+            self.fd_output.drain()  # what reached fds 1 and 2 goes out before `done`
+            # the results ride on the final event: a warm cell costs one message per hop
+            returned = self.reader.drain_returned()  # input segments whose values died here
+            self.emitter.end(
+                messages.done(cell, status, timings, returned=returned, **outputs,
+                              **({"telemetry": telemetry} if telemetry else {})),
+                buffers,
+            )
+            self.out_pool.lent(self.session)
+
+    def _error(self, e: BaseException) -> None:
+        self.emitter.event(
+            {
+                "type": messages.ERROR,
+                "ename": type(e).__name__,
+                "evalue": str(e),
+                "traceback": [f"{type(e).__name__}: {e}"],
+            }
+        )
+
+    def _send_error_object(self, err: BaseException) -> None:
+        """The exception itself, pickled, so the kernel can re-raise the real class when it can."""
+        try:
+            p = serialization.pickle_value("<exception>", err)
+        except SerializationError:
+            return
+        packer = serialization.Packer()
+        spec = packer.pack(p)
+        self.emitter.event({"type": messages.ERROR, "pickled": spec}, packer.buffers)
+
+
+# what a local cell's input() raises where the kernel could not ask (the kernel's stdin.py sends the name)
+INPUT_ERRORS = {"StdinNotImplementedError": StdinNotImplementedError, "EOFError": EOFError,
+                "KeyboardInterrupt": KeyboardInterrupt}
+
+
+def raise_reply(reply: dict) -> str:
+    """The value the user typed, or the error a local cell would have raised."""
+    err = reply.get("error")
+    if err is None:
+        return str(reply.get("value", ""))
+    cls = INPUT_ERRORS.get(err.get("ename"), RuntimeError)
+    raise cls(err.get("evalue", "")) if err.get("evalue") else cls()
