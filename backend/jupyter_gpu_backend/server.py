@@ -110,9 +110,7 @@ class BackendServer:
                 self.config.runtime_file,
                 {"url": self.url, "token": self.config.token, "pid": os.getpid(), "runtime": self.config.runtime},
             )
-        prepare = getattr(self.scheduler.runtime, "prepare", None)
-        if prepare is not None:
-            await prepare()  # e.g. the local runtime's zygote starts importing now
+        await self.scheduler.runtime.prepare()  # e.g. the local runtime's zygote starts importing now
         self.scheduler.pool.start()
         self.scheduler.dedicated.start()  # hybrid pools: the always-on workers start with the backend
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None

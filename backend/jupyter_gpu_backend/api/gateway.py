@@ -102,7 +102,7 @@ class Gateway:
                     "offers": self.scheduler.runtime.offers(),
                     "default_gpu": self.scheduler.runtime.default_gpu(),
                     # the most devices a worker may get per type ("A100:2"); absent: one
-                    "devices": getattr(self.scheduler.runtime, "max_devices", dict)(),
+                    "devices": self.scheduler.runtime.max_devices() or {},
                     "images": sorted(self.scheduler.images),  # what `%%gpu --image NAME` may name
                 }
             )
@@ -342,16 +342,16 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         if not authorized(request):
             return JSONResponse({"error": "missing or wrong token"}, status_code=401)
         runtime = scheduler.runtime
-        ready = await runtime.wait_ready(min(wait, 300.0)) if hasattr(runtime, "wait_ready") else True
+        ready = await runtime.wait_ready(min(wait, 300.0))
         if ready and wait:
             ready = await scheduler.pool.wait_full(min(wait, 300.0))  # min_warm spares started too
         if ready and wait:
             ready = await scheduler.dedicated.wait_full(min(wait, 300.0))  # and the dedicated workers, free
-        describe = runtime.describe() if hasattr(runtime, "describe") else {}
         return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(),
                 "warm_pool": scheduler.pool.sizes(), "min_warm": scheduler.pool.min_warm,
                 "images": {n: {} for n in sorted(scheduler.images)},  # the runtime's describe() says more
-                "dedicated": scheduler.dedicated.status(), "autoscale": scheduler.autoscale.status(), **describe}
+                "dedicated": scheduler.dedicated.status(), "autoscale": scheduler.autoscale.status(),
+                **runtime.describe()}
 
     @app.get("/api/pools")
     async def pools(request: Request):

@@ -1,6 +1,8 @@
-"""How workers are started.  A runtime offers device types and starts/stops worker processes."""
+"""How workers are started.  A runtime (the interface: ``base.Runtime``) offers device types and
+starts and stops workers: ``local`` processes, ``docker`` containers, ``ray`` actors."""
 from __future__ import annotations
 
+from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.runtimes.local import LocalRuntime
 
 
@@ -19,7 +21,7 @@ def _docker(worker_url, images=None):
 RUNTIMES = {"local": LocalRuntime, "ray": _ray, "docker": _docker}
 
 
-def make_runtime(name: str, worker_url: str, images: dict | None = None):
+def make_runtime(name: str, worker_url: str, images: dict | None = None) -> Runtime:
     """The runtime ``name``; ``images``: the named worker images it starts workers from (images.py)."""
     try:
         cls = RUNTIMES[name]

@@ -29,8 +29,7 @@ from jupyter_gpu._wire.shm import pid_alive
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from jupyter_gpu_backend.runtimes.images import Image, default_images
-from jupyter_gpu_backend.runtimes.base import exit_text, wait_exits
+from jupyter_gpu_backend.runtimes.base import Runtime, exit_text, wait_exits
 from jupyter_gpu_backend.runtimes.local import detect_gpus
 from jupyter_gpu._wire import settings
 
@@ -59,11 +58,13 @@ def container_code(code: int) -> int:
     return -(code - 128) if 128 < code <= 128 + 64 else code
 
 
-class DockerRuntime:
+class DockerRuntime(Runtime):
     name = "docker"
     shares_host = False  # a container has its own /dev/shm: payloads go on the wire
+    worker_is = "container"
 
     def __init__(self, worker_url: str, image: str | None = None, images: dict | None = None):
+        super().__init__(worker_url, images)
         import docker
 
         self.docker = docker
@@ -73,16 +74,13 @@ class DockerRuntime:
             self.client.ping()
         except Exception as e:
             raise RuntimeError(f"the docker runtime needs a Docker Engine, and none answers: {e}") from None
-        self.worker_url = worker_url
         self.gpus = detect_gpus()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.image = image or settings.DOCKER_IMAGE.get() or None
         self._given_image = self.image is not None  # used as it is, never built
         self.shm_size = settings.DOCKER_SHM.get()  # Docker's 64 MiB breaks DataLoaders
-        self.workers: dict[str, DockerWorker] = {}
         self._image_task: asyncio.Future | None = None
         self._image_error: str | None = None
-        self.images: dict[str, Image] = images or default_images()
         # named images with their own base: base -> its build (the default base's is _image_task)
         self._builds: dict[str, asyncio.Future] = {}
         self._build_errors: dict[str, str] = {}
@@ -148,9 +146,6 @@ class DockerRuntime:
     # -- devices -------------------------------------------------------------------------------
     def offers(self) -> list[str]:
         return sorted(self.gpus) + ["cpu"]
-
-    def default_gpu(self) -> str:
-        return self.offers()[0]
 
     def _pick_index(self, gpu: str) -> int | None:
         indices = self.gpus.get(gpu)
@@ -265,32 +260,19 @@ class DockerRuntime:
 
         asyncio.get_running_loop().run_in_executor(None, kill)
 
-    async def stop(self, handle: DockerWorker, grace: float = 2.0) -> None:
-        """The worker was asked to shut down; make sure its container is gone within ``grace`` seconds."""
-        try:
-            await asyncio.wait_for(asyncio.shield(handle.exited), grace)
-        except asyncio.TimeoutError:
-            self.kill(handle)
-            try:
-                await asyncio.wait_for(asyncio.shield(handle.exited), 10)
-            except (asyncio.TimeoutError, ConnectionError):
-                pass
-        except ConnectionError:
-            pass
-        self.workers.pop(handle.worker_id, None)
+    def _kill_wait(self, grace: float) -> float:
+        return 10  # the engine kills the container, then its wait thread reports the exit
 
-    async def exit_cause(self, handle: DockerWorker, timeout: float = 2.0) -> str:
-        try:
-            code = await asyncio.wait_for(asyncio.shield(handle.exited), timeout)
-        except asyncio.TimeoutError:
-            return "its connection closed while the container kept running"
-        except ConnectionError as e:
-            return f"its connection closed (its exit status is unknown: {e})"
+    def _exit_unknown(self, error: ConnectionError) -> str:
+        return str(error)
+
+    def _exited(self, handle: DockerWorker, code: int) -> str:
         if handle.oom:
             return f"the container ran out of memory (killed by the OOM killer; {exit_text(code)})"
         return exit_text(code)
 
     def log_tail(self, handle: DockerWorker, limit: int = 2000) -> str:
+        """The container's log (kept when it was removed), not a file."""
         text = handle.log_text
         if text is None and handle.container is not None:
             try:
@@ -317,6 +299,7 @@ class DockerRuntime:
                     pass
 
     async def shutdown(self) -> None:
+        """Every container of this backend removed (one still starting too) and waited for."""
         loop = asyncio.get_running_loop()
 
         def remove_all():

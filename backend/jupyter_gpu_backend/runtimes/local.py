@@ -24,8 +24,8 @@ from jupyter_gpu._wire.devices import gpu_type_of, split
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, Image, default_images
-from jupyter_gpu_backend.runtimes.base import exit_cause, log_tail, wait_exits
+from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, Image
+from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.runtimes.device_table import DeviceTable
 from jupyter_gpu._wire import settings
 
@@ -70,17 +70,15 @@ def detect_gpus() -> dict[str, list[int]]:
     return found
 
 
-class LocalRuntime:
+class LocalRuntime(Runtime):
     name = "local"
     shares_host = True  # workers see the backend host's /dev/shm
 
     def __init__(self, worker_url: str, images: dict | None = None):
-        self.worker_url = worker_url
+        super().__init__(worker_url, images)
         self.gpus = detect_gpus()
         self.log_dir = tempfile.mkdtemp(prefix="jupyter-gpu-workers-")
-        self.workers: dict[str, WorkerProcess] = {}
         self.table = DeviceTable(self.gpus)  # which device indices each worker gets
-        self.images: dict[str, Image] = images or default_images()
         use_zygotes = settings.ZYGOTE.get() != "0"
         self.zygotes = {name: Zygote(self.log_dir, image) for name, image in self.images.items()} if use_zygotes else {}
         self.zygote = self.zygotes.get(DEFAULT_IMAGE)  # the default image's
@@ -111,9 +109,6 @@ class LocalRuntime:
 
     def offers(self) -> list[str]:
         return sorted(self.gpus) + ["cpu"]
-
-    def default_gpu(self) -> str:
-        return self.offers()[0]
 
     def max_devices(self) -> dict[str, int]:
         """The most devices a worker may get per type ("A100:2" needs two A100s here)."""
@@ -169,27 +164,8 @@ class LocalRuntime:
             except ProcessLookupError:
                 pass
 
-    async def stop(self, handle: WorkerProcess, grace: float = 2.0) -> None:
-        """The worker was asked to shut down; make sure it is gone within ``grace`` seconds."""
-        try:
-            await asyncio.wait_for(asyncio.shield(handle.exited), grace)
-        except asyncio.TimeoutError:
-            self.kill(handle)
-        except ConnectionError:  # the zygote that would report its exit is gone
-            self.kill(handle)
-        self.workers.pop(handle.worker_id, None)
-
-    async def exit_cause(self, handle, timeout: float = 2.0) -> str:
-        return await exit_cause(handle.exited, timeout)
-
-    def log_tail(self, handle, limit: int = 2000) -> str:
-        return log_tail(handle.log_path, limit, "")
-
     async def shutdown(self) -> None:
-        for handle in list(self.workers.values()):
-            self.kill(handle)
-        await wait_exits(self.workers.values())
-        self.workers.clear()
+        await super().shutdown()
         for z in self.zygotes.values():
             await z.stop()
 

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from jupyter_gpu_backend.runtimes.images import Image, default_images
-from jupyter_gpu_backend.runtimes.base import exit_cause, log_tail
+from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -73,11 +72,13 @@ def _actor_class(ray):
     return WorkerActor
 
 
-class RayRuntime:
+class RayRuntime(Runtime):
     name = "ray"
     shares_host = False  # actors may live on other nodes: payloads go on the wire
+    missing_log = "(the log is on the node that ran the actor)"
 
     def __init__(self, worker_url: str, address: str | None = None, images: dict | None = None):
+        super().__init__(worker_url, images)
         import ray
 
         self.ray = ray
@@ -87,21 +88,15 @@ class RayRuntime:
             cpus = int(settings.RAY_CPUS.get() or max(2, os.cpu_count() or 2))
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      **({} if address else {"num_cpus": cpus}))
-        self.worker_url = worker_url
         self.actor_cls = _actor_class(ray)
         self.log_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"jupyter-gpu-ray-{os.getpid()}")
         os.makedirs(self.log_dir, exist_ok=True)
-        self.workers: dict[str, RayWorker] = {}
-        self.images: dict[str, Image] = images or default_images()
 
     def offers(self) -> list[str]:
         resources = self.ray.cluster_resources()
         # Ray names a node's GPU model as an "accelerator_type:<model>" resource
         types = sorted(k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:"))
         return types + ["cpu"]
-
-    def default_gpu(self) -> str:
-        return self.offers()[0]
 
     @staticmethod
     def _needs(gpu: str) -> dict:
@@ -166,25 +161,14 @@ class RayRuntime:
     def kill(self, handle: RayWorker) -> None:
         handle.actor.signal.remote(int(signal.SIGKILL))
 
-    async def stop(self, handle: RayWorker, grace: float = 2.0) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(handle.exited), grace)
-        except asyncio.TimeoutError:
-            self.kill(handle)
-            try:
-                await asyncio.wait_for(asyncio.shield(handle.exited), grace)
-            except asyncio.TimeoutError:
-                pass
-        self.ray.kill(handle.actor)
-        self.workers.pop(handle.worker_id, None)
+    def _kill_wait(self, grace: float) -> float:
+        return grace  # the actor's `wait()` reports the exit
 
-    async def exit_cause(self, handle, timeout: float = 2.0) -> str:
-        return await exit_cause(handle.exited, timeout)
-
-    def log_tail(self, handle, limit: int = 2000) -> str:
-        return log_tail(handle.log_path, limit, "(the log is on the node that ran the actor)")
+    def _free(self, handle: RayWorker) -> None:
+        self.ray.kill(handle.actor)  # the actor holds its CPUs/GPUs until killed
 
     async def shutdown(self) -> None:
+        """Every worker killed with its actor (the actor's resources freed), no exit waited for."""
         for handle in list(self.workers.values()):
             self.kill(handle)
             try:

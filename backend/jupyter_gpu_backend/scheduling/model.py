@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from jupyter_gpu._wire import framing
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 
+from jupyter_gpu_backend.runtimes.base import Handle
 from jupyter_gpu_backend.scheduling.dedicated import SERVERLESS
 
 LOST_NOTE = "Its namespace is lost; the next cell starts a new worker."
@@ -54,7 +55,7 @@ class Conn:
 class Worker:
     id: str
     gpu: str
-    handle: object  # the runtime's handle
+    handle: "Handle | None"  # the runtime's handle (runtimes/base.py)
     registered: asyncio.Future
     conn: Conn | None = None
     info: dict = field(default_factory=dict)
@@ -82,6 +83,12 @@ class Worker:
     def key(self) -> str:
         """Its (GPU type, image) pool: the key of its lease and of its max_workers slot."""
         return pool_key(self.gpu, self.image)
+
+    @property
+    def start_method(self) -> str:
+        """How its runtime started it ("zygote", "spawn", "container", "ray actor"); "spawn" until
+        the runtime has given its handle (a worker may register before that)."""
+        return self.handle.start_method if self.handle is not None else "spawn"
 
     def loss(self) -> tuple[str, str]:
         """(status, what happened) for a cell that died with this worker, once it is gone."""

@@ -24,6 +24,7 @@ from jupyter_gpu_backend.scheduling.capacity import Capacity
 from jupyter_gpu_backend.scheduling.dedicated import DEDICATED, SERVERLESS, DedicatedPool
 from jupyter_gpu_backend.runtimes.images import default_images
 from jupyter_gpu_backend.accounting.ledger import NullLedger
+from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.scheduling.lane_cells import LaneReports
 from jupyter_gpu_backend.scheduling.model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker
 from jupyter_gpu_backend.scheduling.spares import SparePool
@@ -40,7 +41,7 @@ LAST_REPORTS_WAIT = 2.0
 
 
 class Scheduler(LaneReports):
-    def __init__(self, runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
+    def __init__(self, runtime: Runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
                  ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None,
                  scale_up_queue: int | None = None, target_utilisation: float | None = None,
                  images: dict | None = None):
@@ -82,8 +83,8 @@ class Scheduler(LaneReports):
     # -- running a cell ------------------------------------------------------------------------
     def choose(self, spec: str) -> str:
         """The pool key for ``spec``: a type, or "A100:2" where the runtime gives a worker several."""
-        most = getattr(self.runtime, "max_devices", None)  # runtimes without it: one device per worker
-        return devices.choose(spec, self.runtime.offers(), most() if most else 1)
+        most = self.runtime.max_devices()  # None: one device per worker
+        return devices.choose(spec, self.runtime.offers(), 1 if most is None else most)
 
     def begin(self, session: Session, header: dict) -> CellRun:
         gpu = self.choose(header.get("gpu") or self.runtime.default_gpu())
@@ -141,14 +142,15 @@ class Scheduler(LaneReports):
         says, in the cell's status line, what the runtime waits for (a Ray actor no node has room
         for), as soon as it is so and whenever that changes, not only when the start times out."""
         task = asyncio.ensure_future(self.start_worker(run.gpu, image=run.image))
-        short_of = getattr(self.runtime, "short_of", None)
         said, first = "", min(WAIT_NOTE_AFTER, self.start_timeout / 2)
         try:
-            while short_of is not None:
+            while True:
                 done, _ = await asyncio.wait({task}, timeout=first if not said else WAIT_NOTE_EVERY)
                 if done:
                     break
-                why = short_of(run.gpu)
+                why = self.runtime.short_of(run.gpu)
+                if why is None:
+                    break  # the runtime cannot say what it waits for: the start is just waited for
                 if why != said:
                     said = why
                     await run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "cold_start",
@@ -197,7 +199,7 @@ class Scheduler(LaneReports):
                                                        self.start_timeout)
             except asyncio.TimeoutError:
                 self.ledger.worker_state(worker_id, "lost", cause="not started in time")
-                why = getattr(self.runtime, "waiting_for", lambda g: "")(gpu)
+                why = self.runtime.waiting_for(gpu)
                 raise WorkerStartFailed(f"the {self.runtime.name} runtime did not start a worker for "
                                         f"{pool_key(gpu, image)} within {self.start_timeout:.0f} s{why}") from None
             done, _ = await asyncio.wait(
@@ -227,8 +229,7 @@ class Scheduler(LaneReports):
         worker.lane = info.pop("lane", None)  # the secret is not status material
         worker.info = info
         worker.startup_s = info.get("startup_s", 0.0)
-        method = getattr(worker.handle, "start_method", "spawn")
-        self.ledger.worker_state(worker_id, "idle", device=worker.device, start_method=method)
+        self.ledger.worker_state(worker_id, "idle", device=worker.device, start_method=worker.start_method)
         if not worker.registered.done():
             worker.registered.set_result(worker)
         return worker
@@ -257,7 +258,7 @@ class Scheduler(LaneReports):
             messages.placed(header, worker=worker.id, gpu=worker.gpu, device=worker.device, cold=run.cold,
                             pool=worker.pool, image=worker.image)
             if run.cold:
-                messages.placed(header, start_method=getattr(worker.handle, "start_method", "spawn"))
+                messages.placed(header, start_method=worker.start_method)
             self.ledger.cell_pool(run.id, worker.pool)  # before cell_done: budgets charge by pool
             self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
             worker.cell = None
