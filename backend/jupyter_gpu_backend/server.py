@@ -111,7 +111,7 @@ class BackendServer:
                 {"url": self.url, "token": self.config.token, "pid": os.getpid(), "runtime": self.config.runtime},
             )
         await self.scheduler.runtime.prepare()  # e.g. the local runtime's zygote starts importing now
-        self.scheduler.pool.start()
+        self.scheduler.spares.start()
         self.scheduler.dedicated.start()  # hybrid pools: the always-on workers start with the backend
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
         # uvicorn re-raises a SIGTERM it caught once it has stopped serving; with the default action

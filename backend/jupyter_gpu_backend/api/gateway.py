@@ -157,7 +157,7 @@ class Gateway:
         elif kind == messages.PREWARM:
             asyncio.ensure_future(self._prewarm(session, header))  # a cold start must not block the loop
         elif kind == messages.STATUS:
-            await self.scheduler.settle_reports(session)
+            await self.scheduler.lane_cells.settle(session)
             await session.conn.send({"type": messages.STATUS_REPLY, **self.scheduler.status(session)})
         else:
             await session.conn.send(messages.failure("bad_request", f"unknown message type {kind!r}"))
@@ -193,8 +193,7 @@ class Gateway:
         if lease is not None:
             # warm path: forward frames as they arrive, no buffering
             frames = _iter_frames(header, ws)
-            self.scheduler.ledger.cell_started(run.id, session.id, session.user, run.gpu)
-            self.scheduler.ledger.cell_image(run.id, run.image)
+            self.scheduler.cells.started(run)
             try:
                 await self.scheduler.dispatch(run, lease, header, inline, more=frames)
             except (Disconnected, WebSocketDisconnect, framing.ProtocolError):
@@ -209,19 +208,18 @@ class Gateway:
         asyncio.ensure_future(self._cold_execute(run, header, inline, frames))
 
     async def _cold_execute(self, run, header, inline, frames) -> None:
-        ledger = self.scheduler.ledger
-        ledger.cell_started(run.id, run.session.id, run.session.user, run.gpu, status="queued")
-        ledger.cell_image(run.id, run.image)
+        cells = self.scheduler.cells
+        cells.queued(run)
         self.scheduler.starting[run.id] = run  # an interrupt meanwhile is kept for after the start
         try:
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
             if not run.interrupts:
-                ledger.cell_running(run.id)
+                cells.running(run)
                 # the live status line goes from "queued"/"cold start" to "running" (a warm cell
                 # shows neither); still `starting` meanwhile, so a stop now is kept too
                 await run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "running", "gpu": run.gpu})
         except GpuError as e:
-            ledger.cell_done(run.id, "failed", None, True, {"queue": run.queue})
+            cells.failed(run)
             await self._fail(run.session, run.id, e.code, str(e))
             return
         except QueueCancelled:
@@ -240,13 +238,13 @@ class Gateway:
     async def _interrupted_before_start(self, run, where: str) -> None:
         waited = time.monotonic() - run.t_submit
         timings = {"queue": run.queue, "cold_start": run.cold_start}
-        self.scheduler.ledger.cell_done(run.id, "interrupted", None, run.cold, timings)
+        self.scheduler.cells.interrupted(run, timings)
         await run.session.emit({"type": messages.ERROR, "cell": run.id, "ename": "KeyboardInterrupt",
                                 "evalue": f"interrupted after {waited:.1f} s {where}", "traceback": []})
         await run.session.emit(messages.done(run.id, "interrupted", timings, gpu=run.gpu, cold=run.cold))
 
     async def _lane_lost(self, session, header: dict) -> None:
-        await session.emit(await self.scheduler.lane_lost(session, header))
+        await session.emit(await self.scheduler.lane_cells.lost(session, header))
 
     async def _prewarm(self, session, header: dict) -> None:
         try:
@@ -344,11 +342,11 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Ga
         runtime = scheduler.runtime
         ready = await runtime.wait_ready(min(wait, 300.0))
         if ready and wait:
-            ready = await scheduler.pool.wait_full(min(wait, 300.0))  # min_warm spares started too
+            ready = await scheduler.spares.wait_full(min(wait, 300.0))  # min_warm spares started too
         if ready and wait:
             ready = await scheduler.dedicated.wait_full(min(wait, 300.0))  # and the dedicated workers, free
         return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(),
-                "warm_pool": scheduler.pool.sizes(), "min_warm": scheduler.pool.min_warm,
+                "warm_pool": scheduler.spares.sizes(), "min_warm": scheduler.spares.min_warm,
                 "images": {n: {} for n in sorted(scheduler.images)},  # the runtime's describe() says more
                 "dedicated": scheduler.dedicated.status(), "autoscale": scheduler.autoscale.status(),
                 **runtime.describe()}

@@ -70,9 +70,9 @@ class Autoscaler:
     def target(self, gpu: str) -> int:
         s = self.scheduler
         leased = sum(1 for sess in s.sessions.values() if gpu in sess.leases)
-        busy_serverless = s.capacity.counts.get(gpu, 0) - s.pool.count(gpu)
+        busy_serverless = s.capacity.counts.get(gpu, 0) - s.spares.count(gpu)
         return target_spares(
-            min_warm=s.pool.min_warm, leased=leased, waiting=self.waiting_cells.get(gpu, 0),
+            min_warm=s.spares.min_warm, leased=leased, waiting=self.waiting_cells.get(gpu, 0),
             free_dedicated=len(s.dedicated.free.get(gpu, [])), busy_serverless=busy_serverless,
             scale_up_queue=self.scale_up_queue, target_utilisation=self.target_utilisation,
             max_workers=s.capacity.max_workers)
@@ -92,7 +92,7 @@ class Autoscaler:
         """Demand for ``gpu`` moved: start spares up to the target now; trim extras after the delay."""
         if not self.active or self.scheduler.dedicated.closing:
             return
-        pool = self.scheduler.pool
+        pool = self.scheduler.spares
         asyncio.ensure_future(pool.refill(gpu))
         if pool.count(gpu) > self.target(gpu) and gpu not in self._trims:
             delay = self.scheduler.keep_warm
@@ -101,7 +101,7 @@ class Autoscaler:
 
     async def _trim(self, gpu: str) -> None:
         self._trims.pop(gpu, None)
-        pool = self.scheduler.pool
+        pool = self.scheduler.spares
         while pool.count(gpu) > self.target(gpu):
             worker = pool.spares[gpu].pop()
             await self.scheduler.stop_worker(worker)

@@ -1,30 +1,38 @@
-"""The backend's side of lane cells (``jupyter_gpu/lane.py``): a worker's reports of the cells
-that went straight from a kernel to it (``started``, ``metered``, ``retired``), and a kernel's
-question when its lane broke mid-cell (``lane_lost``).  A mixin of ``Scheduler``: it keeps the
-ledger, the leases' keep-warm windows and the gone workers these read and write.  Before a kernel
-is told its status, the reports a worker still owes are asked for (``report``)."""
+"""The backend's side of lane cells (``jupyter_gpu/_wire/lane.py``): a worker's reports of the
+cells that went straight from a kernel to it (``started``, ``metered``, ``retired``), and a kernel's
+question when its lane broke mid-cell (``lane_lost``).  The scheduler's collaborator: the cells'
+rows go through its ``Cells``, the keep-warm windows through its ``idle``, and the workers asked
+about are its live or recently gone ones.  Before a kernel is told its status, the reports a worker
+still owes are asked for (``report``)."""
 from __future__ import annotations
 
 import asyncio
 import math
 import time
+from typing import TYPE_CHECKING
 
 from jupyter_gpu._wire import messages
 
 from jupyter_gpu_backend.scheduling.model import LOST_NOTE, Session, Worker
 
+if TYPE_CHECKING:
+    from jupyter_gpu_backend.scheduling.scheduler import Scheduler
+
 REPORT_WAIT = 0.5  # s: a kernel's status waits this long for its workers' owed reports
 
 
-class LaneReports:
-    def _lane_report(self, worker: Worker, header: dict) -> None:
+class LaneCells:
+    def __init__(self, scheduler: "Scheduler"):
+        self.scheduler = scheduler
+
+    def report(self, worker: Worker, header: dict) -> None:
         """A lane cell began (``started``: the worker is busy, keep-warm paused) or ran
         (``metered``: ledger it and restart the keep-warm window); or the worker is retiring (an
         expected exit)."""
         session = worker.session
         if header["type"] == messages.RETIRED:
             worker.stopping = worker.retired = True
-            self.ledger.worker_state(worker.id, "stopping")
+            self.scheduler.ledger.worker_state(worker.id, "stopping")
             return
         if session is None:
             return
@@ -32,7 +40,7 @@ class LaneReports:
         lease = session.leases.get(worker.key)
         if header["type"] == messages.STARTED:
             worker.lane_cell = cell
-            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
+            self.scheduler.cells.lane_started(worker, cell)
             if lease is not None and lease.worker is worker:
                 if lease.expiry is not None:
                     lease.expiry.cancel()
@@ -46,18 +54,16 @@ class LaneReports:
         # the worker reports a short cell only after it ended, once idle: date it back
         ago = max(0.0, _number(header.get("ended_ago")))
         ended = time.time() - ago
-        if worker.lane_cell != cell:  # a short cell, never announced (`started`)
-            self.ledger.cell_started(cell, session.id, session.user, worker.gpu,
-                                     at=ended - max(0.0, _number(timings.get("run"))))
+        # a short cell, never announced (`started`), began its run before it ended
+        submitted = ended - max(0.0, _number(timings.get("run"))) if worker.lane_cell != cell else None
         worker.lane_cell = None
-        self.ledger.cell_pool(cell, worker.pool)
-        self.ledger.cell_done(cell, status, worker.id, False, timings, at=ended)
+        self.scheduler.cells.lane_metered(worker, cell, status, timings, ended, submitted)
         if lease is not None and lease.worker is worker:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
                 lease.keep_warm = float(header["keep_warm"])
-            self._idle(lease, ago)
+            self.scheduler.idle(lease, ago)
 
-    async def settle_reports(self, session: Session) -> None:
+    async def settle(self, session: Session) -> None:
         """Before a kernel is told about its workers: one that looks busy with a lane cell is
         asked for the reports it owes (a long cell that ended under METER_IDLE ago is metered
         only then), so `%gpu status` run right after such a cell shows the worker idle, with its
@@ -73,11 +79,11 @@ class LaneReports:
         if waits:
             await asyncio.wait(waits, timeout=REPORT_WAIT)
 
-    async def lane_lost(self, session: Session, header: dict) -> dict:
+    async def lost(self, session: Session, header: dict) -> dict:
         """A kernel's lane broke in the middle of a cell: did the cell run (and die with its
         worker), or had the worker retired before reading it (then the kernel goes through us)?"""
         wid = header.get("worker")
-        worker = self.workers.get(wid) or self.gone.get(wid)
+        worker = self.scheduler.workers.get(wid) or self.scheduler.gone.get(wid)
         reply = {"type": messages.LANE_LOST_REPLY, "cell": header.get("cell"), "ran": False}
         if worker is None or worker.session is not session:
             return reply
@@ -90,10 +96,7 @@ class LaneReports:
         status, what = worker.loss()
         cell = str(header.get("cell", ""))
         if worker.lane_cell != cell:  # it died before announcing the cell (worker_gone recorded an announced one)
-            self.ledger.cell_started(cell, session.id, session.user, worker.gpu)
-            self.ledger.cell_image(cell, worker.image)
-            self.ledger.cell_pool(cell, worker.pool)
-            self.ledger.cell_done(cell, status, worker.id, False, {})
+            self.scheduler.cells.lane_lost(worker, cell, status, announced=False)
         return {**reply, "ran": True, "status": status, "message": f"{what}. {LOST_NOTE}", "device": worker.device,
                 "gpu": worker.gpu}
 

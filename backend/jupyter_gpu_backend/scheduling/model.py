@@ -69,7 +69,7 @@ class Worker:
     lane: dict | None = None  # the worker's direct lane {path, secret} (same-host runtimes)
     cells: int = 0  # cells it ran, through the backend or metered from its lane
     lane_cell: str | None = None  # the lane cell it runs (between `started` and `metered`)
-    reported: asyncio.Future | None = None  # answered by its `reported` (Scheduler.settle_reports)
+    reported: asyncio.Future | None = None  # answered by its `reported` (LaneCells.settle)
     exit_cause: str | None = None  # why it is gone, once it is
     pool: str = SERVERLESS  # or DEDICATED: an always-on worker of the hybrid pool (dedicated.py)
     gone: asyncio.Event = field(default_factory=asyncio.Event)

@@ -1,11 +1,12 @@
 """Sessions, workers and leases: who runs which cell, cold starts, keep-warm and scale to zero.
 
 One session = one notebook kernel.  A session leases at most one worker per (GPU type, worker
-image) (``jupyter_gpu/images.py``: ``Session.leases`` is keyed by ``pool_key``); the lease
+image) (``jupyter_gpu/_wire/pools.py``: ``Session.leases`` is keyed by ``pool_key``); the lease
 stays warm for ``keep_warm`` seconds after its last cell, then the worker is stopped (scale to
 zero; a lane worker is asked to retire).  A worker serves one session for its life; a dedicated
 one is replaced by a fresh process when its session lets it go.  What is tracked (sessions,
-workers, leases, cells) is in ``model.py``.
+workers, leases, cells) is in ``model.py``; a cell's ledger rows are written by ``cells.py``, the
+reports of lane cells handled by ``lane_cells.py``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from jupyter_gpu_backend.scheduling.dedicated import DEDICATED, SERVERLESS, Dedi
 from jupyter_gpu_backend.runtimes.images import default_images
 from jupyter_gpu_backend.accounting.ledger import NullLedger
 from jupyter_gpu_backend.runtimes.base import Runtime
-from jupyter_gpu_backend.scheduling.lane_cells import LaneReports
+from jupyter_gpu_backend.scheduling.cells import Cells
+from jupyter_gpu_backend.scheduling.lane_cells import LaneCells
 from jupyter_gpu_backend.scheduling.model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker
 from jupyter_gpu_backend.scheduling.spares import SparePool
 
@@ -40,7 +42,7 @@ GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lo
 LAST_REPORTS_WAIT = 2.0
 
 
-class Scheduler(LaneReports):
+class Scheduler:
     def __init__(self, runtime: Runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
                  ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None,
                  scale_up_queue: int | None = None, target_utilisation: float | None = None,
@@ -48,12 +50,14 @@ class Scheduler(LaneReports):
         self.runtime = runtime
         self.images = images or default_images()  # name -> images.Image; spares and dedicated: default only
         self.ledger = ledger if ledger is not None else NullLedger()
+        self.cells = Cells(lambda: self.ledger)  # a cell's ledger rows (budgets may wrap the ledger later)
+        self.lane_cells = LaneCells(self)  # the cells that go straight from a kernel to its worker
         self.capacity = Capacity(max_workers)
-        self.pool = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
+        self.spares = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
         self.dedicated = DedicatedPool(dedicated or {}, self.start_worker, lambda: self.ledger)
         self.autoscale = Autoscaler(self, scale_up_queue, target_utilisation)  # spares beyond min_warm
         if self.autoscale.active:
-            self.pool.target = self.autoscale.target
+            self.spares.target = self.autoscale.target
         self.keep_warm = keep_warm
         self.start_timeout = start_timeout
         self.sessions: dict[str, Session] = {}
@@ -114,7 +118,7 @@ class Scheduler(LaneReports):
             await session.emit({"type": messages.PHASE, "cell": run.id, "phase": "queued", "position": n, "gpu": run.gpu})
 
         # a free dedicated worker first, then a min_warm spare: either way no cold start
-        worker = (self.dedicated.take(run.gpu) or self.pool.take(run.gpu)) if default else None
+        worker = (self.dedicated.take(run.gpu) or self.spares.take(run.gpu)) if default else None
         if worker is None:
             with self.autoscale.waiting(run.gpu) if default else contextlib.nullcontext():  # --scale-up-queue
                 # a max_workers slot (per GPU type and image), or a dedicated worker that comes free
@@ -240,9 +244,7 @@ class Scheduler(LaneReports):
                 worker.reported.set_result(None)
             return
         if header["type"] in (messages.STARTED, messages.METERED, messages.RETIRED):
-            self._lane_report(worker, header)
-            if header["type"] != messages.RETIRED and worker.session is not None:  # after its cell_started
-                self.ledger.cell_image(str(header.get("cell", "")), worker.image)
+            self.lane_cells.report(worker, header)
             return
         run = worker.cell
         if run is None or header.get("cell") != run.id:
@@ -259,8 +261,7 @@ class Scheduler(LaneReports):
                             pool=worker.pool, image=worker.image)
             if run.cold:
                 messages.placed(header, start_method=worker.start_method)
-            self.ledger.cell_pool(run.id, worker.pool)  # before cell_done: budgets charge by pool
-            self.ledger.cell_done(run.id, header.get("status", "ok"), worker.id, run.cold, header["timings"])
+            self.cells.done(run, worker, header.get("status", "ok"), header["timings"])
             worker.cell = None
             if header.get("status") != "resend":
                 worker.cells += 1
@@ -269,10 +270,10 @@ class Scheduler(LaneReports):
                 messages.placed(header, keep_warm=lease.keep_warm)
                 if self.lanes and worker.lane and lease.worker is worker:
                     messages.placed(header, lane=worker.lane)  # this kernel's later warm cells may go direct
-            self._idle(lease)
+            self.idle(lease)
         await run.session.emit(header, inline, frames)
 
-    def _idle(self, lease: Lease | None, ago: float = 0.0) -> None:
+    def idle(self, lease: Lease | None, ago: float = 0.0) -> None:
         """The lease's worker went idle ``ago`` seconds ago: its keep-warm window runs from then."""
         if lease is None:
             return
@@ -365,7 +366,7 @@ class Scheduler(LaneReports):
                     lease.expiry.cancel()
                 session.leases.pop(worker.key, None)
                 self._demand(worker.key)
-        self.pool.discard(worker)
+        self.spares.discard(worker)
         self.dedicated.recycle(worker)
         cause = worker.exit_cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
         if worker.handle is not None:  # a Ray actor holds its CPUs/GPUs until killed, even with its worker dead
@@ -376,14 +377,12 @@ class Scheduler(LaneReports):
             elif not worker.stopping:  # it died between cells, or in a lane cell (the kernel asks: lane_lost)
                 self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
             if worker.lane_cell:  # never `metered`: recorded as lost even if its kernel never asks
-                self.ledger.cell_pool(worker.lane_cell, worker.pool)
-                self.ledger.cell_done(worker.lane_cell, worker.loss()[0], worker.id, False, {})
+                self.cells.lane_lost(worker, worker.lane_cell, worker.loss()[0], announced=True)
             return
         status, what = worker.loss()
         self.ledger.worker_state(worker.id, "lost", cause=what)
         timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
-        self.ledger.cell_pool(run.id, worker.pool)
-        self.ledger.cell_done(run.id, status, worker.id, run.cold, timings)
+        self.cells.done(run, worker, status, timings)
         await run.session.emit(
             {
                 "type": messages.ERROR,
@@ -443,7 +442,7 @@ class Scheduler(LaneReports):
         run = CellRun("prewarm", session, self.choose(gpu), time.monotonic(), image=self.image_of({"image": image}))
         lease = await self.lease_for(run, keep_warm)
         if lease.worker.cell is None and lease.expiry is None:
-            self._idle(lease)  # the keep-warm window runs from now
+            self.idle(lease)  # the keep-warm window runs from now
         return {"gpu": run.gpu, "image": run.image, "worker": lease.worker.id, "device": lease.worker.device,
                 "cold_start": run.cold_start, "started": run.cold}
 
@@ -471,7 +470,7 @@ class Scheduler(LaneReports):
             )
         return {"leases": leases, "offers": self.runtime.offers(), "runtime": self.runtime.name,
                 "images": sorted(self.images),
-                "warm_pool": self.pool.sizes(), "dedicated": self.dedicated.status(),
+                "warm_pool": self.spares.sizes(), "dedicated": self.dedicated.status(),
                 "autoscale": self.autoscale.status()}
 
     async def close_session(self, session: Session) -> None:
@@ -481,7 +480,7 @@ class Scheduler(LaneReports):
         self.ledger.session_closed(session.id)
 
     async def shutdown(self) -> None:
-        self.dedicated.closing = self.pool.closing = True  # workers killed from here on are not replaced
+        self.dedicated.closing = self.spares.closing = True  # workers killed from here on are not replaced
         for session in list(self.sessions.values()):
             for lease in list(session.leases.values()):
                 if lease.expiry is not None:
