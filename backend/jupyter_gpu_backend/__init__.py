@@ -1,1 +1,1 @@
-"""The jupyter-gpu control plane: gateway, scheduler, runtimes."""
+"""The jupyter-gpu control plane: api (the only door), scheduling, accounting, runtimes."""

@@ -25,7 +25,7 @@ from jupyter_gpu_backend.config import BackendConfig, load_config_file, load_use
 from jupyter_gpu_backend.scheduling.dedicated import parse_sizes
 from jupyter_gpu_backend.accounting.ledger import Ledger
 from jupyter_gpu_backend.accounting.ledger import default_path as default_ledger_path
-from jupyter_gpu_backend.api.gateway import create_app
+from jupyter_gpu_backend.api.app import create_app
 from jupyter_gpu_backend.runtimes.images import check_for_runtime
 from jupyter_gpu_backend.runtimes import RUNTIMES, make_runtime
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
@@ -77,7 +77,7 @@ class BackendServer:
                                    scale_up_queue=config.scale_up_queue, target_utilisation=config.target_utilisation,
                                    images=config.images)
         self.scheduler.dedicated.check(runtime.offers())  # a dedicated size for a type not offered: refused
-        self.app, self.gateway = create_app(config, self.scheduler)
+        self.app, self.kernels = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
             uvicorn.Config(
                 self.app,
@@ -95,10 +95,10 @@ class BackendServer:
     async def _watch_idle(self) -> None:
         while not self.uvicorn.should_exit:
             await asyncio.sleep(min(1.0, self.config.idle_grace / 4))
-            gone = time.monotonic() - self.gateway.last_client_left
-            if self.gateway.clients == 0 and gone > self.config.idle_grace:
+            gone = time.monotonic() - self.kernels.last_client_left
+            if self.kernels.clients == 0 and gone > self.config.idle_grace:
                 log.info("no client for %.1f s: the embedded backend exits", gone)
-                self.gateway.closing = True
+                self.kernels.closing = True
                 if self.config.runtime_file:
                     remove_runtime_file(self.config.runtime_file)  # new kernels start another
                 await self.scheduler.shutdown()  # workers first, so no open socket holds us up
@@ -195,7 +195,7 @@ def main(argv=None) -> None:
     config.session_budget, config.user_budget = args.session_budget, args.user_budget
     config.budget_warn = args.budget_warn
     if args.session_budget is not None or args.user_budget is not None:
-        config.lanes = False  # budgets.py: every cell must pass the gateway's check before it starts
+        config.lanes = False  # budgets.py: every cell must pass the backend's check before it starts
     if args.no_lane:
         config.lanes = False
     try:

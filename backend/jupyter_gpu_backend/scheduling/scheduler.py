@@ -64,7 +64,7 @@ class Scheduler:
         self.workers: dict[str, Worker] = {}
         self.pending: dict[str, tuple[str, Worker]] = {}  # worker id -> (one-time secret, worker)
         self.gone: dict[str, Worker] = {}  # recently gone workers (bounded), for lane_lost
-        self.starting: dict[str, CellRun] = {}  # cells waiting for a cold start (Gateway._cold_execute)
+        self.starting: dict[str, CellRun] = {}  # cells waiting for a cold start (api/kernels.py: _cold_execute)
         self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
         self._reaping: set = set()  # runtime.stop of gone workers, under way
 
@@ -405,7 +405,7 @@ class Scheduler:
 
     async def interrupt(self, session: Session, cell: str) -> None:
         if self.capacity.cancel(cell):
-            return  # it was still queued: it leaves the line (see Gateway._cold_execute)
+            return  # it was still queued: it leaves the line (see api/kernels.py: _cold_execute)
         starting = self.starting.get(cell)
         if starting is not None and starting.session is session:
             starting.interrupts += 1  # its worker is starting: the cell will not be dispatched

@@ -1,0 +1,72 @@
+"""The REST routes (``/api/...``), every one behind the token (``Depends(auth)``: its user, or 401).
+
+``health`` (liveness, for the kernel and the lab extension to find a backend), ``status`` (the
+caller's sessions and leases), ``runtime`` (the runtime's state; ``?wait=S`` waits until ready),
+``pools`` (seconds and dollars per pool from the ledger), ``cells`` (the caller's ledger rows),
+``queue`` (the caller's cells waiting for a worker).  A user sees their own sessions and cells only.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import Depends, FastAPI
+
+from jupyter_gpu import __version__
+from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
+
+from jupyter_gpu_backend.api.auth import Auth
+from jupyter_gpu_backend.api.kernels import Kernels
+from jupyter_gpu_backend.scheduling.dedicated import pool_usage
+from jupyter_gpu_backend.scheduling.scheduler import Scheduler
+
+
+def add_routes(app: FastAPI, scheduler: Scheduler, kernels: Kernels, auth: Auth) -> None:
+    @app.get("/api/health")
+    async def health(user: str = Depends(auth)):
+        return {"ok": True, "version": __version__, "runtime": scheduler.runtime.name, "clients": kernels.clients}
+
+    @app.get("/api/status")
+    async def status(user: str = Depends(auth)):
+        return {
+            "runtime": scheduler.runtime.name,
+            "offers": scheduler.runtime.offers(),
+            "user": user,
+            # a user sees their own sessions only
+            "sessions": {sid: scheduler.status(s) for sid, s in scheduler.sessions.items() if s.user == user},
+        }
+
+    @app.get("/api/runtime")
+    async def runtime(wait: float = 0.0, user: str = Depends(auth)):
+        """The runtime's state; ``?wait=S`` first waits up to S seconds until it is fully ready."""
+        runtime = scheduler.runtime
+        ready = await runtime.wait_ready(min(wait, 300.0))
+        if ready and wait:
+            ready = await scheduler.spares.wait_full(min(wait, 300.0))  # min_warm spares started too
+        if ready and wait:
+            ready = await scheduler.dedicated.wait_full(min(wait, 300.0))  # and the dedicated workers, free
+        return {"runtime": runtime.name, "ready": ready, "offers": runtime.offers(),
+                "warm_pool": scheduler.spares.sizes(), "min_warm": scheduler.spares.min_warm,
+                "images": {n: {} for n in sorted(scheduler.images)},  # the runtime's describe() says more
+                "dedicated": scheduler.dedicated.status(), "autoscale": scheduler.autoscale.status(),
+                **runtime.describe()}
+
+    @app.get("/api/pools")
+    async def pools(user: str = Depends(auth)):
+        """Seconds and dollars per pool (dedicated / serverless) and GPU type, from the ledger."""
+        return {"pools": await asyncio.to_thread(pool_usage, scheduler.ledger), "dedicated": scheduler.dedicated.status()}
+
+    @app.get("/api/cells")
+    async def cells(session: str | None = None, limit: int = 1000, user: str = Depends(auth)):
+        """The caller's cells from the ledger, newest first (everything recorded so far)."""
+        rows = await asyncio.to_thread(scheduler.ledger.cells, user, session, max(1, min(limit, 10000)))
+        return {"cells": rows or []}
+
+    @app.get("/api/queue")
+    async def queue(user: str = Depends(auth)):
+        """The caller's cells waiting for a worker: position in line (max_workers), or None while
+        their worker cold-starts.  Read-only; the lab sidebar shows it."""
+        mine = {sid for sid, s in scheduler.sessions.items() if s.user == user}
+        rows = await asyncio.to_thread(scheduler.ledger.queued_cells, user)
+        return {"queued": [{"cell": c, "session": s, "gpu": g, "image": i or DEFAULT_IMAGE,
+                            "position": scheduler.capacity.position(pool_key(g, i), c)}
+                           for c, s, g, i in rows or [] if s in mine]}
