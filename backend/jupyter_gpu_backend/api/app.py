@@ -18,7 +18,8 @@ from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[FastAPI, Kernels]:
     auth = Auth(config)
     kernels = Kernels(config, scheduler, auth)
-    app = FastAPI(title="jupyter-gpu backend", version=__version__)
+    # the docs and the schema are routes of rest.py, behind the token like every other
+    app = FastAPI(title="jupyter-gpu backend", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(Unauthorized, unauthorized)
     add_routes(app, scheduler, kernels, auth)
 

@@ -4,17 +4,21 @@
 caller's sessions and leases), ``runtime`` (the runtime's state; ``?wait=S`` waits until ready),
 ``pools`` (seconds and dollars per pool from the ledger), ``cells`` (the caller's ledger rows),
 ``queue`` (the caller's cells waiting for a worker).  A user sees their own sessions and cells only.
+The API's own docs (``/docs``, ``/redoc``) and schema (``/openapi.json``) are behind the token too: a
+docs page opened with ``?token=T`` loads the schema with it.
 """
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
 from jupyter_gpu import __version__
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 
-from jupyter_gpu_backend.api.auth import Auth
+from jupyter_gpu_backend.api.auth import Auth, token_of
 from jupyter_gpu_backend.api.kernels import Kernels
 from jupyter_gpu_backend.scheduling.dedicated import pool_usage
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
@@ -70,3 +74,20 @@ def add_routes(app: FastAPI, scheduler: Scheduler, kernels: Kernels, auth: Auth)
         return {"queued": [{"cell": c, "session": s, "gpu": g, "image": i or DEFAULT_IMAGE,
                             "position": scheduler.capacity.position(pool_key(g, i), c)}
                            for c, s, g, i in rows or [] if s in mine]}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(user: str = Depends(auth)):
+        return app.openapi()
+
+    def schema_url(request: Request) -> str:
+        """The schema's URL for a docs page, with the token it was opened with (the page's own
+        request for it carries no header)."""
+        return "/openapi.json?" + urlencode({"token": token_of(request.headers, request.query_params)})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request, user: str = Depends(auth)):
+        return get_swagger_ui_html(openapi_url=schema_url(request), title=f"{app.title} - Swagger UI")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request, user: str = Depends(auth)):
+        return get_redoc_html(openapi_url=schema_url(request), title=f"{app.title} - ReDoc")

@@ -63,3 +63,14 @@ def test_the_worker_websocket_refuses_a_worker_nobody_started(app):
         with TestClient(app).websocket_connect("/ws/worker", headers={"X-Worker-Id": "w-nobody"}):
             pass
     assert (e.value.code, e.value.reason) == (1008, "unknown worker")
+
+
+def test_the_docs_and_the_schema_are_behind_the_token_too(app):
+    client = TestClient(app)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        r = client.get(path)
+        assert (r.status_code, r.json()) == (401, {"error": "missing or wrong token"}), path
+    schema = client.get("/openapi.json", headers={"Authorization": f"token {TOKEN}"}).json()
+    assert "/api/health" in schema["paths"] and "/docs" not in schema["paths"]
+    page = client.get(f"/docs?token={TOKEN}")
+    assert page.status_code == 200 and f"/openapi.json?token={TOKEN}" in page.text  # the page loads it so
