@@ -46,7 +46,7 @@ class BackendConfig:
     # leased / (leased + spares) under the target
     scale_up_queue: int | None = None
     target_utilisation: float | None = None
-    # named worker images ([images.NAME] in --config; images.py): name -> Image, "default" always there
+    # named worker images ([images.NAME] in --config; images.py): name -> WorkerImage, "default" always there
     images: dict = field(default_factory=default_images)
 
     @property

@@ -207,7 +207,8 @@ def send_and_drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | Non
         if outcome is None:  # it retired before reading the cell: ask the backend
             return None
     else:
-        if packed.route is not None:  # the backend did not see it run: the kernel says where it ran
+        # the backend did not see a lane cell run: the kernel says where it ran (a `resend` ran nothing)
+        if packed.route is not None and outcome is not None:
             keep_warm = plan.keep_warm if plan.keep_warm is not None else held.keep_warm
             messages.placed(outcome.done, worker=held.worker, gpu=plan.gpu, device=held.device, cold=False,
                             keep_warm=keep_warm, lane=held.lane, pool=held.pool, image=plan.opts.image)

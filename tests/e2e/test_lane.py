@@ -119,3 +119,19 @@ def test_the_backend_can_be_told_to_relay_every_cell(fresh_kernel_env):
         assert re.search(r"keep-warm", status), status
     finally:
         k.shutdown()
+
+
+def test_a_value_the_worker_no_longer_holds_is_asked_for_by_the_lane_and_sent_again(live_kernel):
+    """The kernel counts on a value its worker holds, and the worker has lost track of it (here its
+    bookkeeping is emptied behind the kernel's back): the worker answers the lane cell `resend`,
+    and the cell goes again, through the backend, with all its inputs, and runs."""
+    k = live_kernel
+    k.run(LOAD)
+    k.run("%%gpu\na = [1, 2, 3]")
+    assert k.run("%%gpu\nb = 1").footers()[-1]["route"] == "lane"
+    k.run("%%gpu --no-out\nimport gc, jupyter_gpu_worker.results as r\n"
+          "_ = [h.held.clear() for h in gc.get_objects() if isinstance(h, r.Holdings)]")
+    cell = k.run("%%gpu\nprint(sum(a))")
+    assert cell.reply["content"]["status"] == "ok", _error_text(cell)
+    assert cell.stdout() == "6\n"
+    assert cell.footers()[-1]["route"] == "backend"

@@ -5,7 +5,7 @@ direct lane of the kernel this worker serves, see ``jupyter_gpu/lane.py``), whet
 runs: a request goes to the main thread through a queue, an interrupt request becomes SIGINT for
 it, and the reader alone decides to retire.  So nothing wakes another thread when a cell starts or
 ends, and no thread takes the GIL from a short cell while it runs.  The main thread runs each cell
-(``Cells``, cells.py); a cell that came by the lane sends its events back by the lane; the reader
+(``CellRunner``, cells.py); a cell that came by the lane sends its events back by the lane; the reader
 reports its timings to the backend (``metered``, ``LaneMeter`` in meter.py) once the worker has been
 idle a moment, so the backend's work stays off the cell's round trip, and announces (``started``) a
 lane cell that runs on.  The stream flusher sends buffered output.  Every send to the backend goes
@@ -29,7 +29,7 @@ from jupyter_gpu._wire import lane as lanes  # noqa: E402
 from jupyter_gpu._wire import framing, messages, shm, wsclient  # noqa: E402
 
 from jupyter_gpu_worker import device  # noqa: E402
-from jupyter_gpu_worker.cells import Cells  # noqa: E402
+from jupyter_gpu_worker.cells import CellRunner  # noqa: E402
 from jupyter_gpu_worker.meter import LaneMeter  # noqa: E402
 from jupyter_gpu_worker.telemetry import GpuTelemetry  # noqa: E402
 from jupyter_gpu._wire import settings
@@ -51,7 +51,7 @@ class Agent:
         lane_dir = os.environ.get(LANE_DIR_ENV)
         self.listener = lanes.Listener(lane_dir, worker_id) if lane_dir else None
         self.lane: lanes.LaneConnection | None = None  # the kernel's lane, once it opened one
-        self.cells = Cells(self.send_backend, self.meter)  # the main thread's: the shell and its namespace
+        self.cells = CellRunner(self.send_backend, self.meter)  # the main thread's: the shell and its namespace
 
     # -- connection --------------------------------------------------------------------------
     def send_backend(self, header: dict, buffers=()) -> None:

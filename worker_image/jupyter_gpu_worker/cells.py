@@ -3,7 +3,7 @@ that runs it, its results and its ``done``; ``input()`` in it, and the stop butt
 
 The agent's reader thread hands each request over (``queued``) and passes on what concerns the
 running cell (``interrupt``, ``input_reply``); the main thread runs it (``execute``).  A cell's
-events go wherever ``Cells.send`` sends: back by the lane a lane cell came by, else to the backend.
+events go wherever ``CellRunner.send`` sends: back by the lane a lane cell came by, else to the backend.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from jupyter_gpu_worker.telemetry import GpuTelemetry
 INTERRUPT_RETRY, INTERRUPT_RETRIES = 0.3, 5
 
 
-class Cells:
+class CellRunner:
     """The cells of this worker, run one at a time.  ``send_backend(header, buffers)`` sends to the
     backend; a lane cell's report is owed to ``meter``."""
 

@@ -8,7 +8,7 @@ known spend: at or past a limit the cell is refused with the figure and the limi
 open, `%gpu` commands and local cells keep working); past ``warn`` x a limit the cell runs and its
 output starts with a warning.  Keep-warm idle is not counted here (the kernel's `%gpu cost` shows it).
 
-The hook: ``Budgets.wrap(ledger)`` sees every cell start and finish recorded (scheduling/cells.py), and the
+The hook: ``Budgets.wrap(ledger)`` sees every cell start and finish recorded (scheduling/lifecycle.py), and the
 kernel websocket (``api/kernels.py``) calls ``check`` before it starts a cell.
 """
 from __future__ import annotations

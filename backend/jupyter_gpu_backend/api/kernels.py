@@ -167,7 +167,7 @@ class Kernels:
         if lease is not None:
             # warm path: forward frames as they arrive, no buffering
             frames = iter_frames(header, ws)
-            self.scheduler.cells.started(run)
+            self.scheduler.lifecycle.started(run)
             try:
                 await self.scheduler.dispatch(run, lease, header, inline, more=frames)
             except (Disconnected, WebSocketDisconnect, framing.ProtocolError):
@@ -182,18 +182,18 @@ class Kernels:
         asyncio.ensure_future(self._cold_execute(run, header, inline, frames))
 
     async def _cold_execute(self, run, header, inline, frames) -> None:
-        cells = self.scheduler.cells
-        cells.queued(run)
+        lifecycle = self.scheduler.lifecycle
+        lifecycle.queued(run)
         self.scheduler.starting[run.id] = run  # an interrupt meanwhile is kept for after the start
         try:
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
             if not run.interrupts:
-                cells.running(run)
+                lifecycle.running(run)
                 # the live status line goes from "queued"/"cold start" to "running" (a warm cell
                 # shows neither); still `starting` meanwhile, so a stop now is kept too
                 await run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "running", "gpu": run.gpu})
         except GpuError as e:
-            cells.failed(run)
+            lifecycle.failed(run)
             await self._fail(run.session, run.id, e.code, str(e))
             return
         except QueueCancelled:
@@ -212,7 +212,7 @@ class Kernels:
     async def _interrupted_before_start(self, run, where: str) -> None:
         waited = time.monotonic() - run.t_submit
         timings = {"queue": run.queue, "cold_start": run.cold_start}
-        self.scheduler.cells.interrupted(run, timings)
+        self.scheduler.lifecycle.interrupted(run, timings)
         await run.session.emit({"type": messages.ERROR, "cell": run.id, "ename": "KeyboardInterrupt",
                                 "evalue": f"interrupted after {waited:.1f} s {where}", "traceback": []})
         await run.session.emit(messages.done(run.id, "interrupted", timings, gpu=run.gpu, cold=run.cold))

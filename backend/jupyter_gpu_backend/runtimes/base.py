@@ -21,7 +21,7 @@ from typing import Protocol
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from jupyter_gpu_backend.runtimes.images import Image, default_images
+from jupyter_gpu_backend.runtimes.images import WorkerImage, default_images
 
 
 class Handle(Protocol):
@@ -59,7 +59,7 @@ class Runtime(ABC):
 
     def __init__(self, worker_url: str, images: dict | None = None):
         self.worker_url = worker_url  # where its workers dial out to
-        self.images: dict[str, Image] = images or default_images()  # the named worker images (images.py)
+        self.images: dict[str, WorkerImage] = images or default_images()  # the named worker images (images.py)
         self.workers: dict[str, Handle] = {}  # worker id -> handle, until it is stopped
 
     # -- required ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ RUNTIME_KEYS = {"python": "local", "base": "docker", "runtime_env": "ray"}  # ke
 
 
 @dataclass(frozen=True)
-class Image:
+class WorkerImage:
     name: str = DEFAULT_IMAGE
     env: dict = field(default_factory=dict)
     preload: tuple = ()
@@ -45,12 +45,12 @@ class Image:
         return env
 
 
-def default_images() -> dict[str, Image]:
-    return {DEFAULT_IMAGE: Image()}
+def default_images() -> dict[str, WorkerImage]:
+    return {DEFAULT_IMAGE: WorkerImage()}
 
 
-def parse_images(tables: dict, where: str = "--config") -> dict[str, Image]:
-    """``{name: {key: value}}`` (the file's ``[images]``) -> {name: Image}, with ``default`` always
+def parse_images(tables: dict, where: str = "--config") -> dict[str, WorkerImage]:
+    """``{name: {key: value}}`` (the file's ``[images]``) -> {name: WorkerImage}, with ``default`` always
     there; ValueError naming the image and the key for anything it cannot take."""
     if not isinstance(tables, dict):
         raise ValueError(f"{where}: [images] must hold tables, [images.NAME]")
@@ -75,12 +75,12 @@ def parse_images(tables: dict, where: str = "--config") -> dict[str, Image]:
         for key, kind in (("python", str), ("base", str), ("runtime_env", dict)):
             if key in entry and not isinstance(entry[key], kind):
                 raise ValueError(f"{where}: [images.{name}] key {key!r} must be a {'string' if kind is str else 'table'}")
-        images[name] = Image(name, dict(env), tuple(m.strip() for m in preload), entry.get("python"),
+        images[name] = WorkerImage(name, dict(env), tuple(m.strip() for m in preload), entry.get("python"),
                              entry.get("base"), entry.get("runtime_env"))
     return images
 
 
-def check_for_runtime(images: dict[str, Image], runtime: str) -> None:
+def check_for_runtime(images: dict[str, WorkerImage], runtime: str) -> None:
     """Refuse (ValueError naming the image and key) what ``runtime`` cannot build."""
     for image in images.values():
         for key, only in RUNTIME_KEYS.items():

@@ -24,7 +24,7 @@ from jupyter_gpu._wire.devices import gpu_type_of, split
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, Image
+from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, WorkerImage
 from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.runtimes.device_table import DeviceTable
 from jupyter_gpu._wire import settings
@@ -126,7 +126,7 @@ class LocalRuntime(Runtime):
         handle.exited.add_done_callback(lambda _: self.table.release(indices))  # its devices are free again
         return handle
 
-    async def _start(self, gpu: str, worker_id: str, secret: str, indices: list, image: Image) -> WorkerProcess:
+    async def _start(self, gpu: str, worker_id: str, secret: str, indices: list, image: WorkerImage) -> WorkerProcess:
         index = indices[0] if indices else None
         # a cpu worker sees no GPU at all; a GPU worker sees exactly its own (one or several)
         env = {**image.worker_env(), "CUDA_VISIBLE_DEVICES": DeviceTable.visible(indices),
@@ -173,8 +173,8 @@ class LocalRuntime(Runtime):
 class Zygote:
     """The zygote process and its line protocol (see ``jupyter_gpu_worker.zygote``)."""
 
-    def __init__(self, log_dir: str, image: Image | None = None):
-        self.image = image or Image()
+    def __init__(self, log_dir: str, image: WorkerImage | None = None):
+        self.image = image or WorkerImage()
         name = self.image.name
         self.log_path = os.path.join(log_dir, "zygote.log" if name == DEFAULT_IMAGE else f"zygote-{name}.log")
         self.proc: asyncio.subprocess.Process | None = None

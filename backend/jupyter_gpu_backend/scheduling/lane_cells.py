@@ -1,7 +1,7 @@
 """The backend's side of lane cells (``jupyter_gpu/_wire/lane.py``): a worker's reports of the
 cells that went straight from a kernel to it (``started``, ``metered``, ``retired``), and a kernel's
 question when its lane broke mid-cell (``lane_lost``).  The scheduler's collaborator: the cells'
-rows go through its ``Cells``, the keep-warm windows through its ``idle``, and the workers asked
+rows go through its ``CellLifecycle``, the keep-warm windows through its ``idle``, and the workers asked
 about are its live or recently gone ones.  Before a kernel is told its status, the reports a worker
 still owes are asked for (``report``)."""
 from __future__ import annotations
@@ -40,7 +40,7 @@ class LaneCells:
         lease = session.leases.get(worker.key)
         if header["type"] == messages.STARTED:
             worker.lane_cell = cell
-            self.scheduler.cells.lane_started(worker, cell)
+            self.scheduler.lifecycle.lane_started(worker, cell)
             if lease is not None and lease.worker is worker:
                 if lease.expiry is not None:
                     lease.expiry.cancel()
@@ -57,7 +57,7 @@ class LaneCells:
         # a short cell, never announced (`started`), began its run before it ended
         submitted = ended - max(0.0, _number(timings.get("run"))) if worker.lane_cell != cell else None
         worker.lane_cell = None
-        self.scheduler.cells.lane_metered(worker, cell, status, timings, ended, submitted)
+        self.scheduler.lifecycle.lane_metered(worker, cell, status, timings, ended, submitted)
         if lease is not None and lease.worker is worker:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
                 lease.keep_warm = float(header["keep_warm"])
@@ -96,7 +96,7 @@ class LaneCells:
         status, what = worker.loss()
         cell = str(header.get("cell", ""))
         if worker.lane_cell != cell:  # it died before announcing the cell (worker_gone recorded an announced one)
-            self.scheduler.cells.lane_lost(worker, cell, status, announced=False)
+            self.scheduler.lifecycle.lane_lost(worker, cell, status, announced=False)
         return {**reply, "ran": True, "status": status, "message": f"{what}. {LOST_NOTE}", "device": worker.device,
                 "gpu": worker.gpu}
 

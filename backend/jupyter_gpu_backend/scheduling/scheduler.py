@@ -26,7 +26,7 @@ from jupyter_gpu_backend.scheduling.dedicated import DEDICATED, SERVERLESS, Dedi
 from jupyter_gpu_backend.runtimes.images import default_images
 from jupyter_gpu_backend.accounting.ledger import NullLedger
 from jupyter_gpu_backend.runtimes.base import Runtime
-from jupyter_gpu_backend.scheduling.cells import Cells
+from jupyter_gpu_backend.scheduling.lifecycle import CellLifecycle
 from jupyter_gpu_backend.scheduling.lane_cells import LaneCells
 from jupyter_gpu_backend.scheduling.model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker
 from jupyter_gpu_backend.scheduling.spares import SparePool
@@ -48,9 +48,9 @@ class Scheduler:
                  scale_up_queue: int | None = None, target_utilisation: float | None = None,
                  images: dict | None = None):
         self.runtime = runtime
-        self.images = images or default_images()  # name -> images.Image; spares and dedicated: default only
+        self.images = images or default_images()  # name -> images.WorkerImage; spares and dedicated: default only
         self.ledger = ledger if ledger is not None else NullLedger()
-        self.cells = Cells(lambda: self.ledger)  # a cell's ledger rows (budgets may wrap the ledger later)
+        self.lifecycle = CellLifecycle(lambda: self.ledger)  # a cell's ledger rows (budgets may wrap the ledger later)
         self.lane_cells = LaneCells(self)  # the cells that go straight from a kernel to its worker
         self.capacity = Capacity(max_workers)
         self.spares = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
@@ -261,7 +261,7 @@ class Scheduler:
                             pool=worker.pool, image=worker.image)
             if run.cold:
                 messages.placed(header, start_method=worker.start_method)
-            self.cells.done(run, worker, header.get("status", "ok"), header["timings"])
+            self.lifecycle.done(run, worker, header.get("status", "ok"), header["timings"])
             worker.cell = None
             if header.get("status") != "resend":
                 worker.cells += 1
@@ -377,12 +377,12 @@ class Scheduler:
             elif not worker.stopping:  # it died between cells, or in a lane cell (the kernel asks: lane_lost)
                 self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
             if worker.lane_cell:  # never `metered`: recorded as lost even if its kernel never asks
-                self.cells.lane_lost(worker, worker.lane_cell, worker.loss()[0], announced=True)
+                self.lifecycle.lane_lost(worker, worker.lane_cell, worker.loss()[0], announced=True)
             return
         status, what = worker.loss()
         self.ledger.worker_state(worker.id, "lost", cause=what)
         timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
-        self.cells.done(run, worker, status, timings)
+        self.lifecycle.done(run, worker, status, timings)
         await run.session.emit(
             {
                 "type": messages.ERROR,

@@ -1,4 +1,4 @@
-"""A cell's ledger rows are written by one class (scheduling/cells.py), one method a lifecycle step,
+"""A cell's ledger rows are written by one class (scheduling/lifecycle.py), one method a lifecycle step,
 in the order the ledger and budgets rely on (the pool before the end: budgets charge by pool)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from jupyter_gpu_backend.scheduling.cells import Cells
+from jupyter_gpu_backend.scheduling.lifecycle import CellLifecycle
 from jupyter_gpu_backend.scheduling.model import CellRun, Session, Worker
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 from tests.unit.backend.fakes import FakeRuntime
@@ -27,7 +27,7 @@ def world():
     worker = Worker("w-1", "cpu", None, loop.create_future(), session=session, pool="dedicated", image="big")
     run = CellRun("c-1", session, "cpu", 0.0, queue=1.5, cold=True, image="big")
     ledger = Recorder()
-    yield Cells(lambda: ledger), ledger, run, worker
+    yield CellLifecycle(lambda: ledger), ledger, run, worker
     loop.close()
 
 
@@ -91,8 +91,8 @@ def test_a_lane_cell_lost_with_its_worker(world):
 
 
 def test_the_ledger_is_read_at_each_write():
-    """Budgets wrap the scheduler's ledger after the scheduler (and its Cells) exist."""
+    """Budgets wrap the scheduler's ledger after the scheduler (and its CellLifecycle) exist."""
     scheduler = Scheduler(FakeRuntime(), 5.0)
     scheduler.ledger = wrapped = Recorder()
-    scheduler.cells.running(CellRun("c-1", Session("s", "u"), "cpu", 0.0))
+    scheduler.lifecycle.running(CellRun("c-1", Session("s", "u"), "cpu", 0.0))
     assert wrapped.rows == [("cell_running", ("c-1",), {})]

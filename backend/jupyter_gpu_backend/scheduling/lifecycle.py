@@ -17,7 +17,7 @@ from typing import Callable
 from jupyter_gpu_backend.scheduling.model import CellRun, Worker
 
 
-class Cells:
+class CellLifecycle:
     def __init__(self, ledger_of: Callable):
         self.ledger_of = ledger_of
 
