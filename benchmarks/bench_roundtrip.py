@@ -5,7 +5,7 @@ variant always goes first):
   local  a plain cell `x = 1`                                       (anchor)
   px     `%%px\\nx = 1` with a 1-engine ipyparallel cluster, started inside the kernel
   gpu    `%%gpu\\nx = 1` after `%load_ext jupyter_gpu` and warm-up cells (worker warm; warm cells
-         take the worker's direct lane, see jupyter_gpu/lane.py)
+         take the worker's direct lane, see jupyter_gpu/_wire/lane.py)
   relay  the same with JUPYTER_GPU_LANE=0: every cell relayed by the backend (for comparison)
   magic  `%%noop\nx = 1`: a cell magic that does nothing (what any cell magic costs the kernel)
   magic_footer  `%%footer\nx = 1`: a cell magic that only publishes one display output the size
@@ -15,7 +15,7 @@ variant always goes first):
          arrives, then the worker's reply read, `x` bound and the footer published - with none of
          jupyter-gpu's own work (planning, names, bookkeeping, relaying); same worker, lane and
          footer as gpu.  Its `%%floor` cell pays IPython's whole text work, which a `%%gpu`
-         cell does once per distinct cell (jupyter_gpu/cell_text.py), so gpu can come in under it
+         cell does once per distinct cell (jupyter_gpu/notebook/cell_text.py), so gpu can come in under it
 
 Each variant runs in its own kernel, so one variant's client threads (ipyparallel's, jupyter-gpu's)
 cannot slow another's cells; the kernels are identical otherwise.  Round trip = from sending the

@@ -17,7 +17,7 @@ Unchanged re-send: the `in` cell again with `a` untouched; `jupyter_gpu.last_cel
 ["sent_bytes"]` must be <= 1024.  Targets: in and out each >= 0.5 x loopback TCP.
 
 The same rounds with a 1 GiB float64 torch CPU tensor (`ta` in, `tb` out; `torch_in`/`torch_out`,
-when torch is installed; `--no-torch` skips them): torch tensors travel by jupyter_gpu/tensors.py,
+when torch is installed; `--no-torch` skips them): torch tensors travel by jupyter_gpu/_wire/tensors.py,
 not by torch's own pickle.  After them, two unchanged re-sends: `ta` untouched, and `tb`, which
 came back from the worker, read by a later cell (each must send <= 1 KiB).
 

@@ -38,7 +38,7 @@ class BackendConfig:
     budget_warn: float = 0.8  # warn past this fraction of a limit
     users: dict = field(default_factory=dict)  # token hash -> user name (from --users FILE)
     ledger: str | None = field(default_factory=lambda: settings.LEDGER.get())  # None: default
-    # warm cells of a kernel on the workers' host go by the worker's direct lane (jupyter_gpu/lane.py)
+    # warm cells of a kernel on the workers' host go by the worker's direct lane (jupyter_gpu/_wire/lane.py)
     lanes: bool = field(default_factory=lambda: settings.LANE.get() != "0")
     # hybrid pools: GPU type -> always-on dedicated workers (dedicated.py; --dedicated, [pools.X] in --config)
     dedicated: dict = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Worker images by name (``%%gpu --image NAME``), shared by the kernel side and the backend.
+"""Pool keys and image names (``%%gpu --image NAME``), shared by the kernel side and the backend.
 
 A pool, a lease and what the kernel holds on a worker are per (GPU type, image).  Their key is one
 string: the GPU spec alone for the ``default`` image (so everything that predates images keeps its

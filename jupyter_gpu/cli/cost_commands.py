@@ -1,4 +1,4 @@
-"""`jupyter-gpu prices | report | advise`: the cost commands (cli.py only hands them their arguments)."""
+"""`jupyter-gpu prices | report | advise`: the cost commands (cli/__init__.py only hands them their arguments)."""
 from __future__ import annotations
 
 import sys

@@ -28,7 +28,7 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
         "start_method": done.get("start_method"),  # a cold worker: forked from the zygote, or spawned
         "route": done.get("route", "backend"),  # "lane": a warm cell that went straight to its worker
         "pool": pool,  # "dedicated": a worker of the backend's always-on pool (hybrid pools)
-        "image": done.get("image") or "default",  # the worker image (%%gpu --image; images.py)
+        "image": done.get("image") or "default",  # the worker image (%%gpu --image; _wire/pools.py)
         "timings": {**timings, "wall": wall},
         "started_at": ended - wall,  # unix time: the session's timeline and keep-warm gaps
         "keep_warm": done.get("keep_warm"),

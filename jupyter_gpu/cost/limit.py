@@ -2,7 +2,7 @@
 
 There is no honest estimate of what an unseen cell will cost, so nothing is refused before it
 starts (the backend's session and user budgets do that, on known spend: see
-``jupyter_gpu_backend/budgets.py``).  While the cell waits and runs, its billed cost is counted as
+``jupyter_gpu_backend/accounting/budgets.py``).  While the cell waits and runs, its billed cost is counted as
 the serverless price x the time since it was sent, less the time it spent queued (never billed);
 the cold start counts too unless the price's profile does not bill it - then the count is an
 upper bound, so the cell is never allowed past its limit.  Past the limit the cell is interrupted,

@@ -17,7 +17,7 @@ class CellOptions:
     keep_warm: float | None = None
     timeout: float | None = None
     max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (cost/limit.py)
-    image: str | None = None  # the worker image (--image; images.py); None: `%gpu config`'s, else default
+    image: str | None = None  # the worker image (--image; _wire/pools.py); None: `%gpu config`'s, else default
     line: str = ""  # the magic's own line, echoed as the remote cell's first line
 
 

@@ -69,7 +69,7 @@ export interface IChoice {
 }
 
 export const DEFAULT_IMAGE = 'default';
-const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/; // jupyter_gpu/images.py NAME_RE
+const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/; // jupyter_gpu/_wire/pools.py NAME_RE
 
 export function validImage(name: string | undefined | null): boolean {
   return typeof name === 'string' && IMAGE_NAME.test(name);

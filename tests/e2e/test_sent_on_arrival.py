@@ -1,4 +1,4 @@
-"""A warm `%%gpu` cell goes to its worker as its execute_request arrives (jupyter_gpu/early.py),
+"""A warm `%%gpu` cell goes to its worker as its execute_request arrives (jupyter_gpu/notebook/early.py),
 while the kernel still does its own bookkeeping.  Such a cell must behave exactly like one sent by
 its magic; one that something could change before the magic runs must not go early; and one sent
 whose magic never runs is interrupted, its output and cost still shown."""

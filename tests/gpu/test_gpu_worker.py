@@ -86,7 +86,7 @@ def test_the_footer_reports_the_cells_peak_gpu_memory_and_utilisation(run_notebo
 
 
 def test_a_cuda_tensor_and_a_model_on_the_gpu_stay_there_as_references(run_notebook):
-    """Device memory is never copied back to the kernel (jupyter_gpu/tensors.py): the names come
+    """Device memory is never copied back to the kernel (jupyter_gpu/_wire/tensors.py): the names come
     back as references that say what they are, and a later cell uses them where they are."""
     from jupyter_gpu_worker.device import gpu_type_of
 

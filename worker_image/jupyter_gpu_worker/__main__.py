@@ -1,3 +1,4 @@
+"""`python -m jupyter_gpu_worker --url ...`: run a worker (agent.main)."""
 from jupyter_gpu_worker.agent import main
 
 main()

@@ -1,7 +1,7 @@
 """The worker process: dials out to the backend, registers, then runs cells on its main thread.
 
 One reader thread reads the connections (the backend's websocket and, on the local runtime, the
-direct lane of the kernel this worker serves, see ``jupyter_gpu/lane.py``), whether or not a cell
+direct lane of the kernel this worker serves, see ``jupyter_gpu/_wire/lane.py``), whether or not a cell
 runs: a request goes to the main thread through a queue, an interrupt request becomes SIGINT for
 it, and the reader alone decides to retire.  So nothing wakes another thread when a cell starts or
 ends, and no thread takes the GIL from a short cell while it runs.  The main thread runs each cell

@@ -1,6 +1,6 @@
 """A lane cell's reports to the backend, sent by the worker's reader thread off the round trip.
 
-The backend does not relay a lane cell (``jupyter_gpu/lane.py``), so the worker tells it: a cell
+The backend does not relay a lane cell (``jupyter_gpu/_wire/lane.py``), so the worker tells it: a cell
 still running after STARTED_AFTER is announced (``started``: busy in its status, running in the
 ledger, keep-warm paused); ended ones are metered (``metered``, dated back by ``ended_ago``) once
 the worker has been idle METER_IDLE, or at once when the oldest unreported one ended METER_MAX ago

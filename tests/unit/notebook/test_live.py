@@ -1,4 +1,4 @@
-"""The live status line of a waiting cell (jupyter_gpu/live.py): what it says, and for how long."""
+"""The live status line of a waiting cell (jupyter_gpu/notebook/live.py): what it says, and for how long."""
 from __future__ import annotations
 
 from jupyter_gpu.cost.footer import MIME

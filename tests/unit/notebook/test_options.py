@@ -1,4 +1,4 @@
-"""What a %%gpu cell's options and text become in its execute request (jupyter_gpu/request.py)."""
+"""What a %%gpu cell's options and text become in its execute request (jupyter_gpu/notebook/cell_options.py)."""
 from __future__ import annotations
 
 import pytest
