@@ -26,7 +26,8 @@ from common import banner, write_result
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"transfer": "bench_transfer.py", "stream": "bench_stream.py", "coldstart": "bench_coldstart.py",
-           "concurrency": "bench_concurrency.py", "runtimes": "bench_runtimes.py", "roundtrip": "bench_roundtrip.py"}
+           "concurrency": "bench_concurrency.py", "runtimes": "bench_runtimes.py", "docker": "bench_docker.py",
+           "roundtrip": "bench_roundtrip.py"}
 
 
 def run(tree: Path, name: str, quick: bool, limit: float, env: dict) -> dict:
