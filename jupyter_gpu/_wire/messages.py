@@ -150,14 +150,6 @@ class InputReply(_Envelope, total=False):
     error: InputError
 
 
-class LaneLost(_Envelope, total=False):
-    """The kernel's lane broke mid-cell: what happened to it?"""
-
-    cell: str
-    gpu: str
-    worker: Optional[str]
-
-
 # -- backend -> kernel ---------------------------------------------------------------------------
 class Welcome(_Envelope, total=False):
     """The first message on a kernel's connection."""
@@ -214,15 +206,6 @@ class Resend(_Envelope, total=False):
     cell: str
     reason: str
     names: list[Name]
-
-
-class LaneLostReply(_Envelope, total=False):
-    cell: Optional[str]
-    ran: bool
-    status: str
-    message: str
-    device: str
-    gpu: str
 
 
 class Failure(_Envelope, total=False):
@@ -353,7 +336,7 @@ class Reported(_Envelope, total=False):
     """Nothing more owed."""
 
 
-# -- the lane's handshake (kernel -> worker) -----------------------------------------------------
+# -- the lane: its handshake (kernel -> worker), and a kernel's question when it broke -------------
 class LaneHello(_Envelope, total=False):
     secret: str
     session: Optional[str]
@@ -361,6 +344,25 @@ class LaneHello(_Envelope, total=False):
 
 class LaneOk(_Envelope, total=False):
     pass
+
+
+class LaneLost(_Envelope, total=False):
+    """kernel -> backend: the kernel's lane broke mid-cell: what happened to it?"""
+
+    cell: str
+    gpu: str
+    worker: Optional[str]
+
+
+class LaneLostReply(_Envelope, total=False):
+    """backend -> kernel: whether the cell ran (and died with its worker: how), or never began."""
+
+    cell: Optional[str]
+    ran: bool
+    status: str
+    message: str
+    device: str
+    gpu: str
 
 
 # -- the table -----------------------------------------------------------------------------------
