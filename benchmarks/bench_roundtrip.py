@@ -24,7 +24,11 @@ execute_request to having both its execute_reply and its iopub `status: idle`.
   before `%%gpu\nx = 1` on another checkout of the code (``--before DIR``: a git worktree of an
          earlier commit): its kernel, embedded backend and workers import that tree's packages
          (PYTHONPATH), interleaved with the others, so a change is measured against what it changed
-         in one run (issue 18's restructure: `gpu_over_before`)
+         in one run (issue 18's restructure: `gpu_over_before`).  With the same code in both
+         (--before pointing at this tree) `gpu` measured 1-3% slower than `before` (A/A, 2 runs):
+         a bias of the kernels' places, as large as what is measured; so run it both ways too
+         (PYTHONPATH=the earlier tree for this script, --before this tree) and take the geometric
+         mean of the two orientations (results/roundtrip-before-after.json)
 
 Targets (DESIGN.md): gpu median <= 0.5 x px median, and <= local median + 2 ms.
 
