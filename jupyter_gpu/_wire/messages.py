@@ -19,8 +19,8 @@ unknown fields instead, so a field missing from its definition here is found by 
 Who sends what: client = the kernel side (or the lane's kernel end); every event the backend sends
 to a kernel carries ``seq``, the session's sequence number.
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: msgspec would eval every field's annotation from its
+# string (153 compile() calls, ~10 ms a fresh worker process pays at import)
 import sys
 from typing import Any, Literal, Optional, TypedDict
 
@@ -384,7 +384,7 @@ CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "i
 REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
 RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
 
-_DECODERS = {name: msgspec.json.Decoder(t) for name, t in TYPES.items()}
+_DECODERS: dict = {}  # type name -> its Decoder, built when that type is first decoded
 _ANY = msgspec.json.Decoder()
 _TYPE_AT = len(b'{"type":"')
 STRICT = settings.STRICT_WIRE.get() == "1"
@@ -406,7 +406,7 @@ def decode(raw: bytes) -> dict:
     if raw.startswith(b'{"type":"'):  # how encode() writes every header: the type is read off it
         end = raw.find(b'"', _TYPE_AT)
         kind = raw[_TYPE_AT:end].decode("utf-8", "replace") if end > 0 else None
-    decoder = _DECODERS.get(kind)
+    decoder = _DECODERS.get(kind) or _decoder(kind)
     if decoder is None:  # written by someone else, or an unknown type: find out what it is
         try:
             loose = _ANY.decode(raw)
@@ -415,7 +415,7 @@ def decode(raw: bytes) -> dict:
         if not isinstance(loose, dict) or not isinstance(loose.get("type"), str):
             raise SchemaError("header must be a JSON object with a string 'type'", loose if isinstance(loose, dict) else None)
         kind = loose["type"]
-        decoder = _DECODERS.get(kind)
+        decoder = _decoder(kind)
         if decoder is None:  # not ours to refuse: the receiver's dispatch answers it ("unknown message type")
             return loose
     try:
@@ -432,6 +432,15 @@ def decode(raw: bytes) -> dict:
             raise SchemaError(f"{kind!r} message: it has fields its definition lacks: {sorted(unknown)} "
                                  "(jupyter_gpu/_wire/messages.py)", header)
     return header
+
+
+def _decoder(kind):
+    """The Decoder of a known type, built once (None for a type that is not one)."""
+    t = TYPES.get(kind) if isinstance(kind, str) else None
+    if t is None:
+        return None
+    decoder = _DECODERS[kind] = msgspec.json.Decoder(t)
+    return decoder
 
 
 def _loose(raw: bytes) -> dict | None:
