@@ -366,23 +366,20 @@ class LaneLostReply(_Envelope, total=False):
 
 
 # -- the table -----------------------------------------------------------------------------------
-TYPES: dict[str, type] = {
-    "execute": Execute, "interrupt": Interrupt, "kill": Kill, "release": Release, "status": Status,
-    "prewarm": Prewarm, "input_reply": InputReply, "lane_lost": LaneLost,
-    "welcome": Welcome, "phase": Phase, "status_reply": StatusReply, "resend": Resend,
-    "lane_lost_reply": LaneLostReply, "failure": Failure,
-    "stream": Stream, "display": Display, "clear_output": ClearOutput, "error": Error,
-    "input_request": InputRequest, "done": Done,
-    "register": Register, "registered": Registered, "shutdown": Shutdown, "started": Started,
-    "metered": Metered, "retire": Retire, "retired": Retired, "report": Report, "reported": Reported,
-    "lane_hello": LaneHello, "lane_ok": LaneOk,
-}
 EXECUTE, INTERRUPT, KILL, RELEASE, STATUS, PREWARM = "execute", "interrupt", "kill", "release", "status", "prewarm"
 INPUT_REPLY, LANE_LOST, WELCOME, PHASE, STATUS_REPLY = "input_reply", "lane_lost", "welcome", "phase", "status_reply"
 RESEND, LANE_LOST_REPLY, FAILURE, STREAM, DISPLAY = "resend", "lane_lost_reply", "failure", "stream", "display"
 CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "input_request", "done", "register"
 REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
 RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
+TYPES: dict[str, type] = {
+    EXECUTE: Execute, INTERRUPT: Interrupt, KILL: Kill, RELEASE: Release, STATUS: Status, PREWARM: Prewarm,
+    INPUT_REPLY: InputReply, LANE_LOST: LaneLost, WELCOME: Welcome, PHASE: Phase, STATUS_REPLY: StatusReply,
+    RESEND: Resend, LANE_LOST_REPLY: LaneLostReply, FAILURE: Failure, STREAM: Stream, DISPLAY: Display,
+    CLEAR_OUTPUT: ClearOutput, ERROR: Error, INPUT_REQUEST: InputRequest, DONE: Done, REGISTER: Register,
+    REGISTERED: Registered, SHUTDOWN: Shutdown, STARTED: Started, METERED: Metered, RETIRE: Retire,
+    RETIRED: Retired, REPORT: Report, REPORTED: Reported, LANE_HELLO: LaneHello, LANE_OK: LaneOk,
+}
 
 _DECODERS: dict = {}  # type name -> its Decoder, built when that type is first decoded
 _ANY = msgspec.json.Decoder()

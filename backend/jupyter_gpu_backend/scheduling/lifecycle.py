@@ -73,9 +73,8 @@ class CellLifecycle:
 
     def lane_lost(self, worker: Worker, cell: str, status: str, announced: bool) -> None:
         """A lane cell died with its worker; one it never announced is recorded whole."""
-        ledger = self.ledger_of()
         if not announced:
-            ledger.cell_started(cell, worker.session.id, worker.session.user, worker.gpu)
-            ledger.cell_image(cell, worker.image)
+            self.lane_started(worker, cell)
+        ledger = self.ledger_of()
         ledger.cell_pool(cell, worker.pool)
         ledger.cell_done(cell, status, worker.id, False, {})
