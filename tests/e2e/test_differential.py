@@ -1,0 +1,70 @@
+"""A `%%gpu` cell shows what the same local cell shows: each case runs as a local cell and then as a
+`%%gpu` cell in one kernel, and the normalised outputs must be equal (differential.py).
+
+Grow CASES whenever a difference is found: each case is what real notebooks do.
+"""
+from __future__ import annotations
+
+import pytest
+
+from .differential import Case, run_pairs
+
+CASES = [
+    # prints, displays, last values
+    Case("print", "print('hello')\nprint(1, 2, sep='-')"),
+    Case("last-value", "x = 40\nx + 2"),
+    Case("semicolon", "x = 40\nx + 2;"),
+    Case("stderr", "import sys\nprint('warn', file=sys.stderr)\nprint('out')"),
+    Case("interleaved", "import sys\nfor i in range(3):\n    print(i)\n    print(-i, file=sys.stderr)"),
+    Case("partial-line", "print('a', end='')\nprint('b')"),
+    Case("display-html", "from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))"),
+    Case("display-markdown-latex",
+         "from IPython.display import Markdown, Latex, display\ndisplay(Markdown('# T'))\ndisplay(Latex('$x^2$'))"),
+    Case("display-raw", "from IPython.display import display\ndisplay({'text/plain': 'p', 'text/html': '<i>h</i>'}, raw=True)"),
+    Case("display-multiple-values", "from IPython.display import display\ndisplay(1, 'two', [3])"),
+    Case("display-id-update",
+         "from IPython.display import display\nh = display('first', display_id=True)\nh.update('second')\nprint('after')"),
+    Case("clear-output", "from IPython.display import clear_output\nprint('gone')\nclear_output()\nprint('kept')"),
+    Case("clear-output-wait-last",
+         "from IPython.display import clear_output\nprint('x', end='')\nclear_output(wait=True)"),
+    Case("clear-output-wait-then-print",
+         "from IPython.display import clear_output\nprint('old')\nclear_output(wait=True)\nprint('new')"),
+    Case("pprint-dict", "{'b': [1, 2, 3], 'a': {'nested': (1, 2)}}"),
+    Case("long-list", "list(range(200))"),
+    Case("none-last", "None"),
+    # errors
+    Case("zero-division", "1 / 0"),
+    Case("name-error", "undefined_name_here + 1"),
+    Case("error-after-print", "print('before')\nraise ValueError('bad value')"),
+    Case("custom-exception", "class MyError(Exception):\n    pass\nraise MyError('mine')"),
+    Case("keyerror", "{}['k']"),
+    Case("assert", "assert 1 == 2, 'not equal'"),
+    # rich reprs of real libraries
+    Case("numpy-array", "import numpy as np\nnp.arange(12).reshape(3, 4)"),
+    Case("numpy-print", "import numpy as np\nprint(np.linspace(0, 1, 5))"),
+    Case("pandas-frame", "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})"),
+    Case("pandas-series-print", "import pandas as pd\nprint(pd.Series([1.5, 2.5], name='s'))"),
+    Case("sympy-expr", "import sympy\nx = sympy.Symbol('x')\nsympy.Integral(x**2, x)"),
+    Case("pil-image", "from PIL import Image\nImage.new('RGB', (3, 3), 'blue')"),
+    Case("matplotlib-figure",
+         "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('t')\nplt.show()"),
+    Case("matplotlib-two-figures",
+         "import matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2])\nplt.figure(); plt.plot([2, 1])\nplt.show()"),
+    # magics and the shell
+    Case("line-magic-time", "%time y = sum(range(10))\nprint(y)", ),
+    Case("system-echo", "!echo hi"),
+    Case("system-capture", "out = !echo captured\nprint(out)"),
+    Case("who-magic", "%who_ls int"),
+]
+
+
+@pytest.fixture(scope="module")
+def pairs(kernel_env, tmp_path_factory):
+    return run_pairs(CASES, kernel_env, str(tmp_path_factory.mktemp("differential")), timeout=180)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_remote_cell_shows_what_the_local_cell_shows(pairs, case):
+    local, remote, _, _ = pairs[case.id]
+    assert remote == local, f"{case.id}: local {local!r}\n   %%gpu {remote!r}"
