@@ -269,7 +269,10 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     if error is None or not raise_error:
         Publisher(session.shell).footer(footer.bundle(f))
         return f
-    Publisher(session.shell).footer_after_cell(footer.bundle(f), quiet_exit=isinstance(error, SystemExit))
+    pub = Publisher(session.shell)
+    if outcome.clear_pending:  # as locally, the error is the output that a clear_output(wait=True) waited for
+        pub.clear_output(True)
+    pub.footer_after_cell(footer.bundle(f), quiet_exit=isinstance(error, SystemExit))
     raise error
 
 

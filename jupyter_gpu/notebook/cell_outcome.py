@@ -17,6 +17,7 @@ class CellOutcome:
         self.hashes: dict = {}
         self.refs: list = []
         self.deleted: list = []  # inputs the cell deleted (`del x`), deleted here too
+        self.clear_pending = False  # its last clear_output(wait=True) had no output after it
         self._text = None
         self._obj = None
 

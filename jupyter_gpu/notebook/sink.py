@@ -45,11 +45,32 @@ class NotebookSink(Publisher):
         self.session, self.cell, self.gpu, self.t0 = session, cell, gpu, t0
         self.outcome = CellOutcome()
         self.prefix = display_prefix(session)
+        # a clear_output(wait=True) not yet sent: the frontend clears at the next output it gets,
+        # and under %%gpu that would be the footer (or the live status), which a local cell does
+        # not have; so it goes out right before the cell's next real output, or not at all
+        self.clear_pending = False
 
     def waiting(self) -> LiveStatus:
         return LiveStatus(self, f"{self.prefix}live-{self.cell}", self.gpu, self.t0)
 
+    def clear_output(self, wait: bool) -> None:
+        if wait:
+            self.clear_pending = True
+        else:
+            self.clear_pending = False
+            super().clear_output(False)
+
+    def _cleared(self) -> None:
+        if self.clear_pending:
+            self.clear_pending = False
+            super().clear_output(True)
+
+    def stream(self, name: str, text: str) -> None:
+        self._cleared()
+        super().stream(name, text)
+
     def output(self, h: dict, buffers: list) -> None:
+        self._cleared()  # (the live status publishes with display(), past this)
         if "bulk" in h:  # a large display: its data and metadata came as a JSON buffer
             h = {**h, **json.loads(bytes(buffers[h["bulk"]]))}
         if h.get("kind") == "execute_result":
@@ -72,6 +93,7 @@ class NotebookSink(Publisher):
         out.received += framing.payload_size(msg.header)
         self._take_results(msg.header, msg.buffers)
         out.done = msg.header
+        out.clear_pending = self.clear_pending  # the error the kernel raises is the next output (cell.conclude)
         return out
 
     def _take_results(self, h: dict, buffers: list) -> None:
