@@ -3,7 +3,7 @@ cell-text memo); `%unload_ext` undoes it and frees this kernel's workers."""
 from __future__ import annotations
 
 from jupyter_gpu.notebook import cell_text, early
-from jupyter_gpu.notebook.magics import GpuMagics, help_without_body
+from jupyter_gpu.notebook.magics import GpuMagics, empty_body
 
 magics: GpuMagics | None = None  # this kernel's, once loaded
 
@@ -13,8 +13,8 @@ def load(ip) -> None:
     if magics is None or magics.shell is not ip:
         magics = GpuMagics(ip)
     ip.register_magics(magics)
-    if help_without_body not in ip.input_transformers_cleanup:
-        ip.input_transformers_cleanup.append(help_without_body)
+    if empty_body not in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.append(empty_body)
     early.install(magics)  # a warm cell goes to its worker as its request arrives (early.py)
     cell_text.install(ip)  # IPython transforms a `%%gpu` cell's text once, not at every run
 

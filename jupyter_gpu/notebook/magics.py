@@ -83,6 +83,8 @@ class GpuMagics(Magics):
         if opts is None:
             print(self.gpu_cell.__doc__)
             return None
+        if not cell.strip():  # as an empty local cell: nothing runs, nothing shows, no worker starts
+            return None
         run_cell(self.session, cell, opts)
         return None
 
@@ -183,12 +185,13 @@ class GpuMagics(Magics):
 
 
 
-_HELP = re.compile(r"^\s*%%gpu\b.*(\s--help\b|\s-h\b)")
+_EMPTY = re.compile(r"^\s*%%gpu\b")
 
 
-def help_without_body(lines: list[str]) -> list[str]:
-    """IPython refuses a cell magic with an empty body before calling it, so a cell that is just
-    `%%gpu --help` would never print the help: give it a body that does nothing."""
-    if lines and _HELP.match(lines[0]) and not "".join(lines[1:]).strip():
-        return [lines[0].rstrip("\n") + "\n", "pass\n"]
+def empty_body(lines: list[str]) -> list[str]:
+    """IPython refuses a cell magic whose body is empty before calling it; an empty local cell
+    just runs, so an empty `%%gpu` cell (`%%gpu --help` too) gets a blank body, which the magic
+    reads as: nothing to run."""
+    if lines and _EMPTY.match(lines[0]) and not "".join(lines[1:]).strip():
+        return [lines[0].rstrip("\n") + "\n", "\n"]
     return lines

@@ -33,6 +33,8 @@ CASES = [
          "from IPython.display import clear_output, display\ndisplay('shown')\nclear_output(wait=True)"),
     Case("clear-output-wait-then-error",
          "from IPython.display import clear_output\nprint('x')\nclear_output(wait=True)\nraise ValueError('v')"),
+    Case("empty-cell", ""),
+    Case("blank-lines-cell", "\n   \n", gpu_line="--gpu cpu"),
     Case("pprint-dict", "{'b': [1, 2, 3], 'a': {'nested': (1, 2)}}"),
     Case("long-list", "list(range(200))"),
     Case("none-last", "None"),

@@ -8,7 +8,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.macro import Macro
 
 from jupyter_gpu.notebook import cell_text
-from jupyter_gpu.notebook.magics import help_without_body
+from jupyter_gpu.notebook.magics import empty_body
 
 CELLS = [
     "%%gpu\nx = 1",
@@ -23,12 +23,12 @@ CELLS = [
 @pytest.fixture
 def shell():
     sh = InteractiveShell.instance()
-    sh.input_transformers_cleanup.append(help_without_body)
+    sh.input_transformers_cleanup.append(empty_body)
     own = type(sh).transform_cell.__get__(sh), type(sh).should_run_async.__get__(sh)
     cell_text.install(sh)
     yield sh, own
     cell_text.uninstall(sh)
-    sh.input_transformers_cleanup.remove(help_without_body)
+    sh.input_transformers_cleanup.remove(empty_body)
     sh.input_transformers_post.clear()
     sh.autocall = 0
     sh.autoawait = True
