@@ -12,6 +12,7 @@ The sink (one method call per event):
   output(header, buffers)     a display event (a display, or the last expression's value)
   clear_output(wait)
   error(header, buffers)      the request's exception
+  iopub(header, buffers)      a message code on the worker sent through its kernel (a comm's)
   ask(header, sigint_handler, deadline) -> dict
                               an input_request answered: the input_reply (``sigint_handler``: the
                               thread's own, to put back while asking; ``deadline``: when the
@@ -121,6 +122,8 @@ def drive(sink, conn, cell: str, *, backend, gpu: str, image: str | None, t0: fl
                 conn.send({**sink.ask(h, kernel_sigint, deadline), "cell": cell})
             elif kind == messages.ERROR:
                 sink.error(h, buffers)
+            elif kind == messages.IOPUB:
+                sink.iopub(h, buffers)
             elif kind == messages.PHASE:
                 live.show(h["phase"], h.get("position"), h.get("detail"))
                 if budget is not None:

@@ -110,6 +110,12 @@ class Execute(_Envelope, total=False):
     keep_warm: Optional[Seconds]
     returned: list[str]  # the worker's segments whose values died in the kernel
     session: str  # added by the backend (or the worker, for a lane cell)
+    # the kernel's request this one serves, {"header": ...}: `get_ipython().kernel.get_parent()`
+    # on the worker (ipywidgets' Output captures by its msg_id)
+    parent: dict[str, Any]
+    # instead of code: a frontend's message to a comm on the worker (notebook/comms.py):
+    # msg_type (comm_msg, comm_close, comm_open), header, content, metadata; its buffers are the frames
+    comm: dict[str, Any]
 
 
 class Interrupt(_Envelope, total=False):
@@ -248,6 +254,17 @@ class Error(_Envelope, total=False):
     pickled: Value
 
 
+class Iopub(_Envelope, total=False):
+    """A message that code on the worker sent to the notebook through the kernel (a comm's, or
+    ``kernel.session.send(kernel.iopub_socket, ...)``): the kernel publishes it under the cell's
+    parent.  Its buffers are the frames."""
+
+    cell: str
+    msg_type: str
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+
+
 class InputRequest(_Envelope, total=False):
     cell: str
     prompt: str
@@ -372,6 +389,7 @@ RESEND, LANE_LOST_REPLY, FAILURE, STREAM, DISPLAY = "resend", "lane_lost_reply",
 CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "input_request", "done", "register"
 REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
 RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
+IOPUB = "iopub"
 TYPES: dict[str, type] = {
     EXECUTE: Execute, INTERRUPT: Interrupt, KILL: Kill, RELEASE: Release, STATUS: Status, PREWARM: Prewarm,
     INPUT_REPLY: InputReply, LANE_LOST: LaneLost, WELCOME: Welcome, PHASE: Phase, STATUS_REPLY: StatusReply,
@@ -379,6 +397,7 @@ TYPES: dict[str, type] = {
     CLEAR_OUTPUT: ClearOutput, ERROR: Error, INPUT_REQUEST: InputRequest, DONE: Done, REGISTER: Register,
     REGISTERED: Registered, SHUTDOWN: Shutdown, STARTED: Started, METERED: Metered, RETIRE: Retire,
     RETIRED: Retired, REPORT: Report, REPORTED: Reported, LANE_HELLO: LaneHello, LANE_OK: LaneOk,
+    IOPUB: Iopub,
 }
 
 _DECODERS: dict = {}  # type name -> its Decoder, built when that type is first decoded

@@ -170,6 +170,7 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         "keep_warm": plan.keep_warm,
         # the worker's segments whose values died here: it may reuse them
         "returned": session.reader.drain_returned(),
+        "parent": session.parent(),  # the worker's get_ipython().kernel.get_parent()
     }
     return Packed(held, packer, header, hashes, session.lane(held))
 
@@ -235,7 +236,7 @@ def send(session, packed: Packed) -> None:
 def drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | None:
     """The cell's events into the notebook until its final one (None: send its inputs again)."""
     cell, opts = packed.header["cell"], plan.opts
-    sink = NotebookSink(session, cell, plan.gpu, plan.t0)
+    sink = NotebookSink(session, cell, plan.gpu, plan.t0, plan.key)
     return driver.drive(sink, packed.route or session.client, cell, backend=session.client, gpu=plan.gpu,
                         image=opts.image, t0=plan.t0, timeout=opts.timeout, max_cost=opts.max_cost)
 

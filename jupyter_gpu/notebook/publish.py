@@ -80,6 +80,16 @@ class Publisher:
 
         events.register("post_run_cell", publish)
 
+    def raw(self, msg_type: str, content: dict, ident: bytes, metadata: dict | None = None, buffers=None) -> None:
+        """Any iopub message (a comm's, comms.py), under the cell's parent; outside a kernel
+        only a display shows."""
+        if self.zmq:
+            dp = self.shell.display_pub
+            dp.session.send(dp.pub_socket, msg_type, content, parent=dp.parent_header, ident=ident,
+                            buffers=buffers or None, metadata=metadata or {})
+        elif msg_type == "display_data":
+            self.shell.display_pub.publish(content.get("data", {}), content.get("metadata", {}))
+
     def clear_output(self, wait: bool) -> None:
         if self.zmq:
             self._send("clear_output", {"wait": bool(wait)}, b"clear_output")

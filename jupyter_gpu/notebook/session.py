@@ -15,6 +15,7 @@ from jupyter_gpu._client.connection import BackendClient
 from jupyter_gpu._client.embedded import ensure_backend
 from jupyter_gpu._wire import devices, framing, lane, messages, settings, shm
 from jupyter_gpu.errors import ConnectionLost, from_failure
+from jupyter_gpu.notebook import comms
 from jupyter_gpu.notebook.cell_options import CellOptions
 from jupyter_gpu.notebook.publish import Publisher
 from jupyter_gpu.notebook.remote_values import Held, Lost
@@ -72,6 +73,7 @@ class KernelSession:
         self.early = None  # a cell.Sent: a cell sent as its execute_request arrived (early.py)
         self.sent_on_arrival = 0  # cells early.py sent before their magic ran
         self.stop_first = False  # the stop button was pressed as early.py sent the cell: it raises at once
+        self.comms: dict = {}  # comm id -> comms.RemoteComm: comms that live on a worker (comms.py)
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self, url: str | None = None, token: str | None = None) -> BackendClient:
@@ -126,6 +128,15 @@ class KernelSession:
         offers = self.client.welcome.get("offers", [])
         Publisher(self.shell).stream("stderr", f"jupyter-gpu: {spec} is not offered here "
                                      f"(offered: {', '.join(offers)}); running on {gpu} ({devices.FALLBACK_ENV})\n")
+
+    def parent(self) -> dict:
+        """The kernel's request being served, as the worker's ``kernel.get_parent()`` gives it
+        ({"header": ...}, dates as text); {} outside a kernel."""
+        get_parent = getattr(getattr(self.shell, "kernel", None), "get_parent", None)
+        header = (get_parent() or {}).get("header") if get_parent is not None else None
+        if not header:
+            return {}
+        return {"header": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in header.items()}}
 
     def shares_host(self) -> bool:
         return self.host_id is not None and self.client.welcome.get("host_id") == self.host_id
@@ -192,6 +203,8 @@ class KernelSession:
         held = self.held.pop(gpu, None)
         if held is not None:
             held.drop_lane()
+        if self.comms and held is not None and held.worker is not None:
+            comms.worker_gone(self, gpu, held.worker)  # its widgets cannot answer: closed in the frontend
         if held is not None and held.worker is not None:
             lost = self.lost.setdefault(gpu, {})
             for name, cell in held.remote_only.items():
@@ -202,6 +215,8 @@ class KernelSession:
         and which it alone holds, so their loss can be explained (``outcome``: the cell's
         CellOutcome)."""
         worker = done.get("worker")
+        if self.comms and worker is not None:
+            comms.placed(self, gpu, worker)  # the comms its request opened live on that worker
         if done.get("status") in ("killed", "lost") or worker is None:
             self.forget(gpu)
             return

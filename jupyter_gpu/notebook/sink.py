@@ -11,7 +11,7 @@ import json
 
 from jupyter_gpu._wire import framing, serialization
 from jupyter_gpu.errors import SerializationError
-from jupyter_gpu.notebook import stdin
+from jupyter_gpu.notebook import comms, stdin
 from jupyter_gpu.notebook.cell_outcome import CellOutcome
 from jupyter_gpu.notebook.live import LiveStatus
 from jupyter_gpu.notebook.publish import Publisher
@@ -39,12 +39,13 @@ def _handle_here(value, prefix: str) -> None:
 class NotebookSink(Publisher):
     """One cell's events into the notebook; ``done`` returns its CellOutcome."""
 
-    def __init__(self, session, cell: str, gpu: str, t0: float):
+    def __init__(self, session, cell: str, gpu: str, t0: float, key: str = ""):
         super().__init__(session.shell)
         self.begin()  # what the kernel itself buffered for this cell goes out before the cell's outputs
         self.session, self.cell, self.gpu, self.t0 = session, cell, gpu, t0
         self.outcome = CellOutcome()
         self.prefix = display_prefix(session)
+        self.key = key  # the pool it runs in: a comm it opens lives on that pool's worker
         # a clear_output(wait=True) not yet sent: the frontend clears at the next output it gets,
         # and under %%gpu that would be the footer (or the live status), which a local cell does
         # not have; so it goes out right before the cell's next real output, or not at all
@@ -83,6 +84,10 @@ class NotebookSink(Publisher):
 
     def error(self, h: dict, buffers: list) -> None:
         self.outcome.error(h, buffers)
+
+    def iopub(self, h: dict, buffers: list) -> None:
+        """A message code on the worker sent through its kernel (a widget's comm): published here."""
+        comms.publish(self, h, buffers, self.key)
 
     def ask(self, request: dict, sigint_handler, deadline: float | None) -> dict:
         return stdin.reply_to(self.shell, request, sigint_handler, deadline)

@@ -163,6 +163,7 @@ class CellRunner:
             self.send(messages.done(cell, "resend"))
             return
         self.emitter.cell = cell
+        self.shell.kernel.set_parent(h.get("parent"))  # what get_ipython().kernel.get_parent() gives
         status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
         t0 = time.monotonic()
@@ -190,14 +191,18 @@ class CellRunner:
                 # no history: the kernel numbers the cells (execution_count above, the traceback's
                 # "Cell In[n]"); storing inputs in a disabled HistoryManager only grows its caches
                 # and sets _i/_ii/_iN traits (~0.1 ms a cell).  A cell seen before is not compiled again.
-                result = self.shell.run_cell_fast(h["code"])
+                comm = h.get("comm")
+                if comm is None:
+                    result = self.shell.run_cell_fast(h["code"])
+                else:  # the frontend's message to a comm here, handled as a local kernel would
+                    result = self.shell.kernel.handle_comm(comm, msg.buffers)
             finally:
                 self.executing = None
                 if self.telemetry is not None:
                     telemetry = self.telemetry.stop()
             t2 = time.monotonic()
             timings["exec"] = t2 - t1
-            err = result.error_before_exec or result.error_in_exec
+            err = (result.error_before_exec or result.error_in_exec) if result is not None else None
             if err is not None:
                 status = "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
                 self._send_error_object(err)

@@ -26,6 +26,21 @@ def _execution_info(raw_cell: str, cell: str) -> ExecutionInfo:
         return ExecutionInfo(raw_cell, False, False, True, None)
 
 
+_PRINTERS = frozenset({"showtraceback", "_showtraceback", "showsyntaxerror", "show_usage_error"})
+
+
+def _shown_by_library() -> bool:
+    """Whether the traceback being shown was asked for by code other than IPython's cell loop (or
+    its magics, or ours): then it is an output of the cell, not the cell's own error."""
+    f = sys._getframe(2)
+    while f is not None and f.f_code.co_name in _PRINTERS:
+        f = f.f_back
+    if f is None:
+        return False
+    where = f.f_code.co_filename.replace("\\", "/")
+    return "/IPython/" not in where and not where.endswith("jupyter_gpu_worker/shell.py")
+
+
 def _run(coro) -> bool:
     """Drive one of IPython's coroutines that never awaits (run_code of a synchronous cell)."""
     try:
@@ -152,6 +167,12 @@ class WorkerShell(InteractiveShell):
         super().showtraceback(exc_tuple, filename, tb_offset, exception_only, running_compiled_code)
 
     def _showtraceback(self, etype, evalue, stb):
+        if _shown_by_library():
+            # ipywidgets' callbacks, `with out:` of an Output widget, code calling showtraceback():
+            # shown where it is (an Output widget captures it), and the cell goes on, as locally
+            self.kernel.publish("error", {"ename": getattr(etype, "__name__", str(etype)),
+                                          "evalue": clip(str(evalue)), "traceback": [clip(x) for x in stb]}, {})
+            return
         self.last_error = evalue
         self.emitter.event(
             {
@@ -196,6 +217,9 @@ def create_shell() -> WorkerShell:
     cfg.HistoryManager.enabled = False  # no SQLite writes per cell (~0.5 ms), and no thread
     cfg.InteractiveShell.colors = "Linux"
     cfg.InteractiveShell.xmode = "Context"
+    # the section a kernel's shell is configured with: libraries look for it to know they run in a
+    # notebook's kernel (tqdm.auto picks its widget bar by it), and here they do (kernel.py)
+    cfg.IPKernelApp = Config()
     return WorkerShell.instance(
         config=cfg,
         display_pub_class=EventDisplayPublisher,
@@ -218,4 +242,7 @@ def make_shell(emitter: Emitter, ask_user=None) -> WorkerShell:
     WorkerShell.emitter = emitter
     sys.stdout = EventStream(emitter, "stdout")
     sys.stderr = EventStream(emitter, "stderr")
+    from jupyter_gpu_worker import kernel
+
+    kernel.install(shell, emitter)  # get_ipython().kernel, and comms through it
     return shell
