@@ -30,15 +30,15 @@ def run_markdown(outcomes, args, code: int) -> str:
              "| notebook | result | %%gpu cells | cost | time |", "|---|---|---|---|---|"]
     for o in outcomes:
         result = {"xfailed": "failed as expected"}.get(o.status, o.status)
-        lines.append(f"| `{o.path}` | {result} | {o.gpu_cells} | ${o.cost:.6f} | {o.seconds:.1f} s |")
+        lines.append(f"| `{o.path}` | {result} | {o.gpu_cells} | \\${o.cost:.6f} | {o.seconds:.1f} s |")
     lines.append("")
     for o in outcomes:
         if o.reason and o.status != "passed":
             where = f" (cell {o.cell + 1})" if o.cell is not None else ""
-            lines.append(f"- `{o.path}`{where}: {o.reason}")
+            lines.append(f"- `{o.path}`{where}: {report.dollars(o.reason)}")
     total = sum(o.cost for o in outcomes)
     if args.max_cost is not None:
-        lines.append(f"- budget: ${total:.6f} spent of --max-cost ${args.max_cost:.6f}")
+        lines.append(f"- budget: \\${total:.6f} spent of --max-cost \\${args.max_cost:.6f}")  # \$: not LaTeX on GitHub
     fell = [spec for o in outcomes for spec in o.fell_back]
     if fell:
         asked = ", ".join(sorted(set(fell)))

@@ -8,6 +8,10 @@ from jupyter_gpu.cost import billing
 from jupyter_gpu.cost.pricing import price_for
 
 MIME = "application/vnd.jupyter-gpu.execution+json"
+# JupyterLab typesets `$...$` in an HTML output as LaTeX math (MathJax over the whole output), so
+# two prices on one line came out as italic math; MathJax skips an element with one of these
+# classes (MathJax 3's default, the classic notebook's MathJax 2).  A `\$` would show elsewhere.
+NO_MATH = "mathjax_ignore tex2jax_ignore"
 
 
 def build(done: dict, wall: float, transfer: dict) -> dict:
@@ -86,7 +90,7 @@ def _text(f: dict) -> str:
 
 def to_html(f: dict) -> str:
     return (
-        '<div class="jupyter-gpu-footer" style="font:12px monospace;color:#555;'
+        f'<div class="jupyter-gpu-footer {NO_MATH}" style="font:12px monospace;color:#555;'
         'border-top:1px solid #ddd;padding-top:2px">'
         f"{html.escape(text(f))}</div>"
     )

@@ -12,6 +12,7 @@ import json
 import time
 
 from jupyter_gpu.cost import billing, saved
+from jupyter_gpu.cost.footer import NO_MATH
 
 MIME = "application/vnd.jupyter-gpu.report+json"
 
@@ -118,19 +119,26 @@ def _price_lines(r: dict) -> list[str]:
     return out
 
 
+def dollars(text: str) -> str:
+    """Markdown text with its dollar signs escaped (CommonMark's `\\$`): a viewer with math (GitHub,
+    pandoc, VS Code) reads two `$` on a line as LaTeX ("$0.01 serverless vs $0.02 dedicated" in
+    italics).  Not for code spans, where a backslash shows as it is."""
+    return text.replace("$", "\\$")
+
+
 def to_markdown(r: dict) -> str:
     md = ["## jupyter-gpu cost report", ""]
     if len(r["notebooks"]) > 1:
         md += ["| notebook | cells | GPU-s billed | serverless | dedicated | utilisation |", "|---|---|---|---|---|---|"]
         for nb in r["notebooks"]:
             s = nb["summary"]
-            md.append(f"| `{nb['notebook']}` | {s['cells']} | {s['billed_seconds']:.3f} | {usd(s['serverless_usd'])} "
-                      f"| {usd(s['dedicated_usd'])} | {pct(s['utilisation'])} |")
+            md.append(f"| `{nb['notebook']}` | {s['cells']} | {s['billed_seconds']:.3f} | {dollars(usd(s['serverless_usd']))} "
+                      f"| {dollars(usd(s['dedicated_usd']))} | {pct(s['utilisation'])} |")
         md.append("")
     elif r["notebooks"]:
         md += [f"`{r['notebooks'][0]['notebook']}`", ""]
-    md += [f"- {line}" for line in lines(r["total"])]
-    md += ["", "Prices:", ""] + [f"- {line}" for line in _price_lines(r)] + [""]
+    md += [f"- {dollars(line)}" for line in lines(r["total"])]
+    md += ["", "Prices:", ""] + [f"- {dollars(line)}" for line in _price_lines(r)] + [""]
     return "\n".join(md)
 
 
@@ -200,7 +208,7 @@ def fragment(r: dict) -> str:
             f"<td>{nb['summary']['billed_seconds']:.3f}</td><td>{usd(nb['summary']['serverless_usd'])}</td>"
             f"<td>{usd(nb['summary']['dedicated_usd'])}</td></tr>" for nb in r["notebooks"]) + "</table>"
     prices = "".join(f"<li>{html.escape(line)}</li>" for line in _price_lines(r))
-    return (f'<div class="jupyter-gpu-report" style="font:13px sans-serif">{chart_svg(s)}{rows}<ul>{items}</ul>'
+    return (f'<div class="jupyter-gpu-report {NO_MATH}" style="font:13px sans-serif">{chart_svg(s)}{rows}<ul>{items}</ul>'
             f'{_cells_table(r)}<details><summary>prices used</summary><ul>{prices}</ul></details></div>')
 
 

@@ -21,3 +21,22 @@ def test_an_empty_gpu_cell_runs_nothing_and_shows_nothing(run_notebook):
     for cell in nb.cells[1:4]:
         assert cell["outputs"] == [], f"{cell['source']!r}: {cell['outputs']}"
     assert stream_text(nb.cells[4]) == "True True\n"  # no backend asked, no footer: no worker started
+
+
+@pytest.mark.timeout(180)
+def test_cost_figures_are_not_typeset_as_latex_math(run_notebook):
+    """Two prices on a line (`$0.01 serverless vs $0.02 dedicated`) are LaTeX math to MathJax:
+    JupyterLab typesets HTML outputs, GitHub and pandoc typeset Markdown."""
+    from jupyter_gpu.cost import report
+
+    nb = run_notebook([LOAD, "%%gpu\nx = 1", "%gpu cost"])
+    cost = [o for o in nb.cells[2]["outputs"] if o["output_type"] == "display_data"]
+    assert len(cost) == 1, nb.cells[2]["outputs"]
+    data = cost[0]["data"]
+    assert "mathjax_ignore" in data["text/html"].split(">", 1)[0]  # the outermost element: MathJax skips it all
+    assert "serverless vs $" in data["text/plain"] and "\\$" not in data["text/plain"]
+    foot = nb.cells[1]["outputs"][-1]["data"]["text/html"]
+    assert "$" in foot and "mathjax_ignore" in foot.split(">", 1)[0]
+    # the saved notebook's report as Markdown: every dollar escaped, none left to pair up
+    md = report.to_markdown(report.build([("a.ipynb", nb), ("b $x.ipynb", nb)]))
+    assert md.count("\\$") >= 3 and "$" not in md.replace("\\$", "").replace("`b $x.ipynb`", "")
