@@ -266,6 +266,15 @@ class LiveKernel:
             )
         return cell
 
+    def comm_send(self, comm_id: str, data: dict, msg_type: str = "comm_msg") -> Cell:
+        """What a frontend sends to a comm (a widget's view moved, a button pressed): a message on
+        the shell channel; its Cell collects what the kernel publishes under it, until idle."""
+        msg = self.kc.session.msg(msg_type, {"comm_id": comm_id, "data": data})
+        cell = Cell(msg_id=msg["header"]["msg_id"], code=f"<{msg_type} {comm_id}>", sent_at=time.monotonic())
+        self.cells[cell.msg_id] = cell
+        self.kc.shell_channel.send(msg)
+        return cell
+
     def answer(self, value: str) -> None:
         """Reply to the kernel's pending input_request (what a user types into the input box)."""
         self.kc.input(value)

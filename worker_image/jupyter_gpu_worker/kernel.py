@@ -11,6 +11,7 @@ between cells, as a local kernel runs them between cells (``WorkerKernel.handle_
 from __future__ import annotations
 
 import datetime
+import sys
 import uuid
 
 import comm as comm_package
@@ -138,6 +139,23 @@ class WorkerComm(BaseComm):
         self.kernel.publish(msg_type, content, metadata or {}, buffers)
 
 
+class _NotebookDetection:
+    """An import hook: before a module that asks "am I in a notebook's kernel?" by looking for
+    ipykernel's shell among the imported modules (tqdm.auto), that module is imported, so the
+    answer is the one a local kernel gives.  Importing it costs ~0.1 s here, so only code that asks
+    pays it (a local kernel paid it at its start)."""
+
+    ASKERS = frozenset({"tqdm.autonotebook", "tqdm.auto"})
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.ASKERS and "ipykernel.zmqshell" not in sys.modules:
+            try:
+                import ipykernel.zmqshell  # noqa: F401
+            except ImportError:
+                pass  # an image without ipykernel: the text bar, as in a terminal
+        return None  # the usual finders import the module itself
+
+
 def install(shell, emitter: Emitter) -> WorkerKernel:
     """Give the shell a kernel, and make comms (ipywidgets', any library's) go through it."""
     kernel = WorkerKernel(shell, emitter)
@@ -145,4 +163,6 @@ def install(shell, emitter: Emitter) -> WorkerKernel:
     shell.kernel = kernel
     comm_package.create_comm = WorkerComm
     comm_package.get_comm_manager = lambda: kernel.comm_manager
+    if not any(isinstance(f, _NotebookDetection) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NotebookDetection())
     return kernel
