@@ -268,12 +268,16 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     session.record(f)
     error = outcome.exception(done)
     if error is None or not raise_error:
+        outcome.show_after_error()
         Publisher(session.shell).footer(footer.bundle(f))
         return f
     pub = Publisher(session.shell)
     if outcome.clear_pending:  # as locally, the error is the output that a clear_output(wait=True) waited for
+        outcome.clear_pending = False
         pub.clear_output(True)
-    pub.footer_after_cell(footer.bundle(f), quiet_exit=isinstance(error, SystemExit))
+    # what the worker showed after the error (its post_execute: the inline backend's figures) goes
+    # after the error the kernel shows, as in a local cell; then the footer
+    pub.footer_after_cell(footer.bundle(f), quiet_exit=isinstance(error, SystemExit), first=outcome.show_after_error)
     raise error
 
 

@@ -17,7 +17,8 @@ class CellOutcome:
         self.hashes: dict = {}
         self.refs: list = []
         self.deleted: list = []  # inputs the cell deleted (`del x`), deleted here too
-        self.clear_pending = False  # its last clear_output(wait=True) had no output after it
+        self.clear_pending = False  # a clear_output(wait=True) held for the next output (sink.py)
+        self.after_error: list | None = None  # once its error came: the outputs after it, to show (callables)
         self._text = None
         self._obj = None
 
@@ -29,6 +30,12 @@ class CellOutcome:
                 self._obj = None  # the type name and the text still tell the story
         else:
             self._text = (h["ename"], h["evalue"], h.get("traceback", []))
+
+    def show_after_error(self) -> None:
+        """Publish the outputs that came after the cell's error (once the kernel showed it)."""
+        held, self.after_error = self.after_error or [], None
+        for show in held:
+            show()
 
     def exception(self, done: dict) -> BaseException | None:
         if self._text is None and done.get("status") in ("ok", None):

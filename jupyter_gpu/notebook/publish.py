@@ -60,12 +60,13 @@ class Publisher:
             return self.display(data, {})
         self._send("display_data", {"data": data, "metadata": {}, "transient": {}}, b"display_data", queue)
 
-    def footer_after_cell(self, data: dict, quiet_exit: bool = False) -> None:
+    def footer_after_cell(self, data: dict, quiet_exit: bool = False, first=None) -> None:
         """The footer of a cell that raises: the kernel publishes the error output after the magic
         raises, and the footer must still be the cell's last output, so it goes out once the cell
         has finished (post_run_cell).  quiet_exit: the cell raised SystemExit, whose warning IPython
         prints after it ("To exit: use 'exit', ..."); the worker's came with the cell's output, the
-        kernel's would be a second."""
+        kernel's would be a second.  first: called before the footer goes (what the cell showed after
+        its error)."""
         events = self.shell.events
         if quiet_exit:
             warnings.filterwarnings("ignore", message=re.escape(_EXIT_WARNING), category=UserWarning)
@@ -76,6 +77,8 @@ class Publisher:
             if quiet_exit and quieted in warnings.filters:
                 warnings.filters.remove(quieted)
             self.begin()  # what the kernel wrote while showing the error goes before the footer
+            if first is not None:
+                first()
             self.display(data, {})
 
         events.register("post_run_cell", publish)

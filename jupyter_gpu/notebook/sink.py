@@ -46,31 +46,45 @@ class NotebookSink(Publisher):
         self.outcome = CellOutcome()
         self.prefix = display_prefix(session)
         self.key = key  # the pool it runs in: a comm it opens lives on that pool's worker
-        # a clear_output(wait=True) not yet sent: the frontend clears at the next output it gets,
-        # and under %%gpu that would be the footer (or the live status), which a local cell does
-        # not have; so it goes out right before the cell's next real output, or not at all
-        self.clear_pending = False
 
     def waiting(self) -> LiveStatus:
         return LiveStatus(self, f"{self.prefix}live-{self.cell}", self.gpu, self.t0)
 
+    def _after_error(self, show, *args) -> bool:
+        """Once the cell's error came, its outputs wait for it (True: this one waits): what the
+        worker's shell shows at post_execute (the inline backend's figures) comes after the error
+        in a local cell, and here the error shows only when the magic raises (cell.conclude)."""
+        held = self.outcome.after_error
+        if held is None:
+            return False
+        held.append(lambda: show(*args))
+        return True
+
     def clear_output(self, wait: bool) -> None:
-        if wait:
-            self.clear_pending = True
-        else:
-            self.clear_pending = False
+        if self._after_error(self.clear_output, wait):
+            return
+        # a clear_output(wait=True) is held (outcome.clear_pending): the frontend clears at the next
+        # output it gets, and under %%gpu that would be the footer (or the live status), which a
+        # local cell does not have; it goes out right before the cell's next real output, or the
+        # error the kernel raises (cell.conclude), or not at all
+        self.outcome.clear_pending = wait
+        if not wait:
             super().clear_output(False)
 
     def _cleared(self) -> None:
-        if self.clear_pending:
-            self.clear_pending = False
+        if self.outcome.clear_pending:
+            self.outcome.clear_pending = False
             super().clear_output(True)
 
     def stream(self, name: str, text: str) -> None:
+        if self._after_error(self.stream, name, text):
+            return
         self._cleared()
         super().stream(name, text)
 
     def output(self, h: dict, buffers: list) -> None:
+        if self._after_error(self.output, h, buffers):
+            return
         self._cleared()  # (the live status publishes with display(), past this)
         if "bulk" in h:  # a large display: its data and metadata came as a JSON buffer
             h = {**h, **json.loads(bytes(buffers[h["bulk"]]))}
@@ -84,6 +98,8 @@ class NotebookSink(Publisher):
 
     def error(self, h: dict, buffers: list) -> None:
         self.outcome.error(h, buffers)
+        if self.outcome.after_error is None:
+            self.outcome.after_error = []
 
     def iopub(self, h: dict, buffers: list) -> None:
         """A message code on the worker sent through its kernel (a widget's comm): published here."""
@@ -98,7 +114,6 @@ class NotebookSink(Publisher):
         out.received += framing.payload_size(msg.header)
         self._take_results(msg.header, msg.buffers)
         out.done = msg.header
-        out.clear_pending = self.clear_pending  # the error the kernel raises is the next output (cell.conclude)
         return out
 
     def _take_results(self, h: dict, buffers: list) -> None:

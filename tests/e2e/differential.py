@@ -15,7 +15,7 @@ from .helpers import LOAD, is_footer, strip_ansi
 _MODEL_ID = re.compile(r'"model_id": ?"[0-9a-f]{32}"|[0-9a-f]{32}')
 # where code lives differs by design between a kernel and a worker: file paths, addresses
 _ADDR = re.compile(r" at 0x[0-9a-f]+")
-_DURATION = re.compile(r"\d+(?:\.\d+)? ?(?:ns|µs|μs|us|ms|s)\b")  # %time's figures differ run to run
+_DURATION = re.compile(r"\d+(?:\.\d+)?(?:e[+-]?\d+)? ?(?:ns|µs|μs|us|ms|s)\b")  # %time's figures differ run to run
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,11 @@ CASES = [
          "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('t')\nplt.show()"),
     Case("matplotlib-two-figures",
          "import matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2])\nplt.figure(); plt.plot([2, 1])\nplt.show()"),
+    Case("matplotlib-figure-then-error",
+         "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nraise ValueError('after the plot')"),
+    Case("print-figure-error-clear-wait",
+         "import matplotlib.pyplot as plt\nfrom IPython.display import clear_output\nprint('a')\nplt.plot([3, 1])\n"
+         "clear_output(wait=True)\n1 / 0"),
     # magics and the shell
     Case("line-magic-time", "%time y = sum(range(10))\nprint(y)", ),
     Case("system-echo", "!echo hi"),
