@@ -155,16 +155,31 @@ class _Collector(ast.NodeVisitor):
             self.visit(stmt)  # the `as e` name is deleted at the end of the handler
 
 
+# top-level statements that always bind their names before the next statement runs; a bind inside
+# an `if`, a loop, a `with` or a `try` may not happen, so it does not hide the kernel's value
+_UNCONDITIONAL = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Import, ast.ImportFrom, ast.FunctionDef,
+                  ast.AsyncFunctionDef, ast.ClassDef)
+
+
 def analyse(python_source: str) -> tuple[set[str], set[str]]:
-    """Return (names read, names bound at top level) of already-transformed Python source.
+    """Return (names read before the cell binds them, names bound at top level) of
+    already-transformed Python source.  A name the cell binds unconditionally at top level before
+    any statement reads it is not read from the namespace (`cap = Output()` then `with cap:`): the
+    kernel's value of it is not needed, and may not even be one that can be sent.
 
     Raises SyntaxError as Python would; the caller lets the worker report it with line numbers.
     """
     tree = ast.parse(python_source)
-    c = _Collector()
-    c.visit(tree)
-    reads = {n for n in c.loads if n not in SHELL_NAMES and not n.startswith("_")}
-    binds = {n for n in c.stores if n not in SHELL_NAMES and not n.startswith("_")}
+    loads, stores, bound_before = set(), set(), set()
+    for stmt in tree.body:
+        c = _Collector()
+        c.visit(stmt)
+        loads |= c.loads - bound_before
+        stores |= c.stores
+        if isinstance(stmt, _UNCONDITIONAL):
+            bound_before |= c.stores
+    reads = {n for n in loads if n not in SHELL_NAMES and not n.startswith("_")}
+    binds = {n for n in stores if n not in SHELL_NAMES and not n.startswith("_")}
     return reads, binds
 
 

@@ -63,3 +63,18 @@ def test_names_that_ipython_expands_in_shell_commands_and_magic_lines_are_read()
     assert {"pkg", "n", "path", "where"} <= reads
     assert not {"HOME", "print", "literal"} & reads
     assert binds == {"x"}
+
+
+def test_a_name_bound_before_it_is_read_is_not_read_from_the_namespace():
+    # `cap = W.Output()` then `with cap:`: the kernel's `cap` (perhaps a widget of its own, which
+    # cannot be sent) is not what the cell uses, so it is not an input
+    reads, binds = analyse("cap = make()\nwith cap:\n    print(x)")
+    assert "cap" not in reads and {"make", "x"} <= reads and binds == {"cap"}
+    assert "x" in analyse("x = x + 1")[0]  # read by the statement that binds it
+    assert "x" in analyse("x += 1")[0]
+    # a bind that may not happen (a branch, a loop, a with, a try) leaves the kernel's value in use
+    assert "y" in analyse("if a:\n    y = 1\nprint(y)")[0]
+    assert "y" in analyse("for i in r:\n    y = i\nprint(y)")[0]
+    # a function body's global is read when it runs, which may be before the bind below it
+    assert "z" in analyse("def g():\n    return z\nz = 1\ng()")[0]
+    assert analyse("import numpy as np\nnp.zeros(3)")[0] == set()
