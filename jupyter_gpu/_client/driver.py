@@ -13,6 +13,7 @@ The sink (one method call per event):
   clear_output(wait)
   error(header, buffers)      the request's exception
   iopub(header, buffers)      a message code on the worker sent through its kernel (a comm's)
+  page(data, start)           text the request paged (``obj?``, ``%magic``): a mime bundle, its first line
   ask(header, sigint_handler, deadline) -> dict
                               an input_request answered: the input_reply (``sigint_handler``: the
                               thread's own, to put back while asking; ``deadline``: when the
@@ -124,6 +125,8 @@ def drive(sink, conn, cell: str, *, backend, gpu: str, image: str | None, t0: fl
                 sink.error(h, buffers)
             elif kind == messages.IOPUB:
                 sink.iopub(h, buffers)
+            elif kind == messages.PAYLOAD:
+                sink.page(h.get("data") or {}, h.get("start", 0))
             elif kind == messages.PHASE:
                 live.show(h["phase"], h.get("position"), h.get("detail"))
                 if budget is not None:

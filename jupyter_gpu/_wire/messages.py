@@ -265,6 +265,16 @@ class Iopub(_Envelope, total=False):
     metadata: dict[str, Any]
 
 
+class Payload(_Envelope, total=False):
+    """What a local cell's shell puts in its ``execute_reply``'s payload: the pager's text
+    (``obj?``, ``%magic``, ``%quickref``; source ``page``): the kernel pages it with its own pager."""
+
+    cell: str
+    source: Literal["page"]
+    data: dict[str, Any]  # a mime bundle: text/plain (and text/html)
+    start: Count  # the line to show first
+
+
 class InputRequest(_Envelope, total=False):
     cell: str
     prompt: str
@@ -389,7 +399,7 @@ RESEND, LANE_LOST_REPLY, FAILURE, STREAM, DISPLAY = "resend", "lane_lost_reply",
 CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "input_request", "done", "register"
 REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
 RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
-IOPUB = "iopub"
+IOPUB, PAYLOAD = "iopub", "payload"
 TYPES: dict[str, type] = {
     EXECUTE: Execute, INTERRUPT: Interrupt, KILL: Kill, RELEASE: Release, STATUS: Status, PREWARM: Prewarm,
     INPUT_REPLY: InputReply, LANE_LOST: LaneLost, WELCOME: Welcome, PHASE: Phase, STATUS_REPLY: StatusReply,
@@ -397,7 +407,7 @@ TYPES: dict[str, type] = {
     CLEAR_OUTPUT: ClearOutput, ERROR: Error, INPUT_REQUEST: InputRequest, DONE: Done, REGISTER: Register,
     REGISTERED: Registered, SHUTDOWN: Shutdown, STARTED: Started, METERED: Metered, RETIRE: Retire,
     RETIRED: Retired, REPORT: Report, REPORTED: Reported, LANE_HELLO: LaneHello, LANE_OK: LaneOk,
-    IOPUB: Iopub,
+    IOPUB: Iopub, PAYLOAD: Payload,
 }
 
 _DECODERS: dict = {}  # type name -> its Decoder, built when that type is first decoded

@@ -105,6 +105,13 @@ class NotebookSink(Publisher):
         """A message code on the worker sent through its kernel (a widget's comm): published here."""
         comms.publish(self, h, buffers, self.key)
 
+    def page(self, data: dict, start: int) -> None:
+        """Text the cell paged: the kernel's own pager shows it (ipykernel's: the execute_reply's
+        payload, which JupyterLab shows below the cell, as for a local cell)."""
+        from IPython.core import page
+
+        page.page(data, start=start)
+
     def ask(self, request: dict, sigint_handler, deadline: float | None) -> dict:
         return stdin.reply_to(self.shell, request, sigint_handler, deadline)
 

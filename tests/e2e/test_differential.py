@@ -45,6 +45,14 @@ CASES = [
     Case("custom-exception", "class MyError(Exception):\n    pass\nraise MyError('mine')"),
     Case("keyerror", "{}['k']"),
     Case("assert", "assert 1 == 2, 'not equal'"),
+    # where code says it is (test_code_locations.py compares whole tracebacks)
+    Case("frame-line-number", "import inspect\nx = 1\nprint(inspect.currentframe().f_lineno)"),
+    Case("error-in-function-line", "def g(x):\n    return x / 0\n\ng(1)"),
+    Case("syntax-error", "x = 1\ny = ("),  # its text names the cell's file (ipykernel's name) and line
+    Case("indentation-error", "if True:\nprint(1)"),
+    Case("getsource", "import inspect\ndef f(x):\n    return x + 1\nprint(inspect.getsource(f))"),
+    Case("input-history",  # what holds wherever the cell is in the notebook
+         "print(_i == eval('_i%d' % (len(In) - 2)), _iii == eval('_i%d' % (len(In) - 4)), In is _ih)"),
     # rich reprs of real libraries
     Case("numpy-array", "import numpy as np\nnp.arange(12).reshape(3, 4)"),
     Case("numpy-print", "import numpy as np\nprint(np.linspace(0, 1, 5))"),
@@ -66,6 +74,14 @@ CASES = [
     Case("system-echo", "!echo hi"),
     Case("system-capture", "out = !echo captured\nprint(out)"),
     Case("who-magic", "%who_ls int"),
+    Case("system-exit-code", "!exit 3\nprint(_exit_code)"),
+    Case("system-stderr", "!echo oops 1>&2"),
+    Case("help-is-paged", "len?"),  # a page payload (test_shell_fidelity), no output
+    Case("unknown-line-magic", "%no_such_magic_here"),
+    Case("kernel-magic-autosave", "%autosave 90"),
+    Case("kernel-magic-store", "stored_v = 41\n%store stored_v\n%store -d stored_v"),
+    Case("gui-qt", "%gui qt"),
+    Case("gui-unknown", "%gui no_such_gui"),
 ]
 
 

@@ -40,3 +40,46 @@ def test_cost_figures_are_not_typeset_as_latex_math(run_notebook):
     # the saved notebook's report as Markdown: every dollar escaped, none left to pair up
     md = report.to_markdown(report.build([("a.ipynb", nb), ("b $x.ipynb", nb)]))
     assert md.count("\\$") >= 3 and "$" not in md.replace("\\$", "").replace("`b $x.ipynb`", "")
+
+
+PAGED = ["len?", "len??", "%timeit?", "import json\njson.dumps?", "def f(x):\n    'doc'\n    return x\nf??"]
+
+
+@pytest.mark.timeout(300)
+def test_help_reaches_the_pager_as_the_local_cells_payload(live_kernel, tmp_path):
+    """`obj?`, `%magic?`, `%less` page their text: a kernel's execute_reply carries it as its
+    payload (JupyterLab shows it below the cell), not as output."""
+    text = tmp_path / "notes.txt"
+    text.write_text("paged text\n")
+    live_kernel.run(LOAD)
+    for code in [*PAGED, f"%less {text}"]:
+        local = live_kernel.run(code)
+        remote = live_kernel.run("%%gpu\n" + code)
+        payload = local.reply["content"]["payload"]
+        assert payload and payload[0]["source"] == "page", (code, payload)
+        assert remote.reply["content"]["payload"] == payload, code
+        assert remote.stdout() == local.stdout() == "", code
+    quickref = live_kernel.run("%%gpu\n%quickref")  # its list of magics is the worker's (test below)
+    [page] = quickref.reply["content"]["payload"]
+    assert "Quick Reference Card" in page["data"]["text/plain"] and quickref.stdout() == ""
+
+
+@pytest.mark.timeout(300)
+def test_lsmagic_lists_the_magics_that_work_and_a_kernel_only_one_says_where_it_runs(live_kernel):
+    import re
+
+    def magics(cell):
+        [shown] = [e.msg["content"]["data"]["text/plain"] for e in cell.iopub if e.msg["msg_type"] == "execute_result"]
+        return set(re.findall(r"%%?\w+", shown))
+
+    live_kernel.run(LOAD)
+    local, remote = magics(live_kernel.run("%lsmagic")), magics(live_kernel.run("%%gpu\n%lsmagic"))
+    # the kernel's own (ipykernel's, ours) except those about the kernel itself work on the worker too
+    assert {"%autosave", "%clear", "%less", "%more", "%man", "%store"} <= remote
+    assert local - remote == {"%connect_info", "%qtconsole", "%subshell", "%gpu", "%%gpu"}
+    assert remote <= local
+    cell = live_kernel.run("%%gpu\n%connect_info", ok=False)
+    reply = cell.reply["content"]
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    [said] = [e.msg["content"]["text"] for e in cell.streams("stderr")]  # once, by the kernel
+    assert "run it in a cell without %%gpu" in said

@@ -16,6 +16,7 @@ from traitlets.config import Config
 from jupyter_gpu._wire import messages
 from jupyter_gpu.errors import in_group
 from jupyter_gpu_worker.events import Emitter, EventDisplayHook, EventDisplayPublisher, EventStream, clip
+from jupyter_gpu_worker import kernel_shell
 
 
 def _execution_info(raw_cell: str, cell: str) -> ExecutionInfo:
@@ -194,19 +195,23 @@ class WorkerShell(InteractiveShell):
         )
 
     def enable_gui(self, gui=None):
-        pass  # no event loop integration on a worker
+        kernel_shell.enable_gui(self, gui)  # a kernel's checks; no event loop on a worker
 
-    def system(self, cmd):
-        # `!cmd` output must go through our streams, not the worker's inherited fd 1.
-        import subprocess
+    # `!cmd`: IPython's own system_piped, in a pseudo-terminal, printing to the cell's stdout, as
+    # ipykernel's (kernel_shell.py)
 
-        cmd = self.var_expand(cmd, depth=1)  # `!echo {x} $y`, as IPython's own system does
-        p = subprocess.run(cmd, shell=True, capture_output=True, text=True, errors="replace")
-        if p.stdout:
-            sys.stdout.write(p.stdout)
-        if p.stderr:
-            sys.stderr.write(p.stderr)
-        self.user_ns["_exit_code"] = p.returncode
+    def show_usage_error(self, exc):
+        # the cell's own UsageError (`%nosuchmagic`) comes back with its `done` and the kernel
+        # shows it as it raises it again: shown here too, it showed twice
+        if _shown_by_library():
+            super().show_usage_error(exc)
+        else:
+            self.last_error = exc
+
+    def run_line_magic(self, magic_name, line, _stack_depth=1):
+        if magic_name in kernel_shell.KERNEL_ONLY and self.find_line_magic(magic_name) is None:
+            raise kernel_shell.not_here(magic_name)  # says where it runs, not just "not found"
+        return super().run_line_magic(magic_name, line, _stack_depth + 1)  # ($var: the caller's frame)
 
 
 def create_shell() -> WorkerShell:
@@ -215,16 +220,18 @@ def create_shell() -> WorkerShell:
         return WorkerShell.instance()
     cfg = Config()
     cfg.HistoryManager.enabled = False  # no SQLite writes per cell (~0.5 ms), and no thread
-    cfg.InteractiveShell.colors = "Linux"
+    # colors: IPython's default, as a kernel's (the pager's text and tracebacks are the local cell's)
     cfg.InteractiveShell.xmode = "Context"
     # the section a kernel's shell is configured with: libraries look for it to know they run in a
     # notebook's kernel (tqdm.auto picks its widget bar by it), and here they do (kernel.py)
     cfg.IPKernelApp = Config()
-    return WorkerShell.instance(
+    shell = WorkerShell.instance(
         config=cfg,
         display_pub_class=EventDisplayPublisher,
         displayhook_class=EventDisplayHook,
     )
+    kernel_shell.install(shell)  # a kernel's pager, magics, `!cmd` environment
+    return shell
 
 
 def make_shell(emitter: Emitter, ask_user=None) -> WorkerShell:
