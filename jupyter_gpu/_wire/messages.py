@@ -93,7 +93,12 @@ class Execute(_Envelope, total=False):
     """Run a cell (kernel -> backend -> worker, or by the lane)."""
 
     cell: str
-    code: str  # the body under a first line standing for `%%gpu`, so line numbers match
+    code: str  # the cell's body: its lines numbered as the same text run as a local cell
+    # the name the kernel's compiler gives that text as a local cell (ipykernel: <tmp>/ipykernel_<pid>/<hash>.py)
+    file: str
+    # the kernel's input history, sent with a cell whose text reads it (notebook/cell_code.py):
+    # {"raw": [...], "parsed": [...]} (a parsed entry null where it is the raw one)
+    history: dict[str, list[Optional[str]]]
     gpu: str
     image: Optional[str]  # a worker image; absent or null: default
     exec_count: Count

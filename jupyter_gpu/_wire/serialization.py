@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import re
+import types
 from collections import ChainMap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,13 +73,33 @@ def describe(obj) -> str:
 _PLAIN = frozenset({int, float, bool, str, bytes, complex, type(None)})
 
 
+def _code_at(args: tuple, filename: str) -> types.CodeType:
+    """A code object unpickled under the file name it was compiled under."""
+    return types.CodeType(*args).replace(co_filename=filename)
+
+
+def _reduce_code(code: types.CodeType):
+    # cloudpickle pickles every code object as compiled in "<dynamic-code>" (for pickles that do
+    # not depend on where a function was defined); a function defined in a cell would then lose
+    # its source (inspect.getsource, %psource, the debugger) and its "Cell In[n]" in tracebacks
+    # once it crossed to the kernel and back.  A cell's file name is a hash of its text (as
+    # ipykernel names a local cell: notebook/cell_code.py), so keeping it keeps pickles deterministic.
+    _, args = cloudpickle.cloudpickle._code_reduce(code)
+    return _code_at, (args, "".join(code.co_filename))  # a new string each time: never memoised
+
+
+# cloudpickle's table, with code objects keeping their file name
+_TABLE = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, with torch tensors' memory out of band (``tensors.py``)."""
+    """cloudpickle, with torch tensors' memory out of band (``tensors.py``) and code objects
+    keeping their file name."""
 
     def __init__(self, file, buffer_callback, device_memory_stays: bool):
         extra = tensors.Reducers(device_memory_stays).table()
-        if extra:  # the C pickler reads its dispatch table once, in __init__
-            self.dispatch_table = ChainMap(extra, cloudpickle.Pickler.dispatch_table)
+        # the C pickler reads its dispatch table once, in __init__
+        self.dispatch_table = ChainMap(extra, _TABLE) if extra else _TABLE
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
 
 

@@ -24,7 +24,8 @@ from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 from jupyter_gpu.cost import footer
 from jupyter_gpu.cost.limit import run_limit
 from jupyter_gpu.errors import ConnectionLost, RemoteValueLost
-from jupyter_gpu.notebook.cell_options import CellOptions, remote_limits, remote_source
+from jupyter_gpu.notebook import cell_code
+from jupyter_gpu.notebook.cell_options import CellOptions, remote_limits
 from jupyter_gpu.notebook.cell_outcome import CellOutcome
 from jupyter_gpu.notebook.names import cell_names, inputs_for
 from jupyter_gpu.notebook.publish import Publisher
@@ -154,7 +155,8 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
     header = {
         "type": messages.EXECUTE,
         "cell": f"{plan.base}.{attempt}",
-        "code": remote_source(opts.line, plan.source),
+        "code": plan.source,  # as it is: numbered as the same text run as a local cell
+        **cell_code.fields(session.shell, plan.source, plan.exec_count),  # its file name; the input history
         "gpu": plan.gpu,
         "image": opts.image,
         "exec_count": plan.exec_count,

@@ -18,7 +18,7 @@ class CellOptions:
     timeout: float | None = None
     max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (cost/limit.py)
     image: str | None = None  # the worker image (--image; _wire/pools.py); None: `%gpu config`'s, else default
-    line: str = ""  # the magic's own line, echoed as the remote cell's first line
+    line: str = ""  # the magic's own line
 
 
 def positive(text: str) -> float:
@@ -59,10 +59,3 @@ def nested_binds(cell_source: str) -> frozenset:
     names = [a for a in first[1:] if not a.startswith("-")]
     return frozenset(names[:1]) if names and names[0].isidentifier() else frozenset()
 
-
-def remote_source(line: str, cell_source: str) -> str:
-    """The code the worker runs.  A first line standing for the magic keeps the remote line
-    numbers equal to the notebook cell's (IPython strips leading blank lines, so it must not be
-    blank).  A body that starts with another cell magic is sent as it is: only a cell's first line
-    can name one, and that magic numbers its body from there, as it does locally."""
-    return cell_source if nested_magic(cell_source) else f"# %%gpu {line}\n{cell_source}"

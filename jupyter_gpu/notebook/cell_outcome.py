@@ -42,7 +42,13 @@ class CellOutcome:
             return None
         ename, evalue, stb = self._text or ("WorkerLost", f"the cell ended with status {done.get('status')}", [])
         where = f"on worker {done.get('worker')} ({done.get('device')})"
-        return rebuild_exception(ename, evalue, [f"Remote traceback {where}:", *stb], self._obj)
+        exc = rebuild_exception(ename, evalue, [f"Remote traceback {where}:", *stb], self._obj)
+        if self._text is not None and done.get("worker"):
+            try:  # where its frames are: `%debug` here debugs there (debug.py)
+                exc._jupyter_gpu_frames = {k: done.get(k) for k in ("worker", "gpu", "image", "device")}
+            except AttributeError:  # __slots__
+                pass
+        return exc
 
 
 class RemoteError(Exception):
@@ -64,10 +70,12 @@ def rebuild_exception(ename: str, evalue: str, stb: list, obj=None) -> BaseExcep
         exc = cls(evalue)
     lines = list(stb) or [f"{ename}: {evalue}"]
     try:
-        if in_group(exc):  # IPython would print a group itself, with this kernel's frames
+        # IPython would print a group itself, and a SyntaxError (it never asks it to render
+        # itself), with this kernel's frames: the worker's rendering is the local cell's
+        if in_group(exc) or isinstance(exc, SyntaxError):
             raise AttributeError
         exc._render_traceback_ = lambda: lines
-    except AttributeError:  # an exception class with __slots__, or an exception group
+    except AttributeError:  # an exception class with __slots__, an exception group, a SyntaxError
         cls = type(ename, (RemoteError,), {"__module__": __name__})
         wrapped = cls(evalue)
         wrapped._render_traceback_ = lambda: lines

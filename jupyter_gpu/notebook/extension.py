@@ -2,7 +2,7 @@
 cell-text memo); `%unload_ext` undoes it and frees this kernel's workers."""
 from __future__ import annotations
 
-from jupyter_gpu.notebook import cell_text, early
+from jupyter_gpu.notebook import cell_text, debug, early
 from jupyter_gpu.notebook.magics import GpuMagics, empty_body
 
 magics: GpuMagics | None = None  # this kernel's, once loaded
@@ -17,10 +17,12 @@ def load(ip) -> None:
         ip.input_transformers_cleanup.append(empty_body)
     early.install(magics)  # a warm cell goes to its worker as its request arrives (early.py)
     cell_text.install(ip)  # IPython transforms a `%%gpu` cell's text once, not at every run
+    debug.install(ip, magics.session)  # %debug after a %%gpu cell's error debugs on its worker
 
 
 def unload(ip) -> None:
     cell_text.uninstall(ip)
+    debug.uninstall(ip)
     if magics is not None:
         magics.session.close()
 

@@ -11,7 +11,8 @@ from .helpers import LOAD, error_output, footers, is_footer, traceback_text
 
 @pytest.mark.timeout(120)
 def test_zero_division_fails_the_cell_with_the_cells_own_line_number(run_notebook):
-    # Line 1 is the %%gpu line, so the failing line is line 3 of the cell.
+    # Numbered from the body's first line, as a local cell with this body (and IPython's own cell
+    # magics) numbers it: the failing line is line 2.
     src = "%%gpu\nx = 1\ny = x / 0\nprint('not reached')"
     with pytest.raises(CellExecutionError) as info:
         run_notebook([LOAD, src])
@@ -22,13 +23,13 @@ def test_zero_division_fails_the_cell_with_the_cells_own_line_number(run_noteboo
     assert "division by zero" in err["evalue"]
     tb = traceback_text(err)
     assert "y = x / 0" in tb, tb
-    # IPython style: "----> 3 y = x / 0" or "line 3" in the frame of the cell.
+    # IPython style: "----> 2 y = x / 0" or "line 2" in the frame of the cell.
     arrow = re.search(r"-+>\s*(\d+)\s+y = x / 0", tb)
     if arrow:
-        assert arrow.group(1) == "3", tb
+        assert arrow.group(1) == "2", tb
     else:
         m = re.search(r"line (\d+)[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*y = x / 0", tb)
-        assert m and m.group(1) == "3", tb
+        assert m and m.group(1) == "2", tb
     assert "not reached" not in "".join(o.get("text", "") for o in cell["outputs"])
 
 
@@ -76,7 +77,7 @@ def test_the_remote_traceback_names_the_cell_by_the_kernels_execution_count(run_
     nb = run_notebook.last
     assert nb.cells[2]["execution_count"] == 3
     tb = traceback_text(error_output(nb.cells[2]))
-    assert re.search(r"Cell In\[3\], line 2", tb), tb
+    assert re.search(r"Cell In\[3\], line 1", tb), tb
 
 
 @pytest.mark.timeout(120)

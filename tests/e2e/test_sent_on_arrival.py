@@ -44,7 +44,7 @@ def test_a_warm_cell_is_sent_as_it_arrives_and_behaves_like_one_its_magic_sent(l
     n = bad.reply["content"]["execution_count"]
     tb = strip_ansi("\n".join(bad.reply["content"]["traceback"]))
     assert bad.reply["content"]["ename"] == "ZeroDivisionError"
-    assert f"Cell In[{n}], line 3" in tb, tb  # the cell's own number and line, as if run here
+    assert f"Cell In[{n}], line 2" in tb, tb  # the cell's own number and its body's line, as if run here
     assert _sent(k) == before + 2
     assert k.run("print(answer, x)").stdout() == "42 1\n"
 

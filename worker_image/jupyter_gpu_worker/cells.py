@@ -18,6 +18,7 @@ from IPython.core.error import StdinNotImplementedError
 from jupyter_gpu._wire import framing, messages, serialization, shm
 from jupyter_gpu._wire import lane as lanes
 from jupyter_gpu.errors import SerializationError
+from jupyter_gpu_worker import history
 from jupyter_gpu_worker.events import Emitter
 from jupyter_gpu_worker.fdcapture import FdCapture
 from jupyter_gpu_worker.meter import LaneMeter
@@ -120,6 +121,7 @@ class CellRunner:
             if name not in self._fresh_ns:
                 del ns[name]
         self.holdings.clear()
+        history.forget(self.shell)
         self.out_pool.reclaim()  # the previous kernel's mappings are gone with its session
         self.session = session
 
@@ -188,11 +190,12 @@ class CellRunner:
             if self.telemetry is not None:
                 self.telemetry.start()
             try:
-                # no history: the kernel numbers the cells (execution_count above, the traceback's
-                # "Cell In[n]"); storing inputs in a disabled HistoryManager only grows its caches
-                # and sets _i/_ii/_iN traits (~0.1 ms a cell).  A cell seen before is not compiled again.
+                # no history stored here: the kernel numbers the cells (execution_count above, the
+                # traceback's "Cell In[n]") and sends its input history with a cell that reads it
+                # (storing inputs costs ~0.1 ms a cell).  A cell seen before is not compiled again.
                 comm = h.get("comm")
                 if comm is None:
+                    self.shell.locate(h["code"], h.get("file"), h.get("history"))
                     result = self.shell.run_cell_fast(h["code"])
                 else:  # the frontend's message to a comm here, handled as a local kernel would
                     result = self.shell.kernel.handle_comm(comm, msg.buffers)

@@ -11,10 +11,13 @@ import sys
 from types import CodeType
 
 from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
+from traitlets import Type
 from traitlets.config import Config
 
 from jupyter_gpu._wire import messages
 from jupyter_gpu.errors import in_group
+from jupyter_gpu_worker import history
+from jupyter_gpu_worker.compiler import CellCompiler
 from jupyter_gpu_worker.events import Emitter, EventDisplayHook, EventDisplayPublisher, EventStream, clip
 from jupyter_gpu_worker import kernel_shell
 
@@ -54,6 +57,8 @@ def _run(coro) -> bool:
 
 def _renamed(code: CodeType, name: str) -> CodeType:
     """``code`` (and the functions and classes it defines) as if compiled under ``name``."""
+    if code.co_filename == name:  # compiled under it (a cell's name is a hash of its text: usually)
+        return code
     consts = code.co_consts
     if any(isinstance(c, CodeType) for c in consts):
         consts = tuple(_renamed(c, name) if isinstance(c, CodeType) else c for c in consts)
@@ -69,6 +74,19 @@ class WorkerShell(InteractiveShell):
     _transformed: dict = {}  # raw cell -> transformed source (cells are re-run as they are)
     _compiled: dict = {}  # (transformed source, __future__ flags) -> its statements' code objects
     running_cell: str | None = None  # the running cell's source, transformed (EventDisplayHook.quiet)
+    compiler_class = Type(CellCompiler)  # names a cell as ipykernel names a local one (compiler.py)
+
+    def init_history(self):
+        self.history_manager = history.WorkerHistory(shell=self, parent=self)
+        self.configurables.append(self.history_manager)
+
+    def locate(self, code: str, file: str | None = None, inputs: dict | None = None) -> None:
+        """Where the next cell, ``code``, says it is: its file name (``file``: what the kernel
+        names the same text run as a local cell; None: IPython's naming), and the notebook's
+        input history, when the kernel sent it (``inputs``: history.sync)."""
+        self.compile.name_cell(code, file)
+        if inputs is not None:
+            history.sync(self, inputs)
 
     def run_cell_fast(self, raw_cell: str) -> ExecutionResult:
         """``run_cell(raw_cell, store_history=False)``, except that a cell run again is not parsed

@@ -3,14 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_gpu.notebook.cell_options import nested_binds, remote_limits, remote_source
+from jupyter_gpu.notebook.cell_options import nested_binds, remote_limits
 from jupyter_gpu._wire.serialization import parse_size, size_hint
-
-
-def test_the_remote_code_keeps_the_notebooks_line_numbers_or_starts_with_a_nested_cell_magic():
-    assert remote_source("--gpu A100", "x = 1\n") == "# %%gpu --gpu A100\nx = 1\n"  # line 2 is the cell's line 2
-    assert remote_source("", "\n%%time\nx = 1\n") == "\n%%time\nx = 1\n"  # only a first line names a cell magic
-    assert remote_source("", "%time x = 1\n").startswith("# %%gpu")  # a line magic is not one
 
 
 def test_sizes_read_as_memory_is_sized_and_bad_ones_name_the_setting():

@@ -96,3 +96,16 @@ def test_plain_values_pickle_as_cloudpickle_would_and_keep_their_hash():
 
     back = serialization.unpickle_value("v", serialization.pickle_value("v", Flag(3)).data, [])
     assert type(back).__name__ == "Flag" and back == 3
+
+
+def test_a_cells_function_keeps_the_file_it_was_compiled_in():
+    # cloudpickle would name every code object "<dynamic-code>": no source for inspect or pdb,
+    # no "Cell In[n]" in a traceback, once a %%gpu cell's function crossed to the kernel
+    ns = {"__name__": "__main__"}
+    exec(compile("def outer(x):\n    def inner():\n        return x\n    return inner\n", "/tmp/ipykernel_1/42.py",
+                 "exec"), ns)
+    p = serialization.pickle_value("outer", ns["outer"])
+    assert serialization.pickle_value("outer", ns["outer"]).hash == p.hash  # still deterministic
+    back = serialization.unpickle_value("outer", p.data, [])
+    assert back.__code__.co_filename == back(1).__code__.co_filename == "/tmp/ipykernel_1/42.py"
+    assert back(1)() == 1 and back.__code__.co_firstlineno == 1
