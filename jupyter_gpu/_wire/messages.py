@@ -27,9 +27,9 @@ from typing import Any, Literal, Optional, TypedDict
 import msgspec
 
 if sys.version_info >= (3, 11):
-    from typing import Annotated
+    from typing import Annotated, NotRequired
 else:  # pragma: no cover - Python 3.10
-    from typing_extensions import Annotated
+    from typing_extensions import Annotated, NotRequired
 
 from jupyter_gpu._wire import settings
 
@@ -48,6 +48,13 @@ class BufferRef(TypedDict, total=False):
     n: Count
 
 
+class Joint(TypedDict):
+    """One of the names pickled together because their values share objects (``_wire/sharing.py``)."""
+
+    n: Count  # its place in the group's unpickling
+    r: list[Name]  # names the receiver holds unchanged whose values the group refers to
+
+
 class Value(TypedDict):
     """A pickled value: content hash, type name, its pickle and its out-of-band buffers."""
 
@@ -55,6 +62,8 @@ class Value(TypedDict):
     t: str
     p: BufferRef
     b: list[BufferRef]
+    g: NotRequired[Joint]  # in a group with the other names of the message that have its hash ``h``
+    i: NotRequired[bool]  # done: an input the cell changed in place (the kernel updates its own object)
 
 
 class KeptValue(TypedDict, total=False):

@@ -7,6 +7,8 @@ in a shared-memory segment (see ``shm.py``).  The hash of a value is xxh3-128 ov
 its buffers, so the kernel side can skip a value the worker already holds; a buffer over
 PARALLEL_HASH enters it as the xxh3-128 digests of its 16 MiB chunks, hashed on all cores
 (memory-bound: 1.7x on this 2-core VM), since both sides hash every large input once per cell.
+A module is pickled as its name and imported where it arrives (never by value).  Names whose
+values share objects are pickled together by ``sharing.py``.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import io
 import os
 import pickle
 import re
+import sys
 import types
 from collections import ChainMap
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +44,7 @@ class Pickled:
     buffers: list  # raw memoryviews of the value's own memory (no copy)
     hash: str
     type_name: str
+    reached: frozenset = frozenset()  # other names whose values it holds (pickle_value's ``watch``)
 
     @property
     def nbytes(self) -> int:
@@ -96,27 +100,87 @@ class _Pickler(cloudpickle.Pickler):
     """cloudpickle, with torch tensors' memory out of band (``tensors.py``) and code objects
     keeping their file name."""
 
-    def __init__(self, file, buffer_callback, device_memory_stays: bool):
+    def __init__(self, file, buffer_callback, device_memory_stays: bool, more: dict | None = None):
         extra = tensors.Reducers(device_memory_stays).table()
+        if more:  # reducers of one pickling (sharing.py: arrays rebuilt as views of another name's array)
+            extra = {**extra, **more}
         # the C pickler reads its dispatch table once, in __init__
         self.dispatch_table = ChainMap(extra, _TABLE) if extra else _TABLE
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
 
 
-def _dumps(obj, buffer_callback, device_memory_stays: bool) -> bytes:
+class _Watching(_Pickler):
+    """Notes which watched objects (other names' values) the value it pickles holds.  cloudpickle
+    calls ``reducer_override`` for every object but None, bools, numbers, strings, bytes and plain
+    containers, so a watched instance, array or tensor is seen; a watched list or dict only as a
+    name's own value (``sharing.py`` compares those by identity)."""
+
+    def __init__(self, file, buffer_callback, device_memory_stays: bool, watch: dict):
+        super().__init__(file, buffer_callback, device_memory_stays)
+        self.watch, self.reached = watch, set()
+
+    def reducer_override(self, obj):
+        name = self.watch.get(id(obj))
+        if name is not None:
+            self.reached.add(name)
+        return super().reducer_override(obj)
+
+
+def _dumps(obj, buffer_callback, device_memory_stays: bool, watch: dict | None = None) -> tuple[bytes, frozenset]:
     with io.BytesIO() as file:
-        _Pickler(file, buffer_callback, device_memory_stays).dump(obj)
-        return file.getvalue()
+        if not watch:
+            _Pickler(file, buffer_callback, device_memory_stays).dump(obj)
+            return file.getvalue(), frozenset()
+        pickler = _Watching(file, buffer_callback, device_memory_stays, watch)
+        pickler.dump(obj)
+        return file.getvalue(), frozenset(pickler.reached)
 
 
-def pickle_value(name: str, obj, *, device_memory_stays: bool = False) -> Pickled:
-    """``device_memory_stays``: for a value going back to the kernel (see ``tensors.py``)."""
+class _ModuleRef:
+    """A module as its name: where it arrives it is imported, never pickled by value."""
+
+    __slots__ = ("name", "submodules")
+
+    def __init__(self, name: str, submodules: tuple):
+        self.name, self.submodules = name, submodules
+
+    def __reduce__(self):
+        return _import, (self.name, self.submodules) if self.submodules else (self.name,)
+
+
+def _import(name: str, submodules: tuple = ()):
+    """The module ``name``, imported here (after ``submodules``: ``import a.b.c`` binds ``a``, and
+    ``a.b.c`` must be there too)."""
+    import importlib
+
+    try:
+        for sub in submodules:
+            importlib.import_module(sub)
+        return importlib.import_module(name)
+    except (Exception, SystemExit) as e:  # an import may raise anything
+        raise SerializationError(f"module '{name}' cannot be imported here: {type(e).__name__}: {e}") from None
+
+
+def is_module(obj) -> bool:
+    """A module that is what importing its name gives (not one made by hand)."""
+    return isinstance(obj, types.ModuleType) and sys.modules.get(obj.__name__) is obj
+
+
+def pickle_value(name: str, obj, *, device_memory_stays: bool = False, watch: dict | None = None,
+                 submodules: tuple = ()) -> Pickled:
+    """``device_memory_stays``: for a value going back to the kernel (see ``tensors.py``).
+    ``watch``: id -> name of other names' values; the Pickled's ``reached`` says which it holds.
+    A module is pickled as its name (and ``submodules`` to import first)."""
     bufs: list[pickle.PickleBuffer] = []
+    reached = frozenset()
     try:
         if type(obj) in _PLAIN:
             data = pickle.dumps(obj, protocol=PROTOCOL)
+        elif is_module(obj):
+            data = pickle.dumps(_ModuleRef(obj.__name__, tuple(submodules)), protocol=PROTOCOL)
+            return Pickled(data, [], xxhash.xxh3_128_hexdigest(data), f"module '{obj.__name__}'")
         else:
-            data = _dumps(obj, bufs.append, device_memory_stays)
+            data, reached = _dumps(obj, bufs.append, device_memory_stays, watch)
     except tensors.InDeviceMemory as e:
         raise SerializationError(
             f"variable '{name}' ({type_name(obj)}) stays on its worker: {e}; `.cpu()` it in a %%gpu cell "
@@ -126,9 +190,14 @@ def pickle_value(name: str, obj, *, device_memory_stays: bool = False) -> Pickle
         raise SerializationError(
             f"variable '{name}' ({type_name(obj)}) cannot be pickled: {type(e).__name__}: {e}"
         ) from None
-    raws = []
     h = xxhash.xxh3_128()
     h.update(data)
+    return Pickled(data, hash_buffers(h, bufs), h.hexdigest(), type_name(obj), reached)
+
+
+def hash_buffers(h, bufs: list) -> list:
+    """Add ``bufs`` (PickleBuffers) to the hash ``h``; their raw memoryviews."""
+    raws = []
     for b in bufs:
         try:
             raw = b.raw()
@@ -136,7 +205,7 @@ def pickle_value(name: str, obj, *, device_memory_stays: bool = False) -> Pickle
             raw = memoryview(bytes(b))
         raws.append(raw)
         h.update(raw if raw.nbytes < PARALLEL_HASH else _chunk_digests(raw))
-    return Pickled(data, raws, h.hexdigest(), type_name(obj))
+    return raws
 
 
 _hashers: ThreadPoolExecutor | None = None
@@ -154,6 +223,8 @@ def _chunk_digests(raw: memoryview) -> bytes:
 def unpickle_value(name: str, data, buffers):
     try:
         return pickle.loads(data, buffers=buffers)
+    except SerializationError:  # says itself what failed (a module not importable here)
+        raise
     except Exception as e:
         raise SerializationError(
             f"variable '{name}' could not be unpickled here: {type(e).__name__}: {e}"

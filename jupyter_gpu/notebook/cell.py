@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from jupyter_gpu._client import driver
-from jupyter_gpu._wire import lane, messages, serialization, shm
+from jupyter_gpu._wire import lane, messages, serialization, sharing, shm
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 from jupyter_gpu.cost import footer
 from jupyter_gpu.cost.limit import run_limit
@@ -178,8 +178,12 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
 
 
 def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, list]:
+    """The cell's inputs: one the worker holds unchanged is kept (named in ``keep``), any other
+    pickled into ``packer``.  Names that share objects with one another, or with what the worker
+    holds, go as one group (``_wire/sharing.py``), with the held names they share with."""
     ns = session.shell.user_ns
     inputs, keep, hashes, references = {}, {}, {}, []
+    values = {}
     for name in names:
         value = ns[name]
         if isinstance(value, RemoteValue):
@@ -188,13 +192,61 @@ def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, 
                 references.append(name)
                 continue
             raise RemoteValueLost(Lost(value.cell, value.worker, value.device, held.keep_warm).explain(name))
-        p = serialization.pickle_value(name, value)
+        values[name] = value
+    share = _sharing(values, held, ns)
+    pickled, todo = {}, list(values)
+    while todo:  # the inputs, then what the worker holds that they share objects with
+        name = todo.pop(0)
+        try:
+            p = pickled[name] = serialization.pickle_value(name, ns[name], watch=share and share.watch)
+        except serialization.SerializationError:
+            if name in values:
+                raise
+            continue  # a held name the cell does not read: it shares nothing that can be sent
+        if share is not None:
+            share.note(name, p)
+            todo += [m for m in share.related(name, held.values) if m not in pickled and m not in todo]
+
+    def holds(name: str, h: str) -> bool:
+        return held.worker is not None and held.values.get(name) == h
+
+    for group in share.groups(pickled) if share is not None else ():
+        members, refs = share.split(group, [n for n in group if not holds(n, pickled[n].hash)])
+        joint, used = sharing.pickle_group(members, refs, share.values)
+        kept = all(holds(n, joint[n].hash) for n in members)  # held there as this group
+        for i, name in enumerate(members):
+            hashes[name] = joint[name].hash
+            if kept:
+                keep[name] = joint[name].hash
+            else:
+                inputs[name] = {**packer.pack(joint[name]), "g": {"n": i, "r": used}}
+        for name in refs:
+            keep[name] = hashes[name] = pickled[name].hash
+        for name in group:
+            del pickled[name]
+    for name, p in pickled.items():
+        if name not in values:
+            continue  # held there; shares nothing with this cell's inputs
         hashes[name] = p.hash
-        if held.worker is not None and held.values.get(name) == p.hash:
+        if holds(name, p.hash):
             keep[name] = p.hash
         else:
             inputs[name] = packer.pack(p)
     return inputs, keep, hashes, references
+
+
+def _sharing(values: dict, held: Held, ns: dict) -> "sharing.Sharing | None":
+    """What finds the inputs that share objects, when one could (not a number, string or module)
+    and something else could too: another input, or a value the worker holds."""
+    found = {n: v for n, v in values.items() if sharing.shareable(v)}
+    if not found:
+        return None
+    for name in held.values:
+        if name not in found and name in ns:
+            value = ns[name]
+            if sharing.shareable(value) and not isinstance(value, RemoteValue):
+                found[name] = value
+    return sharing.Sharing(found) if len(found) > 1 else None
 
 
 def send_and_drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | None:

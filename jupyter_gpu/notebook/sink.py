@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from jupyter_gpu._wire import framing, serialization
+from jupyter_gpu._wire import framing, sharing
 from jupyter_gpu.errors import SerializationError
 from jupyter_gpu.notebook import comms, stdin
 from jupyter_gpu.notebook.cell_outcome import CellOutcome
@@ -131,12 +131,21 @@ class NotebookSink(Publisher):
             ns[name] = value = RemoteValue(name, spec.get("t", "?"), "", "", "", spec["h"], session.cell_number(), why)
             out.refs.append(value)  # its worker and device are filled in by KernelSession.remember
 
-        for name, spec in h.get("values", {}).items():
-            try:
-                ns[name] = serialization.unpack(name, spec, buffers, session.reader)
-                _handle_here(ns[name], prefix)
-            except SerializationError as e:  # e.g. a CUDA tensor, and this kernel has no CUDA
-                stays_remote(name, spec, str(e))  # not a failed cell, nor the cell's other names lost
+        specs = h.get("values", {})
+        got = sharing.unpack_values(specs, buffers, session.reader, ns)  # names that share, sharing again
+        for names in sharing.changed_in_place(specs, got):
+            # an input the cell changed in place stays this kernel's same object (whatever else here
+            # refers to it sees the change, as locally): a value, or a group of them at once
+            olds = [ns.get(n) for n in names]
+            if sharing.in_place(olds, [got[n] for n in names]):
+                got.update(zip(names, olds))
+        for name, spec in specs.items():
+            value = got[name]
+            if isinstance(value, SerializationError):  # a CUDA tensor, a module not importable here
+                stays_remote(name, spec, str(value))  # not a failed cell, nor the cell's other names lost
+            else:
+                ns[name] = value
+                _handle_here(value, prefix)
             out.hashes[name] = spec["h"]
             out.received += sum(r["n"] for r in [spec["p"], *spec["b"]] if "shm" in r)
         for name, ref in h.get("refs", {}).items():  # the worker kept it (unpicklable, too large, --keep-remote)

@@ -82,6 +82,13 @@ CASES = [
     Case("kernel-magic-store", "stored_v = 41\n%store stored_v\n%store -d stored_v"),
     Case("gui-qt", "%gui qt"),
     Case("gui-unknown", "%gui no_such_gui"),
+    # the namespace a %%gpu cell leaves (issue 19; more in test_namespace_fidelity.py)
+    Case("import-in-gpu-cell-bound-here", "print(json_from_gpu.dumps({'a': 1}), type(json_from_gpu).__name__)",
+         setup=("%%gpu\nimport json as json_from_gpu",)),
+    Case("two-names-one-list", "alias_a.append(1)\nprint(len(alias_a) == len(alias_b), alias_a is alias_b)",
+         setup=("alias_a = alias_b = []",)),
+    Case("view-changes-its-base", "view_v += 1\nprint((base_v[1:3] == view_v).all(), base_v.sum() == view_v.sum())",
+         setup=("import numpy as np\nbase_v = np.zeros(4)\nview_v = base_v[1:3]",)),
 ]
 
 

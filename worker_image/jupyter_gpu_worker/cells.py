@@ -22,7 +22,7 @@ from jupyter_gpu_worker import history
 from jupyter_gpu_worker.events import Emitter
 from jupyter_gpu_worker.fdcapture import FdCapture
 from jupyter_gpu_worker.meter import LaneMeter
-from jupyter_gpu_worker.results import Holdings, before_cell, pack_results
+from jupyter_gpu_worker.results import Holdings, before_cell, pack_results, take_inputs
 from jupyter_gpu_worker.shell import make_shell
 from jupyter_gpu_worker.telemetry import GpuTelemetry
 
@@ -176,9 +176,7 @@ class CellRunner:
             if stopped:  # the stop button was pressed before it began
                 raise KeyboardInterrupt
             try:
-                for name, spec in h.get("inputs", {}).items():
-                    ns[name] = serialization.unpack(name, spec, msg.buffers, self.reader)
-                    self.holdings.arrived(name, ns[name], spec)
+                take_inputs(h, msg.buffers, self.reader, ns, self.holdings)  # names that share, sharing again
             except SerializationError as e:
                 self._error(e)
                 status = "error"

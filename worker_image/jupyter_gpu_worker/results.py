@@ -15,12 +15,19 @@ contiguous): compared with the kernel's hash they would look changed after every
 contiguous numpy array or a CPU torch tensor (``jupyter_gpu._wire.tensors``) that came with its memory
 out of band pickles exactly as it did in the kernel, so for it (the large inputs) the kernel's hash
 is used and nothing is pickled as it arrives.
+
+Names whose values share objects (``a = b = lst``, a numpy view of another name's array, ``fig``
+and its ``ax``) come back together, pickled as one group so they share again in the kernel
+(``jupyter_gpu._wire.sharing``); a value the cell changed in place (the same object as before it)
+is marked ``i``, and the kernel copies it into its own object.  A module comes back as its name
+(with the dotted submodules the cell imported, ``import a.b.c``), and the kernel imports it.
 """
 from __future__ import annotations
 
+import re
 import types
 
-from jupyter_gpu._wire import serialization, tensors
+from jupyter_gpu._wire import serialization, sharing, tensors
 from jupyter_gpu._wire.serialization import SHELL_NAMES
 from jupyter_gpu.errors import SerializationError
 
@@ -37,7 +44,8 @@ class Holdings:
     def arrived(self, name: str, obj, spec: dict) -> None:
         """An input was unpacked into the namespace (``spec``: how it came, with the kernel's hash)."""
         kernel_hash = self.held[name] = spec["h"]
-        if len(spec.get("b", ())) == 1 and (_plain_array(obj) or tensors.portable(obj)):  # pickled as there
+        if "g" not in spec and len(spec.get("b", ())) == 1 and (_plain_array(obj) or tensors.portable(obj)):
+            # pickled as there (a group's names have the group's hash, not their own)
             self.seen[name] = kernel_hash
             return
         try:
@@ -45,17 +53,28 @@ class Holdings:
         except SerializationError:
             self.seen.pop(name, None)  # not pickled here: a change to it cannot be seen
 
-    def changed(self, name: str, obj) -> tuple[bool, "serialization.Pickled | SerializationError | None"]:
+    def changed(self, name: str, obj, watch: dict | None = None) -> tuple[bool, "serialization.Pickled | SerializationError | None"]:
         """Whether an input the cell did not rebind was changed in place; with its new pickle (or
         why it no longer pickles).  A value never pickled here is taken as unchanged."""
         before = self.seen.get(name)
         if before is None:
             return False, None
         try:
-            p = serialization.pickle_value(name, obj, device_memory_stays=True)
+            p = serialization.pickle_value(name, obj, device_memory_stays=True, watch=watch)
         except SerializationError as e:
             return True, e
         return p.hash != before, p
+
+
+def take_inputs(h: dict, buffers: list, shm_reader, ns: dict, holdings: Holdings) -> None:
+    """Unpack a cell's inputs into ``ns`` (a group's names from one unpickler, sharing again);
+    raises the first SerializationError."""
+    specs = h.get("inputs", {})
+    for name, value in sharing.unpack_values(specs, buffers, shm_reader, ns).items():
+        if isinstance(value, SerializationError):
+            raise value
+        ns[name] = value
+        holdings.arrived(name, value, specs[name])
 
 
 def _plain_array(obj) -> bool:
@@ -97,16 +116,22 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer, befor
     elif h.get("out") is not None:
         names = list(h["out"])
     else:
-        names = [n for n in [*h.get("binds", []), *unseen] if n in ns and not isinstance(ns[n], types.ModuleType)]
+        names = [n for n in [*h.get("binds", []), *unseen] if n in ns]  # a module too: by its name
+    # who may share objects with whom: only when two names or more could (binding a number pays nothing)
+    share = _sharing(names, shipped, ns) if by_default else None
+    watch = share.watch if share is not None else None
     picked: dict = {}  # name -> its pickle (or why it has none), already made to look for a change
+    unchanged: dict = {}  # name -> its pickle: shipped, not changed (a group may refer to it)
     for name in h.get("references", ()):  # the kernel holds a RemoteValue: this copy is the value
         holdings.seen.pop(name, None)
     deleted = [n for n in shipped if n not in ns] + [n for n in gone if n not in shipped]
     returned = set(names)
     for name in shipped:
         if name in ns and name not in returned:
-            was_changed, p = holdings.changed(name, ns[name])
+            was_changed, p = holdings.changed(name, ns[name], watch)
             if not was_changed:
+                if p is not None:
+                    unchanged[name] = p
                 continue
             if not by_default:
                 # not brought back: a later cell sends the kernel's value again (it is the one the
@@ -122,6 +147,7 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer, befor
     keep = set(h.get("keep_remote") or ())
     limit = int(h.get("max_return") or serialization.MAX_RETURN)
     values, refs, missing = {}, {}, []
+    ready: dict = {}  # name -> its own pickle: it comes back
     for name in names:
         if name not in ns:
             missing.append(name)
@@ -133,7 +159,8 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer, befor
                 why = str(p)
             elif p is None:
                 try:
-                    p = serialization.pickle_value(name, obj, device_memory_stays=True)
+                    p = serialization.pickle_value(name, obj, device_memory_stays=True, watch=watch,
+                                                   submodules=_submodules(obj, h.get("code", "")))
                 except SerializationError as e:
                     why = str(e)
             if why is None:
@@ -146,15 +173,70 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer, befor
             holdings.seen.pop(name, None)  # the kernel holds a reference: this copy is the value
             refs[name] = {"h": ref_hash, "t": serialization.describe(obj), "why": why}
             continue
-        values[name] = packer.pack(p)
-        holdings.held[name] = holdings.seen[name] = p.hash
+        ready[name] = p
+    joint = _groups(share, ready, unchanged) if share is not None else {}
+    shipped_here = set(shipped)
+    for name in [*ready, *(n for n in joint if n not in ready)]:  # an unchanged one that must go with its group too
+        own = ready.get(name) or unchanged[name]
+        in_group, where = joint.get(name, (None, None))
+        spec = values[name] = packer.pack(in_group or own)
+        if where is not None:
+            spec["g"] = where
+        if before is not None and name in shipped_here and before.get(name) == id(ns[name]) and sharing.shareable(ns[name]):
+            spec["i"] = True  # changed in place: the kernel copies it into its own object, as a local cell would have
+        holdings.held[name], holdings.seen[name] = spec["h"], own.hash
     return {"values": values, "refs": refs, "missing": missing, **({"deleted": deleted} if deleted else {})}
+
+
+def _sharing(names, shipped, ns: dict) -> "sharing.Sharing | None":
+    """What finds the names coming back that share objects with one another or with the inputs,
+    when two or more of them could."""
+    values = {n: ns[n] for n in (*names, *shipped) if n in ns and sharing.shareable(ns[n])}
+    return sharing.Sharing(values) if len(values) > 1 else None
+
+
+def _groups(share: "sharing.Sharing", ready: dict, unchanged: dict) -> dict:
+    """name -> (its pickle in its group, the spec's ``g``) for the names that come back with the
+    others they share objects with; an unchanged input of such a group is referred to, unless it
+    holds one that comes back (then it comes back too)."""
+    pickled = {n: p for n, p in {**unchanged, **ready}.items() if n in share.values}
+    for name, p in pickled.items():
+        share.note(name, p)
+    out = {}
+    for group in share.groups(pickled):
+        changed = [n for n in group if n in ready]
+        if not changed:
+            continue
+        members, refs = share.split(group, changed)
+        try:
+            joint, used = sharing.pickle_group(members, refs, share.values, device_memory_stays=True)
+        except SerializationError:
+            continue  # each comes back on its own, as it did alone
+        for i, name in enumerate(members):
+            out[name] = (joint[name], {"n": i, "r": used})
+    return out
+
+
+# `import a.b.c` (not `as`): binds `a`, and a.b.c must be imported where `a` arrives
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+([\w. \t,]+)", re.MULTILINE)
+
+
+def _submodules(obj, code: str) -> tuple:
+    """The dotted submodules of package ``obj`` the cell imports by name."""
+    if not (serialization.is_module(obj) and hasattr(obj, "__path__")):
+        return ()
+    prefix = obj.__name__ + "."
+    found = [words[0] for m in _IMPORT.finditer(code) for part in m.group(1).split(",")
+             if len(words := part.split()) == 1 and words[0].startswith(prefix)]
+    return tuple(dict.fromkeys(found))
 
 
 def stays(name: str, obj, keep: set, limit: int | None) -> str | None:
     """Why a value stays on the worker before any pickling (None: it may come back)."""
     if name in keep:
         return "kept on the worker (--keep-remote)"
+    if isinstance(obj, types.ModuleType):
+        return None  # its name comes back (and a module's `nbytes` is anything: numpy's is a dict)
     hint = serialization.size_hint(obj) if limit is not None else None
     return too_large(name, hint, limit) if hint is not None and hint > limit else None
 

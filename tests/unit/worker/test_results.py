@@ -169,14 +169,75 @@ def test_a_value_holding_device_memory_stays_on_the_worker_without_being_copied(
 
 def test_names_bound_or_deleted_where_the_text_does_not_show_come_back_too():
     """`from m import *`, `exec`, `globals()[k] = v`: found by what each name is bound to before
-    and after the cell; the shell's own `_` names stay; a module stays, as a bound one does."""
+    and after the cell; the shell's own `_` names stay; a module comes back (by its name), as a
+    bound one does."""
     holdings = Holdings()
     ns = {"old": 1, "stale": [1], "same": "kept", "In": [], "_": None}
     before = before_cell(ns)
     exec("from math import sqrt\nimport json\nnew = 2\nstale = [2]\n_hidden = 3\ndel old\n_ = 5", {}, ns)
     packer = serialization.Packer()
     out = pack_results({"binds": []}, "c1", ns, holdings, packer, before)
-    assert sorted(out["values"]) == ["new", "sqrt", "stale"]
+    assert sorted(out["values"]) == ["json", "new", "sqrt", "stale"]
+    assert out["values"]["json"]["t"] == "module 'json'" and out["values"]["json"]["b"] == []
     assert out["deleted"] == ["old"]
     out = pack_results({"binds": [], "no_out": True}, "c2", ns, holdings, serialization.Packer(), before_cell(ns))
     assert out["values"] == {} and "deleted" not in out
+
+
+def _back(out: dict, packer, kernel_ns: dict) -> dict:
+    """What the kernel unpacks of a ``done``'s values (a group's refs taken from ``kernel_ns``)."""
+    from jupyter_gpu._wire import sharing
+
+    return sharing.unpack_values(out["values"], [bytearray(b) for b in packer.buffers], None, kernel_ns)
+
+
+def test_a_view_of_an_unchanged_input_comes_back_as_a_view_of_the_kernels_own_array():
+    holdings = Holdings()
+    kernel = {"a": np.zeros((3, 4))}
+    ns = dict(kernel)
+    inputs = _arrive(holdings, ns)
+    before = before_cell(ns)
+    ns["b"] = ns["a"][:2, :2]
+    packer = serialization.Packer()
+    out = pack_results({"binds": ["b"], "inputs": inputs}, "c1", ns, holdings, packer, before)
+    spec = out["values"]["b"]
+    assert spec["g"] == {"n": 0, "r": ["a"]} and spec["b"] == [], "a's bytes must not come back"
+    assert list(out["values"]) == ["b"]
+    b = _back(out, packer, kernel)["b"]
+    b[0, 0] = 1
+    assert kernel["a"][0, 0] == 1
+    # the next cell keeps both: nothing changed, nothing comes back
+    out = pack_results({"binds": [], "keep": dict(holdings.held)}, "c2", ns, holdings, serialization.Packer(),
+                       before_cell(ns))
+    assert out["values"] == {}
+
+
+def test_a_change_through_a_view_brings_back_its_base_and_the_view_together_marked_in_place():
+    holdings = Holdings()
+    ns = {"a": np.zeros((3, 4))}
+    inputs = _arrive(holdings, ns)
+    ns["b"] = ns["a"][:2, :2]
+    pack_results({"binds": ["b"], "inputs": inputs}, "c1", ns, holdings, serialization.Packer(), before_cell(ns))
+    before = before_cell(ns)
+    ns["b"][0, 0] = 1  # `b[0, 0] = 1`: the cell reads b; the kernel keeps a with it (they share)
+    packer = serialization.Packer()
+    out = pack_results({"binds": [], "keep": {"a": holdings.held["a"], "b": holdings.held["b"]}}, "c2", ns,
+                       holdings, packer, before)
+    assert sorted(out["values"]) == ["a", "b"]
+    assert {v["h"] for v in out["values"].values()} == {holdings.held["a"]} and holdings.held["a"].startswith("g")
+    assert all(v["i"] for v in out["values"].values())
+    got = _back(out, packer, {})
+    assert got["a"][0, 0] == 1 and np.shares_memory(got["a"], got["b"])
+
+
+def test_names_bound_to_one_object_come_back_as_one_and_a_module_with_the_submodule_imported():
+    holdings = Holdings()
+    ns = {}
+    before = before_cell(ns)
+    exec("import email.mime.text\nlst = [1]\nx = y = lst", {}, ns)
+    packer = serialization.Packer()
+    code = "import email.mime.text\nlst = [1]\nx = y = lst"
+    out = pack_results({"binds": ["email", "lst", "x", "y"], "code": code}, "c1", ns, holdings, packer, before)
+    got = _back(out, packer, {})
+    assert got["x"] is got["y"] is got["lst"]
+    assert b"email.mime.text" in packer.buffers[out["values"]["email"]["p"]["w"]].tobytes()
