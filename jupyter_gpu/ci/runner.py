@@ -324,6 +324,7 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
         o.seconds = time.monotonic() - t0
         o.out_path = _out_path(path, args.output, taken)
         os.makedirs(args.output, exist_ok=True)
+        saved.drop_emptied_live(nb)  # the cells' own outputs and their footers, as the lab saves them
         nbformat.write(nb, o.out_path)  # written on failure too: it shows where it stopped
     if errors_seen:  # the error that says most: an infrastructure one anywhere, else the last one
         cell_index, cell, content = next((e for e in errors_seen if e[2].get("ename") in INFRA_ENAMES | BUDGET_ENAMES),

@@ -33,3 +33,25 @@ def cell_footers(cell) -> list[dict]:
 def footers(nb) -> list[dict]:
     """The final footer of every `%%gpu` cell, in cell order."""
     return [f for cell in nb.get("cells", []) for f in cell_footers(cell)]
+
+
+# The metadata of a live status line once it is emptied at the cell's end: the frontend keeps it as
+# an invisible output (only clear_output removes an output, and that would take the cell's own
+# with it), so a saved notebook drops it (drop_emptied_live: the lab's pre-save hook and
+# `jupyter-gpu run`): saved, a `%%gpu` cell's outputs are its own and its footer.
+EMPTIED = {"jupyter_gpu": "emptied live status"}
+
+
+def drop_emptied_live(nb) -> int:
+    """Remove the emptied live status lines from a notebook (nbformat JSON, in place); how many."""
+    dropped = 0
+    for cell in nb.get("cells", []):
+        outputs = cell.get("outputs")
+        if not outputs:
+            continue
+        kept = [o for o in outputs if not (o.get("output_type") == "display_data" and not o.get("data")
+                                           and (o.get("metadata") or {}).get("jupyter_gpu") == EMPTIED["jupyter_gpu"])]
+        dropped += len(outputs) - len(kept)
+        if len(kept) != len(outputs):
+            cell["outputs"] = kept
+    return dropped

@@ -88,6 +88,10 @@ def publish(sink, h: dict, buffers: list, key: str) -> None:
             content["transient"] = transient
     session = sink.session
     comm_id = content.get("comm_id")
+    if msg_type == "comm_msg":
+        state = (content.get("data") or {}).get("state") or {}
+        if "msg_id" in state:  # an Output widget starts (or stops) capturing what the cell shows
+            sink.capturing = bool(state["msg_id"])
     if msg_type == "comm_open" and isinstance(comm_id, str):
         manager = _manager(session.shell)
         remote = RemoteComm(session, comm_id, str(content.get("target_name", "")), key, None)

@@ -46,9 +46,18 @@ class NotebookSink(Publisher):
         self.outcome = CellOutcome()
         self.prefix = display_prefix(session)
         self.key = key  # the pool it runs in: a comm it opens lives on that pool's worker
+        self.live: LiveStatus | None = None
+        self.capturing = False  # an Output widget captures the cell's messages (comms.publish)
 
     def waiting(self) -> LiveStatus:
-        return LiveStatus(self, f"{self.prefix}live-{self.cell}", self.gpu, self.t0)
+        self.live = LiveStatus(self, f"{self.prefix}live-{self.cell}", self.gpu, self.t0)
+        return self.live
+
+    def _area_cleared(self) -> None:
+        """A clear_output went to the cell's own output area (none goes there while an Output
+        widget captures the cell's messages): the live status line went with it."""
+        if self.live is not None and not self.capturing:
+            self.live.lost()
 
     def _after_error(self, show, *args) -> bool:
         """Once the cell's error came, its outputs wait for it (True: this one waits): what the
@@ -70,11 +79,13 @@ class NotebookSink(Publisher):
         self.outcome.clear_pending = wait
         if not wait:
             super().clear_output(False)
+            self._area_cleared()
 
     def _cleared(self) -> None:
         if self.outcome.clear_pending:
             self.outcome.clear_pending = False
             super().clear_output(True)
+            self._area_cleared()
 
     def stream(self, name: str, text: str) -> None:
         if self._after_error(self.stream, name, text):

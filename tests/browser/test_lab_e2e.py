@@ -235,7 +235,12 @@ def test_sidebar_footer_streaming_and_interrupt(lab, page):
     while "gpu" not in json.loads((lab.root / "demo.ipynb").read_text())["metadata"]["jupyter_gpu"]:
         assert time.monotonic() < deadline, "the notebook was not saved with its device choice"
         time.sleep(0.1)  # polling the file the server writes, with a deadline
-    assert json.loads((lab.root / "demo.ipynb").read_text())["metadata"]["jupyter_gpu"] == {"expect_failure": "kept", "gpu": "cpu"}
+    saved_nb = json.loads((lab.root / "demo.ipynb").read_text())
+    assert saved_nb["metadata"]["jupyter_gpu"] == {"expect_failure": "kept", "gpu": "cpu"}
+    # the live status lines the page still holds (emptied, invisible) are not saved
+    assert all(o.get("data") for c in saved_nb["cells"] for o in c.get("outputs", [])
+               if o["output_type"] == "display_data"), [c.get("outputs") for c in saved_nb["cells"]]
+    assert any(o["output_type"] == "stream" for o in saved_nb["cells"][1]["outputs"])
     shot(page, "7-released")
 
     # pre-warm: a worker for this notebook's type starts before any cell needs it
