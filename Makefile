@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-test docker-ready postgres-ready lab-ready demo notebooks test bench clean
+.PHONY: install install-test docker-ready postgres-ready lab-ready demo notebooks test bench clean lab
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,12 @@ lab-ready: $(VENV)/.lab-built
 test: install-test docker-ready postgres-ready lab-ready
 	$(PY) -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# JupyterLab with the extension (sidebar, footers) on notebooks/, on this machine only; LAB_ARGS adds
+# options (LAB_ARGS=--no-browser on a machine without a browser)
+LAB_ARGS ?=
+lab: $(VENV)/.lab-built
+	$(LABPATH) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(LAB_ARGS)
 
 bench: install-test
 	$(PIP) install -q $(TORCH) -e '.[worker,dev,ray]'
