@@ -156,3 +156,44 @@ def test_widget_state_is_saved_into_the_notebook_as_for_a_local_widget(run_noteb
         views = [o for o in user_outputs(cell) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert len(views) == 1 and views[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] in state
     assert stream_text(nb.cells[2], "stderr") == ""
+
+
+def _capture_trace(cell) -> list:
+    """What a frontend's Output widgets see: each capture switch, clear and print, in order."""
+    names = {c["comm_id"]: c["data"]["state"].get("description") or c["data"]["state"]["_model_name"]
+             for c in _iopub(cell, "comm_open")}
+    trace = []
+    for e in cell.iopub:
+        m, c = e.msg["msg_type"], e.msg["content"]
+        if m == "comm_msg" and "msg_id" in c["data"].get("state", {}):
+            trace.append(("capture", names.get(c["comm_id"]), bool(c["data"]["state"]["msg_id"])))
+        elif m == "clear_output":
+            trace.append(("clear", c["wait"]))
+        elif m == "stream":
+            trace.append(("print", c["text"]))
+    return trace
+
+
+def test_nested_output_captures_and_clears_inside_them_as_locally(live_kernel):
+    live = live_kernel
+    live.run(LOAD)
+    code = ("import ipywidgets as W\nfrom IPython.display import clear_output\n"
+            "outer, inner = W.Output(layout={'border': '1px solid'}), W.Output()\n"
+            "with outer:\n    print('outer 1')\n    with inner:\n        print('inner 1')\n"
+            "        clear_output(wait=True)\n        print('inner 2')\n    print('outer 2')\nprint('cell')")
+    local, remote = live.run(code), live.run("%%gpu\n" + code)
+    assert _capture_trace(remote) == _capture_trace(local)
+    assert ("print", "inner 2\n") in _capture_trace(remote)
+
+
+def test_many_interact_cells_leave_no_errors_behind(live_kernel):
+    """Widgets made and dropped again and again on the worker close cleanly (their comms were
+    dummies once, whose __del__ printed KeyError into later cells)."""
+    live = live_kernel
+    live.run(LOAD)
+    for i in range(6):
+        cell = live.run(f"%%gpu\nfrom ipywidgets import interact\nw = interact(lambda x: x + {i}, x=3)")
+        assert not [c for c in _iopub(cell, "stream") if c["name"] == "stderr"], _iopub(cell, "stream")
+    after = live.run("%%gpu\nimport gc\ngc.collect()\nprint('clean')")
+    assert after.stdout() == "clean\n"
+    assert not [c for c in _iopub(after, "stream") if c["name"] == "stderr"], _iopub(after, "stream")
