@@ -6,7 +6,8 @@ The kernel re-raises a `%%gpu` cell's error (cell_outcome.py) from its own code,
 the same GPU type and image: the worker post-mortems its last error, the cell's own frames, with
 their source listed, and pdb's prompts come through this notebook (stdin.py).  It says so first.
 When that worker is gone, its frames went with it: it says that, and starts no debugger.
-`%debug` with arguments, and after a local error, is IPython's own.
+`%pdb on` does the same after a `%%gpu` cell's error.  `%debug` with arguments, and after a
+local error, is IPython's own.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from jupyter_gpu._wire.pools import pool_key
 from jupyter_gpu.notebook.cell import run_cell
 from jupyter_gpu.notebook.cell_options import CellOptions
 
-_ORIGINAL = "_jupyter_gpu_original"
+_OURS = "_jupyter_gpu_debugger"  # marks the shell's debugger we installed
 
 
 def remote_frames(exc) -> dict | None:
@@ -25,38 +26,24 @@ def remote_frames(exc) -> dict | None:
 
 
 def install(shell, session) -> None:
-    """Put our `%debug` in front of IPython's (line mode; `%%debug` stays IPython's)."""
-    manager = shell.magics_manager
-    line_magics = manager.magics["line"]
-    found = line_magics.get("debug")
-    if found is None:
-        return
-    ipython_debug = [getattr(found, _ORIGINAL, found)]
+    """Put ours in front of the shell's post-mortem debugger, which a bare `%debug` calls, and
+    `%pdb on` after an error."""
+    ipython_debugger = getattr(shell.debugger, _OURS, shell.debugger)
 
-    def debug(line="", cell=None):
-        """IPython's %debug (see %debug's own help: `%debug -h`); after an error of a `%%gpu` cell,
-        a bare %debug debugs it on its worker, where its frames are."""
-        frames = remote_frames(getattr(sys, "last_value", None))
-        if frames is None or line.strip() or cell is not None:
-            return _ipython_debug()(line, cell) if cell is not None else _ipython_debug()(line)
+    def debugger(force=False):
+        frames = remote_frames(getattr(sys, "last_exc", None) or getattr(sys, "last_value", None))
+        if frames is None or not (force or shell.call_pdb):
+            return ipython_debugger(force)
         return debug_remote(session, frames)
 
-    def _ipython_debug():
-        fn = ipython_debug[0]
-        if type(fn).__name__ == "LazyMagic":  # IPython 9 imports a magic's class when first used
-            fn = ipython_debug[0] = manager.registry[fn.spec.partition(":")[2]].magics["line"]["debug"]
-            setattr(debug, _ORIGINAL, fn)
-        return fn
-
-    setattr(debug, _ORIGINAL, ipython_debug[0])
-    line_magics["debug"] = debug
+    setattr(debugger, _OURS, ipython_debugger)
+    shell.debugger = debugger
 
 
 def uninstall(shell) -> None:
-    line_magics = shell.magics_manager.magics["line"]
-    original = getattr(line_magics.get("debug"), _ORIGINAL, None)
+    original = getattr(shell.debugger, _OURS, None)
     if original is not None:
-        line_magics["debug"] = original
+        shell.debugger = original
 
 
 def debug_remote(session, frames: dict) -> None:

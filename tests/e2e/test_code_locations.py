@@ -128,6 +128,13 @@ def test_debug_after_a_gpu_cells_error_debugs_its_frames_on_the_worker(live_kern
         assert "jupyter_gpu" not in out  # not this extension's frames
         if code == "%debug":  # it says where the frames are
             assert "frames of the last error are on worker w-" in _stderr(cell), _stderr(cell)
+    k.run("%pdb on")  # the automatic post-mortem, too
+    auto = k.submit("%%gpu\nz = 5\nraise KeyError(z)", allow_stdin=True)
+    assert _answer(k, auto, "p z")["prompt"] == "ipdb> "
+    _answer(k, auto, "q")
+    assert k.wait_until(lambda: auto.done, 60)
+    assert "\n5\n" in strip_ansi(auto.stdout()) and "jupyter_gpu" not in strip_ansi(auto.stdout())
+    k.run("%pdb off")
     k.run("%gpu release")
     gone = k.run("%debug")
     assert "which is gone" in _stderr(gone) and not gone.input_requests()
