@@ -69,6 +69,13 @@ CASES = [
     Case("print-figure-error-clear-wait",
          "import matplotlib.pyplot as plt\nfrom IPython.display import clear_output\nprint('a')\nplt.plot([3, 1])\n"
          "clear_output(wait=True)\n1 / 0"),
+    # widgets and progress bars (the widget's state is compared by test_widgets.py)
+    Case("widget-slider", "import ipywidgets as W\nW.IntSlider(value=3, description='n')"),
+    Case("widget-display-button", "import ipywidgets as W\ndisplay(W.Button(description='go'))\nprint('after')"),
+    Case("widget-interact", "from ipywidgets import interact\ninteract(lambda x: x * 2, x=4);"),
+    Case("widget-output-capture",
+         "import ipywidgets as W\nout = W.Output()\ndisplay(out)\nwith out:\n    print('inside')\nprint('outside')"),
+    Case("tqdm-auto", "from tqdm.auto import tqdm\nfor _ in tqdm(range(50), desc='loop'):\n    pass"),
     # magics and the shell
     Case("line-magic-time", "%time y = sum(range(10))\nprint(y)", ),
     Case("system-echo", "!echo hi"),
