@@ -229,7 +229,12 @@ class KernelSession:
             held.drop_lane()
             held.lane = done["lane"]
         came_back, deleted = set(outcome.hashes), set(outcome.deleted)
-        left_there = (set(binds) if no_out else set(binds) - came_back) - deleted
+        # the worker times `load` once it has loaded every input (cells.py): a cell that failed to
+        # load one (a module it cannot import) or was stopped before it began ran nothing, so it
+        # holds none of what was sent and bound nothing; counted as held, a value it never loaded
+        # went as `keep` with the next cell that read it, and came back as a `resend`
+        ran = "load" in (done.get("timings") or {})
+        left_there = (set(binds) if no_out else set(binds) - came_back) - deleted if ran else set()
         lost = self.lost.get(gpu, {})
         for name in came_back | left_there | deleted:
             lost.pop(name, None)
@@ -241,7 +246,8 @@ class KernelSession:
             self.pool.lent(worker)
             self.pool.returned(done.get("returned", ()))
             self.pool.reclaim(worker)  # a previous worker is gone, and its mappings with it
-        held.values.update(sent_hashes)
+        if ran:
+            held.values.update(sent_hashes)
         held.values.update(outcome.hashes)
         for name in deleted:  # sent, then deleted there
             held.values.pop(name, None)

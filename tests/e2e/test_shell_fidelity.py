@@ -83,3 +83,39 @@ def test_lsmagic_lists_the_magics_that_work_and_a_kernel_only_one_says_where_it_
     assert reply["status"] == "error" and reply["ename"] == "UsageError"
     [said] = [e.msg["content"]["text"] for e in cell.streams("stderr")]  # once, by the kernel
     assert "run it in a cell without %%gpu" in said
+
+
+@pytest.mark.timeout(300)
+def test_a_value_the_worker_could_not_unpickle_fails_its_cells_with_their_own_errors(run_notebook, tmp_path):
+    """A module beside the notebook that the worker cannot import (it runs in another directory,
+    or, as here, the file is gone): a value of it fails to unpickle there (SerializationError),
+    and the cells after it end with their own errors.  The kernel counted the value the worker
+    never loaded as held there: the next cell that read it was sent as `keep`, the worker answered
+    `resend` on its lane, and the kernel failed with an internal AttributeError ('NoneType' object
+    has no attribute 'done'); then it went again through the backend, one round trip more."""
+    from .helpers import footer_json, is_footer
+
+    (tmp_path / "mod_beside_notebook.py").write_text("X = 10\n")
+    failing = "%%gpu\ny = f(3) + p.v + mod_beside_notebook.X"
+    nb = run_notebook([
+        LOAD,
+        "def f(x): return x*2",
+        "class P:\n def __init__(self, v): self.v = v",
+        "p = P(5)",
+        "import mod_beside_notebook, os, shutil\nos.remove('mod_beside_notebook.py')\n"
+        "shutil.rmtree('__pycache__', ignore_errors=True)",  # however the worker was started
+        "%%gpu\ny = f(3) + p.v",
+        failing,
+        failing,  # reads it again
+        "%%gpu\nimport mod_beside_notebook",
+        "%%gpu\nprint(y, f(4) + p.v)",
+    ], allow_errors=True)
+    errors = [[(o["ename"], o["evalue"]) for o in c["outputs"] if o["output_type"] == "error"] for c in nb.cells]
+    assert errors[5] == [] and errors[9] == [], errors
+    for i in (6, 7):
+        [(ename, evalue)] = errors[i]
+        assert ename == "SerializationError" and "mod_beside_notebook" in evalue, errors[i]
+    assert errors[8] == [("ModuleNotFoundError", "No module named 'mod_beside_notebook'")], errors[8]
+    assert stream_text(nb.cells[9]) == "11 13\n"  # the worker and the namespace are intact
+    rerun = [footer_json(o) for o in nb.cells[7]["outputs"] if is_footer(o)]
+    assert rerun and rerun[-1]["route"] == "lane", rerun  # sent once, straight to its worker: no resend
