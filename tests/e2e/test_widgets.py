@@ -197,3 +197,16 @@ def test_many_interact_cells_leave_no_errors_behind(live_kernel):
     after = live.run("%%gpu\nimport gc\ngc.collect()\nprint('clean')")
     assert after.stdout() == "clean\n"
     assert not [c for c in _iopub(after, "stream") if c["name"] == "stderr"], _iopub(after, "stream")
+
+
+@pytest.mark.parametrize("where", ["", "%%gpu\n"])
+def test_the_frontend_closing_a_comm_closes_it_where_it_lives(live_kernel, where):
+    live = live_kernel
+    live.run(LOAD)
+    made = live.run(where + "import ipywidgets as W, comm\ns = W.IntSlider()\nclosed = []\n"
+                            "s.comm.on_close(lambda msg: closed.append(msg['content']['comm_id']))\ns")
+    slider = _models(made)["IntSliderModel"]
+    gone = live.comm_send(slider, {}, msg_type="comm_close")
+    assert live.wait_until(lambda: gone.idle, 60)
+    after = live.run(where + "print(closed == [s.comm.comm_id], s.comm.comm_id in comm.get_comm_manager().comms)")
+    assert after.stdout() == "True False\n"
