@@ -126,11 +126,22 @@ class _Watching(_Pickler):
         return super().reducer_override(obj)
 
 
-def _dumps(obj, buffer_callback, device_memory_stays: bool, watch: dict | None = None) -> tuple[bytes, frozenset]:
+def _holds_nothing(obj) -> bool:
+    """An array of numbers or a tensor: its pickle holds no other object (nothing to watch for)."""
+    t = type(obj)
+    if t.__name__ == "ndarray" and t.__module__ == "numpy":
+        return not obj.dtype.hasobject
+    return tensors.portable(obj)
+
+
+def _dumps(obj, buffer_callback, device_memory_stays: bool) -> bytes:
     with io.BytesIO() as file:
-        if not watch:
-            _Pickler(file, buffer_callback, device_memory_stays).dump(obj)
-            return file.getvalue(), frozenset()
+        _Pickler(file, buffer_callback, device_memory_stays).dump(obj)
+        return file.getvalue()
+
+
+def _dumps_watching(obj, buffer_callback, device_memory_stays: bool, watch: dict) -> tuple[bytes, frozenset]:
+    with io.BytesIO() as file:
         pickler = _Watching(file, buffer_callback, device_memory_stays, watch)
         pickler.dump(obj)
         return file.getvalue(), frozenset(pickler.reached)
@@ -179,8 +190,10 @@ def pickle_value(name: str, obj, *, device_memory_stays: bool = False, watch: di
         elif is_module(obj):
             data = pickle.dumps(_ModuleRef(obj.__name__, tuple(submodules)), protocol=PROTOCOL)
             return Pickled(data, [], xxhash.xxh3_128_hexdigest(data), f"module '{obj.__name__}'")
+        elif watch and not _holds_nothing(obj):
+            data, reached = _dumps_watching(obj, bufs.append, device_memory_stays, watch)
         else:
-            data, reached = _dumps(obj, bufs.append, device_memory_stays, watch)
+            data = _dumps(obj, bufs.append, device_memory_stays)
     except tensors.InDeviceMemory as e:
         raise SerializationError(
             f"variable '{name}' ({type_name(obj)}) stays on its worker: {e}; `.cpu()` it in a %%gpu cell "
@@ -190,9 +203,17 @@ def pickle_value(name: str, obj, *, device_memory_stays: bool = False, watch: di
         raise SerializationError(
             f"variable '{name}' ({type_name(obj)}) cannot be pickled: {type(e).__name__}: {e}"
         ) from None
+    raws = []  # (hash_buffers, written out: every value pickled pays a function call less)
     h = xxhash.xxh3_128()
     h.update(data)
-    return Pickled(data, hash_buffers(h, bufs), h.hexdigest(), type_name(obj), reached)
+    for b in bufs:
+        try:
+            raw = b.raw()
+        except BufferError:  # a non-contiguous buffer: one copy, still out of band
+            raw = memoryview(bytes(b))
+        raws.append(raw)
+        h.update(raw if raw.nbytes < PARALLEL_HASH else _chunk_digests(raw))
+    return Pickled(data, raws, h.hexdigest(), type_name(obj), reached)
 
 
 def hash_buffers(h, bufs: list) -> list:

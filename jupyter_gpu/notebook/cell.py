@@ -210,7 +210,7 @@ def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, 
     def holds(name: str, h: str) -> bool:
         return held.worker is not None and held.values.get(name) == h
 
-    for group in share.groups(pickled) if share is not None else ():
+    for group in share.groups(pickled) if share is not None and share.links else ():
         members, refs = share.split(group, [n for n in group if not holds(n, pickled[n].hash)])
         joint, used = sharing.pickle_group(members, refs, share.values)
         kept = all(holds(n, joint[n].hash) for n in members)  # held there as this group

@@ -159,8 +159,8 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer, befor
                 why = str(p)
             elif p is None:
                 try:
-                    p = serialization.pickle_value(name, obj, device_memory_stays=True, watch=watch,
-                                                   submodules=_submodules(obj, h.get("code", "")))
+                    subs = _submodules(obj, h.get("code", "")) if type(obj) is types.ModuleType else ()
+                    p = serialization.pickle_value(name, obj, device_memory_stays=True, watch=watch, submodules=subs)
                 except SerializationError as e:
                     why = str(e)
             if why is None:
@@ -175,14 +175,15 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer, befor
             continue
         ready[name] = p
     joint = _groups(share, ready, unchanged) if share is not None else {}
-    shipped_here = set(shipped)
-    for name in [*ready, *(n for n in joint if n not in ready)]:  # an unchanged one that must go with its group too
-        own = ready.get(name) or unchanged[name]
-        in_group, where = joint.get(name, (None, None))
-        spec = values[name] = packer.pack(in_group or own)
+    if joint:  # an unchanged input that must go with its group comes back too
+        ready.update((n, unchanged[n]) for n in joint if n not in ready)
+    shipped_here = set(shipped) if before is not None else ()
+    for name, own in ready.items():
+        in_group, where = joint.get(name, (own, None)) if joint else (own, None)
+        spec = values[name] = packer.pack(in_group)
         if where is not None:
             spec["g"] = where
-        if before is not None and name in shipped_here and before.get(name) == id(ns[name]) and sharing.shareable(ns[name]):
+        if name in shipped_here and before.get(name) == id(ns[name]) and sharing.shareable(ns[name]):
             spec["i"] = True  # changed in place: the kernel copies it into its own object, as a local cell would have
         holdings.held[name], holdings.seen[name] = spec["h"], own.hash
     return {"values": values, "refs": refs, "missing": missing, **({"deleted": deleted} if deleted else {})}
@@ -191,6 +192,8 @@ def pack_results(h: dict, cell: str, ns: dict, holdings: Holdings, packer, befor
 def _sharing(names, shipped, ns: dict) -> "sharing.Sharing | None":
     """What finds the names coming back that share objects with one another or with the inputs,
     when two or more of them could."""
+    if len(names) + len(shipped) < 2:
+        return None
     values = {n: ns[n] for n in (*names, *shipped) if n in ns and sharing.shareable(ns[n])}
     return sharing.Sharing(values) if len(values) > 1 else None
 
@@ -199,6 +202,8 @@ def _groups(share: "sharing.Sharing", ready: dict, unchanged: dict) -> dict:
     """name -> (its pickle in its group, the spec's ``g``) for the names that come back with the
     others they share objects with; an unchanged input of such a group is referred to, unless it
     holds one that comes back (then it comes back too)."""
+    if not any(n in share.values for n in ready):
+        return {}  # nothing that could share comes back (numbers, strings, modules)
     pickled = {n: p for n, p in {**unchanged, **ready}.items() if n in share.values}
     for name, p in pickled.items():
         share.note(name, p)
