@@ -113,6 +113,8 @@ class Sharing:
         self.reached: dict[str, frozenset] = {}
         self._spans: dict = {}  # name -> its span (None: not an array or tensor), made when first asked
         self._memory: dict = {}  # name -> _memory of its value, made when first asked
+        self._on: dict | None = None  # id of a value, or a memory -> the names on it (related's index)
+        self._reached_by: dict = {}  # name -> the names whose pickles reached its value
         self.links = False  # whether related() found any
 
     def memory(self, name: str):
@@ -133,6 +135,8 @@ class Sharing:
     def note(self, name: str, p: "serialization.Pickled") -> None:
         """``p``: ``name``'s own pickle, made with ``watch``."""
         self.reached[name] = p.reached - {name}
+        for other in self.reached[name]:
+            self._reached_by.setdefault(other, set()).add(name)
 
     def _linked(self, x: str, y: str) -> bool:
         if self.values[x] is self.values[y] or y in self.reached.get(x, ()) or x in self.reached.get(y, ()):
@@ -148,12 +152,22 @@ class Sharing:
         receiver holds), also those it was last sent in one group with."""
         if name not in self.values:
             return []
-        out = [m for m in self.values if m != name and self._linked(name, m)]
+        if self._on is None:  # once a transfer: then each name costs a few lookups, not one per name
+            self._on = {}
+            for n, v in self.values.items():
+                self._on.setdefault(id(v), []).append(n)
+                if (m := self.memory(n)) is not None:
+                    self._on.setdefault(m, []).append(n)
+        out = {*self._on[id(self.values[name])], *self.reached.get(name, ()), *self._reached_by.get(name, ())}
+        memory = self.memory(name)
+        if memory is not None:
+            out.update(m for m in self._on[memory] if m != name and self._linked(name, m))
         group = (held or {}).get(name)
         if group is not None and group.startswith(GROUP):
-            out += [m for m in self.values if m != name and held.get(m) == group and m not in out]
+            out.update(m for m, h in held.items() if h == group and m in self.values)
+        out.discard(name)
         self.links = self.links or bool(out)
-        return out
+        return sorted(out)
 
     def groups(self, names) -> list:
         """The groups (two names or more, each sorted) the names ``names`` make."""

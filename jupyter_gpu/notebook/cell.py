@@ -212,7 +212,10 @@ def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, 
 
     for group in share.groups(pickled) if share is not None and share.links else ():
         members, refs = share.split(group, [n for n in group if not holds(n, pickled[n].hash)])
-        joint, used = sharing.pickle_group(members, refs, share.values)
+        try:
+            joint, used = sharing.pickle_group(members, refs, share.values)
+        except serialization.SerializationError:
+            continue  # each input goes on its own, as it would alone
         kept = all(holds(n, joint[n].hash) for n in members)  # held there as this group
         for i, name in enumerate(members):
             hashes[name] = joint[name].hash

@@ -163,3 +163,19 @@ def test_a_pickle_says_which_watched_values_it_holds():
     p = serialization.pickle_value("outer", outer, watch=watch)
     assert p.reached == {"inner", "arr"}  # a plain list inside another value is not seen (by design)
     assert p.hash == serialization.pickle_value("outer", outer).hash  # watching does not change the pickle
+
+
+def test_related_finds_what_an_input_shares_with_the_names_the_receiver_holds():
+    """The kernel pulls into a cell's transfer the held names its inputs share with: the same
+    object, memory of one array, one holding the other (either way), or last sent in one group."""
+    a, lst, inner = np.zeros(8), [1], Node()
+    outer = Node(inner)
+    values = {"view": a[2:4], "a": a, "other": np.zeros(8), "x": lst, "y": lst, "inner": inner, "outer": outer,
+              "mate": {"k": 1}, "stranger": {"k": 2}}
+    share = sharing.Sharing(values)
+    share.note("outer", serialization.pickle_value("outer", outer, watch=share.watch))
+    held = {"mate": "gabc", "x": "gabc", "stranger": "0123"}
+    assert share.related("view") == ["a"]
+    assert share.related("x", held) == ["mate", "y"]
+    assert share.related("inner") == ["outer"] and share.related("outer") == ["inner"]
+    assert share.related("stranger", held) == [] and share.related("not-a-candidate") == []
