@@ -81,6 +81,7 @@ CASES = [
     Case("system-echo", "!echo hi"),
     Case("system-capture", "out = !echo captured\nprint(out)"),
     Case("who-magic", "%who_ls int"),
+    Case("automagic-one-line", "who_ls int"),  # a one-line cell's dynamic transforms (prefilter), as locally
     Case("system-exit-code", "!exit 3\nprint(_exit_code)"),
     Case("system-stderr", "!echo oops 1>&2"),
     Case("help-is-paged", "len?"),  # a page payload (test_shell_fidelity), no output
