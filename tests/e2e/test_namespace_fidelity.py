@@ -136,3 +136,21 @@ def test_a_module_only_the_worker_can_import_says_so_here_and_stays_usable_there
     assert "'ow'" in why and "cannot be used here" in why and "No module named 'only_on_the_worker'" in why
     assert stream_text(nb.cells[3]) == "42\n"
     assert stream_text(nb.cells[4]) == "module True\n"
+
+
+@pytest.mark.timeout(300)
+def test_a_view_comes_back_without_its_base_and_names_held_unchanged_are_not_sent_again(run_notebook):
+    nb = run_notebook([
+        LOAD,
+        "%%gpu\nimport numpy\nbig = numpy.zeros(1 << 20)",  # 8 MiB
+        "%%gpu\npart = big[10:20]",
+        "import jupyter_gpu\nt = jupyter_gpu.last_cell()['transfer']\n"
+        "print(t['received_bytes'] < 65536, numpy.shares_memory(big, part))",
+        "%%gpu\nprint(part.sum(), big.sum())",
+        "t = jupyter_gpu.last_cell()['transfer']\nprint(t['sent_bytes'] < 65536)",
+        "part[0] = 5",  # a change here, through the view: big changed too, and goes again
+        "%%gpu\nprint(big[10], part[0])",
+        "t = jupyter_gpu.last_cell()['transfer']\nprint(t['sent_bytes'] >= 8 << 20)",
+    ])
+    assert [stream_text(nb.cells[i]) for i in (3, 4, 5, 7, 8)] == [
+        "True True\n", "0.0 0.0\n", "True\n", "5.0 5.0\n", "True\n"]
