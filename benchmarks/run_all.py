@@ -5,7 +5,7 @@ its kernels, ipcluster engines and backend down) and, if still there 60 s later,
 Results: benchmarks/results/<name>.json.  Exit status: 1 if a benchmark crashed or overran, else 0;
 a missed target is reported, and fails the run only with --strict.
 
-    python benchmarks/run_all.py [--quick] [--only roundtrip,transfer,stream,coldstart,concurrency,runtimes,docker] [--strict]
+    python benchmarks/run_all.py [--quick] [--only roundtrip,transfer,stream,coldstart,concurrency,runtimes,docker,messages,widgets,notebooks] [--strict]
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ SUITE = {
     "runtimes": ("bench_runtimes.py", 1200, 400),
     "docker": ("bench_docker.py", 900, 300),
     "messages": ("bench_messages.py", 300, 60),
+    "widgets": ("bench_widgets.py", 900, 300),
+    "notebooks": ("bench_notebooks.py", 1800, 600),
 }
 
 
