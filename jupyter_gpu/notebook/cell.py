@@ -193,24 +193,40 @@ def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, 
                 continue
             raise RemoteValueLost(Lost(value.cell, value.worker, value.device, held.keep_warm).explain(name))
         values[name] = value
-    share = _sharing(values, held, ns)
+    share = _sharing(values, held, ns) if values else None
+    if share is None:  # nothing here could share (the usual cell): each value on its own
+        pickled = {name: serialization.pickle_value(name, value) for name, value in values.items()}
+    else:
+        pickled = _pack_groups(share, values, held, ns, packer, inputs, keep, hashes)
+    for name, p in pickled.items():
+        hashes[name] = p.hash
+        if held.worker is not None and held.values.get(name) == p.hash:
+            keep[name] = p.hash
+        else:
+            inputs[name] = packer.pack(p)
+    return inputs, keep, hashes, references
+
+
+def _pack_groups(share, values: dict, held: Held, ns: dict, packer, inputs: dict, keep: dict, hashes: dict) -> dict:
+    """Pack (into ``inputs``, ``keep``, ``hashes``) the groups of names that share objects: the
+    inputs, and the names the worker holds that they share with (``share``).  Returns the pickles
+    of the inputs in no group, for the caller to pack."""
     pickled, todo = {}, list(values)
     while todo:  # the inputs, then what the worker holds that they share objects with
         name = todo.pop(0)
         try:
-            p = pickled[name] = serialization.pickle_value(name, ns[name], watch=share and share.watch)
+            p = pickled[name] = serialization.pickle_value(name, ns[name], watch=share.watch)
         except serialization.SerializationError:
             if name in values:
                 raise
             continue  # a held name the cell does not read: it shares nothing that can be sent
-        if share is not None:
-            share.note(name, p)
-            todo += [m for m in share.related(name, held.values) if m not in pickled and m not in todo]
+        share.note(name, p)
+        todo += [m for m in share.related(name, held.values) if m not in pickled and m not in todo]
 
     def holds(name: str, h: str) -> bool:
         return held.worker is not None and held.values.get(name) == h
 
-    for group in share.groups(pickled) if share is not None and share.links else ():
+    for group in share.groups(pickled) if share.links else ():
         members, refs = share.split(group, [n for n in group if not holds(n, pickled[n].hash)])
         try:
             joint, used = sharing.pickle_group(members, refs, share.values)
@@ -227,15 +243,7 @@ def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, 
             keep[name] = hashes[name] = pickled[name].hash
         for name in group:
             del pickled[name]
-    for name, p in pickled.items():
-        if name not in values:
-            continue  # held there; shares nothing with this cell's inputs
-        hashes[name] = p.hash
-        if holds(name, p.hash):
-            keep[name] = p.hash
-        else:
-            inputs[name] = packer.pack(p)
-    return inputs, keep, hashes, references
+    return {name: p for name, p in pickled.items() if name in values}  # a held name in no group: not sent
 
 
 def _sharing(values: dict, held: Held, ns: dict) -> "sharing.Sharing | None":
