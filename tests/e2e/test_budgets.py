@@ -31,18 +31,19 @@ def priced(tmp_path):
 def test_max_cost_stops_a_running_cell_and_the_session_goes_on(run_notebook, kernel_env, priced):
     nb = run_notebook([
         LOAD,
+        "%%gpu\npass",  # a warm worker: the limit stops the running cell, not its cold start (a loaded machine's can pass 0.5 s)
         "%%gpu --max-cost 0.0005\nimport time\nfor i in range(600):\n    time.sleep(0.1)",
         '%%gpu\nprint("still here")',
     ], env={**kernel_env, "JUPYTER_GPU_PRICES": priced}, allow_errors=True)
-    stopped = nb.cells[1]
+    stopped = nb.cells[2]
     assert "past --max-cost $0.0005 (test $0.001000/s, 2026-11-29)" in stream_text(stopped, "stderr")
     assert error_output(stopped)["ename"] == "KeyboardInterrupt"
     f = last_footer(stopped)
     assert f["status"] == "interrupted"
     # stopped soon after the limit: 0.5 s billed, not the 60 s the loop would take
     assert 0.0005 <= f["cost_usd"] < 0.0005 + 0.001 * 5
-    assert "still here" in stream_text(nb.cells[2])
-    assert last_footer(nb.cells[2])["worker"] == f["worker"]  # interrupted, not killed: still warm
+    assert "still here" in stream_text(nb.cells[3])
+    assert last_footer(nb.cells[3])["worker"] == f["worker"]  # interrupted, not killed: still warm
 
 
 def test_backend_budgets_refuse_before_start_and_warn(run_notebook, kernel_env, priced, tmp_path, monkeypatch):
