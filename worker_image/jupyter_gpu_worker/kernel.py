@@ -14,8 +14,18 @@ import datetime
 import sys
 import uuid
 
-import comm as comm_package
-from comm.base_comm import BaseComm, CommManager
+try:
+    import comm as comm_package
+    from comm.base_comm import BaseComm, CommManager
+except ImportError:  # an image without the comm package has no widgets either: the kernel object only
+    comm_package = None
+    BaseComm = object
+
+    class CommManager:  # noqa: D101 - what handle_comm needs of one
+        comms: dict = {}
+
+        def __getattr__(self, name):
+            return lambda *args: None
 
 from jupyter_gpu._wire import messages
 from jupyter_gpu_worker.events import Emitter, jsonable
@@ -161,8 +171,9 @@ def install(shell, emitter: Emitter) -> WorkerKernel:
     kernel = WorkerKernel(shell, emitter)
     WorkerComm.kernel = kernel
     shell.kernel = kernel
-    comm_package.create_comm = WorkerComm
-    comm_package.get_comm_manager = lambda: kernel.comm_manager
+    if comm_package is not None:
+        comm_package.create_comm = WorkerComm
+        comm_package.get_comm_manager = lambda: kernel.comm_manager
     if not any(isinstance(f, _NotebookDetection) for f in sys.meta_path):
         sys.meta_path.insert(0, _NotebookDetection())
     return kernel
