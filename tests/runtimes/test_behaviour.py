@@ -465,3 +465,21 @@ def test_a_named_image_runs_on_its_own_worker_with_its_environment(kernel, runti
     assert fm["image"] == "marked" and fd["image"] == "default" and fm["worker"] != fd["worker"], (fd, fm)
     again = kernel.run("%%gpu --image marked\nprint('again')")
     assert footer(again)["worker"] == fm["worker"] and footer(again)["cold"] is False  # its warm worker
+
+
+# --------------------------------------------------------------------------------------------
+# widgets: comms both ways, on every runtime (the backend relays them where there is no lane)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_widget_made_on_the_worker_answers_the_frontend(kernel):
+    made = kernel.run("%%gpu\nimport ipywidgets as W\ns = W.IntSlider(value=1)\n"
+                      "s.observe(lambda ch: print('now', ch['new']), names='value')\ns")
+    opened = {e.msg["content"]["data"]["state"]["_model_name"]: e.msg["content"]["comm_id"]
+              for e in made.iopub if e.msg["msg_type"] == "comm_open"}
+    assert "IntSliderModel" in opened, opened
+    moved = kernel.comm_send(opened["IntSliderModel"], {"method": "update", "state": {"value": 9}, "buffer_paths": []})
+    assert kernel.wait_until(lambda: moved.idle, 60)
+    printed = "".join(e.msg["content"]["text"] for e in moved.iopub if e.msg["msg_type"] == "stream")
+    assert printed == "now 9\n"
+    assert kernel.run("%%gpu\nprint(s.value)").stdout() == "9\n"

@@ -49,7 +49,8 @@ LOCAL_BASE = "jupyter-gpu-base:bookworm"
 # what the worker imports, and matplotlib: a %%gpu cell's figures show inline on every runtime
 WORKER_PACKAGES = ["numpy", "cloudpickle", "ipython", "websockets", "xxhash", "msgspec", "typing_extensions",
                    "matplotlib", "matplotlib-inline", "nvidia-ml-py",
-                   "comm"]  # widgets' and libraries' comms go through the worker's kernel (kernel.py)
+                   "comm",  # widgets' and libraries' comms go through the worker's kernel (kernel.py)
+                   "ipywidgets", "tqdm"]  # what notebooks reach for in a cell, as the local runtime has them
 # The project's files a worker runs, per package (a folder: its .py files): what it imports, no more.
 WORKER_SOURCES = {"jupyter_gpu": ("__init__.py", "errors.py", "_wire"), "jupyter_gpu_worker": (".",)}
 
