@@ -79,6 +79,8 @@ def publish(sink, h: dict, buffers: list, key: str) -> None:
     if msg_type == "stream":
         sink.stream(content.get("name", "stdout"), str(content.get("text", "")))
         return
+    if msg_type in ("display_data", "execute_result", "error"):
+        sink._cleared()  # an output: a clear_output(wait=True) held for the next one goes first
     if msg_type in ("display_data", "update_display_data"):
         transient = dict(content.get("transient") or {})
         if "display_id" in transient:
