@@ -3,14 +3,21 @@
 Every figure carries its provider, date and source (see ../shared/pricing-sources.md).  A team's
 file (``JUPYTER_GPU_PRICES``, else ``~/.jupyter/jupyter-gpu/prices.toml``) in the same format
 replaces entries with the same (kind, gpu, provider) and adds new ones (a negotiated rate, their own
-box at $0/h); its ``[defaults]`` choose which provider is "the" price of a GPU type.  The `cpu`
-device has no price: it is shown as $0 with "no price configured", never as a GPU price.
+box at $0/h); a team's entry for a device type is "the" price of that type (its ``[defaults]``
+choose among several), else the shipped ``[defaults]`` provider's.
+
+The `cpu` device is priced as CPU, never as a GPU: its entries say ``per = "core"`` (a list price
+per core), and ``price_for("cpu", device="cpu (N cores)")`` scales them by the N cores the worker
+really has (without a device string: this machine's cores, as a local worker has).  A team's file
+can still price `cpu` at zero.
 
 ``price_for(gpu)`` and ``PRICES`` (gpu -> Price) are what the footer and the JupyterLab sidebar
 use; ``catalog()`` lists every entry with where it came from.
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -52,6 +59,7 @@ class Entry:
     note: str = ""
     unsourced: str = ""
     origin: str = SHIPPED  # "shipped" or the override file's path
+    per: str = "device"  # "core": the price is per CPU core, scaled by the worker's cores (price_for)
 
     @property
     def per_s(self) -> float:
@@ -59,7 +67,7 @@ class Entry:
 
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("kind", "gpu", "provider", "provider_name", "price", "as_of", "source",
-                                           "granularity_s", "minimum_s", "note", "unsourced", "origin")}
+                                           "granularity_s", "minimum_s", "note", "unsourced", "origin", "per")}
         d["unit"] = "second" if self.kind == "serverless" else "hour"
         d["profile"] = vars(self.profile).copy()
         return d
@@ -86,6 +94,12 @@ class Price:
     memory_gib: float | None = None
     unsourced: str = ""
     origin: str = SHIPPED
+    # per-core entries (the cpu device): how many cores the prices above are for, the per-core
+    # prices they were scaled from, and which sides were scaled; ``basis`` says what was priced
+    cores: int | None = None
+    per_core_s: float | None = None
+    per_core_h: float | None = None
+    basis: str = ""
 
     def as_dict(self) -> dict:
         return {
@@ -106,6 +120,10 @@ class Price:
             "memory_gib": self.memory_gib,
             "unsourced": self.unsourced,
             "origin": self.origin,
+            "cores": self.cores,
+            "per_core_s": self.per_core_s,
+            "per_core_h": self.per_core_h,
+            "basis": self.basis,
         }
 
 
@@ -132,8 +150,16 @@ def _entries(doc: dict, origin: str, profiles: dict) -> list[Entry]:
                 granularity_s=float(e.get("granularity_s", 1)), minimum_s=float(e.get("minimum_s", 0)),
                 profile=profiles.get(prof_name, Profile(prof_name)), note=e.get("note", ""),
                 unsourced=e.get("unsourced", "" if e.get("source") else "no source given"), origin=origin,
+                per=_per(e, origin),
             ))
     return out
+
+
+def _per(e: dict, origin: str) -> str:
+    per = e.get("per", "device")
+    if per not in ("device", "core"):
+        raise ValueError(f"{origin}: per = {per!r} in {e}: use \"device\" (the default) or \"core\"")
+    return per
 
 
 def _profiles(doc: dict, into: dict) -> dict:
@@ -171,16 +197,20 @@ class Catalog:
         self.entries: list[Entry] = list(entries.values())
 
     def pick(self, kind: str, gpu: str) -> Entry | None:
-        """The entry that is "the" price of ``gpu``: the default provider's, else an override's, else the first."""
+        """The entry that is "the" price of ``gpu``: a team's own entry for it (the default provider's
+        among several), else the default provider's, else the first.  A team that prices a type
+        (their own box, `cpu` at $0) means that price, whatever the shipped default provider is."""
         cands = [e for e in self.entries if e.kind == kind and e.gpu == gpu]
         if not cands:
             return None
         want = self.defaults.get(kind)
-        for e in cands:
-            if e.provider == want:
-                return e
-        overridden = [e for e in cands if e.origin != SHIPPED]
-        return (overridden or cands)[0]
+        for pool in ([e for e in cands if e.origin != SHIPPED], cands):
+            for e in pool:
+                if e.provider == want:
+                    return e
+            if pool:
+                return pool[0]
+        return None
 
     def price(self, gpu: str) -> Price:
         s, d = self.pick("serverless", gpu), self.pick("dedicated", gpu)
@@ -203,6 +233,8 @@ class Catalog:
             profile=s.profile if s else Profile(),
             dedicated_granularity_s=d.granularity_s if d else 1.0, dedicated_minimum_s=d.minimum_s if d else 0.0,
             memory_gib=self.memory.get(gpu), unsourced=unsourced, origin=", ".join(origins),
+            per_core_s=s.price if s is not None and s.per == "core" else None,
+            per_core_h=d.price if d is not None and d.per == "core" else None,
         )
 
     def gpus(self) -> list[str]:
@@ -233,14 +265,40 @@ def catalog() -> list[Entry]:
     return list(current().entries)
 
 
-def price_for(gpu: str) -> Price:
+def local_cores() -> int:
+    """The CPUs this process may run on (what a local `cpu` worker started from here reports)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cores_of(device: str | None) -> int | None:
+    """N of a worker's device string "cpu (N cores)" (worker_image/jupyter_gpu_worker/device.py)."""
+    m = _CORES.search(device or "")
+    return int(m.group(1)) if m else None
+
+
+_CORES = re.compile(r"\((\d+) cores?\)")
+
+
+def price_for(gpu: str, device: str | None = None) -> Price:
+    """The price of one worker of ``gpu``; ``device``: what the worker reported ("cpu (2 cores)"),
+    which sizes a per-core price (without it: this machine's cores)."""
     current()
     name, _, count = gpu.partition(":")
     if count.isdigit() and int(count) > 1:  # a worker with N devices ("A100:2") is billed N times one
-        one, n = price_for(name), int(count)
+        one, n = price_for(name, device), int(count)
         return replace(one, gpu=gpu, serverless_per_s=one.serverless_per_s * n, dedicated_per_h=one.dedicated_per_h * n,
                        note=f"{n} x {name}" + (f"; {one.note}" if one.note else ""))
-    return PRICES.get(gpu) or _catalog.price(gpu)
+    p = PRICES.get(gpu) or _catalog.price(gpu)
+    if p.per_core_s is None and p.per_core_h is None:
+        return p
+    n = cores_of(device) or local_cores()
+    s = p.per_core_s * n if p.per_core_s is not None else p.serverless_per_s
+    d = p.per_core_h * n if p.per_core_h is not None else p.dedicated_per_h
+    what = device if cores_of(device) else f"{gpu} ({n} cores)"
+    kind = "CPU " if gpu == "cpu" else ""
+    listed = "list price" if p.origin == SHIPPED else "price"
+    basis = f"{what} at {p.serverless_provider} {kind}{listed}" + (f" {p.serverless_as_of}" if p.serverless_as_of else "")
+    return replace(p, serverless_per_s=s, dedicated_per_h=d, cores=n, basis=basis)
 
 
 def table(entries: list[Entry] | None = None) -> str:
@@ -250,6 +308,8 @@ def table(entries: list[Entry] | None = None) -> str:
     for e in sorted(entries or cat.entries, key=lambda e: (e.kind != "serverless", e.gpu, e.provider)):
         chosen = cat.pick(e.kind, e.gpu) is e
         price = f"${e.price:.6f}/s" if e.kind == "serverless" else f"${e.price:.3f}/h"
+        if e.per == "core":  # the cpu device: per core, scaled by the worker's cores
+            price = f"${e.price:.8f}/core-s" if e.kind == "serverless" else f"${e.price:.4f}/core-h"
         billed = f"{'yes' if e.profile.bills_cold_start else 'no'}/{'yes' if e.profile.bills_keep_warm else 'no'}"
         rows.append((e.kind, e.gpu, e.provider + (" *" if chosen else ""), price, e.as_of or "undated",
                      f"{e.granularity_s:g} s", f"{e.minimum_s:g} s", billed, e.origin,

@@ -110,7 +110,8 @@ def test_the_run_budget_left_becomes_each_cells_limit(monkeypatch):
     assert run_limit(None, "H100", spent) == pytest.approx(0.25)  # what the kernel's cells left of it
     assert run_limit(0.1, "H100", spent) == 0.1  # the cell's own --max-cost when smaller
     assert run_limit(None, "H100", spent + 1.0) == 0.0
-    assert run_limit(None, "cpu", spent) is None  # no price: the limit could not bite
+    assert run_limit(None, "cpu", spent) == pytest.approx(0.25)  # the cpu device has a list price: it bites too
+    assert run_limit(None, "Z9", spent) is None  # no price: the limit could not bite
 
 
 def test_the_terminal_shows_outputs_waits_once_and_footers_as_their_cost_line():

@@ -35,9 +35,47 @@ def test_price_for_keeps_the_footer_fields():
     assert d["dedicated_provider"].startswith("AWS") and d["dedicated_as_of"] == "2026-01-21"
     assert d["profile"]["bills_cold_start"] is True and d["memory_gib"] == 80
     assert pricing.PRICES["H100"] == p
-    cpu = pricing.price_for("cpu")
-    assert cpu.serverless_per_s == 0 and cpu.note == "no price configured for the cpu device"
     assert "no price known for Z1" in pricing.price_for("Z1").note
+
+
+def test_the_cpu_device_is_priced_per_core_as_cpu_never_as_a_gpu():
+    two, eight = pricing.price_for("cpu", "cpu (2 cores)"), pricing.price_for("cpu", "cpu (8 cores)")
+    # Modal's CPU list price per core-second, AWS's on-demand price per vCPU-hour: times the cores
+    assert (two.per_core_s, two.per_core_h) == (0.0000131, 0.0408)
+    assert two.serverless_per_s == 2 * 0.0000131 and two.dedicated_per_h == 2 * 0.0408 and two.cores == 2
+    assert eight.serverless_per_s == 8 * 0.0000131 and eight.dedicated_per_h == 8 * 0.0408
+    assert two.basis == "cpu (2 cores) at Modal CPU list price 2026-10-04"
+    d = two.as_dict()
+    assert d["source"] == "https://modal.com/pricing" and d["dedicated_as_of"] == "2026-06-17"
+    assert d["dedicated_source"].startswith("https://") and d["dedicated_minimum_s"] == 60
+    assert d["memory_gib"] is None  # never offered as a GPU that fits a model (right-sizing)
+    assert "H100" not in two.note and "GPU" not in two.basis
+    # without the worker's device string: this machine's cores (what a local worker reports)
+    assert pricing.price_for("cpu").cores == pricing.local_cores()
+    assert {e.per for e in pricing.catalog() if e.gpu == "cpu"} == {"core"}
+    assert {e.per for e in pricing.catalog() if e.gpu != "cpu"} == {"device"}
+
+
+def test_a_team_file_can_price_the_cpu_device_at_zero(tmp_path, monkeypatch):
+    f = tmp_path / "team.toml"
+    f.write_text('''
+[[serverless]]
+gpu = "cpu"
+provider = "ours"
+per_s = 0
+source = "https://example.org/our-laptops"
+
+[[dedicated]]
+gpu = "cpu"
+provider = "ours"
+per_h = 0
+source = "https://example.org/our-laptops"
+''')
+    monkeypatch.setenv("JUPYTER_GPU_PRICES", str(f))
+    pricing.reload()
+    p = pricing.price_for("cpu", "cpu (4 cores)")
+    assert (p.serverless_per_s, p.dedicated_per_h, p.origin) == (0.0, 0.0, str(f))
+    assert pricing.price_for("H100").serverless_per_s == 0.001097  # the shipped prices stay
 
 
 def test_a_team_file_overrides_and_extends(tmp_path, monkeypatch):
