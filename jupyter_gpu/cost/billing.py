@@ -10,6 +10,11 @@ Billing follows the price's profile (`pricing.Profile`):
 - rounding: up to a multiple of ``granularity_s`` and at least ``minimum_s``, once per *unit*:
   per cell (unit "cell"), or per worker lifetime (unit "worker", e.g. Modal, RunPod: the session
   total rounds each worker's cold start + runs + idle; a single cell shows its unrounded seconds).
+- keep-warm idle is billed to the cell that ends it (``idle_before``, the footer's and the session's
+  one rule): the time since the previous cell of the same pool (GPU type and image) in the session
+  ended, on that cell's worker; when the cell went to another worker (the first one had stopped),
+  the first one's keep-warm, at most the gap.  So the footers add up to the session's total but for
+  the per-worker rounding and the keep-warm still running (``pending_keep_warm_s``).
 - the keep-warm tail after a worker's last cell is not in the totals (a kernel that exits or
   `%gpu release` stops it at once); it is reported as ``pending_keep_warm_s``, at most keep-warm.
 - dedicated: one GPU of each type used, billed for the session's wall time (busy or idle),
@@ -67,6 +72,49 @@ def cell(timings: dict, price: dict, pool: str | None = None) -> dict:
     }
 
 
+def _pool(r: dict) -> tuple:
+    return r.get("session"), r.get("gpu"), r.get("image") or "default"
+
+
+def idle_after(prev: dict, r: dict) -> float:
+    """Keep-warm idle seconds between ``prev`` and ``r``, the next cell of the same pool (``_pool``)
+    in the session: on ``prev``'s worker, billed to ``r`` (0 for the dedicated pool's workers: their
+    idle is the pool's, billed per hour)."""
+    if prev.get("pool") == "dedicated" or prev.get("status") in ("killed", "lost"):
+        return 0.0
+    if prev.get("worker_ended_at") and r.get("worker_ended_at"):
+        # the worker's own clock: from its end of ``prev`` to its start of ``r`` (the kernel's view
+        # adds its own work before and after a cell, during which the worker idles, billed)
+        t = r.get("timings", {})
+        began = r["worker_ended_at"] - t.get("queue", 0.0) - t.get("cold_start", 0.0) - t.get("run", 0.0)
+        gap = max(0.0, began - prev["worker_ended_at"])
+    else:  # footers from before the worker said when a cell ended
+        gap = max(0.0, _start(r) - _end(prev))
+    if prev.get("worker") is not None and prev.get("worker") == r.get("worker"):
+        return gap
+    return min(prev.get("keep_warm") or 0.0, gap)  # that worker stopped at most keep-warm after
+
+
+def idle_before(previous: list[dict], r: dict) -> tuple[float, dict | None]:
+    """(idle seconds billed to ``r``, the cell on whose worker they were), from the session's earlier
+    footers (``previous``, in order).  Scans back to the pool's last cell: the last one, mostly."""
+    key = _pool(r)
+    for prev in reversed(previous):
+        if _pool(prev) == key:
+            return idle_after(prev, r), prev
+    return 0.0, None
+
+
+def idle_cost(idle: float, prev: dict | None) -> tuple[float, float]:
+    """(billed seconds, USD) of keep-warm idle on ``prev``'s worker, per its price's profile."""
+    if prev is None or idle <= 0:
+        return 0.0, 0.0
+    price = prev.get("price") or {}
+    if not _profile(price).get("bills_keep_warm", True):
+        return 0.0, 0.0
+    return idle, idle * price.get("serverless_per_s", 0.0)
+
+
 def _start(r: dict) -> float:
     return r.get("started_at", 0.0)
 
@@ -100,26 +148,25 @@ def session(records: list[dict]) -> dict:
         t = r.get("timings", {})
         for p in ("queue", "cold_start", "run"):
             phases[p] += t.get(p, 0.0)
-    # keep-warm idle: between cells on the same worker; until the next cell of that GPU type on
-    # another worker (at most keep-warm); after a worker's last cell of the session: pending
-    serverless_usd, pending, idle_of, pool_usd = 0.0, 0.0, {}, 0.0
-    for (_, gpu, worker), cells in by_worker.items():
+    # keep-warm idle (idle_after, the footers' rule): billed on the worker of the pool's previous
+    # cell; after the pool's last cell of the session: pending, at most keep-warm
+    idle_of: dict = {}
+    last: dict = {}
+    for r in recs:
+        prev = last.get(_pool(r))
+        if prev is not None:
+            k = (prev.get("session"), prev.get("gpu"), prev.get("worker") or f"?{id(prev)}")
+            idle_of[k] = idle_of.get(k, 0.0) + idle_after(prev, r)
+        last[_pool(r)] = r
+    pending = sum((p.get("keep_warm") or 0.0) for p in last.values()
+                  if p.get("status") not in ("killed", "lost") and p.get("pool") != "dedicated"
+                  and _profile(p.get("price", {})).get("bills_keep_warm", True))
+    serverless_usd, pool_usd = 0.0, 0.0
+    for key, cells in by_worker.items():
         price = cells[0].get("price", {})
         prof = _profile(price)
         on_pool = cells[0].get("pool") == "dedicated"  # billed per hour to the pool, not per second
-        idle = 0.0
-        for a, b in zip(cells, cells[1:]):
-            idle += max(0.0, _start(b) - _end(a))
-        last = cells[-1]
-        later = [r for r in recs if r.get("gpu") == gpu and r.get("session") == last.get("session")
-                 and _start(r) >= _end(last) and r.get("worker") != worker]
-        kw = last.get("keep_warm") or 0.0
-        if last.get("status") not in ("killed", "lost"):
-            if later:
-                idle += min(kw, _start(later[0]) - _end(last))
-            elif not on_pool:
-                pending += kw if prof.get("bills_keep_warm", True) else 0.0
-        idle_of[worker] = idle
+        idle = idle_of.get(key, 0.0)
         phases["keep_warm_idle"] += idle
         cell_costs = [cell(r.get("timings", {}), r.get("price", price), r.get("pool")) for r in cells]
         if on_pool:  # the session's share of the dedicated pool: its cells' run time at the hourly price
@@ -180,14 +227,18 @@ def _gpus(recs: list[dict], wall: float) -> dict:
 def _timeline(recs: list[dict], wall: float) -> list[dict]:
     """One point per cell: offset from the first cell, its phases, cost and the running total."""
     t0 = min((_start(r) for r in recs), default=0.0)
-    total, out = 0.0, []
+    total, out, last = 0.0, [], {}
     for r in recs:
         c = cell(r.get("timings", {}), r.get("price", {}), r.get("pool"))
-        total += c["cost_usd"]
+        prev = last.get(_pool(r))
+        idle_s, idle_usd = idle_cost(idle_after(prev, r), prev) if prev is not None else (0.0, 0.0)
+        last[_pool(r)] = r
+        total += c["cost_usd"] + idle_usd
         t = r.get("timings", {})
         out.append({"t": _start(r) - t0, "wall": t.get("wall", 0.0), "queue": t.get("queue", 0.0),
                     "cold_start": t.get("cold_start", 0.0), "run": t.get("run", 0.0), "gpu": r.get("gpu"),
-                    "status": r.get("status"), "cost_usd": c["cost_usd"], "cumulative_usd": total})
+                    "status": r.get("status"), "keep_warm_idle": idle_s,
+                    "cost_usd": c["cost_usd"] + idle_usd, "cumulative_usd": total})  # = the cell's footer
     return out
 
 

@@ -14,15 +14,18 @@ MIME = "application/vnd.jupyter-gpu.execution+json"
 NO_MATH = "mathjax_ignore tex2jax_ignore"
 
 
-def build(done: dict, wall: float, transfer: dict) -> dict:
-    """Footer JSON from the cell's final event, the wall time the kernel measured, and bytes moved."""
+def build(done: dict, wall: float, transfer: dict, previous: list | None = None) -> dict:
+    """Footer JSON from the cell's final event, the wall time the kernel measured, and bytes moved.
+    ``previous``: the session's earlier footers, in order: the keep-warm idle this cell ended
+    (`billing.idle_before`) is billed in its footer, so the footers add up to the session's cost."""
     t = done.get("timings", {})
-    price = price_for(done.get("gpu", "cpu")).as_dict()
+    # the worker's device sizes a per-core price: "cpu (2 cores)" is two cores' worth
+    price = price_for(done.get("gpu") or "cpu", done.get("device")).as_dict()
     ended = time.time()
     timings = {k: t.get(k, 0.0) for k in ("queue", "cold_start", "load", "exec", "post", "run")}
     pool = done.get("pool") or "serverless"  # hybrid pools: dedicated cells are billed per hour (billing.py)
     c = billing.cell({**timings, "wall": wall}, price, pool)
-    return {
+    f = {
         "version": 1,
         "status": done.get("status", "ok"),
         "gpu": done.get("gpu"),
@@ -35,6 +38,7 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
         "image": done.get("image") or "default",  # the worker image (%%gpu --image; _wire/pools.py)
         "timings": {**timings, "wall": wall},
         "started_at": ended - wall,  # unix time: the session's timeline and keep-warm gaps
+        "worker_ended_at": t.get("ended_at"),  # the worker's clock: the keep-warm idle it billed
         "keep_warm": done.get("keep_warm"),
         "billed": c["billed"],  # billed seconds by phase, per the price's profile (see billing.py)
         "billed_seconds": c["billed_seconds"],
@@ -44,6 +48,14 @@ def build(done: dict, wall: float, transfer: dict) -> dict:
         "transfer": transfer,
         **({"telemetry": done["telemetry"]} if done.get("telemetry") else {}),
     }
+    idle, prev = billing.idle_before(previous or [], f) if previous else (0.0, None)
+    idle_s, idle_usd = billing.idle_cost(idle, prev)
+    f["keep_warm_idle_s"] = idle_s  # billed on the worker of the pool's previous cell, before this one
+    if idle_s:
+        f["billed"] = {**c["billed"], "keep_warm_idle": idle_s}
+        f["billed_seconds"] = c["billed_seconds"] + idle_s
+        f["cost_usd"] = c["cost_usd"] + idle_usd
+    return f
 
 
 def _s(x: float) -> str:
@@ -75,7 +87,12 @@ def _image(f: dict) -> str:
 def _text(f: dict) -> str:
     t = f["timings"]
     start = f"cold start {_s(t['cold_start'])}" if f["cold"] else "warm"
-    price_note = f["price"]["note"] if not f["price"]["serverless_per_s"] else f"{f['price']['provider']} {f['price']['as_of']}"
+    p = f["price"]
+    price_note = p["note"] if not p["serverless_per_s"] else p.get("basis") or f"{p['provider']} {p['as_of']}"
+    # a cpu worker's seconds are not GPU-seconds: nothing may pretend the CPU is a GPU
+    unit = "worker-s" if f.get("gpu") == "cpu" or p.get("cores") else "GPU-s"
+    idle = f.get("keep_warm_idle_s") or 0.0
+    idle_note = f" incl. {_s(idle)} keep-warm idle" if idle else ""
     if f.get("pool") == "dedicated":  # nothing billed per second: the cell's share of the pool's hourly price
         p = f["price"]
         note = f"{p.get('dedicated_provider')} {p.get('dedicated_as_of')}" if p.get("dedicated_per_h") else p["note"]
@@ -83,7 +100,7 @@ def _text(f: dict) -> str:
                 f" · wall {_s(t['wall'])} · {_usd(f['cost_usd'])} share of the dedicated pool ({note})")
     return (
         f"gpu: {f['device']} [{f['status']}]{_image(f)} · pool: {f.get('pool', 'serverless')} · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
-        f" · {f['billed_seconds']:.3f} GPU-s · {_usd(f['cost_usd'])} serverless"
+        f" · {f['billed_seconds']:.3f} {unit}{idle_note} · {_usd(f['cost_usd'])} serverless"
         f" vs {_usd(f['dedicated_usd'])} dedicated ({price_note})"
     )
 

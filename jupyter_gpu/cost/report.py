@@ -45,7 +45,8 @@ def _prices(recs: list) -> list:
         p = r.get("price") or {}
         seen.setdefault(r.get("gpu"), {"gpu": r.get("gpu"), **{k: p.get(k) for k in (
             "serverless_per_s", "provider", "as_of", "source", "dedicated_per_h", "dedicated_provider",
-            "dedicated_as_of", "dedicated_source", "note", "unsourced", "origin")}})
+            "dedicated_as_of", "dedicated_source", "note", "unsourced", "origin", "cores", "per_core_s", "per_core_h",
+            "basis")}})
     return list(seen.values())
 
 
@@ -68,9 +69,14 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}" if x >= 0.01 or x == 0 else f"{x:.2%}"
 
 
+def seconds_unit(s: dict) -> str:
+    """"GPU-s", or "worker-s" where every cell ran on the cpu device (never called GPU time)."""
+    return "worker-s" if s.get("gpus") and set(s["gpus"]) <= {"cpu"} else "GPU-s"
+
+
 def headline(s: dict) -> str:
     return (f"{s['cells']} %%gpu cell(s) on {', '.join(s['devices']) or 'no device'}: {s['failed']} failed, "
-            f"{s['cold_starts']} cold start(s); {s['billed_seconds']:.3f} GPU-s billed = {usd(s['serverless_usd'])} "
+            f"{s['cold_starts']} cold start(s); {s['billed_seconds']:.3f} {seconds_unit(s)} billed = {usd(s['serverless_usd'])} "
             f"serverless vs {usd(s['dedicated_usd'])} dedicated for the same {secs(s['wall_s'])} wall time; "
             f"utilisation {pct(s['utilisation'])}")
 
@@ -79,7 +85,7 @@ def lines(s: dict) -> list[str]:
     """The session summary as plain sentences (Markdown-safe), shared by text, Markdown and HTML."""
     out = [headline(s)]
     ph, bp = s["phases_s"], s["billed_s"]
-    out.append("GPU time by phase: " + ", ".join(
+    out.append(("worker time" if seconds_unit(s) == "worker-s" else "GPU time") + " by phase: " + ", ".join(
         f"{k.replace('_', ' ')} {secs(ph.get(k, 0.0))} (billed {secs(bp.get(k, 0.0))})"
         for k in ("queue", "cold_start", "run", "keep_warm_idle")) + f", rounding {secs(bp['rounding'])}")
     if s["pending_keep_warm_s"]:
@@ -108,6 +114,9 @@ def _price_lines(r: dict) -> list[str]:
         if not p.get("serverless_per_s") and not p.get("dedicated_per_h"):
             out.append(f"{p['gpu']}: {p.get('note') or 'no price'}")
             continue
+        if p.get("per_core_s") or p.get("per_core_h"):  # the cpu device: what a core costs, times the worker's cores
+            out.append(f"{p['gpu']}: priced per core x {p.get('cores')} cores ({p.get('basis')}): serverless "
+                       f"${p.get('per_core_s') or 0:.7f}/core-s, dedicated ${p.get('per_core_h') or 0:.4f}/core-h")
         line = (f"{p['gpu']}: serverless ${p['serverless_per_s']:.6f}/s ({p['provider']}, {p['as_of'] or 'undated'}, "
                 f"{p['source']}); dedicated ${p['dedicated_per_h']:.3f}/h ({p['dedicated_provider']}, "
                 f"{p['dedicated_as_of'] or 'undated'}, {p['dedicated_source']})")

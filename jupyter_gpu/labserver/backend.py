@@ -77,28 +77,73 @@ def catalog(offers: list[str]) -> list[dict]:
             "as_of": p.get("as_of"),
             "dedicated_provider": p.get("dedicated_provider"),
             "note": p.get("note", ""),
+            "basis": p.get("basis", ""),  # "cpu (2 cores) at Modal CPU list price ...": what was priced
         })
     return rows
 
 
-def cost(cells: list[dict], now: float | None = None) -> dict:
-    """A session's cost so far from its ledger rows: billed seconds (cold start + run) x price,
-    and a running cell's seconds so far; the dedicated estimate over the same cells' wall time."""
-    from jupyter_gpu.cost import pricing
+def cost(cells: list[dict], leases: list[dict] | None = None, now: float | None = None) -> dict:
+    """A session's cost so far from its ledger rows, by the footers' rules (`billing.cell`,
+    `billing.idle_after`): each cell's billed seconds x its worker's price (a per-core price sized by
+    the device the worker reported), the keep-warm idle each cell ended, the idle accrued so far
+    after each pool's last cell (until its worker stopped, or now on a live one, at most its
+    keep-warm), and a running cell's seconds so far; the dedicated estimate over the cells' wall time.
+    ``leases``: the session's live workers (``/api/status``): their devices and keep-warm."""
+    from jupyter_gpu.cost import billing, pricing
 
     now = time.time() if now is None else now
-    usd = dedicated = seconds = 0.0
+    live = {w.get("worker"): w for w in leases or []}
+    usd = dedicated = seconds = idle_s = idle_usd = 0.0
     running = 0
-    for c in cells:
-        price = pricing.price_for(c.get("gpu") or "cpu")
+    last: dict = {}
+    for c in sorted(cells, key=lambda c: c.get("submitted") or 0.0):
+        device = c.get("device") or live.get(c.get("worker"), {}).get("device")
+        price = pricing.price_for(c.get("gpu") or "cpu", device).as_dict()
+        rec = _record(c, price, now, live)
         if c.get("status") in ("running", "queued"):
             running += 1
             billed = max(0.0, now - (c.get("submitted") or now)) if c.get("status") == "running" else 0.0
-            wall = max(0.0, now - (c.get("submitted") or now))
+            seconds += billed
+            usd += billed * price["serverless_per_s"]
+            dedicated += rec["timings"]["wall"] * price["dedicated_per_h"] / 3600.0
         else:
-            billed = (c.get("cold_start_s") or 0.0) + (c.get("run_s") or 0.0)
-            wall = max(0.0, (c.get("done") or now) - (c.get("submitted") or now))
-        seconds += billed
-        usd += billed * price.serverless_per_s
-        dedicated += wall * price.dedicated_per_h / 3600.0
-    return {"usd": usd, "dedicated_usd": dedicated, "gpu_seconds": seconds, "cells": len(cells), "running": running}
+            one = billing.cell(rec["timings"], price, c.get("pool"))
+            seconds += one["billed_seconds"]
+            usd += one["cost_usd"]
+            dedicated += one["dedicated_usd"]
+        prev = last.get(billing._pool(rec))
+        if prev is not None:
+            s, u = billing.idle_cost(billing.idle_after(prev, rec), prev)
+            idle_s, idle_usd = idle_s + s, idle_usd + u
+        last[billing._pool(rec)] = rec
+    accruing = 0.0
+    for prev in last.values():  # after each pool's last cell: the idle so far (the report's "pending")
+        if prev["status"] in ("running", "queued", "killed", "lost") or prev.get("pool") == "dedicated":
+            continue
+        until = prev["stopped"] or now
+        gap = max(0.0, until - (prev["started_at"] + prev["timings"]["wall"]))
+        lease = live.get(prev["worker"])
+        if lease is not None and lease.get("keep_warm") is not None:
+            gap = min(gap, float(lease["keep_warm"]))
+        s, u = billing.idle_cost(gap, prev)
+        accruing += s
+        idle_s, idle_usd = idle_s + s, idle_usd + u
+    return {"usd": usd + idle_usd, "dedicated_usd": dedicated, "gpu_seconds": seconds + idle_s, "cells": len(cells),
+            "running": running, "keep_warm_idle_s": idle_s, "keep_warm_idle_usd": idle_usd,
+            "keep_warm_accruing_s": accruing,
+            # a cpu worker's seconds are not GPU-seconds (the sidebar's unit)
+            "seconds_unit": "worker-s" if cells and all((c.get("gpu") or "cpu") == "cpu" for c in cells) else "GPU-s"}
+
+
+def _record(c: dict, price: dict, now: float, live: dict) -> dict:
+    """A ledger row as a footer-like record (backend clock) for `billing`."""
+    submitted = c.get("submitted") or now
+    done = c.get("done") if c.get("status") not in ("running", "queued") else None
+    return {"session": c.get("session"), "gpu": c.get("gpu"), "image": c.get("image"), "worker": c.get("worker"),
+            "status": c.get("status"), "pool": c.get("pool"), "price": price, "started_at": submitted,
+            # how long the worker stayed warm after this cell: until it stopped, else its lease's keep-warm
+            "keep_warm": (c["worker_stopped"] - done if c.get("worker_stopped") and done
+                          else (live.get(c.get("worker")) or {}).get("keep_warm")),
+            "stopped": c.get("worker_stopped"),
+            "timings": {"queue": c.get("queue_s") or 0.0, "cold_start": c.get("cold_start_s") or 0.0,
+                        "run": c.get("run_s") or 0.0, "wall": max(0.0, (done or now) - submitted)}}

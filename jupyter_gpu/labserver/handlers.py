@@ -89,7 +89,7 @@ class StateHandler(_Base):
             cells = []
             for sid in mine:
                 cells += (await backend.get(url, token, "/api/cells", session=sid)).get("cells", [])
-            state["cost"] = backend.cost(cells)
+            state["cost"] = backend.cost(cells, state["workers"])
         except backend.BackendError as e:
             info["error"] = str(e)
         state["catalog"] = backend.catalog(info.get("offers", []))

@@ -327,7 +327,7 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     done = outcome.done
     session.remember(plan.key, packed.held, done, packed.hashes, outcome, plan.binds, plan.opts.no_out)
     wall = time.monotonic() - plan.t0
-    f = footer.build(done, wall, {"sent_bytes": packed.size, "received_bytes": outcome.received})
+    f = footer.build(done, wall, {"sent_bytes": packed.size, "received_bytes": outcome.received}, session.footers)
     if plan.fell_back:
         f["fallback_from"] = plan.fell_back
     session.record(f)

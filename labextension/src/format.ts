@@ -35,7 +35,16 @@ export interface IFooterData {
   billed_seconds?: number;
   cost_usd?: number;
   dedicated_usd?: number;
-  price?: { provider?: string; as_of?: string; note?: string; serverless_per_s?: number; dedicated_per_h?: number };
+  price?: {
+    provider?: string;
+    as_of?: string;
+    note?: string;
+    serverless_per_s?: number;
+    dedicated_per_h?: number;
+    cores?: number | null; // a per-core price (the cpu device), sized by the worker's cores
+    basis?: string; // what was priced: "cpu (2 cores) at Modal CPU list price 2026-10-04"
+  };
+  keep_warm_idle_s?: number; // keep-warm idle this cell ended, billed in its cost
   // sampled from NVML on the worker while the cell ran (absent on cpu workers)
   telemetry?: { peak_memory_bytes?: number; mean_utilisation?: number; samples?: number };
 }
@@ -111,14 +120,20 @@ export function footerParts(d: IFooterData): IPart[] {
     parts.push({ key: 'queue', text: `queued ${seconds(t.queue)}` });
   }
   parts.push({ key: 'wall', text: `wall ${seconds(t.wall)}` });
-  parts.push({ key: 'gpu-seconds', text: `${(d.billed_seconds ?? 0).toFixed(3)} GPU-s` });
   const price = d.price || {};
-  const source = price.note || [price.provider, price.as_of].filter(Boolean).join(' ');
+  // a cpu worker's seconds are not GPU-seconds: nothing may pretend the CPU is a GPU
+  const unit = d.gpu === 'cpu' || price.cores ? 'worker-s' : 'GPU-s';
+  const idle = d.keep_warm_idle_s ? ` incl. ${seconds(d.keep_warm_idle_s)} keep-warm idle` : '';
+  parts.push({ key: 'gpu-seconds', text: `${(d.billed_seconds ?? 0).toFixed(3)} ${unit}${idle}` });
+  const source = (price.serverless_per_s ? price.basis : '') || price.note || [price.provider, price.as_of].filter(Boolean).join(' ');
   parts.push({
     key: 'cost',
     text: `${usd(d.cost_usd)} vs ${usd(d.dedicated_usd)} dedicated`,
     title: source
   });
+  if (price.basis && price.serverless_per_s) {
+    parts.push({ key: 'price', text: price.basis }); // what was priced, shown: "cpu (2 cores) at Modal CPU list price"
+  }
   parts.push({ key: 'device', text: d.device || d.gpu || '?', title: d.worker ? `worker ${d.worker}` : undefined });
   if (d.image && d.image !== 'default') {
     parts.push({ key: 'image', text: `image ${d.image}` });

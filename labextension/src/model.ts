@@ -36,9 +36,12 @@ export interface IQueued {
 export interface ICost {
   usd: number;
   dedicated_usd: number;
-  gpu_seconds: number;
+  gpu_seconds: number; // billed seconds, keep-warm idle included
   cells: number;
   running: number;
+  keep_warm_idle_s?: number; // billed keep-warm idle so far (between cells, and accruing now)
+  keep_warm_idle_usd?: number;
+  seconds_unit?: string; // "worker-s" on the cpu device (never called GPU time), else "GPU-s"
 }
 
 export interface IBackendInfo {

@@ -114,9 +114,13 @@ export class GpuSidebar extends Widget {
     this.renderQueue();
     const c = this.state?.cost;
     this.cost.textContent = c
-      ? `${costText(c.usd)} serverless · ${c.gpu_seconds.toFixed(2)} GPU-s · ${c.cells} cell${c.cells === 1 ? '' : 's'}${c.running ? ` (${c.running} running)` : ''}`
+      ? `${costText(c.usd)} serverless vs ${costText(c.dedicated_usd)} dedicated · ${c.gpu_seconds.toFixed(2)} ${c.seconds_unit ?? 'GPU-s'}` +
+        (c.keep_warm_idle_s ? ` incl. ${c.keep_warm_idle_s.toFixed(1)} s keep-warm idle` : '') +
+        ` · ${c.cells} cell${c.cells === 1 ? '' : 's'}${c.running ? ` (${c.running} running)` : ''}`
       : '—';
     this.cost.dataset.usd = c ? String(c.usd) : '';
+    this.cost.dataset.dedicatedUsd = c ? String(c.dedicated_usd) : '';
+    this.cost.dataset.idleS = c ? String(c.keep_warm_idle_s ?? 0) : '';
     this.cost.dataset.cells = c ? String(c.cells) : '';
     this.backendLine.textContent = this.error
       ? this.error

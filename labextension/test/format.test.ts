@@ -49,6 +49,20 @@ describe('footer renderer', () => {
     expect(node.classList.contains('jp-gpu-footer-live')).toBe(false);
   });
 
+  it('renders a cpu worker as cpu: worker-seconds, keep-warm idle, and the CPU list price it used', () => {
+    const cpu = {
+      ...footer, gpu: 'cpu', device: 'cpu (2 cores)', telemetry: undefined, keep_warm_idle_s: 0.54,
+      price: { provider: 'Modal', as_of: '2026-10-04', serverless_per_s: 0.0000262, cores: 2,
+               basis: 'cpu (2 cores) at Modal CPU list price 2026-10-04' }
+    };
+    const node = document.createElement('div');
+    renderFooter(node, cpu);
+    const text = (cls: string) => node.querySelector(`.jp-gpu-footer-${cls}`)?.textContent;
+    expect(text('gpu-seconds')).toBe('3.298 worker-s incl. 540.0 ms keep-warm idle');
+    expect(text('price')).toBe('cpu (2 cores) at Modal CPU list price 2026-10-04');
+    expect(node.textContent).not.toContain('GPU-s');
+  });
+
   it('names a worker image other than default, and only then', () => {
     const keys = (d: object) => footerParts(d).map(p => p.key);
     expect(keys(footer)).not.toContain('image');

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 
 from jupyter_gpu.cost import report
 from tests.e2e.helpers import LOAD, last_footer
@@ -70,8 +71,13 @@ def test_report_from_saved_notebook_equals_live_summary(run_notebook, kernel_env
     assert s["dedicated_usd"] > 0 and s["break_even"]["utilisation"] == 0.5
     # the local cell between them: the worker stayed warm and idle, billed to the session
     assert f1["worker"] == f2["worker"]
-    gap = f2["started_at"] - (f1["started_at"] + f1["timings"]["wall"])
-    assert s["phases_s"]["keep_warm_idle"] == gap > 0
+    # on the worker's clock, from its end of cell 1 to its start of cell 2; billed in cell 2's footer
+    t2 = f2["timings"]
+    gap = f2["worker_ended_at"] - t2["queue"] - t2["cold_start"] - t2["run"] - f1["worker_ended_at"]
+    assert s["phases_s"]["keep_warm_idle"] == f2["keep_warm_idle_s"] == pytest.approx(gap, abs=1e-9) and gap > 0
+    assert f2["cost_usd"] == pytest.approx((t2["run"] + gap) * 0.001)  # its run and the idle it ended
+    # the kernel sees less of it: it works on each cell before and after the worker does
+    assert gap > f2["started_at"] - (f1["started_at"] + f1["timings"]["wall"]) > 0
     assert s["pending_keep_warm_s"] == 30.0
     path = tmp_path / "executed.ipynb"
     nbformat.write(nb, str(path))

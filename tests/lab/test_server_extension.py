@@ -135,7 +135,10 @@ def test_state_shows_the_notebooks_worker_queue_and_cost(tmp_path, env):
             [w] = state["workers"]
             assert w["gpu"] == "cpu" and w["state"] == "idle" and 0 < w["keep_warm_left"] <= 300
             assert state["cost"]["gpu_seconds"] > 0 and state["cost"]["running"] == 0
-            assert any(r["gpu"] == "cpu" and r["serverless_per_h"] == 0 for r in state["catalog"])
+            # the cpu device at its CPU list price, sized by this machine's cores (a local worker's)
+            assert any(r["gpu"] == "cpu" and r["serverless_per_h"] > 0 and r["dedicated_per_h"] > 0
+                       and "CPU list price" in r["basis"] for r in state["catalog"])
+            assert state["cost"]["usd"] > 0 and state["cost"]["dedicated_usd"] > 0
             assert server.get("jupyter-gpu/api/health")[1]["ok"] is True
 
             # notebook b: its own (empty) view, then its cell waits behind a's warm worker

@@ -376,13 +376,16 @@ class Ledger:
 
     # -- reads -----------------------------------------------------------------------------------
     def cells(self, user: str, session: str | None = None, limit: int = 1000) -> list[dict]:
-        """A user's cells (of one session, if given), newest first."""
-        where, args = '"user" = ?', [user]
+        """A user's cells (of one session, if given), newest first, each with the device its worker
+        reported ("cpu (2 cores)" sizes a per-core price; None before a worker had it) and when
+        that worker stopped (the keep-warm idle after its last cell ends there)."""
+        where, args = 'c."user" = ?', [user]
         if session:
-            where, args = where + " AND session = ?", args + [session]
-        rows = self.query(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells WHERE {where} "
-                          f"ORDER BY submitted DESC LIMIT ?", (*args, limit))
-        return [dict(zip(CELL_COLUMNS, r)) for r in rows]
+            where, args = where + " AND c.session = ?", args + [session]
+        rows = self.query(f"SELECT {', '.join('c.' + c for c in CELL_COLUMNS)}, w.device, w.stopped FROM cells c "
+                          f"LEFT JOIN workers w ON w.id = c.worker WHERE {where} "
+                          f"ORDER BY c.submitted DESC LIMIT ?", (*args, limit))
+        return [dict(zip((*CELL_COLUMNS, "device", "worker_stopped"), r)) for r in rows]
 
     def queued_cells(self, user: str) -> list[tuple]:
         """(cell, session, gpu, image) of a user's cells waiting for a worker."""

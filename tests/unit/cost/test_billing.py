@@ -76,7 +76,11 @@ def test_session_by_hand():
     assert r["choice"] == "hybrid" and "is 93% of a dedicated H100" in r["reason"]
     assert "utilisation 4% vs a break-even of 4%" in r["reason"] and "list prices the break-even utilisation is 50%" in r["reason"]
     assert any("cold starts are 45%" in n for n in r["notes"])  # 7 / (7 + 8.5)
-    assert [p["cumulative_usd"] for p in s["timeline"]] == pytest.approx([0.009, 0.0105, 0.0155])
+    # each cell carries the keep-warm idle it ended (as its footer does): 20 s on w1 before cell 2,
+    # w1's 60 s keep-warm before cell 3; the footers + the per-worker rounding = the total
+    assert [p["keep_warm_idle"] for p in s["timeline"]] == pytest.approx([0.0, 20.0, 60.0])
+    assert [p["cumulative_usd"] for p in s["timeline"]] == pytest.approx([0.009, 0.0305, 0.0955])
+    assert s["timeline"][-1]["cumulative_usd"] + s["billed_s"]["rounding"] * 0.001 == pytest.approx(s["serverless_usd"])
     assert [p["t"] for p in s["timeline"]] == [0.0, 30.0, 200.0]
 
 
