@@ -286,6 +286,13 @@ def recommend(s: dict, be: dict, recs: list[dict]) -> dict:
     gaps = [b["t"] - (a["t"] + a["wall"]) for a, b in zip(s["timeline"], s["timeline"][1:])]
     cv = _cv(gaps)
     S, D = s["serverless_usd"], s["dedicated_usd"]
+    # the pattern, not the sample: a dedicated instance's billing minimum (AWS: 60 s) dwarfs a short
+    # session's wall time, and would make serverless look cheap for a load that is steady
+    at_rate = sum(g["price"].get("dedicated_per_h", 0.0) for g in s["gpus"].values()) * s["wall_s"] / 3600.0
+    if 0 < at_rate < D:
+        notes.append(f"the dedicated figure ${D:.6f} is its billing minimum; compared at its hourly rate "
+                     f"for the same {s['wall_s']:.0f} s (${at_rate:.6f})")
+        D = at_rate
     ube, ueff = be["utilisation"], be["utilisation_observed"]
     at_list = f"; at list prices the break-even utilisation is {ube:.0%}" if ube is not None else ""
     if D == 0 and S > 0:
