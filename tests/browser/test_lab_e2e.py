@@ -130,6 +130,23 @@ def _chromium():
                 browser.close()
 
 
+def dollars(text: str) -> list[float]:
+    """The dollar figures in a footer's or the sidebar's text, in order."""
+    import re
+
+    return [float(x) for x in re.findall(r"\$(\d+\.\d+)", text)]
+
+
+def agree(sidebar, footer_usd: float, per_s: float) -> None:
+    """The sidebar's session cost = the footer's + the keep-warm idle it shows x the price, within
+    a rounding unit of the footer ($0.000001), and its text shows the same figure."""
+    c = sidebar.locator(".jp-gpu-cost")
+    usd, idle = float(c.get_attribute("data-usd")), float(c.get_attribute("data-idle-s"))
+    assert usd > 0 and abs(usd - (footer_usd + idle * per_s)) <= 1.5e-6, (usd, footer_usd, idle, per_s)
+    shown = dollars(c.inner_text())
+    assert shown[0] > 0 and abs(shown[0] - usd) <= 1e-5 and shown[1] > 0, c.inner_text()  # serverless vs dedicated
+
+
 def shot(page, name):
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
@@ -191,9 +208,11 @@ def test_sidebar_footer_streaming_and_interrupt(lab, page):
     assert t_done - t_first > 1.5, f"the lines arrived only {t_done - t_first:.2f} s before the cell ended"
     assert cell.locator(".jp-gpu-footer-live").count() == 0  # the live line is gone, the footer stays
     text = footer.inner_text()
-    assert "GPU-s" in text and "dedicated" in text and "wall" in text
+    assert "worker-s" in text and "GPU-s" not in text and "dedicated" in text and "wall" in text  # cpu, not a GPU
     cost = footer.locator(".jp-gpu-footer-cost").inner_text()
     assert cost.startswith("$0.00") and not cost.startswith("$0 "), cost  # priced by the team file
+    serverless, dedicated = dollars(cost)
+    assert serverless > 0 and dedicated > 0, cost
     assert footer.locator(".jp-gpu-footer-device").inner_text()
     shot(page, "3-footer")
 
@@ -204,6 +223,8 @@ def test_sidebar_footer_streaming_and_interrupt(lab, page):
         "() => { const c = document.querySelector('#jupyter-gpu-sidebar .jp-gpu-cost');"
         " return c && Number(c.dataset.cells) >= 1 && Number(c.dataset.usd) > 0; }")
     assert ":" in worker.locator(".jp-gpu-worker-countdown").inner_text()  # m:ss left of 5 min
+    # the sidebar agrees with the footer: its cost is the footer's plus the keep-warm idle so far
+    agree(sidebar, serverless, per_s=0.001)
     status_item = page.locator(".jp-gpu-status")
     assert status_item.inner_text().startswith("GPU $0.00"), status_item.inner_text()
     shot(page, "4-sidebar-worker-cost")
@@ -281,3 +302,52 @@ def test_the_sidebar_picks_the_worker_image_a_cell_runs_in(image_lab, image_page
         " && !document.querySelector('#jupyter-gpu-sidebar .jp-gpu-message').textContent.includes('image')")
     cell = run_cell(page, 1)
     cell.locator(".jp-OutputArea").get_by_text("mark: None").wait_for()
+
+
+@pytest.fixture
+def shipped_lab(tmp_path):
+    """Jupyter Lab with the shipped price catalog only (no team file): the cpu device's list price."""
+    runtime = tmp_path / "gpu-runtime"
+    runtime.mkdir()
+    env = {k: v for k, v in make_kernel_env(runtime).items() if k != "JUPYTER_GPU_PRICES"}
+    try:
+        with jupyter(tmp_path, env, app="lab") as server:
+            yield server
+    finally:
+        _reap_backend(runtime)
+
+
+@pytest.fixture
+def shipped_page(shipped_lab):
+    yield from _chromium()
+
+
+def test_the_shipped_cpu_price_shows_in_the_footer_and_the_sidebar(shipped_lab, shipped_page):
+    import re
+
+    page = shipped_page
+    (shipped_lab.root / "cpu.ipynb").write_text(json.dumps(notebook(
+        ["%load_ext jupyter_gpu", "%%gpu --gpu cpu --keep-warm 5m\nimport time\ntime.sleep(1)\nprint('done')"])))
+    page.goto(f"{shipped_lab.url}lab/tree/cpu.ipynb?token={shipped_lab.token}")
+    wait_idle(page)
+    page.click(".jp-SideBar.jp-mod-right [data-id='jupyter-gpu-sidebar']")
+    sidebar = page.locator("#jupyter-gpu-sidebar")
+    cpu = sidebar.locator("tr.jp-gpu-type[data-gpu='cpu']")
+    cpu.wait_for()
+    assert dollars(cpu.locator(".jp-gpu-price-serverless").inner_text())[0] > 0  # Modal's CPU list price x cores
+    assert dollars(cpu.locator(".jp-gpu-price-dedicated").inner_text())[0] > 0
+    run_cell(page, 0)
+    cell = run_cell(page, 1)
+    footer = cell.locator(".jp-gpu-footer:not(.jp-gpu-footer-live)")
+    footer.wait_for()
+    text = footer.inner_text()
+    m = re.search(r"cpu \((\d+) cores?\) at Modal CPU list price 2026-10-04", text)
+    assert m and "GPU-s" not in text, text
+    serverless, dedicated = dollars(footer.locator(".jp-gpu-footer-cost").inner_text())
+    assert serverless > 0 and dedicated > 0, text  # a 1 s cell on the cpu device: priced, not $0
+    sidebar.locator("tr.jp-gpu-worker[data-gpu='cpu'][data-state='idle']").wait_for()
+    page.wait_for_function(
+        "() => { const c = document.querySelector('#jupyter-gpu-sidebar .jp-gpu-cost');"
+        " return c && Number(c.dataset.cells) >= 1 && Number(c.dataset.usd) > 0; }")
+    agree(sidebar, serverless, per_s=0.0000131 * int(m.group(1)))
+    shot(page, "10-shipped-cpu-price")
