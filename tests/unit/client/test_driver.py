@@ -72,8 +72,8 @@ def pair():
         end.close()
 
 
-def drive(sink, conn, backend, **limits):
-    return driver.drive(sink, conn, CELL, backend=backend, gpu="cpu", image="default", t0=time.monotonic(),
+def drive(sink, conn, backend, gpu="cpu", **limits):
+    return driver.drive(sink, conn, CELL, backend=backend, gpu=gpu, image="default", t0=time.monotonic(),
                         **limits)
 
 
@@ -132,7 +132,7 @@ def test_max_cost_where_no_price_is_set_says_it_cannot_bite(pair):
     kernel, worker, backend, _ = pair
     worker.send(messages.done(CELL, "ok"))
     sink = Sink()
-    drive(sink, kernel, backend, max_cost=0.5)
+    drive(sink, kernel, backend, gpu="Z9", max_cost=0.5)  # a type the catalog has no price for (cpu has one)
     assert sink.log[0][:2] == ("stream", "stderr") and "has no effect" in sink.log[0][2]
 
 
