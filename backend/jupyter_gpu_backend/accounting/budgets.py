@@ -92,9 +92,10 @@ class _ChargingLedger:
         self._budgets._pools[cid] = pool  # the scheduler says it before cell_done
         return self._ledger.cell_pool(cid, pool)
 
-    def cell_done(self, cid, status, worker, cold, timings):
+    def cell_done(self, cid, status, worker, cold, timings, *args, **kw):
+        # a lane cell is dated back (``at=``): whatever the ledger takes passes through
         who = self._budgets._cells.pop(cid, None)
         pool = self._budgets._pools.pop(cid, None)
         if who is not None:
             self._budgets.charge(*who, timings or {}, pool)
-        return self._ledger.cell_done(cid, status, worker, cold, timings)
+        return self._ledger.cell_done(cid, status, worker, cold, timings, *args, **kw)

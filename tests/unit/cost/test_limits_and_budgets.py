@@ -40,8 +40,8 @@ class FakeLedger:  # the real ledger is SQLite; here only the calls matter
     def cell_started(self, *a, **kw):
         self.calls.append(("started", a))
 
-    def cell_done(self, *a):
-        self.calls.append(("done", a))
+    def cell_done(self, *a, **kw):
+        self.calls.append(("done", a, kw) if kw else ("done", a))
 
     def query(self, sql):
         return "passed through"
@@ -71,6 +71,18 @@ def test_session_and_user_limits_warn_then_refuse():
         b.check("s2", "alice")
     assert b.check("s3", "bob") is None  # other users are not affected
     assert b.status("s2", "alice")["user"] == {"spent_usd": pytest.approx(0.015), "limit_usd": 0.015}
+
+
+def test_a_lane_cell_dated_back_is_charged_and_recorded_at_its_end():
+    """The worker meters a lane cell after it ended (``at=``, lifecycle.lane_metered): with budgets
+    on, the charging ledger must pass that on (it raised TypeError, and the cell went unrecorded)."""
+    b = Budgets(session_budget=1.0)
+    ledger = FakeLedger()
+    led = b.wrap(ledger)
+    led.cell_started("lane-1", "s1", "alice", "cpu", at=100.0)
+    led.cell_done("lane-1", "ok", "w1", False, {"run": 2.0}, at=102.5)
+    assert ledger.calls[-1] == ("done", ("lane-1", "ok", "w1", False, {"run": 2.0}), {"at": 102.5})
+    assert b.spent[("session", "s1")] > 0
 
 
 def test_no_limits_no_budgets():
