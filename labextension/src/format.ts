@@ -131,10 +131,15 @@ export function footerParts(d: IFooterData): IPart[] {
     text: `${usd(d.cost_usd)} vs ${usd(d.dedicated_usd)} dedicated`,
     title: source
   });
-  if (price.basis && price.serverless_per_s) {
-    parts.push({ key: 'price', text: price.basis }); // what was priced, shown: "cpu (2 cores) at Modal CPU list price"
-  }
-  parts.push({ key: 'device', text: d.device || d.gpu || '?', title: d.worker ? `worker ${d.worker}` : undefined });
+  // the device, with what it was priced at when a price names it ("cpu (2 cores) at Modal CPU list
+  // price 2026-10-04"): said once, not the device twice
+  const device = d.device || d.gpu || '?';
+  const basis = price.basis && price.serverless_per_s ? price.basis : '';
+  parts.push({
+    key: 'device',
+    text: basis.startsWith(device) ? basis : basis ? `${device} · ${basis}` : device,
+    title: d.worker ? `worker ${d.worker}` : undefined
+  });
   if (d.image && d.image !== 'default') {
     parts.push({ key: 'image', text: `image ${d.image}` });
   }

@@ -167,7 +167,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       try {
         const state = await fetchState(kernelId, backend());
         sidebar.update_(state, null);
-        costItem.node.textContent = `GPU ${costText(kernelId ? state.cost.usd : 0)}`;
+        // named by what the session ran on: a CPU-only session's cost is not a GPU's
+        const what = state.cost.seconds_unit === 'worker-s' ? 'cpu' : 'GPU';
+        costItem.node.textContent = `${what} ${costText(kernelId ? state.cost.usd : 0)}`;
         costItem.node.dataset.usd = String(state.cost.usd);
       } catch (e) {
         sidebar.update_(null, String((e as Error).message ?? e));

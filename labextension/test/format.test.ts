@@ -59,7 +59,8 @@ describe('footer renderer', () => {
     renderFooter(node, cpu);
     const text = (cls: string) => node.querySelector(`.jp-gpu-footer-${cls}`)?.textContent;
     expect(text('gpu-seconds')).toBe('3.298 worker-s incl. 540.0 ms keep-warm idle');
-    expect(text('price')).toBe('cpu (2 cores) at Modal CPU list price 2026-10-04');
+    expect(text('device')).toBe('cpu (2 cores) at Modal CPU list price 2026-10-04');
+    expect(node.textContent?.split('cpu (2 cores)').length).toBe(2); // the device said once
     expect(node.textContent).not.toContain('GPU-s');
   });
 
