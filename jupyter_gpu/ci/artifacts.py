@@ -109,8 +109,9 @@ def write_all(outcomes, args, formats: list[str], code: int) -> int:
         steps.append(("step summary", lambda: _append_summary(outcomes, args, code)))
     if formats:
         steps.append(("report", lambda: _write_reports(outcomes, args, formats)))
-    if _ran(outcomes):  # the cost summary, in the log too
-        steps.append(("cost summary", lambda: print("\n" + report.to_markdown(report.build(_ran(outcomes))), flush=True)))
+    if _ran(outcomes):  # the cost summary, in the log too, read there as text: its dollars as they are
+        steps.append(("cost summary", lambda: print(
+            "\n" + report.to_markdown(report.build(_ran(outcomes))).replace("\\$", "$"), flush=True)))
     for what, step in steps:
         try:
             step()

@@ -110,6 +110,8 @@ def test_a_broken_budget_exits_3_and_stops_the_notebook_after_the_cell(fresh_ker
     assert cases(root)["costly.ipynb"].find("failure").get("type") == "BudgetExceeded"
     assert "budget" in cases(root)["later.ipynb"].find("skipped").get("message")
     assert "over --max-cost \\$0.001000" in (tmp_path / "s.md").read_text()  # \$: no LaTeX on GitHub
+    # the log's cost summary is read as text: its dollars without the markdown file's backslashes
+    assert "## jupyter-gpu cost report" in r.stdout and "$0.0" in r.stdout and "\\$" not in r.stdout
 
 
 def test_the_run_budget_stops_a_long_cell_while_it_runs(fresh_kernel_env, tmp_path):
