@@ -130,6 +130,7 @@ class Execute(_Envelope, total=False):
     # instead of code: a frontend's message to a comm on the worker (notebook/comms.py):
     # msg_type (comm_msg, comm_close, comm_open), header, content, metadata; its buffers are the frames
     comm: dict[str, Any]
+    cwd: str  # the kernel's working directory: the cell runs there (where the worker sees it)
 
 
 class Interrupt(_Envelope, total=False):
@@ -308,6 +309,7 @@ class Done(_Envelope, total=False):
     deleted: list[Name]
     returned: list[str]  # the kernel's segments whose values died on the worker
     telemetry: dict[str, Any]  # peak GPU memory, mean utilisation (NVML)
+    cwd: str  # the cell changed directory (os.chdir, %cd): the kernel follows, as after a local cell
     # where it ran (the backend for a relayed cell, the kernel for a lane cell)
     worker: Optional[str]
     gpu: str

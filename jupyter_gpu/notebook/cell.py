@@ -15,6 +15,7 @@ cell (the connection, what each worker holds, the defaults, the footers) is the 
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -173,6 +174,7 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         # the worker's segments whose values died here: it may reuse them
         "returned": session.reader.drain_returned(),
         "parent": session.parent(),  # the worker's get_ipython().kernel.get_parent()
+        "cwd": os.getcwd(),  # the cell runs in the kernel's working directory (the worker's own view of it)
     }
     return Packed(held, packer, header, hashes, session.lane(held))
 
@@ -326,6 +328,7 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     cell's error, if it failed and ``raise_error``."""
     done = outcome.done
     session.remember(plan.key, packed.held, done, packed.hashes, outcome, plan.binds, plan.opts.no_out)
+    _follow_directory(done.get("cwd"))
     wall = time.monotonic() - plan.t0
     f = footer.build(done, wall, {"sent_bytes": packed.size, "received_bytes": outcome.received}, session.footers)
     if plan.fell_back:
@@ -344,6 +347,13 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     # after the error the kernel shows, as in a local cell; then the footer
     pub.footer_after_cell(footer.bundle(f), quiet_exit=isinstance(error, SystemExit), first=outcome.show_after_error)
     raise error
+
+
+def _follow_directory(cwd: str | None) -> None:
+    """The cell changed directory on the worker (same filesystem): the kernel goes there too, as
+    after a local cell, so later cells, local or `%%gpu`, start from it."""
+    if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
+        os.chdir(cwd)
 
 
 def settle(session, sent: Sent, why: str = "when the kernel stopped before running it") -> None:

@@ -25,6 +25,7 @@ from jupyter_gpu_worker.meter import LaneMeter
 from jupyter_gpu_worker.results import Holdings, before_cell, pack_results, take_inputs
 from jupyter_gpu_worker.shell import make_shell
 from jupyter_gpu_worker.telemetry import GpuTelemetry
+from jupyter_gpu_worker.workdir import WorkDir
 
 INTERRUPT_RETRY, INTERRUPT_RETRIES = 0.3, 5
 
@@ -54,6 +55,7 @@ class CellRunner:
         self.shell = make_shell(self.emitter, self.ask_user)
         self.fd_output = FdCapture(self.emitter)  # subprocesses' and C libraries' output too
         self._fresh_ns = set(self.shell.user_ns)
+        self.workdir = WorkDir()  # the kernel's working directory, followed cell by cell
 
     def send(self, header: dict, buffers=()) -> None:
         """The emitter's sender (the main thread and the stream flusher call it)."""
@@ -166,6 +168,7 @@ class CellRunner:
             return
         self.emitter.cell = cell
         self.shell.kernel.set_parent(h.get("parent"))  # what get_ipython().kernel.get_parent() gives
+        self.workdir.enter(h.get("cwd"), lambda text: self.emitter.write_stream("stderr", text))
         status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
         t0 = time.monotonic()
@@ -228,9 +231,11 @@ class CellRunner:
             self.fd_output.drain()  # what reached fds 1 and 2 goes out before `done`
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
+            moved = self.workdir.moved()  # the cell changed directory: the kernel follows
             self.emitter.end(
                 messages.done(cell, status, timings, returned=returned, **outputs,
-                              **({"telemetry": telemetry} if telemetry else {})),
+                              **({"telemetry": telemetry} if telemetry else {}),
+                              **({"cwd": moved} if moved else {})),
                 buffers,
             )
             self.out_pool.lent(self.session)
