@@ -117,8 +117,12 @@ def _price_lines(r: dict) -> list[str]:
         if p.get("per_core_s") or p.get("per_core_h"):  # the cpu device: what a core costs, times the worker's cores
             out.append(f"{p['gpu']}: priced per core x {p.get('cores')} cores ({p.get('basis')}): serverless "
                        f"${p.get('per_core_s') or 0:.7f}/core-s, dedicated ${p.get('per_core_h') or 0:.4f}/core-h")
-        line = (f"{p['gpu']}: serverless ${p['serverless_per_s']:.6f}/s ({p['provider']}, {p['as_of'] or 'undated'}, "
-                f"{p['source']}); dedicated ${p['dedicated_per_h']:.3f}/h ({p['dedicated_provider']}, "
+        # a per-core price is shown per worker here: say for how many cores (the provider's name may
+        # say "per vCPU", which is what the line above prices)
+        per_worker = f" for {p.get('cores')} cores" if p.get("per_core_s") or p.get("per_core_h") else ""
+        line = (f"{p['gpu']}: serverless ${p['serverless_per_s']:.6f}/s{per_worker} ({p['provider']}, "
+                f"{p['as_of'] or 'undated'}, {p['source']}); dedicated ${p['dedicated_per_h']:.3f}/h{per_worker} "
+                f"({p['dedicated_provider']}, "
                 f"{p['dedicated_as_of'] or 'undated'}, {p['dedicated_source']})")
         if p.get("origin") and p["origin"] != "shipped":
             line += f"; from {p['origin']}"
