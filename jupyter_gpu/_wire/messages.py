@@ -416,6 +416,10 @@ CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "i
 REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
 RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
 IOPUB, PAYLOAD = "iopub", "payload"
+# the message types an `iopub` event may carry (the kernel publishes no other for a worker: a status
+# or an execute_input is the kernel's own protocol)
+IOPUB_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result",
+                         "error", "comm_open", "comm_msg", "comm_close"})
 TYPES: dict[str, type] = {
     EXECUTE: Execute, INTERRUPT: Interrupt, KILL: Kill, RELEASE: Release, STATUS: Status, PREWARM: Prewarm,
     INPUT_REPLY: InputReply, LANE_LOST: LaneLost, WELCOME: Welcome, PHASE: Phase, STATUS_REPLY: StatusReply,

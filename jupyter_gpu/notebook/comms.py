@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import time
 
-from jupyter_gpu._wire import messages, serialization
+from jupyter_gpu._wire import messages
 from jupyter_gpu.notebook.publish import Publisher
 
-# what code on a worker may have the kernel publish (kernel.py's list); anything else is the
-# kernel's own protocol (status, execute_input, shutdown) and is refused
-IOPUB_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result",
-                         "error", "comm_open", "comm_msg", "comm_close"})
 
 
 class RemoteComm:
@@ -72,7 +68,7 @@ def publish(sink, h: dict, buffers: list, key: str) -> None:
     """An ``iopub`` event of a request from ``sink``'s cell: publish it; a comm opened or closed
     there is registered or dropped here."""
     msg_type, content = h.get("msg_type"), dict(h.get("content") or {})
-    if msg_type not in IOPUB_TYPES:
+    if msg_type not in messages.IOPUB_TYPES:
         sink.stream("stderr", f"[jupyter-gpu: a {msg_type!r} message from the worker was not published: "
                               "only a cell's outputs and comm messages are]\n")
         return
@@ -81,13 +77,8 @@ def publish(sink, h: dict, buffers: list, key: str) -> None:
         return
     if msg_type in ("display_data", "execute_result", "error"):
         sink._cleared()  # an output: a clear_output(wait=True) held for the next one goes first
-    if msg_type in ("display_data", "update_display_data"):
-        transient = dict(content.get("transient") or {})
-        if "display_id" in transient:
-            from jupyter_gpu.notebook.sink import namespaced
-
-            transient["display_id"] = namespaced(sink.prefix, transient["display_id"])
-            content["transient"] = transient
+    if msg_type in ("display_data", "update_display_data") and content.get("transient"):
+        content["transient"] = sink.local_transient(content["transient"])
     session = sink.session
     comm_id = content.get("comm_id")
     if msg_type == "comm_msg":
@@ -128,21 +119,13 @@ def forward(remote: RemoteComm, msg_type: str, msg: dict) -> None:
         worker_gone(session, remote.key, remote.worker)
         return
     gpu, _, image = remote.key.partition("@")
-    header = msg.get("header") or {}
-    opts = CellOptions(image=image or None)
-    plan = cell.CellPlan("", opts, gpu, remote.key, None, [], frozenset(), frozenset(), session.shares_host(),
-                         session.cell_number(), time.monotonic(), session.new_cell_id())
-    request = {
-        "type": messages.EXECUTE, "cell": f"{plan.base}.0", "code": "", "gpu": gpu, "image": opts.image,
-        "exec_count": plan.exec_count, "inputs": {}, "keep": {}, "expect_worker": held.worker, "binds": [],
-        "out": None, "no_out": False, "shm": plan.use_shm, "keep_warm": None, "returned": [],
-        "parent": session.parent(),
-        "comm": {"msg_type": msg_type, "header": _jsonable_header(header), "content": msg.get("content") or {},
-                 "metadata": msg.get("metadata") or {}},
-    }
-    packer = serialization.Packer()
-    packer.buffers = [bytes(memoryview(b)) for b in msg.get("buffers") or ()]
-    packed = cell.Packed(held, packer, request, {}, session.lane(held))
+    plan = cell.CellPlan("", CellOptions(image=image or None), gpu, remote.key, None, [], frozenset(), frozenset(),
+                         session.shares_host(), session.cell_number(), time.monotonic(), session.new_cell_id())
+    packed = cell.pack(session, plan, 0)  # a cell's request, with no code and no inputs
+    packed.header["expect_worker"] = held.worker  # the comm lives there: no other worker may take it
+    packed.header["comm"] = {"msg_type": msg_type, "header": session.jsonable_header(msg.get("header") or {}),
+                             "content": msg.get("content") or {}, "metadata": msg.get("metadata") or {}}
+    packed.packer.buffers = [bytes(memoryview(b)) for b in msg.get("buffers") or ()]
     try:
         outcome = cell.send_and_drain(session, plan, packed)
     except Exception as e:  # the worker or the backend is gone: the widget cannot answer any more
@@ -168,7 +151,3 @@ def worker_gone(session, key: str, worker: str | None, why: str = "") -> None:
     Publisher(session.shell).stream(
         "stderr", f"jupyter-gpu: {len(gone)} widget comm(s) of worker {worker or '?'} were closed: the worker is "
                   f"gone{because}. Run their cell again to get them back.\n")
-
-
-def _jsonable_header(header: dict) -> dict:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in header.items()}

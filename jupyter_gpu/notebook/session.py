@@ -136,7 +136,12 @@ class KernelSession:
         header = (get_parent() or {}).get("header") if get_parent is not None else None
         if not header:
             return {}
-        return {"header": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in header.items()}}
+        return {"header": self.jsonable_header(header)}
+
+    @staticmethod
+    def jsonable_header(header: dict) -> dict:
+        """A Jupyter message header as the wire carries it (its date as text)."""
+        return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in header.items()}
 
     def shares_host(self) -> bool:
         return self.host_id is not None and self.client.welcome.get("host_id") == self.host_id

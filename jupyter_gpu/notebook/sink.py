@@ -102,10 +102,15 @@ class NotebookSink(Publisher):
         if h.get("kind") == "execute_result":
             self.execute_result(h["data"], h["metadata"], self.session.cell_number())
         else:
-            transient = dict(h.get("transient") or {})
-            if "display_id" in transient:  # namespaced: never collides with local ids
-                transient["display_id"] = namespaced(self.prefix, transient["display_id"])
-            self.display(h["data"], h["metadata"], transient, h.get("update", False))
+            self.display(h["data"], h["metadata"], self.local_transient(h.get("transient")), h.get("update", False))
+
+    def local_transient(self, transient: dict | None) -> dict:
+        """A remote display's transient fields here: its display id namespaced, so it never
+        collides with a local one."""
+        transient = dict(transient or {})
+        if "display_id" in transient:
+            transient["display_id"] = namespaced(self.prefix, transient["display_id"])
+        return transient
 
     def error(self, h: dict, buffers: list) -> None:
         self.outcome.error(h, buffers)

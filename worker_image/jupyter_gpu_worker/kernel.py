@@ -30,10 +30,6 @@ except ImportError:  # an image without the comm package has no widgets either: 
 from jupyter_gpu._wire import messages
 from jupyter_gpu_worker.events import Emitter, jsonable
 
-# what the kernel publishes for code on the worker; anything else (a status, an execute_input) is
-# the kernel's own to send
-IOPUB_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result",
-                         "error", "comm_open", "comm_msg", "comm_close"})
 
 
 class _Socket:
@@ -110,10 +106,8 @@ class WorkerKernel:
     # -- to the notebook ---------------------------------------------------------------------
     def publish(self, msg_type: str, content: dict, metadata: dict, buffers=None) -> None:
         """One iopub message of the running request (the kernel sends it under the request's parent)."""
-        if msg_type in ("stream",):
-            # through the cell's own stream, so it stays in order with what print() wrote
-            stream = self.emitter
-            stream.write_stream(content.get("name", "stdout"), str(content.get("text", "")))
+        if msg_type == "stream":  # through the cell's own stream: in order with what print() wrote
+            self.emitter.write_stream(content.get("name", "stdout"), str(content.get("text", "")))
             return
         self.emitter.event({"type": messages.IOPUB, "msg_type": msg_type, "content": jsonable(content),
                             "metadata": jsonable(metadata or {})}, [bytes(memoryview(b)) for b in buffers or ()])
