@@ -131,6 +131,9 @@ class Execute(_Envelope, total=False):
     # msg_type (comm_msg, comm_close, comm_open), header, content, metadata; its buffers are the frames
     comm: dict[str, Any]
     cwd: str  # the kernel's working directory: the cell runs there (where the worker sees it)
+    # that directory's identity, [st_dev, st_ino] (a bind mount keeps both): a worker with another
+    # directory at the same path (a container's own /tmp) does not run the cell there
+    cwd_id: Optional[list[Count]]  # null: the kernel could not stat it
 
 
 class Interrupt(_Envelope, total=False):

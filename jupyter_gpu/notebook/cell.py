@@ -174,7 +174,8 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         # the worker's segments whose values died here: it may reuse them
         "returned": session.reader.drain_returned(),
         "parent": session.parent(),  # the worker's get_ipython().kernel.get_parent()
-        "cwd": os.getcwd(),  # the cell runs in the kernel's working directory (the worker's own view of it)
+        "cwd": (cwd := os.getcwd()),  # the cell runs in the kernel's working directory (the worker's own view of it)
+        "cwd_id": _dir_id(cwd),  # which directory that is: a worker with another one at its path says so
     }
     return Packed(held, packer, header, hashes, session.lane(held))
 
@@ -347,6 +348,23 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     # after the error the kernel shows, as in a local cell; then the footer
     pub.footer_after_cell(footer.bundle(f), quiet_exit=isinstance(error, SystemExit), first=outcome.show_after_error)
     raise error
+
+
+_last_dir: list = [None, None]  # the last cell's directory and its identity
+
+
+def _dir_id(path: str) -> list | None:
+    """The kernel's directory's identity [st_dev, st_ino] (None: it cannot be stat'd), stat'd only
+    when it is not the last cell's: a warm cell in the same directory makes no system call.  Stale
+    only for a directory replaced at its path between two cells in it, where the worker (which
+    enters only a changed path) stays in the old one too."""
+    if path != _last_dir[0]:
+        try:
+            st = os.stat(path)
+            _last_dir[:] = [path, [st.st_dev, st.st_ino]]
+        except OSError:
+            _last_dir[:] = [path, None]
+    return _last_dir[1]
 
 
 def _follow_directory(cwd: str | None) -> None:

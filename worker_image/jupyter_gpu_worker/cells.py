@@ -168,7 +168,7 @@ class CellRunner:
             return
         self.emitter.cell = cell
         self.shell.kernel.set_parent(h.get("parent"))  # what get_ipython().kernel.get_parent() gives
-        self.workdir.enter(h.get("cwd"), lambda text: self.emitter.write_stream("stderr", text))
+        self.workdir.enter(h.get("cwd"), lambda text: self.emitter.write_stream("stderr", text), h.get("cwd_id"))
         status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
         t0 = time.monotonic()
