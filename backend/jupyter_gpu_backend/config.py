@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass, field
 
 from jupyter_gpu_backend.runtimes.images import default_images, parse_images
 from jupyter_gpu._wire import settings
+
+
+OWNER = "local"  # the user of the backend's own token (its owner; every user of an embedded backend)
 
 
 def _env_float(setting: settings.Setting) -> float:
@@ -48,6 +52,9 @@ class BackendConfig:
     target_utilisation: float | None = None
     # named worker images ([images.NAME] in --config; images.py): name -> WorkerImage, "default" always there
     images: dict = field(default_factory=default_images)
+    # the docker runtime: host directories bind-mounted (read-write, same path) into every worker
+    # container, besides the directory of the cell that cold-starts it (runtimes/docker_mounts.py)
+    docker_mounts: list = field(default_factory=list)
 
     @property
     def token_hash(self) -> str:
@@ -59,7 +66,7 @@ class BackendConfig:
             return None
         h = hash_token(token)
         if secrets.compare_digest(h, self.token_hash):
-            return "local"
+            return OWNER
         return self.users.get(h)
 
 
@@ -82,15 +89,23 @@ def _runtime(name) -> str:
     return name
 
 
+def _paths(value) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and os.path.isabs(p) for p in value):
+        raise ValueError(f"docker_mounts must be a list of absolute paths, not {value!r}")
+    return [os.path.normpath(p) for p in value]
+
+
 CONFIG_KEYS = {"runtime": _runtime, "keep_warm": float, "min_warm": int, "max_workers": int,
-               "scale_up_queue": int, "target_utilisation": float, "worker_start_timeout": float}
+               "scale_up_queue": int, "target_utilisation": float, "worker_start_timeout": float,
+               "docker_mounts": _paths}
 
 
 def load_config_file(path: str, config: BackendConfig) -> None:
     """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
 
     Top-level keys: runtime, keep_warm, min_warm, max_workers, scale_up_queue, target_utilisation,
-    worker_start_timeout;
+    worker_start_timeout, docker_mounts (a list of absolute host paths: docker's worker containers see
+    them, read-write at the same path, as well as the directory of the cell that started them);
     ``[pools.GPU] dedicated = N`` per GPU type; ``[images.NAME]`` worker images (images.py).
     Unknown keys are an error."""
     import tomllib

@@ -67,7 +67,8 @@ class BackendServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{config.host}:{self.port}"
         check_for_runtime(config.images, config.runtime)  # e.g. `python` for docker: refused, naming the key
-        runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker", config.images)
+        runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker", config.images,
+                               docker_mounts=config.docker_mounts)
         self.ledger = Ledger(config.ledger or default_ledger_path())
         if any(self.ledger.recovered.values()):
             log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",

@@ -21,7 +21,7 @@ class WorkDir:
     def __init__(self):
         self.entered: str | None = None  # the kernel's directory this worker is in (None: not entered)
         self._told: set = set()
-        self.unseen = ""  # why the last directory ``sees`` refused is not the kernel's (for the message)
+        self.unseen = ""  # why the last directory ``sees`` refused is not the kernel's, in words
         if "" not in sys.path:
             sys.path.insert(0, "")  # modules beside the notebook, as a kernel imports them
 
@@ -32,10 +32,10 @@ class WorkDir:
         try:
             st = os.stat(cwd)
         except OSError as e:
-            self.unseen = f"is not on this worker's filesystem ({e.strerror})"
+            self.unseen = f"the kernel's directory {cwd} is not on this worker's filesystem ({e.strerror})"
             return False
         if cwd_id is not None and [st.st_dev, st.st_ino] != list(cwd_id):
-            self.unseen = "is not this worker's view of the kernel's directory (another directory has its path here)"
+            self.unseen = f"{cwd} is not this worker's view of the kernel's directory (another directory has that path here)"
             return False
         return True
 
@@ -48,7 +48,7 @@ class WorkDir:
             try:
                 os.chdir(cwd)
             except OSError as e:  # there, but not for this worker's user
-                self.unseen = f"is not open to this worker ({e.strerror})"
+                self.unseen = f"the kernel's directory {cwd} is not open to this worker ({e.strerror})"
             else:
                 importlib.invalidate_caches()  # a module file beside the notebook, found in the new directory
                 self.entered = cwd
@@ -56,7 +56,7 @@ class WorkDir:
         self.entered = None
         if cwd not in self._told:
             self._told.add(cwd)
-            say(f"jupyter-gpu: the kernel's directory {cwd} {self.unseen}; the cell runs in {os.getcwd()}, "
+            say(f"jupyter-gpu: {self.unseen}; the cell runs in {os.getcwd()}, "
                 "and files beside the notebook are not there\n")
 
     def moved(self) -> str | None:

@@ -12,19 +12,22 @@ def _ray(worker_url, images=None):
     return RayRuntime(worker_url, images=images)
 
 
-def _docker(worker_url, images=None):
+def _docker(worker_url, images=None, mounts=()):
     from jupyter_gpu_backend.runtimes.docker_runtime import DockerRuntime  # the docker SDK is optional too
 
-    return DockerRuntime(worker_url, images=images)
+    return DockerRuntime(worker_url, images=images, mounts=mounts)
 
 
 RUNTIMES = {"local": LocalRuntime, "ray": _ray, "docker": _docker}
 
 
-def make_runtime(name: str, worker_url: str, images: dict | None = None) -> Runtime:
-    """The runtime ``name``; ``images``: the named worker images it starts workers from (images.py)."""
+def make_runtime(name: str, worker_url: str, images: dict | None = None, docker_mounts=()) -> Runtime:
+    """The runtime ``name``; ``images``: the named worker images it starts workers from (images.py);
+    ``docker_mounts``: host directories every docker container sees (the other runtimes see the host's)."""
     try:
         cls = RUNTIMES[name]
     except KeyError:
         raise ValueError(f"unknown runtime {name!r}; available: {', '.join(sorted(RUNTIMES))}") from None
+    if name == "docker":
+        return cls(worker_url, images=images, mounts=docker_mounts)
     return cls(worker_url, images=images)

@@ -68,9 +68,12 @@ class Runtime(ABC):
         """The device types a worker may be started for, "cpu" last."""
 
     @abstractmethod
-    async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE) -> Handle:
+    async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE, *,
+                    cwd: str | None = None) -> Handle:
         """Start a worker for ``gpu`` from ``image``; it dials out to ``worker_url`` and registers
-        with ``worker_id`` and the one-time ``secret``."""
+        with ``worker_id`` and the one-time ``secret``.  ``cwd``: the kernel's directory of the cell
+        it is started for (None: no cell, or not to be trusted), for a runtime whose workers see the
+        host's files only where it mounts them (docker); the others, on the kernel's host, ignore it."""
 
     @abstractmethod
     def kill(self, handle: Handle) -> None:

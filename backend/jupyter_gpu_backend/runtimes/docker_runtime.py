@@ -5,7 +5,9 @@ to the backend like every worker.  Host networking, because a container reaches 
 host's 127.0.0.1 only that way (and a GPU node needs no inbound port).  ``init=True``: a small init
 is PID 1, so the agent keeps normal signal handling (SIGINT for the stop button) and a stop never
 waits out Docker's 10 s SIGTERM timeout.  A GPU worker gets exactly one GPU by a device request (the
-NVIDIA container toolkit); a ``cpu`` worker gets none and says ``cpu``: nothing pretends.
+NVIDIA container toolkit); a ``cpu`` worker gets none and says ``cpu``: nothing pretends.  The
+directory of the cell whose cold start creates a container, and the config's ``docker_mounts``, are
+bind-mounted into it at the same path, and its code runs as their owner (``docker_mounts.py``).
 
 The image is ``docker_image.ensure_worker_image`` (built in the background when the backend starts,
 only when its inputs changed), or ``$JUPYTER_GPU_DOCKER_IMAGE`` as given.  A named worker image
@@ -29,6 +31,7 @@ from jupyter_gpu._wire.shm import pid_alive
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
+from jupyter_gpu_backend.runtimes import docker_mounts
 from jupyter_gpu_backend.runtimes.base import Runtime, exit_text, wait_exits
 from jupyter_gpu_backend.runtimes.local import detect_gpus
 from jupyter_gpu._wire import settings
@@ -63,8 +66,9 @@ class DockerRuntime(Runtime):
     shares_host = False  # a container has its own /dev/shm: payloads go on the wire
     worker_is = "container"
 
-    def __init__(self, worker_url: str, image: str | None = None, images: dict | None = None):
+    def __init__(self, worker_url: str, image: str | None = None, images: dict | None = None, mounts=()):
         super().__init__(worker_url, images)
+        self.mounts = list(mounts)  # config `docker_mounts`: host directories every container sees (docker_mounts.py)
         import docker
 
         self.docker = docker
@@ -139,6 +143,7 @@ class DockerRuntime(Runtime):
         based = {b: t.result() if t.done() and not t.cancelled() and t.exception() is None else None
                  for b, t in self._builds.items()}
         return {"gpus": self.gpus, "image": self.image, "image_ready": ready, "image_error": self._image_error,
+                "mounts": self.mounts,
                 "images": {n: {"base": i.base, "tag": based.get(i.base) if i.base else self.image,
                                "error": self._build_errors.get(i.base) if i.base else self._image_error}
                            for n, i in self.images.items()}}
@@ -174,12 +179,17 @@ class DockerRuntime(Runtime):
         except Exception:
             raise WorkerStartFailed(f"no worker image for the docker runtime: {self._image_error}") from None
 
-    async def start(self, gpu: str, worker_id: str, secret: str, image_name: str = DEFAULT_IMAGE) -> DockerWorker:
+    async def start(self, gpu: str, worker_id: str, secret: str, image_name: str = DEFAULT_IMAGE, *,
+                    cwd: str | None = None) -> DockerWorker:
         spec = self.images[image_name]
         image = await self._current_image(spec.base)
         index = self._pick_index(gpu)
-        env = {**spec.worker_env(), settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
-        opts = {}
+        # the cell's directory and `docker_mounts`, bind-mounted at the same path; run as their owner
+        mounts = docker_mounts.plan(cwd, self.mounts)
+        for path, why in mounts.refused.items():
+            log.info("worker %s: %s is not mounted: %s", worker_id, path, why)
+        env = {**spec.worker_env(), **mounts.env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
+        opts = mounts.create_options()
         if index is None:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
         else:  # exactly its own GPU, which is device 0 inside the container

@@ -114,7 +114,8 @@ class LocalRuntime(Runtime):
         """The most devices a worker may get per type ("A100:2" needs two A100s here)."""
         return self.table.most()
 
-    async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE) -> WorkerProcess:
+    async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE, *,
+                    cwd: str | None = None) -> WorkerProcess:  # cwd: this host's, seen as it is
         name, count = split(gpu)  # "A100:2": a worker with two A100s
         indices = self.table.assign(name, count)  # NoSuchDevice, with the reason, when there are fewer
         try:

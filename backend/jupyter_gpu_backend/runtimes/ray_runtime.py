@@ -129,7 +129,8 @@ class RayRuntime(Runtime):
         return (f"waiting for Ray to place the worker: it needs {_resources(room[0])}; free in the cluster: "
                 f"{_resources(short)} (an autoscaler, if any, may add a node)")
 
-    async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE) -> RayWorker:
+    async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE, *,
+                    cwd: str | None = None) -> RayWorker:  # cwd: seen where the node shares it (workdir.py says where not)
         spec = self.images[image]
         opts = {"num_cpus": ACTOR_CPUS}
         if gpu != "cpu":

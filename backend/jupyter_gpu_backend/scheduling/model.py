@@ -130,6 +130,7 @@ class CellRun:
     worker: Worker | None = None
     interrupts: int = 0
     image: str = DEFAULT_IMAGE
+    cwd: str | None = None  # the kernel's directory, for a cold start's bind mount (the owner's cells only)
 
     @property
     def key(self) -> str:  # the (GPU type, image) pool it runs in

@@ -23,6 +23,7 @@ from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key, split_key
 from jupyter_gpu_backend.scheduling.autoscale import Autoscaler
 from jupyter_gpu_backend.scheduling.capacity import Capacity
 from jupyter_gpu_backend.scheduling.dedicated import DEDICATED, SERVERLESS, DedicatedPool
+from jupyter_gpu_backend.config import OWNER
 from jupyter_gpu_backend.runtimes.images import default_images
 from jupyter_gpu_backend.accounting.ledger import NullLedger
 from jupyter_gpu_backend.runtimes.base import Runtime
@@ -92,7 +93,10 @@ class Scheduler:
 
     def begin(self, session: Session, header: dict) -> CellRun:
         gpu = self.choose(header.get("gpu") or self.runtime.default_gpu())
-        return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header))
+        # the kernel's directory goes to a cold start's runtime (docker: bind-mounted) only for the
+        # backend's own user: a path another user's kernel names is not trusted to be theirs
+        cwd = header.get("cwd") if session.user == OWNER else None
+        return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header), cwd=cwd)
 
     def image_of(self, header: dict) -> str:
         """The worker image a request names (default when it names none); NoSuchImage lists the others."""
@@ -145,7 +149,7 @@ class Scheduler:
         """``start_worker`` for a cold cell.  A start that takes longer than a worker's usual boot
         says, in the cell's status line, what the runtime waits for (a Ray actor no node has room
         for), as soon as it is so and whenever that changes, not only when the start times out."""
-        task = asyncio.ensure_future(self.start_worker(run.gpu, image=run.image))
+        task = asyncio.ensure_future(self.start_worker(run.gpu, image=run.image, cwd=run.cwd))
         said, first = "", min(WAIT_NOTE_AFTER, self.start_timeout / 2)
         try:
             while True:
@@ -186,7 +190,10 @@ class Scheduler:
         if not ok:
             await self.worker_gone(worker)
 
-    async def start_worker(self, gpu: str, pool: str = SERVERLESS, image: str = DEFAULT_IMAGE) -> Worker:
+    async def start_worker(self, gpu: str, pool: str = SERVERLESS, image: str = DEFAULT_IMAGE,
+                           cwd: str | None = None) -> Worker:
+        """A new worker; ``cwd``: the directory of the cell it is started for (None: a spare or a
+        dedicated worker, started for no cell), which the runtime may mount (docker)."""
         worker_id = f"w-{secrets.token_hex(4)}"
         secret = secrets.token_urlsafe(24)
         loop = asyncio.get_running_loop()
@@ -199,7 +206,7 @@ class Scheduler:
         self.ledger.worker_image(worker_id, image)
         try:
             try:  # a runtime may wait for room (a Ray actor until a node has its resources free)
-                worker.handle = await asyncio.wait_for(self.runtime.start(gpu, worker_id, secret, image),
+                worker.handle = await asyncio.wait_for(self.runtime.start(gpu, worker_id, secret, image, cwd=cwd),
                                                        self.start_timeout)
             except asyncio.TimeoutError:
                 self.ledger.worker_state(worker_id, "lost", cause="not started in time")

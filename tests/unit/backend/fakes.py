@@ -27,7 +27,7 @@ class FakeRuntime(Runtime):
     def offers(self) -> list[str]:
         return ["T4", "cpu"]
 
-    async def start(self, gpu, worker_id, secret, image="default"):
+    async def start(self, gpu, worker_id, secret, image="default", cwd=None):
         handle = FakeHandle(worker_id, exited=asyncio.get_running_loop().create_future())
         self.workers[worker_id] = handle
         return handle
