@@ -97,6 +97,9 @@ CASES = [
          setup=("alias_a = alias_b = []",)),
     Case("view-changes-its-base", "view_v += 1\nprint((base_v[1:3] == view_v).all(), base_v.sum() == view_v.sum())",
          setup=("import numpy as np\nbase_v = np.zeros(4)\nview_v = base_v[1:3]",)),
+    # the kernel's directory (issue 21): a file beside the notebook, read by a relative path
+    Case("file-beside-the-notebook", "import os\nprint(open('beside.txt').read(), os.path.basename(os.getcwd()))",
+         setup=("open('beside.txt', 'w').write('written here')",)),
 ]
 
 
