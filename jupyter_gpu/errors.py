@@ -72,6 +72,11 @@ class PayloadTooLarge(GpuError):
     code = "payload_too_large"
 
 
+class FilesTooLarge(PayloadTooLarge):
+    """The notebook's directory, synced to a worker that cannot see it, is over $JUPYTER_GPU_SYNC_LIMIT;
+    the message names its biggest files and what to do.  Raised before anything is sent."""
+
+
 class BadRequest(GpuError):
     code = "bad_request"
 

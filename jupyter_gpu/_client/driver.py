@@ -21,6 +21,7 @@ The sink (one method call per event):
   waiting() -> status         called once, when the request has not ended already; the status it
                               shows while waiting: ``next_tick`` (when it wants ``tick()`` called),
                               ``tick()``, ``show(phase, position, detail)`` and ``clear()``
+  resent(header)              the request must be sent again (``files``: with the kernel's directory)
   done(message)               the final event; what it returns, ``drive`` returns
 """
 from __future__ import annotations
@@ -132,6 +133,7 @@ def drive(sink, conn, cell: str, *, backend, gpu: str, image: str | None, t0: fl
                 if budget is not None:
                     budget.phase(h["phase"], time.monotonic())
             elif kind == messages.RESEND:
+                sink.resent(h)
                 return None
             elif kind == messages.FAILURE:
                 live.clear()

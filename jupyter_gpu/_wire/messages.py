@@ -134,6 +134,12 @@ class Execute(_Envelope, total=False):
     # that directory's identity, [st_dev, st_ino] (a bind mount keeps both): a worker with another
     # directory at the same path (a container's own /tmp) does not run the cell there
     cwd_id: Optional[list[Count]]  # null: the kernel could not stat it
+    # the kernel's directory for a worker that cannot see it (notebook/files.py): root, base (the
+    # digest the kernel believes the worker's mirror has; "" from nothing), put ([path, size,
+    # mtime_ns, hash, buffer, offset]: the bytes among the request's buffers), drop
+    sync: dict[str, Any]
+    env: dict[str, Optional[str]]  # the variables the notebook set (%env, os.environ) -> value; null: unset
+    path: list[str]  # the kernel's own sys.path entries (a directory of the notebook's code)
 
 
 class Interrupt(_Envelope, total=False):
@@ -230,6 +236,7 @@ class Resend(_Envelope, total=False):
     cell: str
     reason: str
     names: list[Name]
+    files: bool  # the worker does not see the kernel's directory: send it (`sync`) from now on
 
 
 class Failure(_Envelope, total=False):
@@ -313,6 +320,9 @@ class Done(_Envelope, total=False):
     returned: list[str]  # the kernel's segments whose values died on the worker
     telemetry: dict[str, Any]  # peak GPU memory, mean utilisation (NVML)
     cwd: str  # the cell changed directory (os.chdir, %cd): the kernel follows, as after a local cell
+    # a synced directory (Execute.sync): the mirror's digest, what the cell put/dropped there (as
+    # Execute.sync's; buffers after the values'), or `over` (too much to bring back: why)
+    files: dict[str, Any]
     # where it ran (the backend for a relayed cell, the kernel for a lane cell)
     worker: Optional[str]
     gpu: str

@@ -50,6 +50,8 @@ FALLBACK = _s("JUPYTER_GPU_FALLBACK", "", "kernel",
               "GPU types tried after every type a cell asks for (`jupyter-gpu run --gpu-fallback cpu`)")
 MAX_RETURN = _s("JUPYTER_GPU_MAX_RETURN", None, "kernel",
                 "a value larger than this (e.g. 4GiB, the default) stays on its worker unless --out names it")
+SYNC_LIMIT = _s("JUPYTER_GPU_SYNC_LIMIT", "1GiB", "kernel",
+                "the most bytes of a kernel's directory synced to a worker on another filesystem (e.g. 500MB; 0: no limit)")
 RUN_BUDGET = _s("JUPYTER_GPU_RUN_BUDGET", None, "kernel", "USD that `jupyter-gpu run --max-cost` left this kernel")
 PRICES = _s("JUPYTER_GPU_PRICES", None, "kernel, backend, run",
             "a team's price file (default ~/.jupyter/jupyter-gpu/prices.toml) over the shipped catalog")
@@ -70,6 +72,9 @@ DOCKER_BASE = _s("JUPYTER_GPU_DOCKER_BASE", None, "backend", "the docker runtime
 DOCKER_IMAGE = _s("JUPYTER_GPU_DOCKER_IMAGE", None, "backend", "a worker image to use as it is, instead of building one")
 DOCKER_SHM = _s("JUPYTER_GPU_DOCKER_SHM", "1g", "backend", "each worker container's /dev/shm (Docker's 64 MiB breaks DataLoaders)")
 RAY_ADDRESS = _s("JUPYTER_GPU_RAY_ADDRESS", None, "backend", "the Ray cluster (ray://...; default: a local ray.init())")
+FILES = _s("JUPYTER_GPU_FILES", "auto", "backend, worker",
+           "auto: a worker enters the kernel's directory where it sees it, else it is synced; sync: always "
+           "synced (a worker's filesystem is not the kernel's even where a path matches)")
 RAY_CPUS = _s("JUPYTER_GPU_RAY_CPUS", None, "backend", "CPUs of the local Ray cluster the ray runtime starts (default: all, at least 2)")
 
 # -- set by a runtime for the worker it starts --------------------------------------------------------

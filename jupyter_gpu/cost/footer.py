@@ -6,6 +6,7 @@ import time
 
 from jupyter_gpu.cost import billing
 from jupyter_gpu.cost.pricing import price_for
+from jupyter_gpu._wire.serialization import human_size
 
 MIME = "application/vnd.jupyter-gpu.execution+json"
 # JupyterLab typesets `$...$` in an HTML output as LaTeX math (MathJax over the whole output), so
@@ -74,8 +75,16 @@ def _gpu_use(f: dict) -> str:
     return f" · peak {tm['peak_memory_bytes'] / 2**30:.1f} GiB, {tm.get('mean_utilisation', 0) * 100:.0f} % busy"
 
 
+def _files(f: dict) -> str:
+    """" · synced 3 files in, 1 out, 4.2 MiB": the notebook's directory, to a worker that cannot see it."""
+    moved = f.get("files")
+    if not moved:
+        return ""
+    return f" · synced {moved['in']} file{'s' if moved['in'] != 1 else ''} in, {moved['out']} out, {human_size(moved['bytes'])}"
+
+
 def text(f: dict) -> str:
-    return _text(f) + _gpu_use(f)
+    return _text(f) + _gpu_use(f) + _files(f)
 
 
 def _image(f: dict) -> str:

@@ -70,6 +70,7 @@ class Packed:
     hashes: dict  # name -> content hash of each value it ships
     route: object = None  # the worker's open lane; None: through the backend
     size: int | None = None  # the bytes sent, once all of it is written
+    moved: object = None  # files.Moved: the directory synced to a worker that cannot see it
 
 
 @dataclass
@@ -151,6 +152,8 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
     """The request of one attempt at ``plan``, and the worker's lane it goes by (None: the backend)."""
     held = session.held.setdefault(plan.key, Held())
     packer = serialization.Packer(shm_pool=session.pool if plan.use_shm else None)
+    ns, cwd = session.shell.user_ns, os.getcwd()
+    session.files.by_value(plan.key, [ns[n] for n in plan.names if n in ns], cwd)  # (a synced worker's)
     inputs, keep, hashes, references = _pack_inputs(session, plan.names, held, packer)
     opts = plan.opts
     header = {
@@ -174,10 +177,13 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         # the worker's segments whose values died here: it may reuse them
         "returned": session.reader.drain_returned(),
         "parent": session.parent(),  # the worker's get_ipython().kernel.get_parent()
-        "cwd": (cwd := os.getcwd()),  # the cell runs in the kernel's working directory (the worker's own view of it)
+        "cwd": cwd,  # the cell runs in the kernel's working directory (the worker's own view of it)
         "cwd_id": _dir_id(cwd),  # which directory that is: a worker with another one at its path says so
+        **session.environ.fields(held),  # the variables the notebook set, its own sys.path entries
     }
-    return Packed(held, packer, header, hashes, session.lane(held))
+    sync, moved = session.files.request(plan.key, held, packer, cwd)  # a worker that cannot see the directory
+    header.update(sync)
+    return Packed(held, packer, header, hashes, session.lane(held), moved=moved)
 
 
 def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, list]:
@@ -329,13 +335,19 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     cell's error, if it failed and ``raise_error``."""
     done = outcome.done
     session.remember(plan.key, packed.held, done, packed.hashes, outcome, plan.binds, plan.opts.no_out)
+    moved = session.files.concluded(session.held.get(plan.key), packed.moved, done.get("files"), outcome.buffers,
+                                    lambda text: Publisher(session.shell).stream("stderr", text))
     _follow_directory(done.get("cwd"))
     wall = time.monotonic() - plan.t0
     f = footer.build(done, wall, {"sent_bytes": packed.size, "received_bytes": outcome.received}, session.footers)
+    if moved:
+        f["files"] = moved  # synced in and out: {in, out, bytes}
     if plan.fell_back:
         f["fallback_from"] = plan.fell_back
     session.record(f)
     error = outcome.exception(done)
+    if error is not None:  # a module the kernel has and the worker cannot see: where it is, what to do
+        session.files.explain_missing(error, lambda text: Publisher(session.shell).stream("stderr", text))
     if error is None or not raise_error:
         outcome.show_after_error()
         Publisher(session.shell).footer(footer.bundle(f))

@@ -17,6 +17,7 @@ class CellOutcome:
         self.hashes: dict = {}
         self.refs: list = []
         self.deleted: list = []  # inputs the cell deleted (`del x`), deleted here too
+        self.buffers: list = []  # the final event's buffers (a synced directory's files among them)
         self.clear_pending = False  # a clear_output(wait=True) held for the next output (sink.py)
         self.after_error: list | None = None  # once its error came: the outputs after it, to show (callables)
         self._text = None

@@ -18,6 +18,7 @@ class Held:
     pool: str | None = None  # "dedicated" / "serverless": the worker's pool, as the backend said
     lane: dict | None = None  # the worker's direct lane {path, secret}, granted by the backend
     lane_conn: object = None  # the open jupyter_gpu._wire.lane.LaneConnection, once used
+    files: object = None  # files.Synced: what it holds of the kernel's directory, where it cannot see it
 
     def drop_lane(self) -> None:
         if self.lane_conn is not None:

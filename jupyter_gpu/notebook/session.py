@@ -17,6 +17,8 @@ from jupyter_gpu._wire import devices, framing, lane, messages, settings, shm
 from jupyter_gpu.errors import ConnectionLost, from_failure
 from jupyter_gpu.notebook import comms
 from jupyter_gpu.notebook.cell_options import CellOptions
+from jupyter_gpu.notebook.environ import KernelEnviron
+from jupyter_gpu.notebook.files import FileSync
 from jupyter_gpu.notebook.publish import Publisher
 from jupyter_gpu.notebook.remote_values import Held, Lost
 
@@ -74,6 +76,8 @@ class KernelSession:
         self.sent_on_arrival = 0  # cells early.py sent before their magic ran
         self.stop_first = False  # the stop button was pressed as early.py sent the cell: it raises at once
         self.comms: dict = {}  # comm id -> comms.RemoteComm: comms that live on a worker (comms.py)
+        self.files = FileSync()  # the kernel's directory, for workers that cannot see it (files.py)
+        self.environ = KernelEnviron()  # the variables the notebook set, its code directories (environ.py)
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self, url: str | None = None, token: str | None = None) -> BackendClient:
@@ -179,6 +183,7 @@ class KernelSession:
             self.client = None
         if self.pool is not None:
             self.pool.close()
+        self.files.close()
 
     # -- its cells -------------------------------------------------------------------------------
     def new_cell_id(self) -> str:

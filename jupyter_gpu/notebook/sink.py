@@ -49,6 +49,11 @@ class NotebookSink(Publisher):
         self.live: LiveStatus | None = None
         self.capturing = False  # an Output widget captures the cell's messages (comms.publish)
 
+    def resent(self, h: dict) -> None:
+        """The worker asks for the cell again: with the kernel's directory, when it cannot see it."""
+        if h.get("files"):
+            self.session.files.needed.add(self.key)
+
     def waiting(self) -> LiveStatus:
         self.live = LiveStatus(self, f"{self.prefix}live-{self.cell}", self.gpu, self.t0)
         return self.live
@@ -136,7 +141,7 @@ class NotebookSink(Publisher):
         out = self.outcome
         out.received += framing.payload_size(msg.header)
         self._take_results(msg.header, msg.buffers)
-        out.done = msg.header
+        out.done, out.buffers = msg.header, msg.buffers
         return out
 
     def _take_results(self, h: dict, buffers: list) -> None:

@@ -47,6 +47,8 @@ export interface IFooterData {
   keep_warm_idle_s?: number; // keep-warm idle this cell ended, billed in its cost
   // sampled from NVML on the worker while the cell ran (absent on cpu workers)
   telemetry?: { peak_memory_bytes?: number; mean_utilisation?: number; samples?: number };
+  // the notebook's directory, synced to a worker that cannot see it: files in, out, bytes both ways
+  files?: { in: number; out: number; bytes: number };
 }
 
 export interface IPart {
@@ -150,6 +152,14 @@ export function footerParts(d: IFooterData): IPart[] {
   const util = d.telemetry?.mean_utilisation;
   if (peak !== undefined && typeof util === 'number') {
     parts.push({ key: 'utilization', text: `${Math.round(util * 100)}% busy` });
+  }
+  if (d.files) {
+    const f = d.files;
+    parts.push({
+      key: 'files',
+      text: `synced ${f.in} file${f.in === 1 ? '' : 's'} in, ${f.out} out, ${bytes(f.bytes)}`,
+      title: "the notebook's directory, to a worker that cannot see it"
+    });
   }
   return parts;
 }

@@ -72,6 +72,12 @@ describe('footer renderer', () => {
     expect(part?.text).toBe('image train');
   });
 
+  it('says what a synced directory moved, and nothing when nothing did', () => {
+    expect(footerParts(footer).map(p => p.key)).not.toContain('files');
+    const part = footerParts({ ...footer, files: { in: 3, out: 1, bytes: 4.2 * 1024 ** 2 } }).find(p => p.key === 'files');
+    expect(part?.text).toBe('synced 3 files in, 1 out, 4.2 MiB');
+  });
+
   it('renders the live status line with its phase and queue position, then replaces it in place', () => {
     const node = document.createElement('div');
     renderFooter(node, { version: 1, live: true, phase: 'queued', gpu: 'A100', elapsed: 2.5, position: 3 });

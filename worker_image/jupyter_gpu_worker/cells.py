@@ -15,13 +15,15 @@ from typing import Callable
 
 from IPython.core.error import StdinNotImplementedError
 
-from jupyter_gpu._wire import framing, messages, serialization, shm
+from jupyter_gpu._wire import framing, messages, serialization, settings, shm
 from jupyter_gpu._wire import lane as lanes
 from jupyter_gpu.errors import SerializationError
 from jupyter_gpu_worker import history
+from jupyter_gpu_worker.environ import KernelEnviron
 from jupyter_gpu_worker.events import Emitter
 from jupyter_gpu_worker.fdcapture import FdCapture
 from jupyter_gpu_worker.meter import LaneMeter
+from jupyter_gpu_worker.mirror import Mirrors
 from jupyter_gpu_worker.results import Holdings, before_cell, pack_results, take_inputs
 from jupyter_gpu_worker.shell import make_shell
 from jupyter_gpu_worker.telemetry import GpuTelemetry
@@ -56,6 +58,9 @@ class CellRunner:
         self.fd_output = FdCapture(self.emitter)  # subprocesses' and C libraries' output too
         self._fresh_ns = set(self.shell.user_ns)
         self.workdir = WorkDir()  # the kernel's working directory, followed cell by cell
+        self.mirrors = Mirrors()  # or a mirror of it, where this worker cannot see it
+        self.environ = KernelEnviron()  # the variables the notebook set, its code directories
+        self.sync_files = settings.FILES.get() == "sync"  # the backend says: never the kernel's own directory
 
     def send(self, header: dict, buffers=()) -> None:
         """The emitter's sender (the main thread and the stream flusher call it)."""
@@ -125,6 +130,8 @@ class CellRunner:
         self.holdings.clear()
         history.forget(self.shell)
         self.out_pool.reclaim()  # the previous kernel's mappings are gone with its session
+        self.mirrors.clear()  # and its files, variables and code directories
+        self.environ.reset()
         self.session = session
 
     def execute(self, msg: framing.Message) -> None:
@@ -158,17 +165,30 @@ class CellRunner:
             self.out_pool.returned(h.get("returned", ()))  # results the kernel no longer holds
         ns = self.shell.user_ns
         missing = [n for n, hsh in h.get("keep", {}).items() if self.holdings.held.get(n) != hsh or n not in ns]
-        if missing:
+        try:
+            cwd, needs_files = self._directory(h, msg.buffers) if not missing else (None, False)
+        except Exception as e:  # the kernel's files could not be written here (disk full, a path refused)
             with self._start_lock:
                 self._waiting.pop(cell, None)
-            self.send({"type": messages.RESEND, "cell": cell, "names": missing})
+            self.emitter.cell = cell
+            self._error(OSError(f"the notebook's directory could not be synced to this worker: {type(e).__name__}: {e}"))
+            if t_received is not None:
+                self._owe_report(h, "error", {}, time.monotonic())
+            self.emitter.end(messages.done(cell, "error"), [])
+            return
+        if missing or needs_files:
+            with self._start_lock:
+                self._waiting.pop(cell, None)
+            self.send({"type": messages.RESEND, "cell": cell, "names": missing, **({"files": True} if needs_files else {})})
             if t_received is not None:
                 self._owe_report(h, "resend", {}, time.monotonic())
             self.send(messages.done(cell, "resend"))
             return
         self.emitter.cell = cell
         self.shell.kernel.set_parent(h.get("parent"))  # what get_ipython().kernel.get_parent() gives
-        self.workdir.enter(h.get("cwd"), lambda text: self.emitter.write_stream("stderr", text), h.get("cwd_id"))
+        self.workdir.enter(cwd, lambda text: self.emitter.write_stream("stderr", text))  # seen (_directory)
+        if "env" in h or "path" in h or self.environ.paths:
+            self.environ.apply(h.get("env"), h.get("path"), self.mirrors.mirror_path if self.mirrors.root else None)
         status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
         t0 = time.monotonic()
@@ -188,6 +208,7 @@ class CellRunner:
             timings["load"] = t1 - t0
             self.shell.execution_count = h.get("exec_count", self.shell.execution_count)
             before = before_cell(ns)
+            self.mirrors.began()
             if self.telemetry is not None:
                 self.telemetry.start()
             try:
@@ -232,13 +253,38 @@ class CellRunner:
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here
             moved = self.workdir.moved()  # the cell changed directory: the kernel follows
+            if moved and self.mirrors.root is not None:
+                moved = self.mirrors.kernel_path(moved)  # in the mirror: the kernel's own path
+            files = {}
+            if self.mirrors.current is not None:  # what the cell changed in the mirrored directory
+                files, file_buffers = self.mirrors.after()
+                for e in files.get("put", ()):
+                    e[4] += len(buffers)
+                buffers = [*buffers, *file_buffers]
             self.emitter.end(
                 messages.done(cell, status, timings, returned=returned, **outputs,
                               **({"telemetry": telemetry} if telemetry else {}),
-                              **({"cwd": moved} if moved else {})),
+                              **({"cwd": moved} if moved else {}), **({"files": files} if files else {})),
                 buffers,
             )
             self.out_pool.lent(self.session)
+
+    def _directory(self, h: dict, buffers: list) -> tuple[str | None, bool]:
+        """(the directory the cell runs in, whether it needs the kernel's files sent first): the
+        kernel's own where this worker sees it, else its mirror here (mirror.py)."""
+        sync = h.get("sync")
+        if sync is not None:
+            path = self.mirrors.receive(sync, buffers)
+            if not sync.get("base"):
+                self.workdir.entered = None  # made anew (the worker may have been in it): enter it again
+            return path, path is None
+        self.mirrors.root = None
+        cwd = h.get("cwd")
+        if cwd is None or cwd == self.workdir.entered:
+            return cwd, False  # the directory of the last cell: no system call (a warm cell's path)
+        if self.sync_files or not self.workdir.sees(cwd, h.get("cwd_id")):
+            return None, True
+        return cwd, False
 
     def _error(self, e: BaseException) -> None:
         self.emitter.event(

@@ -63,7 +63,10 @@ class WorkDir:
         """After a cell: the directory it changed to, if it did (the kernel follows)."""
         if self.entered is None:
             return None
-        now = os.getcwd()
+        try:
+            now = os.getcwd()
+        except OSError:  # the cell removed the directory it is in: nowhere for the kernel to follow
+            return None
         if now == self.entered:
             return None
         self.entered = now

@@ -58,6 +58,9 @@ class Sink:
         self.log.append(("waiting",))
         return Status(self.log)
 
+    def resent(self, header):
+        self.log.append(("resent", header.get("files", False)))
+
     def done(self, msg):
         self.log.append(("done", msg.header["status"]))
         return msg.header
@@ -108,7 +111,13 @@ def test_a_request_whose_end_is_already_there_is_taken_without_waiting(pair):
 def test_resend_and_failure(pair):
     kernel, worker, backend, _ = pair
     worker.send({"type": messages.RESEND, "cell": CELL, "names": ["x"]})
-    assert drive(Sink(), kernel, backend) is None  # pack and send the inputs again
+    sink = Sink()
+    assert drive(sink, kernel, backend) is None  # pack and send the inputs again
+    assert sink.log[-1] == ("resent", False)
+    worker.send({"type": messages.RESEND, "cell": CELL, "names": [], "files": True})
+    sink = Sink()
+    assert drive(sink, kernel, backend) is None  # and the kernel's directory with it
+    assert sink.log[-1] == ("resent", True)
     worker.send(messages.failure(NoSuchDevice.code, "no H100 here"))
     sink = Sink()
     with pytest.raises(NoSuchDevice, match="no H100 here"):
