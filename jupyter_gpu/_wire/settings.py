@@ -50,8 +50,9 @@ FALLBACK = _s("JUPYTER_GPU_FALLBACK", "", "kernel",
               "GPU types tried after every type a cell asks for (`jupyter-gpu run --gpu-fallback cpu`)")
 MAX_RETURN = _s("JUPYTER_GPU_MAX_RETURN", None, "kernel",
                 "a value larger than this (e.g. 4GiB, the default) stays on its worker unless --out names it")
-SYNC_LIMIT = _s("JUPYTER_GPU_SYNC_LIMIT", "1GiB", "kernel",
-                "the most bytes of a kernel's directory synced to a worker on another filesystem (e.g. 500MB; 0: no limit)")
+SYNC_LIMIT = _s("JUPYTER_GPU_SYNC_LIMIT", "1GiB", "kernel, worker",
+                "the most bytes of the notebook's directory synced with a worker on another filesystem "
+                "(e.g. 500MB; 0: no limit)")
 RUN_BUDGET = _s("JUPYTER_GPU_RUN_BUDGET", None, "kernel", "USD that `jupyter-gpu run --max-cost` left this kernel")
 PRICES = _s("JUPYTER_GPU_PRICES", None, "kernel, backend, run",
             "a team's price file (default ~/.jupyter/jupyter-gpu/prices.toml) over the shipped catalog")
