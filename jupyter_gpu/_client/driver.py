@@ -21,7 +21,8 @@ The sink (one method call per event):
   waiting() -> status         called once, when the request has not ended already; the status it
                               shows while waiting: ``next_tick`` (when it wants ``tick()`` called),
                               ``tick()``, ``show(phase, position, detail)`` and ``clear()``
-  resent(header)              the request must be sent again (``files``: with the kernel's directory)
+  resent(header)              the request must be sent again: the backend's ``resend``, or the
+                              ``done`` of a worker's (which asked for the kernel's directory)
   done(message)               the final event; what it returns, ``drive`` returns
 """
 from __future__ import annotations
@@ -76,6 +77,7 @@ def drive(sink, conn, cell: str, *, backend, gpu: str, image: str | None, t0: fl
     stop = StopButton()
     kernel_sigint = stop.trap()  # the kernel's own handler, None off the main thread
     sent_interrupts = 0
+    with_files = False  # the worker asked for the cell again with the kernel's directory
     try:
         while True:
             now = time.monotonic()
@@ -133,6 +135,11 @@ def drive(sink, conn, cell: str, *, backend, gpu: str, image: str | None, t0: fl
                 if budget is not None:
                     budget.phase(h["phase"], time.monotonic())
             elif kind == messages.RESEND:
+                if not h.get("files"):
+                    sink.resent(h)
+                    return None
+                with_files = True  # its `done` follows: it says where that attempt ran, cold or not
+            elif kind == messages.DONE and h.get("status") == "resend" and with_files:
                 sink.resent(h)
                 return None
             elif kind == messages.FAILURE:

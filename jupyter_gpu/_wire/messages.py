@@ -193,6 +193,7 @@ class Welcome(_Envelope, total=False):
     default_gpu: str
     devices: dict[str, Count]  # the most devices a worker may get, per type ("A100:2")
     images: list[str]
+    files: str  # "sync": its workers never see the kernel's directory; "auto": each worker says
 
 
 class Phase(_Envelope, total=False):

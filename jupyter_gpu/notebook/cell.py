@@ -53,6 +53,7 @@ class CellPlan:
     t0: float  # time.monotonic() when it was planned: its footer's wall time starts here
     base: str  # its id in the ledger, before the attempt's suffix
     fell_back: str | None = None  # the GPU spec asked for, when it runs on a fallback
+    first: dict | None = None  # the `done` of an attempt its worker asked to be resent (with files)
 
     def needs(self, ns: dict, held) -> list:
         """The values only the worker holds that the cell reads: the backend must confirm it is
@@ -311,8 +312,11 @@ def drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | None:
     """The cell's events into the notebook until its final one (None: send its inputs again)."""
     cell, opts = packed.header["cell"], plan.opts
     sink = NotebookSink(session, cell, plan.gpu, plan.t0, plan.key)
-    return driver.drive(sink, packed.route or session.client, cell, backend=session.client, gpu=plan.gpu,
-                        image=opts.image, t0=plan.t0, timeout=opts.timeout, max_cost=opts.max_cost)
+    outcome = driver.drive(sink, packed.route or session.client, cell, backend=session.client, gpu=plan.gpu,
+                           image=opts.image, t0=plan.t0, timeout=opts.timeout, max_cost=opts.max_cost)
+    if sink.first is not None and plan.first is None:
+        plan.first = sink.first  # the worker took it cold, then asked for the kernel's directory
+    return outcome
 
 
 def lane_lost(session, plan: CellPlan, packed: Packed) -> CellOutcome | None:
@@ -334,6 +338,7 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     """Record what the cell left where, and publish its footer (its last output); then raise the
     cell's error, if it failed and ``raise_error``."""
     done = outcome.done
+    _started_by(done, plan.first)
     session.remember(plan.key, packed.held, done, packed.hashes, outcome, plan.binds, plan.opts.no_out)
     moved = session.files.concluded(session.held.get(plan.key), packed.moved, done.get("files"), outcome.buffers,
                                     lambda text: Publisher(session.shell).stream("stderr", text))
@@ -377,6 +382,19 @@ def _dir_id(path: str) -> list | None:
         except OSError:
             _last_dir[:] = [path, None]
     return _last_dir[1]
+
+
+def _started_by(done: dict, first: dict | None) -> None:
+    """A cell its worker asked to be resent (with the kernel's directory) started with that first
+    attempt: a cold start (and its queue) then is this cell's, in its footer and its cost."""
+    if not first or not first.get("cold") or done.get("cold") or first.get("worker") != done.get("worker"):
+        return
+    t, t0 = done.setdefault("timings", {}), first.get("timings") or {}
+    for phase in ("queue", "cold_start", "worker_start"):
+        t[phase] = t.get(phase, 0.0) + t0.get(phase, 0.0)
+    done["cold"] = True
+    if first.get("start_method"):
+        done["start_method"] = first["start_method"]
 
 
 def _follow_directory(cwd: str | None) -> None:

@@ -60,6 +60,7 @@ class FileSync:
     def __init__(self):
         self.trees: dict[str, filetree.Tree] = {}
         self.needed: set[str] = set()  # pool keys whose workers do not see the kernel's directory
+        self.always = False  # the backend says none of its workers does (its welcome's `files`)
         self._by_value: set[str] = set()  # modules registered with cloudpickle to go with their code
         self._by_reference: set[str] = set()  # modules looked at that a synced worker imports itself
         self._root: str | None = None
@@ -78,7 +79,7 @@ class FileSync:
     def request(self, key: str, held, packer, root: str) -> tuple[dict, Moved | None]:
         """The ``sync`` field of a request to pool ``key`` (and its buffers, added to ``packer``),
         when that pool's worker needs the files; ({}, None) when it sees them itself."""
-        if key not in self.needed:
+        if key not in self.needed and not self.always:
             return {}, None
         t = self.tree(root)
         cap = filetree.sync_limit()  # read per cell: `%env JUPYTER_GPU_SYNC_LIMIT=...` takes effect at once
@@ -161,7 +162,7 @@ class FileSync:
         interpreter's) are registered so that a function, class or instance of one is pickled with
         its code (cloudpickle.register_pickle_by_value); one inside the directory goes by
         reference, as the worker imports its synced file."""
-        if key not in self.needed:
+        if key not in self.needed and not self.always:
             return
         if root != self._root:
             self._root = root

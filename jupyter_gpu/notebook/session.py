@@ -99,6 +99,7 @@ class KernelSession:
                 url, token = ensure_backend()
                 self.client = BackendClient(url, token, self.id)
         self._gpu_cache.clear()  # what it offers may differ
+        self.files.always = self.client.welcome.get("files") == "sync"
         for gpu in list(self.held):
             self.forget(gpu)
         return self.client

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from jupyter_gpu._wire import framing, sharing
+from jupyter_gpu._wire import framing, messages, sharing
 from jupyter_gpu.errors import SerializationError
 from jupyter_gpu.notebook import comms, stdin
 from jupyter_gpu.notebook.cell_outcome import CellOutcome
@@ -48,11 +48,14 @@ class NotebookSink(Publisher):
         self.key = key  # the pool it runs in: a comm it opens lives on that pool's worker
         self.live: LiveStatus | None = None
         self.capturing = False  # an Output widget captures the cell's messages (comms.publish)
+        self.first: dict | None = None  # the `done` of an attempt the worker asked to be resent with files
 
     def resent(self, h: dict) -> None:
-        """The worker asks for the cell again: with the kernel's directory, when it cannot see it."""
-        if h.get("files"):
+        """The cell must be sent again; a worker's ``done`` of it: with the kernel's directory,
+        which it cannot see (that attempt's start, cold or warm, is the cell's: ``self.first``)."""
+        if h.get("type") == messages.DONE:
             self.session.files.needed.add(self.key)
+            self.first = h
 
     def waiting(self) -> LiveStatus:
         self.live = LiveStatus(self, f"{self.prefix}live-{self.cell}", self.gpu, self.t0)

@@ -25,7 +25,9 @@ from jupyter_gpu._wire.shm import pid_alive
 from tests.e2e.helpers import LOAD, wait_pid_exit
 from tests.integration.backend_process import start_backend, stop_backend
 
-RUNTIMES = ("local", "docker", "ray")
+# "local-sync": the local runtime told its workers' filesystem is not the kernel's
+# (JUPYTER_GPU_FILES=sync): every test again, with the notebook's directory synced (issue 21)
+RUNTIMES = ("local", "docker", "ray", "local-sync")
 KEEP_WARM = 600  # seconds: no worker expires between tests; the expiry test asks for 1 s itself
 
 
@@ -39,6 +41,7 @@ class Runtime:
     log: Path
     start_method: str  # what a cold cell's footer says ("zygote", "container", "ray actor")
     in_container: bool = False
+    synced: bool = False  # its workers get the notebook's directory synced (JUPYTER_GPU_FILES=sync)
     # watch(worker id, pid the cell saw): asserts that worker's process (or container) is there
     # now and returns gone(timeout) -> bool, which waits for its end (its exit / removal event)
     watch: Callable[[str, int], Callable[[float], bool]] = field(default=None)
@@ -97,8 +100,8 @@ def _watch_pid(worker: str, pid: int):
 
 @pytest.fixture(scope="module", params=RUNTIMES)
 def runtime(request, tmp_path_factory):
-    name = request.param
-    d = tmp_path_factory.mktemp(f"runtime-{name}")
+    name, synced = request.param.removesuffix("-sync"), request.param.endswith("-sync")
+    d = tmp_path_factory.mktemp(f"runtime-{request.param}")
     env, watch, closing = {}, _watch_pid, None
     if name == "docker":
         env, watch, closing = _docker(d)
@@ -107,11 +110,13 @@ def runtime(request, tmp_path_factory):
     token = f"{name}-behaviour-token"
     config = d / "serve.toml"  # a named worker image, to show images behave alike on every runtime
     config.write_text('[images.marked]\nenv = { JUPYTER_GPU_TEST_MARK = "marked" }\npreload = ["json"]\n')
+    if synced:
+        env["JUPYTER_GPU_FILES"] = "sync"
     proc, url = start_backend(d, "--runtime", name, "--token", token, "--keep-warm", str(KEEP_WARM),
                               "--config", str(config), env=env)
     rt = Runtime(name, url, token, d / "log", start_method={"local": "zygote", "docker": "container",
                                                              "ray": "ray actor"}[name],
-                 in_container=name == "docker", watch=watch)
+                 in_container=name == "docker", watch=watch, synced=synced)
     try:
         # the local runtime forks workers from its zygote once it has imported everything
         # (before that it spawns them): wait for that, so the first cold start is a fork

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import zipfile
 
 import pytest
@@ -44,10 +45,17 @@ def notebook(kernel, tmp_path):
     _move(kernel, home)
 
 
-def test_a_cell_reads_a_file_beside_its_notebook(kernel, notebook):
+def is_where(runtime, seen: str, path) -> bool:
+    """Whether ``seen`` on the worker is the kernel's ``path``: that path itself, or (synced) its
+    mirror, another directory whose path ends with the kernel's own."""
+    return seen != str(path) and seen.endswith(str(path)) if runtime.synced else seen == str(path)
+
+
+def test_a_cell_reads_a_file_beside_its_notebook(kernel, runtime, notebook):
     (notebook / "data.csv").write_text("x\n42\n")
     cell = kernel.run("%%gpu\nimport os\nprint(open('data.csv').read().split()[1], os.getcwd())")
-    assert cell.stdout() == f"42 {notebook}\n"
+    value, cwd = cell.stdout().split()
+    assert value == "42" and is_where(runtime, cwd, notebook)
     assert stderr(cell) == ""  # nothing said about a directory the worker does not see
 
 
@@ -69,23 +77,33 @@ def test_cd_into_a_subfolder_then_a_relative_read_and_back(kernel, notebook):
     assert kernel.run("%%gpu\nimport os\nprint(sorted(os.listdir()))").stdout() == "['sub']\n"
 
 
-def test_a_module_beside_the_notebook_imports_on_the_worker(kernel, notebook):
+def test_a_module_beside_the_notebook_imports_on_the_worker(kernel, runtime, notebook):
     (notebook / "wd_helper.py").write_text("def load():\n    return 'v1'\n")
     cell = kernel.run("%%gpu\nimport wd_helper\nprint(wd_helper.load(), wd_helper.__file__)")
-    assert cell.stdout() == f"v1 {notebook / 'wd_helper.py'}\n"
+    value, file = cell.stdout().split()
+    assert value == "v1" and is_where(runtime, file, notebook / "wd_helper.py")
 
 
-def test_another_directory_at_the_kernels_path_is_said_and_not_used(kernel, runtime, notebook):
-    """/tmp is in every container, but a container's own /tmp is not the host's: the worker tells
-    them apart by the directory's identity (st_dev, st_ino), which a bind mount keeps."""
+def test_another_directory_at_the_kernels_path_is_not_used_the_kernels_is_synced(kernel, runtime, notebook, tmp_path):
+    """A path can name another directory on the worker (a container's own /tmp is not the host's):
+    the worker tells them apart by the directory's identity (st_dev, st_ino), which a bind mount
+    keeps, and gets the kernel's directory synced instead (notebook/files.py)."""
+    other = f"/tmp/jgpu-other-{tmp_path.name}"
     kernel.run("%%gpu\npass")  # the worker, started from the notebook's folder
-    kernel.run("import os\nos.chdir('/tmp')")
-    cell = kernel.run("%%gpu\nimport os\nprint(os.getcwd())")
-    if runtime.in_container:
-        assert "/tmp is not this worker's view of the kernel's directory" in stderr(cell)
-        assert cell.stdout() != "/tmp\n"
-    else:  # the host's own /tmp
-        assert (cell.stdout(), stderr(cell)) == ("/tmp\n", "")
+    if runtime.in_container:  # a directory of the container's own at that path, with its own data.csv
+        kernel.run(f"%%gpu\nimport os\nos.makedirs({other!r})\nopen({other!r} + '/data.csv', 'w').write('the container')")
+    os.makedirs(other)
+    try:
+        with open(f"{other}/data.csv", "w") as f:
+            f.write("the host")
+        kernel.run(f"import os\nos.chdir({other!r})")
+        cell = kernel.run("%%gpu\nprint(open('data.csv').read())")
+        assert (cell.stdout(), stderr(cell)) == ("the host\n", "")
+        synced = "files" in cell.footers()[-1]
+        assert synced == (runtime.in_container or runtime.synced)  # a worker on this host sees /tmp itself
+    finally:
+        kernel.run(f"import os\nos.chdir({str(notebook)!r})")
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def _wheel(folder, name: str = "wd_tiny", version: str = "0.1"):

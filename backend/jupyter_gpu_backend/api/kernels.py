@@ -16,7 +16,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from jupyter_gpu import __version__
-from jupyter_gpu._wire import framing, messages, shm
+from jupyter_gpu._wire import framing, messages, settings, shm
 from jupyter_gpu.errors import GpuError
 
 from jupyter_gpu_backend.accounting.budgets import Budgets
@@ -105,6 +105,8 @@ class Kernels:
             # the most devices a worker may get per type ("A100:2"); absent: one
             "devices": runtime.max_devices() or {},
             "images": sorted(self.scheduler.images),  # what `%%gpu --image NAME` may name
+            # "sync": its workers never see the kernel's directory (it is synced from the first cell)
+            "files": settings.FILES.get(),
         }
 
     async def _close_session(self, session_id: str) -> None:

@@ -19,6 +19,7 @@ import signal
 from abc import ABC, abstractmethod
 from typing import Protocol
 
+from jupyter_gpu._wire import settings
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
 from jupyter_gpu_backend.runtimes.images import WorkerImage, default_images
@@ -124,6 +125,13 @@ class Runtime(ABC):
             self.kill(handle)
         await wait_exits(self.workers.values())
         self.workers.clear()
+
+    @staticmethod
+    def passed_on() -> dict:
+        """The backend's settings its workers read too ($JUPYTER_GPU_FILES), for a runtime whose
+        workers do not inherit the backend's environment (a container, a Ray node)."""
+        files = settings.FILES.get()
+        return {settings.FILES.name: files} if files != settings.FILES.default else {}
 
     # -- hooks of the above --------------------------------------------------------------------
     def _kill_wait(self, grace: float) -> float:

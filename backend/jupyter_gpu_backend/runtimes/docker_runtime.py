@@ -188,7 +188,7 @@ class DockerRuntime(Runtime):
         mounts = docker_mounts.plan(cwd, self.mounts)
         for path, why in mounts.refused.items():
             log.info("worker %s: %s is not mounted: %s", worker_id, path, why)
-        env = {**spec.worker_env(), **mounts.env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
+        env = {**self.passed_on(), **spec.worker_env(), **mounts.env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
         opts = mounts.create_options()
         if index is None:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all

@@ -139,7 +139,7 @@ class RayRuntime(Runtime):
             opts["runtime_env"] = spec.runtime_env
         actor = self.actor_cls.options(**opts).remote()
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
-        env = {**spec.worker_env(), settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
+        env = {**self.passed_on(), **spec.worker_env(), settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
         if gpu == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
         try:

@@ -115,9 +115,10 @@ def test_resend_and_failure(pair):
     assert drive(sink, kernel, backend) is None  # pack and send the inputs again
     assert sink.log[-1] == ("resent", False)
     worker.send({"type": messages.RESEND, "cell": CELL, "names": [], "files": True})
+    worker.send({**messages.done(CELL, "resend"), "cold": True})  # where that attempt ran
     sink = Sink()
     assert drive(sink, kernel, backend) is None  # and the kernel's directory with it
-    assert sink.log[-1] == ("resent", True)
+    assert sink.log[-1] == ("resent", False)  # the done's (the sink reads its `cold`)
     worker.send(messages.failure(NoSuchDevice.code, "no H100 here"))
     sink = Sink()
     with pytest.raises(NoSuchDevice, match="no H100 here"):
