@@ -327,3 +327,33 @@ def test_sync_limit():
     assert filetree.sync_limit({"JUPYTER_GPU_SYNC_LIMIT": "0"}) == 0
     with pytest.raises(ValueError):
         filetree.sync_limit({"JUPYTER_GPU_SYNC_LIMIT": "lots"})
+
+
+@pytest.mark.parametrize("watch", [True, False])
+def test_since_mark_names_what_changed_and_only_that(tmp_path, watch):
+    for rel in ("same.txt", "edit.txt", "gone.txt", "d/touched.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    with Tree(str(tmp_path), watch=watch) as t:
+        t.mark()
+        (tmp_path / "edit.txt").write_text("edited")
+        (tmp_path / "gone.txt").unlink()
+        (tmp_path / "new.txt").write_text("new")
+        os.utime(tmp_path / "d" / "touched.txt", ns=(10**18, 10**18))  # a new mtime, the same content
+        (tmp_path / "tmp.txt").write_text("x")
+        (tmp_path / "tmp.txt").unlink()  # made and removed within the mark: no change at all
+        t.refresh()
+        assert t.since_mark() == (["edit.txt", "new.txt"], ["gone.txt"])
+        assert t.since_mark() == ([], [])  # the mark ended
+
+
+def test_apply_in_place_writes_the_same_files(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for rel, text in (("x.txt", "x"), ("d/y.txt", "yy")):
+        (a / rel).parent.mkdir(parents=True, exist_ok=True)
+        (a / rel).write_text(text)
+    with Tree(str(a), watch=False) as t:
+        entries, buffers = pack(str(a), sorted(t.manifest), t.manifest)
+        apply(str(b), entries, buffers, atomic=False)
+        with Tree(str(b), watch=False) as u:
+            assert u.manifest == t.manifest

@@ -25,8 +25,7 @@ class Mirror:
         self.path = path
         os.makedirs(path, exist_ok=True)
         self.tree = filetree.Tree(path)  # watching before anything is written into it
-        self.before: dict | None = None  # the manifest as the cell began (None: no cell of it running)
-        self.digest_before = ""
+        self.digest_before = ""  # the mirror's digest as the cell began
 
 
 class Mirrors:
@@ -69,13 +68,13 @@ class Mirrors:
                 return None
         put, drop = sync.get("put") or [], sync.get("drop") or []
         if put or drop:
-            filetree.apply(m.path, put, buffers, drop)
+            filetree.apply(m.path, put, buffers, drop, atomic=False)  # nobody reads it meanwhile
             for e in put:
                 m.tree.adopt(e[0], (e[1], e[2], e[3]))
             for rel in drop:
                 m.tree.forget(rel)
             m.tree.refresh()  # our own writes' events: their stat matches what was adopted
-        m.before, m.digest_before = None, m.tree.digest
+        m.digest_before = m.tree.digest
         self.current, self.root = m, root
         return m.path
 
@@ -83,7 +82,7 @@ class Mirrors:
         """The cell begins: what its mirror holds now is what it changes from."""
         m = self.current
         if m is not None:
-            m.before = dict(m.tree.manifest)  # ~0.2 ms for 10,000 files; only on a synced cell
+            m.tree.mark()  # what the cell changes is kept as it changes (O(changes), not a copy)
 
     def after(self) -> tuple[dict, list]:
         """After the cell: ``Done.files`` (what it changed in the mirror, and the mirror's digest)
@@ -92,9 +91,9 @@ class Mirrors:
         if m is None:
             return {}, []
         m.tree.refresh()
-        if m.before is None or m.tree.digest == m.digest_before:
+        put, drop = m.tree.since_mark()
+        if m.tree.digest == m.digest_before or not (put or drop):
             return {"digest": m.tree.digest}, []
-        put, drop = filetree.delta(m.before, m.tree.manifest)
         size = sum(m.tree.manifest[rel][0] for rel in put)
         cap = filetree.sync_limit()
         if cap and size > cap:  # nothing comes back; the next cell starts from the kernel's files
