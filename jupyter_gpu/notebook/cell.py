@@ -154,7 +154,8 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
     held = session.held.setdefault(plan.key, Held())
     packer = serialization.Packer(shm_pool=session.pool if plan.use_shm else None)
     ns, cwd = session.shell.user_ns, os.getcwd()
-    session.files.by_value(plan.key, [ns[n] for n in plan.names if n in ns], cwd)  # (a synced worker's)
+    again = plan.first is not None  # its worker asked for the kernel's directory
+    session.files.by_value(plan.key, held, [ns[n] for n in plan.names if n in ns], cwd, again)  # (a synced worker's)
     inputs, keep, hashes, references = _pack_inputs(session, plan.names, held, packer)
     opts = plan.opts
     header = {
@@ -182,7 +183,7 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         "cwd_id": _dir_id(cwd),  # which directory that is: a worker with another one at its path says so
         **session.environ.fields(held),  # the variables the notebook set, its own sys.path entries
     }
-    sync, moved = session.files.request(plan.key, held, packer, cwd)  # a worker that cannot see the directory
+    sync, moved = session.files.request(plan.key, held, packer, cwd, again)  # a worker that cannot see the directory
     header.update(sync)
     return Packed(held, packer, header, hashes, session.lane(held), moved=moved)
 

@@ -59,7 +59,8 @@ class FileSync:
 
     def __init__(self):
         self.trees: dict[str, filetree.Tree] = {}
-        self.needed: set[str] = set()  # pool keys whose workers do not see the kernel's directory
+        # pool key -> the worker that said it does not see the kernel's directory (None: unknown)
+        self.needed: dict[str, str | None] = {}
         self.always = False  # the backend says none of its workers does (its welcome's `files`)
         self._by_value: set[str] = set()  # modules registered with cloudpickle to go with their code
         self._by_reference: set[str] = set()  # modules looked at that a synced worker imports itself
@@ -76,10 +77,30 @@ class FileSync:
         self.trees[root] = t  # the most recently used last
         return t
 
-    def request(self, key: str, held, packer, root: str) -> tuple[dict, Moved | None]:
+    def asked(self, key: str, worker: str | None) -> None:
+        """``worker`` of pool ``key`` does not see the kernel's directory: send it from now on."""
+        self.needed[key] = worker
+
+    def syncs(self, key: str, held, again: bool = False) -> bool:
+        """Whether a request to pool ``key`` (its worker as the kernel knows it: ``held``) carries the
+        directory: the backend said so for all its workers, or the worker that asked is still the
+        pool's, or this is the cell it asked about, sent ``again``.  Another worker (or one not
+        known yet: after a release) is not sent it unasked: it may see the directory (docker: the
+        mount of its own cold start), and asks if not."""
+        if self.always:
+            return True
+        if key not in self.needed:
+            return False
+        if again or (held is not None and held.worker is not None and held.worker == self.needed[key]):
+            return True
+        if held is not None and held.worker is not None:
+            del self.needed[key]  # its worker now is another one
+        return False
+
+    def request(self, key: str, held, packer, root: str, again: bool = False) -> tuple[dict, Moved | None]:
         """The ``sync`` field of a request to pool ``key`` (and its buffers, added to ``packer``),
         when that pool's worker needs the files; ({}, None) when it sees them itself."""
-        if key not in self.needed and not self.always:
+        if not self.syncs(key, held, again):
             return {}, None
         t = self.tree(root)
         cap = filetree.sync_limit()  # read per cell: `%env JUPYTER_GPU_SYNC_LIMIT=...` takes effect at once
@@ -156,13 +177,13 @@ class FileSync:
 
 
     # -- local code ------------------------------------------------------------------------------
-    def by_value(self, key: str, values, root: str) -> None:
+    def by_value(self, key: str, held, values, root: str, again: bool = False) -> None:
         """Before the inputs of a cell for pool ``key`` are pickled: modules of the notebook's own
         code that its synced worker cannot import (outside the synced directory, and not the
         interpreter's) are registered so that a function, class or instance of one is pickled with
         its code (cloudpickle.register_pickle_by_value); one inside the directory goes by
         reference, as the worker imports its synced file."""
-        if key not in self.needed and not self.always:
+        if not self.syncs(key, held, again):
             return
         if root != self._root:
             self._root = root

@@ -54,7 +54,8 @@ class NotebookSink(Publisher):
         """The cell must be sent again; a worker's ``done`` of it: with the kernel's directory,
         which it cannot see (that attempt's start, cold or warm, is the cell's: ``self.first``)."""
         if h.get("type") == messages.DONE:
-            self.session.files.needed.add(self.key)
+            held = self.session.held.get(self.key)
+            self.session.files.asked(self.key, h.get("worker") or (held.worker if held is not None else None))
             self.first = h
 
     def waiting(self) -> LiveStatus:

@@ -141,6 +141,7 @@ def test_a_container_runs_as_the_owner_of_the_kernels_directory_and_pip_install_
         cell = kernel.run("%%gpu\nimport os, getpass\nprint(os.getuid(), os.getgid(), getpass.getuser())\n"
                           "open('made.txt', 'w').write('x')")
         assert cell.stdout() == f"{OTHER_UID} {OTHER_UID} {OTHER_UID}\n"  # no such user here: named by uid
+        assert "files" not in cell.footers()[-1], stderr(cell)  # the directory itself (mounted), not synced
         made = (folder / "made.txt").stat()
         assert (made.st_uid, made.st_gid) == (OTHER_UID, OTHER_UID)
         cell = kernel.run(f"%%gpu\n!pip install -q --no-index {wheel.name}\nimport wd_tiny\nprint(wd_tiny.VALUE)",
