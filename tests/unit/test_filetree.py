@@ -357,3 +357,15 @@ def test_apply_in_place_writes_the_same_files(tmp_path):
         apply(str(b), entries, buffers, atomic=False)
         with Tree(str(b), watch=False) as u:
             assert u.manifest == t.manifest
+
+
+def test_apply_on_threads_writes_every_file(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(300):
+        (a / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (a / f"d{i % 7}" / f"f{i}.txt").write_text(f"file {i}" * (i % 5))
+    with Tree(str(a), watch=False) as t:
+        entries, buffers = pack(str(a), sorted(t.manifest), t.manifest)
+        apply(str(b), entries, buffers, atomic=False, threads=4)
+        with Tree(str(b), watch=False) as u:
+            assert u.manifest == t.manifest

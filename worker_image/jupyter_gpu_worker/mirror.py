@@ -68,7 +68,7 @@ class Mirrors:
                 return None
         put, drop = sync.get("put") or [], sync.get("drop") or []
         if put or drop:
-            filetree.apply(m.path, put, buffers, drop, atomic=False)  # nobody reads it meanwhile
+            filetree.apply(m.path, put, buffers, drop, atomic=False, threads=4)  # nobody reads it meanwhile
             for e in put:
                 m.tree.adopt(e[0], (e[1], e[2], e[3]))
             for rel in drop:
