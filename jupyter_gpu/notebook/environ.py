@@ -8,9 +8,11 @@ since the extension loaded (``%env KEY=value``, ``os.environ[...] = ...``, ``del
 as the complete set with every request, so a worker that replaced another one has it too.  Never
 sent: ``JUPYTER_GPU_*`` and the device-selection variables, which are the worker's own.
 
-``sys.path``: the entries that are not the interpreter's own (``sys.prefix``, site-packages) nor
-``''`` (which the worker has): ``sys.path.append("src")`` or ``sys.path.insert(0, "/home/me/lib")``
-in the notebook makes those modules importable in a `%%gpu` cell too.
+``sys.path``: the entries the notebook added since the extension loaded (not the interpreter's
+own, site-packages, or the directories of packages installed in development mode, which the
+worker's environment has as it has: issue 23's concern): ``sys.path.append("src")`` or
+``sys.path.insert(0, "/home/me/lib")`` in the notebook makes those modules importable in a
+`%%gpu` cell too.
 
 Both are compared with their previous values by one equality test per cell (~1 µs each).
 """
@@ -54,6 +56,7 @@ class KernelEnviron:
         self._env: dict = {}
         self._ever = False  # once the notebook set one, the (possibly empty) set goes with every request
         self._path_seen: list | None = None
+        self._path_start = frozenset(p for p in sys.path if p)  # the interpreter's and its .pth files'
         self._path: list = []
 
     def env(self) -> dict:
@@ -72,8 +75,8 @@ class KernelEnviron:
         if self._path_seen is not None and sys.path == self._path_seen:
             return self._path
         self._path_seen = list(sys.path)
-        self._path = [p for p in sys.path if isinstance(p, str) and p and not interpreters(p)
-                      and not p.endswith((".zip", ".egg"))]
+        self._path = [p for p in sys.path if isinstance(p, str) and p and p not in self._path_start
+                      and not interpreters(p) and not p.endswith((".zip", ".egg"))]
         return self._path
 
     def fields(self, held=None) -> dict:
