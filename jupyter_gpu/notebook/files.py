@@ -106,7 +106,8 @@ class FileSync:
         cap = filetree.sync_limit()  # read per cell: `%env JUPYTER_GPU_SYNC_LIMIT=...` takes effect at once
         if cap and t.total > cap:
             raise FilesTooLarge(too_large(t, cap))
-        have = held.files if held.files is not None and held.files.root == root else None
+        # what the worker holds of this directory ("" digest: not known, so from nothing)
+        have = held.files if held.files is not None and held.files.root == root and held.files.digest else None
         if have is not None and have.digest == t.digest:  # unchanged: one small field
             return {"sync": {"root": root, "base": have.digest}}, Moved(root, have.manifest, have.digest)
         put, drop = filetree.delta(have.manifest if have else {}, t.manifest)
@@ -152,7 +153,12 @@ class FileSync:
                     removes.append(rel)
                 else:
                     kept.append((rel, None))
-            filetree.apply(moved.root, writes, buffers, removes)
+            try:
+                filetree.apply(moved.root, writes, buffers, removes)
+            except (ValueError, OSError) as e:  # a path outside the directory (refused), a full disk
+                say(f"jupyter-gpu: what the cell changed in the notebook's directory was not written here: {e}\n")
+                writes, removes = [], []
+                files = {**files, "digest": ""}  # its mirror is not what the kernel knows: all sent again
             for e in writes:
                 t.adopt(e[0], (e[1], e[2], e[3]))
             for rel in removes:
@@ -164,7 +170,7 @@ class FileSync:
         if files.get("over"):
             say(f"jupyter-gpu: {files['over']}\n")
         if held is not None:
-            held.files = Synced(moved.root, manifest, files.get("digest") or moved.digest)
+            held.files = Synced(moved.root, manifest, files.get("digest", moved.digest))
         n_out = len(put) + len(drop)
         if not (moved.files_in or n_out):
             return None

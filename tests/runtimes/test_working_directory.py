@@ -84,6 +84,35 @@ def test_a_module_beside_the_notebook_imports_on_the_worker(kernel, runtime, not
     assert value == "v1" and is_where(runtime, file, notebook / "wd_helper.py")
 
 
+def test_a_local_module_edited_and_reloaded_and_an_instance_of_its_class_sent(kernel, notebook):
+    (notebook / "wd_shapes.py").write_text("VERSION = 1\nclass Point:\n    def __init__(self, x):\n        self.x = x\n")
+    kernel.run("import wd_shapes\np = wd_shapes.Point(7)")  # made here, sent by reference to the module
+    assert kernel.run("%%gpu\nprint(type(p).__name__, p.x, wd_shapes.VERSION)").stdout() == "Point 7 1\n"
+    (notebook / "wd_shapes.py").write_text("VERSION = 2\nclass Point:\n    def __init__(self, x):\n        self.x = x\n")
+    cell = kernel.run("%%gpu\nimport importlib\nimportlib.reload(wd_shapes)\nprint(wd_shapes.VERSION)")
+    assert cell.stdout() == "2\n"  # the file as it is now, on the worker
+
+
+def test_two_kernels_in_two_folders_each_see_their_own(kernel, runtime, notebook, tmp_path):
+    from tests.conftest import LiveKernel, make_kernel_env
+    from tests.e2e.helpers import LOAD
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (notebook / "which.txt").write_text("first")
+    (other / "which.txt").write_text("second")
+    env = make_kernel_env(tmp_path / "second-kernel")
+    env.update(JUPYTER_GPU_URL=runtime.url, JUPYTER_GPU_TOKEN=runtime.token)
+    second = LiveKernel(env)
+    try:
+        second.run(f"import os\nos.chdir({str(other)!r})\n{LOAD}")
+        for _ in range(2):  # interleaved, one backend
+            assert kernel.run("%%gpu\nprint(open('which.txt').read())").stdout() == "first\n"
+            assert second.run("%%gpu\nprint(open('which.txt').read())").stdout() == "second\n"
+    finally:
+        second.shutdown()
+
+
 def test_another_directory_at_the_kernels_path_is_not_used_the_kernels_is_synced(kernel, runtime, notebook, tmp_path):
     """A path can name another directory on the worker (a container's own /tmp is not the host's):
     the worker tells them apart by the directory's identity (st_dev, st_ino), which a bind mount
