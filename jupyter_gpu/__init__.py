@@ -13,7 +13,7 @@ the functions IPython and JupyterLab call import it when called.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "last_cell"]
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "last_cell", "function"]
 
 
 def load_ipython_extension(ip) -> None:
@@ -34,6 +34,16 @@ def last_cell() -> dict | None:
     from jupyter_gpu.notebook import extension
 
     return extension.last_cell()
+
+
+def function(_fn=None, *, gpu=None, keep_warm=None, image=None, timeout=None, retries=0, max_workers=None):
+    """``@jupyter_gpu.function(gpu="A100", keep_warm="5m")`` on a notebook's function: ``f.remote(x)``
+    runs it on a worker (its output in the calling cell, its value back), ``f.map(xs)`` over many
+    inputs, ``f(x)`` / ``f.local(x)`` here.  See jupyter_gpu/functions/."""
+    from jupyter_gpu.functions.function import function as make
+
+    return make(_fn, gpu=gpu, keep_warm=keep_warm, image=image, timeout=timeout, retries=retries,
+                max_workers=max_workers)
 
 
 def __getattr__(name: str):

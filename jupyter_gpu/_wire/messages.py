@@ -140,6 +140,10 @@ class Execute(_Envelope, total=False):
     sync: dict[str, Any]
     env: dict[str, Optional[str]]  # the variables the notebook set (%env, os.environ) -> value; null: unset
     path: list[str]  # the kernel's own sys.path entries (a directory of the notebook's code)
+    # instead of code: a function's call (jupyter_gpu/functions/): fn (a value) or fn_hash (held
+    # there), source [file, cell number, text] of its defining cell, args (a value: (args, kwargs))
+    # or items (a value: a map's batch of them) with return_exceptions
+    call: dict[str, Any]
 
 
 class Interrupt(_Envelope, total=False):
@@ -324,6 +328,8 @@ class Done(_Envelope, total=False):
     # a synced directory (Execute.sync): the mirror's digest, what the cell put/dropped there (as
     # Execute.sync's; buffers after the values'), or `over` (too much to bring back: why)
     files: dict[str, Any]
+    result: Value  # a function call's value (a batch's: [(ok, value or exception), ...])
+    result_error: str  # why a call's value could not be pickled to come back
     # where it ran (the backend for a relayed cell, the kernel for a lane cell)
     worker: Optional[str]
     gpu: str

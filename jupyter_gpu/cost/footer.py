@@ -59,6 +59,27 @@ def build(done: dict, wall: float, transfer: dict, previous: list | None = None)
     return f
 
 
+def summed(footers: list) -> dict:
+    """One footer for the function calls a cell made: the last call's worker and price, every
+    call's time, billed seconds, cost and bytes added up, ``calls`` how many."""
+    last = footers[-1]
+    add = lambda key: sum(f.get(key) or 0.0 for f in footers)  # noqa: E731
+    f = dict(last)
+    f["status"] = next((x["status"] for x in footers if x.get("status") != "ok"), "ok")
+    f["cold"] = any(x.get("cold") for x in footers)
+    f["timings"] = {k: sum((x.get("timings") or {}).get(k, 0.0) for x in footers) for k in last.get("timings", {})}
+    billed: dict = {}
+    for x in footers:
+        for k, v in (x.get("billed") or {}).items():
+            billed[k] = billed.get(k, 0.0) + v
+    f.update(billed=billed, billed_seconds=add("billed_seconds"), cost_usd=add("cost_usd"),
+             dedicated_usd=add("dedicated_usd"), keep_warm_idle_s=add("keep_warm_idle_s"), calls=len(footers),
+             started_at=footers[0].get("started_at"),
+             transfer={k: sum((x.get("transfer") or {}).get(k) or 0 for x in footers)
+                       for k in ("sent_bytes", "received_bytes")})
+    return f
+
+
 def _s(x: float) -> str:
     return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 
@@ -107,8 +128,9 @@ def _text(f: dict) -> str:
         note = f"{p.get('dedicated_provider')} {p.get('dedicated_as_of')}" if p.get("dedicated_per_h") else p["note"]
         return (f"gpu: {f['device']} [{f['status']}]{_image(f)} · pool: dedicated · {start} · run {_s(t['run'])}"
                 f" · wall {_s(t['wall'])} · {_usd(f['cost_usd'])} share of the dedicated pool ({note})")
+    calls = f" · {f['calls']} function call{'s' if f['calls'] != 1 else ''}" if f.get("calls") else ""
     return (
-        f"gpu: {f['device']} [{f['status']}]{_image(f)} · pool: {f.get('pool', 'serverless')} · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
+        f"gpu: {f['device']} [{f['status']}]{_image(f)}{calls} · pool: {f.get('pool', 'serverless')} · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
         f" · {f['billed_seconds']:.3f} {unit}{idle_note} · {_usd(f['cost_usd'])} serverless"
         f" vs {_usd(f['dedicated_usd'])} dedicated ({price_note})"
     )

@@ -19,6 +19,7 @@ class Held:
     lane: dict | None = None  # the worker's direct lane {path, secret}, granted by the backend
     lane_conn: object = None  # the open jupyter_gpu._wire.lane.LaneConnection, once used
     files: object = None  # files.Synced: what it holds of the kernel's directory, where it cannot see it
+    functions: set = field(default_factory=set)  # the hashes of the functions it holds (functions/call.py)
 
     def drop_lane(self) -> None:
         if self.lane_conn is not None:

@@ -49,6 +49,7 @@ export interface IFooterData {
   telemetry?: { peak_memory_bytes?: number; mean_utilisation?: number; samples?: number };
   // the notebook's directory, synced to a worker that cannot see it: files in, out, bytes both ways
   files?: { in: number; out: number; bytes: number };
+  calls?: number; // the function calls (@jupyter_gpu.function) a cell made, summed into its one footer
 }
 
 export interface IPart {
@@ -120,6 +121,9 @@ export function footerParts(d: IFooterData): IPart[] {
   });
   if (t.queue) {
     parts.push({ key: 'queue', text: `queued ${seconds(t.queue)}` });
+  }
+  if (d.calls) {
+    parts.push({ key: 'calls', text: `${d.calls} function call${d.calls === 1 ? '' : 's'}` });
   }
   parts.push({ key: 'wall', text: `wall ${seconds(t.wall)}` });
   const price = d.price || {};

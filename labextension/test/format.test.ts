@@ -72,6 +72,12 @@ describe('footer renderer', () => {
     expect(part?.text).toBe('image train');
   });
 
+  it('says how many function calls a footer sums', () => {
+    expect(footerParts(footer).map(p => p.key)).not.toContain('calls');
+    expect(footerParts({ ...footer, calls: 3 }).find(p => p.key === 'calls')?.text).toBe('3 function calls');
+    expect(footerParts({ ...footer, calls: 1 }).find(p => p.key === 'calls')?.text).toBe('1 function call');
+  });
+
   it('says what a synced directory moved, and nothing when nothing did', () => {
     expect(footerParts(footer).map(p => p.key)).not.toContain('files');
     const part = footerParts({ ...footer, files: { in: 3, out: 1, bytes: 4.2 * 1024 ** 2 } }).find(p => p.key === 'files');

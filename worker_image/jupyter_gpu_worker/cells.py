@@ -18,7 +18,7 @@ from IPython.core.error import StdinNotImplementedError
 from jupyter_gpu._wire import framing, messages, serialization, settings, shm
 from jupyter_gpu._wire import lane as lanes
 from jupyter_gpu.errors import SerializationError
-from jupyter_gpu_worker import history
+from jupyter_gpu_worker import calls, history
 from jupyter_gpu_worker.environ import KernelEnviron
 from jupyter_gpu_worker.events import Emitter
 from jupyter_gpu_worker.fdcapture import FdCapture
@@ -60,6 +60,7 @@ class CellRunner:
         self.workdir = WorkDir()  # the kernel's working directory, followed cell by cell
         self.mirrors = Mirrors()  # or a mirror of it, where this worker cannot see it
         self.environ = KernelEnviron()  # the variables the notebook set, its code directories
+        self.calls = calls.Calls()  # the functions called here, by hash
         self.sync_files = settings.FILES.get() == "sync"  # the backend says: never the kernel's own directory
 
     def send(self, header: dict, buffers=()) -> None:
@@ -132,6 +133,7 @@ class CellRunner:
         self.out_pool.reclaim()  # the previous kernel's mappings are gone with its session
         self.mirrors.clear()  # and its files, variables and code directories
         self.environ.reset()
+        self.calls.clear()
         self.session = session
 
     def execute(self, msg: framing.Message) -> None:
@@ -165,6 +167,8 @@ class CellRunner:
             self.out_pool.returned(h.get("returned", ()))  # results the kernel no longer holds
         ns = self.shell.user_ns
         missing = [n for n, hsh in h.get("keep", {}).items() if self.holdings.held.get(n) != hsh or n not in ns]
+        if "call" in h and not self.calls.held(h["call"]):
+            missing.append(calls.MISSING)  # a function this worker does not hold: sent again with it
         try:
             cwd, needs_files = self._directory(h, msg.buffers) if not missing else (None, False)
         except Exception as e:  # the kernel's files could not be written here (disk full, a path refused)
@@ -215,8 +219,10 @@ class CellRunner:
                 # no history stored here: the kernel numbers the cells (execution_count above, the
                 # traceback's "Cell In[n]") and sends its input history with a cell that reads it
                 # (storing inputs costs ~0.1 ms a cell).  A cell seen before is not compiled again.
-                comm = h.get("comm")
-                if comm is None:
+                comm, call = h.get("comm"), h.get("call")
+                if call is not None:  # a function's call (calls.py)
+                    result = self.calls.run(self.shell, call, msg.buffers, self.reader)
+                elif comm is None:
                     self.shell.locate(h["code"], h.get("file"), h.get("history"))
                     result = self.shell.run_cell_fast(h["code"])
                 else:  # the frontend's message to a comm here, handled as a local kernel would
@@ -232,7 +238,10 @@ class CellRunner:
                 status = "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
                 self._send_error_object(err)
             packer = serialization.Packer(shm_pool=self.out_pool if h.get("shm") else None)
-            outputs, buffers = pack_results(h, cell, ns, self.holdings, packer, before), packer.buffers
+            if h.get("call") is not None:
+                outputs, buffers = calls.pack_value(h["call"], result, packer), packer.buffers
+            else:
+                outputs, buffers = pack_results(h, cell, ns, self.holdings, packer, before), packer.buffers
             timings["post"] = time.monotonic() - t2
         except KeyboardInterrupt as e:
             status = "interrupted"

@@ -42,7 +42,7 @@ def _shown_by_library() -> bool:
     if f is None:
         return False
     where = f.f_code.co_filename.replace("\\", "/")
-    return "/IPython/" not in where and not where.endswith("jupyter_gpu_worker/shell.py")
+    return "/IPython/" not in where and not where.endswith(("jupyter_gpu_worker/shell.py", "jupyter_gpu_worker/calls.py"))
 
 
 def _run(coro) -> bool:

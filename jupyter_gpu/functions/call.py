@@ -1,0 +1,187 @@
+"""One function call's run, on the kernel's session: the same steps as a `%%gpu` cell (cell.py's
+pack -> send_and_drain), with ``call`` in the request instead of code.
+
+- The function is pickled by value each call (a notebook's function, with the globals it reads:
+  one that changed goes again); a worker that holds the same pickle (by hash) gets only its hash.
+  Its defining cell's text goes along, so its frames in a remote traceback say ``Cell In[n]``.
+- Its output streams into the calling cell as a cell's does (the notebook's sink).
+- Its value comes back as ``done.result``, never into the namespace; its exception is raised here
+  (the user's own type where it unpickles, else a same-named stand-in) with the remote traceback.
+- Its footer is not shown per call: the calls a cell made are summed into one footer at the end of
+  that cell (``post_run_cell``), and each is a record of the session (`%gpu cost`, the budget).
+- ``starmap``: the items go in batches (one request each), read from the iterable as they go, one
+  batch in flight (bounded memory for any generator), results in input order.
+"""
+from __future__ import annotations
+
+import linecache
+import time
+
+from jupyter_gpu._wire import serialization, shm
+from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
+from jupyter_gpu.cost import footer
+from jupyter_gpu.errors import ConnectionLost, GpuError
+from jupyter_gpu.functions.function import Function, batches
+from jupyter_gpu.notebook import cell
+from jupyter_gpu.notebook.cell_options import CellOptions
+from jupyter_gpu.notebook.publish import Publisher
+from jupyter_gpu.notebook.remote_values import Held
+
+BATCH = 256  # map items a request: ~0.05 ms of the worker's time each for a trivial function, so
+# one request's ~1 ms of overhead is spread thin, and a generator's items are read 256 at a time
+
+
+class ItemFailed(GpuError):
+    """A map item raised (without return_exceptions): which one, and its exception as the cause."""
+
+    code = "item_failed"
+
+
+def remote(f: Function, args: tuple, kwargs: dict):
+    session = _session()
+    value, _ = _run(session, f, {"args": serialization.pickle_value("<arguments>", (args, kwargs))})
+    return value
+
+
+def starmap(f: Function, items, kwargs: dict, return_exceptions: bool):
+    """Generator: each item's result (an item raised: its exception, with return_exceptions)."""
+    session = _session()
+    index = 0
+    for batch in batches(items, BATCH):
+        packed = serialization.pickle_value("<map items>", [(tuple(a), kwargs) for a in batch])
+        results, stopped = _run(session, f, {"items": packed, "return_exceptions": True})
+        for ok, value in results:
+            if not ok and not return_exceptions:
+                raise ItemFailed(f"item {index} of {getattr(f.fn, '__qualname__', f.fn)}.map raised "
+                                 f"{type(value).__name__}: {value}") from value
+            yield value
+            index += 1
+        if stopped is not None:
+            raise stopped
+
+
+def _session():
+    from jupyter_gpu.notebook import extension
+
+    if extension.magics is None:
+        try:
+            ip = get_ipython()  # noqa: F821 - IPython's builtin in a kernel
+        except NameError:
+            raise RuntimeError("a jupyter_gpu.function is called remotely from a notebook's kernel "
+                               "(IPython); here, call it directly") from None
+        extension.load(ip)
+    session = extension.magics.session
+    calls_footer.install(session)
+    return session
+
+
+def _plan(session, f: Function) -> cell.CellPlan:
+    o = f.options
+    opts = CellOptions(gpu=o.gpu, keep_warm=o.keep_warm, timeout=o.timeout, image=o.image, no_out=True)
+    gpu, fell_back = session.gpu_for(opts.gpu)
+    if fell_back:
+        session.say_fallback(fell_back, gpu)
+    opts.image = opts.image or session.defaults.image or DEFAULT_IMAGE
+    use_shm = session.shares_host()
+    if use_shm and session.pool is None:
+        session.pool = shm.SegmentPool()
+    keep_warm = opts.keep_warm if opts.keep_warm is not None else session.defaults.keep_warm
+    return cell.CellPlan("", opts, gpu, pool_key(gpu, opts.image), keep_warm, [], frozenset(), frozenset(),
+                         use_shm, session.cell_number(), time.monotonic(), session.new_cell_id(), fell_back)
+
+
+def _run(session, f: Function, what: dict):
+    """Run one request of ``f`` (``what``: its pickled args, or a batch of items): (its value, the
+    KeyboardInterrupt that stopped a batch part-way, or None)."""
+    plan = _plan(session, f)
+    fn = serialization.pickle_value(f"<function {getattr(f.fn, '__qualname__', '?')}>", f.fn)
+    for attempt in range(3 + f.options.retries):
+        packed = _pack(session, plan, attempt, f, fn, what)
+        outcome = cell.send_and_drain(session, plan, packed)
+        if outcome is None:
+            continue
+        done = outcome.done
+        if done.get("status") in ("killed", "lost") and attempt < f.options.retries:
+            continue  # its worker died: run it again (retries=)
+        return _conclude(session, plan, packed, outcome, fn.hash, "items" in what)
+    raise ConnectionLost("the backend asked repeatedly to send the call again")
+
+
+def _pack(session, plan, attempt: int, f: Function, fn, what: dict) -> cell.Packed:
+    packed = cell.pack(session, plan, attempt)
+    packed.header.pop("file", None)  # no code: what the worker runs is ``call``
+    held = packed.held
+    call = {}
+    if fn.hash in held.functions:
+        call["fn_hash"] = fn.hash
+        packed.header["expect_worker"] = held.worker  # the one holding it, or the call comes back
+    else:
+        call["fn"] = packed.packer.pack(fn)
+        source = _source(session.shell, f.fn)
+        if source:
+            call["source"] = source
+    for key, value in what.items():
+        call[key] = packed.packer.pack(value) if isinstance(value, serialization.Pickled) else value
+    packed.header["call"] = call
+    return packed
+
+
+def _source(shell, fn) -> list | None:
+    """[file, cell number, text] of the notebook cell that defined ``fn`` (None: not a cell's)."""
+    code = getattr(fn, "__code__", None)
+    file = getattr(code, "co_filename", None)
+    number = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(file)
+    if number is None:
+        return None
+    lines = linecache.getlines(file)
+    return [file, number, "".join(lines)] if lines else None
+
+
+def _conclude(session, plan, packed, outcome, fn_hash: str, batch: bool):
+    done = outcome.done
+    cell._started_by(done, plan.first)
+    session.remember(plan.key, packed.held, done, {}, outcome, frozenset(), True)
+    held = session.held.get(plan.key)
+    ran = "load" in (done.get("timings") or {})
+    if held is not None and ran:
+        held.functions.add(fn_hash)
+    wall = time.monotonic() - plan.t0
+    f = footer.build(done, wall, {"sent_bytes": packed.size, "received_bytes": outcome.received}, session.footers)
+    session.record(f)
+    calls_footer.add(session, f)
+    value, error = None, outcome.exception(done)
+    spec = done.get("result")
+    if spec is not None:
+        try:
+            value = serialization.unpack("<result>", spec, outcome.buffers, session.reader)
+        except serialization.SerializationError as e:
+            raise serialization.SerializationError(f"the function's value could not be brought back: {e}") from None
+    elif done.get("result_error") and error is None:
+        raise serialization.SerializationError(f"the function's value could not be brought back: {done['result_error']}")
+    if error is not None:
+        if batch and isinstance(error, KeyboardInterrupt) and value is not None:
+            return value, error  # the items that ran, then the interrupt
+        raise error
+    return value, None
+
+
+class calls_footer:
+    """The calls a cell made, summed into one footer shown at the end of that cell."""
+
+    @staticmethod
+    def install(session) -> None:
+        if getattr(session, "_calls_hooked", False):
+            return
+        session._calls_hooked = True
+        session.cell_calls = []
+
+        def post_run_cell(result=None):
+            calls, session.cell_calls = session.cell_calls, []
+            if calls:
+                Publisher(session.shell).footer(footer.bundle(footer.summed(calls)))
+
+        session.shell.events.register("post_run_cell", post_run_cell)
+
+    @staticmethod
+    def add(session, f: dict) -> None:
+        session.cell_calls.append(f)

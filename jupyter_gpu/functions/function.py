@@ -1,0 +1,97 @@
+"""What `@jupyter_gpu.function(...)` makes of a notebook's function: a Function, called here with
+``f(x)`` / ``f.local(x)``, on a worker with ``f.remote(x)``, over many inputs with ``f.map(xs)``
+(``starmap``, ``for_each``)."""
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+
+from jupyter_gpu.notebook.magics import duration
+
+
+@dataclass(frozen=True)
+class Options:
+    gpu: str | None = None  # "A100", "H100,A100,cpu" (the first the backend offers), "A100:2"
+    keep_warm: float | None = None  # seconds ("5m" accepted): how long its worker stays warm after a call
+    image: str | None = None  # one of the backend's worker images
+    timeout: float | None = None  # seconds a call may run before it is stopped
+    retries: int = 0  # a call whose worker died is run again this many times
+    max_workers: int | None = None  # the most workers a map fans out over (one, for now: see map)
+
+
+class Function:
+    """A notebook's function that runs on a GPU worker when called with ``.remote``."""
+
+    def __init__(self, fn, options: Options):
+        if not callable(fn):
+            raise TypeError(f"@jupyter_gpu.function decorates a function, not {type(fn).__name__}")
+        self.fn, self.options = fn, options
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<jupyter_gpu.Function {getattr(self.fn, '__qualname__', self.fn)!r} gpu={self.options.gpu or 'default'}>"
+
+    def __call__(self, *args, **kwargs):
+        """Here, in the kernel (as Modal's: `.remote` sends it)."""
+        return self.fn(*args, **kwargs)
+
+    def local(self, *args, **kwargs):
+        """Here, in the kernel."""
+        return self.fn(*args, **kwargs)
+
+    def remote(self, *args, **kwargs):
+        """On a worker: its output streams into the calling cell; its value comes back, or its
+        exception is raised here as the same type with the worker's traceback."""
+        from jupyter_gpu.functions import call
+
+        return call.remote(self, args, kwargs)
+
+    def map(self, *iterables, order_outputs: bool = True, return_exceptions: bool = False, kwargs: dict | None = None):
+        """``f(x)`` for each x (``f(x, y)`` for each pair of several iterables), on a worker, in
+        batches; the results in input order.  An item that raised: its exception in place with
+        ``return_exceptions``, else it is raised, naming the item's index."""
+        return self.starmap(zip(*iterables), order_outputs=order_outputs, return_exceptions=return_exceptions,
+                            kwargs=kwargs)
+
+    def starmap(self, items, order_outputs: bool = True, return_exceptions: bool = False, kwargs: dict | None = None):
+        """``f(*args)`` for each args tuple of ``items``."""
+        from jupyter_gpu.functions import call
+
+        return call.starmap(self, items, dict(kwargs or {}), return_exceptions)
+
+    def for_each(self, *iterables, ignore_exceptions: bool = False, kwargs: dict | None = None) -> None:
+        """``f(x)`` for each x, for its effects (its output); nothing comes back."""
+        for _ in self.map(*iterables, return_exceptions=ignore_exceptions, kwargs=kwargs):
+            pass
+
+
+def function(_fn=None, *, gpu: str | None = None, keep_warm=None, image: str | None = None, timeout=None,
+             retries: int = 0, max_workers: int | None = None):
+    """``@jupyter_gpu.function(gpu="A100", keep_warm="5m")``: ``f.remote(x)`` runs ``f(x)`` on a
+    worker of that GPU type (``@jupyter_gpu.function`` alone: the kernel's default)."""
+    if retries < 0 or (max_workers is not None and max_workers < 1):
+        raise ValueError("retries must be >= 0 and max_workers >= 1")
+    options = Options(gpu, _seconds(keep_warm, "keep_warm"), image, _seconds(timeout, "timeout"), retries, max_workers)
+    if _fn is not None:
+        return Function(_fn, options)
+    return lambda fn: Function(fn, options)
+
+
+def _seconds(value, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = duration(value) if isinstance(value, str) else float(value)
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{what}: {value!r} is not a finite number of seconds")
+    return seconds
+
+
+def batches(items, size: int):
+    """The items in lists of ``size`` (a generator is read as it goes: nothing more is held)."""
+    it = iter(items)
+    while True:
+        batch = list(itertools.islice(it, size))
+        if not batch:
+            return
+        yield batch

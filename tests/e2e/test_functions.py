@@ -1,0 +1,104 @@
+"""`@jupyter_gpu.function` (issue 22, first part): `.remote` / `.local` / `.map` on a real kernel,
+backend and workers; what a remote call does is compared with the same call made here."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import FOOTER_MIME, LiveKernel, strip_ansi
+
+from .helpers import LOAD
+
+pytestmark = pytest.mark.timeout(240)
+
+DEFINE = """\
+import jupyter_gpu
+
+@jupyter_gpu.function(gpu="cpu")
+def square(x, shift=0):
+    print(f"squaring {x}")
+    return x * x + shift
+"""
+
+
+@pytest.fixture(scope="module")
+def k(kernel_env):
+    kernel = LiveKernel(kernel_env)
+    kernel.run(LOAD)
+    kernel.run(DEFINE)
+    yield kernel
+    kernel.shutdown()
+
+
+def footers(cell) -> list:
+    return [e.msg["content"]["data"][FOOTER_MIME] for e in cell.iopub
+            if e.msg["msg_type"] == "display_data" and FOOTER_MIME in e.msg["content"]["data"]
+            and not e.msg["content"]["data"][FOOTER_MIME].get("live")]
+
+
+def traceback_text(cell) -> str:
+    return strip_ansi("\n".join(cell.reply["content"].get("traceback", [])))
+
+
+def test_remote_returns_what_local_does_and_prints_into_the_calling_cell(k):
+    here = k.run("print(square.local(7, shift=1))")
+    there = k.run("print(square.remote(7, shift=1))")
+    assert there.stdout() == here.stdout() == "squaring 7\n50\n"
+    (f,) = footers(there)  # one footer for the cell's call, none for the local one
+    assert f["calls"] == 1 and f["status"] == "ok" and f["gpu"] == "cpu"
+    assert footers(here) == []
+    # a cell of several calls: one footer, summing them
+    cell = k.run("print([square.remote(i) for i in range(3)])")
+    assert cell.stdout() == "squaring 0\nsquaring 1\nsquaring 2\n[0, 1, 4]\n"
+    (f,) = footers(cell)
+    assert f["calls"] == 3 and f["billed_seconds"] > 0 and "3 function calls" in \
+        next(e.msg["content"]["data"]["text/plain"] for e in cell.iopub if e.msg["msg_type"] == "display_data"
+             and FOOTER_MIME in e.msg["content"]["data"])
+
+
+def test_an_unchanged_definition_is_not_sent_again(k):
+    k.run("@jupyter_gpu.function(gpu='cpu')\ndef big(x, table=tuple(range(200_000))):\n    return table[x]")
+    first = footers(k.run("big.remote(5)"))[0]["transfer"]["sent_bytes"]
+    second = footers(k.run("big.remote(6)"))[0]["transfer"]["sent_bytes"]
+    assert first > 500_000 and second < 10_000, (first, second)
+    # re-running the same definition: the same function, nothing uploaded again
+    k.run("@jupyter_gpu.function(gpu='cpu')\ndef big(x, table=tuple(range(200_000))):\n    return table[x]")
+    assert footers(k.run("print(big.remote(7))"))[0]["transfer"]["sent_bytes"] < 10_000
+
+
+def test_an_exception_is_the_users_own_type_with_the_defining_cells_line(k):
+    k.run("class Oops(ValueError):\n    pass\n\n@jupyter_gpu.function(gpu='cpu')\ndef fails(x):\n"
+          "    y = x + 1\n    raise Oops(f'bad {y}')")
+    here = k.run("try:\n    fails.remote(1)\nexcept Oops as e:\n    print('caught', type(e).__name__, e)")
+    assert here.stdout() == "caught Oops bad 2\n"
+    cell = k.run("fails.remote(2)", ok=False)
+    tb = traceback_text(cell)
+    assert cell.reply["content"]["ename"] == "Oops" and "bad 3" in tb
+    assert "Cell In[" in tb and "line 7" in tb and "raise Oops" in tb, tb  # its defining cell, its line
+    assert k.run("print(square.remote(3))").stdout() == "squaring 3\n9\n"  # the kernel goes on
+
+
+def test_map_keeps_the_input_order_and_says_which_item_failed(k):
+    cell = k.run("r = square.map(range(600))\nprint(type(r).__name__)\nout = list(r)\n"
+                 "print(out == [i * i for i in range(600)])", timeout=120)
+    assert cell.stdout().splitlines()[0] == "generator" and cell.stdout().endswith("True\n")
+    assert cell.stdout().count("squaring") == 600
+    k.run("@jupyter_gpu.function(gpu='cpu')\ndef inv(x):\n    return 1 / x")
+    cell = k.run("print(list(inv.map([1, 2, 0, 4], return_exceptions=True)))")
+    assert cell.stdout() == "[1.0, 0.5, ZeroDivisionError('division by zero'), 0.25]\n"
+    cell = k.run("list(inv.map([1, 0, 2]))", ok=False)
+    assert cell.reply["content"]["ename"] == "ItemFailed" and "item 1 of inv.map" in traceback_text(cell)
+    # a generator is read as it goes
+    cell = k.run("print(sum(square.map(x for x in range(1000))))", timeout=120)
+    assert cell.stdout().endswith(f"{sum(i * i for i in range(1000))}\n")
+
+
+def test_the_stop_button_interrupts_a_remote_call_and_its_worker_stays_warm(k):
+    k.run("@jupyter_gpu.function(gpu='cpu')\ndef slow():\n    import time\n    print('started', flush=True)\n"
+          "    time.sleep(60)")
+    cell = k.submit("slow.remote()")
+    assert k.wait_until(lambda: "started" in cell.stdout(), 60)
+    k.interrupt()
+    assert k.wait_until(lambda: cell.done, 30)
+    assert cell.reply["content"]["ename"] == "KeyboardInterrupt"
+    after = k.run("print(square.remote(4))")
+    assert after.stdout() == "squaring 4\n16\n" and footers(after)[0]["cold"] is False

@@ -1,0 +1,108 @@
+"""A function call on the worker (`Execute.call`, the kernel's jupyter_gpu/functions/): the same
+request, worker, shell and events as a cell, the function instead of the cell's code.
+
+The function comes once, pickled by value (a notebook's function), and is kept by its hash, so a
+later call sends only the hash (``fn_hash``); a worker that does not hold it asks for the request
+again (``resend``).  Its defining cell's text comes with it (``source``: file name, cell number,
+text), so a traceback through it names that cell (``Cell In[n], line k``) as in the kernel.  A
+call is one item (``args``: a pickled ``(args, kwargs)``) or a batch of a map's items (``items``:
+a pickled list of them), each run in turn; a batch's result is a list of (True, value) or (False,
+exception) (the kernel returns the exception in place, or raises it naming the item, as
+`return_exceptions` asks; an exception that does not pickle comes as a RuntimeError with its
+type's name and message).
+Output (print, display) goes to the calling cell as a cell's does; the stop button interrupts the
+running item, and the rest of the batch is not run.
+"""
+from __future__ import annotations
+
+import linecache
+
+from jupyter_gpu._wire import serialization
+from jupyter_gpu.errors import SerializationError
+
+MISSING = "<function>"  # what a resend names when the function is not held here
+
+
+class CallResult:
+    """What a call left: like IPython's ExecutionResult, plus the value."""
+
+    def __init__(self):
+        self.error_before_exec = None
+        self.error_in_exec = None
+        self.value = None
+
+
+class Calls:
+    def __init__(self):
+        self.functions: dict[str, object] = {}  # hash -> the function (kept for the session)
+
+    def clear(self) -> None:
+        self.functions.clear()
+
+    def held(self, call: dict) -> bool:
+        """Whether the function of ``call`` is here (sent with it, or held by its hash)."""
+        return "fn" in call or call.get("fn_hash") in self.functions
+
+    def run(self, shell, call: dict, buffers: list, reader) -> CallResult:
+        """Run the call (on the main thread); its error is shown as a cell's is."""
+        result = CallResult()
+        try:
+            fn = self._function(shell, call, buffers, reader)
+            if "items" in call:
+                items = serialization.unpack("<map items>", call["items"], buffers, reader)
+            else:
+                items = [serialization.unpack("<arguments>", call["args"], buffers, reader)]
+        except SerializationError as e:
+            result.error_before_exec = e
+            shell.showtraceback((type(e), e, None), exception_only=True)
+            return result
+        values = []
+        for args, kwargs in items:
+            try:
+                values.append((True, fn(*args, **kwargs)))
+            except KeyboardInterrupt as e:  # the stop button: the rest of the batch is not run
+                result.error_in_exec = e
+                shell.showtraceback(tb_offset=1)
+                if "items" not in call:
+                    return result
+                break  # the items that ran come back
+            except Exception as e:
+                if "items" not in call:
+                    result.error_in_exec = e
+                    shell.showtraceback(tb_offset=1)  # from the function's frame on: ours is not the user's
+                    return result
+                values.append((False, _picklable(e)))  # the kernel shows it once, with its item
+        result.value = values if "items" in call else values[0][1]
+        return result
+
+    def _function(self, shell, call: dict, buffers: list, reader):
+        source = call.get("source")
+        if source:  # the defining cell's text: tracebacks through it name "Cell In[n]"
+            file, number, text = source
+            linecache.cache[file] = (len(text), None, text.splitlines(keepends=True), file)
+            shell.compile._filename_map[file] = number
+        if "fn" in call:
+            fn = serialization.unpack("<function>", call["fn"], buffers, reader)
+            self.functions[call["fn"]["h"]] = fn
+            return fn
+        return self.functions[call["fn_hash"]]
+
+
+def _picklable(e: BaseException) -> BaseException:
+    try:
+        serialization.pickle_value("<exception>", e)
+        return e
+    except SerializationError:  # a type that does not pickle: its name and message
+        return RuntimeError(f"{type(e).__name__}: {e}")
+
+
+def pack_value(call: dict, result: CallResult, packer) -> dict:
+    """``done`` fields of a call: its value (``result``); a batch's items that ran, when it was stopped."""
+    if result.error_before_exec is not None or result.value is None and result.error_in_exec is not None:
+        return {}
+    value = result.value
+    try:
+        p = serialization.pickle_value("<result>", value)
+    except SerializationError as e:
+        return {"result_error": str(e)}
+    return {"result": packer.pack(p)}
