@@ -21,6 +21,7 @@ from jupyter_gpu._wire import serialization, shm
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 from jupyter_gpu.cost import footer
 from jupyter_gpu.errors import ConnectionLost, GpuError
+from jupyter_gpu.functions import handshake
 from jupyter_gpu.functions.function import Function, batches
 from jupyter_gpu.notebook import cell
 from jupyter_gpu.notebook.cell_options import CellOptions
@@ -117,6 +118,8 @@ def _pack(session, plan, attempt: int, f: Function, fn, what: dict) -> cell.Pack
         packed.header["expect_worker"] = held.worker  # the one holding it, or the call comes back
     else:
         call["fn"] = packed.packer.pack(fn)
+        call["env"] = handshake.environment(f.fn)  # compared there before the function is loaded
+        call["name"] = getattr(f.fn, "__qualname__", "the function")
         source = _source(session.shell, f.fn)
         if source:
             call["source"] = source

@@ -74,6 +74,7 @@ def test_an_exception_is_the_users_own_type_with_the_defining_cells_line(k):
     tb = traceback_text(cell)
     assert cell.reply["content"]["ename"] == "Oops" and "bad 3" in tb
     assert "Cell In[" in tb and "line 7" in tb and "raise Oops" in tb, tb  # its defining cell, its line
+    assert "calls.py" not in tb  # the worker's own frame is not the user's
     assert k.run("print(square.remote(3))").stdout() == "squaring 3\n9\n"  # the kernel goes on
 
 
@@ -102,3 +103,45 @@ def test_the_stop_button_interrupts_a_remote_call_and_its_worker_stays_warm(k):
     assert cell.reply["content"]["ename"] == "KeyboardInterrupt"
     after = k.run("print(square.remote(4))")
     assert after.stdout() == "squaring 4\n16\n" and footers(after)[0]["cold"] is False
+
+
+def _package(root, version: str, body: str) -> None:
+    """An installed package `jg_vpkg` of that version in ``root`` (its dist-info names it)."""
+    (root / "jg_vpkg").mkdir(parents=True)
+    (root / "jg_vpkg" / "__init__.py").write_text(body)
+    info = root / f"jg_vpkg-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: jg_vpkg\nVersion: {version}\n")
+    (info / "top_level.txt").write_text("jg_vpkg\n")
+
+
+def test_a_worker_whose_packages_differ_shows_the_table_before_the_call_or_instead_of_unpickling(tmp_path):
+    from tests.conftest import make_kernel_env
+    from tests.integration.backend_process import start_backend, stop_backend
+
+    mine, theirs = tmp_path / "kernel-site", tmp_path / "worker-site"
+    _package(mine, "1.0", "class Thing:\n    pass\ndef name():\n    return 'one'\n")
+    _package(theirs, "2.0", "def name():\n    return 'two'\n")  # no Thing
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text(f'[images.old]\nenv = {{ PYTHONPATH = "{theirs}" }}\n')
+    proc, url = start_backend(tmp_path, "--token", "hs", "--config", str(cfg), "--keep-warm", "120",
+                              env={"JUPYTER_GPU_PRELOAD": "cloudpickle,IPython"})
+    env = {**make_kernel_env(tmp_path), "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": "hs", "PYTHONPATH": str(mine)}
+    k = LiveKernel(env)
+    try:
+        k.run(LOAD)
+        k.run("import jupyter_gpu, jg_vpkg\nfrom jg_vpkg import Thing\n"
+              "@jupyter_gpu.function(gpu='cpu', image='old')\ndef which():\n    return jg_vpkg.name()\n"
+              "@jupyter_gpu.function(gpu='cpu', image='old')\ndef make():\n    return Thing()")
+        cell = k.run("print(which.remote())")
+        said = "".join(e.msg["content"]["text"] for e in cell.streams("stderr"))
+        assert cell.stdout() == "two\n"  # it loaded, and ran against the worker's version
+        assert "differs from the kernel's in what which uses" in said and "jg_vpkg" in said
+        assert "1.0" in said and "2.0" in said
+        cell = k.run("make.remote()", ok=False)  # pickled with a reference to jg_vpkg.Thing, which 2.0 lacks
+        err = traceback_text(cell) + cell.reply["content"].get("evalue", "")
+        assert cell.reply["content"]["ename"] == "SerializationError", err
+        assert "could not be loaded on this worker, whose environment differs" in err
+    finally:
+        k.shutdown()
+        stop_backend(proc)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import linecache
 
-from jupyter_gpu._wire import serialization
+from jupyter_gpu._wire import handshake, serialization
 from jupyter_gpu.errors import SerializationError
 
 MISSING = "<function>"  # what a resend names when the function is not held here
@@ -62,14 +62,14 @@ class Calls:
                 values.append((True, fn(*args, **kwargs)))
             except KeyboardInterrupt as e:  # the stop button: the rest of the batch is not run
                 result.error_in_exec = e
-                shell.showtraceback(tb_offset=1)
+                _show(shell, e)
                 if "items" not in call:
                     return result
                 break  # the items that ran come back
             except Exception as e:
                 if "items" not in call:
                     result.error_in_exec = e
-                    shell.showtraceback(tb_offset=1)  # from the function's frame on: ours is not the user's
+                    _show(shell, e)
                     return result
                 values.append((False, _picklable(e)))  # the kernel shows it once, with its item
         result.value = values if "items" in call else values[0][1]
@@ -82,10 +82,27 @@ class Calls:
             linecache.cache[file] = (len(text), None, text.splitlines(keepends=True), file)
             shell.compile._filename_map[file] = number
         if "fn" in call:
-            fn = serialization.unpack("<function>", call["fn"], buffers, reader)
+            differs = handshake.differences(call.get("env") or {})
+            name = call.get("name") or "the function"
+            if differs:  # said before the call, whether or not the function loads
+                shell.emitter.write_stream("stderr", handshake.table(differs, name))
+            try:
+                fn = serialization.unpack("<function>", call["fn"], buffers, reader)
+            except SerializationError as e:
+                if differs:  # the table said why: the unpickling traceback would not
+                    raise SerializationError(f"{name} could not be loaded on this worker, whose environment "
+                                             f"differs (above): {e}") from None
+                raise
             self.functions[call["fn"]["h"]] = fn
             return fn
         return self.functions[call["fn_hash"]]
+
+
+def _show(shell, e: BaseException) -> None:
+    """The call's exception as a cell's error, from the function's frame on (this module's frame
+    that called it is not the user's)."""
+    tb = e.__traceback__
+    shell.showtraceback((type(e), e, tb.tb_next if tb is not None and tb.tb_next is not None else tb))
 
 
 def _picklable(e: BaseException) -> BaseException:
