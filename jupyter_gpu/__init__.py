@@ -36,14 +36,16 @@ def last_cell() -> dict | None:
     return extension.last_cell()
 
 
-def function(_fn=None, *, gpu=None, keep_warm=None, image=None, timeout=None, retries=0, max_workers=None):
+def function(_fn=None, *, gpu=None, keep_warm=None, image=None, timeout=None, retries=0, max_workers=None,
+             setup=None):
     """``@jupyter_gpu.function(gpu="A100", keep_warm="5m")`` on a notebook's function: ``f.remote(x)``
     runs it on a worker (its output in the calling cell, its value back), ``f.map(xs)`` over many
-    inputs, ``f(x)`` / ``f.local(x)`` here.  See jupyter_gpu/functions/."""
+    inputs, ``f(x)`` / ``f.local(x)`` here; ``setup=load`` runs once per worker, its value every
+    call's first argument.  See jupyter_gpu/functions/."""
     from jupyter_gpu.functions.function import function as make
 
     return make(_fn, gpu=gpu, keep_warm=keep_warm, image=image, timeout=timeout, retries=retries,
-                max_workers=max_workers)
+                max_workers=max_workers, setup=setup)
 
 
 def __getattr__(name: str):

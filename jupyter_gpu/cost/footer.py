@@ -84,7 +84,7 @@ def _s(x: float) -> str:
     return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
-def _usd(x: float) -> str:
+def usd(x: float) -> str:
     return f"${x:.6f}" if x < 0.01 else f"${x:.4f}"
 
 
@@ -127,12 +127,12 @@ def _text(f: dict) -> str:
         p = f["price"]
         note = f"{p.get('dedicated_provider')} {p.get('dedicated_as_of')}" if p.get("dedicated_per_h") else p["note"]
         return (f"gpu: {f['device']} [{f['status']}]{_image(f)} · pool: dedicated · {start} · run {_s(t['run'])}"
-                f" · wall {_s(t['wall'])} · {_usd(f['cost_usd'])} share of the dedicated pool ({note})")
+                f" · wall {_s(t['wall'])} · {usd(f['cost_usd'])} share of the dedicated pool ({note})")
     calls = f" · {f['calls']} function call{'s' if f['calls'] != 1 else ''}" if f.get("calls") else ""
     return (
         f"gpu: {f['device']} [{f['status']}]{_image(f)}{calls} · pool: {f.get('pool', 'serverless')} · {start} · run {_s(t['run'])} · wall {_s(t['wall'])}"
-        f" · {f['billed_seconds']:.3f} {unit}{idle_note} · {_usd(f['cost_usd'])} serverless"
-        f" vs {_usd(f['dedicated_usd'])} dedicated ({price_note})"
+        f" · {f['billed_seconds']:.3f} {unit}{idle_note} · {usd(f['cost_usd'])} serverless"
+        f" vs {usd(f['dedicated_usd'])} dedicated ({price_note})"
     )
 
 

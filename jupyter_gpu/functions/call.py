@@ -14,6 +14,7 @@ pack -> send_and_drain), with ``call`` in the request instead of code.
 """
 from __future__ import annotations
 
+import html
 import linecache
 import time
 
@@ -48,9 +49,13 @@ def starmap(f: Function, items, kwargs: dict, return_exceptions: bool):
     """Generator: each item's result (an item raised: its exception, with return_exceptions)."""
     session = _session()
     index = 0
+    progress = Progress(session, getattr(f.fn, "__qualname__", "?"))
     for batch in batches(items, BATCH):
         packed = serialization.pickle_value("<map items>", [(tuple(a), kwargs) for a in batch])
+        progress.show(running=len(batch))
         results, stopped = _run(session, f, {"items": packed, "return_exceptions": True})
+        progress.ran(results, session.cell_calls[-1] if session.cell_calls else None)
+        progress.show(running=0)  # (the last batch's: the line's final state)
         for ok, value in results:
             if not ok and not return_exceptions:
                 raise ItemFailed(f"item {index} of {getattr(f.fn, '__qualname__', f.fn)}.map raised "
@@ -59,6 +64,35 @@ def starmap(f: Function, items, kwargs: dict, return_exceptions: bool):
             index += 1
         if stopped is not None:
             raise stopped
+
+
+class Progress:
+    """A map's progress line in the calling cell (one output, updated in place after each batch):
+    items running, done, failed, and what they cost so far.  Shown from a map's second batch on: a
+    map of one batch is over before anyone could read it."""
+
+    def __init__(self, session, name: str):
+        self.session, self.name = session, name
+        self.done = self.failed = self.batches = 0
+        self.cost = 0.0
+        self.shown = False
+        self.id = f"jgpu-map-{session.id}-{session.new_cell_id()}"
+
+    def ran(self, results: list, f: dict | None) -> None:
+        self.batches += 1
+        self.failed += sum(1 for ok, _ in results if not ok)
+        self.done += sum(1 for ok, _ in results if ok)
+        self.cost += (f or {}).get("cost_usd") or 0.0
+
+    def show(self, running: int) -> None:
+        if self.batches == 0:
+            return
+        line = (f"map {self.name}: {running} running · {self.done} done · {self.failed} failed · "
+                f"{footer.usd(self.cost)} so far")
+        data = {"text/plain": line, "text/html": f'<div class="jupyter-gpu-map {footer.NO_MATH}" '
+                f'style="font:12px monospace">{html.escape(line)}</div>'}
+        Publisher(self.session.shell).display(data, {}, {"display_id": self.id}, update=self.shown)
+        self.shown = True
 
 
 def _session():
@@ -96,19 +130,20 @@ def _run(session, f: Function, what: dict):
     KeyboardInterrupt that stopped a batch part-way, or None)."""
     plan = _plan(session, f)
     fn = serialization.pickle_value(f"<function {getattr(f.fn, '__qualname__', '?')}>", f.fn)
+    setup = serialization.pickle_value("<setup>", f.options.setup) if f.options.setup is not None else None
     for attempt in range(3 + f.options.retries):
-        packed = _pack(session, plan, attempt, f, fn, what)
+        packed = _pack(session, plan, attempt, f, fn, what, setup)
         outcome = cell.send_and_drain(session, plan, packed)
         if outcome is None:
             continue
         done = outcome.done
         if done.get("status") in ("killed", "lost") and attempt < f.options.retries:
             continue  # its worker died: run it again (retries=)
-        return _conclude(session, plan, packed, outcome, fn.hash, "items" in what)
+        return _conclude(session, plan, packed, outcome, [fn.hash, *([setup.hash] if setup else [])], "items" in what)
     raise ConnectionLost("the backend asked repeatedly to send the call again")
 
 
-def _pack(session, plan, attempt: int, f: Function, fn, what: dict) -> cell.Packed:
+def _pack(session, plan, attempt: int, f: Function, fn, what: dict, setup=None) -> cell.Packed:
     packed = cell.pack(session, plan, attempt)
     packed.header.pop("file", None)  # no code: what the worker runs is ``call``
     held = packed.held
@@ -123,6 +158,10 @@ def _pack(session, plan, attempt: int, f: Function, fn, what: dict) -> cell.Pack
         source = _source(session.shell, f.fn)
         if source:
             call["source"] = source
+    if setup is not None:  # run once per worker: its value is held there by this hash
+        call["setup"] = {"h": setup.hash} if setup.hash in held.functions else packed.packer.pack(setup)
+        if setup.hash in held.functions:
+            packed.header["expect_worker"] = held.worker
     for key, value in what.items():
         call[key] = packed.packer.pack(value) if isinstance(value, serialization.Pickled) else value
     packed.header["call"] = call
@@ -140,14 +179,14 @@ def _source(shell, fn) -> list | None:
     return [file, number, "".join(lines)] if lines else None
 
 
-def _conclude(session, plan, packed, outcome, fn_hash: str, batch: bool):
+def _conclude(session, plan, packed, outcome, hashes: list, batch: bool):
     done = outcome.done
     cell._started_by(done, plan.first)
     session.remember(plan.key, packed.held, done, {}, outcome, frozenset(), True)
     held = session.held.get(plan.key)
     ran = "load" in (done.get("timings") or {})
     if held is not None and ran:
-        held.functions.add(fn_hash)
+        held.functions.update(hashes)  # the function (and its setup) are held there now
     wall = time.monotonic() - plan.t0
     f = footer.build(done, wall, {"sent_bytes": packed.size, "received_bytes": outcome.received}, session.footers)
     session.record(f)

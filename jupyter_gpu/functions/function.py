@@ -18,6 +18,7 @@ class Options:
     timeout: float | None = None  # seconds a call may run before it is stopped
     retries: int = 0  # a call whose worker died is run again this many times
     max_workers: int | None = None  # the most workers a map fans out over (one, for now: see map)
+    setup: object = None  # run once per worker (load a model); its value is every call's first argument
 
 
 class Function:
@@ -26,7 +27,10 @@ class Function:
     def __init__(self, fn, options: Options):
         if not callable(fn):
             raise TypeError(f"@jupyter_gpu.function decorates a function, not {type(fn).__name__}")
+        if options.setup is not None and not callable(options.setup):
+            raise TypeError(f"setup= is a function (run once per worker), not {type(options.setup).__name__}")
         self.fn, self.options = fn, options
+        self._state = _UNSET  # setup's value here, for .local
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -34,11 +38,15 @@ class Function:
 
     def __call__(self, *args, **kwargs):
         """Here, in the kernel (as Modal's: `.remote` sends it)."""
-        return self.fn(*args, **kwargs)
+        return self.local(*args, **kwargs)
 
     def local(self, *args, **kwargs):
-        """Here, in the kernel."""
-        return self.fn(*args, **kwargs)
+        """Here, in the kernel (with ``setup=``: its value, made once here, first)."""
+        if self.options.setup is None:
+            return self.fn(*args, **kwargs)
+        if self._state is _UNSET:
+            self._state = self.options.setup()
+        return self.fn(self._state, *args, **kwargs)
 
     def remote(self, *args, **kwargs):
         """On a worker: its output streams into the calling cell; its value comes back, or its
@@ -67,15 +75,21 @@ class Function:
 
 
 def function(_fn=None, *, gpu: str | None = None, keep_warm=None, image: str | None = None, timeout=None,
-             retries: int = 0, max_workers: int | None = None):
+             retries: int = 0, max_workers: int | None = None, setup=None):
     """``@jupyter_gpu.function(gpu="A100", keep_warm="5m")``: ``f.remote(x)`` runs ``f(x)`` on a
-    worker of that GPU type (``@jupyter_gpu.function`` alone: the kernel's default)."""
+    worker of that GPU type (``@jupyter_gpu.function`` alone: the kernel's default).  ``setup=load``:
+    ``load()`` runs once per worker and its value is every call's first argument there
+    (``f(model, x)``; called as ``f.remote(x)``)."""
     if retries < 0 or (max_workers is not None and max_workers < 1):
         raise ValueError("retries must be >= 0 and max_workers >= 1")
-    options = Options(gpu, _seconds(keep_warm, "keep_warm"), image, _seconds(timeout, "timeout"), retries, max_workers)
+    options = Options(gpu, _seconds(keep_warm, "keep_warm"), image, _seconds(timeout, "timeout"), retries, max_workers,
+                      setup)
     if _fn is not None:
         return Function(_fn, options)
     return lambda fn: Function(fn, options)
+
+
+_UNSET = object()
 
 
 def _seconds(value, what: str) -> float | None:

@@ -83,6 +83,12 @@ def test_map_keeps_the_input_order_and_says_which_item_failed(k):
                  "print(out == [i * i for i in range(600)])", timeout=120)
     assert cell.stdout().splitlines()[0] == "generator" and cell.stdout().endswith("True\n")
     assert cell.stdout().count("squaring") == 600
+    # its progress: one line updated in place, ending with every item done
+    shown = [e.msg for e in cell.iopub if e.msg["msg_type"] in ("display_data", "update_display_data")
+             and e.msg["content"]["data"].get("text/plain", "").startswith("map square")]
+    assert shown[0]["msg_type"] == "display_data" and {m["msg_type"] for m in shown[1:]} == {"update_display_data"}
+    assert len({m["content"]["transient"]["display_id"] for m in shown}) == 1
+    assert shown[-1]["content"]["data"]["text/plain"].startswith("map square: 0 running · 600 done · 0 failed · $")
     k.run("@jupyter_gpu.function(gpu='cpu')\ndef inv(x):\n    return 1 / x")
     cell = k.run("print(list(inv.map([1, 2, 0, 4], return_exceptions=True)))")
     assert cell.stdout() == "[1.0, 0.5, ZeroDivisionError('division by zero'), 0.25]\n"
@@ -145,3 +151,14 @@ def test_a_worker_whose_packages_differ_shows_the_table_before_the_call_or_inste
     finally:
         k.shutdown()
         stop_backend(proc)
+
+
+def test_setup_runs_once_per_worker_and_its_value_is_every_calls_first_argument(k):
+    k.run("def load():\n    import os\n    print('loading')\n    return {'pid': os.getpid(), 'weights': 3}\n"
+          "@jupyter_gpu.function(gpu='cpu', setup=load)\ndef predict(model, x):\n    return model['weights'] * x, model['pid']")
+    first = k.run("print(predict.remote(2))")
+    again = k.run("print(predict.remote(5))")
+    assert first.stdout().startswith("loading\n(6, ") and again.stdout().startswith("(15, ")  # loaded once
+    assert first.stdout().split(", ")[1] == again.stdout().split(", ")[1]  # the same worker's value
+    assert k.run("print(list(predict.map([1, 2]))[1][0])").stdout() == "6\n"
+    assert k.run("print(predict.local(4)[0])").stdout() == "loading\n12\n"  # here: made here, once

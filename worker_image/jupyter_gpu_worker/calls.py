@@ -35,19 +35,35 @@ class CallResult:
 class Calls:
     def __init__(self):
         self.functions: dict[str, object] = {}  # hash -> the function (kept for the session)
+        self.states: dict[str, object] = {}  # a setup's hash -> its value (made once on this worker)
 
     def clear(self) -> None:
         self.functions.clear()
+        self.states.clear()
 
     def held(self, call: dict) -> bool:
-        """Whether the function of ``call`` is here (sent with it, or held by its hash)."""
-        return "fn" in call or call.get("fn_hash") in self.functions
+        """Whether the function of ``call`` (and its setup's value) is here (sent with it, or held
+        by its hash)."""
+        setup = call.get("setup")
+        return ("fn" in call or call.get("fn_hash") in self.functions) and (
+            setup is None or "p" in setup or setup.get("h") in self.states)
 
     def run(self, shell, call: dict, buffers: list, reader) -> CallResult:
         """Run the call (on the main thread); its error is shown as a cell's is."""
         result = CallResult()
         try:
             fn = self._function(shell, call, buffers, reader)
+            setup = call.get("setup")
+            if setup is not None:  # run once on this worker; its value is every call's first argument
+                if setup["h"] not in self.states:
+                    make = serialization.unpack("<setup>", setup, buffers, reader)
+                    try:
+                        self.states[setup["h"]] = make()
+                    except Exception as e:
+                        result.error_in_exec = e
+                        _show(shell, e)
+                        return result
+                fn = _with_state(fn, self.states[setup["h"]])
             if "items" in call:
                 items = serialization.unpack("<map items>", call["items"], buffers, reader)
             else:
@@ -98,11 +114,19 @@ class Calls:
         return self.functions[call["fn_hash"]]
 
 
+def _with_state(fn, state):
+    def call(*args, **kwargs):
+        return fn(state, *args, **kwargs)
+    return call
+
+
 def _show(shell, e: BaseException) -> None:
     """The call's exception as a cell's error, from the function's frame on (this module's frame
     that called it is not the user's)."""
     tb = e.__traceback__
-    shell.showtraceback((type(e), e, tb.tb_next if tb is not None and tb.tb_next is not None else tb))
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    shell.showtraceback((type(e), e, tb))
 
 
 def _picklable(e: BaseException) -> BaseException:
