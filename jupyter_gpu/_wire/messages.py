@@ -379,6 +379,7 @@ class Metered(_Envelope, total=False):
     timings: Timings
     keep_warm: Optional[float]
     ended_ago: float
+    function: str  # a function's call: its name@hash (the ledger's `function`)
 
 
 class Retire(_Envelope, total=False):
@@ -529,6 +530,14 @@ encode_header = msgspec.json.Encoder(enc_hook=_not_json).encode  # dict -> bytes
 # -- constructors ----------------------------------------------------------------------------------
 def failure(code: str, message: str, **extra) -> dict:
     return {"type": FAILURE, "code": code, "message": message, **extra}
+
+
+def function_label(call: dict | None) -> str | None:
+    """A function call's name in the ledger: ``name@`` and the first 12 hex of its pickle's hash."""
+    if not call:
+        return None
+    digest = call.get("fn_hash") or (call.get("fn") or {}).get("h") or ""
+    return f"{call.get('name') or '?'}@{str(digest)[:12]}"
 
 
 def done(cell: str, status: str, timings: dict | None = None, **fields) -> dict:

@@ -147,14 +147,13 @@ def _pack(session, plan, attempt: int, f: Function, fn, what: dict, setup=None) 
     packed = cell.pack(session, plan, attempt)
     packed.header.pop("file", None)  # no code: what the worker runs is ``call``
     held = packed.held
-    call = {}
+    call = {"name": getattr(f.fn, "__qualname__", "?")}  # (the ledger's, the worker's messages)
     if fn.hash in held.functions:
         call["fn_hash"] = fn.hash
         packed.header["expect_worker"] = held.worker  # the one holding it, or the call comes back
     else:
         call["fn"] = packed.packer.pack(fn)
         call["env"] = handshake.environment(f.fn)  # compared there before the function is loaded
-        call["name"] = getattr(f.fn, "__qualname__", "the function")
         source = _source(session.shell, f.fn)
         if source:
             call["source"] = source

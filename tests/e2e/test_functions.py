@@ -162,3 +162,22 @@ def test_setup_runs_once_per_worker_and_its_value_is_every_calls_first_argument(
     assert first.stdout().split(", ")[1] == again.stdout().split(", ")[1]  # the same worker's value
     assert k.run("print(list(predict.map([1, 2]))[1][0])").stdout() == "6\n"
     assert k.run("print(predict.local(4)[0])").stdout() == "loading\n12\n"  # here: made here, once
+
+
+def test_every_call_is_a_ledger_row_naming_the_function(k, kernel_env):
+    import sqlite3
+    import time
+
+    k.run("@jupyter_gpu.function(gpu='cpu')\ndef ledgered(x):\n    return x\n")
+    k.run("for i in range(3):\n    ledgered.remote(i)")
+    ledger = kernel_env["JUPYTER_GPU_LEDGER"]
+
+    def rows():
+        with sqlite3.connect(ledger) as db:
+            return db.execute("SELECT function, status, run_s FROM cells WHERE function LIKE 'ledgered@%'").fetchall()
+
+    deadline = time.monotonic() + 30  # the backend writes its ledger in batches, a lane call once reported
+    while len(rows()) < 3 and time.monotonic() < deadline:
+        k.run("%gpu status")  # asks the backend, which settles what its workers owe first (lane_cells.settle)
+    got = rows()
+    assert len(got) == 3 and {r[1] for r in got} == {"ok"} and len({r[0] for r in got}) == 1, got

@@ -153,8 +153,9 @@ class CellRunner:
         """A lane cell's report (a resend too: it ends what a `started` began), owed before its
         `done` goes: the kernel may exit at once, and the shutdown that follows (on the reader
         thread) must find it, not race this thread to it."""
+        label = messages.function_label(h.get("call"))
         self.meter.owe({"type": messages.METERED, "cell": h["cell"], "status": status, "timings": timings,
-                        "keep_warm": h.get("keep_warm")}, ended)
+                        "keep_warm": h.get("keep_warm"), **({"function": label} if label else {})}, ended)
 
     def _execute(self, msg: framing.Message, t_received: float | None = None) -> None:
         """Run one cell; its events go wherever ``send`` sends.  A lane cell (``t_received``: when it

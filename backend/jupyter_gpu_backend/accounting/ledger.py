@@ -39,13 +39,13 @@ CREATE TABLE IF NOT EXISTS cells (
     id TEXT PRIMARY KEY, session TEXT NOT NULL, "user" TEXT NOT NULL, gpu TEXT NOT NULL,
     worker TEXT, status TEXT NOT NULL, submitted {real} NOT NULL, done {real}, cold INTEGER,
     queue_s {real}, cold_start_s {real}, load_s {real}, exec_s {real}, post_s {real}, run_s {real},
-    pool TEXT, image TEXT);
+    pool TEXT, image TEXT, function TEXT);
 CREATE INDEX IF NOT EXISTS cells_by_session ON cells (session);
 """
 # columns added since the first ledgers: (table, column, type) added to a ledger that lacks them
 # dedicated.py's attribution; the worker image (images.py; NULL in rows older than the column)
 ADDED_COLUMNS = (("workers", "pool", "TEXT"), ("cells", "pool", "TEXT"), ("workers", "image", "TEXT"),
-                 ("cells", "image", "TEXT"))
+                 ("cells", "image", "TEXT"), ("cells", "function", "TEXT"))
 IN_FLIGHT_CELLS = ("queued", "running")
 BATCH_S = 0.2  # how long the writer gathers rows before one commit
 LIVE_WORKERS = ("starting", "idle", "leased")
@@ -209,6 +209,10 @@ class Ledger:
     def cell_image(self, cid: str, image: str) -> None:
         """The worker image the cell asked for (after its cell_started)."""
         self._put("UPDATE cells SET image = ? WHERE id = ?", (image, cid))
+
+    def cell_function(self, cid: str, function: str) -> None:
+        """A function's call (`@jupyter_gpu.function`): its name@hash (after its cell_started)."""
+        self._put("UPDATE cells SET function = ? WHERE id = ?", (function, cid))
 
     def worker_requested(self, wid: str, gpu: str, runtime: str) -> None:
         now = time.time()

@@ -57,7 +57,9 @@ class LaneCells:
         # a short cell, never announced (`started`), began its run before it ended
         submitted = ended - max(0.0, _number(timings.get("run"))) if worker.lane_cell != cell else None
         worker.lane_cell = None
-        self.scheduler.lifecycle.lane_metered(worker, cell, status, timings, ended, submitted)
+        function = header.get("function")
+        self.scheduler.lifecycle.lane_metered(worker, cell, status, timings, ended, submitted,
+                                              str(function)[:200] if function else None)
         if lease is not None and lease.worker is worker:
             if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
                 lease.keep_warm = float(header["keep_warm"])

@@ -52,6 +52,8 @@ class CellLifecycle:
         ledger = self.ledger_of()
         ledger.cell_started(run.id, run.session.id, run.session.user, run.gpu, status=status)
         ledger.cell_image(run.id, run.image)
+        if run.function:
+            ledger.cell_function(run.id, run.function)
 
     # -- lane cells: reported by their worker ----------------------------------------------------
     def lane_started(self, worker: Worker, cell: str) -> None:
@@ -61,7 +63,7 @@ class CellLifecycle:
         ledger.cell_image(cell, worker.image)
 
     def lane_metered(self, worker: Worker, cell: str, status: str, timings: dict, ended: float,
-                     submitted: float | None) -> None:
+                     submitted: float | None, function: str | None = None) -> None:
         """A lane cell ran and ended at ``ended`` (``metered``); ``submitted``: when it began, for
         a cell never announced by ``started`` (None when it was)."""
         ledger = self.ledger_of()
@@ -70,6 +72,8 @@ class CellLifecycle:
         ledger.cell_pool(cell, worker.pool)
         ledger.cell_done(cell, status, worker.id, False, timings, at=ended)
         ledger.cell_image(cell, worker.image)
+        if function:
+            ledger.cell_function(cell, function)
 
     def lane_lost(self, worker: Worker, cell: str, status: str, announced: bool) -> None:
         """A lane cell died with its worker; one it never announced is recorded whole."""

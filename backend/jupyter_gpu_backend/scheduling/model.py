@@ -131,6 +131,7 @@ class CellRun:
     interrupts: int = 0
     image: str = DEFAULT_IMAGE
     cwd: str | None = None  # the kernel's directory, for a cold start's bind mount (the owner's cells only)
+    function: str | None = None  # a function's call: its name@hash (messages.function_label)
 
     @property
     def key(self) -> str:  # the (GPU type, image) pool it runs in

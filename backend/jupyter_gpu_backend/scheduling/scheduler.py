@@ -96,7 +96,8 @@ class Scheduler:
         # the kernel's directory goes to a cold start's runtime (docker: bind-mounted) only for the
         # backend's own user: a path another user's kernel names is not trusted to be theirs
         cwd = header.get("cwd") if session.user == OWNER else None
-        return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header), cwd=cwd)
+        return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header), cwd=cwd,
+                       function=messages.function_label(header.get("call")))
 
     def image_of(self, header: dict) -> str:
         """The worker image a request names (default when it names none); NoSuchImage lists the others."""
