@@ -83,6 +83,9 @@ def test_random_cell_sequences_end_with_the_users_own_outcome(kernel_env, tmp_pa
                 (mods / f"kernel_only_{k}.py").write_text("class Thing:\n    value = 7\n")
                 name = f"thing{k}"
                 assert _error(self.run(f"import kernel_only_{k}\n{name} = kernel_only_{k}.Thing()")) is None
+                # gone from disk: only the kernel has it (the notebook's sys.path entries reach the
+                # worker, so a module file in one would be importable there: issue 21)
+                (mods / f"kernel_only_{k}.py").unlink()
                 cell = self.run(f"%%gpu\nprint({name}.value)")
                 err = _error(cell)
                 # the worker says what it could not import, naming the value; never our internals
