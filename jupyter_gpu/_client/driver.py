@@ -63,6 +63,21 @@ def drive(sink, conn, cell: str, *, backend, gpu: str, image: str | None, t0: fl
     ``sink`` until its final one, and return what ``sink.done`` makes of it; None means: send its
     inputs again.  ``backend`` is the connection a kill goes to (only the backend can kill a
     worker); ``t0`` (time.monotonic()) is when the request began, which --timeout counts from."""
+    events = drive_items(sink, conn, cell, backend=backend, gpu=gpu, image=image, t0=t0, timeout=timeout,
+                         max_cost=max_cost)
+    try:
+        while True:
+            next(events)  # (a request of code yields no items)
+    except StopIteration as end:
+        return end.value
+
+
+def drive_items(sink, conn, cell: str, *, backend, gpu: str, image: str | None, t0: float,
+                timeout: float | None = None, max_cost: float | None = None):
+    """``drive`` as a generator: it yields each ``item`` event (header, buffers: a generator
+    function's value, ``f.remote_gen``) as it comes, and returns what ``drive`` returns.  While
+    the consumer holds an item, the stop button is the kernel's own again (it interrupts the
+    consumer's code); a press while the driver waits interrupts the request."""
     budget = CellBudget.for_cell(max_cost, gpu, t0)
     if budget is not None and budget.note():
         sink.stream("stderr", budget.note())
@@ -134,6 +149,11 @@ def drive(sink, conn, cell: str, *, backend, gpu: str, image: str | None, t0: fl
                 live.show(h["phase"], h.get("position"), h.get("detail"))
                 if budget is not None:
                     budget.phase(h["phase"], time.monotonic())
+            elif kind == messages.ITEM:
+                if kernel_sigint is not None:
+                    signal.signal(signal.SIGINT, kernel_sigint)
+                yield h, buffers
+                kernel_sigint = stop.trap()
             elif kind == messages.RESEND:
                 if not h.get("files"):
                     sink.resent(h)

@@ -295,6 +295,13 @@ class Iopub(_Envelope, total=False):
     metadata: dict[str, Any]
 
 
+class Item(_Envelope, total=False):
+    """One value a generator function yielded on the worker (``f.remote_gen``), as it came."""
+
+    cell: str
+    value: Value
+
+
 class Payload(_Envelope, total=False):
     """What a local cell's shell puts in its ``execute_reply``'s payload: the pager's text
     (``obj?``, ``%magic``, ``%quickref``; source ``page``): the kernel pages it with its own pager."""
@@ -436,7 +443,7 @@ RESEND, LANE_LOST_REPLY, FAILURE, STREAM, DISPLAY = "resend", "lane_lost_reply",
 CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "input_request", "done", "register"
 REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
 RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
-IOPUB, PAYLOAD = "iopub", "payload"
+IOPUB, PAYLOAD, ITEM = "iopub", "payload", "item"
 # the message types an `iopub` event may carry (the kernel publishes no other for a worker: a status
 # or an execute_input is the kernel's own protocol)
 IOPUB_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result",
@@ -448,7 +455,7 @@ TYPES: dict[str, type] = {
     CLEAR_OUTPUT: ClearOutput, ERROR: Error, INPUT_REQUEST: InputRequest, DONE: Done, REGISTER: Register,
     REGISTERED: Registered, SHUTDOWN: Shutdown, STARTED: Started, METERED: Metered, RETIRE: Retire,
     RETIRED: Retired, REPORT: Report, REPORTED: Reported, LANE_HELLO: LaneHello, LANE_OK: LaneOk,
-    IOPUB: Iopub, PAYLOAD: Payload,
+    IOPUB: Iopub, PAYLOAD: Payload, ITEM: Item,
 }
 
 _DECODERS: dict = {}  # type name -> its Decoder, built when that type is first decoded

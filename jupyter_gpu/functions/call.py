@@ -18,7 +18,8 @@ import html
 import linecache
 import time
 
-from jupyter_gpu._wire import serialization, shm
+from jupyter_gpu._client import driver
+from jupyter_gpu._wire import messages, serialization, shm
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 from jupyter_gpu.cost import footer
 from jupyter_gpu.errors import ConnectionLost, GpuError
@@ -28,6 +29,7 @@ from jupyter_gpu.notebook import cell
 from jupyter_gpu.notebook.cell_options import CellOptions
 from jupyter_gpu.notebook.publish import Publisher
 from jupyter_gpu.notebook.remote_values import Held
+from jupyter_gpu.notebook.sink import NotebookSink
 
 BATCH = 256  # map items a request: ~0.05 ms of the worker's time each for a trivial function, so
 # one request's ~1 ms of overhead is spread thin, and a generator's items are read 256 at a time
@@ -43,6 +45,58 @@ def remote(f: Function, args: tuple, kwargs: dict):
     session = _session()
     value, _ = _run(session, f, {"args": serialization.pickle_value("<arguments>", (args, kwargs))})
     return value
+
+
+def remote_gen(f: Function, args: tuple, kwargs: dict):
+    """Generator: each value the worker's generator yields, as it comes."""
+    session = _session()
+    plan = _plan(session, f)
+    fn = serialization.pickle_value(f"<function {getattr(f.fn, '__qualname__', '?')}>", f.fn)
+    setup = serialization.pickle_value("<setup>", f.options.setup) if f.options.setup is not None else None
+    what = {"args": serialization.pickle_value("<arguments>", (args, kwargs)), "gen": True}
+    for attempt in range(3):
+        packed = _pack(session, plan, attempt, f, fn, what, setup)
+        cell.send(session, packed)
+        conn = packed.route or session.client
+        sink = NotebookSink(session, packed.header["cell"], plan.gpu, plan.t0, plan.key)
+        events = driver.drive_items(sink, conn, packed.header["cell"], backend=session.client, gpu=plan.gpu,
+                                    image=plan.opts.image, t0=plan.t0, timeout=plan.opts.timeout)
+        finished = False
+        try:
+            while True:
+                try:
+                    h, buffers = next(events)
+                except StopIteration as end:
+                    finished = True
+                    outcome = end.value
+                    break
+                yield serialization.unpack("<item>", h["value"], buffers, session.reader)
+        finally:
+            if not finished:  # closed early (or an error here): the worker's generator stops, its events
+                conn.send({"type": messages.INTERRUPT, "cell": packed.header["cell"]})  # drained, its cost kept
+                _close(session, plan, packed, events, [fn.hash, *([setup.hash] if setup else [])])
+        if outcome is None:  # asked to send it again (before any value: a resend runs nothing)
+            if sink.first is not None and plan.first is None:
+                plan.first = sink.first
+            session.forget(plan.key)
+            continue
+        _conclude(session, plan, packed, outcome, [fn.hash, *([setup.hash] if setup else [])], False)
+        return
+    raise ConnectionLost("the backend asked repeatedly to send the call again")
+
+
+def _close(session, plan, packed, events, hashes: list) -> None:
+    """A remote generator its consumer stopped reading: the rest of its events, then its footer
+    and ledger row as any call's (its interrupt is what the consumer asked for: not raised)."""
+    try:
+        while True:
+            next(events)
+    except StopIteration as end:
+        if end.value is not None:
+            try:
+                _conclude(session, plan, packed, end.value, hashes, False)
+            except KeyboardInterrupt:
+                pass
 
 
 def starmap(f: Function, items, kwargs: dict, return_exceptions: bool):

@@ -55,6 +55,13 @@ class Function:
 
         return call.remote(self, args, kwargs)
 
+    def remote_gen(self, *args, **kwargs):
+        """A generator function on a worker: a generator here that yields each value as the worker
+        yields it (closing it early stops the worker's generator)."""
+        from jupyter_gpu.functions import call
+
+        return call.remote_gen(self, args, kwargs)
+
     def map(self, *iterables, order_outputs: bool = True, return_exceptions: bool = False, kwargs: dict | None = None):
         """``f(x)`` for each x (``f(x, y)`` for each pair of several iterables), on a worker, in
         batches; the results in input order.  An item that raised: its exception in place with

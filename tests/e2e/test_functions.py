@@ -181,3 +181,28 @@ def test_every_call_is_a_ledger_row_naming_the_function(k, kernel_env):
         k.run("%gpu status")  # asks the backend, which settles what its workers owe first (lane_cells.settle)
     got = rows()
     assert len(got) == 3 and {r[1] for r in got} == {"ok"} and len({r[0] for r in got}) == 1, got
+
+
+def test_remote_gen_yields_each_value_as_the_worker_yields_it(k):
+    k.run("@jupyter_gpu.function(gpu='cpu')\ndef count(n, wait_for=None):\n    import socket\n"
+          "    for i in range(n):\n        yield i * 10\n        if wait_for and i == 0:\n"
+          "            socket.create_connection(('127.0.0.1', wait_for)).recv(1)  # until the test lets it go on\n")
+    assert k.run("print(list(count.remote_gen(4)))").stdout() == "[0, 10, 20, 30]\n"
+    # the first value arrives while the worker's generator still runs (it waits for us before the second)
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        cell = k.submit(f"for v in count.remote_gen(3, wait_for={port}):\n    print('got', v, flush=True)")
+        assert k.wait_until(lambda: "got 0" in cell.stdout(), 60)
+        conn, _ = listener.accept()  # the worker waits on us: it has not yielded the second value yet
+        assert "got 10" not in cell.stdout()
+        conn.send(b"x")
+        conn.close()
+        assert k.wait_until(lambda: cell.done, 60) and cell.stdout() == "got 0\ngot 10\ngot 20\n"
+    # stopping early stops the worker's generator; the worker stays usable
+    cell = k.run("for v in count.remote_gen(10**9):\n    if v >= 20:\n        break\nprint('stopped at', v)")
+    assert cell.stdout() == "stopped at 20\n"
+    assert k.run("print(square.remote(2))").stdout() == "squaring 2\n4\n"

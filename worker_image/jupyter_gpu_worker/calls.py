@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import linecache
 
-from jupyter_gpu._wire import handshake, serialization
+from jupyter_gpu._wire import handshake, messages, serialization
 from jupyter_gpu.errors import SerializationError
 
 MISSING = "<function>"  # what a resend names when the function is not held here
@@ -72,6 +72,8 @@ class Calls:
             result.error_before_exec = e
             shell.showtraceback((type(e), e, None), exception_only=True)
             return result
+        if call.get("gen"):  # a generator function: each value goes as it is yielded
+            return self._stream(shell, fn, items[0], result)
         values = []
         for args, kwargs in items:
             try:
@@ -89,6 +91,19 @@ class Calls:
                     return result
                 values.append((False, _picklable(e)))  # the kernel shows it once, with its item
         result.value = values if "items" in call else values[0][1]
+        return result
+
+    def _stream(self, shell, fn, arguments, result: CallResult) -> CallResult:
+        args, kwargs = arguments
+        try:
+            for value in fn(*args, **kwargs):
+                p = serialization.pickle_value("<item>", value)  # one that does not pickle ends it, saying so
+                packer = serialization.Packer()
+                spec = packer.pack(p)
+                shell.emitter.event({"type": messages.ITEM, "value": spec}, packer.buffers)
+        except BaseException as e:  # the stop button too: the generator is closed where it was
+            result.error_in_exec = e
+            _show(shell, e)
         return result
 
     def _function(self, shell, call: dict, buffers: list, reader):
