@@ -337,6 +337,7 @@ class Done(_Envelope, total=False):
     files: dict[str, Any]
     result: Value  # a function call's value (a batch's: [(ok, value or exception), ...])
     result_error: str  # why a call's value could not be pickled to come back
+    result_ref: dict[str, Any]  # a call's value left on the worker: ref (its id there), t (type), why
     # where it ran (the backend for a relayed cell, the kernel for a lane cell)
     worker: Optional[str]
     gpu: str

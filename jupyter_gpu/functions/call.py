@@ -28,7 +28,7 @@ from jupyter_gpu.functions.function import Function, batches
 from jupyter_gpu.notebook import cell
 from jupyter_gpu.notebook.cell_options import CellOptions
 from jupyter_gpu.notebook.publish import Publisher
-from jupyter_gpu.notebook.remote_values import Held
+from jupyter_gpu.notebook.remote_values import Held, RemoteValue
 from jupyter_gpu.notebook.sink import NotebookSink
 
 BATCH = 256  # map items a request: ~0.05 ms of the worker's time each for a trivial function, so
@@ -251,6 +251,11 @@ def _conclude(session, plan, packed, outcome, hashes: list, batch: bool):
             value = serialization.unpack("<result>", spec, outcome.buffers, session.reader)
         except serialization.SerializationError as e:
             raise serialization.SerializationError(f"the function's value could not be brought back: {e}") from None
+    elif done.get("result_ref") and error is None:  # it stays on the worker: a reference to it here
+        r = done["result_ref"]
+        value = RemoteValue(f"{r['t']} value", r["t"], done.get("device", plan.gpu), done.get("worker") or "",
+                            plan.gpu, "", session.cell_number(), r.get("why", ""))
+        value.ref = r["ref"]
     elif done.get("result_error") and error is None:
         raise serialization.SerializationError(f"the function's value could not be brought back: {done['result_error']}")
     if error is not None:

@@ -198,6 +198,9 @@ def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, 
     for name in names:
         value = ns[name]
         if isinstance(value, RemoteValue):
+            if value.ref is not None and held.worker == value.worker:
+                values[name] = value  # a call's value on this worker: goes as its reference
+                continue
             if held.worker == value.worker and held.values.get(name) == value.hash:
                 keep[name] = value.hash
                 references.append(name)

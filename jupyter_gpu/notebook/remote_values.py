@@ -59,7 +59,13 @@ class RemoteValue:
     def __repr__(self) -> str:
         return f"<remote {self.type_name} on {self.device}>"
 
+    ref: str | None = None  # a function call's value left on its worker (_wire/refs.py)
+
     def __reduce__(self):
+        if self.ref is not None:  # unpickled on its worker as the value itself (nothing moves)
+            from jupyter_gpu._wire import refs
+
+            return refs.resolve, (self.worker, self.ref)
         raise TypeError(f"{self!r} lives on worker {self.worker}; use it inside a %%gpu cell")
 
     def __getattr__(self, attr):

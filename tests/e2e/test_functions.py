@@ -206,3 +206,13 @@ def test_remote_gen_yields_each_value_as_the_worker_yields_it(k):
     cell = k.run("for v in count.remote_gen(10**9):\n    if v >= 20:\n        break\nprint('stopped at', v)")
     assert cell.stdout() == "stopped at 20\n"
     assert k.run("print(square.remote(2))").stdout() == "squaring 2\n4\n"
+
+
+def test_a_value_that_cannot_come_back_stays_on_the_worker_and_goes_on_by_reference(k):
+    k.run("@jupyter_gpu.function(gpu='cpu')\ndef make_lock():\n    import threading\n    return threading.Lock()\n"
+          "@jupyter_gpu.function(gpu='cpu')\ndef kind(x):\n    return type(x).__name__, x.locked()")
+    cell = k.run("r = make_lock.remote()\nprint(r)")
+    assert cell.stdout().startswith("<remote lock on cpu")
+    assert k.run("print(kind.remote(r))").stdout() == "('lock', False)\n"  # the worker's own object
+    assert k.run("%%gpu\nprint(type(r).__name__, r.acquire())").stdout() == "lock True\n"
+    assert k.run("print(kind.remote(r))").stdout() == "('lock', True)\n"  # the same object, acquired above

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import linecache
 
-from jupyter_gpu._wire import handshake, messages, serialization
+from jupyter_gpu._wire import handshake, messages, refs, serialization
 from jupyter_gpu.errors import SerializationError
 
 MISSING = "<function>"  # what a resend names when the function is not held here
@@ -40,6 +40,7 @@ class Calls:
     def clear(self) -> None:
         self.functions.clear()
         self.states.clear()
+        refs.clear()  # another session: the values its calls left here go
 
     def held(self, call: dict) -> bool:
         """Whether the function of ``call`` (and its setup's value) is here (sent with it, or held
@@ -159,6 +160,8 @@ def pack_value(call: dict, result: CallResult, packer) -> dict:
     value = result.value
     try:
         p = serialization.pickle_value("<result>", value)
-    except SerializationError as e:
-        return {"result_error": str(e)}
+    except SerializationError as e:  # it stays here; the kernel gets a reference to it
+        if call.get("items") is not None:
+            return {"result_error": str(e)}
+        return {"result_ref": {"ref": refs.keep(value), "t": type(value).__name__, "why": str(e)}}
     return {"result": packer.pack(p)}
