@@ -99,25 +99,56 @@ def _close(session, plan, packed, events, hashes: list) -> None:
                 pass
 
 
-def starmap(f: Function, items, kwargs: dict, return_exceptions: bool):
-    """Generator: each item's result (an item raised: its exception, with return_exceptions)."""
-    session = _session()
-    index = 0
-    progress = Progress(session, getattr(f.fn, "__qualname__", "?"))
-    for batch in batches(items, BATCH):
-        packed = serialization.pickle_value("<map items>", [(tuple(a), kwargs) for a in batch])
-        progress.show(running=len(batch))
-        results, stopped = _run(session, f, {"items": packed, "return_exceptions": True})
-        progress.ran(results, session.cell_calls[-1] if session.cell_calls else None)
-        progress.show(running=0)  # (the last batch's: the line's final state)
-        for ok, value in results:
-            if not ok and not return_exceptions:
-                raise ItemFailed(f"item {index} of {getattr(f.fn, '__qualname__', f.fn)}.map raised "
-                                 f"{type(value).__name__}: {value}") from value
-            yield value
-            index += 1
-        if stopped is not None:
-            raise stopped
+def starmap(f: Function, items, kwargs: dict, return_exceptions: bool) -> "MapResult":
+    return MapResult(f, items, kwargs, return_exceptions)
+
+
+class MapResult:
+    """A map's results, read as they come (iterate it once: in input order; a generator's items are
+    read as it goes).  An item that raised is its exception in place with ``return_exceptions``
+    (said once on stderr, with its index), else ItemFailed naming the index.  ``failed``: index ->
+    (args, exception) of the items that raised; ``retry_failed()`` runs only those again."""
+
+    def __init__(self, f: Function, items, kwargs: dict, return_exceptions: bool):
+        self.f, self.items, self.kwargs, self.return_exceptions = f, items, kwargs, return_exceptions
+        self.failed: dict[int, tuple] = {}
+        self._started = False
+
+    def __iter__(self):
+        if self._started:
+            raise RuntimeError("a map's results are read once (keep them: list(f.map(...)))")
+        self._started = True
+        return self._results(enumerate(self.items))
+
+    def _results(self, numbered):
+        session = _session()
+        name = getattr(self.f.fn, "__qualname__", "?")
+        progress = Progress(session, name)
+        for batch in batches(numbered, BATCH):
+            packed = serialization.pickle_value("<map items>", [(tuple(a), self.kwargs) for _, a in batch])
+            progress.show(running=len(batch))
+            results, stopped = _run(session, self.f, {"items": packed, "return_exceptions": True})
+            progress.ran(results, session.cell_calls[-1] if session.cell_calls else None)
+            progress.show(running=0)  # (the last batch's: the line's final state)
+            for (index, args), (ok, value) in zip(batch, results):
+                if not ok:
+                    self.failed[index] = (tuple(args), value)
+                    if not self.return_exceptions:
+                        raise ItemFailed(f"item {index} of {name}.map raised {type(value).__name__}: {value}") from value
+                    Publisher(session.shell).stream("stderr", f"{name}.map: item {index} raised "
+                                                    f"{type(value).__name__}: {value}\n")
+                yield value
+            if stopped is not None:
+                raise stopped
+
+    def retry_failed(self) -> dict:
+        """Run the items that raised again: {index: its new result} (one that raises again: its
+        exception, and it stays in ``failed``)."""
+        todo, self.failed = self.failed, {}
+        again = MapResult(self.f, [], self.kwargs, True)
+        out = dict(zip(todo, again._results(((i, args) for i, (args, _) in todo.items()))))
+        self.failed = again.failed
+        return out
 
 
 class Progress:

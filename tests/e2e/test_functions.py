@@ -81,7 +81,7 @@ def test_an_exception_is_the_users_own_type_with_the_defining_cells_line(k):
 def test_map_keeps_the_input_order_and_says_which_item_failed(k):
     cell = k.run("r = square.map(range(600))\nprint(type(r).__name__)\nout = list(r)\n"
                  "print(out == [i * i for i in range(600)])", timeout=120)
-    assert cell.stdout().splitlines()[0] == "generator" and cell.stdout().endswith("True\n")
+    assert cell.stdout().splitlines()[0] == "MapResult" and cell.stdout().endswith("True\n")
     assert cell.stdout().count("squaring") == 600
     # its progress: one line updated in place, ending with every item done
     shown = [e.msg for e in cell.iopub if e.msg["msg_type"] in ("display_data", "update_display_data")
@@ -90,10 +90,16 @@ def test_map_keeps_the_input_order_and_says_which_item_failed(k):
     assert len({m["content"]["transient"]["display_id"] for m in shown}) == 1
     assert shown[-1]["content"]["data"]["text/plain"].startswith("map square: 0 running · 600 done · 0 failed · $")
     k.run("@jupyter_gpu.function(gpu='cpu')\ndef inv(x):\n    return 1 / x")
-    cell = k.run("print(list(inv.map([1, 2, 0, 4], return_exceptions=True)))")
+    cell = k.run("r = inv.map([1, 2, 0, 4], return_exceptions=True)\nprint(list(r))")
     assert cell.stdout() == "[1.0, 0.5, ZeroDivisionError('division by zero'), 0.25]\n"
+    said = "".join(e.msg["content"]["text"] for e in cell.streams("stderr"))
+    assert said == "inv.map: item 2 raised ZeroDivisionError: division by zero\n"  # once, with its index
     cell = k.run("list(inv.map([1, 0, 2]))", ok=False)
     assert cell.reply["content"]["ename"] == "ItemFailed" and "item 1 of inv.map" in traceback_text(cell)
+    # retry only the failures: the function fixed (redefined), the item runs again
+    k.run("@jupyter_gpu.function(gpu='cpu')\ndef inv(x):\n    return 1 / x if x else float('inf')")
+    k.run("r.f = inv")  # (the result keeps the function it ran; here: the fixed one)
+    assert k.run("print(r.retry_failed(), r.failed)").stdout() == "{2: inf} {}\n"
     # a generator is read as it goes
     cell = k.run("print(sum(square.map(x for x in range(1000))))", timeout=120)
     assert cell.stdout().endswith(f"{sum(i * i for i in range(1000))}\n")
