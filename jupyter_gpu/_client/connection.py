@@ -35,7 +35,7 @@ class BackendClient:
             raise ConnectionLost(f"the backend at {url} refused the connection (HTTP {code})") from None
         except (OSError, TimeoutError) as e:
             raise ConnectionLost(f"cannot reach the backend at {url}: {e}") from None
-        self.url = url
+        self.url, self.token = url, token  # (a function's fan-out opens more sessions of its own)
         self.sent_bytes = 0
         welcome = self.recv(timeout=10)
         if welcome is None or welcome.type != messages.WELCOME:

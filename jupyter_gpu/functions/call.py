@@ -23,7 +23,7 @@ from jupyter_gpu._wire import messages, serialization, shm
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 from jupyter_gpu.cost import footer
 from jupyter_gpu.errors import ConnectionLost, GpuError
-from jupyter_gpu.functions import handshake
+from jupyter_gpu.functions import fanout, handshake
 from jupyter_gpu.functions.function import Function, batches
 from jupyter_gpu.notebook import cell
 from jupyter_gpu.notebook.cell_options import CellOptions
@@ -120,15 +120,29 @@ class MapResult:
         self._started = True
         return self._results(enumerate(self.items))
 
-    def _results(self, numbered):
-        session = _session()
-        name = getattr(self.f.fn, "__qualname__", "?")
-        progress = Progress(session, name)
+    def _batches(self, session, numbered, progress):
+        """(batch, its results, the interrupt that stopped it or None), in input order: on the
+        kernel's worker one batch at a time, or over max_workers workers (fanout.py)."""
+        n = self.f.options.max_workers or 1
+        if n > 1:
+            for batch, results, stopped, waiting in fanout.run_batches(session, self.f, batches(numbered, BATCH),
+                                                                       self.kwargs, n, _run):
+                progress.ran(results, None)
+                progress.show(running=waiting * BATCH, queued=0)
+                yield batch, results, stopped
+            return
         for batch in batches(numbered, BATCH):
             packed = serialization.pickle_value("<map items>", [(tuple(a), self.kwargs) for _, a in batch])
             progress.show(running=len(batch))
             results, stopped = _run(session, self.f, {"items": packed, "return_exceptions": True})
-            progress.ran(results, session.cell_calls[-1] if session.cell_calls else None)
+            progress.ran(results, None)
+            yield batch, results, stopped
+
+    def _results(self, numbered):
+        session = _session()
+        name = getattr(self.f.fn, "__qualname__", "?")
+        progress = Progress(session, name)
+        for batch, results, stopped in self._batches(session, numbered, progress):
             progress.show(running=0)  # (the last batch's: the line's final state)
             for (index, args), (ok, value) in zip(batch, results):
                 if not ok:
@@ -159,21 +173,21 @@ class Progress:
     def __init__(self, session, name: str):
         self.session, self.name = session, name
         self.done = self.failed = self.batches = 0
-        self.cost = 0.0
         self.shown = False
         self.id = f"jgpu-map-{session.id}-{session.new_cell_id()}"
+        self.calls_before = len(session.cell_calls)
 
-    def ran(self, results: list, f: dict | None) -> None:
+    def ran(self, results: list, f: dict | None = None) -> None:
         self.batches += 1
         self.failed += sum(1 for ok, _ in results if not ok)
         self.done += sum(1 for ok, _ in results if ok)
-        self.cost += (f or {}).get("cost_usd") or 0.0
 
-    def show(self, running: int) -> None:
+    def show(self, running: int, queued: int = 0) -> None:
         if self.batches == 0:
             return
+        cost = sum(f.get("cost_usd") or 0.0 for f in self.session.cell_calls[self.calls_before:])
         line = (f"map {self.name}: {running} running · {self.done} done · {self.failed} failed · "
-                f"{footer.usd(self.cost)} so far")
+                f"{footer.usd(cost)} so far")
         data = {"text/plain": line, "text/html": f'<div class="jupyter-gpu-map {footer.NO_MATH}" '
                 f'style="font:12px monospace">{html.escape(line)}</div>'}
         Publisher(self.session.shell).display(data, {}, {"display_id": self.id}, update=self.shown)
@@ -210,14 +224,17 @@ def _plan(session, f: Function) -> cell.CellPlan:
                          use_shm, session.cell_number(), time.monotonic(), session.new_cell_id(), fell_back)
 
 
-def _run(session, f: Function, what: dict):
+def _run(session, f: Function, what: dict, on_sent=None):
     """Run one request of ``f`` (``what``: its pickled args, or a batch of items): (its value, the
-    KeyboardInterrupt that stopped a batch part-way, or None)."""
+    KeyboardInterrupt that stopped a batch part-way, or None).  ``on_sent(conn, cell)``: told where
+    each attempt goes (a fan-out's stop press interrupts it there)."""
     plan = _plan(session, f)
     fn = serialization.pickle_value(f"<function {getattr(f.fn, '__qualname__', '?')}>", f.fn)
     setup = serialization.pickle_value("<setup>", f.options.setup) if f.options.setup is not None else None
     for attempt in range(3 + f.options.retries):
         packed = _pack(session, plan, attempt, f, fn, what, setup)
+        if on_sent is not None:
+            on_sent(packed.route or session.client, packed.header["cell"])
         outcome = cell.send_and_drain(session, plan, packed)
         if outcome is None:
             continue
@@ -273,8 +290,15 @@ def _conclude(session, plan, packed, outcome, hashes: list, batch: bool):
         held.functions.update(hashes)  # the function (and its setup) are held there now
     wall = time.monotonic() - plan.t0
     f = footer.build(done, wall, {"sent_bytes": packed.size, "received_bytes": outcome.received}, session.footers)
-    session.record(f)
-    calls_footer.add(session, f)
+    owner = getattr(session, "owner", None)  # a fan-out's extra session (fanout.py): the kernel's records it
+    if owner is None:
+        session.record(f)
+        calls_footer.add(session, f)
+    else:
+        session.footers.append(f)  # (its own worker's keep-warm idle is counted from its own footers)
+        with owner.lock:
+            owner.record(f)
+        calls_footer.add(owner, f)
     value, error = None, outcome.exception(done)
     spec = done.get("result")
     if spec is not None:

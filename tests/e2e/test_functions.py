@@ -222,3 +222,29 @@ def test_a_value_that_cannot_come_back_stays_on_the_worker_and_goes_on_by_refere
     assert k.run("print(kind.remote(r))").stdout() == "('lock', False)\n"  # the worker's own object
     assert k.run("%%gpu\nprint(type(r).__name__, r.acquire())").stdout() == "lock True\n"
     assert k.run("print(kind.remote(r))").stdout() == "('lock', True)\n"  # the same object, acquired above
+
+
+def test_map_fans_out_over_max_workers_in_input_order(k):
+    k.run("@jupyter_gpu.function(gpu='cpu', max_workers=2)\ndef tagged(x):\n    import os\n    return x, os.getpid()")
+    cell = k.run("out = list(tagged.map(range(3000)))\nprint([x for x, _ in out] == list(range(3000)), "
+                 "len({p for _, p in out}))", timeout=180)
+    assert cell.stdout() == "True 2\n"  # every item, in order, from two workers
+    (f,) = footers(cell)
+    assert f["calls"] == 12  # 3000 items in batches of 256, each a call, summed in the cell's footer
+    # the kernel's own worker is one of them; the other stays warm for the next map
+    again = k.run("print(len({p for _, p in tagged.map(range(600))}))", timeout=120)
+    assert again.stdout() == "2\n" and footers(again)[0]["cold"] is False
+
+
+def test_the_stop_button_during_a_fanned_out_map_stops_every_worker_and_sends_no_more(k):
+    k.run("@jupyter_gpu.function(gpu='cpu', max_workers=2)\ndef slow_item(x):\n    import time\n"
+          "    print('item', x, flush=True)\n    time.sleep(0.2)\n    return x")
+    cell = k.submit("r = slow_item.map(range(100000))\nfor v in r:\n    pass")
+    assert k.wait_until(lambda: "item 0\n" in cell.stdout() and "item 256\n" in cell.stdout(), 120)  # both working
+    k.interrupt()
+    assert k.wait_until(lambda: cell.done, 60), "the map did not stop"
+    assert cell.reply["content"]["ename"] == "KeyboardInterrupt"
+    printed = cell.stdout().count("item ")
+    assert printed < 2000  # not the rest of the 100,000
+    after = k.run("print(sorted({x for x in slow_item.map(range(4))}))", timeout=60)
+    assert after.stdout().endswith("[0, 1, 2, 3]\n")
