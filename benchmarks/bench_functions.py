@@ -6,12 +6,12 @@ round by round:
   gpu_cell   `%%gpu\\nr = g(1)`                       (the same work as a `%%gpu` cell)
   ray_actor  `r = ray.get(a.f.remote(1))`            (a Ray actor method, local cluster: the anchor)
 Map over N trivial items (`x + 1`), a few rounds each:
-  map        `r = list(f.map(range(N)))`             (jupyter-gpu: ONE worker for now, batches of 256)
+  map        `r = list(f.map(range(N)))`             (jupyter-gpu: max_workers=2, batches of 256)
   ray_tasks  `r = ray.get([g.remote(x) for x in range(N)])`
   px_map     `r = v.map_sync(g, range(N))`           (ipyparallel LoadBalancedView, 2 engines)
 
-Targets: remote <= 1 x ray_actor (median); map items/s >= 2 x ray_tasks' (the issue asks it on 2
-workers; this measures 1, and says so).
+Targets: remote <= 1 x ray_actor (median); map items/s >= 2 x ray_tasks' (2 workers each side: Ray's
+local cluster has 2 CPUs).
 
     python benchmarks/bench_functions.py [--rounds 200] [--items 10000] [--map-rounds 3] [--quick]
 """
@@ -23,8 +23,8 @@ import time
 from common import Kernel, banner, fmt_stats, on_cleanup, ratio, run_main, stats, write_result
 
 SETUP = {
-    "remote": "%load_ext jupyter_gpu\nimport jupyter_gpu\n@jupyter_gpu.function(gpu='cpu')\ndef f(x):\n    return x + 1\n"
-              "f.remote(0)\nf.remote(0)",
+    "remote": "%load_ext jupyter_gpu\nimport jupyter_gpu\n@jupyter_gpu.function(gpu='cpu', max_workers=2)\ndef f(x):\n"
+              "    return x + 1\nf.remote(0)\nf.remote(0)\nlist(f.map(range(600)))",
     "gpu_cell": "%load_ext jupyter_gpu\ndef g(x):\n    return x + 1",
     "ray_actor": "import ray\nray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)\n"
                  "@ray.remote\nclass A:\n    def f(self, x):\n        return x + 1\n"
@@ -80,13 +80,13 @@ def main() -> int:
     for n, s in st.items():
         print(fmt_stats(n, s))
     med = {n: s["median"] for n, s in st.items()}
-    out = {"items": args.items, "workers_in_map": 1, "stats": st,
+    out = {"items": args.items, "workers_in_map": 2, "stats": st,
            "remote_over_ray_actor": ratio(med.get("remote", 0), med.get("ray_actor", 0)),
            "remote_over_gpu_cell": ratio(med.get("remote", 0), med.get("gpu_cell", 0)),
            "map_over_ray_tasks": ratio(med.get("map", 0), med.get("ray_tasks", 0)),
            "map_over_px_map": ratio(med.get("map", 0), med.get("px_map", 0))}
     out["targets"] = {"remote<=ray_actor": out["remote_over_ray_actor"] <= 1.0,
-                      "map>=2x_ray_tasks (1 worker)": out["map_over_ray_tasks"] >= 2.0}
+                      "map>=2x_ray_tasks": out["map_over_ray_tasks"] >= 2.0}
     for key in ("remote_over_ray_actor", "remote_over_gpu_cell", "map_over_ray_tasks", "map_over_px_map"):
         print(f"  {key:<24} {out[key]:.3f}")
     write_result("functions", out)
