@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import linecache
+import sys
 import time
 
 from jupyter_gpu._client import driver
@@ -197,6 +198,9 @@ class Progress:
 def _session():
     from jupyter_gpu.notebook import extension
 
+    if "jupyter_gpu_worker" in sys.modules:  # in a %%gpu cell or another call, on a worker
+        raise RuntimeError("a jupyter_gpu.function's .remote/.map is called from the notebook's kernel; on a "
+                           "worker (in a %%gpu cell or a call) call the function itself: f(x)")
     if extension.magics is None:
         try:
             ip = get_ipython()  # noqa: F821 - IPython's builtin in a kernel

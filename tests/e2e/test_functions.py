@@ -248,3 +248,10 @@ def test_the_stop_button_during_a_fanned_out_map_stops_every_worker_and_sends_no
     assert printed < 2000  # not the rest of the 100,000
     after = k.run("print(sorted({x for x in slow_item.map(range(4))}))", timeout=60)
     assert after.stdout().endswith("[0, 1, 2, 3]\n")
+
+
+def test_remote_inside_a_gpu_cell_says_to_call_the_function_itself(k):
+    cell = k.run("%%gpu\nsquare.remote(2)", ok=False)
+    assert cell.reply["content"]["ename"] == "RuntimeError"
+    assert "call the function itself" in traceback_text(cell) + cell.reply["content"]["evalue"]
+    assert k.run("%%gpu\nprint(square(3))").stdout() == "squaring 3\n9\n"  # as a plain function there
