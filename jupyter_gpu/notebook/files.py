@@ -71,6 +71,7 @@ class FileSync:
         if t is None:
             while len(self.trees) >= TREES:
                 self.trees.pop(next(iter(self.trees))).close()
+            _within_limit(root)  # a home directory of 50 GB fails now, not after hashing it all
             t = filetree.Tree(root)
         else:
             t.refresh()
@@ -257,10 +258,40 @@ def _beside(root: str, rel: str) -> str:
     raise FileExistsError(f"no free name beside {rel}")
 
 
+def _within_limit(root: str) -> None:
+    """Before a directory is first scanned (and hashed): its files' sizes, by a walk that stops as
+    soon as they pass the limit (FilesTooLarge, naming the biggest seen)."""
+    cap = filetree.sync_limit()
+    if not cap:
+        return
+    ignore, total, seen = filetree.Ignore(root), 0, []
+    for top, dirs, files in os.walk(root):
+        rel_top = os.path.relpath(top, root).replace(os.sep, "/")
+        rel_top = "" if rel_top == "." else rel_top + "/"
+        dirs[:] = [d for d in dirs if not ignore.ignored(rel_top + d, True)]
+        for name in files:
+            rel = rel_top + name
+            if ignore.ignored(rel, False):
+                continue
+            try:
+                size = os.stat(os.path.join(top, name)).st_size
+            except OSError:
+                continue
+            total += size
+            seen.append((rel, size))
+            if total > cap:
+                seen.sort(key=lambda x: -x[1])
+                raise FilesTooLarge(_over(root, f"more than {human_size(total)}", seen[:5], cap))
+
+
 def too_large(t: filetree.Tree, cap: int) -> str:
     """The error of a directory over the sync limit: its size, the biggest files, what to do."""
-    biggest = ", ".join(f"{rel} ({human_size(size)})" for rel, size in t.biggest(5))
-    return (f"the notebook's directory {t.root} holds {human_size(t.total)} to sync to the worker, over "
+    return _over(t.root, human_size(t.total), t.biggest(5), cap)
+
+
+def _over(root: str, size: str, biggest: list, cap: int) -> str:
+    biggest = ", ".join(f"{rel} ({human_size(n)})" for rel, n in biggest)
+    return (f"the notebook's directory {root} holds {size} to sync to the worker, over "
             f"${settings.SYNC_LIMIT.name}={human_size(cap)}; nothing was sent. Biggest: {biggest}. "
             "Leave files out with a .jupyter-gpu-ignore (gitignore syntax), or raise the limit "
             f"(%env {settings.SYNC_LIMIT.name}=4GiB; 0: none).")

@@ -173,6 +173,11 @@ def test_a_directory_over_the_limit_fails_before_sending_naming_the_biggest(sync
         assert cell.stdout() == ""  # nothing ran
         k.run("%env JUPYTER_GPU_SYNC_LIMIT=1MiB")
         assert k.run("%%gpu\nprint('ran')").stdout() == "ran\n"
+        # it grows past the limit once synced (its watched manifest says so): the next cell fails too
+        (tmp_path / "bigger.bin").write_bytes(os.urandom(900_000))
+        cell = k.run("%%gpu\nprint('ran')", ok=False)
+        err = _error(cell)
+        assert "FilesTooLarge" in err and "bigger.bin" in err and cell.stdout() == ""
     finally:
         k.shutdown()
 
