@@ -255,3 +255,38 @@ def test_remote_inside_a_gpu_cell_says_to_call_the_function_itself(k):
     assert cell.reply["content"]["ename"] == "RuntimeError"
     assert "call the function itself" in traceback_text(cell) + cell.reply["content"]["evalue"]
     assert k.run("%%gpu\nprint(square(3))").stdout() == "squaring 3\n9\n"  # as a plain function there
+
+
+DIFFERENTIAL = {
+    "print-and-return": ("def fn(a, b=2):\n    print('a is', a)\n    return a * b", "7, b=3"),
+    "numpy": ("def fn(n):\n    import numpy as np\n    x = np.arange(n).reshape(2, -1)\n    print(x.sum(axis=0))\n"
+              "    return x.T @ x", "6"),
+    "display": ("def fn(n):\n    from IPython.display import display, HTML\n    display(HTML(f'<b>{n}</b>'))\n"
+                "    return {'n': n, 'sq': [i * i for i in range(n)]}", "4"),
+    "stderr-and-none": ("def fn():\n    import sys\n    print('warn', file=sys.stderr)", ""),
+    "closure-over-a-global": ("SCALE = 10\ndef fn(x):\n    return [SCALE * v for v in x]", "[1, 2, 3]"),
+    "exception-message": ("def fn(d):\n    return d['missing']", "{'present': 1}"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DIFFERENTIAL))
+def test_a_call_shows_what_the_same_call_here_shows(k, case):
+    source, args = DIFFERENTIAL[case]
+    k.run(source.replace("def fn", "@jupyter_gpu.function(gpu='cpu')\ndef fn"))
+
+    def seen(cell) -> list:
+        out = []
+        for e in cell.iopub:
+            t, c = e.msg["msg_type"], e.msg["content"]
+            if t == "stream":
+                out.append((t, c["name"], c["text"]))
+            elif t in ("display_data", "execute_result") and FOOTER_MIME not in c["data"]:
+                out.append((t, c["data"].get("text/html") or c["data"].get("text/plain")))
+            elif t == "error":
+                out.append((t, c["ename"], c["evalue"]))
+        return out
+
+    here = k.run(f"fn.local({args})", ok=False)
+    there = k.run(f"fn.remote({args})", ok=False)
+    assert seen(there) == seen(here), (seen(here), seen(there))
+    assert here.reply["content"]["status"] == there.reply["content"]["status"]
