@@ -22,6 +22,7 @@ Targets: first >= 1 x rsync (first_over_rsync <= 1); unchanged - empty <= 2 ms (
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import socket
@@ -62,10 +63,21 @@ def sync_kernel(name: str, folder: Path) -> Kernel:
     return k
 
 
+def settle(timeout: float = 120) -> None:
+    """Before each timed copy (ours and the anchors alike): the previous worker's mirror removed (a
+    released worker deletes it as it exits, which would compete with the next sync's writes) and
+    the page cache's dirty pages written back (the previous round's 540 MB)."""
+    deadline = time.monotonic() + timeout
+    while glob.glob(os.path.join(tempfile.gettempdir(), "jupyter-gpu-files-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # another process's deletion: nothing to wait on but the directory
+    os.sync()
+
+
 def first_sync(k: Kernel) -> tuple[float, dict]:
     """One first sync: a fresh worker (released, prewarmed: untimed), then the timed cell."""
     k.execute("%gpu release", timeout=120)
     k.execute("%gpu prewarm", timeout=120)
+    settle()
     r = k.execute("%%gpu\npass", timeout=600)
     footer = r.footers()[-1]
     return r.seconds, footer
@@ -101,9 +113,11 @@ def main() -> int:
         samples["first_with_scan" if rnd == 0 else "first"].append(t)
         if have_rsync:
             dst = tmp / f"rsync-{rnd}"
+            settle()
             samples["rsync"].append(rsync(src, dst))
             shutil.rmtree(dst)
         dst = tmp / f"tar-{rnd}"
+        settle()
         samples["tar"].append(tar_socket(src, dst))
         shutil.rmtree(dst)
         print(f"  round {rnd}: first {t:.2f} s, rsync {samples['rsync'][-1] if have_rsync else float('nan'):.2f} s, "

@@ -211,3 +211,26 @@ def test_environment_the_notebook_set_reaches_the_cell_and_unset_leaves_it(sync_
         assert k.run("%%gpu\nimport os\nprint(os.environ.get('API_KEY'))").stdout() == "None\n"
     finally:
         k.shutdown()
+
+
+def test_a_workers_mirror_is_removed_when_it_exits_and_when_it_is_killed(sync_env, tmp_path):
+    import glob
+    import tempfile
+
+    (tmp_path / "data.csv").write_text("x\n")
+    k = _kernel_in(tmp_path, sync_env)
+
+    def mirrors(worker: str) -> list:
+        return glob.glob(f"{tempfile.gettempdir()}/jupyter-gpu-files-{worker}-*")
+
+    try:
+        worker = k.run("%%gpu\nimport os\nprint(os.environ['JUPYTER_GPU_WORKER_ID'])").stdout().strip()
+        assert mirrors(worker)
+        k.run("%gpu release")  # it exits (os._exit): its mirrors go with it
+        assert k.wait_until(lambda: not mirrors(worker), 30)
+        worker = k.run("%%gpu\nimport os\nprint(os.environ['JUPYTER_GPU_WORKER_ID'])").stdout().strip()
+        assert mirrors(worker)
+        k.run("%%gpu\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)", ok=False)  # no clean-up of its own
+        assert k.wait_until(lambda: not mirrors(worker), 30)  # its runtime removed what it left
+    finally:
+        k.shutdown()

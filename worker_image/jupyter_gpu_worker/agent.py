@@ -176,6 +176,7 @@ class Agent:
         self.cells.out_pool.close()
         if self.listener is not None:
             self.listener.close()
+        self.cells.mirrors.remove()  # the kernels' synced directories (os._exit runs no atexit)
         os._exit(0)
 
     def read_forever(self) -> None:

@@ -20,6 +20,9 @@ from jupyter_gpu._wire import filetree, settings
 from jupyter_gpu._wire.serialization import human_size
 
 
+PREFIX = "jupyter-gpu-files-"  # + the worker's id + "-" + random: its private directory of mirrors
+
+
 class Mirror:
     def __init__(self, path: str):
         self.path = path
@@ -39,9 +42,20 @@ class Mirrors:
 
     def _dir(self) -> str:
         if self.base is None:
-            self.base = tempfile.mkdtemp(prefix="jupyter-gpu-files-")
-            atexit.register(shutil.rmtree, self.base, True)
+            # named by the worker: its runtime removes what a killed worker left (local.py)
+            worker = settings.WORKER_ID.get() or str(os.getpid())
+            self.base = tempfile.mkdtemp(prefix=f"{PREFIX}{worker}-")
+            atexit.register(self.remove)
         return self.base
+
+    def remove(self) -> None:
+        """The worker exits: its mirrors go (the agent calls this before its os._exit)."""
+        for m in self.mirrors.values():
+            m.tree.close()
+        self.mirrors.clear()
+        if self.base is not None:
+            shutil.rmtree(self.base, ignore_errors=True)
+            self.base = None
 
     def path_of(self, root: str) -> str:
         """Where root is mirrored: at its own absolute path under this worker's directory, so the

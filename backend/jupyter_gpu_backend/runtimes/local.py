@@ -12,12 +12,15 @@ tail explains a failed start.
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 
 from jupyter_gpu._wire.devices import gpu_type_of, split
@@ -125,6 +128,9 @@ class LocalRuntime(Runtime):
             raise
         handle.device_indices = indices
         handle.exited.add_done_callback(lambda _: self.table.release(indices))  # its devices are free again
+        # what it could not remove itself (killed: SIGKILL, OOM, a segfault), off the event loop
+        handle.exited.add_done_callback(
+            lambda _: threading.Thread(target=self._leftovers, args=(worker_id,), daemon=True).start())
         return handle
 
     async def _start(self, gpu: str, worker_id: str, secret: str, indices: list, image: WorkerImage) -> WorkerProcess:
@@ -157,6 +163,13 @@ class LocalRuntime(Runtime):
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )
         return WorkerProcess(worker_id, gpu, proc.pid, log_path, index, asyncio.ensure_future(proc.wait()))
+
+    @staticmethod
+    def _leftovers(worker_id: str) -> None:
+        """What a worker that could not clean up (killed) left in this host's temp directory: its
+        mirrors of kernels' synced directories (jupyter_gpu_worker/mirror.py)."""
+        for path in glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter-gpu-files-{glob.escape(worker_id)}-*")):
+            shutil.rmtree(path, ignore_errors=True)
 
     def kill(self, handle: WorkerProcess) -> None:
         if not handle.exited.done():
