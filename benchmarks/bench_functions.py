@@ -10,8 +10,13 @@ Map over N trivial items (`x + 1`), a few rounds each:
   ray_tasks  `r = ray.get([g.remote(x) for x in range(N)])`
   px_map     `r = v.map_sync(g, range(N))`           (ipyparallel LoadBalancedView, 2 engines)
 
+A 1 GiB argument (``--big``, alone):
+  big        `size.remote(big)`: a 1 GiB float64 array to a warm worker and its size back (GB/s of
+             the cell's round trip), against
+  tcp        1 GiB through one loopback TCP connection to a peer process (bench_transfer.TcpAnchor)
+
 Targets: remote <= 1 x ray_actor (median); map items/s >= 2 x ray_tasks' (2 workers each side: Ray's
-local cluster has 2 CPUs).
+local cluster has 2 CPUs); big >= 1 x tcp.
 
     python benchmarks/bench_functions.py [--rounds 200] [--items 10000] [--map-rounds 3] [--quick]
 """
@@ -45,7 +50,10 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--map-rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--big", type=int, metavar="ROUNDS", help="only the 1 GiB argument, this many rounds")
     args = ap.parse_args()
+    if args.big:
+        return big_argument(args.big)
     if args.quick:
         args.rounds, args.items, args.map_rounds = 30, 2000, 2
     banner("bench_functions: @jupyter_gpu.function vs a Ray actor, Ray tasks, ipyparallel")
@@ -90,6 +98,29 @@ def main() -> int:
     for key in ("remote_over_ray_actor", "remote_over_gpu_cell", "map_over_ray_tasks", "map_over_px_map"):
         print(f"  {key:<24} {out[key]:.3f}")
     write_result("functions", out)
+    return 0
+
+
+def big_argument(rounds: int) -> int:
+    from bench_transfer import N, TcpAnchor, gbps
+
+    banner("bench_functions --big: a 1 GiB argument to f.remote vs loopback TCP")
+    k = Kernel("big")
+    k.execute(f"%load_ext jupyter_gpu\nimport jupyter_gpu, numpy as np\nbig = np.ones({N})\n"
+              "@jupyter_gpu.function(gpu='cpu')\ndef size(a):\n    return a.nbytes\nsize.remote(big[:10])", timeout=240)
+    tcp = TcpAnchor()
+    samples = {"big": [], "tcp": []}
+    for i in range(rounds):
+        r = k.execute("n = size.remote(big)", timeout=600)
+        samples["big"].append(gbps(r.seconds))
+        samples["tcp"].append(gbps(tcp.to_peer()))
+    st = {n: stats(xs, "GB/s") for n, xs in samples.items()}
+    for n, s in st.items():
+        print(fmt_stats(n, s))
+    out = {"bytes": N * 8, "stats": st, "big_over_tcp": ratio(st["big"]["median"], st["tcp"]["median"])}
+    out["targets"] = {"big>=tcp": out["big_over_tcp"] >= 1.0}
+    print(f"  big_over_tcp             {out['big_over_tcp']:.3f}")
+    write_result("functions-big", out)
     return 0
 
 
