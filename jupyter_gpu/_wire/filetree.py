@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import heapq
 import os
-import re
 import secrets
 import stat
 import time
@@ -31,18 +30,15 @@ Entry = tuple  # (size: int, mtime_ns: int, hash: str): hash = xxh3_128 hexdiges
 BLOB = 4 << 20  # small files travel concatenated in buffers of at most this size; a bigger file in its own
 RACY_NS = 2_000_000_000  # a file hashed this close to its mtime may change again within the same clock tick
 _CHUNK = 1 << 20
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 
 
 def sync_limit(environ=None) -> int:
-    """$JUPYTER_GPU_SYNC_LIMIT in bytes ('1GiB' default, '500MB', '0' = no limit): the grammar of
-    serialization.parse_size (powers of 1024 either way), repeated to keep this module stdlib-only."""
+    """$JUPYTER_GPU_SYNC_LIMIT in bytes ('1GiB' default, '500MB', '0' = no limit), read as every
+    size setting is (serialization.parse_size: powers of 1024 either way)."""
     from jupyter_gpu._wire import settings
-    text = settings.SYNC_LIMIT.get(environ)
-    m = _SIZE.match(str(text))
-    if not m:
-        raise ValueError(f"{settings.SYNC_LIMIT.name}: {text!r} is not a size (use e.g. 500MB, 1GiB, 0)")
-    return int(float(m.group(1)) * 1024 ** ("kmgt".find(m.group(2).lower()) + 1 if m.group(2) else 0))
+    from jupyter_gpu._wire.serialization import parse_size
+
+    return parse_size(settings.SYNC_LIMIT.get(environ), settings.SYNC_LIMIT.name)
 
 
 def _open(path: str, follow: bool = False):

@@ -20,8 +20,7 @@ import sys
 import time
 
 from jupyter_gpu._client import driver
-from jupyter_gpu._wire import messages, serialization, shm
-from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
+from jupyter_gpu._wire import messages, serialization
 from jupyter_gpu.cost import footer
 from jupyter_gpu.errors import ConnectionLost, GpuError
 from jupyter_gpu.functions import fanout, handshake
@@ -29,7 +28,7 @@ from jupyter_gpu.functions.function import Function, batches
 from jupyter_gpu.notebook import cell
 from jupyter_gpu.notebook.cell_options import CellOptions
 from jupyter_gpu.notebook.publish import Publisher
-from jupyter_gpu.notebook.remote_values import Held, RemoteValue
+from jupyter_gpu.notebook.remote_values import RemoteValue
 from jupyter_gpu.notebook.sink import NotebookSink
 
 BATCH = 256  # map items a request: ~0.05 ms of the worker's time each for a trivial function, so
@@ -52,8 +51,7 @@ def remote_gen(f: Function, args: tuple, kwargs: dict):
     """Generator: each value the worker's generator yields, as it comes."""
     session = _session()
     plan = _plan(session, f)
-    fn = serialization.pickle_value(f"<function {getattr(f.fn, '__qualname__', '?')}>", f.fn)
-    setup = serialization.pickle_value("<setup>", f.options.setup) if f.options.setup is not None else None
+    fn, setup = _pickles(f)
     what = {"args": serialization.pickle_value("<arguments>", (args, kwargs)), "gen": True}
     for attempt in range(3):
         packed = _pack(session, plan, attempt, f, fn, what, setup)
@@ -75,13 +73,13 @@ def remote_gen(f: Function, args: tuple, kwargs: dict):
         finally:
             if not finished:  # closed early (or an error here): the worker's generator stops, its events
                 conn.send({"type": messages.INTERRUPT, "cell": packed.header["cell"]})  # drained, its cost kept
-                _close(session, plan, packed, events, [fn.hash, *([setup.hash] if setup else [])])
+                _close(session, plan, packed, events, _hashes(fn, setup))
         if outcome is None:  # asked to send it again (before any value: a resend runs nothing)
             if sink.first is not None and plan.first is None:
                 plan.first = sink.first
             session.forget(plan.key)
             continue
-        _conclude(session, plan, packed, outcome, [fn.hash, *([setup.hash] if setup else [])], False)
+        _conclude(session, plan, packed, outcome, _hashes(fn, setup), False)
         return
     raise ConnectionLost("the backend asked repeatedly to send the call again")
 
@@ -128,7 +126,7 @@ class MapResult:
         if n > 1:
             for batch, results, stopped, waiting in fanout.run_batches(session, self.f, batches(numbered, BATCH),
                                                                        self.kwargs, n, _run):
-                progress.ran(results, None)
+                progress.ran(results)
                 progress.show(running=waiting * BATCH, queued=0)
                 yield batch, results, stopped
             return
@@ -136,7 +134,7 @@ class MapResult:
             packed = serialization.pickle_value("<map items>", [(tuple(a), self.kwargs) for _, a in batch])
             progress.show(running=len(batch))
             results, stopped = _run(session, self.f, {"items": packed, "return_exceptions": True})
-            progress.ran(results, None)
+            progress.ran(results)
             yield batch, results, stopped
 
     def _results(self, numbered):
@@ -178,7 +176,7 @@ class Progress:
         self.id = f"jgpu-map-{session.id}-{session.new_cell_id()}"
         self.calls_before = len(session.cell_calls)
 
-    def ran(self, results: list, f: dict | None = None) -> None:
+    def ran(self, results: list) -> None:
         self.batches += 1
         self.failed += sum(1 for ok, _ in results if not ok)
         self.done += sum(1 for ok, _ in results if ok)
@@ -216,16 +214,10 @@ def _session():
 def _plan(session, f: Function) -> cell.CellPlan:
     o = f.options
     opts = CellOptions(gpu=o.gpu, keep_warm=o.keep_warm, timeout=o.timeout, image=o.image, no_out=True)
-    gpu, fell_back = session.gpu_for(opts.gpu)
-    if fell_back:
-        session.say_fallback(fell_back, gpu)
-    opts.image = opts.image or session.defaults.image or DEFAULT_IMAGE
-    use_shm = session.shares_host()
-    if use_shm and session.pool is None:
-        session.pool = shm.SegmentPool()
+    gpu, fell_back, key = cell.placement(session, opts)
     keep_warm = opts.keep_warm if opts.keep_warm is not None else session.defaults.keep_warm
-    return cell.CellPlan("", opts, gpu, pool_key(gpu, opts.image), keep_warm, [], frozenset(), frozenset(),
-                         use_shm, session.cell_number(), time.monotonic(), session.new_cell_id(), fell_back)
+    return cell.CellPlan("", opts, gpu, key, keep_warm, [], frozenset(), frozenset(), cell.shared_memory(session),
+                         session.cell_number(), time.monotonic(), session.new_cell_id(), fell_back)
 
 
 def _run(session, f: Function, what: dict, on_sent=None):
@@ -233,8 +225,7 @@ def _run(session, f: Function, what: dict, on_sent=None):
     KeyboardInterrupt that stopped a batch part-way, or None).  ``on_sent(conn, cell)``: told where
     each attempt goes (a fan-out's stop press interrupts it there)."""
     plan = _plan(session, f)
-    fn = serialization.pickle_value(f"<function {getattr(f.fn, '__qualname__', '?')}>", f.fn)
-    setup = serialization.pickle_value("<setup>", f.options.setup) if f.options.setup is not None else None
+    fn, setup = _pickles(f)
     for attempt in range(3 + f.options.retries):
         packed = _pack(session, plan, attempt, f, fn, what, setup)
         if on_sent is not None:
@@ -245,8 +236,21 @@ def _run(session, f: Function, what: dict, on_sent=None):
         done = outcome.done
         if done.get("status") in ("killed", "lost") and attempt < f.options.retries:
             continue  # its worker died: run it again (retries=)
-        return _conclude(session, plan, packed, outcome, [fn.hash, *([setup.hash] if setup else [])], "items" in what)
+        return _conclude(session, plan, packed, outcome, _hashes(fn, setup), "items" in what)
     raise ConnectionLost("the backend asked repeatedly to send the call again")
+
+
+def _pickles(f: Function) -> tuple:
+    """The function's pickle, and its setup's (None without one): made each call (the globals
+    they read may have changed since the last)."""
+    fn = serialization.pickle_value(f"<function {getattr(f.fn, '__qualname__', '?')}>", f.fn)
+    setup = serialization.pickle_value("<setup>", f.options.setup) if f.options.setup is not None else None
+    return fn, setup
+
+
+def _hashes(fn, setup) -> list:
+    """What a worker holds once a call of them ran there (``Held.functions``)."""
+    return [fn.hash, *([setup.hash] if setup else [])]
 
 
 def _pack(session, plan, attempt: int, f: Function, fn, what: dict, setup=None) -> cell.Packed:
@@ -286,7 +290,7 @@ def _source(shell, fn) -> list | None:
 
 def _conclude(session, plan, packed, outcome, hashes: list, batch: bool):
     done = outcome.done
-    cell._started_by(done, plan.first)
+    cell.started_by(done, plan.first)
     session.remember(plan.key, packed.held, done, {}, outcome, frozenset(), True)
     held = session.held.get(plan.key)
     ran = "load" in (done.get("timings") or {})

@@ -119,13 +119,10 @@ def plan_cell(session, cell_source: str, opts: CellOptions, quiet: bool = False)
     """What a cell needs before it is sent: where it runs and which names it ships.  Raises
     what the cell must fail with; quiet (sending before the magic runs): None instead of saying
     anything or failing, and the magic decides later."""
-    gpu, fell_back = session.gpu_for(opts.gpu)  # connects first (the backend's offers decide)
-    if quiet and fell_back:
+    placed = placement(session, opts, quiet)
+    if placed is None:
         return None
-    if fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
-        session.say_fallback(fell_back, gpu)
-    opts.image = opts.image or session.defaults.image or DEFAULT_IMAGE
-    key = pool_key(gpu, opts.image)  # what the kernel holds is per (GPU type, image)
+    gpu, fell_back, key = placed
     opts.max_cost = run_limit(opts.max_cost, gpu, session.spent_usd)  # what `jupyter-gpu run --max-cost` left
     ns = session.shell.user_ns
     reads, binds = cell_names(session.shell, cell_source, session.names_memo)
@@ -141,12 +138,32 @@ def plan_cell(session, cell_source: str, opts: CellOptions, quiet: bool = False)
         raise NameError(f"name '{n}' given to --in is not defined")
     for n in gone:
         raise RemoteValueLost(lost[n].explain(n))
-    use_shm = session.shares_host()
-    if use_shm and session.pool is None:
-        session.pool = shm.SegmentPool()  # closed by KernelSession.close at exit; a killed kernel's at the next sweep
+    use_shm = shared_memory(session)
     keep_warm = opts.keep_warm if opts.keep_warm is not None else session.defaults.keep_warm
     return CellPlan(cell_source, opts, gpu, key, keep_warm, names, free, binds, use_shm,
                     session.cell_number(), time.monotonic(), session.new_cell_id(), fell_back)
+
+
+def placement(session, opts: CellOptions, quiet: bool = False) -> tuple | None:
+    """(GPU type, the spec asked for when that is a fallback, pool key) of a request with ``opts``
+    (a cell's, a function call's); ``opts.image`` filled in.  quiet: None on a fallback instead of
+    saying it (a cell sent before its magic runs: the magic decides later)."""
+    gpu, fell_back = session.gpu_for(opts.gpu)  # connects first (the backend's offers decide)
+    if quiet and fell_back:
+        return None
+    if fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
+        session.say_fallback(fell_back, gpu)
+    opts.image = opts.image or session.defaults.image or DEFAULT_IMAGE
+    return gpu, fell_back, pool_key(gpu, opts.image)  # what the kernel holds is per (GPU type, image)
+
+
+def shared_memory(session) -> bool:
+    """Whether a request's buffers may be lent as shared memory (its workers share this host);
+    the kernel's segment pool made on first use."""
+    use_shm = session.shares_host()
+    if use_shm and session.pool is None:
+        session.pool = shm.SegmentPool()  # closed by KernelSession.close at exit; a killed kernel's at the next sweep
+    return use_shm
 
 
 def pack(session, plan: CellPlan, attempt: int) -> Packed:
@@ -181,7 +198,7 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         "parent": session.parent(),  # the worker's get_ipython().kernel.get_parent()
         "cwd": cwd,  # the cell runs in the kernel's working directory (the worker's own view of it)
         "cwd_id": _dir_id(cwd),  # which directory that is: a worker with another one at its path says so
-        **session.environ.fields(held),  # the variables the notebook set, its own sys.path entries
+        **session.environ.fields(),  # the variables the notebook set, its own sys.path entries
     }
     sync, moved = session.files.request(plan.key, held, packer, cwd, again)  # a worker that cannot see the directory
     header.update(sync)
@@ -342,7 +359,7 @@ def conclude(session, plan: CellPlan, packed: Packed, outcome: CellOutcome, rais
     """Record what the cell left where, and publish its footer (its last output); then raise the
     cell's error, if it failed and ``raise_error``."""
     done = outcome.done
-    _started_by(done, plan.first)
+    started_by(done, plan.first)
     session.remember(plan.key, packed.held, done, packed.hashes, outcome, plan.binds, plan.opts.no_out)
     moved = session.files.concluded(session.held.get(plan.key), packed.moved, done.get("files"), outcome.buffers,
                                     lambda text: Publisher(session.shell).stream("stderr", text))
@@ -388,7 +405,7 @@ def _dir_id(path: str) -> list | None:
     return _last_dir[1]
 
 
-def _started_by(done: dict, first: dict | None) -> None:
+def started_by(done: dict, first: dict | None) -> None:
     """A cell its worker asked to be resent (with the kernel's directory) started with that first
     attempt: a cold start (and its queue) then is this cell's, in its footer and its cost."""
     if not first or not first.get("cold") or done.get("cold") or first.get("worker") != done.get("worker"):

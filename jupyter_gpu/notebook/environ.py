@@ -79,7 +79,7 @@ class KernelEnviron:
                       and not interpreters(p) and not p.endswith((".zip", ".egg"))]
         return self._path
 
-    def fields(self, held=None) -> dict:
+    def fields(self) -> dict:
         """The request's ``env`` and ``path`` (absent while empty)."""
         out = {}
         env = self.env()
