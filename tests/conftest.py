@@ -174,6 +174,9 @@ class Cell:
     def stdout(self) -> str:
         return "".join(e.msg["content"]["text"] for e in self.streams("stdout"))
 
+    def stderr(self) -> str:
+        return "".join(e.msg["content"]["text"] for e in self.streams("stderr"))
+
     def errors(self) -> list:
         return [e.msg["content"] for e in self.iopub if e.msg["msg_type"] == "error"]
 
@@ -217,6 +220,16 @@ class LiveKernel:
         self._poller.register(self.kc.shell_channel.socket, zmq.POLLIN)
         self._poller.register(self.kc.stdin_channel.socket, zmq.POLLIN)
         self.cells: dict[str, Cell] = {}
+
+    @classmethod
+    def beside(cls, folder, env: dict[str, str]) -> "LiveKernel":
+        """A kernel working in ``folder`` (as one started beside its notebook), the extension loaded."""
+        from tests.e2e.helpers import LOAD
+
+        k = cls(env)
+        k.run(f"import os\nos.chdir({str(folder)!r})")
+        k.run(LOAD)
+        return k
 
     # -- receiving ------------------------------------------------------------------------
     def _drain(self) -> None:

@@ -10,13 +10,10 @@ the messages of the size cap and of a conflict.
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
 from tests.conftest import FOOTER_MIME, LiveKernel, make_kernel_env, strip_ansi
-
-from .helpers import LOAD
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,17 +29,6 @@ def sync_env(tmp_path_factory):
     _reap_backend(d)
 
 
-def _kernel_in(folder, env) -> LiveKernel:
-    k = LiveKernel(env)
-    k.run(f"import os\nos.chdir({str(folder)!r})")  # as a kernel started beside its notebook
-    k.run(LOAD)
-    return k
-
-
-def _stderr(cell) -> str:
-    return "".join(e.msg["content"]["text"] for e in cell.streams("stderr"))
-
-
 def _footer_text(cell) -> str:
     return "".join(e.msg["content"]["data"].get("text/plain", "") for e in cell.iopub
                    if e.msg["msg_type"] == "display_data" and FOOTER_MIME in e.msg["content"]["data"])
@@ -56,7 +42,7 @@ def test_files_go_to_the_worker_and_come_back_and_unchanged_costs_nothing(sync_e
     (tmp_path / "data.csv").write_text("x\n1\n2\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "inner.txt").write_text("inside sub\n")
-    k = _kernel_in(tmp_path, sync_env)
+    k = LiveKernel.beside(tmp_path, sync_env)
     try:
         cell = k.run("%%gpu\nimport os\nprint(open('data.csv').read().split(), os.getcwd() != "
                      f"{str(tmp_path)!r}, os.path.basename(os.getcwd()))")
@@ -90,7 +76,7 @@ def test_two_kernels_in_two_folders_see_only_their_own_files(sync_env, tmp_path)
         folder.mkdir()
         (folder / "data.csv").write_text(f"x\n{folder.name}\n")
     (a / "only_a.txt").write_text("a's")
-    ka, kb = _kernel_in(a, sync_env), _kernel_in(b, sync_env)
+    ka, kb = LiveKernel.beside(a, sync_env), LiveKernel.beside(b, sync_env)
     try:
         for _ in range(2):  # interleaved, on one backend
             for k, name in ((ka, "a"), (kb, "b")):
@@ -104,7 +90,7 @@ def test_two_kernels_in_two_folders_see_only_their_own_files(sync_env, tmp_path)
 def test_cd_and_chdir_follow_the_cell_through_the_mirror(sync_env, tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "inner.txt").write_text("inside sub\n")
-    k = _kernel_in(tmp_path, sync_env)
+    k = LiveKernel.beside(tmp_path, sync_env)
     try:
         k.run("%cd sub")
         assert k.run("%%gpu\nprint(open('inner.txt').read(), end='')").stdout() == "inside sub\n"
@@ -124,7 +110,7 @@ def test_local_modules_import_reload_and_go_by_value_from_outside(sync_env, tmp_
     (proj / "src" / "pkgmod.py").write_text("NAME = 'from src'\n")
     (lib / "faraway.py").write_text("def double(x):\n    return 2 * x\nclass Box:\n    def __init__(self, v):\n"
                                     "        self.v = v\n")
-    k = _kernel_in(proj, sync_env)
+    k = LiveKernel.beside(proj, sync_env)
     try:
         assert k.run("%%gpu\nimport helper\nprint(helper.load())").stdout() == "v1\n"
         k.run("import helper\np = helper.Point(7)")
@@ -140,7 +126,7 @@ def test_local_modules_import_reload_and_go_by_value_from_outside(sync_env, tmp_
         # importing it there fails, saying where the kernel has it and what to do
         cell = k.run("%%gpu\nimport faraway", ok=False)
         assert "ModuleNotFoundError" in _error(cell)
-        said = _stderr(cell)
+        said = cell.stderr()
         assert "'faraway'" in said and str(lib / "faraway.py") in said and "move it under" in said
     finally:
         k.shutdown()
@@ -153,7 +139,7 @@ def test_ignored_files_are_not_sent(sync_env, tmp_path):
         (tmp_path / name).write_text(name)
     (tmp_path / "build").mkdir()
     (tmp_path / "build" / "x.o").write_text("obj")
-    k = _kernel_in(tmp_path, sync_env)
+    k = LiveKernel.beside(tmp_path, sync_env)
     try:
         cell = k.run("%%gpu\nimport os\nprint(sorted(n for n in os.listdir('.') if not n.startswith('.')))")
         assert cell.stdout() == "['kept.txt']\n"
@@ -164,7 +150,7 @@ def test_ignored_files_are_not_sent(sync_env, tmp_path):
 def test_a_directory_over_the_limit_fails_before_sending_naming_the_biggest(sync_env, tmp_path):
     (tmp_path / "big.bin").write_bytes(os.urandom(300_000))
     (tmp_path / "small.txt").write_text("s")
-    k = _kernel_in(tmp_path, sync_env)
+    k = LiveKernel.beside(tmp_path, sync_env)
     try:
         k.run("%env JUPYTER_GPU_SYNC_LIMIT=200KiB")
         cell = k.run("%%gpu\nprint('ran')", ok=False)
@@ -184,7 +170,7 @@ def test_a_directory_over_the_limit_fails_before_sending_naming_the_biggest(sync
 
 def test_a_file_changed_here_while_the_cell_ran_is_kept_and_the_cells_beside_it(sync_env, tmp_path):
     (tmp_path / "notes.txt").write_text("original\n")
-    k = _kernel_in(tmp_path, sync_env)
+    k = LiveKernel.beside(tmp_path, sync_env)
     try:
         k.run("%%gpu\nprint(open('notes.txt').read(), end='')")
         # the cell changes its copy while "someone" edits the kernel's (this host's path, as a
@@ -193,8 +179,8 @@ def test_a_file_changed_here_while_the_cell_ran_is_kept_and_the_cells_beside_it(
                      ".write('local edit\\n')")
         assert (tmp_path / "notes.txt").read_text() == "local edit\n"
         assert (tmp_path / "notes.remote.txt").read_text() == "cell\n"
-        assert "notes.txt changed here while the cell ran" in _stderr(cell)
-        assert "notes.remote.txt" in _stderr(cell)
+        assert "notes.txt changed here while the cell ran" in cell.stderr()
+        assert "notes.remote.txt" in cell.stderr()
         # the next cell sees the kernel's version (and the kept one)
         assert k.run("%%gpu\nprint(open('notes.txt').read(), open('notes.remote.txt').read(), end='')").stdout() \
             == "local edit\n cell\n"
@@ -203,7 +189,7 @@ def test_a_file_changed_here_while_the_cell_ran_is_kept_and_the_cells_beside_it(
 
 
 def test_environment_the_notebook_set_reaches_the_cell_and_unset_leaves_it(sync_env, tmp_path):
-    k = _kernel_in(tmp_path, sync_env)
+    k = LiveKernel.beside(tmp_path, sync_env)
     try:
         k.run("%env API_KEY=abc123")
         assert k.run("%%gpu\nimport os\nprint(os.environ.get('API_KEY'))").stdout() == "abc123\n"
@@ -218,7 +204,7 @@ def test_a_workers_mirror_is_removed_when_it_exits_and_when_it_is_killed(sync_en
     import tempfile
 
     (tmp_path / "data.csv").write_text("x\n")
-    k = _kernel_in(tmp_path, sync_env)
+    k = LiveKernel.beside(tmp_path, sync_env)
 
     def mirrors(worker: str) -> list:
         return glob.glob(f"{tempfile.gettempdir()}/jupyter-gpu-files-{worker}-*")

@@ -29,12 +29,6 @@ def k(kernel_env):
     kernel.shutdown()
 
 
-def footers(cell) -> list:
-    return [e.msg["content"]["data"][FOOTER_MIME] for e in cell.iopub
-            if e.msg["msg_type"] == "display_data" and FOOTER_MIME in e.msg["content"]["data"]
-            and not e.msg["content"]["data"][FOOTER_MIME].get("live")]
-
-
 def traceback_text(cell) -> str:
     return strip_ansi("\n".join(cell.reply["content"].get("traceback", [])))
 
@@ -43,13 +37,13 @@ def test_remote_returns_what_local_does_and_prints_into_the_calling_cell(k):
     here = k.run("print(square.local(7, shift=1))")
     there = k.run("print(square.remote(7, shift=1))")
     assert there.stdout() == here.stdout() == "squaring 7\n50\n"
-    (f,) = footers(there)  # one footer for the cell's call, none for the local one
+    (f,) = there.footers()  # one footer for the cell's call, none for the local one
     assert f["calls"] == 1 and f["status"] == "ok" and f["gpu"] == "cpu"
-    assert footers(here) == []
+    assert here.footers() == []
     # a cell of several calls: one footer, summing them
     cell = k.run("print([square.remote(i) for i in range(3)])")
     assert cell.stdout() == "squaring 0\nsquaring 1\nsquaring 2\n[0, 1, 4]\n"
-    (f,) = footers(cell)
+    (f,) = cell.footers()
     assert f["calls"] == 3 and f["billed_seconds"] > 0 and "3 function calls" in \
         next(e.msg["content"]["data"]["text/plain"] for e in cell.iopub if e.msg["msg_type"] == "display_data"
              and FOOTER_MIME in e.msg["content"]["data"])
@@ -57,12 +51,12 @@ def test_remote_returns_what_local_does_and_prints_into_the_calling_cell(k):
 
 def test_an_unchanged_definition_is_not_sent_again(k):
     k.run("@jupyter_gpu.function(gpu='cpu')\ndef big(x, table=tuple(range(200_000))):\n    return table[x]")
-    first = footers(k.run("big.remote(5)"))[0]["transfer"]["sent_bytes"]
-    second = footers(k.run("big.remote(6)"))[0]["transfer"]["sent_bytes"]
+    first = k.run("big.remote(5)").footers()[0]["transfer"]["sent_bytes"]
+    second = k.run("big.remote(6)").footers()[0]["transfer"]["sent_bytes"]
     assert first > 500_000 and second < 10_000, (first, second)
     # re-running the same definition: the same function, nothing uploaded again
     k.run("@jupyter_gpu.function(gpu='cpu')\ndef big(x, table=tuple(range(200_000))):\n    return table[x]")
-    assert footers(k.run("print(big.remote(7))"))[0]["transfer"]["sent_bytes"] < 10_000
+    assert k.run("print(big.remote(7))").footers()[0]["transfer"]["sent_bytes"] < 10_000
 
 
 def test_an_exception_is_the_users_own_type_with_the_defining_cells_line(k):
@@ -92,7 +86,7 @@ def test_map_keeps_the_input_order_and_says_which_item_failed(k):
     k.run("@jupyter_gpu.function(gpu='cpu')\ndef inv(x):\n    return 1 / x")
     cell = k.run("r = inv.map([1, 2, 0, 4], return_exceptions=True)\nprint(list(r))")
     assert cell.stdout() == "[1.0, 0.5, ZeroDivisionError('division by zero'), 0.25]\n"
-    said = "".join(e.msg["content"]["text"] for e in cell.streams("stderr"))
+    said = cell.stderr()
     assert said == "inv.map: item 2 raised ZeroDivisionError: division by zero\n"  # once, with its index
     cell = k.run("list(inv.map([1, 0, 2]))", ok=False)
     assert cell.reply["content"]["ename"] == "ItemFailed" and "item 1 of inv.map" in traceback_text(cell)
@@ -114,7 +108,7 @@ def test_the_stop_button_interrupts_a_remote_call_and_its_worker_stays_warm(k):
     assert k.wait_until(lambda: cell.done, 30)
     assert cell.reply["content"]["ename"] == "KeyboardInterrupt"
     after = k.run("print(square.remote(4))")
-    assert after.stdout() == "squaring 4\n16\n" and footers(after)[0]["cold"] is False
+    assert after.stdout() == "squaring 4\n16\n" and after.footers()[0]["cold"] is False
 
 
 def _package(root, version: str, body: str) -> None:
@@ -146,7 +140,7 @@ def test_a_worker_whose_packages_differ_shows_the_table_before_the_call_or_inste
               "@jupyter_gpu.function(gpu='cpu', image='old')\ndef which():\n    return jg_vpkg.name()\n"
               "@jupyter_gpu.function(gpu='cpu', image='old')\ndef make():\n    return Thing()")
         cell = k.run("print(which.remote())")
-        said = "".join(e.msg["content"]["text"] for e in cell.streams("stderr"))
+        said = cell.stderr()
         assert cell.stdout() == "two\n"  # it loaded, and ran against the worker's version
         assert "differs from the kernel's in what which uses" in said and "jg_vpkg" in said
         assert "1.0" in said and "2.0" in said
@@ -229,11 +223,11 @@ def test_map_fans_out_over_max_workers_in_input_order(k):
     cell = k.run("out = list(tagged.map(range(3000)))\nprint([x for x, _ in out] == list(range(3000)), "
                  "len({p for _, p in out}))", timeout=180)
     assert cell.stdout() == "True 2\n"  # every item, in order, from two workers
-    (f,) = footers(cell)
+    (f,) = cell.footers()
     assert f["calls"] == 12  # 3000 items in batches of 256, each a call, summed in the cell's footer
     # the kernel's own worker is one of them; the other stays warm for the next map
     again = k.run("print(len({p for _, p in tagged.map(range(600))}))", timeout=120)
-    assert again.stdout() == "2\n" and footers(again)[0]["cold"] is False
+    assert again.stdout() == "2\n" and again.footers()[0]["cold"] is False
 
 
 def test_the_stop_button_during_a_fanned_out_map_stops_every_worker_and_sends_no_more(k):

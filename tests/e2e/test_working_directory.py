@@ -10,16 +10,7 @@ import pytest
 
 from tests.conftest import LiveKernel
 
-from .helpers import LOAD
-
 pytestmark = pytest.mark.timeout(240)
-
-
-def _kernel_in(folder, env) -> LiveKernel:
-    k = LiveKernel(env)
-    k.run(f"import os\nos.chdir({str(folder)!r})")  # as a kernel started beside its notebook
-    k.run(LOAD)
-    return k
 
 
 def test_two_kernels_in_two_folders_read_their_own_files(kernel_env, tmp_path):
@@ -27,7 +18,7 @@ def test_two_kernels_in_two_folders_read_their_own_files(kernel_env, tmp_path):
     for folder in (a, b):
         folder.mkdir()
         (folder / "data.csv").write_text(f"x\n{folder.name}\n")
-    ka, kb = _kernel_in(a, kernel_env), _kernel_in(b, kernel_env)
+    ka, kb = LiveKernel.beside(a, kernel_env), LiveKernel.beside(b, kernel_env)
     try:
         for _ in range(2):  # interleaved, on one backend
             for k, name in ((ka, "a"), (kb, "b")):
@@ -43,7 +34,7 @@ def test_files_modules_and_directory_changes_follow_the_cell(kernel_env, tmp_pat
     (tmp_path / "sub" / "inner.txt").write_text("inside sub\n")
     (tmp_path / "helper.py").write_text("def load():\n    return 'v1'\nclass Point:\n    def __init__(self, x):\n"
                                         "        self.x = x\n")
-    k = _kernel_in(tmp_path, kernel_env)
+    k = LiveKernel.beside(tmp_path, kernel_env)
     try:
         # a module beside the notebook, and an instance of its class made here
         assert k.run("%%gpu\nimport helper\nprint(helper.load())").stdout() == "v1\n"
@@ -71,7 +62,7 @@ def test_a_relative_image_displays_as_locally(kernel_env, tmp_path):
 
     png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
     (tmp_path / "dot.png").write_bytes(png)
-    k = _kernel_in(tmp_path, kernel_env)
+    k = LiveKernel.beside(tmp_path, kernel_env)
     try:
         code = textwrap.dedent("""\
             from IPython.display import Image, display

@@ -24,10 +24,6 @@ pytestmark = pytest.mark.timeout(600)  # one image build (docker) or cluster sta
 OTHER_UID = 4321  # an owner that is neither root nor the worker image's own user (1000)
 
 
-def stderr(cell) -> str:
-    return "".join(e.msg["content"]["text"] for e in cell.streams("stderr"))
-
-
 def _move(kernel, folder) -> None:
     """The kernel goes to ``folder`` and lets its workers go: the next cell cold-starts there."""
     kernel.run(f"import os\nos.chdir({str(folder)!r})")
@@ -56,7 +52,7 @@ def test_a_cell_reads_a_file_beside_its_notebook(kernel, runtime, notebook):
     cell = kernel.run("%%gpu\nimport os\nprint(open('data.csv').read().split()[1], os.getcwd())")
     value, cwd = cell.stdout().split()
     assert value == "42" and is_where(runtime, cwd, notebook)
-    assert stderr(cell) == ""  # nothing said about a directory the worker does not see
+    assert cell.stderr() == ""  # nothing said about a directory the worker does not see
 
 
 def test_a_file_the_cell_writes_is_beside_the_notebook_at_once_and_its_owners(kernel, notebook):
@@ -129,7 +125,7 @@ def test_another_directory_at_the_kernels_path_is_not_used_the_kernels_is_synced
             f.write("the host")
         kernel.run(f"import os\nos.chdir({other!r})")
         cell = kernel.run("%%gpu\nprint(open('data.csv').read())")
-        assert (cell.stdout(), stderr(cell)) == ("the host\n", "")
+        assert (cell.stdout(), cell.stderr()) == ("the host\n", "")
         synced = "files" in cell.footers()[-1]
         assert synced == (runtime.in_container or runtime.synced)  # a worker on this host sees /tmp itself
     finally:
@@ -172,11 +168,11 @@ def test_a_container_runs_as_the_owner_of_the_kernels_directory_and_pip_install_
         cell = kernel.run("%%gpu\nimport os, getpass\nprint(os.getuid(), os.getgid(), getpass.getuser())\n"
                           "open('made.txt', 'w').write('x')")
         assert cell.stdout() == f"{OTHER_UID} {OTHER_UID} {OTHER_UID}\n"  # no such user here: named by uid
-        assert "files" not in cell.footers()[-1], stderr(cell)  # the directory itself (mounted), not synced
+        assert "files" not in cell.footers()[-1], cell.stderr()  # the directory itself (mounted), not synced
         made = (folder / "made.txt").stat()
         assert (made.st_uid, made.st_gid) == (OTHER_UID, OTHER_UID)
         cell = kernel.run(f"%%gpu\n!pip install -q --no-index {wheel.name}\nimport wd_tiny\nprint(wd_tiny.VALUE)",
                           timeout=180)
-        assert cell.stdout().endswith("installed\n"), cell.stdout() + stderr(cell)
+        assert cell.stdout().endswith("installed\n"), cell.stdout() + cell.stderr()
     finally:
         _move(kernel, home)
