@@ -123,7 +123,6 @@ def plan_cell(session, cell_source: str, opts: CellOptions, quiet: bool = False)
     if placed is None:
         return None
     gpu, fell_back, key = placed
-    opts.max_cost = run_limit(opts.max_cost, gpu, session.spent_usd)  # what `jupyter-gpu run --max-cost` left
     ns = session.shell.user_ns
     reads, binds = cell_names(session.shell, cell_source, session.names_memo)
     names = opts.inputs if opts.inputs is not None else inputs_for(reads, ns)
@@ -146,11 +145,14 @@ def plan_cell(session, cell_source: str, opts: CellOptions, quiet: bool = False)
 
 def placement(session, opts: CellOptions, quiet: bool = False) -> tuple | None:
     """(GPU type, the spec asked for when that is a fallback, pool key) of a request with ``opts``
-    (a cell's, a function call's); ``opts.image`` filled in.  quiet: None on a fallback instead of
-    saying it (a cell sent before its magic runs: the magic decides later)."""
+    (a cell's, a function call's); ``opts.image`` and ``opts.max_cost`` filled in.  quiet: None on
+    a fallback instead of saying it (a cell sent before its magic runs: the magic decides later)."""
     gpu, fell_back = session.gpu_for(opts.gpu)  # connects first (the backend's offers decide)
     if quiet and fell_back:
         return None
+    # what `jupyter-gpu run --max-cost` left, less what the kernel spent (a map's extra session,
+    # functions/fanout.py: its kernel's session records every call)
+    opts.max_cost = run_limit(opts.max_cost, gpu, getattr(session, "owner", session).spent_usd)
     if fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
         session.say_fallback(fell_back, gpu)
     opts.image = opts.image or session.defaults.image or DEFAULT_IMAGE

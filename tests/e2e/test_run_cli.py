@@ -129,6 +129,27 @@ def test_the_run_budget_stops_a_long_cell_while_it_runs(fresh_kernel_env, tmp_pa
     assert last_footer(cell)["timings"]["wall"] < 60
 
 
+def test_the_run_budget_stops_a_long_function_call_as_it_would_a_cell(fresh_kernel_env, tmp_path):
+    """`f.remote` under `jupyter-gpu run --max-cost`: the call is stopped at what the run left, with
+    the budget's message, as a `%%gpu` cell is (it used to run unlimited: issue 22)."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)  # cpu at $0.01/s: $0.03 is about 3 s
+    env = {**fresh_kernel_env, "JUPYTER_GPU_PRICES": str(prices)}
+    nb = notebook(tmp_path / "endless_call.ipynb", LOAD,
+                  "import jupyter_gpu\n\n@jupyter_gpu.function\ndef forever():\n    import threading\n"
+                  "    threading.Event().wait()  # never set",
+                  "forever.remote()", "print('never reached')")
+    out = tmp_path / "out"
+    r = run_cli([nb, "--max-cost", "0.03", "--timeout", "120", "--output", out], env, tmp_path)
+    assert r.returncode == EXIT_BUDGET, r.stdout + r.stderr
+    cell = read(out / "endless_call.ipynb").cells[2]
+    said = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+    assert "stopping the cell" in said and "past --max-cost $0.03" in said, said
+    assert [o.ename for o in cell.outputs if o.output_type == "error"] == ["KeyboardInterrupt"]
+    f = last_footer(cell)  # the cell's calls footer: one call, stopped soon after the budget ran out
+    assert f["calls"] == 1 and f["status"] == "interrupted" and f["timings"]["wall"] < 60
+
+
 def test_a_cell_the_backend_refuses_over_its_session_budget_exits_3(fresh_kernel_env, tmp_path, monkeypatch):
     from tests.integration.backend_process import start_backend, stop_backend
 
