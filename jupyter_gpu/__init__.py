@@ -13,7 +13,8 @@ the functions IPython and JupyterLab call import it when called.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "last_cell", "function"]
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "last_cell", "function",
+           "FunctionCall", "calls"]
 
 
 def load_ipython_extension(ip) -> None:
@@ -48,7 +49,18 @@ def function(_fn=None, *, gpu=None, keep_warm=None, image=None, timeout=None, re
                 max_workers=max_workers, setup=setup)
 
 
+def calls():
+    """This notebook's spawned calls (``f.spawn``), newest first: FunctionCalls, shown as a table."""
+    from jupyter_gpu.functions.jobs import calls as listing
+
+    return listing()
+
+
 def __getattr__(name: str):
+    if name == "FunctionCall":  # (imported when first named: nothing at import time)
+        from jupyter_gpu.functions.jobs import FunctionCall
+
+        return FunctionCall
     if name == "_magics":  # this kernel's magics, for tests and benchmarks (None before %load_ext)
         from jupyter_gpu.notebook import extension
 

@@ -87,6 +87,30 @@ class BudgetExceeded(GpuError):
     code = "budget_exceeded"
 
 
+class NoSuchCall(GpuError):
+    """No spawned call of yours has that id on this backend (or its result was let go)."""
+
+    code = "no_such_job"
+
+
+class CallLost(GpuError):
+    """A spawned call ran when its backend (or its worker) died: its result will never come."""
+
+    code = "job_lost"
+
+
+class CallCancelled(GpuError):
+    """A spawned call was cancelled before it finished."""
+
+    code = "job_cancelled"
+
+
+class CallTimeout(GpuError, TimeoutError):
+    """``FunctionCall.get(timeout=)`` ran out before the call finished (it runs on)."""
+
+    code = "job_timeout"
+
+
 ERRORS_BY_CODE: dict[str, type[GpuError]] = {
     cls.code: cls
     for cls in (
@@ -103,6 +127,10 @@ ERRORS_BY_CODE: dict[str, type[GpuError]] = {
         PayloadTooLarge,
         BadRequest,
         BudgetExceeded,
+        NoSuchCall,
+        CallLost,
+        CallCancelled,
+        CallTimeout,
     )
 }
 

@@ -55,6 +55,9 @@ class BackendConfig:
     # the docker runtime: host directories bind-mounted (read-write, same path) into every worker
     # container, besides the directory of the cell that cold-starts it (runtimes/docker_mounts.py)
     docker_mounts: list = field(default_factory=list)
+    # spawned calls (scheduling/jobs.py): how long a result is kept after its call ends; where results are
+    job_ttl: float = field(default_factory=lambda: parse_duration(settings.JOB_TTL.get(), settings.JOB_TTL.name))
+    job_dir: str | None = field(default_factory=lambda: settings.JOB_DIR.get())
 
     @property
     def token_hash(self) -> str:
@@ -68,6 +71,19 @@ class BackendConfig:
         if secrets.compare_digest(h, self.token_hash):
             return OWNER
         return self.users.get(h)
+
+
+def parse_duration(value, what: str = "duration") -> float:
+    """Seconds of ``value``: a number, or a number with s, m, h or d ("7d", "30m")."""
+    text = str(value).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], None)
+    try:
+        seconds = float(text[:-1]) * scale if scale else float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{what}: {value!r} is not a duration (seconds, or e.g. 30m, 12h, 7d)")
+    return seconds
 
 
 def load_users(path: str) -> dict:
@@ -95,7 +111,7 @@ def _paths(value) -> list[str]:
     return [os.path.normpath(p) for p in value]
 
 
-CONFIG_KEYS = {"runtime": _runtime, "keep_warm": float, "min_warm": int, "max_workers": int,
+CONFIG_KEYS = {"runtime": _runtime, "keep_warm": float, "job_ttl": parse_duration, "min_warm": int, "max_workers": int,
                "scale_up_queue": int, "target_utilisation": float, "worker_start_timeout": float,
                "docker_mounts": _paths}
 
@@ -103,7 +119,7 @@ CONFIG_KEYS = {"runtime": _runtime, "keep_warm": float, "min_warm": int, "max_wo
 def load_config_file(path: str, config: BackendConfig) -> None:
     """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
 
-    Top-level keys: runtime, keep_warm, min_warm, max_workers, scale_up_queue, target_utilisation,
+    Top-level keys: runtime, keep_warm, job_ttl (e.g. "7d"), min_warm, max_workers, scale_up_queue, target_utilisation,
     worker_start_timeout, docker_mounts (a list of absolute host paths: docker's worker containers see
     them, read-write at the same path, as well as the directory of the cell that started them);
     ``[pools.GPU] dedicated = N`` per GPU type; ``[images.NAME]`` worker images (images.py).

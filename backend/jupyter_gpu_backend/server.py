@@ -21,7 +21,7 @@ import uvicorn
 
 from jupyter_gpu._wire.wsclient import keepalive
 
-from jupyter_gpu_backend.config import BackendConfig, load_config_file, load_users
+from jupyter_gpu_backend.config import BackendConfig, load_config_file, load_users, parse_duration
 from jupyter_gpu_backend.scheduling.dedicated import parse_sizes
 from jupyter_gpu_backend.accounting.ledger import Ledger
 from jupyter_gpu_backend.accounting.ledger import default_path as default_ledger_path
@@ -97,7 +97,8 @@ class BackendServer:
         while not self.uvicorn.should_exit:
             await asyncio.sleep(min(1.0, self.config.idle_grace / 4))
             gone = time.monotonic() - self.kernels.last_client_left
-            if self.kernels.clients == 0 and gone > self.config.idle_grace:
+            # (not while a spawned call runs: it outlives its kernel, and its result is kept once it ends)
+            if self.kernels.clients == 0 and gone > self.config.idle_grace and not self.kernels.jobs.running():
                 log.info("no client for %.1f s: the embedded backend exits", gone)
                 self.kernels.closing = True
                 if self.config.runtime_file:
@@ -123,6 +124,7 @@ class BackendServer:
         finally:
             if watcher:
                 watcher.cancel()
+            self.kernels.jobs.shutdown()  # calls still running are lost: said in the ledger before it closes
             await self.scheduler.shutdown()
             self.ledger.close()  # the workers' last transitions are committed, not left to the next start
             if self.config.runtime_file:
@@ -152,6 +154,8 @@ def main(argv=None) -> None:
                                      "[images.NAME] env, preload, python (local), base (docker), runtime_env (ray)")
     ap.add_argument("--ledger", help="where sessions, workers and cells are recorded: a SQLite file (default: in the "
                                      "Jupyter data dir) or a PostgreSQL DSN postgresql://USER@HOST/DB (JUPYTER_GPU_LEDGER)")
+    ap.add_argument("--job-ttl", help="how long a spawned call's result is kept after it ends, e.g. 12h, 7d "
+                                       "(default 7d; JUPYTER_GPU_JOB_TTL)")
     ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
     ap.add_argument("--session-budget", type=float, help="USD per kernel session; then its cells are refused")
     ap.add_argument("--user-budget", type=float, help="USD per user since the backend started; then refused")
@@ -192,6 +196,11 @@ def main(argv=None) -> None:
         config.users = load_users(args.users)
     if args.ledger:
         config.ledger = args.ledger
+    if args.job_ttl:
+        try:
+            config.job_ttl = parse_duration(args.job_ttl, "--job-ttl")
+        except ValueError as e:
+            ap.error(str(e))
     config.runtime_file = args.runtime_file
     config.session_budget, config.user_budget = args.session_budget, args.user_budget
     config.budget_warn = args.budget_warn

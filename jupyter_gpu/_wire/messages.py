@@ -144,6 +144,39 @@ class Execute(_Envelope, total=False):
     # there), source [file, cell number, text] of its defining cell, args (a value: (args, kwargs))
     # or items (a value: a map's batch of them) with return_exceptions
     call: dict[str, Any]
+    # a spawned call (`f.spawn`): the backend owns it, answers `job_reply` at once and keeps its
+    # events and result (jupyter_gpu_backend/scheduling/jobs.py): notebook (whose calls it is),
+    # map (a spawn_map: its result is a batch's), return_exceptions
+    job: dict[str, Any]
+
+
+class JobGet(_Envelope, total=False):
+    """A spawned call's events and result, replayed under ``cell`` (then live, while it runs);
+    ``timeout``: seconds to wait for its end (absent: as long as it runs), then ``failure job_timeout``."""
+
+    cell: str
+    job: str
+    timeout: Optional[Seconds]
+    after: Count  # output events the asking cell has shown already (an earlier get of it that timed out)
+
+
+class JobCancel(_Envelope, total=False):
+    """Stop a spawned call (queued: it never starts; running: interrupted, then killed); answered
+    by ``job_reply`` once it has ended."""
+
+    job: str
+
+
+class JobInfo(_Envelope, total=False):
+    """What is known of a spawned call; answered by ``job_reply`` (or ``failure no_such_job``)."""
+
+    job: str
+
+
+class JobList(_Envelope, total=False):
+    """This user's spawned calls from ``notebook`` (newest first); answered by ``jobs_reply``."""
+
+    notebook: str
 
 
 class Interrupt(_Envelope, total=False):
@@ -250,6 +283,28 @@ class Failure(_Envelope, total=False):
     code: str
     message: str
     cell: Optional[str]
+
+
+class JobReply(_Envelope, total=False):
+    """A spawned call: its id, state (queued, running, done, failed, cancelled, lost, expired) and
+    what it is; ``cell``: the kernel's request it answers (a spawn's execute)."""
+
+    cell: Optional[str]
+    job: str
+    state: str
+    function: Optional[str]
+    notebook: Optional[str]
+    gpu: Optional[str]
+    created: Optional[float]  # seconds since the epoch
+    finished: Optional[float]
+    expires: Optional[float]  # when its result is let go
+    cause: Optional[str]
+    map: bool
+    return_exceptions: bool
+
+
+class JobsReply(_Envelope, total=False):
+    jobs: list[dict[str, Any]]  # JobReply's fields, one dict a call
 
 
 # -- worker -> backend -> kernel: a cell's events ------------------------------------------------
@@ -445,6 +500,8 @@ CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "i
 REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
 RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
 IOPUB, PAYLOAD, ITEM = "iopub", "payload", "item"
+JOB_GET, JOB_CANCEL, JOB_INFO, JOB_LIST, JOB_REPLY, JOBS_REPLY = ("job_get", "job_cancel", "job_info", "jobs",
+                                                                "job_reply", "jobs_reply")
 # the message types an `iopub` event may carry (the kernel publishes no other for a worker: a status
 # or an execute_input is the kernel's own protocol)
 IOPUB_TYPES = frozenset({"stream", "display_data", "update_display_data", "clear_output", "execute_result",
@@ -456,7 +513,8 @@ TYPES: dict[str, type] = {
     CLEAR_OUTPUT: ClearOutput, ERROR: Error, INPUT_REQUEST: InputRequest, DONE: Done, REGISTER: Register,
     REGISTERED: Registered, SHUTDOWN: Shutdown, STARTED: Started, METERED: Metered, RETIRE: Retire,
     RETIRED: Retired, REPORT: Report, REPORTED: Reported, LANE_HELLO: LaneHello, LANE_OK: LaneOk,
-    IOPUB: Iopub, PAYLOAD: Payload, ITEM: Item,
+    IOPUB: Iopub, PAYLOAD: Payload, ITEM: Item, JOB_GET: JobGet, JOB_CANCEL: JobCancel, JOB_INFO: JobInfo,
+    JOB_LIST: JobList, JOB_REPLY: JobReply, JOBS_REPLY: JobsReply,
 }
 
 _DECODERS: dict = {}  # type name -> its Decoder, built when that type is first decoded

@@ -76,6 +76,10 @@ RAY_ADDRESS = _s("JUPYTER_GPU_RAY_ADDRESS", None, "backend", "the Ray cluster (r
 FILES = _s("JUPYTER_GPU_FILES", "auto", "backend, worker",
            "auto: a worker enters the kernel's directory where it sees it, else it is synced; sync: always "
            "synced (a worker's filesystem is not the kernel's even where a path matches)")
+JOB_TTL = _s("JUPYTER_GPU_JOB_TTL", "7d", "backend",
+             "how long a spawned call's result is kept after it ends (e.g. 1h, 30m, 7d; serve --job-ttl)")
+JOB_DIR = _s("JUPYTER_GPU_JOB_DIR", None, "backend",
+             "where spawned calls' results are stored (default: jobs/ beside the SQLite ledger in Jupyter's data dir)")
 RAY_CPUS = _s("JUPYTER_GPU_RAY_CPUS", None, "backend", "CPUs of the local Ray cluster the ray runtime starts (default: all, at least 2)")
 
 # -- set by a runtime for the worker it starts --------------------------------------------------------

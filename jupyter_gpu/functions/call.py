@@ -14,7 +14,6 @@ pack -> send_and_drain), with ``call`` in the request instead of code.
 """
 from __future__ import annotations
 
-import html
 import linecache
 import sys
 import time
@@ -25,6 +24,7 @@ from jupyter_gpu.cost import footer
 from jupyter_gpu.errors import ConnectionLost, GpuError
 from jupyter_gpu.functions import fanout, handshake
 from jupyter_gpu.functions.function import Function, batches
+from jupyter_gpu.functions.progress import Progress, known_total
 from jupyter_gpu.notebook import cell
 from jupyter_gpu.notebook.cell_options import CellOptions
 from jupyter_gpu.notebook.publish import Publisher
@@ -117,80 +117,53 @@ class MapResult:
         if self._started:
             raise RuntimeError("a map's results are read once (keep them: list(f.map(...)))")
         self._started = True
-        return self._results(enumerate(self.items))
+        return self._results(enumerate(self.items), known_total(self.items))
 
     def _batches(self, session, numbered, progress):
         """(batch, its results, the interrupt that stopped it or None), in input order: on the
         kernel's worker one batch at a time, or over max_workers workers (fanout.py)."""
         n = self.f.options.max_workers or 1
+        read = progress.counted(batches(numbered, BATCH))
         if n > 1:
-            for batch, results, stopped, waiting in fanout.run_batches(session, self.f, batches(numbered, BATCH),
-                                                                       self.kwargs, n, _run):
-                progress.ran(results)
-                progress.show(running=waiting * BATCH, queued=0)
+            for batch, results, stopped, _ in fanout.run_batches(session, self.f, read, self.kwargs, n, _run, progress):
                 yield batch, results, stopped
             return
-        for batch in batches(numbered, BATCH):
+        for batch in read:
             packed = serialization.pickle_value("<map items>", [(tuple(a), self.kwargs) for _, a in batch])
-            progress.show(running=len(batch))
-            results, stopped = _run(session, self.f, {"items": packed, "return_exceptions": True})
-            progress.ran(results)
+            results, stopped = _run(session, self.f, {"items": packed, "return_exceptions": True},
+                                    on_sent=progress.sent(batch))
+            progress.ran(batch, results)
             yield batch, results, stopped
 
-    def _results(self, numbered):
+    def _results(self, numbered, total: int | None):
         session = _session()
         name = getattr(self.f.fn, "__qualname__", "?")
-        progress = Progress(session, name)
-        for batch, results, stopped in self._batches(session, numbered, progress):
-            progress.show(running=0)  # (the last batch's: the line's final state)
-            for (index, args), (ok, value) in zip(batch, results):
-                if not ok:
-                    self.failed[index] = (tuple(args), value)
-                    if not self.return_exceptions:
-                        raise ItemFailed(f"item {index} of {name}.map raised {type(value).__name__}: {value}") from value
-                    Publisher(session.shell).stream("stderr", f"{name}.map: item {index} raised "
-                                                    f"{type(value).__name__}: {value}\n")
-                yield value
-            if stopped is not None:
-                raise stopped
+        progress = Progress(session, name, total)  # (progress.py: the live counts, a widget where one shows)
+        complete = False
+        try:
+            for batch, results, stopped in self._batches(session, numbered, progress):
+                for (index, args), (ok, value) in zip(batch, results):
+                    if not ok:
+                        self.failed[index] = (tuple(args), value)
+                        if not self.return_exceptions:
+                            raise ItemFailed(f"item {index} of {name}.map raised {type(value).__name__}: {value}") from value
+                        Publisher(session.shell).stream("stderr", f"{name}.map: item {index} raised "
+                                                        f"{type(value).__name__}: {value}\n")
+                    yield value
+                if stopped is not None:
+                    raise stopped
+            complete = True
+        finally:
+            progress.close(complete)  # its final counts (also when stopped, or left part-way)
 
     def retry_failed(self) -> dict:
         """Run the items that raised again: {index: its new result} (one that raises again: its
         exception, and it stays in ``failed``)."""
         todo, self.failed = self.failed, {}
         again = MapResult(self.f, [], self.kwargs, True)
-        out = dict(zip(todo, again._results(((i, args) for i, (args, _) in todo.items()))))
+        out = dict(zip(todo, again._results(((i, args) for i, (args, _) in todo.items()), len(todo))))
         self.failed = again.failed
         return out
-
-
-class Progress:
-    """A map's progress line in the calling cell (one output, updated in place after each batch):
-    items running, done, failed, and what they cost so far.  Shown from a map's second batch on: a
-    map of one batch is over before anyone could read it."""
-
-    def __init__(self, session, name: str):
-        self.session, self.name = session, name
-        self.done = self.failed = self.batches = 0
-        self.shown = False
-        self.id = f"jgpu-map-{session.id}-{session.new_cell_id()}"
-        self.calls_before = len(session.cell_calls)
-
-    def ran(self, results: list) -> None:
-        self.batches += 1
-        self.failed += sum(1 for ok, _ in results if not ok)
-        self.done += sum(1 for ok, _ in results if ok)
-
-    def show(self, running: int, queued: int = 0) -> None:
-        if self.batches == 0:
-            return
-        cost = sum(f.get("cost_usd") or 0.0 for f in self.session.cell_calls[self.calls_before:])
-        line = (f"map {self.name}: {running} running · {self.done} done · {self.failed} failed · "
-                f"{footer.usd(cost)} so far")
-        data = {"text/plain": line, "text/html": f'<div class="jupyter-gpu-map {footer.NO_MATH}" '
-                f'style="font:12px monospace">{html.escape(line)}</div>'}
-        Publisher(self.session.shell).display(data, {}, {"display_id": self.id}, update=self.shown)
-        self.shown = True
 
 
 def _session():
@@ -307,6 +280,17 @@ def _conclude(session, plan, packed, outcome, hashes: list, batch: bool):
         with owner.lock:
             owner.record(f)
         calls_footer.add(owner, f)
+    value, error = value_of(session, done, outcome, plan.gpu)
+    if error is not None:
+        if batch and isinstance(error, KeyboardInterrupt) and value is not None:
+            return value, error  # the items that ran, then the interrupt
+        raise error
+    return value, None
+
+
+def value_of(session, done: dict, outcome, gpu: str) -> tuple:
+    """(the call's value, its exception or None) from its ``done``: the value unpickled, or a
+    reference to it where it stayed on the worker."""
     value, error = None, outcome.exception(done)
     spec = done.get("result")
     if spec is not None:
@@ -316,16 +300,12 @@ def _conclude(session, plan, packed, outcome, hashes: list, batch: bool):
             raise serialization.SerializationError(f"the function's value could not be brought back: {e}") from None
     elif done.get("result_ref") and error is None:  # it stays on the worker: a reference to it here
         r = done["result_ref"]
-        value = RemoteValue(f"{r['t']} value", r["t"], done.get("device", plan.gpu), done.get("worker") or "",
-                            plan.gpu, "", session.cell_number(), r.get("why", ""))
+        value = RemoteValue(f"{r['t']} value", r["t"], done.get("device", gpu), done.get("worker") or "",
+                            gpu, "", session.cell_number(), r.get("why", ""))
         value.ref = r["ref"]
     elif done.get("result_error") and error is None:
         raise serialization.SerializationError(f"the function's value could not be brought back: {done['result_error']}")
-    if error is not None:
-        if batch and isinstance(error, KeyboardInterrupt) and value is not None:
-            return value, error  # the items that ran, then the interrupt
-        raise error
-    return value, None
+    return value, error
 
 
 class calls_footer:

@@ -62,11 +62,25 @@ class Function:
 
         return call.remote_gen(self, args, kwargs)
 
+    def spawn(self, *args, **kwargs):
+        """Start ``f(*args)`` on a worker and return at once: a ``FunctionCall`` (``.get()``,
+        ``.cancel()``), which the backend keeps running and keeps the result of, past this kernel."""
+        from jupyter_gpu.functions import jobs
+
+        return jobs.spawn(self, args, kwargs)
+
+    def spawn_map(self, *iterables, return_exceptions: bool = False, kwargs: dict | None = None):
+        """``spawn`` of a whole map (on one worker): one ``FunctionCall``, whose ``get()`` is the list
+        of results in input order."""
+        from jupyter_gpu.functions import jobs
+
+        return jobs.spawn_map(self, zip(*iterables), dict(kwargs or {}), return_exceptions)
+
     def map(self, *iterables, order_outputs: bool = True, return_exceptions: bool = False, kwargs: dict | None = None):
         """``f(x)`` for each x (``f(x, y)`` for each pair of several iterables), on a worker, in
         batches; the results in input order.  An item that raised: its exception in place with
         ``return_exceptions``, else it is raised, naming the item's index."""
-        return self.starmap(zip(*iterables), order_outputs=order_outputs, return_exceptions=return_exceptions,
+        return self.starmap(_Zipped(iterables), order_outputs=order_outputs, return_exceptions=return_exceptions,
                             kwargs=kwargs)
 
     def starmap(self, items, order_outputs: bool = True, return_exceptions: bool = False, kwargs: dict | None = None):
@@ -97,6 +111,20 @@ def function(_fn=None, *, gpu: str | None = None, keep_warm=None, image: str | N
 
 
 _UNSET = object()
+
+
+class _Zipped:
+    """``zip(*iterables)`` that says its len() when each of them does (a map's progress bar then
+    knows its end); read as zip reads them, as it goes."""
+
+    def __init__(self, iterables: tuple):
+        self.iterables = iterables
+
+    def __iter__(self):
+        return zip(*self.iterables)
+
+    def __len__(self) -> int:
+        return min(len(x) for x in self.iterables) if self.iterables else 0  # (TypeError: one has no len)
 
 
 def _seconds(value, what: str) -> float | None:

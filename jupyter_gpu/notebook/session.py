@@ -36,9 +36,9 @@ def _kernel_id() -> str:
 RELEASE_WAIT = 3.0  # s: how long an exiting kernel waits for the backend to stop its workers
 
 
-def _ask(client: BackendClient, header: dict, reply_type: str, timeout: float) -> dict:
+def _ask(client: BackendClient, header: dict, reply_type: str, timeout: float, buffers=()) -> dict:
     """Send ``header`` and return the backend's ``reply_type`` answer (other events are passed over)."""
-    client.send(header)
+    client.send(header, buffers)
     deadline = time.monotonic() + timeout
     while True:
         msg = client.recv(timeout=max(0.0, deadline - time.monotonic()))
@@ -151,8 +151,8 @@ class KernelSession:
     def shares_host(self) -> bool:
         return self.host_id is not None and self.client.welcome.get("host_id") == self.host_id
 
-    def request(self, header: dict, reply_type: str, timeout: float = 30.0) -> dict:
-        return _ask(self.connect(), header, reply_type, timeout)
+    def request(self, header: dict, reply_type: str, timeout: float = 30.0, buffers=()) -> dict:
+        return _ask(self.connect(), header, reply_type, timeout, buffers)
 
     def lane(self, held: Held):
         """The open lane to ``held``'s worker, or None (no lane granted, or it is gone)."""

@@ -161,7 +161,7 @@ def pack_value(call: dict, result: CallResult, packer) -> dict:
     try:
         p = serialization.pickle_value("<result>", value)
     except SerializationError as e:  # it stays here; the kernel gets a reference to it
-        if call.get("items") is not None:
+        if call.get("items") is not None or call.get("job"):  # (a spawned call's value outlives this worker)
             return {"result_error": str(e)}
         return {"result_ref": {"ref": refs.keep(value), "t": type(value).__name__, "why": str(e)}}
     return {"result": packer.pack(p)}

@@ -293,7 +293,8 @@ class CellRunner:
         if cwd is None or cwd == self.workdir.entered:
             return cwd, False  # the directory of the last cell: no system call (a warm cell's path)
         if self.sync_files or not self.workdir.sees(cwd, h.get("cwd_id")):
-            return None, True
+            # a spawned call runs where the worker is: the kernel that could send the directory may be gone
+            return (cwd, False) if (h.get("call") or {}).get("job") else (None, True)
         return cwd, False
 
     def _error(self, e: BaseException) -> None:

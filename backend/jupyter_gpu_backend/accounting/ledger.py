@@ -41,12 +41,16 @@ CREATE TABLE IF NOT EXISTS cells (
     queue_s {real}, cold_start_s {real}, load_s {real}, exec_s {real}, post_s {real}, run_s {real},
     pool TEXT, image TEXT, function TEXT);
 CREATE INDEX IF NOT EXISTS cells_by_session ON cells (session);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, "user" TEXT NOT NULL, session TEXT, notebook TEXT, function TEXT, gpu TEXT,
+    state TEXT NOT NULL, created {real} NOT NULL, finished {real}, expires {real}, cause TEXT, meta TEXT);
 """
 # columns added since the first ledgers: (table, column, type) added to a ledger that lacks them
 # dedicated.py's attribution; the worker image (images.py; NULL in rows older than the column)
 ADDED_COLUMNS = (("workers", "pool", "TEXT"), ("cells", "pool", "TEXT"), ("workers", "image", "TEXT"),
                  ("cells", "image", "TEXT"), ("cells", "function", "TEXT"))
-IN_FLIGHT_CELLS = ("queued", "running")
+IN_FLIGHT_CELLS = ("queued", "running")  # also a spawned call's (jobs) in-flight states
+JOB_COLUMNS = ("id", "session", "notebook", "function", "gpu", "state", "created", "finished", "expires", "cause", "meta")
 BATCH_S = 0.2  # how long the writer gathers rows before one commit
 LIVE_WORKERS = ("starting", "idle", "leased")
 CELL_COLUMNS = ("id", "session", "gpu", "worker", "status", "submitted", "done", "cold",
@@ -158,6 +162,7 @@ class Ledger:
         self.dialect = dialect_of(target)
         self.where = f"{self.dialect.name} {redacted(target)}"
         self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._urgent = threading.Event()  # flush(): commit what is queued now
         db = self._connect()
         try:
             for statement in SCHEMA.format(real=self.dialect.real).split(";"):
@@ -189,8 +194,12 @@ class Ledger:
                 f"WHERE state IN {LIVE_WORKERS}"), (now,)
         )
         db.execute(sql("UPDATE sessions SET closed = ? WHERE closed IS NULL"), (now,))
+        jobs = db.execute(
+            sql(f"UPDATE jobs SET state = 'lost', finished = ?, cause = 'the backend stopped while it ran' "
+                f"WHERE state IN {IN_FLIGHT_CELLS}"), (now,)
+        ).rowcount
         db.commit()
-        return {"cells": cells, "workers": len(live)}
+        return {"cells": cells, "workers": len(live), "jobs": jobs}
 
     # -- writes (queued; the writer thread commits) ----------------------------------------------
     def _put(self, sql: str, args: tuple) -> None:
@@ -213,6 +222,17 @@ class Ledger:
     def cell_function(self, cid: str, function: str) -> None:
         """A function's call (`@jupyter_gpu.function`): its name@hash (after its cell_started)."""
         self._put("UPDATE cells SET function = ? WHERE id = ?", (function, cid))
+
+    def job_created(self, jid: str, user: str, session: str, notebook: str, function: str | None, gpu: str,
+                    meta: str) -> None:
+        self._put('INSERT INTO jobs (id, "user", session, notebook, function, gpu, state, created, meta) '
+                  "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)", (jid, user, session, notebook, function, gpu,
+                                                               time.time(), meta))
+
+    def job_state(self, jid: str, state: str, finished: float | None = None, expires: float | None = None,
+                  cause: str | None = None) -> None:
+        self._put("UPDATE jobs SET state = ?, finished = COALESCE(?, finished), expires = COALESCE(?, expires), "
+                  "cause = COALESCE(?, cause) WHERE id = ?", (state, finished, expires, cause, jid))
 
     def worker_requested(self, wid: str, gpu: str, runtime: str) -> None:
         now = time.time()
@@ -272,7 +292,9 @@ class Ledger:
             item = self._q.get()
             if isinstance(item, tuple):
                 # gather for a moment: one commit per batch, and no wake-up per cell on the hot path
-                time.sleep(BATCH_S)
+                # (a flush does not wait for the moment: a spawned call's row is committed before its id is given)
+                self._urgent.wait(BATCH_S)
+                self._urgent.clear()
             batch = [item]
             while True:  # everything already queued goes in the same transaction
                 try:
@@ -353,6 +375,7 @@ class Ledger:
         """Wait until everything queued so far is committed."""
         e = threading.Event()
         self._q.put(e)
+        self._urgent.set()
         return e.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -390,6 +413,22 @@ class Ledger:
                           f"LEFT JOIN workers w ON w.id = c.worker WHERE {where} "
                           f"ORDER BY c.submitted DESC LIMIT ?", (*args, limit))
         return [dict(zip((*CELL_COLUMNS, "device", "worker_stopped"), r)) for r in rows]
+
+    def jobs(self, user: str, job: str | None = None, notebook: str | None = None, limit: int = 200) -> list[dict]:
+        """A user's spawned calls (one by id, or those of one notebook), newest first."""
+        where, args = '"user" = ?', [user]
+        if job is not None:
+            where, args = where + " AND id = ?", args + [job]
+        if notebook is not None:
+            where, args = where + " AND notebook = ?", args + [notebook]
+        rows = self.query(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE {where} ORDER BY created DESC LIMIT ?",
+                          (*args, limit))
+        return [dict(zip(JOB_COLUMNS, r)) for r in rows]
+
+    def expired_jobs(self, now: float) -> list[str]:
+        """Ended calls whose result's time is up."""
+        return [r[0] for r in self.query("SELECT id FROM jobs WHERE expires IS NOT NULL AND expires < ? "
+                                         "AND state <> 'expired'", (now,))]
 
     def queued_cells(self, user: str) -> list[tuple]:
         """(cell, session, gpu, image) of a user's cells waiting for a worker."""

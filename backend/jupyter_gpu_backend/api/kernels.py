@@ -10,6 +10,7 @@ keeps its session (and its workers) for ``RECONNECT_GRACE`` seconds.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from fastapi import WebSocket
@@ -25,9 +26,17 @@ from jupyter_gpu_backend.api.frames import (CLOSE_POLICY, CLOSE_PROTOCOL, CLOSE_
                                             iter_frames, recv_frame)
 from jupyter_gpu_backend.config import BackendConfig
 from jupyter_gpu_backend.scheduling.capacity import QueueCancelled
+from jupyter_gpu_backend.scheduling.jobs import Jobs, JobStore, default_store
 from jupyter_gpu_backend.scheduling.scheduler import Conn, Scheduler
 
 RECONNECT_GRACE = 30.0  # a kernel's workers outlive a dropped connection this long
+
+
+def _store_beside(ledger: str | None) -> str:
+    """Spawned calls' results: ``jobs/`` beside a SQLite ledger file, else in Jupyter's data dir."""
+    if ledger and "://" not in ledger:
+        return os.path.join(os.path.dirname(os.path.abspath(ledger)), "jobs")
+    return default_store()
 
 
 class Kernels:
@@ -41,6 +50,7 @@ class Kernels:
         self._close_tasks: dict[str, asyncio.TimerHandle] = {}
         self.host_id = shm.host_id()
         self.budgets = Budgets.attach(config, scheduler)  # None without --session/--user-budget
+        self.jobs = Jobs(scheduler, JobStore(config.job_dir or _store_beside(config.ledger)), config.job_ttl)
 
     async def connect(self, ws: WebSocket, session_id: str) -> None:
         user = self.auth.user_of(ws)
@@ -120,7 +130,8 @@ class Kernels:
         if kind == messages.EXECUTE:
             await self.on_execute(session, header, inline, ws)
         elif kind == messages.INTERRUPT:
-            await self.scheduler.interrupt(session, header.get("cell", ""))
+            if not self.jobs.stop_waiting(session, header.get("cell", "")):  # (a FunctionCall.get's wait)
+                await self.scheduler.interrupt(session, header.get("cell", ""))
         elif kind == messages.KILL:
             await self.scheduler.kill(session, header.get("cell", ""), header.get("gpu"), header.get("image"))
         elif kind == messages.INPUT_REPLY:
@@ -135,8 +146,25 @@ class Kernels:
         elif kind == messages.STATUS:
             await self.scheduler.lane_cells.settle(session)
             await session.conn.send({"type": messages.STATUS_REPLY, **self.scheduler.status(session)})
+        elif kind in (messages.JOB_GET, messages.JOB_CANCEL, messages.JOB_INFO, messages.JOB_LIST):
+            asyncio.ensure_future(self._job_request(session, kind, header))  # it may wait for the job
         else:
             await session.conn.send(messages.failure("bad_request", f"unknown message type {kind!r}"))
+
+    async def _job_request(self, session, kind: str, header: dict) -> None:
+        jid = str(header.get("job", ""))
+        if kind == messages.JOB_GET:
+            await self.jobs.get(session, str(header.get("cell", "")), jid, header.get("timeout"), header.get("after", 0))
+            return
+        if kind == messages.JOB_LIST:
+            jobs = await self.jobs.listing(session.user, str(header.get("notebook", "")))
+            await session.emit({"type": messages.JOBS_REPLY, "jobs": jobs})
+            return
+        info = await (self.jobs.cancel(session, jid) if kind == messages.JOB_CANCEL else self.jobs.lookup(session.user, jid))
+        if info is None:
+            await session.emit(messages.failure("no_such_job", f"no spawned call {jid!r} of yours on this backend"))
+        else:
+            await session.emit(info)
 
     async def on_execute(self, session, header: dict, inline, ws: WebSocket) -> None:
         size = framing.payload_size(header)
@@ -161,6 +189,14 @@ class Kernels:
             return
         if warning:
             await session.emit({"type": messages.STREAM, "cell": cell, "name": "stderr", "text": warning})
+        if header.get("job") is not None:  # f.spawn: the backend's from here on
+            frames = [f async for f in iter_frames(header, ws)]
+            job = self.jobs.start(session, run, header)
+            # its row is committed before its id is given: a backend that dies from here on leaves it `lost`
+            await asyncio.to_thread(self.scheduler.ledger.flush)
+            await session.emit(job.reply(cell=cell))
+            asyncio.ensure_future(self._cold_execute(run, header, inline, frames))
+            return
         if self.scheduler.stale(session, run, header):
             await drain(header, ws)
             await session.emit({"type": messages.RESEND, "cell": cell, "reason": "the worker holding your values is gone"})
