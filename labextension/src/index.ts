@@ -8,6 +8,7 @@ import { Widget } from '@lumino/widgets';
 
 import { IBackendOverride, fetchState } from './api';
 import { IChoice, METADATA_KEY, actionCode, configCode, costText, mergeChoice, readChoice } from './model';
+import { recordCalls } from './record';
 import { GpuSidebar, ISidebarHost, runSilently } from './sidebar';
 
 const PLUGIN_ID = 'jupyter-gpu:plugin';
@@ -152,6 +153,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     tracker.widgetAdded.connect((_, panel) => watch(panel));
     tracker.forEach(watch);
+    // a spawned call's id into its cell's metadata, so the saved notebook keeps it (record.ts)
+    tracker.widgetAdded.connect((_, panel) => recordCalls(panel));
+    tracker.forEach(recordCalls);
     tracker.currentChanged.connect(() => {
       sidebar.render();
       void poll();
