@@ -132,3 +132,18 @@ def test_a_call_outlives_its_kernel_and_its_result_its_backend(fresh_kernel_env,
 
 
 
+
+
+def test_the_stop_button_during_get_stops_the_wait_not_the_call(kernel_env):
+    k = kernel(kernel_env)
+    try:
+        cell = k.submit("fc = slow.spawn(5, wait=120)\nfc.get()")
+        assert k.wait_until(lambda: "working on 5" in cell.stdout(), 60)  # it runs, its output here
+        k.interrupt()
+        assert k.wait_until(lambda: cell.done, 30)
+        content = cell.reply["content"]
+        assert content["ename"] == "KeyboardInterrupt" and "runs on" in content["evalue"], content
+        state = k.run("print(fc.info()['state'])\nfc.cancel()\nprint(fc.state)").stdout().split()
+        assert state == ["running", "cancelled"]
+    finally:
+        k.shutdown()

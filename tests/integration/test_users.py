@@ -56,3 +56,52 @@ def test_one_users_session_and_workers_are_out_of_another_users_reach(backend):
     assert set(status_of(backend, TOKENS["alice"])["sessions"]) == {"s-alice"}
     alice.close()
     bob.close()
+
+
+def _recv_until(client, kind: str, timeout: float = 60) -> dict:
+    """The next message of type ``kind`` (a failure is returned too: it is the answer)."""
+    while True:
+        msg = client.recv(timeout=timeout)
+        assert msg is not None, f"no {kind} within {timeout} s"
+        if msg.type in (kind, "failure"):
+            return msg.header
+
+
+def test_a_users_spawned_call_is_out_of_another_users_reach(backend):
+    from jupyter_gpu._wire import serialization
+
+    alice = BackendClient(backend, TOKENS["alice"], "s-alice-jobs")
+    packer = serialization.Packer()
+    call = {"name": "pow", "fn": packer.pack(serialization.pickle_value("<fn>", pow)),
+            "args": packer.pack(serialization.pickle_value("<args>", ((2, 10), {}))), "job": True}
+    # the kernel picks a cell id; the call's id is the backend's, never the kernel's choice
+    alice.send({"type": "execute", "cell": "fc-chosen-by-alice", "code": "", "gpu": "cpu", "inputs": {}, "keep": {},
+                "binds": [], "no_out": True, "exec_count": 1, "shm": False, "call": call,
+                "job": {"notebook": "/shared/nb.ipynb"}}, packer.buffers)
+    reply = _recv_until(alice, "job_reply")
+    jid = reply["job"]
+    assert reply["type"] == "job_reply" and jid.startswith("fc-") and jid != "fc-chosen-by-alice"
+
+    # bob knows the id and the notebook's path: nothing of the call is his to read, cancel or list
+    bob = BackendClient(backend, TOKENS["bob"], "s-bob-jobs")
+    for ask in ({"type": "job_info", "job": jid}, {"type": "job_cancel", "job": jid},
+                {"type": "job_get", "cell": "b-get", "job": jid}):
+        bob.send(ask)
+        answer = _recv_until(bob, "job_reply")
+        assert answer["type"] == "failure" and answer["code"] == "no_such_job", answer
+    bob.send({"type": "jobs", "notebook": "/shared/nb.ipynb"})
+    assert _recv_until(bob, "jobs_reply")["jobs"] == []
+
+    # alice's call ran untouched: its value, replayed to her
+    alice.send({"type": "job_get", "cell": "a-get", "job": jid, "timeout": 60})
+    while True:
+        msg = alice.recv(timeout=60)
+        assert msg is not None and msg.type != "failure", msg and msg.header
+        if msg.type == "done":
+            break
+    assert msg.header["status"] == "ok" and msg.header["cell"] == "a-get"
+    assert serialization.unpack("<result>", msg.header["result"], msg.buffers, None) == 1024
+    alice.send({"type": "jobs", "notebook": "/shared/nb.ipynb"})
+    assert [j["job"] for j in _recv_until(alice, "jobs_reply")["jobs"]] == [jid]
+    alice.close()
+    bob.close()

@@ -20,3 +20,11 @@ def test_a_function_runs_on_the_runtimes_worker_and_answers_as_here(kernel, runt
     cell = kernel.run("refuse.remote()", ok=False)
     assert cell.reply["content"]["ename"] == "Refused"
     assert "raise Refused('no')" in strip_ansi("\n".join(cell.reply["content"]["traceback"]))
+
+
+def test_a_spawned_call_runs_on_the_runtimes_worker_and_is_kept(kernel, runtime):
+    kernel.run("import jupyter_gpu, os\n@jupyter_gpu.function\ndef twice(x):\n    print('twice', x)\n"
+               "    return 2 * x, os.getpid()")
+    cell = kernel.run("fc = twice.spawn(21)\nvalue, pid = fc.get(timeout=300)\nprint(value, pid != os.getpid())\n"
+                      "again = jupyter_gpu.FunctionCall.from_id(fc.object_id)\nprint(again.state, again.get()[0])")
+    assert cell.stdout().splitlines() == ["twice 21", "42 True", "twice 21", "done 42"]
