@@ -43,9 +43,10 @@ def sessions(owner, f, n: int) -> list:
     return [owner, *extra[:n - 1]]
 
 
-def run_batches(owner, f, numbered_batches, kwargs: dict, n: int, run):
+def run_batches(owner, f, numbered_batches, kwargs: dict, n: int, run, progress):
     """Generator: (batch, results, stopped) in input order, the batches run on ``n`` sessions by
-    ``run(session, f, what)`` (call._run)."""
+    ``run(session, f, what)`` (call._run); ``progress`` (progress.Progress) is told where each
+    batch went, and refreshed while this thread waits."""
     free: queue.SimpleQueue = queue.SimpleQueue()
     for s in sessions(owner, f, n):
         free.put(s)
@@ -53,9 +54,17 @@ def run_batches(owner, f, numbered_batches, kwargs: dict, n: int, run):
 
     def one(batch):
         s = free.get()
+        told = progress.sent(batch)
+
+        def on_sent(conn, cell):
+            flying[s.id] = (conn, cell)
+            told(conn, cell)
+
         try:
             packed = serialization.pickle_value("<map items>", [(tuple(a), kwargs) for _, a in batch])
-            return run(s, f, {"items": packed, "return_exceptions": True}, on_sent=lambda conn, cell: flying.__setitem__(s.id, (conn, cell)))
+            results, stopped = run(s, f, {"items": packed, "return_exceptions": True}, on_sent=on_sent)
+            progress.ran(batch, results)  # done now, though read in input order (a batch before it may still run)
+            return results, stopped
         finally:
             flying.pop(s.id, None)
             free.put(s)
@@ -70,6 +79,9 @@ def run_batches(owner, f, numbered_batches, kwargs: dict, n: int, run):
                     break
             while pending:
                 batch, future = pending.popleft()
+                while not future.done():  # (its phases, a cold start's, change the counts meanwhile)
+                    concurrent.futures.wait((future,), timeout=progress.every)
+                    progress.tick()
                 results, stopped = future.result()
                 if stopped is None:
                     nxt = next(batches, None)

@@ -26,10 +26,13 @@ class LiveStatus:
         self.position = None
         self.detail = ""  # what a cold start waits for (the backend says, e.g. room on a Ray node)
         self.next_tick = t0 + LIVE_AFTER
+        self.watch = None  # told each new phase (a map's progress counts the batches that wait: functions/progress.py)
 
     def show(self, phase: str, position: int | None = None, detail: str | None = None) -> None:
         if phase != self.phase:
             self.detail = ""
+            if self.watch is not None:
+                self.watch(phase)
         self.phase, self.position = phase, position
         if detail is not None:
             self.detail = detail

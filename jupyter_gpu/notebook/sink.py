@@ -18,6 +18,9 @@ from jupyter_gpu.notebook.publish import Publisher
 from jupyter_gpu.notebook.remote_values import RemoteValue
 
 
+PHASES: dict = {}  # request id -> told each phase it enters (a map's batch: functions/progress.py)
+
+
 def display_prefix(session) -> str:
     """What this kernel's remote display ids start with."""
     return f"jgpu-{session.id}-"
@@ -60,6 +63,7 @@ class NotebookSink(Publisher):
 
     def waiting(self) -> LiveStatus:
         self.live = LiveStatus(self, f"{self.prefix}live-{self.cell}", self.gpu, self.t0)
+        self.live.watch = PHASES.get(self.cell)
         return self.live
 
     def _area_cleared(self) -> None:

@@ -2,6 +2,9 @@
 backend and workers; what a remote call does is compared with the same call made here."""
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 
 from tests.conftest import FOOTER_MIME, LiveKernel, strip_ansi
@@ -76,13 +79,7 @@ def test_map_keeps_the_input_order_and_says_which_item_failed(k):
     cell = k.run("r = square.map(range(600))\nprint(type(r).__name__)\nout = list(r)\n"
                  "print(out == [i * i for i in range(600)])", timeout=120)
     assert cell.stdout().splitlines()[0] == "MapResult" and cell.stdout().endswith("True\n")
-    assert cell.stdout().count("squaring") == 600
-    # its progress: one line updated in place, ending with every item done
-    shown = [e.msg for e in cell.iopub if e.msg["msg_type"] in ("display_data", "update_display_data")
-             and e.msg["content"]["data"].get("text/plain", "").startswith("map square")]
-    assert shown[0]["msg_type"] == "display_data" and {m["msg_type"] for m in shown[1:]} == {"update_display_data"}
-    assert len({m["content"]["transient"]["display_id"] for m in shown}) == 1
-    assert shown[-1]["content"]["data"]["text/plain"].startswith("map square: 0 running · 600 done · 0 failed · $")
+    assert cell.stdout().count("squaring") == 600  # (its progress: test_a_maps_progress_*)
     k.run("@jupyter_gpu.function(gpu='cpu')\ndef inv(x):\n    return 1 / x")
     cell = k.run("r = inv.map([1, 2, 0, 4], return_exceptions=True)\nprint(list(r))")
     assert cell.stdout() == "[1.0, 0.5, ZeroDivisionError('division by zero'), 0.25]\n"
@@ -249,6 +246,80 @@ def test_remote_inside_a_gpu_cell_says_to_call_the_function_itself(k):
     assert cell.reply["content"]["ename"] == "RuntimeError"
     assert "call the function itself" in traceback_text(cell) + cell.reply["content"]["evalue"]
     assert k.run("%%gpu\nprint(square(3))").stdout() == "squaring 3\n9\n"  # as a plain function there
+
+
+NAP = ("@jupyter_gpu.function(gpu='cpu'{more})\ndef nap(x):\n    import time\n    time.sleep(0.002)\n"
+       "    if x % 250 == 7:\n        raise ValueError(x)\n    return x")  # ~0.5 s a batch of 256
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+LINE = re.compile(r"map nap: (\d+) queued · (\d+) starting · (\d+) running · (\d+) done · (\d+) failed · \$[\d.]+ so far$")
+
+
+def progress_lines(cell) -> list:
+    """The map's progress display as it was shown and updated: (msg_type, its data)."""
+    return [(e.msg["msg_type"], e.msg["content"]["data"]) for e in cell.iopub
+            if e.msg["msg_type"] in ("display_data", "update_display_data")
+            and e.msg["content"]["data"].get("text/plain", "").startswith("map nap")]
+
+
+def test_a_maps_progress_line_counts_each_state_and_ends_all_done(kernel_env):
+    """Without ipywidgets: one text line updated in place, with the items queued, starting (a cold
+    worker), running, done and failed, ending with every item done or failed."""
+    k = LiveKernel(kernel_env)  # a fresh kernel: its first map waits for a cold start
+    try:
+        k.run("import sys\nsys.modules['ipywidgets'] = None  # (a kernel without ipywidgets)")
+        k.run(LOAD)
+        k.run(DEFINE.split("@")[0] + NAP.format(more=""))
+        cell = k.run("r = nap.map(range(1000), return_exceptions=True)\nout = list(r)\n"
+                     "print(sum(isinstance(v, ValueError) for v in out), sorted(r.failed))", timeout=180)
+    finally:
+        k.shutdown()
+    assert cell.stdout() == "4 [7, 257, 507, 757]\n"
+    assert cell.stderr().count("nap.map: item ") == 4  # each failure said once, with its index
+    shown = progress_lines(cell)
+    assert [t for t, _ in shown][:1] == ["display_data"] and {t for t, _ in shown[1:]} == {"update_display_data"}
+    assert all(WIDGET_VIEW not in d and "text/html" in d for _, d in shown)
+    counts = [tuple(map(int, LINE.match(d["text/plain"]).groups())) for _, d in shown]
+    assert counts[-1] == (0, 0, 0, 996, 4), counts  # the end: every item done or failed
+    assert counts[0][1] == 256, counts  # shown at once: its first batch waits for the cold worker
+    assert any(c[2] == 256 for c in counts), counts  # a batch running
+    assert all(sum(c) <= 1000 for c in counts)
+    done = [c[3] + c[4] for c in counts]
+    assert done == sorted(done) and len(set(done)) > 2, counts  # counted up, batch by batch
+
+
+def widget_states(cell) -> dict:
+    """comm id -> a widget's state as its comm messages left it (open, then each update)."""
+    states: dict = {}
+    for e in cell.iopub:
+        t, c = e.msg["msg_type"], e.msg["content"]
+        if t == "comm_open" and c.get("target_name") == "jupyter.widget":
+            states[c["comm_id"]] = [dict(c["data"]["state"])]
+        elif t == "comm_msg" and c["comm_id"] in states and c["data"].get("method") == "update":
+            states[c["comm_id"]].append({**states[c["comm_id"]][-1], **c["data"]["state"]})
+    return states
+
+
+def test_a_maps_progress_is_a_widget_whose_last_state_says_all_done(k):
+    """With ipywidgets in a Jupyter kernel: a bar and a label of the counts, live through the
+    widgets' comm messages, whose display still carries the counts as text (nbclient, a terminal)."""
+    k.run(NAP.format(more=", max_workers=2"))
+    cell = k.run("out = list(nap.map(range(2000), return_exceptions=True))\n"
+                 "print(sum(isinstance(v, ValueError) for v in out))", timeout=180)
+    assert cell.stdout() == "8\n"
+    shown = progress_lines(cell)
+    assert [t for t, _ in shown] == ["display_data", "update_display_data"]  # shown, and its text made final
+    model = shown[0][1][WIDGET_VIEW]["model_id"]
+    assert shown[-1][1][WIDGET_VIEW]["model_id"] == model
+    assert LINE.match(shown[-1][1]["text/plain"]).groups() == ("0", "0", "0", "1992", "8")
+    states = widget_states(cell)
+    assert states[model][-1]["_model_name"] == "HBoxModel"
+    (bar,) = [s for s in states.values() if s[-1]["_model_name"] == "IntProgressModel"]
+    (label,) = [s for s in states.values() if s[-1]["_model_name"] == "HTMLModel"]
+    assert bar[-1]["value"] == bar[-1]["max"] == 2000 and bar[-1]["bar_style"] == "danger"  # 8 failed
+    assert "0 queued · 0 starting · 0 running · 1992 done · 8 failed" in label[-1]["value"]
+    live = [tuple(map(int, m.groups())) for m in (LINE.search(html.unescape(s["value"]).replace("</span>", ""))
+                                                  for s in label) if m]
+    assert len(live) > 2 and any(c[0] > 0 for c in live) and any(c[2] > 0 for c in live), live  # queued, running
 
 
 DIFFERENTIAL = {
