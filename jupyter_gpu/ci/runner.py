@@ -22,6 +22,7 @@ from jupyter_gpu import errors
 from jupyter_gpu.cost.limit import RUN_BUDGET_ENV
 from jupyter_gpu._wire.devices import FALLBACK_ENV
 from jupyter_gpu.cost import saved
+from jupyter_gpu.functions import recorded
 from jupyter_gpu.notebook.cell_options import positive
 from jupyter_gpu._wire import settings
 
@@ -325,6 +326,7 @@ def run_notebook(path: str, index: int, total: int, args, env: dict, params: dic
         o.out_path = _out_path(path, args.output, taken)
         os.makedirs(args.output, exist_ok=True)
         saved.drop_emptied_live(nb)  # the cells' own outputs and their footers, as the lab saves them
+        recorded.record_calls(nb)  # each spawned call's id in its cell's metadata, as the lab keeps it
         nbformat.write(nb, o.out_path)  # written on failure too: it shows where it stopped
     if errors_seen:  # the error that says most: an infrastructure one anywhere, else the last one
         cell_index, cell, content = next((e for e in errors_seen if e[2].get("ename") in INFRA_ENAMES | BUDGET_ENAMES),

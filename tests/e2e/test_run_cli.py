@@ -312,3 +312,22 @@ def test_the_device_choice_saved_in_the_notebook_applies_in_ci(fresh_kernel_env,
     odd = notebook(tmp_path / "odd.ipynb", *cells, metadata={"jupyter_gpu": {"image": "a b"}})
     r = run_cli([odd, "--output", out], fresh_kernel_env, tmp_path)
     assert r.returncode == EXIT_CELL and "not a worker image name" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_a_spawned_calls_id_is_kept_in_its_cells_metadata(fresh_kernel_env, tmp_path):
+    """Issue 22: the executed notebook names the calls its cells spawned (metadata jupyter_gpu.calls,
+    as the lab extension keeps it), so they can be got back once the kernel is gone."""
+    nb = notebook(tmp_path / "spawn.ipynb",
+                  "import jupyter_gpu\n\n@jupyter_gpu.function(gpu='cpu')\ndef f(x):\n    return x * 21\n\n"
+                  "fc = f.spawn(2)\nprint(fc.object_id, fc.get())",
+                  "print('no call here')")
+    out = tmp_path / "out"
+    r = run_cli([nb, "--output", out], fresh_kernel_env, tmp_path)
+    assert r.returncode == EXIT_OK, r.stdout + r.stderr
+    executed = read(out / "spawn.ipynb")
+    cid, value = "".join(o.get("text", "") for o in executed.cells[0].outputs if o.output_type == "stream").split()
+    assert value == "42" and cid.startswith("fc-")
+    calls = executed.cells[0].metadata["jupyter_gpu"]["calls"]
+    assert [(c["id"], c["function"]) for c in calls] == [(cid, "f")], calls
+    assert isinstance(calls[0]["created"], (int, float)) and calls[0]["created"] > 0
+    assert "jupyter_gpu" not in executed.cells[1].metadata
