@@ -147,3 +147,21 @@ def test_the_stop_button_during_get_stops_the_wait_not_the_call(kernel_env):
         assert state == ["running", "cancelled"]
     finally:
         k.shutdown()
+
+
+def test_a_result_is_let_go_when_its_time_is_up(fresh_kernel_env):
+    env = {**fresh_kernel_env, "JUPYTER_GPU_JOB_TTL": "2s"}  # (read by the embedded backend it starts)
+    k = kernel(env)
+    try:
+        cell = k.run("fc = slow.spawn(6)\nprint(fc.get())\ninfo = fc.info()\nprint(info['state'], "
+                     "round(info['expires'] - info['finished'], 1))\n"
+                     "deadline = time.monotonic() + 30\n"
+                     "while fc.info()['state'] != 'expired' and time.monotonic() < deadline:\n    time.sleep(0.2)\n"
+                     "print(fc.state)\ntry:\n    fc.get()\nexcept jupyter_gpu.errors.NoSuchCall as e:\n    print(e)")
+        lines = cell.stdout().splitlines()
+        assert lines[1:4] == ["60", "done 2.0", "expired"], lines
+        assert lines[4].startswith("spawned call fc-") and "was expired" in lines[4]
+        store = Path(env["JUPYTER_GPU_LEDGER"]).parent / "jobs"  # (beside the ledger)
+        assert store.is_dir() and not list(store.glob("*.frames"))  # its stored result is gone too
+    finally:
+        k.shutdown()

@@ -246,6 +246,10 @@ class Jobs:
             return None
         r = rows[0]
         meta = json.loads(r.get("meta") or "{}")
+        if r["state"] != "expired" and r["expires"] is not None and r["expires"] < time.time():
+            r["state"] = "expired"  # its time is up (the sweep may not have come by yet)
+            await asyncio.to_thread(self.store.remove, jid)
+            self.ledger.job_state(jid, "expired")
         return {"type": messages.JOB_REPLY, "job": jid, **{k: r[k] for k in ("state", "function", "notebook", "gpu",
                 "created", "finished", "expires", "cause")}, **meta}
 
