@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "last_cell", "function",
-           "FunctionCall", "calls"]
+           "FunctionCall", "calls", "cls", "enter"]
 
 
 def load_ipython_extension(ip) -> None:
@@ -47,6 +47,23 @@ def function(_fn=None, *, gpu=None, keep_warm=None, image=None, timeout=None, re
 
     return make(_fn, gpu=gpu, keep_warm=keep_warm, image=image, timeout=timeout, retries=retries,
                 max_workers=max_workers, setup=setup)
+
+
+def cls(_klass=None, *, gpu=None, keep_warm=None, image=None, timeout=None, retries=0, max_workers=None):
+    """``@jupyter_gpu.cls(gpu="A100")`` on a notebook's class: ``Model().predict.remote(x)`` runs the
+    method on a worker's instance, made there once per worker (then its ``@jupyter_gpu.enter`` methods:
+    load a model once).  See jupyter_gpu/functions/cls.py."""
+    from jupyter_gpu.functions.cls import cls as make
+
+    return make(_klass, gpu=gpu, keep_warm=keep_warm, image=image, timeout=timeout, retries=retries,
+                max_workers=max_workers)
+
+
+def enter(fn):
+    """Mark a ``@jupyter_gpu.cls`` method to run once per worker, after the instance is made."""
+    from jupyter_gpu.functions.cls import enter as mark
+
+    return mark(fn)
 
 
 def calls():

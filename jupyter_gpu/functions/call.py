@@ -251,7 +251,9 @@ def _pack(session, plan, attempt: int, f: Function, fn, what: dict, setup=None) 
 
 
 def _source(shell, fn) -> list | None:
-    """[file, cell number, text] of the notebook cell that defined ``fn`` (None: not a cell's)."""
+    """[file, cell number, text] of the notebook cell that defined ``fn`` (None: not a cell's); a
+    ``@jupyter_gpu.cls`` method's: its class's cell."""
+    fn = getattr(fn, "__jupyter_gpu_source__", fn)
     code = getattr(fn, "__code__", None)
     file = getattr(code, "co_filename", None)
     number = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(file)

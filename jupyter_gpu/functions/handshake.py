@@ -16,12 +16,14 @@ _IGNORED = frozenset({"__main__", "builtins", "jupyter_gpu"})
 
 
 def environment(fn) -> dict:
-    """{"python": "3.11", "cloudpickle": "3.1.1", "packages": {"numpy": "2.1.0", ...}}"""
+    """{"python": "3.11", "cloudpickle": "3.1.1", "packages": {"numpy": "2.1.0", ...}}; a method of a
+    ``@jupyter_gpu.cls`` class: what all of the class's functions refer to (``__jupyter_gpu_uses__``)."""
     import cloudpickle
 
     return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}",
             "cloudpickle": getattr(cloudpickle, "__version__", "?"),
-            "packages": {top: v for top in sorted(_packages(fn)) if (v := version(top)) is not None}}
+            "packages": {top: v for top in sorted(set().union(*map(_packages, getattr(fn, "__jupyter_gpu_uses__", [fn]))))
+                         if (v := version(top)) is not None}}
 
 
 def _packages(fn) -> set:

@@ -355,3 +355,45 @@ def test_a_call_shows_what_the_same_call_here_shows(k, case):
     there = k.run(f"fn.remote({args})", ok=False)
     assert seen(there) == seen(here), (seen(here), seen(there))
     assert here.reply["content"]["status"] == there.reply["content"]["status"]
+
+
+CLS = """\
+@jupyter_gpu.cls(gpu="cpu")
+class Model:
+    def __init__(self, scale):
+        self.scale = scale
+        self.loads = 0
+
+    @jupyter_gpu.enter
+    def load(self):
+        import os
+        self.loads += 1
+        self.pid = os.getpid()
+
+    def predict(self, x):
+        if x < 0:
+            raise ValueError(f"no negatives: {x}")
+        return x * self.scale, self.loads, self.pid
+
+    def describe(self):
+        return f"scale {self.scale}, loaded {self.loads}x"
+"""
+
+
+def test_a_cls_instance_is_made_once_per_worker_and_shared_by_its_methods(k):
+    k.run(CLS)
+    cell = k.run("import os\nm = Model(3)\na = m.predict.remote(2)\nb = m.predict.remote(5)\n"
+                 "print(a[0], b[0], a[1], b[1], a[2] == b[2], a[2] != os.getpid())\nprint(m.describe.remote())\n"
+                 "print([v for v, _, _ in m.predict.map(range(4))])\nprint(m.predict.local(4)[:2], m.describe.local())\n"
+                 "print(m.predict.spawn(7).get()[:2])")
+    assert cell.stdout().splitlines() == [
+        "6 15 1 1 True True",  # @enter ran once on the worker; both calls used that instance
+        "scale 3, loaded 1x",  # another method of the same instance: the same object there
+        "[0, 3, 6, 9]",
+        "(12, 1) scale 3, loaded 1x",  # .local: one instance made here
+        "(21, 1)",  # a spawned method call: its own worker's instance, made there once
+    ]
+    err = k.run("m.predict.remote(-1)", ok=False)
+    tb = traceback_text(err)
+    assert err.reply["content"]["ename"] == "ValueError" and "no negatives: -1" in tb
+    assert "Cell In[" in tb and 'raise ValueError(f"no negatives: {x}")' in tb, tb  # the class's cell, its line
