@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "last_cell", "function",
-           "FunctionCall", "calls", "cls", "enter"]
+           "FunctionCall", "calls", "cls", "enter", "Image"]
 
 
 def load_ipython_extension(ip) -> None:
@@ -78,6 +78,10 @@ def __getattr__(name: str):
         from jupyter_gpu.functions.jobs import FunctionCall
 
         return FunctionCall
+    if name == "Image":
+        from jupyter_gpu.notebook.image import Image
+
+        return Image
     if name == "_magics":  # this kernel's magics, for tests and benchmarks (None before %load_ext)
         from jupyter_gpu.notebook import extension
 

@@ -87,6 +87,13 @@ class BudgetExceeded(GpuError):
     code = "budget_exceeded"
 
 
+class ImageBuildFailed(GpuError):
+    """A ``jupyter_gpu.Image`` (or ``%%gpu --pip``) could not be built: the installer's own message.
+    Raised before any worker is leased or billed."""
+
+    code = "image_build"
+
+
 class NoSuchCall(GpuError):
     """No spawned call of yours has that id on this backend (or its result was let go)."""
 
@@ -127,6 +134,7 @@ ERRORS_BY_CODE: dict[str, type[GpuError]] = {
         PayloadTooLarge,
         BadRequest,
         BudgetExceeded,
+        ImageBuildFailed,
         NoSuchCall,
         CallLost,
         CallCancelled,

@@ -110,6 +110,8 @@ class Execute(_Envelope, total=False):
     history: dict[str, list[Optional[str]]]
     gpu: str
     image: Optional[str]  # a worker image; absent or null: default
+    # a jupyter_gpu.Image's spec (_wire/imagespec.py): {base, layers, hashes, name}; `image` is its name
+    image_spec: dict[str, Any]
     exec_count: Count
     inputs: dict[Name, Value]
     keep: dict[Name, str]  # held by the worker unchanged: name -> hash
@@ -237,7 +239,7 @@ class Phase(_Envelope, total=False):
     """Where a waiting cell is: queued (with its position), cold_start (with what it waits for), running."""
 
     cell: str
-    phase: Literal["queued", "cold_start", "running"]
+    phase: Literal["queued", "build", "cold_start", "running"]
     position: Count
     gpu: str
     detail: str

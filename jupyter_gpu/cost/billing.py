@@ -4,7 +4,8 @@ Inputs are footer records (what `footer.build` saves in the notebook) and the pr
 so a summary built later from a saved notebook equals the one the kernel shows live.
 
 Billing follows the price's profile (`pricing.Profile`):
-- billed phases: cold start (if the profile bills it) + run (load, execution, results); the queue
+- billed phases: cold start (if the profile bills it) + run (load, execution, results) + an
+  image's build (only if the profile's ``bills_build``: it runs on the backend's host); the queue
   is never billed; keep-warm idle between cells on the same worker is billed (if the profile bills
   it) to the session.
 - rounding: up to a multiple of ``granularity_s`` and at least ``minimum_s``, once per *unit*:
@@ -58,14 +59,16 @@ def cell(timings: dict, price: dict, pool: str | None = None) -> dict:
                 "billing": "dedicated"}
     prof = _profile(price)
     cold = timings.get("cold_start", 0.0) if prof.get("bills_cold_start", True) else 0.0
+    # an image build runs on the backend's host, not on a GPU: billed only where the profile says so
+    build = timings.get("build", 0.0) if prof.get("bills_build", False) else 0.0
     run = timings.get("run", 0.0)
-    raw = cold + run
+    raw = cold + run + build
     billed = raw
     if prof.get("unit") == "cell":
         billed = round_billed(raw, price.get("granularity_s", 1.0), price.get("minimum_s", 0.0))
     wall = timings.get("wall", 0.0)
     return {
-        "billed": {"cold_start": cold, "run": run, "rounding": billed - raw},
+        "billed": {"cold_start": cold, "run": run, "rounding": billed - raw, **({"build": build} if build else {})},
         "billed_seconds": billed,
         "cost_usd": billed * price.get("serverless_per_s", 0.0),
         "dedicated_usd": wall * price.get("dedicated_per_h", 0.0) / 3600.0,

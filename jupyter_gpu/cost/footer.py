@@ -24,6 +24,8 @@ def build(done: dict, wall: float, transfer: dict, previous: list | None = None)
     price = price_for(done.get("gpu") or "cpu", done.get("device")).as_dict()
     ended = time.time()
     timings = {k: t.get(k, 0.0) for k in ("queue", "cold_start", "load", "exec", "post", "run")}
+    if t.get("build"):  # its jupyter_gpu.Image was built for it (a phase of its own, billed per the profile)
+        timings["build"] = t["build"]
     pool = done.get("pool") or "serverless"  # hybrid pools: dedicated cells are billed per hour (billing.py)
     c = billing.cell({**timings, "wall": wall}, price, pool)
     f = {
@@ -117,6 +119,8 @@ def _image(f: dict) -> str:
 def _text(f: dict) -> str:
     t = f["timings"]
     start = f"cold start {_s(t['cold_start'])}" if f["cold"] else "warm"
+    if t.get("build"):
+        start = f"build {_s(t['build'])} · {start}"
     p = f["price"]
     price_note = p["note"] if not p["serverless_per_s"] else p.get("basis") or f"{p['provider']} {p['as_of']}"
     # a cpu worker's seconds are not GPU-seconds: nothing may pretend the CPU is a GPU

@@ -40,6 +40,9 @@ class Profile:
     bills_keep_warm: bool = True
     unit: str = "worker"
     note: str = ""
+    # an image build (jupyter_gpu.Image, %%gpu --pip) runs on the backend's host, not a GPU: billed
+    # only where a platform bills it as the worker's time
+    bills_build: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def _per(e: dict, origin: str) -> str:
 def _profiles(doc: dict, into: dict) -> dict:
     for name, p in doc.get("profiles", {}).items():
         into[name] = Profile(name, bool(p.get("bills_cold_start", True)), bool(p.get("bills_keep_warm", True)),
-                             p.get("unit", "worker"), p.get("note", ""))
+                             p.get("unit", "worker"), p.get("note", ""), bool(p.get("bills_build", False)))
     return into
 
 

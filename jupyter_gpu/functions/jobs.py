@@ -182,6 +182,7 @@ def _spawn(f, what: dict, job: dict) -> FunctionCall:
     cwd = os.getcwd()
     header = {
         "type": messages.EXECUTE, "cell": f"{plan.base}.0", "code": "", "gpu": plan.gpu, "image": plan.opts.image,
+        **({"image_spec": plan.opts.image_spec} if plan.opts.image_spec else {}),
         "exec_count": plan.exec_count, "inputs": {}, "keep": {}, "binds": [], "no_out": True, "shm": False,
         "keep_warm": plan.keep_warm, "cwd": cwd, "cwd_id": cell._dir_id(cwd), **session.environ.fields(),
         "call": spec, "job": {"notebook": notebook(session), **job},

@@ -19,6 +19,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from IPython.core.error import UsageError
+
 from jupyter_gpu._client import driver
 from jupyter_gpu._wire import lane, messages, serialization, sharing, shm
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
@@ -156,7 +158,31 @@ def placement(session, opts: CellOptions, quiet: bool = False) -> tuple | None:
     if fell_back:  # said in the cell's output and recorded in its footer (`fallback_from`)
         session.say_fallback(fell_back, gpu)
     opts.image = opts.image or session.defaults.image or DEFAULT_IMAGE
+    if opts.pip is not None or not isinstance(opts.image, str) or opts.image in session.shell.user_ns:
+        environment(session, opts)  # a jupyter_gpu.Image (or --pip): its name, and its spec to send
     return gpu, fell_back, pool_key(gpu, opts.image)  # what the kernel holds is per (GPU type, image)
+
+
+def environment(session, opts: CellOptions) -> None:
+    """``opts.image`` a jupyter_gpu.Image (given, or a kernel variable's), plus ``--pip``: its name and spec."""
+    from jupyter_gpu.notebook.image import Image, from_pip_line
+
+    img = opts.image
+    if isinstance(img, str):
+        found = session.shell.user_ns.get(img)
+        if isinstance(found, Image):
+            img = found  # a variable of this kernel (it wins over a backend image of the same name)
+        elif opts.pip is None:
+            return
+        elif img != DEFAULT_IMAGE:
+            raise UsageError(f"--pip adds packages to the kernel's environment or to a jupyter_gpu.Image, "
+                             f"not to the backend's image {img!r}")
+    if opts.pip is not None:
+        extra = from_pip_line(opts.pip)
+        img = extra if not isinstance(img, Image) else img.pip_install(*extra.spec()["layers"][0]["packages"])
+    if not isinstance(img, Image):
+        raise UsageError(f"image must be a name or a jupyter_gpu.Image, not {type(img).__name__}")
+    opts.image, opts.image_spec = img.name, img.spec()
 
 
 def shared_memory(session) -> bool:
@@ -184,6 +210,7 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         **cell_code.fields(session.shell, plan.source, plan.exec_count),  # its file name; the input history
         "gpu": plan.gpu,
         "image": opts.image,
+        **({"image_spec": opts.image_spec} if opts.image_spec else {}),  # a jupyter_gpu.Image: built where it is not yet
         "exec_count": plan.exec_count,
         "inputs": inputs,
         "keep": keep,

@@ -17,7 +17,10 @@ class CellOptions:
     keep_warm: float | None = None
     timeout: float | None = None
     max_cost: float | None = None  # USD: interrupt once the cell's billed cost passes it (cost/limit.py)
-    image: str | None = None  # the worker image (--image; _wire/pools.py); None: `%gpu config`'s, else default
+    image: object = None  # the worker image (--image; _wire/pools.py): a name, a jupyter_gpu.Image or the
+    # name of a kernel variable holding one; None: `%gpu config`'s, else default (cell.placement: a name then)
+    pip: str | None = None  # --pip "REQ ...": the image plus these packages (notebook/image.py)
+    image_spec: dict | None = None  # a jupyter_gpu.Image's spec, its request's (cell.placement)
     line: str = ""  # the magic's own line
 
 

@@ -29,7 +29,8 @@ def names(text: str) -> list[str]:
 def _device_group(f):
     """Options shared by %%gpu and `%gpu config`: where a cell runs and how long it stays warm."""
     f = argument("--image", default=None, metavar="NAME",
-                 help="the worker image, as named in the backend's [images.NAME] config (its env, preloaded "
+                 help="the worker image: a jupyter_gpu.Image in a variable of this kernel (built once, its "
+                      "build streamed here), or as named in the backend's [images.NAME] config (its env, preloaded "
                       "modules, interpreter or container base); each image has its own workers and namespace "
                       "(default: default)")(f)
     f = argument("--keep-warm", type=duration, default=None,
@@ -66,6 +67,9 @@ class GpuMagics(Magics):
     @argument("--keep-remote", type=names, default=None, metavar="NAMES",
               help="comma-separated names that stay on the worker, used there by later cells (a value larger "
                    "than $JUPYTER_GPU_MAX_RETURN, default 4GiB, stays too unless --out names it)")
+    @argument("--pip", default=None, metavar='"REQ ..."',
+              help='packages the cell needs, e.g. --pip "six==1.16.0 attrs": the kernel\'s environment plus '
+                   'these (or --image IMG plus these), built once, kept')
     @argument_group("limits")
     @argument("--timeout", type=positive, default=None, help="interrupt the cell after this many seconds")
     @argument("--max-cost", type=positive, default=None, metavar="USD",
@@ -96,7 +100,7 @@ class GpuMagics(Magics):
         return CellOptions(
             gpu=args.gpu, inputs=args.inputs, out=args.out, no_out=args.no_out, keep_remote=args.keep_remote,
             keep_warm=args.keep_warm, timeout=args.timeout, line=line.strip(), max_cost=args.max_cost,
-            image=args.image,
+            image=args.image, pip=args.pip,
         )
 
     def _cell_args(self, line: str):

@@ -13,6 +13,7 @@ export interface IFooterTimings {
   post?: number;
   run?: number;
   wall?: number;
+  build?: number; // its jupyter_gpu.Image's build (%%gpu --pip, --image IMG), when it was built for this cell
 }
 
 export interface IFooterData {
@@ -119,6 +120,9 @@ export function footerParts(d: IFooterData): IPart[] {
     text: d.cold ? `cold start ${seconds(t.cold_start)}` : 'warm',
     title: d.start_method ? `start method: ${d.start_method}` : undefined
   });
+  if (t.build) {
+    parts.push({ key: 'build', text: `build ${seconds(t.build)}` });
+  }
   if (t.queue) {
     parts.push({ key: 'queue', text: `queued ${seconds(t.queue)}` });
   }

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS cells (
     id TEXT PRIMARY KEY, session TEXT NOT NULL, "user" TEXT NOT NULL, gpu TEXT NOT NULL,
     worker TEXT, status TEXT NOT NULL, submitted {real} NOT NULL, done {real}, cold INTEGER,
     queue_s {real}, cold_start_s {real}, load_s {real}, exec_s {real}, post_s {real}, run_s {real},
-    pool TEXT, image TEXT, function TEXT);
+    pool TEXT, image TEXT, function TEXT, build_s {real});
 CREATE INDEX IF NOT EXISTS cells_by_session ON cells (session);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, "user" TEXT NOT NULL, session TEXT, notebook TEXT, function TEXT, gpu TEXT,
@@ -48,13 +48,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 # columns added since the first ledgers: (table, column, type) added to a ledger that lacks them
 # dedicated.py's attribution; the worker image (images.py; NULL in rows older than the column)
 ADDED_COLUMNS = (("workers", "pool", "TEXT"), ("cells", "pool", "TEXT"), ("workers", "image", "TEXT"),
-                 ("cells", "image", "TEXT"), ("cells", "function", "TEXT"))
+                 ("cells", "image", "TEXT"), ("cells", "function", "TEXT"), ("cells", "build_s", "{real}"))
 IN_FLIGHT_CELLS = ("queued", "running")  # also a spawned call's (jobs) in-flight states
 JOB_COLUMNS = ("id", "session", "notebook", "function", "gpu", "state", "created", "finished", "expires", "cause", "meta")
 BATCH_S = 0.2  # how long the writer gathers rows before one commit
 LIVE_WORKERS = ("starting", "idle", "leased")
 CELL_COLUMNS = ("id", "session", "gpu", "worker", "status", "submitted", "done", "cold",
-                "queue_s", "cold_start_s", "load_s", "exec_s", "post_s", "run_s", "pool", "image")
+                "queue_s", "cold_start_s", "load_s", "exec_s", "post_s", "run_s", "pool", "image", "build_s")
 RETRY_MAX_S = 5.0  # longest pause between two tries of a batch while the database is unreachable
 
 
@@ -171,7 +171,7 @@ class Ledger:
             have = {(t, c) for t, c, *_ in db.execute(self.dialect.columns_sql).fetchall()}
             for table, column, typ in ADDED_COLUMNS:
                 if (table, column) not in have:  # a ledger from before that column (SQLite has no ADD ... IF NOT EXISTS)
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {typ}")
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {typ.format(real=self.dialect.real)}")
             db.commit()
             self.recovered = self._mark_lost(db)
         finally:
@@ -277,9 +277,9 @@ class Ledger:
         t = timings
         self._put(
             "UPDATE cells SET status = ?, worker = ?, cold = ?, done = ?, queue_s = ?, cold_start_s = ?, "
-            "load_s = ?, exec_s = ?, post_s = ?, run_s = ? WHERE id = ?",
+            "load_s = ?, exec_s = ?, post_s = ?, run_s = ?, build_s = ? WHERE id = ?",
             (status, worker, int(cold), time.time() if at is None else at, t.get("queue"), t.get("cold_start"), t.get("load"),
-             t.get("exec"), t.get("post"), t.get("run"), cid),
+             t.get("exec"), t.get("post"), t.get("run"), t.get("build"), cid),
         )
 
     # -- the writer ----------------------------------------------------------------------------

@@ -224,6 +224,7 @@ class Kernels:
         lifecycle.queued(run)
         self.scheduler.starting[run.id] = run  # an interrupt meanwhile is kept for after the start
         try:
+            await self.scheduler.build(run)  # its jupyter_gpu.Image, first (a failure leases nothing)
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
             if not run.interrupts:
                 lifecycle.running(run)

@@ -172,5 +172,14 @@ class Runtime(ABC):
         """The runtime's own state, for ``GET /api/runtime``."""
         return {}
 
+    async def build_image(self, spec: dict, say):
+        """Make ``spec`` (a ``jupyter_gpu.Image``'s, ``_wire/imagespec.py``) startable: build what is
+        missing (``say(text)``: its output, as it comes) and return (the WorkerImage its workers
+        start from, the layer hashes built now).  ImageBuildFailed with the reason otherwise."""
+        from jupyter_gpu.errors import ImageBuildFailed
+
+        raise ImageBuildFailed(f"the {self.name} runtime cannot build a jupyter_gpu.Image yet; "
+                               "the backend's named images ([images.NAME]) are what it offers")
+
     async def prepare(self) -> None:
         """Start, in the background, what workers will need (called once the backend serves)."""

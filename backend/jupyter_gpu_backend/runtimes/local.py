@@ -85,6 +85,7 @@ class LocalRuntime(Runtime):
         use_zygotes = settings.ZYGOTE.get() != "0"
         self.zygotes = {name: Zygote(self.log_dir, image) for name, image in self.images.items()} if use_zygotes else {}
         self.zygote = self.zygotes.get(DEFAULT_IMAGE)  # the default image's
+        self.envs = None  # jupyter_gpu.Image's environments (envs.py), made on first use
 
     def describe(self) -> dict:
         def state(z):
@@ -104,6 +105,20 @@ class LocalRuntime(Runtime):
             return True
         except asyncio.TimeoutError:
             return False
+
+    async def build_image(self, spec: dict, say):
+        """A virtual environment per layer, made with uv (envs.py); the image gets its own zygote."""
+        if self.envs is None:
+            from jupyter_gpu_backend.runtimes.envs import LocalEnvs
+
+            self.envs = LocalEnvs()
+        built = self.envs.ready(spec) or await self.envs.build(spec, say)
+        image = WorkerImage(spec["name"], dict(built.env), (), built.python)
+        self.images[image.name] = image
+        if self.zygotes and image.name not in self.zygotes:  # cold starts of it are forks too
+            self.zygotes[image.name] = Zygote(self.log_dir, image)
+            self.zygotes[image.name].start()
+        return image, built.built
 
     async def prepare(self) -> None:
         """Start the zygotes in the background (the backend calls this once it serves)."""

@@ -132,6 +132,7 @@ class CellRun:
     image: str = DEFAULT_IMAGE
     cwd: str | None = None  # the kernel's directory, for a cold start's bind mount (the owner's cells only)
     function: str | None = None  # a function's call: its name@hash (messages.function_label)
+    build: float = 0.0  # seconds its jupyter_gpu.Image took to build (0: built before)
 
     @property
     def key(self) -> str:  # the (GPU type, image) pool it runs in

@@ -1,0 +1,243 @@
+"""The local runtime's worker environments from ``jupyter_gpu.Image`` specs (``_wire/imagespec.py``),
+built with uv, one directory per layer hash, kept across backend restarts.
+
+Each layer is a directory ``<root>/<hash>/`` (built in place under a file lock: a venv's scripts
+name their directory) holding, once built, ``layer.json`` (written last: {python, site, env}).  A layer that installs anything (pip, run, pysource) is a virtual environment
+of its own chained to its parent's: its site-packages ends with a ``.pth`` line
+``import site; site.addsitedir(PARENT)``, so the parent's packages (and the parent's own chain, its
+editable installs included) come after its own, which shadow them.  So a layer holds only what it
+adds, and changing the last layer builds only that one; an ``env`` layer is metadata only.
+
+- ``kernel`` (``Image.from_kernel()``, ``%%gpu --pip``): the base is this backend's interpreter, the
+  environment its default workers run (an embedded backend's is its kernel's): layers on it are an
+  overlay.
+- ``debian_slim``: a fresh virtual environment of that Python (one on this host: uv looks; none
+  found fails naming it), with what a worker imports (the docker image's pins: the same cloudpickle
+  and numpy as here) and this project's source (symlinked).
+- ``pip``: resolved by ``uv pip compile`` against the parent's installed versions as constraints
+  (the packages it names excepted), then only what the parent lacks is installed (``--no-deps``):
+  an overlay never reinstalls the parent's torch, numpy... and never pulls another build of them.
+- ``run``: shell commands with the layer's environment active (``VIRTUAL_ENV``, ``PATH``).
+- ``pysource``: the kernel's modules, written into the layer's site-packages.
+
+Everything the installers print streams to ``say`` (the cell's output).  A failure raises
+``BuildFailed`` with the installer's own message; nothing of a half-built layer is kept.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import json
+import os
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_gpu._wire import imagespec
+from jupyter_gpu.errors import ImageBuildFailed as BuildFailed
+
+
+@dataclass
+class Built:
+    python: str  # the interpreter the image's zygote and workers run
+    env: dict  # their environment variables (env layers)
+    site: str | None  # the last layer's site-packages (None: the base interpreter's own)
+    built: list  # hashes built now (the others were there)
+
+
+def default_root() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root, "jupyter-gpu", "envs")
+
+
+def uv() -> str:
+    """The uv executable beside this interpreter (installed with the backend), else on PATH."""
+    here = Path(sys.executable).with_name("uv")
+    found = str(here) if here.exists() else shutil.which("uv")
+    if not found:
+        raise BuildFailed("building an Image on the local runtime needs uv: pip install uv")
+    return found
+
+
+class LocalEnvs:
+    def __init__(self, root: Path | None = None, base_python: str | None = None):
+        self.root = Path(root or default_root())
+        self.base_python = base_python or sys.executable
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def ready(self, spec: dict) -> Built | None:
+        """The built image, when every layer of it is there already (no build)."""
+        info = self._info(spec["hashes"][-1])
+        return Built(info["python"], info["env"], info["site"], []) if info else None
+
+    def _info(self, h: str) -> dict | None:
+        try:
+            return json.loads((self.root / h / "layer.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def build(self, spec: dict, say) -> Built:
+        """Build what is missing of ``spec`` (``say(text)``: the build's output, as it comes)."""
+        reason = imagespec.refused_by(spec, "local")
+        if reason:
+            raise BuildFailed(reason)
+        lock = self._locks.setdefault(spec["hashes"][-1], asyncio.Lock())
+        async with lock:  # two cells of one spec: one build, the second finds it done
+            built: list = []
+            parent = None
+            for part, h in zip([spec["base"], *spec["layers"]], spec["hashes"]):
+                info = self._info(h)
+                if info is None:
+                    info = await self._layer(part, h, parent, say)
+                    built.append(h)
+                parent = info
+            return Built(parent["python"], parent["env"], parent["site"], built)
+
+    async def _layer(self, part: dict, h: str, parent: dict | None, say) -> dict:
+        kind = part.get("kind") or part.get("op")
+        work = self.root / h  # built where it stays: a venv's scripts name their own directory
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{h}.lock", "w") as lock:
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # one builder per layer on this host
+            info = self._info(h)
+            if info is not None:  # another backend built it meanwhile
+                return info
+            shutil.rmtree(work, ignore_errors=True)  # what a build that died left
+            work.mkdir()
+            try:
+                if kind == "kernel":
+                    info = {"python": self.base_python, "site": None, "env": {}}
+                elif kind == "env":
+                    info = {**parent, "env": {**parent["env"], **part["vars"]}}
+                else:
+                    say(f"jupyter-gpu: building image layer {kind} ({h[:12]})\n")
+                    info = await self._venv(work, part, parent, say)
+                tmp = work / "layer.json.tmp"
+                tmp.write_text(json.dumps(info))
+                os.replace(tmp, work / "layer.json")  # last: a layer is there or it is not
+                return info
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+
+    async def _venv(self, work: Path, part: dict, parent: dict | None, say) -> dict:
+        kind = part.get("kind") or part.get("op")
+        python = part["python"] if kind == "debian_slim" else parent["python"]
+        await self._run([uv(), "venv", "--quiet", "--python", python, str(work / "venv")], say, what=kind)
+        vpython = str(work / "venv" / "bin" / "python")
+        (site,) = (work / "venv" / "lib").glob("python*/site-packages")
+        site = str(site)
+        if parent is not None:
+            chain = parent["site"] or _base_site(parent["python"])
+            Path(site, "zz_jupyter_gpu_parent.pth").write_text(f"import site; site.addsitedir({chain!r})\n")
+        env = dict(parent["env"]) if parent else {}
+        if kind == "debian_slim":
+            await self._fresh(work, site, say)
+        elif kind == "pip":
+            await self._pip(work, part["packages"], parent, say)
+        elif kind == "run":
+            for command in part["commands"]:
+                say(f"$ {command}\n")
+                await self._run(["/bin/sh", "-c", command], say, what="run_commands", cwd=str(work),
+                                env={**os.environ, **env, "VIRTUAL_ENV": str(work / "venv"),
+                                     "PATH": f"{work / 'venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"})
+        elif kind == "pysource":
+            root = Path(site).resolve()
+            for rel, data in part["files"]:
+                target = (root / rel).resolve()
+                if root not in target.parents:
+                    raise BuildFailed(f"add_local_python_source: a path outside site-packages: {rel}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(base64.b64decode(data))
+        return {"python": vpython, "site": site, "env": env}
+
+    async def _fresh(self, work: Path, site: str, say) -> None:
+        """What a worker imports (pinned as the docker image pins it) and this project's source."""
+        from jupyter_gpu_backend.runtimes import docker_image
+
+        await self._run([uv(), "pip", "install", "--python", str(work / "venv" / "bin" / "python"),
+                         *docker_image.pins()], say, what="debian_slim")
+        src = work / "src"
+        src.mkdir()
+        for name in docker_image.WORKER_SOURCES:
+            os.symlink(docker_image.package_dir(name), src / name)
+        Path(site, "jupyter_gpu_worker_src.pth").write_text(f"{src}\n")
+
+    async def _pip(self, work: Path, packages: list, parent: dict, say) -> None:
+        """Resolve against the parent's versions; install only what it lacks."""
+        have = await self._installed(parent["python"])
+        named = {_project(p) for p in packages}
+        constraints = work / "constraints.txt"
+        constraints.write_text("".join(f"{n}=={v.split('+')[0]}\n" for n, v in have.items() if n not in named))
+        requirements = work / "requirements.txt"
+        requirements.write_text("".join(p + "\n" for p in packages))
+        version = await self._python_version(parent["python"])
+        out = await self._run([uv(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python-version",
+                               version, "--constraints", str(constraints), str(requirements)], say,
+                              what="pip_install", echo=False)
+        wanted = [line.strip() for line in out.splitlines() if "==" in line and not line.startswith("#")]
+        missing = [w for w in wanted if have.get(_project(w)) != w.split("==", 1)[1].strip()]
+        if not missing:
+            say("jupyter-gpu: everything asked for is in the parent environment already\n")
+            return
+        await self._run([uv(), "pip", "install", "--no-deps", "--python", str(work / "venv" / "bin" / "python"),
+                         *missing], say, what="pip_install")
+
+    async def _installed(self, python: str) -> dict:
+        """{normalised name: version} of every distribution ``python`` sees (its chain included)."""
+        code = ("import importlib.metadata as m, json, re\n"
+                "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version "
+                "for d in m.distributions() if d.metadata['Name']}))")
+        out = await self._run([python, "-c", code], lambda _: None, what="pip_install", echo=False)
+        return json.loads(out)
+
+    async def _python_version(self, python: str) -> str:
+        out = await self._run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], lambda _: None,
+                              what="pip_install", echo=False)
+        return out.strip()
+
+    async def _run(self, argv: list, say, what: str, cwd: str | None = None, env: dict | None = None,
+                   echo: bool = True) -> str:
+        """Run ``argv``; its stderr (and stdout, with ``echo``) stream to ``say``; its stdout returned.
+        BuildFailed with its last lines when it fails."""
+        env = {**(env or os.environ), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}  # this host's Pythons only
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env)
+        out_lines: list = []
+        tail: list = []
+
+        async def pump(stream, keep: list, show: bool):
+            while True:
+                line = await stream.readline()
+                if not line:
+                    return
+                text = line.decode(errors="replace")
+                keep.append(text)
+                tail.append(text)
+                del tail[:-20]
+                if show:
+                    say(text)
+
+        await asyncio.gather(pump(proc.stdout, out_lines, echo), pump(proc.stderr, [], True))
+        code = await proc.wait()
+        if code != 0:
+            raise BuildFailed(f"{what} failed ({Path(argv[0]).name} exited {code}):\n{''.join(tail).rstrip()}")
+        return "".join(out_lines)
+
+
+def _base_site(python: str) -> str:
+    """The site-packages of the backend's own interpreter (the chain's end: ``kernel``)."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return sysconfig.get_paths()["purelib"]
+    raise BuildFailed(f"no site-packages known for {python}")
+
+
+def _project(requirement: str) -> str:
+    """The normalised project name of a requirement string ("Six==1.16" -> "six")."""
+    import re
+
+    name = re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
