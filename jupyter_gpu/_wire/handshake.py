@@ -3,20 +3,28 @@ says what the function needs; worker: calls.py compares it here): versions by na
 differ, and the table a user reads."""
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import sys
 
+from jupyter_gpu._wire import versions
 
-@functools.lru_cache(maxsize=512)
+_installed = versions.Installed()  # the kernel's: what it has installed
+_here = versions.Loaded()  # the worker's: what a call gets here, loaded or installed
+
+
 def version(top: str) -> str | None:
-    """The installed version of the distribution that provides import name ``top`` (None: none)."""
-    for dist in importlib.metadata.packages_distributions().get(top, [top]):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+    """The installed version of the distribution that provides import name ``top`` (None: none),
+    as of the last ``refresh()``."""
+    return _installed.version(top)
+
+
+def distribution(top: str):
+    """The installed distribution that provides import name ``top`` (None: none)."""
+    return _installed.distribution(top)
+
+
+def refresh() -> None:
+    """Look again at the environment (one stat): a `%pip install` since is seen."""
+    _installed.refresh()
 
 
 def differences(kernel: dict) -> list:
@@ -31,19 +39,35 @@ def differences(kernel: dict) -> list:
     mine = getattr(cloudpickle, "__version__", "?")
     if kernel.get("cloudpickle") and kernel["cloudpickle"] != mine:
         rows.append(("cloudpickle", kernel["cloudpickle"], mine))
+    _here.refresh()
     for top, theirs in sorted((kernel.get("packages") or {}).items()):
-        v = version(top)
+        v = _here.here(top)
         if v != theirs:
             rows.append((top, theirs, v))
     return rows
 
 
-def table(rows: list, name: str) -> str:
-    """The rows as the table a cell shows, and what to do."""
-    width = max(len(r[0]) for r in rows)
+def table(rows: list, name: str, advice: str | None = None) -> str:
+    """The rows as the table a cell shows, and what to do: rows of (what, the kernel's, the
+    worker's), or with a fourth column, what to do about that row (a cell's, _wire/versions.py)."""
+    cells = [(r[0], r[1] or "-", r[2] or "not installed", *r[3:]) for r in rows]
+    width = max(len(r[0]) for r in cells)
+    kw = max(12, *(len(r[1]) for r in cells))
+    todo = any(len(r) > 3 for r in cells)
+    ww = max(12, *(len(r[2]) for r in cells)) if todo else 0
     lines = [f"jupyter-gpu: the worker's environment differs from the kernel's in what {name} uses:",
-             f"  {'':<{width}}  {'kernel':<12} worker"]
-    lines += [f"  {what:<{width}}  {here or '-':<12} {there or 'not installed'}" for what, here, there in rows]
-    lines.append("  (install the kernel's versions in the worker's image, or the worker's in the kernel: "
-                 "a function pickled by one version may not load, or behave the same, under another)")
+             f"  {'':<{width}}  {'kernel':<{kw}} {'worker':<{ww}}{' what to do' if todo else ''}".rstrip()]
+    lines += [f"  {r[0]:<{width}}  {r[1]:<{kw}} {r[2]:<{ww}}{' ' + r[3] if len(r) > 3 else ''}".rstrip() for r in cells]
+    lines.append(advice or "  (install the kernel's versions in the worker's image, or the worker's in the kernel: "
+                           "a function pickled by one version may not load, or behave the same, under another)")
     return "\n".join(lines) + "\n"
+
+
+CELL_ADVICE = "  (the cell runs now, with the worker's versions)"
+
+
+def cell_table(kernel: dict) -> str | None:
+    """A cell's table (the kernel's {module: version} of what it imports and sends, ``Execute.versions``),
+    None when the worker has the same versions; answered from memory while nothing changed."""
+    rows = _here.differences(kernel)
+    return table(rows, "this cell", CELL_ADVICE) if rows else None

@@ -142,6 +142,9 @@ class Execute(_Envelope, total=False):
     sync: dict[str, Any]
     env: dict[str, Optional[str]]  # the variables the notebook set (%env, os.environ) -> value; null: unset
     path: list[str]  # the kernel's own sys.path entries (a directory of the notebook's code)
+    # the kernel's installed versions of the packages the cell imports or ships values of (notebook/uses.py),
+    # {module: version}, absent when none: the worker shows a table of those it differs in (_wire/versions.py)
+    versions: dict[str, str]
     # instead of code: a function's call (jupyter_gpu/functions/): fn (a value) or fn_hash (held
     # there), source [file, cell number, text] of its defining cell, args (a value: (args, kwargs))
     # or items (a value: a map's batch of them) with return_exceptions

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import types
 
-from jupyter_gpu._wire.handshake import version
+from jupyter_gpu._wire.handshake import refresh, version
 
 _IGNORED = frozenset({"__main__", "builtins", "jupyter_gpu"})
 
@@ -20,6 +20,7 @@ def environment(fn) -> dict:
     ``@jupyter_gpu.cls`` class: what all of the class's functions refer to (``__jupyter_gpu_uses__``)."""
     import cloudpickle
 
+    refresh()  # a package installed or upgraded since the last call (%pip install) is seen
     return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}",
             "cloudpickle": getattr(cloudpickle, "__version__", "?"),
             "packages": {top: v for top in sorted(set().union(*map(_packages, getattr(fn, "__jupyter_gpu_uses__", [fn]))))

@@ -27,7 +27,7 @@ from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 from jupyter_gpu.cost import footer
 from jupyter_gpu.cost.limit import run_limit
 from jupyter_gpu.errors import ConnectionLost, RemoteValueLost
-from jupyter_gpu.notebook import cell_code
+from jupyter_gpu.notebook import cell_code, uses
 from jupyter_gpu.notebook.cell_options import CellOptions, remote_limits
 from jupyter_gpu.notebook.cell_outcome import CellOutcome
 from jupyter_gpu.notebook.names import cell_names, inputs_for
@@ -228,6 +228,7 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         "cwd": cwd,  # the cell runs in the kernel's working directory (the worker's own view of it)
         "cwd_id": _dir_id(cwd),  # which directory that is: a worker with another one at its path says so
         **session.environ.fields(),  # the variables the notebook set, its own sys.path entries
+        **uses.fields(session.shell, plan.source, plan.names, ns, opts.image_spec),  # the kernel's versions of what it uses
     }
     sync, moved = session.files.request(plan.key, held, packer, cwd, again)  # a worker that cannot see the directory
     header.update(sync)

@@ -100,6 +100,11 @@ CASES = [
     # the kernel's directory (issue 21): a file beside the notebook, read by a relative path
     Case("file-beside-the-notebook", "import os\nprint(open('beside.txt').read(), os.path.basename(os.getcwd()))",
          setup=("open('beside.txt', 'w').write('written here')",)),
+    # the worker's environment (issue 23): the packages the cell imports and ships values of, the same
+    # versions there (the zygote preloaded numpy), so no table; PIL's distribution is named otherwise
+    Case("packages-the-kernel-has", "import numpy, pandas, IPython, cloudpickle\nfrom PIL import Image as PILImage\n"
+         "print(numpy.ones(2).sum(), arr_env.sum(), pandas.Series([1]).size)",
+         setup=("import numpy as np\narr_env = np.arange(3)",)),
 ]
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 from IPython.core.error import StdinNotImplementedError
 
-from jupyter_gpu._wire import framing, messages, serialization, settings, shm
+from jupyter_gpu._wire import framing, handshake, messages, serialization, settings, shm
 from jupyter_gpu._wire import lane as lanes
 from jupyter_gpu.errors import SerializationError
 from jupyter_gpu_worker import calls, history
@@ -194,6 +194,10 @@ class CellRunner:
         self.workdir.enter(cwd, lambda text: self.emitter.write_stream("stderr", text))  # seen (_directory)
         if "env" in h or "path" in h or self.environ.paths:
             self.environ.apply(h.get("env"), h.get("path"), self.mirrors.mirror_path if self.mirrors.root else None)
+        if "versions" in h:  # the kernel's versions of the packages the cell uses: where this worker differs, a table
+            said = handshake.cell_table(h["versions"])
+            if said:
+                self.emitter.write_stream("stderr", said)
         status, timings, telemetry = "ok", {}, {}
         outputs, buffers = {}, []
         t0 = time.monotonic()

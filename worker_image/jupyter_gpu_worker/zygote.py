@@ -3,7 +3,8 @@ and its imports (~1 s with torch here; a fork from a zygote that imported it: ~2
 
 Protocol with the runtime that started it, one JSON object per line:
     stdin   {"worker": id, "url": ws url, "secret": s, "env": {...}, "log": path}
-    stdout  {"ready": true, "preloaded": [...], "import_s": t}   once, after the imports
+    stdout  {"ready": true, "preloaded": [...], "import_s": t,   once, after the imports
+             "site": {site-packages dir: mtime_ns before them}}
             {"forked": id, "pid": n}                              per request
             {"exited": pid, "code": c}                            per child that ended (code < 0: signal)
 The zygote itself never starts a thread (threads do not survive a fork); children reap through
@@ -18,7 +19,7 @@ import select
 import signal
 import sys
 import time
-from jupyter_gpu._wire import settings
+from jupyter_gpu._wire import settings, versions  # versions.BIRTH_NS: now, before any preload
 
 # matplotlib, not matplotlib_inline's backend: the backend hooks into IPython when it is imported,
 # which must happen in the worker, where the shell exists
@@ -74,6 +75,10 @@ def _child(req: dict) -> None:
 
 def main() -> None:
     t0 = time.monotonic()
+    # its packages' directories as they are before it imports anything: the runtime starts a new
+    # zygote once they changed (`%pip install` in the kernel's environment), see runtimes/local.py
+    site = versions.site_dirs()
+    site_stamp = dict(zip(site, versions.stamp(site)))
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # before matplotlib
     names = [n for n in settings.PRELOAD.get().split(",") if n]
     # the worker image's own `preload` (one that fails here fails each worker's start, with the
@@ -85,7 +90,7 @@ def main() -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd is written
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _say({"ready": True, "preloaded": loaded, "import_s": time.monotonic() - t0, "pid": os.getpid()})
+    _say({"ready": True, "preloaded": loaded, "import_s": time.monotonic() - t0, "pid": os.getpid(), "site": site_stamp})
     buf = b""
     while True:
         try:

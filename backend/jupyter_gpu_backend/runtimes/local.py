@@ -5,7 +5,10 @@ Python's heavy modules (IPython, numpy, torch...), so a cold start costs a fork.
 is still importing (just after the backend started), or if it failed, a worker is spawned as a
 fresh ``python -m jupyter_gpu_worker`` instead.  Each worker image (``images.py``) has its own
 zygote, started with the image's interpreter and environment and having imported its ``preload``
-modules, so a cold start of any image is a fork (at the price of one resident zygote per image).  Workers run in their own session, so a Ctrl-C
+modules, so a cold start of any image is a fork (at the price of one resident zygote per image).
+A zygote whose packages changed since it started (`%pip install` in the kernel's environment, which
+an embedded backend's workers share) is replaced at the next worker's start, so a new worker has
+the new versions loaded (``Zygote.stale``: one stat a start).  Workers run in their own session, so a Ctrl-C
 aimed at the backend's terminal never reaches user code, and their output goes to a log whose
 tail explains a failed start.
 """
@@ -85,6 +88,7 @@ class LocalRuntime(Runtime):
         use_zygotes = settings.ZYGOTE.get() != "0"
         self.zygotes = {name: Zygote(self.log_dir, image) for name, image in self.images.items()} if use_zygotes else {}
         self.zygote = self.zygotes.get(DEFAULT_IMAGE)  # the default image's
+        self.retired: list = []  # zygotes replaced after their packages changed, until their workers are gone
         self.envs = None  # jupyter_gpu.Image's environments (envs.py), made on first use
 
     def describe(self) -> dict:
@@ -157,6 +161,8 @@ class LocalRuntime(Runtime):
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
         handle = None
         zygote = self.zygotes.get(image.name)
+        if zygote is not None and zygote.ready and zygote.stale():
+            zygote = self._renew(image.name)  # not ready yet: this worker is spawned, with the new packages
         if zygote is not None and zygote.ready:
             try:
                 pid, exited = await zygote.fork(worker_id, self.worker_url, secret, env, log_path)
@@ -167,6 +173,20 @@ class LocalRuntime(Runtime):
             handle = await self._spawn(gpu, worker_id, secret, env, log_path, index, image.python)
         self.workers[worker_id] = handle
         return handle
+
+    def _renew(self, name: str) -> "Zygote":
+        """A new zygote for image ``name``, whose packages changed since its zygote imported them (a
+        `%pip install` in the kernel's environment): its forks would have the old modules loaded.
+        The old one lives on, unready, until the workers it forked are gone (only it sees them exit)."""
+        old = self.zygotes[name]
+        log.info("the packages of image %s changed since its zygote started: starting a new zygote", name)
+        new = self.zygotes[name] = Zygote(self.log_dir, old.image)
+        if name == DEFAULT_IMAGE:
+            self.zygote = new
+        new.start()
+        old.retire()
+        self.retired.append(old)
+        return new
 
     async def _spawn(self, gpu, worker_id, secret, env, log_path, index, python=None) -> WorkerProcess:
         full_env = {**os.environ, **env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
@@ -195,7 +215,7 @@ class LocalRuntime(Runtime):
 
     async def shutdown(self) -> None:
         await super().shutdown()
-        for z in self.zygotes.values():
+        for z in [*self.zygotes.values(), *self.retired]:
             await z.stop()
 
 
@@ -213,6 +233,31 @@ class Zygote:
         self._exits: dict[int, asyncio.Future] = {}
         self._task: asyncio.Task | None = None
         self.ready_event = asyncio.Event()
+        self.retiring = False  # replaced: it forks no more, and exits once its last worker has
+
+    def stale(self) -> bool:
+        """Whether its packages' directories changed since it started (something installed, upgraded
+        or removed there): one stat each (~1 us), on a worker's start only."""
+        for path, before in (self.info.get("site") or {}).items():
+            try:
+                now = os.stat(path).st_mtime_ns
+            except OSError:
+                now = -1
+            if now != before:
+                return True
+        return False
+
+    def retire(self) -> None:
+        self.ready, self.retiring = False, True
+        self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        """A retiring zygote with no live worker: closing its stdin ends it."""
+        if self.retiring and not self._exits and not self._forks and self.proc is not None and self.proc.returncode is None:
+            try:
+                self.proc.stdin.close()
+            except (OSError, RuntimeError):
+                pass
 
     def start(self) -> None:
         if self._task is None:
@@ -249,6 +294,7 @@ class Zygote:
                 fut = self._exits.pop(msg["exited"], None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg["code"])
+                self._close_when_idle()
         self.ready = False  # the zygote died: workers are spawned from now on
         for fut in list(self._forks.values()) + list(self._exits.values()):
             if not fut.done():  # its children keep running, but their exit can no longer be seen

@@ -1,0 +1,104 @@
+"""The packages a `%%gpu` cell uses, and the kernel's versions of them (``Execute.versions``): the
+worker compares them with its own before the cell runs and shows one table where they differ
+(_wire/handshake.py, _wire/versions.py).
+
+What a cell uses: the top-level modules its text imports (``import x.y``, ``from x import y``,
+anywhere in it; kept per text) and the packages of its inputs' values (a module, or the module of a
+value's type: a numpy array is numpy's).  The kernel's version is what its environment has
+installed, re-read when that environment changed (one stat of its site-packages a cell that uses
+any package; a `%pip install` changes it).  A cell that imports nothing and ships only plain values
+sends nothing and costs a dictionary lookup.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import types
+
+from jupyter_gpu._wire import handshake, versions
+from jupyter_gpu.notebook.cell_options import nested_magic
+
+_LIMIT = 256  # distinct cell texts (and value types) kept; a notebook has far fewer
+_imports: dict[str, tuple] = {}  # cell text -> the top-level packages it imports
+_type_tops: dict[type, str | None] = {}  # a value's type -> its package (None: none worth comparing)
+_REQ = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a requirement's distribution name
+_NORM = re.compile(r"[-.]+")
+
+
+def fields(shell, source: str, names, ns: dict, spec: dict | None = None) -> dict:
+    """``{"versions": {module: version}}`` of the packages the cell uses that the kernel has
+    installed; {} when there are none.  A package the cell's image ``spec`` installs itself
+    (``pip_install``, ``--pip``) is left out: its version there is the one asked for."""
+    tops = _imports.get(source)
+    if tops is None:
+        tops = _imported(shell, source)
+        if len(_imports) >= _LIMIT:
+            _imports.clear()
+        _imports[source] = tops
+    used = set(tops)
+    for name in names:
+        top = _package_of(ns.get(name))
+        if top is not None:
+            used.add(top)
+    if not used:
+        return {}
+    handshake.refresh()  # one stat: a `%pip install` since the last cell is seen
+    found = {top: v for top in sorted(used) if (v := handshake.version(top)) is not None}
+    if spec and found:
+        pinned = _pinned(spec)
+        found = {top: v for top, v in found.items() if _norm(top) not in pinned
+                 and _norm(getattr(handshake.distribution(top), "name", "") or "") not in pinned}
+    return {"versions": found} if found else {}
+
+
+def _norm(name: str) -> str:
+    return _NORM.sub("_", name).lower()
+
+
+def _pinned(spec: dict) -> set:
+    """The distributions an image spec's pip layers name (normalised): ``"Foo-Bar[x]>=1"`` -> foo_bar."""
+    names = set()
+    for layer in spec.get("layers", ()):
+        if layer.get("op") == "pip":
+            for p in layer.get("packages", ()):
+                m = _REQ.match(p.strip())
+                if m:
+                    names.add(_norm(m.group(0)))
+    return names
+
+
+def _package_of(value) -> str | None:
+    """The third-party package a value belongs to (a module: its own), kept per type."""
+    if isinstance(value, types.ModuleType):
+        top = value.__name__.partition(".")[0]
+        return top if versions.is_package(top) else None
+    kind = type(value)
+    try:
+        return _type_tops[kind]
+    except KeyError:
+        pass
+    module = getattr(kind, "__module__", None)
+    top = module.partition(".")[0] if isinstance(module, str) else None
+    top = top if top and versions.is_package(top) else None
+    if len(_type_tops) >= _LIMIT:
+        _type_tops.clear()
+    _type_tops[kind] = top
+    return top
+
+
+def _imported(shell, source: str) -> tuple:
+    """The top-level third-party packages the cell's text imports (absolute imports, anywhere in it)."""
+    if "import" not in source:
+        return ()
+    python = source.lstrip(" \t\n").partition("\n")[2] if nested_magic(source) else source
+    try:
+        tree = ast.parse(shell.transform_cell(python))
+    except Exception:  # SyntaxError, a failing transform: the worker says what is wrong
+        return ()
+    tops = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            tops.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            tops.add(node.module.partition(".")[0])
+    return tuple(sorted(t for t in tops if versions.is_package(t)))
