@@ -75,7 +75,10 @@ class BackendClient:
 
     @property
     def open(self) -> bool:
-        return self.ws.protocol.state.name == "OPEN"
+        """Open, and not closed by the backend meanwhile (a backend that restarted between two cells:
+        the next one reconnects instead of failing)."""
+        closed = getattr(self.ws, "closed_by_peer", None)
+        return self.ws.protocol.state.name == "OPEN" and not (closed is not None and closed())
 
 
     def close(self) -> None:

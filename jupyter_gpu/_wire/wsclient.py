@@ -116,12 +116,28 @@ class Connection:
                     self._parts = []
         if not data or any(getattr(e, "opcode", None) in (Opcode.PING, Opcode.CLOSE) for e in events):
             with self._send_lock:  # a pong or close reply; a sender's frames are never taken here
-                self._flush()
+                try:
+                    self._flush()
+                except OSError:  # the peer is gone already (a backend that exited): closed, as below
+                    data = b""
         if not data and not self._messages:
             raise self._closed()
         if self.protocol.state is State.CLOSED and not self._messages:
             raise self._closed()
         return True
+
+    def closed_by_peer(self) -> bool:
+        """Whether the peer has closed (its close frame, or EOF, is waiting unread): looked at
+        without waiting (~2 us), so a request is not sent into a connection that is already gone."""
+        if self.protocol.state is not State.OPEN:
+            return True
+        if not select.select([self.sock], [], [], 0)[0]:
+            return False
+        try:
+            self._read(0)  # (a message that came is kept for recv)
+        except (ConnectionClosed, OSError):
+            return True
+        return self.protocol.state is not State.OPEN
 
     def buffered(self) -> bool:
         """True when a whole message was already read and waits to be taken."""

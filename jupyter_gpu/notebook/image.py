@@ -125,7 +125,8 @@ class Image:
 
 def from_pip_line(line: str) -> Image:
     """``%%gpu --pip "a==1 b"``: the kernel's environment plus those packages."""
-    packages = shlex.split(line)
+    # IPython leaves a quoted value's quotes: shlex removes them, and the requirements are its words
+    packages = [word for token in shlex.split(line) for word in token.split()]
     if not packages:
         raise ValueError('--pip needs at least one requirement, e.g. --pip "six==1.16.0"')
     return Image.from_kernel().pip_install(*packages)

@@ -30,6 +30,7 @@ import base64
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -224,7 +225,8 @@ class LocalEnvs:
         await asyncio.gather(pump(proc.stdout, out_lines, echo), pump(proc.stderr, [], True))
         code = await proc.wait()
         if code != 0:
-            raise BuildFailed(f"{what} failed ({Path(argv[0]).name} exited {code}):\n{''.join(tail).rstrip()}")
+            said = re.sub(r"\x1b\[[0-9;]*m", "", "".join(tail)).rstrip()  # (its colours are for the cell's stream)
+            raise BuildFailed(f"{what} failed ({Path(argv[0]).name} exited {code}):\n{said}")
         return "".join(out_lines)
 
 
@@ -237,7 +239,5 @@ def _base_site(python: str) -> str:
 
 def _project(requirement: str) -> str:
     """The normalised project name of a requirement string ("Six==1.16" -> "six")."""
-    import re
-
     name = re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
     return re.sub(r"[-_.]+", "-", name).lower()
