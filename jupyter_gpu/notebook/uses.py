@@ -5,14 +5,16 @@ worker compares them with its own before the cell runs and shows one table where
 What a cell uses: the top-level modules its text imports (``import x.y``, ``from x import y``,
 anywhere in it; kept per text) and the packages of its inputs' values (a module, or the module of a
 value's type: a numpy array is numpy's).  The kernel's version is what its environment has
-installed, re-read when that environment changed (one stat of its site-packages a cell that uses
-any package; a `%pip install` changes it).  A cell that imports nothing and ships only plain values
+installed, re-read when that environment changed (`%pip install` changes its site-packages' mtime):
+one stat, by a cell that uses a package unless the cell before it looked, under a second ago (a
+system call costs ~1-4 us; a run of warm `%%gpu` cells makes one a second).  A cell that imports nothing and ships only plain values
 sends nothing and costs a dictionary lookup.
 """
 from __future__ import annotations
 
 import ast
 import re
+import time
 import types
 
 from jupyter_gpu._wire import handshake, versions
@@ -21,6 +23,8 @@ from jupyter_gpu.notebook.cell_options import nested_magic
 _LIMIT = 256  # distinct cell texts (and value types) kept; a notebook has far fewer
 _imports: dict[str, tuple] = {}  # cell text -> the top-level packages it imports
 _type_tops: dict[type, str | None] = {}  # a value's type -> its package (None: none worth comparing)
+_AGAIN = 1.0  # seconds: how long a look at the environment lasts while only `%%gpu` cells run
+_looked = [-2, 0.0]  # the execution count and time.monotonic() of the cell that last looked
 _REQ = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a requirement's distribution name
 _NORM = re.compile(r"[-.]+")
 
@@ -42,13 +46,23 @@ def fields(shell, source: str, names, ns: dict, spec: dict | None = None) -> dic
             used.add(top)
     if not used:
         return {}
-    handshake.refresh()  # one stat: a `%pip install` since the last cell is seen
+    _look(shell)
     found = {top: v for top in sorted(used) if (v := handshake.version(top)) is not None}
     if spec and found:
         pinned = _pinned(spec)
         found = {top: v for top, v in found.items() if _norm(top) not in pinned
                  and _norm(getattr(handshake.distribution(top), "name", "") or "") not in pinned}
     return {"versions": found} if found else {}
+
+
+def _look(shell) -> None:
+    """Look at the environment again (a stat) unless the last look was the cell just before this one,
+    under a second ago: a `%pip install` in a cell between, or a second's time, is seen."""
+    count, now = shell.execution_count, time.monotonic()
+    if count != _looked[0] + 1 or now - _looked[1] > _AGAIN:
+        handshake.refresh()
+        _looked[1] = now
+    _looked[0] = count
 
 
 def _norm(name: str) -> str:
