@@ -32,7 +32,7 @@ execute_request to having both its execute_reply and its iopub `status: idle`.
 
 Targets (DESIGN.md): gpu median <= 0.5 x px median, and <= local median + 2 ms.
 
-    python benchmarks/bench_roundtrip.py [--rounds 300] [--warmup 30] [--quick] [--before DIR]
+    python benchmarks/bench_roundtrip.py [--rounds 300] [--warmup 30] [--quick] [--before DIR] [--body CODE]
 """
 from __future__ import annotations
 
@@ -149,11 +149,17 @@ def main(argv=None):
     ap.add_argument("--cold-timeout", type=float, default=180.0, help="seconds for the first %%gpu cell")
     ap.add_argument("--variants", default="local,px,gpu,relay,magic,magic_footer,floor")
     ap.add_argument("--before", metavar="DIR", help="also measure `before`: the gpu variant on the code in DIR")
+    ap.add_argument("--body", default="x = 1", help="the cells' body instead of `x = 1` (local, gpu, relay, before), "
+                    "e.g. 'import numpy\\nx = 1' (a cell that sends the kernel's versions, issue 23)")
     args = ap.parse_args(argv)
+    args.body = args.body.replace("\\n", "\n")
+    if args.body != "x = 1":
+        for v in ("local", "gpu", "relay", "before"):
+            CODE[v] = CODE[v][:-len("x = 1")] + args.body
     if args.quick:
         args.rounds, args.warmup = min(args.rounds, 30), min(args.warmup, 10)
     wanted = [v for v in args.variants.split(",") if v] + (["before"] if args.before else [])
-    banner(f"roundtrip: `x = 1` through a real kernel, {args.rounds} interleaved rounds")
+    banner(f"roundtrip: `{args.body!r}` through a real kernel, {args.rounds} interleaved rounds")
 
     kernels, errors, first_footer = {}, {}, None
     for v in wanted:
