@@ -85,6 +85,9 @@ RAY_CPUS = _s("JUPYTER_GPU_RAY_CPUS", None, "backend", "CPUs of the local Ray cl
 # -- set by a runtime for the worker it starts --------------------------------------------------------
 WORKER_SECRET = _s("JUPYTER_GPU_WORKER_SECRET", "", "worker", "the one-time secret the worker registers with (removed once read)")
 WORKER_ID = _s("JUPYTER_GPU_WORKER_ID", None, "worker", "the worker's id, given by its runtime")
+IMAGE_SITES = _s("JUPYTER_GPU_IMAGE_SITES", None, "worker",
+                 "a built jupyter_gpu.Image's own site-packages, put first on sys.path by its worker (local runtime: "
+                 "forked from the default zygote when the image only adds packages)")
 LANE_DIR = _s("JUPYTER_GPU_LANE_DIR", None, "worker", "where a worker that shares the kernels' host opens its lane socket")
 
 # -- the protocol and the tests -------------------------------------------------------------------

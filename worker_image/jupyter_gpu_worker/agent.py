@@ -207,6 +207,23 @@ class Agent:
                 self.meter.request_ended()
 
 
+def image_sites() -> None:
+    """A built image's own site-packages (``JUPYTER_GPU_IMAGE_SITES``), first on ``sys.path`` with
+    their ``.pth`` files, so its packages are the ones imported (runtimes/envs.py)."""
+    sites = settings.IMAGE_SITES.get()
+    if not sites:
+        return
+    import importlib
+    import site
+
+    before = list(sys.path)
+    for d in reversed(sites.split(os.pathsep)):
+        site.addsitedir(d)
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + before
+    importlib.invalidate_caches()
+
+
 def preload_image() -> None:
     """Import the worker image's ``preload`` modules before the first cell (already imported, so
     free, in a worker forked from its image's zygote).  One that fails to import fails the start:
@@ -226,6 +243,7 @@ def main(argv=None) -> None:
     # the stop button arrives as SIGINT: a launcher may have left it ignored or blocked (Ray does)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    image_sites()
     preload_image()
     agent = Agent(args.url, secret, worker_id)
     signal.signal(signal.SIGINT, agent.cells.on_sigint)

@@ -36,6 +36,9 @@ class WorkerImage:
     python: str | None = None
     base: str | None = None
     runtime_env: dict | None = None
+    # local: the image whose zygote forks its workers (a built jupyter_gpu.Image that only adds packages
+    # to the default's: its own site-packages go first on sys.path, JUPYTER_GPU_IMAGE_SITES); None: its own
+    fork_from: str | None = None
 
     def worker_env(self) -> dict:
         """What a worker of this image gets in its environment, on any runtime."""
