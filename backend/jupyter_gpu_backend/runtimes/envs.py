@@ -207,8 +207,12 @@ class LocalEnvs:
         if not missing:
             say("jupyter-gpu: everything asked for is in the parent environment already\n")
             return False
-        await self._run([uv(), "pip", "install", "--no-deps", "--python", str(work / "venv" / "bin" / "python"),
-                         *missing], say, what="pip_install")
+        argv = [uv(), "pip", "install", "--no-deps", "--python", str(work / "venv" / "bin" / "python"), *missing]
+        try:  # the exact versions are known: from uv's cache without asking the index (~0.2 s less) ...
+            out = await self._run([*argv, "--offline"], lambda _: None, what="pip_install", merge=True)
+            say(out)
+        except BuildFailed:  # ... unless a wheel is not in it yet
+            await self._run(argv, say, what="pip_install")
         return any(_project(m) in have for m in missing)
 
     async def _installed(self, parent: dict) -> dict:
@@ -228,9 +232,9 @@ class LocalEnvs:
         return out.strip()
 
     async def _run(self, argv: list, say, what: str, cwd: str | None = None, env: dict | None = None,
-                   echo: bool = True) -> str:
-        """Run ``argv``; its stderr (and stdout, with ``echo``) stream to ``say``; its stdout returned.
-        BuildFailed with its last lines when it fails."""
+                   echo: bool = True, merge: bool = False) -> str:
+        """Run ``argv``; its stderr (and stdout, with ``echo``) stream to ``say``; its stdout returned
+        (``merge``: with its stderr).  BuildFailed with its last lines when it fails."""
         env = {**(env or os.environ), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}  # this host's Pythons only
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env)
@@ -249,7 +253,7 @@ class LocalEnvs:
                 if show:
                     say(text)
 
-        await asyncio.gather(pump(proc.stdout, out_lines, echo), pump(proc.stderr, [], True))
+        await asyncio.gather(pump(proc.stdout, out_lines, echo), pump(proc.stderr, out_lines if merge else [], True))
         code = await proc.wait()
         if code != 0:
             said = re.sub(r"\x1b\[[0-9;]*m", "", "".join(tail)).rstrip()  # (its colours are for the cell's stream)
