@@ -108,3 +108,21 @@ def test_the_build_cache_survives_a_backend_restart(env):
         assert after.stdout() == "toolz\n" and built(after) == [] and "build" not in after.footers()[0]["timings"]
     finally:
         k.shutdown()
+
+
+def test_debian_slim_is_a_fresh_environment_with_only_the_workers_packages_and_its_own(env):
+    k = kernel(env)
+    try:
+        assert k.run("import importlib.util\nprint(importlib.util.find_spec('pandas') is not None)").stdout() == "True\n"
+        k.run(f"import jupyter_gpu\nslim = jupyter_gpu.Image.debian_slim().pip_install({NEW_PACKAGE!r})")
+        cell = k.run("%%gpu --image slim\nimport importlib.util, sys, toolz\n"
+                     "print(importlib.util.find_spec('pandas') is None, toolz.__name__, sys.prefix != sys.base_prefix)",
+                     timeout=280)
+        assert cell.stdout() == "True toolz True\n"  # the kernel's pandas is not there; its own toolz is
+        assert len(built(cell)) == 2  # the fresh base and the pip layer
+        # a cell's values still travel (the same cloudpickle and numpy pinned as the kernel's)
+        assert k.run("import numpy as np\na = np.arange(4)").reply["content"]["status"] == "ok"
+        assert k.run("%%gpu --image slim\nb = a * 2").reply["content"]["status"] == "ok"
+        assert k.run("print(b.tolist())").stdout() == "[0, 2, 4, 6]\n"
+    finally:
+        k.shutdown()
