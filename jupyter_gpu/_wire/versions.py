@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import pathlib
 import sys
 import time
 import warnings
@@ -60,7 +61,6 @@ class Installed:
         self.stamp: tuple | None = None
         self._versions: dict[str, str | None] = {}
         self._dists: dict[str, object | None] = {}
-        self._by_module: dict | None = None  # packages_distributions(), made only when a name is not a distribution's
 
     def refresh(self) -> bool:
         """Stat the environment; True (and everything forgotten) when it changed since the last call."""
@@ -73,7 +73,6 @@ class Installed:
         self.stamp = now
         self._versions.clear()
         self._dists.clear()
-        self._by_module = None
         return changed
 
     def distribution(self, top: str):
@@ -84,16 +83,41 @@ class Installed:
         try:
             dist = importlib.metadata.distribution(top)  # most import names are their distribution's
         except (importlib.metadata.PackageNotFoundError, ValueError):
-            if self._by_module is None:  # PIL -> Pillow, sklearn -> scikit-learn: the slow scan, once
-                self._by_module = importlib.metadata.packages_distributions()
-            for name in self._by_module.get(top, ()):
-                try:
-                    dist = importlib.metadata.distribution(name)
-                    break
-                except importlib.metadata.PackageNotFoundError:
-                    continue
+            dist = self._owner(top)  # PIL -> Pillow, sklearn -> scikit-learn; a notebook's own module: none
         self._dists[top] = dist
         return dist
+
+    def _owner(self, top: str):
+        """The distribution whose files hold import name ``top``: found where Python would import it
+        from (a module beside the notebook is no distribution's: ~50 us to tell), then by the
+        ``top_level.txt`` of that directory's distributions, then their RECORD files.
+        (``packages_distributions()`` reads every RECORD: 0.4 s here.)"""
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(top)  # a top-level name: finders only, nothing imported
+        except (ImportError, ValueError):
+            return None
+        where = (spec.origin if spec and spec.origin not in (None, "built-in", "frozen") else
+                 next(iter(spec.submodule_search_locations or ()), None) if spec else None)
+        site = next((d for d in self.dirs or site_dirs() if where and where.startswith(d + os.sep)), None)
+        if site is None:
+            return None
+        try:
+            infos = sorted(n for n in os.listdir(site) if n.endswith(".dist-info"))
+        except OSError:
+            return None
+        mark, module = f"{top}/", f"{top}.py,"
+        for reader in ("top_level.txt", "RECORD"):
+            for info in infos:
+                try:
+                    with open(os.path.join(site, info, reader)) as f:
+                        if any(line.strip() == top if reader == "top_level.txt" else line.startswith((mark, module))
+                               for line in f):
+                            return importlib.metadata.PathDistribution(pathlib.Path(site, info))
+                except OSError:
+                    continue
+        return None
 
     def version(self, top: str) -> str | None:
         """The installed version of ``top`` (None: not installed, or not a distribution's)."""
