@@ -16,11 +16,12 @@ import logging
 import secrets
 import time
 
-from jupyter_gpu._wire import devices, framing, imagespec, messages
-from jupyter_gpu.errors import BadRequest, ImageBuildFailed, NoSuchImage, WorkerStartFailed
+from jupyter_gpu._wire import devices, framing, messages
+from jupyter_gpu.errors import NoSuchImage, WorkerStartFailed
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key, split_key
 
 from jupyter_gpu_backend.scheduling.autoscale import Autoscaler
+from jupyter_gpu_backend.scheduling.builds import Builds
 from jupyter_gpu_backend.scheduling.capacity import Capacity
 from jupyter_gpu_backend.scheduling.dedicated import DEDICATED, SERVERLESS, DedicatedPool
 from jupyter_gpu_backend.config import OWNER
@@ -68,8 +69,7 @@ class Scheduler:
         self.starting: dict[str, CellRun] = {}  # cells waiting for a cold start (api/kernels.py: _cold_execute)
         self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
         self._reaping: set = set()  # runtime.stop of gone workers, under way
-        self.specs: dict = {}  # jupyter_gpu.Image name -> its spec, until built (build)
-        self._building: dict = {}  # image name -> the lock its builds take
+        self.builds = Builds(self)  # jupyter_gpu.Image specs, built before their first worker
 
     # -- sessions ------------------------------------------------------------------------------
     def session(self, session_id: str, user: str) -> Session:
@@ -106,50 +106,15 @@ class Scheduler:
         A ``jupyter_gpu.Image``'s (``image_spec``) is known by its hash: built before its first worker
         starts (``build``), refused now if this runtime cannot build it."""
         image = header.get("image") or DEFAULT_IMAGE
-        spec = header.get("image_spec")
-        if spec is not None:
-            try:
-                imagespec.check(spec)
-            except ValueError as e:
-                raise BadRequest(f"image_spec: {e}") from None
-            if spec["name"] != image:
-                raise BadRequest(f"image_spec is the spec of {spec['name']}, not of image {image!r}")
-            why = imagespec.refused_by(spec, self.runtime.name)
-            if why:
-                raise ImageBuildFailed(why)
-            if image not in self.images:
-                self.specs[image] = spec
-            return image
+        if header.get("image_spec") is not None:  # a jupyter_gpu.Image: built before its first worker (builds.py)
+            return self.builds.accept(header["image_spec"], image)
         if image not in self.images:
             raise NoSuchImage(f"no worker image {image!r} on this backend; its images: {', '.join(sorted(self.images))}")
         return image
 
     async def build(self, run: CellRun) -> None:
-        """Build the run's ``jupyter_gpu.Image`` if this backend has not (phase ``build``, its output
-        streamed into the cell, its time the run's ``build``); ImageBuildFailed before any lease."""
-        spec = self.specs.get(run.image)
-        if spec is None or run.image in self.images:
-            return
-        t0 = time.monotonic()
-        announced = []
-
-        def say(text: str) -> None:
-            if not announced:  # the status line says "build" once there is something to build
-                announced.append(True)
-                asyncio.ensure_future(run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "build",
-                                                        "gpu": run.gpu}))
-            asyncio.ensure_future(run.session.emit({"type": messages.STREAM, "cell": run.id, "name": "stderr",
-                                                    "text": text}))
-
-        lock = self._building.setdefault(run.image, asyncio.Lock())
-        async with lock:
-            if run.image in self.images:
-                return  # another cell's build of the same spec, just finished
-            image, built = await self.runtime.build_image(spec, say)
-            self.images[run.image] = image
-            self.specs.pop(run.image, None)
-        if built:
-            run.build = time.monotonic() - t0
+        """Build the run's ``jupyter_gpu.Image`` if this backend has not (builds.py)."""
+        await self.builds.build(run)
 
     def stale(self, session: Session, run: CellRun, header: dict) -> bool:
         """True when the kernel assumed values on a worker this session no longer has."""

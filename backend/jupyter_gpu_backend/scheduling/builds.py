@@ -1,0 +1,60 @@
+"""A ``jupyter_gpu.Image``'s spec (``_wire/imagespec.py``), from the request that names it to the
+worker image its workers start from: checked when the request arrives (its seal, whether this
+runtime can build it: a refusal fails the cell at once), built in the cold path before the first
+worker (``runtime.build_image``: phase ``build``, its output streamed into the cell, its seconds the
+run's ``build``), once per spec however many cells wait for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from jupyter_gpu._wire import imagespec, messages
+from jupyter_gpu.errors import BadRequest, ImageBuildFailed
+
+
+class Builds:
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self.specs: dict = {}  # image name -> its spec, until built
+        self._locks: dict = {}  # image name -> the lock its builds take
+
+    def accept(self, spec, image: str) -> str:
+        """The image name of a request with ``image_spec``; BadRequest / ImageBuildFailed now."""
+        try:
+            imagespec.check(spec)
+        except ValueError as e:
+            raise BadRequest(f"image_spec: {e}") from None
+        if spec["name"] != image:
+            raise BadRequest(f"image_spec is the spec of {spec['name']}, not of image {image!r}")
+        why = imagespec.refused_by(spec, self.scheduler.runtime.name)
+        if why:
+            raise ImageBuildFailed(why)
+        if image not in self.scheduler.images:
+            self.specs[image] = spec
+        return image
+
+    async def build(self, run) -> None:
+        images = self.scheduler.images
+        spec = self.specs.get(run.image)
+        if spec is None or run.image in images:
+            return
+        t0 = time.monotonic()
+        announced = []
+
+        def say(text: str) -> None:
+            if not announced:  # the status line says "build" once there is something to build
+                announced.append(True)
+                asyncio.ensure_future(run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "build",
+                                                        "gpu": run.gpu}))
+            asyncio.ensure_future(run.session.emit({"type": messages.STREAM, "cell": run.id, "name": "stderr",
+                                                    "text": text}))
+
+        async with self._locks.setdefault(run.image, asyncio.Lock()):
+            if run.image in images:
+                return  # another cell's build of the same spec, just finished
+            image, built = await self.scheduler.runtime.build_image(spec, say)
+            images[run.image] = image
+            self.specs.pop(run.image, None)
+        if built:
+            run.build = time.monotonic() - t0
