@@ -183,6 +183,16 @@ def base_python(client, base: str) -> str:
     return out.decode().strip()
 
 
+def wheel_target(python: str) -> list[str]:
+    """``pip download`` options for wheels that install on a Debian-like image with ``python`` on this
+    machine's architecture (binary only: nothing is compiled in an image without an index)."""
+    arch = platform.machine()
+    cmd = ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+    for v in (36, 34, 31, 28, 27, 24, 17, 12, 5):
+        cmd += ["--platform", f"manylinux_2_{v}_{arch}"]
+    return [*cmd, "--platform", f"linux_{arch}"]
+
+
 def wheels(python: str, log=print) -> Path:
     """The wheels for ``pins()`` and their dependencies, for ``python`` on Linux; cached."""
     arch = platform.machine()
@@ -195,11 +205,8 @@ def wheels(python: str, log=print) -> Path:
             return d
         log(f"downloading the worker's wheels for Python {python} ({arch})")
         tmp = Path(tempfile.mkdtemp(dir=cache_dir()))
-        platforms = [f"manylinux_2_{v}_{arch}" for v in (36, 34, 31, 28, 27, 24, 17, 12, 5)] + [f"linux_{arch}"]
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(tmp),
-               "--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
-        for p in platforms:
-            cmd += ["--platform", p]
+               *wheel_target(python)]
         r = subprocess.run([*cmd, *pins()], capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if r.returncode:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,9 @@ bind-mounted into it at the same path, and its code runs as their owner (``docke
 The image is ``docker_image.ensure_worker_image`` (built in the background when the backend starts,
 only when its inputs changed), or ``$JUPYTER_GPU_DOCKER_IMAGE`` as given.  A named worker image
 (``images.py``) with a ``base`` gets the same build on that base (its tag is the content hash, so
-two images on one base share it); its ``env`` and ``preload`` go into the container's environment.  Every container carries
+two images on one base share it); its ``env`` and ``preload`` go into the container's environment.  A
+``jupyter_gpu.Image`` is built into a stack of layer images (``docker_envs.py``) on the worker image
+(``kernel``) or on one built on its own base; its containers run its last layer.  Every container carries
 this backend's label; a thread per container waits for its exit, keeps its exit status, OOM flag and
 log tail, and removes it, so dead workers do not pile up; ``shutdown`` removes whatever is left.
 """
@@ -89,6 +91,8 @@ class DockerRuntime(Runtime):
         self._builds: dict[str, asyncio.Future] = {}
         self._build_errors: dict[str, str] = {}
         self._next_index: dict[str, int] = {}
+        self.envs = None  # jupyter_gpu.Image's layer images (docker_envs.py), made on first use
+        self._specs: dict[str, dict] = {}  # a built Image's name -> its spec (built again if its image went)
         self._remove_orphans()
 
     # -- the image -------------------------------------------------------------------------------
@@ -130,6 +134,34 @@ class DockerRuntime(Runtime):
         self.image = tag
         return tag
 
+    async def build_image(self, spec: dict, say):
+        """A jupyter_gpu.Image as a stack of layer images on its root worker image (docker_envs.py):
+        built where a layer's tag is missing, its output streamed to ``say``."""
+        from jupyter_gpu.errors import ImageBuildFailed
+        from jupyter_gpu._wire import imagespec
+        from jupyter_gpu_backend.runtimes.docker_envs import DockerEnvs
+        from jupyter_gpu_backend.runtimes.images import WorkerImage
+
+        reason = imagespec.refused_by(spec, self.name)
+        if reason:
+            raise ImageBuildFailed(reason)
+        if self.envs is None:
+            self.envs = DockerEnvs(self.client)
+        built = []
+        if spec["base"]["kind"] == "kernel":  # what default workers run
+            try:
+                root = await self._current_image()
+            except WorkerStartFailed as e:
+                raise ImageBuildFailed(str(e)) from None
+        else:
+            root, made = await self.envs.root(spec["base"], spec["hashes"][0], say)
+            built += spec["hashes"][:1] if made else []
+        tag, layers = await self.envs.build(spec, root, say)
+        image = WorkerImage(spec["name"], docker_tag=tag)
+        self.images[image.name] = image
+        self._specs[image.name] = spec
+        return image, built + layers
+
     async def wait_ready(self, timeout: float) -> bool:
         await self.prepare()
         try:
@@ -144,7 +176,7 @@ class DockerRuntime(Runtime):
                  for b, t in self._builds.items()}
         return {"gpus": self.gpus, "image": self.image, "image_ready": ready, "image_error": self._image_error,
                 "mounts": self.mounts,
-                "images": {n: {"base": i.base, "tag": based.get(i.base) if i.base else self.image,
+                "images": {n: {"base": i.base, "tag": i.docker_tag or (based.get(i.base) if i.base else self.image),
                                "error": self._build_errors.get(i.base) if i.base else self._image_error}
                            for n, i in self.images.items()}}
 
@@ -182,7 +214,7 @@ class DockerRuntime(Runtime):
     async def start(self, gpu: str, worker_id: str, secret: str, image_name: str = DEFAULT_IMAGE, *,
                     cwd: str | None = None) -> DockerWorker:
         spec = self.images[image_name]
-        image = await self._current_image(spec.base)
+        image = spec.docker_tag or await self._current_image(spec.base)
         index = self._pick_index(gpu)
         # the cell's directory and `docker_mounts`, bind-mounted at the same path; run as their owner
         mounts = docker_mounts.plan(cwd, self.mounts)
@@ -216,14 +248,18 @@ class DockerRuntime(Runtime):
             try:
                 handle.container = await loop.run_in_executor(None, create_and_start)
             except self.docker.errors.ImageNotFound:
-                if self._given_image and not spec.base:
+                if self._given_image and not spec.base and not spec.docker_tag:
                     raise
                 # pruned by a newer build of another backend: build ours again, once
-                if spec.base:
-                    self._builds.pop(spec.base, None)
+                if spec.docker_tag:  # a jupyter_gpu.Image's: its layers again (the log says so)
+                    spec, _ = await self.build_image(self._specs[image_name], lambda text: log.info(text.rstrip()))
+                    image = spec.docker_tag
                 else:
-                    self.image, self._image_task = None, None
-                image = await self._current_image(spec.base)
+                    if spec.base:
+                        self._builds.pop(spec.base, None)
+                    else:
+                        self.image, self._image_task = None, None
+                    image = await self._current_image(spec.base)
                 handle.container = await loop.run_in_executor(None, create_and_start)
         except self.docker.errors.DockerException as e:
             raise WorkerStartFailed(f"docker could not start a {gpu} worker container: {e}") from None

@@ -39,6 +39,8 @@ class WorkerImage:
     # local: the image whose zygote forks its workers (a built jupyter_gpu.Image that only adds packages
     # to the default's: its own site-packages go first on sys.path, JUPYTER_GPU_IMAGE_SITES); None: its own
     fork_from: str | None = None
+    # docker: the image its containers run as it is (a built jupyter_gpu.Image's layer stack, docker_envs.py)
+    docker_tag: str | None = None
 
     def worker_env(self) -> dict:
         """What a worker of this image gets in its environment, on any runtime."""

@@ -10,24 +10,29 @@ resources: this is how a team outgrows one machine, with no home-made distributi
 
 A named worker image (``images.py``) gives the actor its ``runtime_env`` (Ray's own way to ship a
 pip list, a working dir or env vars to whichever node runs it) and the worker its ``env`` and
-``preload``.
+``preload``.  A ``jupyter_gpu.Image`` (only ``from_kernel`` with ``pip_install`` and ``env``:
+``imagespec.RUNTIMES``) is a ``runtime_env`` too, ``{"pip": [...], "env_vars": {...}}``: Ray makes
+the environment on the node, over the one its workers run (``build_image`` says how and when).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass, field
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
+from jupyter_gpu.errors import ImageBuildFailed, WorkerStartFailed
 
 from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
 ACTOR_CPUS = 0.5  # what an actor holds besides its GPU: the agent is mostly idle between cells
+_RAY_LOG_PREFIX = re.compile(r"^\S+ \S+\s+\w+ \S+:\d+ -- ")  # "2026-12-06 15:30:40,056\tINFO pip.py:292 -- "
 
 
 @dataclass
@@ -147,6 +152,9 @@ class RayRuntime(Runtime):
         except asyncio.CancelledError:  # not placed in time: withdraw its claim on the cluster
             self.ray.kill(actor)
             raise
+        except self.ray.exceptions.RuntimeEnvSetupError as e:
+            self.ray.kill(actor)  # its environment could not be made on the node Ray chose
+            raise WorkerStartFailed(f"Ray could not set up the worker's environment:\n{installer_words(e)}") from None
         handle = RayWorker(worker_id, gpu, actor, pid, log_path)
         handle.exited = asyncio.ensure_future(self._exit_code(actor))
         self.workers[worker_id] = handle
@@ -158,6 +166,76 @@ class RayRuntime(Runtime):
         except Exception:  # the actor itself died (node lost, killed)
             return -int(signal.SIGKILL)
         return code  # Popen's: negative for a signal, as asyncio's
+
+    async def build_image(self, spec: dict, say):
+        """A jupyter_gpu.Image as a ``runtime_env``: its pip layers' requirements (a later layer's
+        pin of a project replaces an earlier one's) and its env layers' variables.
+
+        The requirements are resolved here first (``uv pip compile``, about a second), so a package
+        that does not exist or a conflict fails the cell with the resolver's words at once, not
+        after Ray has tried (and retried) a virtualenv.  Then Ray makes the environment now, by
+        one task with that runtime_env (it keeps it for the actors that follow, on that node): a
+        failure is Ray's RuntimeEnvSetupError, told with the installer's lines; its setup log
+        streams into the cell when the node is this machine.  Ray's environment is one piece, not
+        layers: every pip layer is built again when the list changes."""
+        from jupyter_gpu._wire import imagespec
+        from jupyter_gpu_backend.runtimes.envs import _project
+        from jupyter_gpu_backend.runtimes.images import WorkerImage
+
+        reason = imagespec.refused_by(spec, self.name)
+        if reason:
+            raise ImageBuildFailed(reason)
+        pins: dict = {}
+        env_vars: dict = {}
+        for layer in spec["layers"]:
+            if layer["op"] == "pip":
+                pins.update({_project(p): p for p in layer["packages"]})
+            elif layer["op"] == "env":
+                env_vars.update(layer["vars"])
+        runtime_env = {**({"pip": sorted(pins.values())} if pins else {}), **({"env_vars": env_vars} if env_vars else {})}
+        built = []
+        if pins:
+            say(f"jupyter-gpu: building image layer pip as Ray's runtime_env (pip: {' '.join(sorted(pins.values()))})\n")
+            await self._resolves(sorted(pins.values()), say)
+            await self._make_env(runtime_env, say)
+            built = [h for layer, h in zip(spec["layers"], spec["hashes"][1:]) if layer["op"] == "pip"]
+        image = WorkerImage(spec["name"], runtime_env=runtime_env or None)
+        self.images[image.name] = image
+        return image, built
+
+    @staticmethod
+    async def _resolves(requirements: list, say) -> None:
+        """ImageBuildFailed with the resolver's message unless ``requirements`` resolve for this Python."""
+        import tempfile
+
+        from jupyter_gpu_backend.runtimes.envs import LocalEnvs, uv
+
+        with tempfile.TemporaryDirectory(prefix="jupyter-gpu-ray-") as d:
+            path = os.path.join(d, "requirements.in")
+            with open(path, "w") as f:
+                f.write("".join(r + "\n" for r in requirements))
+            await LocalEnvs(root=d)._run([uv(), "pip", "compile", "--quiet", "--no-header", "--python-version",
+                                          "%d.%d" % sys.version_info[:2], path], say, what="pip_install", echo=False)
+
+    async def _make_env(self, runtime_env: dict, say) -> None:
+        """Ray makes ``runtime_env`` now (a task in it), its setup log streamed to ``say`` meanwhile."""
+        @self.ray.remote(num_cpus=0, max_retries=0)
+        def ready() -> str:
+            return sys.executable
+
+        tail = _SetupLog(self.ray)
+        ref = ready.options(runtime_env=runtime_env).remote()
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(ref.future())), 0.5)
+                    break
+                except asyncio.TimeoutError:
+                    tail.pump(say)  # Ray writes the setup's log as it goes: what it does, half a second late
+        except self.ray.exceptions.RuntimeEnvSetupError as e:
+            raise ImageBuildFailed(f"pip_install failed (Ray could not set up the environment):\n{installer_words(e)}") from None
+        finally:
+            tail.pump(say)
 
     def kill(self, handle: RayWorker) -> None:
         handle.actor.signal.remote(int(signal.SIGKILL))
@@ -177,6 +255,43 @@ class RayRuntime(Runtime):
             except Exception:
                 pass
         self.workers.clear()
+
+
+def installer_words(error: Exception) -> str:
+    """The installer's own lines out of Ray's runtime-env error (its traceback and all), else its end."""
+    text = str(error)
+    if "Last 50 lines of stdout:" in text:
+        lines = text.split("Last 50 lines of stdout:", 1)[1].splitlines()
+        said = [line.strip() for line in lines if line.strip() and not line.startswith(("Traceback", "  File"))]
+        return "\n".join(said[:50])
+    return "\n".join(text.strip().splitlines()[-12:])
+
+
+class _SetupLog:
+    """The end of this driver's ``runtime_env_setup-<job>.log`` on this machine (a local cluster's),
+    read a piece at a time; nothing where the node is elsewhere."""
+
+    def __init__(self, ray):
+        try:
+            logs = ray._private.worker.global_worker.node.get_logs_dir_path()
+            self.path = os.path.join(logs, f"runtime_env_setup-{ray.get_runtime_context().get_job_id()}.log")
+        except Exception:  # a ray:// client has no local node
+            self.path = None
+        self.offset = os.path.getsize(self.path) if self.path and os.path.exists(self.path) else 0
+
+    def pump(self, say) -> None:
+        if not self.path:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # whole lines only
+        self.offset += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            say(_RAY_LOG_PREFIX.sub("", line) + "\n")
 
 
 def _resources(d: dict) -> str:

@@ -1,0 +1,101 @@
+"""`%%gpu --pip` and `jupyter_gpu.Image` on every runtime (issue 23): real builds of small real
+packages from the package index: uv environments (local), layer images built by the engine
+(docker), Ray's runtime_env (ray).  The kernel has neither toolz version these tests install.
+
+What the tests build is removed after the module (the two-layer test's first layer carries a fresh
+marker, so each run builds it): the docker runtime's layer images, the local runtime's layer
+directories."""
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+
+import pytest
+
+from tests.conftest import strip_ansi
+
+pytestmark = pytest.mark.timeout(600)  # a first build: a Ray virtualenv, a layer image on a fresh worker image
+
+PACKAGE, OTHER = "toolz==0.12.1", "toolz==0.12.0"  # tiny, pure Python, not installed here
+_made: list[str] = []  # layer hashes this module built for itself (removed at its end)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clean_up_builds():
+    """After every runtime's backend of this module is gone: what its builds left."""
+    yield
+    from jupyter_gpu_backend.runtimes.envs import default_root
+
+    for h in _made:
+        shutil.rmtree(default_root() / h, ignore_errors=True)
+        (default_root() / f"{h}.lock").unlink(missing_ok=True)
+    try:
+        import docker
+
+        from jupyter_gpu_backend.runtimes.docker_envs import LAYER_LABEL
+
+        client = docker.from_env()
+        client.ping()
+    except Exception:
+        return
+    for h in _made:
+        for image in client.images.list(filters={"label": f"{LAYER_LABEL}={h}"}):
+            for tag in image.tags:
+                try:
+                    client.images.remove(tag)
+                except docker.errors.APIError:
+                    pass  # a container of another run still uses it
+
+
+def built(cell) -> list[str]:
+    """The layers the cell's build said it built (their hashes' first 12 hex)."""
+    return [line.split("(")[-1].rstrip(")") for line in strip_ansi(cell.stderr()).splitlines()
+            if line.startswith("jupyter-gpu: building image layer") and line.endswith(")")]
+
+
+def test_a_pip_cell_imports_a_package_the_kernel_does_not_have(kernel, runtime):
+    from jupyter_gpu.notebook.image import from_pip_line
+
+    _made.extend(from_pip_line(f'"{PACKAGE}"').spec()["hashes"][1:])
+    assert kernel.run("import importlib.util\nprint(importlib.util.find_spec('toolz'))").stdout() == "None\n"
+    cell = kernel.run(f'%%gpu --pip "{PACKAGE}"\nimport toolz\nprint(toolz.__version__)', timeout=500)
+    assert cell.stdout() == "0.12.1\n", strip_ansi(cell.stderr())[-3000:]
+    (f,) = cell.footers()
+    assert f["status"] == "ok" and f["image"].startswith("env-") and f["cold"], f
+    # the same spec again: its warm worker, nothing built
+    again = kernel.run(f'%%gpu --pip "{PACKAGE}"\nprint(toolz.curry.__name__)')
+    assert again.stdout() == "curry\n" and "build" not in again.footers()[0]["timings"]
+    assert again.footers()[0]["worker"] == f["worker"]
+
+
+def test_an_image_of_two_layers_rebuilds_only_its_changed_last_layer(kernel, runtime):
+    if runtime.name == "ray":
+        pytest.skip("a Ray runtime_env is one piece, made by Ray: there are no layers to keep")
+    mark = uuid.uuid4().hex  # a first layer no earlier run has built
+    kernel.run(f"import jupyter_gpu\nfirst = jupyter_gpu.Image.from_kernel().run_commands('echo {mark}')\n"
+               f"one = first.pip_install({PACKAGE!r})\ntwo = first.pip_install({OTHER!r})")
+    # the layers' hashes: run, one's pip, two's pip (a layer is hashed with its parent's hash)
+    hashes = json.loads(kernel.run("import json\nprint(json.dumps([*one.spec()['hashes'][1:], "
+                                   "two.spec()['hashes'][-1]]))").stdout())
+    _made.extend(hashes)
+    a = kernel.run("%%gpu --image one\nimport toolz\nprint(toolz.__version__)", timeout=500)
+    assert a.stdout() == "0.12.1\n", strip_ansi(a.stderr())[-3000:]
+    assert built(a) == [h[:12] for h in hashes[:2]]  # both layers, run then pip
+    assert a.footers()[0]["timings"]["build"] > 0
+    b = kernel.run("%%gpu --image two\nimport toolz\nprint(toolz.__version__)", timeout=500)
+    assert b.stdout() == "0.12.0\n", strip_ansi(b.stderr())[-3000:]
+    assert built(b) == [hashes[2][:12]]  # only the changed last layer: its parent was there
+
+
+def test_a_package_that_does_not_exist_fails_the_cell_with_the_installers_words_before_any_worker(kernel, runtime):
+    from jupyter_gpu.notebook.image import from_pip_line
+
+    line = '"jupyter-gpu-no-such-package-zz==1.0"'
+    bad = kernel.run(f'%%gpu --pip {line}\nprint("ran")', ok=False, timeout=300)
+    content = bad.reply["content"]
+    assert content["ename"] == "ImageBuildFailed", content
+    # the resolver's own words (uv's: "... was not found in the package registry")
+    assert "jupyter-gpu-no-such-package-zz" in content["evalue"] and "not found" in content["evalue"], content["evalue"]
+    assert "ran" not in bad.stdout() and bad.footers() == []
+    assert from_pip_line(line).name not in kernel.run("%gpu status").stdout()  # no worker was leased for it
