@@ -99,3 +99,32 @@ def test_a_package_that_does_not_exist_fails_the_cell_with_the_installers_words_
     assert "jupyter-gpu-no-such-package-zz" in content["evalue"] and "not found" in content["evalue"], content["evalue"]
     assert "ran" not in bad.stdout() and bad.footers() == []
     assert from_pip_line(line).name not in kernel.run("%gpu status").stdout()  # no worker was leased for it
+
+
+def test_on_docker_every_kind_of_layer_is_in_the_image_and_a_missing_registry_image_says_why(kernel, runtime, tmp_path):
+    if runtime.name != "docker":
+        pytest.skip("apt_install, add_local_dir and from_registry are the docker runtime's")
+    mark = uuid.uuid4().hex[:12]
+    (tmp_path / "data.txt").write_text("beside the notebook")
+    (tmp_path / f"helper_{mark}.py").write_text("X = 42\n")
+    kernel.run(f"import jupyter_gpu, sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
+               "img = (jupyter_gpu.Image.debian_slim().apt_install('jq')\n"
+               "       .env({'MODE': 'a \"quoted\" $HOME \\\\ value'})\n"
+               f"       .run_commands('echo \"$MODE\" > /etc/mode-{mark}', 'id -u > /etc/who-{mark}')\n"  # as root
+               f"       .add_local_python_source('helper_{mark}').add_local_dir({str(tmp_path)!r}, '/data/{mark}'))")
+    _made.extend(json.loads(kernel.run("import json\nprint(json.dumps(img.spec()['hashes'][1:]))").stdout()))
+    cell = kernel.run(f"%%gpu --image img\nimport os, subprocess, helper_{mark}\n"
+                      "print(subprocess.run(['jq', '--version'], capture_output=True, text=True).stdout.strip())\n"
+                      f"print(os.environ['MODE'])\nprint(open('/etc/mode-{mark}').read().strip())\n"
+                      f"print(open('/etc/who-{mark}').read().strip())\nprint(helper_{mark}.X)\n"
+                      f"print(open('/data/{mark}/data.txt').read())", timeout=500)
+    assert cell.stdout().splitlines() == ["jq-1.6", 'a "quoted" $HOME \\ value', 'a "quoted" $HOME \\ value',
+                                          "0", "42", "beside the notebook"], strip_ansi(cell.stderr())[-3000:]
+    said = strip_ansi(cell.stderr())
+    assert "Step 2/" in said and "Setting up jq" in said  # the engine's build, streamed into the cell
+    assert len(built(cell)) == 5 and cell.footers()[0]["timings"]["build"] > 0
+    kernel.run("missing = jupyter_gpu.Image.from_registry('jupyter-gpu-test/not-here:1').pip_install('toolz')")
+    bad = kernel.run("%%gpu --image missing\nprint('ran')", ok=False)
+    assert bad.reply["content"]["ename"] == "ImageBuildFailed" and bad.footers() == []
+    assert "from_registry('jupyter-gpu-test/not-here:1'): the image is not on this machine and pulling it failed" \
+        in bad.reply["content"]["evalue"]
