@@ -160,9 +160,9 @@ class DockerEnvs:
                 if not await loop.run_in_executor(None, self._exists, tag):
                     try:
                         await loop.run_in_executor(None, self._layer, layer, h, parent, tag, root_id, tsay)
-                    except (ImageBuildFailed, docker.errors.DockerException, OSError) as e:
-                        if isinstance(e, ImageBuildFailed):
-                            raise
+                    except ImageBuildFailed:
+                        raise
+                    except (docker.errors.DockerException, OSError) as e:  # the engine's words
                         raise ImageBuildFailed(f"{_word(layer['op'])} failed: {type(e).__name__}: {e}") from None
                     built.append(h)
             parent = tag
