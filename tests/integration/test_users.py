@@ -105,3 +105,15 @@ def test_a_users_spawned_call_is_out_of_another_users_reach(backend):
     assert [j["job"] for j in _recv_until(alice, "jobs_reply")["jobs"]] == [jid]
     alice.close()
     bob.close()
+
+
+def test_another_user_cannot_build_from_a_dockerfile_on_the_backends_host(backend):
+    from jupyter_gpu._wire import imagespec
+
+    spec = imagespec.seal({"kind": "dockerfile", "text": "FROM scratch\n", "path": "/etc/Dockerfile"}, [])
+    bob = BackendClient(backend, TOKENS["bob"], "s-bob-dockerfile")
+    bob.send({"type": "execute", "cell": "b-df", "code": "print(1)", "gpu": "cpu", "image": spec["name"],
+              "image_spec": spec, "inputs": {}, "keep": {}, "binds": [], "no_out": True, "exec_count": 1})
+    answer = _recv_until(bob, "done")
+    assert answer["type"] == "failure" and answer["code"] == "image_build" and "owner" in answer["message"], answer
+    bob.close()

@@ -12,6 +12,8 @@ import time
 from jupyter_gpu._wire import imagespec, messages
 from jupyter_gpu.errors import BadRequest, ImageBuildFailed
 
+from jupyter_gpu_backend.config import OWNER
+
 
 class Builds:
     def __init__(self, scheduler):
@@ -19,12 +21,16 @@ class Builds:
         self.specs: dict = {}  # image name -> its spec, until built
         self._locks: dict = {}  # image name -> the lock its builds take
 
-    def accept(self, spec, image: str) -> str:
-        """The image name of a request with ``image_spec``; BadRequest / ImageBuildFailed now."""
+    def accept(self, spec, image: str, user: str) -> str:
+        """The image name of a request with ``image_spec`` from ``user``; BadRequest / ImageBuildFailed now."""
         try:
             imagespec.check(spec)
         except ValueError as e:
             raise BadRequest(f"image_spec: {e}") from None
+        if spec["base"]["kind"] == "dockerfile" and user != OWNER:
+            # its build context is a directory of the backend's host: not another user's to name
+            raise ImageBuildFailed("from_dockerfile builds from a directory of the backend's host: only the "
+                                   "backend's owner may; ask for the image in its config ([images.NAME])")
         if spec["name"] != image:
             raise BadRequest(f"image_spec is the spec of {spec['name']}, not of image {image!r}")
         why = imagespec.refused_by(spec, self.scheduler.runtime.name)

@@ -98,16 +98,16 @@ class Scheduler:
         # the kernel's directory goes to a cold start's runtime (docker: bind-mounted) only for the
         # backend's own user: a path another user's kernel names is not trusted to be theirs
         cwd = header.get("cwd") if session.user == OWNER else None
-        return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header), cwd=cwd,
+        return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header, session.user), cwd=cwd,
                        function=messages.function_label(header.get("call")))
 
-    def image_of(self, header: dict) -> str:
+    def image_of(self, header: dict, user: str = OWNER) -> str:
         """The worker image a request names (default when it names none); NoSuchImage lists the others.
         A ``jupyter_gpu.Image``'s (``image_spec``) is known by its hash: built before its first worker
         starts (``build``), refused now if this runtime cannot build it."""
         image = header.get("image") or DEFAULT_IMAGE
         if header.get("image_spec") is not None:  # a jupyter_gpu.Image: built before its first worker (builds.py)
-            return self.builds.accept(header["image_spec"], image)
+            return self.builds.accept(header["image_spec"], image, user)
         if image not in self.images:
             raise NoSuchImage(f"no worker image {image!r} on this backend; its images: {', '.join(sorted(self.images))}")
         return image
