@@ -72,7 +72,7 @@ def test_both_dialects_create_the_same_tables_and_columns(tmp_path, pg):
     try:
         assert lite.dialect is SQLITE and post.dialect is POSTGRES
         a, b = normalized(lite.columns(), SQLITE.real), normalized(post.columns(), POSTGRES.real)
-        assert sorted(a) == ["cells", "sessions", "worker_states", "workers"]
+        assert sorted(a) == ["cells", "jobs", "sessions", "worker_states", "workers"]
         assert a == b
         assert ("user", "TEXT", True) in a["cells"] and ("submitted", "REAL", True) in a["cells"]
     finally:

@@ -225,9 +225,9 @@ class DockerEnvs:
         for i, (name, value) in enumerate(layer["vars"].items()):
             if not _ENV_NAME.match(name):
                 raise ImageBuildFailed(f"env: {name!r} is not an environment variable's name")
-            lines.append(f"ARG JUPYTER_GPU_ENV_{i}")
-            pairs.append(f'{name}="${{JUPYTER_GPU_ENV_{i}}}"')
-            args[f"JUPYTER_GPU_ENV_{i}"] = value
+            lines.append(f"ARG JGPU_BUILD_ENV_{i}")
+            pairs.append(f'{name}="${{JGPU_BUILD_ENV_{i}}}"')
+            args[f"JGPU_BUILD_ENV_{i}"] = value
         return [*lines, f"ENV {' '.join(pairs)}"], args
 
     def _op_pysource(self, layer: dict, parent: str, ctx: Path, tsay):
