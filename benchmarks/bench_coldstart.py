@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 
-from common import (CellError, run_main, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, stats,
-                    verdict, write_result)
+from common import (CellError, run_main, CellTimeout, Kernel, banner, embedded_ready, fmt_stats, on_cleanup, ratio,
+                    stats, verdict, write_result)
 
 CELL = "%%gpu\nimport torch\ny = float(torch.ones(8).sum())"
 PY = [sys.executable, "-c", "import torch; float(torch.ones(8).sum())"]
@@ -79,12 +79,7 @@ def main(argv=None):
     kernel = Kernel("coldstart")
     kernel.execute("%load_ext jupyter_gpu", timeout=60)
     on_cleanup(lambda: kernel.execute("%gpu release", timeout=30, check=False))
-    kernel.execute("%%gpu\nx = 1", timeout=args.timeout)  # starts the embedded backend
-    # cold starts are forks only once the zygote has imported torch: wait on that, not a sleep
-    kernel.execute("import json, urllib.request\nfrom jupyter_gpu._client.embedded import ensure_backend\n"
-                   "u, t = ensure_backend()\nreq = urllib.request.Request(u + '/api/runtime?wait=120', "
-                   "headers={'Authorization': 'token ' + t})\n"
-                   "assert json.load(urllib.request.urlopen(req, timeout=130))['ready']", timeout=150)
+    embedded_ready(kernel, args.timeout)  # cold starts are forks only once the zygote has imported torch
 
     for _ in range(rounds):
         samples["python"].append(time_python())

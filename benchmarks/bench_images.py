@@ -22,8 +22,8 @@ import sys
 import tempfile
 import time
 
-from common import (CellError, CellTimeout, Kernel, banner, fmt_stats, on_cleanup, ratio, run_main, stats, verdict,
-                    write_result)
+from common import (CellError, CellTimeout, Kernel, banner, embedded_ready, fmt_stats, on_cleanup, ratio, run_main,
+                    stats, verdict, write_result)
 
 PKG = "toolz==0.12.1"  # tiny, pure Python, not among the kernel's packages
 UV = os.path.join(os.path.dirname(sys.executable), "uv")
@@ -54,11 +54,7 @@ def main(argv=None):
     kernel = Kernel("images")
     kernel.execute("%load_ext jupyter_gpu", timeout=60)
     on_cleanup(lambda: kernel.execute("%gpu release", timeout=30, check=False))
-    kernel.execute("%%gpu\nx = 1", timeout=180)  # starts the embedded backend
-    kernel.execute("import json, urllib.request\nfrom jupyter_gpu._client.embedded import ensure_backend\n"
-                   "u, t = ensure_backend()\nreq = urllib.request.Request(u + '/api/runtime?wait=120', "
-                   "headers={'Authorization': 'token ' + t})\n"
-                   "assert json.load(urllib.request.urlopen(req, timeout=130))['ready']", timeout=150)
+    embedded_ready(kernel, 180)
     kernel.execute("import jupyter_gpu", timeout=30)
     samples = {"uv": [], "pip_cell": [], "cached": [], "default": []}
     errors, builds, methods = {}, [], set()

@@ -370,6 +370,16 @@ class Kernel:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
+def embedded_ready(kernel, timeout: float = 180.0) -> None:
+    """Start the kernel's embedded backend (a first `%%gpu` cell) and wait, on the backend's own
+    `/api/runtime?wait=` (not a sleep), until cold starts are zygote forks."""
+    kernel.execute("%%gpu\nx = 1", timeout=timeout)
+    kernel.execute("import json, urllib.request\nfrom jupyter_gpu._client.embedded import ensure_backend\n"
+                   "u, t = ensure_backend()\nreq = urllib.request.Request(u + '/api/runtime?wait=120', "
+                   "headers={'Authorization': 'token ' + t})\n"
+                   "assert json.load(urllib.request.urlopen(req, timeout=130))['ready']", timeout=150)
+
+
 def serve_backend(tmp, token, runtime="local"):
     """A `jupyter-gpu serve` of our own (its ledger, log and runtime file in `tmp`); returns its URL."""
     import subprocess

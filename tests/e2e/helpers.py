@@ -88,3 +88,13 @@ def wait_pid_exit(pid: int, timeout: float) -> bool:
         return bool(ready)
     finally:
         os.close(fd)
+
+
+def kill_embedded_backend(env: dict, sig: int) -> bool:
+    """Send ``sig`` to the embedded backend of the kernels started with ``env`` (its runtime file
+    names its pid); whether it exited within 20 s."""
+    from pathlib import Path
+
+    pid = json.loads((Path(env["JUPYTER_GPU_RUNTIME_DIR"]) / "backend.json").read_text())["pid"]
+    os.kill(pid, sig)
+    return wait_pid_exit(pid, 20)

@@ -2,16 +2,13 @@
 real packages from the package index; each test's kernel has its own embedded backend and build cache."""
 from __future__ import annotations
 
-import json
-import os
 import signal
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import FOOTER_MIME, LiveKernel, strip_ansi, wait_pid_exit
+from tests.conftest import FOOTER_MIME, LiveKernel, strip_ansi
 
-from .helpers import LOAD
+from .helpers import LOAD, kill_embedded_backend
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -101,9 +98,7 @@ def test_the_build_cache_survives_a_backend_restart(env):
     try:
         first = k.run(f'%%gpu --pip "{NEW_PACKAGE}"\nimport toolz\nprint(toolz.__name__)')
         assert first.stdout() == "toolz\n" and len(built(first)) == 1
-        pid = json.loads((Path(env["JUPYTER_GPU_RUNTIME_DIR"]) / "backend.json").read_text())["pid"]
-        os.kill(pid, signal.SIGTERM)
-        assert wait_pid_exit(pid, 20)
+        assert kill_embedded_backend(env, signal.SIGTERM)
         after = k.run(f'%%gpu --pip "{NEW_PACKAGE}"\nimport toolz\nprint(toolz.__name__)')
         assert after.stdout() == "toolz\n" and built(after) == [] and "build" not in after.footers()[0]["timings"]
     finally:

@@ -2,16 +2,14 @@
 workers; a call outlives the kernel that spawned it and the backend that ran it."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveKernel, strip_ansi, wait_pid_exit
+from tests.conftest import LiveKernel, strip_ansi
 
-from .helpers import LOAD
+from .helpers import LOAD, kill_embedded_backend
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -115,9 +113,7 @@ def test_a_call_outlives_its_kernel_and_its_result_its_backend(fresh_kernel_env,
         long = value_of(k2.run(f"l = slow.spawn(8, wait=300, flag={flag!r})\nprint(l.object_id)"))
         assert k2.run(WAIT_FOR.format(flag=flag)).stdout() == "True\n"
         # the backend dies (SIGKILL: no chance to say anything) while `long` runs
-        pid = json.loads((Path(env["JUPYTER_GPU_RUNTIME_DIR"]) / "backend.json").read_text())["pid"]
-        os.kill(pid, signal.SIGKILL)
-        assert wait_pid_exit(pid, 20)
+        assert kill_embedded_backend(env, signal.SIGKILL)
         # the next request starts a new embedded backend: the ended call's result is there, the
         # running one says it was lost, at once
         after = k2.run(f"print(FunctionCall.from_id({quick!r}).get())\n"
