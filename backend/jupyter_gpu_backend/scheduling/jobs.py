@@ -132,7 +132,7 @@ class Jobs:
         self.idle: dict[tuple, list[JobSession]] = {}  # (user, pool key) -> job sessions free for the next job
         self._pruned = 0.0
         self._tasks: set = set()
-        self._waiting: dict = {}  # (session id, get's cell) -> _Waiting: what a stop press ends
+        self._waiting: dict = {}  # (session id, get's cell) -> its queue: what a stop press ends
 
     @property
     def ledger(self):
@@ -262,12 +262,12 @@ class Jobs:
             queue: asyncio.Queue = asyncio.Queue()
             job.watchers.append(queue)
             past = list(job.events)  # (no await between these two: nothing missed, nothing twice)
-            waiting = _Waiting(session, cell, queue)
-            self._waiting[(session.id, cell)] = waiting
+            self._waiting[(session.id, cell)] = queue
             try:
+                ended = False
                 for event in past:
-                    await self._send(session, cell, event, skip)
-                if past and _terminal(past[-1]):
+                    ended = await self._send(session, cell, event, skip)
+                if ended:
                     return
                 deadline = None if timeout is None else time.monotonic() + timeout
                 while True:
@@ -284,8 +284,7 @@ class Jobs:
                                             "evalue": f"stopped waiting for {jid}; it runs on", "traceback": []})
                         await session.emit(messages.done(cell, "interrupted"))
                         return
-                    await self._send(session, cell, event, skip)
-                    if _terminal(event):
+                    if await self._send(session, cell, event, skip):
                         return
             finally:
                 self._waiting.pop((session.id, cell), None)
@@ -312,19 +311,23 @@ class Jobs:
 
     def stop_waiting(self, session: Session, cell: str) -> bool:
         """The stop button during a ``get``: the wait ends (the job does not)."""
-        w = self._waiting.get((session.id, cell))
-        if w is None:
+        queue = self._waiting.get((session.id, cell))
+        if queue is None:
             return False
-        w.queue.put_nowait(None)
+        queue.put_nowait(None)
         return True
 
-    async def _send(self, session: Session, cell: str, event: list[bytes], skip: list) -> None:
+    async def _send(self, session: Session, cell: str, event: list[bytes], skip: list) -> bool:
+        """Send a kept event under ``cell`` (but the first ``skip[0]`` outputs); whether it was the
+        job's last (its ``done`` or ``failure``)."""
         header, inline = framing.parse_first(event[0])
-        if skip[0] > 0 and header.get("type") not in _TERMINAL:
+        last = header.get("type") in _TERMINAL
+        if skip[0] > 0 and not last:
             skip[0] -= 1
-            return
+            return False
         header["cell"] = cell
         await session.emit(header, inline, event[1:])
+        return last
 
     async def cancel(self, session: Session, jid: str) -> dict | None:
         """Stop the job (its queue place, its cold start or its run: interrupted, then killed after
@@ -392,13 +395,3 @@ class Jobs:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-class _Waiting:
-    def __init__(self, session, cell, queue):
-        self.session, self.cell, self.queue = session, cell, queue
-
-
-def _terminal(event: list[bytes]) -> bool:
-    header, _ = framing.parse_first(event[0])
-    return header.get("type") in _TERMINAL
