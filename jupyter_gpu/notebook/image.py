@@ -17,6 +17,7 @@ kernel's packages plus these.
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import os
 import shlex
@@ -123,6 +124,7 @@ class Image:
         return f"<jupyter_gpu.Image {self.name} {' > '.join(steps)}>"
 
 
+@functools.lru_cache(maxsize=64)  # a notebook repeats its few --pip lines: one Image (and one sealed spec) each
 def from_pip_line(line: str) -> Image:
     """``%%gpu --pip "a==1 b"``: the kernel's environment plus those packages."""
     # IPython leaves a quoted value's quotes: shlex removes them, and the requirements are its words
