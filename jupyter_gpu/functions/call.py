@@ -323,6 +323,10 @@ class calls_footer:
         def post_run_cell(result=None):
             calls, session.cell_calls = session.cell_calls, []
             if calls:
+                # what the cell printed here after its calls is still in the kernel's stream buffers:
+                # out first, so the footer is the cell's last output (as a %%gpu cell's is)
+                sys.stdout.flush()
+                sys.stderr.flush()
                 Publisher(session.shell).footer(footer.bundle(footer.summed(calls)))
 
         session.shell.events.register("post_run_cell", post_run_cell)

@@ -43,6 +43,8 @@ def test_remote_returns_what_local_does_and_prints_into_the_calling_cell(k):
     (f,) = there.footers()  # one footer for the cell's call, none for the local one
     assert f["calls"] == 1 and f["status"] == "ok" and f["gpu"] == "cpu"
     assert here.footers() == []
+    outputs = [e.msg for e in there.iopub if e.msg["msg_type"] in ("stream", "display_data")]
+    assert FOOTER_MIME in outputs[-1]["content"].get("data", {}), outputs  # the footer is the cell's last output
     # a cell of several calls: one footer, summing them
     cell = k.run("print([square.remote(i) for i in range(3)])")
     assert cell.stdout() == "squaring 0\nsquaring 1\nsquaring 2\n[0, 1, 4]\n"
