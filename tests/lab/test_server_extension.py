@@ -158,3 +158,20 @@ def test_state_shows_the_notebooks_worker_queue_and_cost(tmp_path, env):
         finally:
             kca.stop_channels()
             kcb.stop_channels()
+
+
+def test_a_notebooks_spawned_calls_are_in_its_cost(tmp_path, env):
+    with jupyter(tmp_path, env, base_url=BASE) as server:
+        a, kca = _kernel(server, "a.ipynb")
+        b, kcb = _kernel(server, "b.ipynb")
+        try:
+            _run(kca, "%load_ext jupyter_gpu\nimport jupyter_gpu\n"
+                      "@jupyter_gpu.function(gpu='cpu')\ndef triple(x):\n    return 3 * x\n"
+                      "print(triple.spawn(2).get())")
+            # the call ran in a session of the backend's own, yet it is this notebook's cost
+            state = _wait(server, a, lambda s: s["cost"]["cells"] == 1)
+            assert state["cost"]["usd"] > 0
+            assert server.get(f"jupyter-gpu/state?kernel={b}")[1]["cost"]["cells"] == 0  # not b's
+        finally:
+            kca.stop_channels()
+            kcb.stop_channels()

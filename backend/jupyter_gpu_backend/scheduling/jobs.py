@@ -67,6 +67,7 @@ class JobSession(Session):
 
     jobs: "Jobs"
     job: Job | None = None
+    origin: str = ""  # the spawning kernel's session id
 
     async def emit(self, header: dict, inline=b"", frames=()) -> None:
         job = self.job
@@ -129,7 +130,8 @@ class Jobs:
     def __init__(self, scheduler, store: JobStore, ttl: float):
         self.scheduler, self.store, self.ttl = scheduler, store, ttl
         self.live: dict[str, Job] = {}  # jobs of this backend (ended ones until their result is written)
-        self.idle: dict[tuple, list[JobSession]] = {}  # (user, pool key) -> job sessions free for the next job
+        # (spawning session, pool key) -> job sessions free for its next job
+        self.idle: dict[tuple, list[JobSession]] = {}
         self._pruned = 0.0
         self._tasks: set = set()
         self._waiting: dict = {}  # (session id, get's cell) -> its queue: what a stop press ends
@@ -150,7 +152,7 @@ class Jobs:
         run.id = header["cell"] = job.id
         header.pop("expect_worker", None)
         header["shm"] = False  # its value is stored, not mapped by a kernel
-        session = job.session = self._session_for(origin.user, run.key)
+        session = job.session = self._session_for(origin, run.key)
         session.job = job
         run.session = session
         self.live[job.id] = job
@@ -159,17 +161,20 @@ class Jobs:
         self._prune_later()
         return job
 
-    def _session_for(self, user: str, key: str) -> JobSession:
-        free = self.idle.get((user, key), [])
+    def _session_for(self, origin: Session, key: str) -> JobSession:
+        """A job session of the spawning kernel's: its id starts with the kernel's session id, so
+        what its calls cost is that notebook's where sessions are matched by it (the lab sidebar)."""
+        free = self.idle.get((origin.id, key), [])
         while free:
             s = free.pop()
             if self.scheduler.warm_lease(s, key) is not None:
                 return s  # its worker is warm: no cold start
             self._close(s)
-        s = JobSession(f"jobs-{secrets.token_hex(6)}", user)
+        s = JobSession(f"{origin.id}-job-{secrets.token_hex(4)}", origin.user)
         s.jobs = self
+        s.origin = origin.id
         self.scheduler.sessions[s.id] = s
-        self.ledger.session_opened(s.id, user)
+        self.ledger.session_opened(s.id, origin.user)
         return s
 
     def _close(self, s: JobSession) -> None:
@@ -233,7 +238,7 @@ class Jobs:
         self.live.pop(job.id, None)
         session = job.session
         session.job = None
-        self.idle.setdefault((job.user, job.run.key), []).append(session)
+        self.idle.setdefault((session.origin, job.run.key), []).append(session)
 
     # -- what a kernel asks --------------------------------------------------------------------------
     async def lookup(self, user: str, jid: str) -> dict | None:
