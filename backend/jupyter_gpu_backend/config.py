@@ -68,9 +68,11 @@ class BackendConfig:
         if not token:
             return None
         h = hash_token(token)
+        if self.users:  # a team backend: only its users' tokens, never the backend's own (issue 24)
+            return self.users.get(h)
         if secrets.compare_digest(h, self.token_hash):
             return OWNER
-        return self.users.get(h)
+        return None
 
 
 def parse_duration(value, what: str = "duration") -> float:
@@ -94,6 +96,8 @@ def load_users(path: str) -> dict:
         entries = json.load(f)
     if not isinstance(entries, dict) or not all(isinstance(v, str) and v for v in entries.values()):
         raise ValueError(f"{path}: expected a JSON object of user name -> non-empty token")
+    if OWNER in entries:  # the owner's rights (builds from the host's Dockerfiles) are no user's
+        raise ValueError(f"{path}: the user name {OWNER!r} is reserved for the backend's owner; use another")
     return {hash_token(token): user for user, token in entries.items()}
 
 

@@ -110,7 +110,9 @@ class BackendServer:
         if self.config.runtime_file:
             write_runtime_file(
                 self.config.runtime_file,
-                {"url": self.url, "token": self.config.token, "pid": os.getpid(), "runtime": self.config.runtime},
+                # (under --users the backend's own token opens nothing: not written either)
+                {"url": self.url, "token": None if self.config.users else self.config.token, "pid": os.getpid(),
+                 "runtime": self.config.runtime},
             )
         await self.scheduler.runtime.prepare()  # e.g. the local runtime's zygote starts importing now
         self.scheduler.spares.start()
@@ -139,7 +141,8 @@ def main(argv=None) -> None:
                     help="how workers start (else the config file's runtime, else $JUPYTER_GPU_RUNTIME): local (default), docker (containers on this host's Docker Engine; "
                          "JUPYTER_GPU_DOCKER_BASE / JUPYTER_GPU_DOCKER_IMAGE) or ray (JUPYTER_GPU_RAY_ADDRESS, "
                          "else a local ray.init())")
-    ap.add_argument("--token", default=settings.TOKEN.get() or None, help="client token (default: random)")
+    ap.add_argument("--token", default=None,
+                    help="client token (default: $JUPYTER_GPU_TOKEN, else random; not with --users)")
     ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
@@ -182,8 +185,10 @@ def main(argv=None) -> None:
         config.scale_up_queue = args.scale_up_queue
     if args.target_utilisation is not None:
         config.target_utilisation = args.target_utilisation
-    if args.token:
-        config.token = args.token
+    if args.users and args.token:
+        ap.error("--token and --users: under --users each client uses its own user's token")
+    if args.token or (settings.TOKEN.get() and not args.users):
+        config.token = args.token or settings.TOKEN.get()
     if args.keep_warm is not None:
         config.keep_warm = args.keep_warm
     if args.max_payload is not None:
@@ -193,7 +198,10 @@ def main(argv=None) -> None:
     if args.min_warm is not None:
         config.min_warm = args.min_warm
     if args.users:
-        config.users = load_users(args.users)
+        try:
+            config.users = load_users(args.users)
+        except (OSError, ValueError) as e:
+            ap.error(str(e))
     if args.ledger:
         config.ledger = args.ledger
     if args.job_ttl:
@@ -212,6 +220,7 @@ def main(argv=None) -> None:
         server = BackendServer(config)
     except ValueError as e:  # e.g. --dedicated for a GPU type this runtime does not offer, an image it cannot build
         ap.error(str(e))
-    if not args.runtime_file:
-        print(f"jupyter-gpu backend at {server.url}  token: {config.token}", flush=True)
+    if not args.runtime_file:  # under --users no token of the backend's own opens anything: none printed
+        who = f"users' tokens from {args.users}" if config.users else f"token: {config.token}"
+        print(f"jupyter-gpu backend at {server.url}  {who}", flush=True)
     asyncio.run(server.serve())
