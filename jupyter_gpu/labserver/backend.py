@@ -18,14 +18,14 @@ class NoBackend(Exception):
     """No backend is configured and the embedded one is not running (nothing to ask yet)."""
 
 
-def find(url: str | None = None, token: str | None = None) -> tuple[str, str, str]:
+def find() -> tuple[str, str, str]:
     """(url, token, source) like the kernel finds it, but never starts one.
 
     A backend started here would have no client and exit after its grace period; the kernel's
-    first `%%gpu` cell (or Pre-warm, which runs in the kernel) starts the embedded one.
+    first `%%gpu` cell (or Pre-warm, which runs in the kernel) starts the embedded one.  Only the
+    server's own configuration says which backend: a URL a request named would let any user of the
+    server make it fetch whatever that URL reaches from its host.
     """
-    if url:
-        return url.rstrip("/"), token or "", "settings"
     conf = embedded.configured()
     if conf:
         return conf[0], conf[1], "configured"

@@ -1,10 +1,15 @@
-"""Routes of the server extension, all under ``{base_url}jupyter-gpu/`` and all authenticated."""
+"""Routes of the server extension, all under ``{base_url}jupyter-gpu/``, all authenticated
+(``@web.authenticated``) and authorized by the server's Authorizer (``@authorized``, resource
+``kernels``: the sidebar shows the notebook kernels' workers and spend, so a user Jupyter keeps
+from the kernels is kept from this too).  They ask only the backend the server is configured with
+(``backend.find()``): never one a request names (a request forgery from the server's host)."""
 from __future__ import annotations
 
 import asyncio
 import json
 
 import tornado.web
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
@@ -14,11 +19,16 @@ from jupyter_gpu.labserver import backend
 PROXIED = {"health": (), "status": (), "runtime": (), "cells": ("session", "limit"), "queue": ()}
 
 
+AUTH_RESOURCE = "kernels"
+
+
 class _Base(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
     def backend(self) -> tuple[str, str, str]:
-        """The backend this request asks: the sidebar's setting (headers), else as the kernel finds it."""
-        return backend.find(self.request.headers.get("X-Jupyter-Gpu-Url"),
-                            self.request.headers.get("X-Jupyter-Gpu-Token"))
+        """The server's backend (JUPYTER_GPU_URL/TOKEN of the server, else the embedded one): no
+        request picks another."""
+        return backend.find()
 
     def reply(self, data: dict, status: int = 200) -> None:
         self.set_status(status)
@@ -28,12 +38,14 @@ class _Base(APIHandler):
 
 class CatalogHandler(_Base):
     @tornado.web.authenticated
+    @authorized
     async def get(self):
         self.reply({"catalog": backend.catalog([])})
 
 
 class ProxyHandler(_Base):
     @tornado.web.authenticated
+    @authorized
     async def get(self, route: str):
         if route not in PROXIED:
             raise tornado.web.HTTPError(404)
@@ -53,6 +65,7 @@ class StateHandler(_Base):
     """Everything the sidebar shows for one notebook's kernel (``?kernel=ID``), in one request."""
 
     @tornado.web.authenticated
+    @authorized
     async def get(self):
         kernel = self.get_query_argument("kernel", "") or ""
         state = {"backend": {"source": "none", "offers": []}, "catalog": [], "sessions": [], "workers": [],

@@ -9,16 +9,14 @@ export interface IBackendOverride {
   token?: string;
 }
 
-export async function fetchState(kernelId: string | null, backend: IBackendOverride): Promise<IState> {
+/** The sidebar's state, from the backend the Jupyter server is configured with (its JUPYTER_GPU_URL,
+ * else the embedded one): the server never asks a backend a request names (a request forgery from
+ * its host), so the lab setting's backend URL points the kernels only. */
+export async function fetchState(kernelId: string | null): Promise<IState> {
   const settings = ServerConnection.makeSettings();
   const query = URLExt.objectToQueryString(kernelId ? { kernel: kernelId } : {});
   const url = URLExt.join(settings.baseUrl, 'jupyter-gpu', 'state') + query;
-  const headers: Record<string, string> = {};
-  if (backend.url) {
-    headers['X-Jupyter-Gpu-Url'] = backend.url;
-    headers['X-Jupyter-Gpu-Token'] = backend.token || '';
-  }
-  const response = await ServerConnection.makeRequest(url, { headers }, settings);
+  const response = await ServerConnection.makeRequest(url, {}, settings);
   const text = await response.text();
   if (!response.ok) {
     throw new Error(`jupyter-gpu server extension: HTTP ${response.status} ${text.slice(0, 200)}`);

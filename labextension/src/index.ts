@@ -169,7 +169,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       polling = true;
       const kernelId = tracker.currentWidget?.sessionContext.session?.kernel?.id ?? null;
       try {
-        const state = await fetchState(kernelId, backend());
+        const state = await fetchState(kernelId);
         sidebar.update_(state, null);
         // named by what the session ran on: a CPU-only session's cost is not a GPU's
         const what = state.cost.seconds_unit === 'worker-s' ? 'cpu' : 'GPU';

@@ -80,15 +80,20 @@ def test_state_without_a_backend_shows_the_catalog(tmp_path, env):
         assert rows["H100"]["serverless_per_h"] > 0 and rows["H100"]["dedicated_per_h"] > 0
         assert state["workers"] == [] and state["cost"]["cells"] == 0
         assert server.get("jupyter-gpu/api/status")[0] == 503
-        # the lab setting's backend URL (sent as headers) replaces discovery; unreachable: said so
+        # a request cannot name another backend (tests/security/test_lab_server_auth.py)
         from tests.lab.server import free_port
 
         gone = f"http://127.0.0.1:{free_port()}"
         status, state = server.get("jupyter-gpu/state?kernel=0123456789",
                                    headers={"X-Jupyter-Gpu-Url": gone, "X-Jupyter-Gpu-Token": "t"})
-        assert status == 200 and state["backend"]["source"] == "settings"
+        assert status == 200 and state["backend"]["source"] == "none"
+    # the server's configured backend (JUPYTER_GPU_URL) replaces discovery; unreachable: said so
+    with jupyter(tmp_path / "configured", {**env, "JUPYTER_GPU_URL": gone, "JUPYTER_GPU_TOKEN": "t"},
+                 base_url=BASE) as server:
+        status, state = server.get("jupyter-gpu/state?kernel=0123456789")
+        assert status == 200 and state["backend"]["source"] == "configured"
         assert "cannot reach the backend" in state["backend"]["error"], state["backend"]
-        status, body = server.get("jupyter-gpu/api/health", headers={"X-Jupyter-Gpu-Url": gone})
+        status, body = server.get("jupyter-gpu/api/health")
         assert status == 502 and "cannot reach" in body["error"]
 
 
