@@ -64,6 +64,24 @@ def table(rows: list, name: str, advice: str | None = None) -> str:
 
 
 CELL_ADVICE = "  (the cell runs now, with the worker's versions)"
+_followed: list = [None]  # the directory of the kernel's versions this worker's sys.path has (follow)
+
+
+def follow(path: str) -> None:
+    """Put ``path`` (the backend's directory of the kernel's versions of what the notebook uses that
+    this worker's image lacks or has at others: scheduling/follow.py) before this worker's
+    site-packages, in place of the one before: what the cell imports from now on is the kernel's.
+    A module loaded already stays as it is (the table says so).  The same path again: nothing; "":
+    none any more (the kernel has the image's versions again)."""
+    if path == (_followed[0] or ""):
+        return
+    if _followed[0] in sys.path:
+        sys.path.remove(_followed[0])
+    if path:
+        at = next((i for i, p in enumerate(sys.path) if p.endswith(("site-packages", "dist-packages"))), len(sys.path))
+        sys.path.insert(at, path)
+    _followed[0] = path or None
+    _here.reset()
 
 
 def cell_table(kernel: dict) -> str | None:

@@ -145,6 +145,12 @@ class Execute(_Envelope, total=False):
     # the kernel's installed versions of the packages the cell imports or ships values of (notebook/uses.py),
     # {module: version}, absent when none: the worker shows a table of those it differs in (_wire/versions.py)
     versions: dict[str, str]
+    # of those, the ones whose distribution is named otherwise ({"PIL": "Pillow"}): what the backend
+    # pins when it brings the kernel's versions to a worker that lacks them (scheduling/follow.py)
+    dists: dict[str, str]
+    # added by the backend: a directory of the kernel's versions of what the notebook's cells used that
+    # the worker's image lacks or has at others, put before its site-packages (scheduling/follow.py)
+    follow: str
     # instead of code: a function's call (jupyter_gpu/functions/): fn (a value) or fn_hash (held
     # there), source [file, cell number, text] of its defining cell, args (a value: (args, kwargs))
     # or items (a value: a map's batch of them) with return_exceptions

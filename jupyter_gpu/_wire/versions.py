@@ -158,6 +158,13 @@ class Loaded:
         if self.installed.refresh():
             importlib.invalidate_caches()  # Python's own directory listings may lag behind an install
 
+    def reset(self) -> None:
+        """Forget everything: ``sys.path``'s package directories changed (handshake.follow)."""
+        importlib.invalidate_caches()
+        self.installed = Installed()
+        self._loaded.clear()
+        self._rows.clear()
+
     def here(self, top: str) -> str | None:
         """The version of ``top`` that code run here now gets: the loaded one, else the installed."""
         mod, disk = sys.modules.get(top), self.installed.version(top)

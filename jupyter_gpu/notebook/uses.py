@@ -23,6 +23,7 @@ from jupyter_gpu.notebook.cell_options import nested_magic
 _LIMIT = 256  # distinct cell texts (and value types) kept; a notebook has far fewer
 _imports: dict[str, tuple] = {}  # cell text -> the top-level packages it imports
 _type_tops: dict[type, str | None] = {}  # a value's type -> its package (None: none worth comparing)
+_names: dict[tuple, str | None] = {}  # (module, version) -> its distribution's name, where it differs
 _AGAIN = 1.0  # seconds: how long a look at the environment lasts while only `%%gpu` cells run
 _looked = [-2, 0.0]  # the execution count and time.monotonic() of the cell that last looked
 _REQ = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a requirement's distribution name
@@ -31,7 +32,8 @@ _NORM = re.compile(r"[-.]+")
 
 def fields(shell, source: str, names, ns: dict, spec: dict | None = None) -> dict:
     """``{"versions": {module: version}}`` of the packages the cell uses that the kernel has
-    installed; {} when there are none.  A package the cell's image ``spec`` installs itself
+    installed (and ``"dists"``, {module: distribution}, where a distribution is named otherwise);
+    {} when there are none.  A package the cell's image ``spec`` installs itself
     (``pip_install``, ``--pip``) is left out: its version there is the one asked for."""
     tops = _imports.get(source)
     if tops is None:
@@ -52,7 +54,23 @@ def fields(shell, source: str, names, ns: dict, spec: dict | None = None) -> dic
         pinned = _pinned(spec)
         found = {top: v for top, v in found.items() if _norm(top) not in pinned
                  and _norm(getattr(handshake.distribution(top), "name", "") or "") not in pinned}
-    return {"versions": found} if found else {}
+    if not found:
+        return {}
+    named = {top: d for top, v in found.items() if (d := _dist_name(top, v)) is not None}
+    return {"versions": found, "dists": named} if named else {"versions": found}
+
+
+def _dist_name(top: str, version: str) -> str | None:
+    """The name of the distribution that provides ``top`` where it is not ``top`` itself (PIL:
+    Pillow), else None: what the backend pins when it brings this version to a worker.  Kept per
+    (module, version): a distribution's name is read from its METADATA file (~20 us)."""
+    key = (top, version)
+    if key not in _names:
+        name = getattr(handshake.distribution(top), "name", None)
+        if len(_names) >= _LIMIT:
+            _names.clear()
+        _names[key] = name if name and _norm(name) != _norm(top) else None
+    return _names[key]
 
 
 def _look(shell) -> None:

@@ -128,3 +128,81 @@ def test_on_docker_every_kind_of_layer_is_in_the_image_and_a_missing_registry_im
     assert bad.reply["content"]["ename"] == "ImageBuildFailed" and bad.footers() == []
     assert "from_registry('jupyter-gpu-test/not-here:1'): the image is not on this machine and pulling it failed" \
         in bad.reply["content"]["evalue"]
+
+
+TABULATE_OLD, TABULATE_NEW, JOKES = "tabulate==0.8.10", "tabulate==0.9.0", "pyjokes==0.8.3"  # tiny, pure, no deps
+DIFFERS = "the worker's environment differs from the kernel's in what this cell uses"
+
+
+def _installed(name: str) -> bool:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pip", "show", "-q", name], capture_output=True).returncode == 0
+
+
+def _pip(kernel, requirement: str) -> None:
+    cell = kernel.run(f"%pip install -q --no-deps --disable-pip-version-check {requirement}", timeout=300)
+    assert "error" not in (cell.stdout() + cell.stderr()).lower(), cell.stdout() + cell.stderr()
+
+
+@pytest.fixture
+def kernel_packages():
+    """tabulate and pyjokes absent from the kernel's environment before the test and after it."""
+    import subprocess
+    import sys
+
+    here = [n for n in ("tabulate", "pyjokes") if _installed(n)]
+    if here:
+        pytest.fail(f"{', '.join(here)} is installed in {sys.prefix} already: this test installs and removes it")
+    _forget_followed()
+    yield
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "tabulate", "pyjokes"], capture_output=True)
+    _forget_followed()
+
+
+def _forget_followed() -> None:
+    """The backends' directories of the kernel's versions that hold either package (follow.py)."""
+    from jupyter_gpu_backend.runtimes.base import follow_root_dir
+
+    for info in follow_root_dir().glob("*/site-packages/*.dist-info"):
+        if info.name.startswith(("tabulate-", "pyjokes-")):
+            shutil.rmtree(info.parent.parent, ignore_errors=True)
+
+
+def test_a_default_worker_follows_the_kernels_pip_installs_without_losing_its_namespace(kernel, runtime,
+                                                                                         kernel_packages):
+    # docker's worker image has neither package: the backend gives its workers the kernel's versions
+    # (scheduling/follow.py); local and ray workers run the kernel's own environment here
+    version = "%%gpu\nimport tabulate\nprint(tabulate.__version__, kept)"
+    kernel.run("%gpu release")
+    _pip(kernel, TABULATE_OLD)
+    first = kernel.run("%%gpu\nkept = 'kept'\n" + version.partition("\n")[2], timeout=300)
+    said = strip_ansi(first.stderr())
+    assert first.stdout() == "0.8.10 kept\n" and DIFFERS not in said, said[-2000:]
+    worker = first.footers()[-1]["worker"]
+    if runtime.name == "docker":
+        assert "giving the worker the kernel's tabulate==0.8.10" in said, said
+        assert first.footers()[-1]["timings"]["build"] > 0
+
+    # a package new to the kernel: the same warm worker imports it, its namespace kept
+    _pip(kernel, JOKES)
+    _pip(kernel, TABULATE_NEW)
+    jokes = kernel.run("%%gpu\nimport pyjokes\nprint(bool(pyjokes.get_joke()), kept)", timeout=300)
+    assert jokes.stdout() == "True kept\n" and DIFFERS not in jokes.stderr(), strip_ansi(jokes.stderr())[-2000:]
+    assert jokes.footers()[-1]["worker"] == worker and not jokes.footers()[-1]["cold"]
+
+    # upgraded in the kernel: the warm worker has 0.8.10 loaded, and one table says so and what to do
+    warm = kernel.run(version, timeout=300)
+    said = strip_ansi(warm.stderr())
+    assert warm.stdout() == "0.8.10 kept\n" and DIFFERS in said and "%gpu release" in said, said[-2000:]
+    row = next(line for line in said.splitlines() if line.strip().startswith("tabulate"))
+    assert row.split()[:3] == ["tabulate", "0.9.0", "0.8.10"], row
+    assert warm.footers()[-1]["worker"] == worker
+
+    # a fresh worker imports the kernel's new version
+    kernel.run("%gpu release")
+    fresh = kernel.run("%%gpu\nimport tabulate, pyjokes\nfrom importlib.metadata import version\n"
+                       "print(tabulate.__version__, version('pyjokes'))", timeout=300)
+    assert fresh.stdout() == "0.9.0 0.8.3\n" and DIFFERS not in fresh.stderr(), strip_ansi(fresh.stderr())[-2000:]
+    assert fresh.footers()[-1]["worker"] != worker

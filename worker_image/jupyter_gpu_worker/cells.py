@@ -194,6 +194,8 @@ class CellRunner:
         self.workdir.enter(cwd, lambda text: self.emitter.write_stream("stderr", text))  # seen (_directory)
         if "env" in h or "path" in h or self.environ.paths:
             self.environ.apply(h.get("env"), h.get("path"), self.mirrors.mirror_path if self.mirrors.root else None)
+        if "follow" in h:  # the kernel's versions of what the notebook uses, where the image has others
+            handshake.follow(h["follow"])
         if "versions" in h:  # the kernel's versions of the packages the cell uses: where this worker differs, a table
             said = handshake.cell_table(h["versions"])
             if said:

@@ -201,7 +201,8 @@ class Kernels:
             await drain(header, ws)
             await session.emit({"type": messages.RESEND, "cell": cell, "reason": "the worker holding your values is gone"})
             return
-        lease = self.scheduler.warm_lease(session, run.key)
+        # a cell whose worker must first get the kernel's versions (scheduling/follow.py) waits off this loop
+        lease = None if self.scheduler.follow.plan(run, header) else self.scheduler.warm_lease(session, run.key)
         if lease is not None:
             # warm path: forward frames as they arrive, no buffering
             frames = iter_frames(header, ws)
@@ -224,7 +225,7 @@ class Kernels:
         lifecycle.queued(run)
         self.scheduler.starting[run.id] = run  # an interrupt meanwhile is kept for after the start
         try:
-            await self.scheduler.build(run)  # its jupyter_gpu.Image, first (a failure leases nothing)
+            await self.scheduler.build(run, header)  # its jupyter_gpu.Image, first (a failure leases nothing)
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
             if not run.interrupts:
                 lifecycle.running(run)

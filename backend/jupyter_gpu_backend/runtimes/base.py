@@ -52,9 +52,20 @@ async def wait_exits(handles, timeout: float = 5.0) -> None:
             pass
 
 
+def follow_root_dir():
+    """Where the kernel's versions for default workers go (scheduling/follow.py), under the cache."""
+    from pathlib import Path
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root, "jupyter-gpu", "follow")
+
+
 class Runtime(ABC):
     name: str  # "local", "docker", "ray": what --runtime names it
     shares_host = False  # its workers see the backend host's /dev/shm (payloads may go by shared memory)
+    # its default workers get the kernel's versions of what cells use (scheduling/follow.py); local's
+    # run the backend's interpreter, which an embedded backend shares with the kernel
+    follows_kernel = False
     worker_is = "process"  # what a worker is, in exit_cause's words
     missing_log = ""  # what log_tail says when the worker's log file cannot be read
 
@@ -180,6 +191,22 @@ class Runtime(ABC):
 
         raise ImageBuildFailed(f"the {self.name} runtime cannot build a jupyter_gpu.Image yet; "
                                "the backend's named images ([images.NAME]) are what it offers")
+
+    async def worker_facts(self) -> dict:
+        """The default worker's environment, ``{"python": "3.11", "dists": {name: version}}``
+        (scheduling/follow.py): here, the backend's own interpreter, which local and ray workers run."""
+        from jupyter_gpu._wire import versions
+        from jupyter_gpu_backend.scheduling.follow import host_facts
+
+        self._facts_dirs = versions.site_dirs()
+        self._facts_stamp = versions.stamp(self._facts_dirs)
+        return await asyncio.to_thread(host_facts)
+
+    def facts_stale(self) -> bool:
+        """Whether the default worker's environment changed since ``worker_facts`` (one stat a directory)."""
+        from jupyter_gpu._wire import versions
+
+        return versions.stamp(getattr(self, "_facts_dirs", ())) != getattr(self, "_facts_stamp", None)
 
     async def prepare(self) -> None:
         """Start, in the background, what workers will need (called once the backend serves)."""

@@ -34,7 +34,7 @@ from jupyter_gpu._wire.shm import pid_alive
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
 from jupyter_gpu_backend.runtimes import docker_mounts
-from jupyter_gpu_backend.runtimes.base import Runtime, exit_text, wait_exits
+from jupyter_gpu_backend.runtimes.base import Runtime, exit_text, follow_root_dir, wait_exits
 from jupyter_gpu_backend.runtimes.local import detect_gpus
 from jupyter_gpu._wire import settings
 
@@ -66,6 +66,7 @@ def container_code(code: int) -> int:
 class DockerRuntime(Runtime):
     name = "docker"
     shares_host = False  # a container has its own /dev/shm: payloads go on the wire
+    follows_kernel = True  # scheduling/follow.py
     worker_is = "container"
 
     def __init__(self, worker_url: str, image: str | None = None, images: dict | None = None, mounts=()):
@@ -162,6 +163,26 @@ class DockerRuntime(Runtime):
         self._specs[image.name] = spec
         return image, built + layers
 
+    async def worker_facts(self) -> dict:
+        """The default worker image's Python and installed versions (scheduling/follow.py), asked
+        of the image once (a container that prints them)."""
+        from jupyter_gpu_backend.runtimes.docker_envs import DockerEnvs
+
+        if self.envs is None:
+            self.envs = DockerEnvs(self.client)
+        spec = self.images[DEFAULT_IMAGE]
+        tag = spec.docker_tag or await self._current_image(spec.base)
+        facts = await asyncio.get_running_loop().run_in_executor(None, self.envs.facts, tag)
+        self._facts_tag = tag
+        return facts
+
+    def facts_stale(self) -> bool:
+        """Whether the default worker image is another since ``worker_facts`` (its worker was rebuilt)."""
+        task = self._image_task
+        current = task.result() if task is not None and task.done() and not task.cancelled() and \
+            task.exception() is None else None
+        return current is not None and current != getattr(self, "_facts_tag", None)
+
     async def wait_ready(self, timeout: float) -> bool:
         await self.prepare()
         try:
@@ -222,6 +243,10 @@ class DockerRuntime(Runtime):
             log.info("worker %s: %s is not mounted: %s", worker_id, path, why)
         env = {**self.passed_on(), **spec.worker_env(), **mounts.env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
         opts = mounts.create_options()
+        # the kernel's versions of what its cells use, which the image lacks (follow.py): read-only
+        follow_root = str(follow_root_dir())
+        os.makedirs(follow_root, mode=0o755, exist_ok=True)
+        opts.setdefault("volumes", {})[follow_root] = {"bind": follow_root, "mode": "ro"}
         if index is None:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
         else:  # exactly its own GPU, which is device 0 inside the container

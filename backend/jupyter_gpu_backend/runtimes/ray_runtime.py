@@ -80,6 +80,7 @@ def _actor_class(ray):
 class RayRuntime(Runtime):
     name = "ray"
     shares_host = False  # actors may live on other nodes: payloads go on the wire
+    follows_kernel = True  # scheduling/follow.py
     missing_log = "(the log is on the node that ran the actor)"
 
     def __init__(self, worker_url: str, address: str | None = None, images: dict | None = None):

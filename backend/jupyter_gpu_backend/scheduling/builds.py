@@ -46,16 +46,7 @@ class Builds:
         if spec is None or run.image in images:
             return
         t0 = time.monotonic()
-        announced = []
-
-        def say(text: str) -> None:
-            if not announced:  # the status line says "build" once there is something to build
-                announced.append(True)
-                asyncio.ensure_future(run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "build",
-                                                        "gpu": run.gpu}))
-            asyncio.ensure_future(run.session.emit({"type": messages.STREAM, "cell": run.id, "name": "stderr",
-                                                    "text": text}))
-
+        say = sayer(run)
         async with self._locks.setdefault(run.image, asyncio.Lock()):
             if run.image in images:
                 return  # another cell's build of the same spec, just finished
@@ -64,3 +55,19 @@ class Builds:
             self.specs.pop(run.image, None)
         if built:
             run.build = time.monotonic() - t0
+
+
+def sayer(run):
+    """``say(text)``: a build's output, into the run's cell as its stderr; the first also turns the
+    cell's status line to ``build`` (follow.py's too)."""
+    announced = []
+
+    def say(text: str) -> None:
+        if not announced:  # the status line says "build" once there is something to build
+            announced.append(True)
+            asyncio.ensure_future(run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "build",
+                                                    "gpu": run.gpu}))
+        asyncio.ensure_future(run.session.emit({"type": messages.STREAM, "cell": run.id, "name": "stderr",
+                                                "text": text}))
+
+    return say

@@ -145,6 +145,10 @@ class Session:
     user: str
     conn: Conn | None = None
     leases: dict = field(default_factory=dict)  # pool key (images.pool_key: gpu, or gpu@image) -> Lease
+    # the kernel's versions its default workers have (follow.py): distribution -> version, and their directory
+    follow_pins: dict = field(default_factory=dict)
+    follow_dir: str | None = None
+    follow_tried: dict = field(default_factory=dict)  # the last pins asked for, made or not (not again)
     seq: int = 0
 
     async def emit(self, header: dict, inline=b"", frames=()) -> None:

@@ -29,6 +29,7 @@ from jupyter_gpu_backend.runtimes.images import default_images
 from jupyter_gpu_backend.accounting.ledger import NullLedger
 from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.scheduling.lifecycle import CellLifecycle
+from jupyter_gpu_backend.scheduling.follow import Follow
 from jupyter_gpu_backend.scheduling.lane_cells import LaneCells
 from jupyter_gpu_backend.scheduling.model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker
 from jupyter_gpu_backend.scheduling.spares import SparePool
@@ -70,6 +71,7 @@ class Scheduler:
         self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
         self._reaping: set = set()  # runtime.stop of gone workers, under way
         self.builds = Builds(self)  # jupyter_gpu.Image specs, built before their first worker
+        self.follow = Follow(runtime, enabled=runtime.follows_kernel)  # the kernel's versions, for default workers
 
     # -- sessions ------------------------------------------------------------------------------
     def session(self, session_id: str, user: str) -> Session:
@@ -112,9 +114,12 @@ class Scheduler:
             raise NoSuchImage(f"no worker image {image!r} on this backend; its images: {', '.join(sorted(self.images))}")
         return image
 
-    async def build(self, run: CellRun) -> None:
-        """Build the run's ``jupyter_gpu.Image`` if this backend has not (builds.py)."""
+    async def build(self, run: CellRun, header: dict | None = None) -> None:
+        """Build the run's ``jupyter_gpu.Image`` if this backend has not (builds.py), and the
+        kernel's versions its default worker lacks (follow.py)."""
         await self.builds.build(run)
+        if header is not None:
+            await self.follow.build(run, header)
 
     def stale(self, session: Session, run: CellRun, header: dict) -> bool:
         """True when the kernel assumed values on a worker this session no longer has."""
