@@ -20,6 +20,13 @@ class ConnectionLost(GpuError):
     code = "connection_lost"
 
 
+class BackendTimeout(ConnectionLost):
+    """The backend answered nothing, not even a ping, for too long (JUPYTER_GPU_BACKEND_DEADLINE),
+    or not within a few seconds of a stop press: the cell's wait ended."""
+
+    code = "backend_timeout"
+
+
 class AuthError(GpuError):
     """The backend refused the token."""
 
@@ -123,6 +130,7 @@ ERRORS_BY_CODE: dict[str, type[GpuError]] = {
     for cls in (
         GpuError,
         ConnectionLost,
+        BackendTimeout,
         AuthError,
         ProtocolMismatch,
         NoSuchDevice,

@@ -1,5 +1,7 @@
-"""The kernel's blocking connection to the backend (``websockets.sync``: ~0.3 ms/cell cheaper
-than an asyncio client on a background thread, see ENVIRONMENT.md)."""
+"""The kernel's blocking connection to the backend (``wsclient``: read in the cell's own thread,
+~0.3 ms/cell cheaper than an asyncio client on a background thread, see ENVIRONMENT.md), over TLS
+for an ``https://`` backend.  ``deadline`` (JUPYTER_GPU_BACKEND_DEADLINE) bounds a send the
+backend takes nothing of; the driver bounds the waits (_client/watch.py)."""
 from __future__ import annotations
 
 import inspect
@@ -7,8 +9,8 @@ import inspect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from jupyter_gpu._wire import framing, messages, wsclient
-from jupyter_gpu.errors import AuthError, ConnectionLost, ProtocolMismatch
+from jupyter_gpu._wire import framing, messages, settings, wsclient
+from jupyter_gpu.errors import AuthError, BackendTimeout, ConnectionLost, ProtocolMismatch
 
 
 # websockets >= 17 wants long-lived connections opened with legacy=True (older versions lack it)
@@ -21,13 +23,25 @@ def open_websocket(url: str, headers: dict, open_timeout: float = 10):
                    open_timeout=open_timeout, **_DIRECT)
 
 
+def deadline() -> float:
+    """JUPYTER_GPU_BACKEND_DEADLINE, in seconds: positive and finite."""
+    raw = settings.BACKEND_DEADLINE.get()
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{settings.BACKEND_DEADLINE.name}={raw!r}: expected a number of seconds > 0")
+    return value
+
+
 class BackendClient:
     def __init__(self, url: str, token: str, session_id: str):
         ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        self.deadline = deadline()
         try:
             target, headers = f"{ws_url}/ws/session/{session_id}", {"Authorization": f"token {token}"}
-            # plain ws:// is read in this thread (one thread wake-up less per message)
-            self.ws = wsclient.Connection(target, headers) if ws_url.startswith("ws://") else open_websocket(target, headers)
+            self.ws = wsclient.Connection(target, headers, send_timeout=self.deadline)
         except InvalidStatus as e:
             code = e.response.status_code
             if code in (401, 403):
@@ -55,6 +69,9 @@ class BackendClient:
                 n += len(f) if isinstance(f, bytes) else f.nbytes
         except ConnectionClosed as e:
             raise ConnectionLost(f"the connection to the backend closed: {e}") from None
+        except TimeoutError:
+            raise BackendTimeout(f"the backend at {self.url} took nothing of what this kernel sent for "
+                                 f"{self.deadline:g} s ({settings.BACKEND_DEADLINE.name})") from None
         return n
 
     def recv(self, timeout: float | None = None) -> framing.Message | None:
@@ -82,4 +99,9 @@ class BackendClient:
 
 
     def close(self) -> None:
+        self.ws.close()
+
+    def abort(self) -> None:
+        """Close without waiting on the backend (one that answers nothing): the next cell reconnects."""
+        self.ws.abort()
         self.ws.close()

@@ -5,7 +5,9 @@ blocks reading the request's events (from the backend, or from the worker's lane
 to a sink, which makes them what they are where it runs (the notebook's: notebook/sink.py).  While
 it waits, a stop-button press (SIGINT) becomes an interrupt request and a second one asks the
 backend to kill the worker; ``--timeout`` and ``--max-cost`` (cost/limit.py) press it as the stop
-button would.  Events keep being read either way, so no output is lost.
+button would.  Events keep being read either way, so no output is lost.  A backend that answers
+nothing, not even a ping, ends the wait with ``BackendTimeout`` (watch.py): past its deadline, or
+a few seconds after a stop press.
 
 The sink (one method call per event):
   stream(name, text)          a stream's text; also the driver's own notes, on "stderr"
@@ -31,9 +33,10 @@ import signal
 import threading
 import time
 
+from jupyter_gpu._client.watch import BackendWatch
 from jupyter_gpu._wire import framing, messages
 from jupyter_gpu.cost.limit import CellBudget
-from jupyter_gpu.errors import from_failure
+from jupyter_gpu.errors import BackendTimeout, from_failure
 
 POLL = 0.05  # how often the waiting thread looks at the interrupt flag
 
@@ -89,6 +92,7 @@ def drive_items(sink, conn, cell: str, *, backend, gpu: str, image: str | None, 
             and msg.header.get("status") != "resend"):
         return sink.done(msg)
     live = sink.waiting()
+    watch = BackendWatch(conn, backend, time.monotonic())
     stop = StopButton()
     kernel_sigint = stop.trap()  # the kernel's own handler, None off the main thread
     sent_interrupts = 0
@@ -118,8 +122,15 @@ def drive_items(sink, conn, cell: str, *, backend, gpu: str, image: str | None, 
                     conn.send({"type": messages.INTERRUPT, "cell": cell})
                 else:  # only the backend can kill a worker
                     backend.send({"type": messages.KILL, "cell": cell, "gpu": gpu, "image": image})
+                watch.press(time.monotonic())
             live.tick()
             if msg is None:
+                try:
+                    watch.quiet(time.monotonic())  # (only after a wait that brought nothing)
+                except BackendTimeout:
+                    live.clear()
+                    backend.abort()  # the next cell connects again
+                    raise
                 continue
             h, buffers, msg = msg.header, msg.buffers, None
             if h.get("cell") not in (cell, None):

@@ -41,6 +41,12 @@ RUNTIME_DIR = _s("JUPYTER_GPU_RUNTIME_DIR", None, "kernel, backend",
                  "where the embedded backend's runtime file lives (default: Jupyter's runtime dir + jupyter-gpu/)")
 EMBEDDED_GRACE = _s("JUPYTER_GPU_EMBEDDED_GRACE", "10", "backend",
                     "seconds the embedded backend stays after its last client left")
+BACKEND_DEADLINE = _s("JUPYTER_GPU_BACKEND_DEADLINE", "30", "kernel, run",
+                      "seconds a waiting cell gives a backend that answers nothing, not even the kernel's "
+                      "pings, before it fails (a quiet cell on a well backend is never failed)")
+CAFILE = _s("JUPYTER_GPU_CAFILE", None, "kernel, run, worker, backend",
+            "PEM certificates trusted, besides the system's, for an https:// / wss:// backend (a self-signed "
+            "one); serve --cafile sets it for the backend's own workers")
 
 # -- a kernel's `%%gpu` defaults --------------------------------------------------------------------
 DEFAULT_GPU = _s("JUPYTER_GPU_DEFAULT_GPU", None, "kernel", "`%%gpu`'s --gpu when a cell gives none (run: the notebook's metadata)")

@@ -4,13 +4,21 @@
 thread: one extra thread wake-up per message, ~0.1-0.3 ms on a busy 2-core machine, paid on every
 hop of every cell.  The kernel side only ever reads from the thread that runs the cell, so it can
 drive websockets' sans-I/O protocol itself.  The backend does not send pings (an idle kernel reads
-nothing and could not answer them); TCP keepalive finds dead peers instead.
+nothing and could not answer them); TCP keepalive finds dead peers instead.  A kernel waiting on a
+cell pings the backend itself when it has heard nothing for a while (``heard``, ``ping``: the
+driver's deadline, jupyter_gpu/_client/watch.py).
+
+``wss://`` is the same client over TLS (``ssl``), the certificate verified against the system's
+CAs and ``JUPYTER_GPU_CAFILE`` (a self-signed backend's certificate): kernels and workers alike.
 """
 from __future__ import annotations
 
+import functools
 import os
 import select
 import socket
+import ssl
+import struct
 import threading
 import time
 
@@ -21,7 +29,20 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from jupyter_gpu._wire import settings
+
 RECV_SIZE = 1 << 20
+
+
+@functools.lru_cache(maxsize=8)
+def tls_context(cafile: str | None = None) -> ssl.SSLContext:
+    """A client context that verifies the backend's certificate and host name: the system's CAs,
+    plus ``cafile`` (default ``JUPYTER_GPU_CAFILE``), e.g. a self-signed backend's own certificate."""
+    ctx = ssl.create_default_context()
+    cafile = cafile or settings.CAFILE.get()
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    return ctx
 
 
 def keepalive(sock: socket.socket) -> None:
@@ -37,13 +58,26 @@ class Connection:
     Any thread may send (frames are written whole, in order); one thread at a time may receive.
     """
 
-    def __init__(self, url: str, headers: dict, open_timeout: float = 10.0):
+    def __init__(self, url: str, headers: dict, open_timeout: float = 10.0, send_timeout: float | None = None,
+                 cafile: str | None = None):
         uri = parse_uri(url)
-        if uri.secure:
-            raise ValueError("wss:// needs the websockets.sync client (TLS), not this one")
-        self.sock = socket.create_connection((uri.host, uri.port), timeout=open_timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        keepalive(self.sock)
+        sock = socket.create_connection((uri.host, uri.port), timeout=open_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keepalive(sock)
+        if send_timeout:  # a send the peer takes nothing of for this long fails (the kernel's deadline):
+            # set in the kernel's socket, so it costs no per-send work here
+            sec = int(send_timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", sec, int((send_timeout - sec) * 1e6)))
+        self.tls = uri.secure
+        if self.tls:
+            try:
+                sock = tls_context(cafile).wrap_socket(sock, server_hostname=uri.host)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
+        self.heard = time.monotonic()  # when the peer last sent anything (a pong too)
         self.protocol = ClientProtocol(uri, max_size=None)
         self._proto_lock = threading.Lock()  # the sans-I/O protocol object is not thread-safe
         self._send_lock = threading.Lock()  # keeps each sender's frames whole and in order
@@ -86,7 +120,7 @@ class Connection:
     def _read(self, timeout: float | None, wake_fd: int | None = None) -> bool:
         """Read what the socket has (waiting up to ``timeout``); False when nothing came or
         ``wake_fd`` became readable (its bytes are consumed)."""
-        if timeout is not None or wake_fd is not None:
+        if (timeout is not None or wake_fd is not None) and not (self.tls and self.sock.pending()):
             fds = [self.sock] if wake_fd is None else [self.sock, wake_fd]
             ready, _, _ = select.select(fds, [], [], timeout)
             if wake_fd is not None and wake_fd in ready:
@@ -100,6 +134,7 @@ class Connection:
             data = b""
         with self._proto_lock:
             if data:
+                self.heard = time.monotonic()
                 self.protocol.receive_data(data)
             else:
                 self.protocol.receive_eof()
@@ -131,13 +166,30 @@ class Connection:
         without waiting (~2 us), so a request is not sent into a connection that is already gone."""
         if self.protocol.state is not State.OPEN:
             return True
-        if not select.select([self.sock], [], [], 0)[0]:
+        if not (self.tls and self.sock.pending()) and not select.select([self.sock], [], [], 0)[0]:
             return False
         try:
             self._read(0)  # (a message that came is kept for recv)
         except (ConnectionClosed, OSError):
             return True
         return self.protocol.state is not State.OPEN
+
+    def pump(self) -> None:
+        """Read what the peer sent already, without waiting (a pong: ``heard``); its messages are
+        kept for ``recv``.  For a connection another wait is not reading (a lane cell's backend)."""
+        self.closed_by_peer()
+
+    def ping(self) -> None:
+        """Ask the peer for a pong (its answer moves ``heard``); a connection that is gone: nothing."""
+        if self.protocol.state is not State.OPEN:
+            return
+        with self._send_lock:
+            with self._proto_lock:
+                self.protocol.send_ping(os.urandom(4))
+            try:
+                self._flush()
+            except OSError:
+                pass
 
     def buffered(self) -> bool:
         """True when a whole message was already read and waits to be taken."""
@@ -161,8 +213,19 @@ class Connection:
                 self.protocol.send_binary(data if isinstance(data, bytes) else bytes(data))
             try:
                 self._flush()
+            except BlockingIOError:  # SO_SNDTIMEO: the peer took nothing for send_timeout; half a frame
+                # may be out, so the connection cannot go on
+                self.abort()
+                raise TimeoutError("the peer took nothing of a message for the send timeout") from None
             except OSError:
                 raise self._closed() from None
+
+    def abort(self) -> None:
+        """Shut the socket at once, without a close handshake (a peer that takes nothing)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def close(self) -> None:
         try:
