@@ -58,6 +58,9 @@ class BackendConfig:
     # spawned calls (scheduling/jobs.py): how long a result is kept after its call ends; where results are
     job_ttl: float = field(default_factory=lambda: parse_duration(settings.JOB_TTL.get(), settings.JOB_TTL.name))
     job_dir: str | None = field(default_factory=lambda: settings.JOB_DIR.get())
+    # TLS (serve --certfile/--keyfile): https:// and wss:// only, the workers too (they trust cafile)
+    certfile: str | None = None
+    keyfile: str | None = None
 
     @property
     def token_hash(self) -> str:

@@ -65,9 +65,10 @@ class BackendServer:
         self.sock.bind((config.host, config.port))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://{config.host}:{self.port}"
+        tls = bool(config.certfile)
+        self.url = f"{'https' if tls else 'http'}://{config.host}:{self.port}"
         check_for_runtime(config.images, config.runtime)  # e.g. `python` for docker: refused, naming the key
-        runtime = make_runtime(config.runtime, f"ws://{config.host}:{self.port}/ws/worker", config.images,
+        runtime = make_runtime(config.runtime, f"{'wss' if tls else 'ws'}://{config.host}:{self.port}/ws/worker", config.images,
                                docker_mounts=config.docker_mounts)
         self.ledger = Ledger(config.ledger or default_ledger_path())
         if any(self.ledger.recovered.values()):
@@ -83,6 +84,8 @@ class BackendServer:
             uvicorn.Config(
                 self.app,
                 log_level="warning",
+                ssl_certfile=config.certfile,
+                ssl_keyfile=config.keyfile,
                 ws_max_size=2 * 1024 * 1024 * 1024,
                 ws_per_message_deflate=False,
                 # no pings: a kernel reads only while a cell runs and could not answer them
@@ -133,6 +136,17 @@ class BackendServer:
                 remove_runtime_file(self.config.runtime_file)
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="jupyter-gpu serve", description="Run the jupyter-gpu backend.")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -165,6 +179,11 @@ def main(argv=None) -> None:
     ap.add_argument("--budget-warn", type=float, default=0.8, help="warn past this fraction of a budget (0.8)")
     ap.add_argument("--no-lane", action="store_true",
                     help="relay every cell through the backend (no direct kernel-worker lane on this host)")
+    ap.add_argument("--certfile", help="serve https:// and wss:// only, with this PEM certificate (chain); kernels "
+                                       "and workers then verify it (a self-signed one: JUPYTER_GPU_CAFILE / --cafile)")
+    ap.add_argument("--keyfile", help="the certificate's private key (with --certfile)")
+    ap.add_argument("--cafile", help="certificates the backend's own workers trust for its certificate, besides the "
+                                     "system's (default: --certfile itself, so a self-signed one works)")
     ap.add_argument("--embedded", action="store_true", help="exit when the last client has gone")
     ap.add_argument("--runtime-file", help="write url/token/pid here (mode 0600)")
     args = ap.parse_args(argv)
@@ -210,6 +229,15 @@ def main(argv=None) -> None:
         except ValueError as e:
             ap.error(str(e))
     config.runtime_file = args.runtime_file
+    if bool(args.certfile) != bool(args.keyfile):
+        ap.error("--certfile and --keyfile go together")
+    if args.certfile:
+        config.certfile, config.keyfile = os.path.abspath(args.certfile), os.path.abspath(args.keyfile)
+        # the workers this backend starts (they inherit its environment) verify its certificate with it
+        os.environ[settings.CAFILE.name] = os.path.abspath(args.cafile or args.certfile)
+    elif not _loopback(config.host):
+        log.warning("binding %s without TLS: tokens, code and values cross the network in clear; "
+                    "serve with --certfile/--keyfile (or bind 127.0.0.1 behind a TLS proxy)", config.host)
     config.session_budget, config.user_budget = args.session_budget, args.user_budget
     config.budget_warn = args.budget_warn
     if args.session_budget is not None or args.user_budget is not None:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from jupyter_gpu.errors import AuthError, ConnectionLost
 from jupyter_gpu._wire.shm import pid_alive
+from jupyter_gpu._wire.wsclient import https_context
 from jupyter_gpu._wire import settings
 
 START_TIMEOUT = 60.0
@@ -52,7 +53,7 @@ def _locked(path: str):
 def health(url: str, token: str, timeout: float = 2.0) -> dict:
     req = urllib.request.Request(f"{url}/api/health", headers={"Authorization": f"token {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=https_context(url)) as r:
             return json.load(r)
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):

@@ -45,6 +45,11 @@ def tls_context(cafile: str | None = None) -> ssl.SSLContext:
     return ctx
 
 
+def https_context(url: str) -> ssl.SSLContext | None:
+    """``urlopen``'s context for a backend URL: the verifying one for https://, else None."""
+    return tls_context() if url.startswith("https://") else None
+
+
 def keepalive(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for opt, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):

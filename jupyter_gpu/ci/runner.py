@@ -25,6 +25,7 @@ from jupyter_gpu.cost import saved
 from jupyter_gpu.functions import recorded
 from jupyter_gpu.notebook.cell_options import positive
 from jupyter_gpu._wire import settings
+from jupyter_gpu._wire.wsclient import https_context
 
 EXIT_OK = 0  # every notebook passed (or failed where it is marked to), within the budget
 EXIT_CELL = 1  # a cell failed (an exception, a timeout), or a notebook marked to fail passed
@@ -121,7 +122,7 @@ def check_backend(url: str, token: str, timeout: float = 10.0) -> dict:
     def get(path: str) -> dict:
         req = urllib.request.Request(url + path, headers={"Authorization": f"token {token}"})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=https_context(url)) as r:
                 return json.load(r)
         except urllib.error.HTTPError as e:
             if e.code in (401, 403):

@@ -107,7 +107,9 @@ def _advise(args) -> int:
             token = args.token or settings.TOKEN.get()
             req = urllib.request.Request(args.url.rstrip("/") + "/api/cells?limit=10000",
                                          headers={"Authorization": f"token {token}"})
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            from jupyter_gpu._wire.wsclient import https_context
+
+            with urllib.request.urlopen(req, timeout=30, context=https_context(args.url)) as resp:
                 trace += advise.trace_from_ledger(json.load(resp))
     except (ValueError, OSError) as e:
         print(f"jupyter-gpu advise: {e}", file=sys.stderr)

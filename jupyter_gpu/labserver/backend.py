@@ -10,6 +10,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from jupyter_gpu._client import embedded
 from jupyter_gpu._wire.shm import pid_alive
+from jupyter_gpu._wire.wsclient import https_context
 
 TIMEOUT = 5.0
 
@@ -50,7 +51,8 @@ async def get(base: str, token: str, path: str, **query) -> dict:
     q = {k: v for k, v in query.items() if v is not None}
     url = f"{base}{path}" + (f"?{urllib.parse.urlencode(q)}" if q else "")
     try:
-        r = await AsyncHTTPClient().fetch(url, headers={"Authorization": f"token {token}"}, request_timeout=TIMEOUT)
+        r = await AsyncHTTPClient().fetch(url, headers={"Authorization": f"token {token}"}, request_timeout=TIMEOUT,
+                                          ssl_options=https_context(url))  # https: verified (JUPYTER_GPU_CAFILE)
     except HTTPClientError as e:
         raise BackendError(e.code, f"the backend answered HTTP {e.code} for {path}") from None
     except OSError as e:
