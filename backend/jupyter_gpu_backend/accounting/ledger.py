@@ -22,6 +22,8 @@ from functools import lru_cache
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from jupyter_gpu_backend.private import open_private, private_dir, tighten
+
 log = logging.getLogger("jupyter_gpu_backend.accounting.ledger")
 
 # `user` is quoted: in PostgreSQL a bare `user` is CURRENT_USER, not the column.
@@ -61,8 +63,7 @@ RETRY_MAX_S = 5.0  # longest pause between two tries of a batch while the databa
 def default_path() -> str:
     from jupyter_core.paths import jupyter_data_dir
 
-    d = os.path.join(jupyter_data_dir(), "jupyter-gpu")
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    d = private_dir(os.path.join(jupyter_data_dir(), "jupyter-gpu"))
     return os.path.join(d, "ledger.sqlite3")
 
 
@@ -86,6 +87,11 @@ def _translate(statement: str, placeholder: str) -> str:
 
 
 def _sqlite_connect(path: str):
+    # the ledger is the backend user's alone: made 0600 before SQLite opens it (its -wal and -shm
+    # take the database file's mode); an older one left looser is tightened
+    os.close(open_private(path, os.O_RDWR | os.O_CREAT))
+    for side in ("-wal", "-shm", "-journal"):
+        tighten(path + side)
     db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")  # readers (reports) never block the writer
     # no fsync per commit: a crashed backend loses nothing (WAL); a power cut, the last instants

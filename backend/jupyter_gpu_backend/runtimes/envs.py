@@ -40,6 +40,8 @@ from pathlib import Path
 from jupyter_gpu._wire import imagespec, settings
 from jupyter_gpu.errors import ImageBuildFailed as BuildFailed
 
+from jupyter_gpu_backend.private import private_dir, private_file
+
 
 @dataclass
 class Built:
@@ -104,14 +106,14 @@ class LocalEnvs:
     async def _layer(self, part: dict, h: str, parent: dict | None, say) -> dict:
         kind = part.get("kind") or part.get("op")
         work = self.root / h  # built where it stays: a venv's scripts name their own directory
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{h}.lock", "w") as lock:
+        private_dir(self.root)  # the backend user's alone: what is under it stays out of other users' reach
+        with private_file(self.root / f"{h}.lock", "a") as lock:
             await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # one builder per layer on this host
             info = self._info(h)
             if info is not None:  # another backend built it meanwhile
                 return info
             shutil.rmtree(work, ignore_errors=True)  # what a build that died left
-            work.mkdir()
+            work.mkdir(mode=0o700)
             try:
                 if kind == "kernel":
                     info = {"python": self.base_python, "site": None, "env": {}, "sites": [], "shadows": False,
@@ -122,7 +124,8 @@ class LocalEnvs:
                     say(f"jupyter-gpu: building image layer {kind} ({h[:12]})\n")
                     info = await self._venv(work, part, parent, say)
                 tmp = work / "layer.json.tmp"
-                tmp.write_text(json.dumps(info))
+                with private_file(tmp, "w") as f:
+                    f.write(json.dumps(info))
                 os.replace(tmp, work / "layer.json")  # last: a layer is there or it is not
                 return info
             except BaseException:

@@ -30,6 +30,7 @@ from jupyter_gpu._wire.devices import gpu_type_of, split
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
+from jupyter_gpu_backend.private import private_file
 from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, WorkerImage
 from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.runtimes.device_table import DeviceTable
@@ -199,7 +200,7 @@ class LocalRuntime(Runtime):
     async def _spawn(self, gpu, worker_id, secret, env, log_path, index, python=None) -> WorkerProcess:
         full_env = {**os.environ, **env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
         full_env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(log_path, "wb") as out:
+        with private_file(log_path, "wb") as out:  # what its cells print: the backend user's alone
             proc = await asyncio.create_subprocess_exec(
                 python or sys.executable, "-m", "jupyter_gpu_worker", "--url", self.worker_url,
                 env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
@@ -276,7 +277,7 @@ class Zygote:
         env = {**os.environ, **self.image.worker_env(), "PYTHONUNBUFFERED": "1"}
         if not self.image.preload:
             env.pop(PRELOAD_ENV, None)
-        with open(self.log_path, "ab") as err:
+        with private_file(self.log_path, "ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
                 self.image.python or sys.executable, "-m", "jupyter_gpu_worker.zygote",
                 env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,

@@ -30,6 +30,7 @@ import time
 
 from jupyter_gpu._wire import framing, messages
 
+from jupyter_gpu_backend.private import private_dir
 from jupyter_gpu_backend.scheduling.model import CellRun, Session
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -80,7 +81,7 @@ class JobStore:
 
     def __init__(self, root: str):
         self.root = root
-        os.makedirs(root, mode=0o700, exist_ok=True)
+        private_dir(root)  # results are their users' alone (0700; each file 0600)
 
     def path(self, jid: str) -> str:
         return os.path.join(self.root, f"{jid}.frames")
