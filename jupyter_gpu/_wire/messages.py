@@ -126,6 +126,7 @@ class Execute(_Envelope, total=False):
     keep_warm: Optional[Seconds]
     returned: list[str]  # the worker's segments whose values died in the kernel
     session: str  # added by the backend (or the worker, for a lane cell)
+    uid: Count  # added by the backend: the sandboxed worker's user's uid (local runtime under --users)
     # the kernel's request this one serves, {"header": ...}: `get_ipython().kernel.get_parent()`
     # on the worker (ipywidgets' Output captures by its msg_id)
     parent: dict[str, Any]

@@ -90,6 +90,11 @@ RAY_CPUS = _s("JUPYTER_GPU_RAY_CPUS", None, "backend", "CPUs of the local Ray cl
 
 # -- set by a runtime for the worker it starts --------------------------------------------------------
 WORKER_SECRET = _s("JUPYTER_GPU_WORKER_SECRET", "", "worker", "the one-time secret the worker registers with (removed once read)")
+WORKER_SECRET_FD = _s("JUPYTER_GPU_WORKER_SECRET_FD", None, "worker",
+                      "an inherited file descriptor the worker reads its one-time secret from (never its environment, "
+                      "which /proc shows to the same user)")
+SANDBOX = _s("JUPYTER_GPU_SANDBOX", None, "worker",
+             "the local runtime's per-user sandbox plan (JSON) a spawned worker enters first (jupyter_gpu_worker/sandbox.py)")
 WORKER_ID = _s("JUPYTER_GPU_WORKER_ID", None, "worker", "the worker's id, given by its runtime")
 IMAGE_SITES = _s("JUPYTER_GPU_IMAGE_SITES", None, "worker",
                  "a built jupyter_gpu.Image's own site-packages, put first on sys.path by its worker (local runtime: "

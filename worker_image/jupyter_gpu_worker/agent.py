@@ -28,7 +28,7 @@ _T_PROCESS = time.monotonic()
 from jupyter_gpu._wire import lane as lanes  # noqa: E402
 from jupyter_gpu._wire import framing, messages, shm, wsclient  # noqa: E402
 
-from jupyter_gpu_worker import device  # noqa: E402
+from jupyter_gpu_worker import device, sandbox  # noqa: E402
 from jupyter_gpu_worker.cells import CellRunner  # noqa: E402
 from jupyter_gpu_worker.meter import LaneMeter  # noqa: E402
 from jupyter_gpu_worker.telemetry import GpuTelemetry  # noqa: E402
@@ -122,6 +122,12 @@ class Agent:
         except Exception:
             self._exit()  # the backend went away: a worker never outlives its backend
         header, inline = framing.parse_first(frame)
+        if "uid" in header and header.get("type") == messages.EXECUTE:  # the sandbox's user, before any of its code
+            try:
+                sandbox.drop(header["uid"])
+            except (OSError, PermissionError) as e:
+                print(f"jupyter-gpu worker: cannot become uid {header['uid']}: {e}", file=sys.stderr, flush=True)
+                self._exit()
         return framing.Message(header, framing.assemble(header, inline, self.ws.recv))
 
     def _read_lane(self) -> framing.Message | None:
@@ -234,11 +240,21 @@ def preload_image() -> None:
         importlib.import_module(name)
 
 
-def main(argv=None) -> None:
+def _secret_from_fd() -> str:
+    """The one-time secret from the descriptor the runtime left open for it (then closed)."""
+    fd = os.environ.pop(settings.WORKER_SECRET_FD.name, None)
+    if fd is None:
+        return ""
+    with os.fdopen(int(fd), "rb") as f:
+        return f.readline().decode().strip()
+
+
+def main(argv=None, secret: str | None = None) -> None:
     ap = argparse.ArgumentParser(prog="jupyter_gpu_worker")
     ap.add_argument("--url", required=True, help="backend websocket URL for workers")
     args = ap.parse_args(argv)
-    secret = os.environ.pop(SECRET_ENV, "")
+    if secret is None:
+        secret = _secret_from_fd() or os.environ.pop(SECRET_ENV, "")
     worker_id = os.environ.get(ID_ENV, f"w-{os.getpid()}")
     # the stop button arrives as SIGINT: a launcher may have left it ignored or blocked (Ray does)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -2,7 +2,7 @@
 and its imports (~1 s with torch here; a fork from a zygote that imported it: ~20-30 ms).
 
 Protocol with the runtime that started it, one JSON object per line:
-    stdin   {"worker": id, "url": ws url, "secret": s, "env": {...}, "log": path}
+    stdin   {"worker": id, "url": ws url, "secret": s, "env": {...}, "log": path, "sandbox": plan or null}
     stdout  {"ready": true, "preloaded": [...], "import_s": t,   once, after the imports
              "site": {site-packages dir: mtime_ns before them}}
             {"forked": id, "pid": n}                              per request
@@ -62,11 +62,14 @@ def _child(req: dict) -> None:
         os.close(devnull)
         for k, v in req.get("env", {}).items():
             os.environ[k] = v
-        os.environ[settings.WORKER_SECRET.name] = req["secret"]
         os.environ[settings.WORKER_ID.name] = req["worker"]
+        if req.get("sandbox"):  # the local runtime under --users: one thread here, as it needs
+            from jupyter_gpu_worker import sandbox
+
+            sandbox.enter(req["sandbox"])
         from jupyter_gpu_worker import agent
 
-        agent.main(["--url", req["url"]])
+        agent.main(["--url", req["url"]], secret=req["secret"])  # never in its environment (/proc shows that)
     except BaseException as e:  # noqa: BLE001 - a child must never return into the zygote loop
         print(f"worker {req.get('worker')} failed to start: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     finally:

@@ -192,6 +192,16 @@ class Runtime(ABC):
         raise ImageBuildFailed(f"the {self.name} runtime cannot build a jupyter_gpu.Image yet; "
                                "the backend's named images ([images.NAME]) are what it offers")
 
+    def isolate_users(self, users, hide=(), blank=()) -> str | None:
+        """Under --users: make each user's workers out of reach of the others' and of the backend's
+        state (``hide``: its directories; ``blank``: files that show empty), or say why this runtime
+        cannot (then --users needs --insecure-shared-workers)."""
+        return "it runs every user's workers alike, with no sandbox between them"
+
+    def uid_for(self, user: str) -> int | None:
+        """The unprivileged uid ``user``'s workers run their cells as (None: no such sandbox)."""
+        return None
+
     async def worker_facts(self) -> dict:
         """The default worker's environment, ``{"python": "3.11", "dists": {name: version}}``
         (scheduling/follow.py): here, the backend's own interpreter, which local and ray workers run."""

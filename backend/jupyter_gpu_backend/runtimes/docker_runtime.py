@@ -163,6 +163,10 @@ class DockerRuntime(Runtime):
         self._specs[image.name] = spec
         return image, built + layers
 
+    def isolate_users(self, users, hide=(), blank=()) -> str | None:
+        # a container has its own processes, mounts and /dev/shm; its network is the host's
+        return "its containers use the host's network: a cell reaches every loopback-only service of the GPU host"
+
     async def worker_facts(self) -> dict:
         """The default worker image's Python and installed versions (scheduling/follow.py), asked
         of the image once (a container that prints them)."""

@@ -37,6 +37,11 @@ from jupyter_gpu_backend.runtimes.device_table import DeviceTable
 from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
+# under --users: the first uid of the users' sandboxed workers (no account has it: nothing on the host is theirs)
+SANDBOX_UID_BASE = 200000
+# what a sandboxed worker keeps of the environment besides the worker's settings and its image's env
+SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "MPLBACKEND",
+               "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "JUPYTER_GPU_WORKER_ID")
 
 
 @dataclass
@@ -91,6 +96,40 @@ class LocalRuntime(Runtime):
         self.zygote = self.zygotes.get(DEFAULT_IMAGE)  # the default image's
         self.retired: list = []  # zygotes replaced after their packages changed, until their workers are gone
         self.envs = None  # jupyter_gpu.Image's environments (envs.py), made on first use
+        self.sandbox: dict | None = None  # under --users: the plan each worker enters (isolate_users)
+        self.uids: dict[str, int] = {}  # under --users: user -> the unprivileged uid their workers run as
+
+    def isolate_users(self, users, hide=(), blank=()) -> str | None:
+        """Under --users: every worker enters a sandbox (jupyter_gpu_worker/sandbox.py) and runs its
+        first cell's user's cells as that user's own unprivileged uid (SANDBOX_UID_BASE + its place
+        in the sorted users).  It needs root (namespaces, mounts, setuid): otherwise why not."""
+        if os.geteuid() != 0:
+            return ("its per-user sandbox needs the backend to run as root (namespaces, mounts and a uid per "
+                    "user); as another user its workers would all be the backend's own user")
+        from jupyter_gpu._wire import versions
+        from jupyter_gpu_backend.runtimes.base import follow_root_dir
+        from jupyter_gpu_backend.runtimes.envs import default_root
+
+        self.uids = {u: SANDBOX_UID_BASE + i for i, u in enumerate(sorted(set(users)))}
+        import importlib.util
+
+        # where the worker's code is (found, not imported: the backend imports nothing of the worker)
+        code = {os.path.dirname(os.path.abspath(next(iter(importlib.util.find_spec(m).submodule_search_locations))))
+                for m in ("jupyter_gpu", "jupyter_gpu_worker")}
+        keep = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), *versions.site_dirs(),
+                *sorted(code), str(default_root()), str(follow_root_dir()),
+                *(os.path.dirname(os.path.dirname(i.python)) for i in self.images.values() if i.python)]
+        worker_env = [n for n, s in settings.TABLE.items()
+                      if ("worker" in s.who or s.who == "all") and s not in (settings.WORKER_SECRET, settings.SANDBOX,
+                                                                               settings.LANE_DIR)]
+        self.sandbox = {"hide": [os.path.expanduser("~"), *hide], "keep": keep, "blank": list(blank),
+                        "env": sorted({*worker_env, *SANDBOX_ENV})}
+        self.shares_host = False  # its /dev/shm is its own: values go on the wire
+        return None
+
+    def uid_for(self, user: str) -> int | None:
+        """The uid ``user``'s sandboxed workers run as (None: no sandbox)."""
+        return self.uids.get(user) if self.sandbox is not None else None
 
     def describe(self) -> dict:
         def state(z):
@@ -163,10 +202,12 @@ class LocalRuntime(Runtime):
     async def _start(self, gpu: str, worker_id: str, secret: str, indices: list, image: WorkerImage) -> WorkerProcess:
         index = indices[0] if indices else None
         # a cpu worker sees no GPU at all; a GPU worker sees exactly its own (one or several)
-        env = {**image.worker_env(), "CUDA_VISIBLE_DEVICES": DeviceTable.visible(indices),
-               # the worker's direct lane socket lives in this private (0700) directory
-               settings.LANE_DIR.name: self.log_dir}
+        env = {**image.worker_env(), "CUDA_VISIBLE_DEVICES": DeviceTable.visible(indices)}
+        if self.sandbox is None:  # the worker's direct lane socket lives in this private (0700) directory
+            env[settings.LANE_DIR.name] = self.log_dir
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
+        # (and the variables its image sets: the rest of the backend's environment is not the worker's)
+        sandbox = None if self.sandbox is None else {**self.sandbox, "env": sorted({*self.sandbox["env"], *env})}
         handle = None
         zygote_of = image.fork_from or image.name  # (a built image that only adds packages: the default's)
         zygote = self.zygotes.get(zygote_of)
@@ -174,12 +215,12 @@ class LocalRuntime(Runtime):
             zygote = self._renew(zygote_of)  # not ready yet: this worker is spawned, with the new packages
         if zygote is not None and zygote.ready:
             try:
-                pid, exited = await zygote.fork(worker_id, self.worker_url, secret, env, log_path)
+                pid, exited = await zygote.fork(worker_id, self.worker_url, secret, env, log_path, sandbox)
                 handle = WorkerProcess(worker_id, gpu, pid, log_path, index, exited, forked=True)
             except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                 log.warning("zygote fork failed (%s): spawning %s instead", e, worker_id)
         if handle is None:
-            handle = await self._spawn(gpu, worker_id, secret, env, log_path, index, image.python)
+            handle = await self._spawn(gpu, worker_id, secret, env, log_path, index, image.python, sandbox)
         self.workers[worker_id] = handle
         return handle
 
@@ -197,15 +238,25 @@ class LocalRuntime(Runtime):
         self.retired.append(old)
         return new
 
-    async def _spawn(self, gpu, worker_id, secret, env, log_path, index, python=None) -> WorkerProcess:
-        full_env = {**os.environ, **env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
+    async def _spawn(self, gpu, worker_id, secret, env, log_path, index, python=None, sandbox=None) -> WorkerProcess:
+        # the secret by an inherited pipe, never the environment: /proc/PID/environ shows that to its user
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, secret.encode() + b"\n")
+        os.close(write_fd)
+        full_env = {**os.environ, **env, settings.WORKER_SECRET_FD.name: str(read_fd), settings.WORKER_ID.name: worker_id}
+        full_env.pop(settings.WORKER_SECRET.name, None)
+        if sandbox is not None:
+            full_env[settings.SANDBOX.name] = json.dumps(sandbox)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
-        with private_file(log_path, "wb") as out:  # what its cells print: the backend user's alone
-            proc = await asyncio.create_subprocess_exec(
-                python or sys.executable, "-m", "jupyter_gpu_worker", "--url", self.worker_url,
-                env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )
+        try:
+            with private_file(log_path, "wb") as out:  # what its cells print: the backend user's alone
+                proc = await asyncio.create_subprocess_exec(
+                    python or sys.executable, "-m", "jupyter_gpu_worker", "--url", self.worker_url,
+                    env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True, pass_fds=(read_fd,),
+                )
+        finally:
+            os.close(read_fd)
         return WorkerProcess(worker_id, gpu, proc.pid, log_path, index, asyncio.ensure_future(proc.wait()))
 
     @staticmethod
@@ -309,10 +360,10 @@ class Zygote:
             if not fut.done():  # its children keep running, but their exit can no longer be seen
                 fut.set_exception(ConnectionError("the zygote exited"))
 
-    async def fork(self, worker_id: str, url: str, secret: str, env: dict, log_path: str):
+    async def fork(self, worker_id: str, url: str, secret: str, env: dict, log_path: str, sandbox: dict | None = None):
         fut = asyncio.get_running_loop().create_future()
         self._forks[worker_id] = fut
-        req = {"worker": worker_id, "url": url, "secret": secret, "env": env, "log": log_path}
+        req = {"worker": worker_id, "url": url, "secret": secret, "env": env, "log": log_path, "sandbox": sandbox}
         self.proc.stdin.write((json.dumps(req) + "\n").encode())
         await self.proc.stdin.drain()
         pid = await asyncio.wait_for(fut, 10)
