@@ -41,6 +41,10 @@ class BackendConfig:
     user_budget: float | None = None
     budget_warn: float = 0.8  # warn past this fraction of a limit
     users: dict = field(default_factory=dict)  # token hash -> user name (from --users FILE)
+    users_file: str | None = None  # that file, which no worker sees (runtimes' isolate_users)
+    config_file: str | None = None  # the --config file, which no worker sees either
+    # under --users, a runtime that cannot keep users' workers apart (runtimes' isolate_users) is refused unless this
+    insecure_shared_workers: bool = False
     ledger: str | None = field(default_factory=lambda: settings.LEDGER.get())  # None: default
     # warm cells of a kernel on the workers' host go by the worker's direct lane (jupyter_gpu/_wire/lane.py)
     lanes: bool = field(default_factory=lambda: settings.LANE.get() != "0")

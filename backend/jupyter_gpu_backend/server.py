@@ -70,6 +70,8 @@ class BackendServer:
         check_for_runtime(config.images, config.runtime)  # e.g. `python` for docker: refused, naming the key
         runtime = make_runtime(config.runtime, f"{'wss' if tls else 'ws'}://{config.host}:{self.port}/ws/worker", config.images,
                                docker_mounts=config.docker_mounts)
+        if config.users:
+            self._isolate(runtime)
         self.ledger = Ledger(config.ledger or default_ledger_path())
         if any(self.ledger.recovered.values()):
             log.warning("ledger %s: in flight at the last stop, now recorded as lost: %s",
@@ -95,6 +97,24 @@ class BackendServer:
                 timeout_graceful_shutdown=3,
             )
         )
+
+    def _isolate(self, runtime) -> None:
+        """Under --users: each user's workers out of the others' reach and of the backend's state
+        (the local runtime's sandbox), or, where the runtime cannot, a refusal unless the operator
+        said --insecure-shared-workers.  No lanes: every cell passes the backend (which meters it)."""
+        from jupyter_gpu_backend.runtimes.docker_mounts import state_dirs
+
+        config = self.config
+        config.lanes = False
+        state = [*state_dirs(), *(os.path.dirname(os.path.abspath(p)) for p in (config.ledger, config.job_dir) if p)]
+        why = runtime.isolate_users(sorted(set(config.users.values())), hide=state,
+                                    blank=[p for p in (config.users_file, config.config_file) if p])
+        if why is None:
+            return
+        if not config.insecure_shared_workers:
+            raise ValueError(f"--users on the {config.runtime} runtime: {why}. Say --insecure-shared-workers to "
+                             "serve several users on it anyway")
+        log.warning("--users on the %s runtime with --insecure-shared-workers: %s", config.runtime, why)
 
     async def _watch_idle(self) -> None:
         while not self.uvicorn.should_exit:
@@ -174,6 +194,9 @@ def main(argv=None) -> None:
     ap.add_argument("--job-ttl", help="how long a spawned call's result is kept after it ends, e.g. 12h, 7d "
                                        "(default 7d; JUPYTER_GPU_JOB_TTL)")
     ap.add_argument("--users", help='JSON file {"user": "token", ...}: one token per user (mode 0600)')
+    ap.add_argument("--insecure-shared-workers", action="store_true",
+                    help="with --users, serve on a runtime that cannot sandbox each user's workers (docker, ray; "
+                         "local when not root): users' cells may then reach each other's")
     ap.add_argument("--session-budget", type=float, help="USD per kernel session; then its cells are refused")
     ap.add_argument("--user-budget", type=float, help="USD per user since the backend started; then refused")
     ap.add_argument("--budget-warn", type=float, default=0.8, help="warn past this fraction of a budget (0.8)")
@@ -194,6 +217,7 @@ def main(argv=None) -> None:
     try:
         if args.config:
             load_config_file(args.config, config)
+            config.config_file = os.path.abspath(args.config)
         if args.runtime:  # the command line wins over the file, the file over the environment
             config.runtime = args.runtime
         if args.dedicated is not None:
@@ -217,6 +241,7 @@ def main(argv=None) -> None:
     if args.min_warm is not None:
         config.min_warm = args.min_warm
     if args.users:
+        config.users_file, config.insecure_shared_workers = os.path.abspath(args.users), args.insecure_shared_workers
         try:
             config.users = load_users(args.users)
         except (OSError, ValueError) as e:

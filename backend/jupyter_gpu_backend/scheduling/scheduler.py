@@ -201,6 +201,9 @@ class Scheduler:
         run.worker = worker
         run.t_dispatch = time.monotonic()
         header["session"] = run.session.id
+        uid = self.runtime.uid_for(run.session.user)
+        if uid is not None:  # the sandbox's user (local runtime under --users): the worker becomes it first
+            header["uid"] = uid
         header.pop("seq", None)
         ok = await worker.conn.send_frames([framing.with_header(header, inline), *frames], more)
         if not ok:
