@@ -88,6 +88,13 @@ class BadRequest(GpuError):
     code = "bad_request"
 
 
+class UserLimitReached(GpuError):
+    """A per-user cap of the backend (``--max-workers-per-user``, ``--max-sessions-per-user``,
+    ``--max-queued-per-user``) is reached; the message names it."""
+
+    code = "user_limit"
+
+
 class BudgetExceeded(GpuError):
     """A session or user budget of the backend is spent: the cell was refused before it started."""
 
@@ -142,6 +149,7 @@ ERRORS_BY_CODE: dict[str, type[GpuError]] = {
         PayloadTooLarge,
         BadRequest,
         BudgetExceeded,
+        UserLimitReached,
         ImageBuildFailed,
         NoSuchCall,
         CallLost,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -33,6 +34,12 @@ class BackendConfig:
     max_workers: int | None = field(default_factory=lambda: int(settings.MAX_WORKERS.get())
                                     if settings.MAX_WORKERS.get() else None)
     worker_start_timeout: float = 120.0
+    # per-user caps (scheduling/caps.py; None: none): workers leased, kernel sessions open, cells waiting for a worker
+    max_workers_per_user: int | None = None
+    max_sessions_per_user: int | None = None
+    max_queued_per_user: int | None = None
+    # a send to a peer that does not read waits this long, then its connection is dropped (scheduling/model.py: Conn)
+    send_timeout: float = 30.0
 
     # unleased pre-started workers per GPU type (a cold cell takes one: no cold start)
     min_warm: int = field(default_factory=lambda: int(settings.MIN_WARM.get() or 0))
@@ -116,23 +123,44 @@ def _runtime(name) -> str:
     return name
 
 
+def seconds(value) -> float:
+    """A finite number of seconds >= 0 (a setting's, or a flag's text)."""
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"expected a finite number of seconds >= 0, not {value!r}")
+    return v
+
+
+def cap(value) -> int:
+    """A per-user cap: a whole number >= 1."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"expected a whole number >= 1, not {value!r}")
+    v = int(value)
+    if v < 1:
+        raise ValueError(f"expected a whole number >= 1, not {value!r}")
+    return v
+
+
 def _paths(value) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(p, str) and os.path.isabs(p) for p in value):
         raise ValueError(f"docker_mounts must be a list of absolute paths, not {value!r}")
     return [os.path.normpath(p) for p in value]
 
 
-CONFIG_KEYS = {"runtime": _runtime, "keep_warm": float, "job_ttl": parse_duration, "min_warm": int, "max_workers": int,
-               "scale_up_queue": int, "target_utilisation": float, "worker_start_timeout": float,
-               "docker_mounts": _paths}
+CONFIG_KEYS = {"runtime": _runtime, "keep_warm": seconds, "job_ttl": parse_duration, "min_warm": int, "max_workers": int,
+               "scale_up_queue": int, "target_utilisation": float, "worker_start_timeout": seconds,
+               "docker_mounts": _paths, "max_workers_per_user": cap, "max_sessions_per_user": cap,
+               "max_queued_per_user": cap, "send_timeout": seconds}
 
 
 def load_config_file(path: str, config: BackendConfig) -> None:
     """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
 
     Top-level keys: runtime, keep_warm, job_ttl (e.g. "7d"), min_warm, max_workers, scale_up_queue, target_utilisation,
-    worker_start_timeout, docker_mounts (a list of absolute host paths: docker's worker containers see
-    them, read-write at the same path, as well as the directory of the cell that started them);
+    worker_start_timeout, max_workers_per_user, max_sessions_per_user, max_queued_per_user, send_timeout (numbers
+    checked: seconds finite and >= 0, caps whole and >= 1), docker_mounts (a list of absolute host paths:
+    docker's worker containers see them, read-write at the same path, as well as the directory of the
+    cell that started them);
     ``[pools.GPU] dedicated = N`` per GPU type; ``[images.NAME]`` worker images (images.py).
     Unknown keys are an error."""
     import tomllib
@@ -149,7 +177,10 @@ def load_config_file(path: str, config: BackendConfig) -> None:
         elif key == "images":
             config.images = parse_images(value, path)
         elif key in CONFIG_KEYS:
-            setattr(config, key, CONFIG_KEYS[key](value))
+            try:
+                setattr(config, key, CONFIG_KEYS[key](value))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{path}: {key}: {e}") from None
         else:
             raise ValueError(f"{path}: unknown setting {key!r}")
 

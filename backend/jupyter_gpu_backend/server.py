@@ -21,14 +21,16 @@ import uvicorn
 
 from jupyter_gpu._wire.wsclient import keepalive
 
-from jupyter_gpu_backend.config import BackendConfig, load_config_file, load_users, parse_duration
+from jupyter_gpu_backend.config import BackendConfig, cap, load_config_file, load_users, parse_duration, seconds
 from jupyter_gpu_backend.scheduling.dedicated import parse_sizes
 from jupyter_gpu_backend.accounting.ledger import Ledger
 from jupyter_gpu_backend.accounting.ledger import default_path as default_ledger_path
 from jupyter_gpu_backend.api.app import create_app
 from jupyter_gpu_backend.runtimes.images import check_for_runtime
 from jupyter_gpu_backend.runtimes import RUNTIMES, make_runtime
+from jupyter_gpu_backend.scheduling.caps import UserCaps
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
+from jupyter_gpu_backend.api.frames import MAX_FRAME
 from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -79,7 +81,9 @@ class BackendServer:
         self.scheduler = Scheduler(runtime, config.keep_warm, config.worker_start_timeout, config.max_workers,
                                    self.ledger, config.min_warm, lanes=config.lanes, dedicated=config.dedicated,
                                    scale_up_queue=config.scale_up_queue, target_utilisation=config.target_utilisation,
-                                   images=config.images)
+                                   images=config.images, caps=UserCaps(config.max_workers_per_user,
+                                                                       config.max_sessions_per_user,
+                                                                       config.max_queued_per_user))
         self.scheduler.dedicated.check(runtime.offers())  # a dedicated size for a type not offered: refused
         self.app, self.kernels = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
@@ -88,7 +92,8 @@ class BackendServer:
                 log_level="warning",
                 ssl_certfile=config.certfile,
                 ssl_keyfile=config.keyfile,
-                ws_max_size=2 * 1024 * 1024 * 1024,
+                # no frame of ours is larger (frames.py): a bigger one is refused (1009) before it is read
+                ws_max_size=MAX_FRAME,
                 ws_per_message_deflate=False,
                 # no pings: a kernel reads only while a cell runs and could not answer them
                 ws_ping_interval=None,
@@ -177,9 +182,18 @@ def main(argv=None) -> None:
                          "else a local ray.init())")
     ap.add_argument("--token", default=None,
                     help="client token (default: $JUPYTER_GPU_TOKEN, else random; not with --users)")
-    ap.add_argument("--keep-warm", type=float, default=None, help="seconds an idle lease stays warm")
+    ap.add_argument("--keep-warm", type=seconds, default=None, help="seconds an idle lease stays warm")
     ap.add_argument("--max-payload", type=int, default=None, help="largest cell input in bytes")
     ap.add_argument("--max-workers", type=int, default=None, help="workers per GPU type; beyond, cells queue")
+    ap.add_argument("--max-workers-per-user", type=cap, metavar="N",
+                    help="workers one user's sessions may hold at once (leased, starting); beyond, a cell is refused")
+    ap.add_argument("--max-sessions-per-user", type=cap, metavar="N",
+                    help="kernel sessions one user may have open at once; beyond, the connection is refused")
+    ap.add_argument("--max-queued-per-user", type=cap, metavar="N",
+                    help="cells of one user waiting for a worker at once (in the line, or cold-starting); beyond, refused")
+    ap.add_argument("--send-timeout", type=seconds, metavar="S",
+                    help="seconds a send may wait for a client or worker that does not read; then its connection "
+                         "is dropped (default 30)")
     ap.add_argument("--min-warm", type=int, default=None, help="unleased pre-started workers per GPU type")
     ap.add_argument("--dedicated", help="always-on workers per GPU type, e.g. cpu=1,H100=2: they take work "
                                         "first, serverless workers the overflow (billed per hour, busy or not)")
@@ -238,6 +252,9 @@ def main(argv=None) -> None:
         config.max_payload = args.max_payload
     if args.max_workers is not None:
         config.max_workers = args.max_workers
+    for name in ("max_workers_per_user", "max_sessions_per_user", "max_queued_per_user", "send_timeout"):
+        if getattr(args, name) is not None:  # the command line wins over the file
+            setattr(config, name, getattr(args, name))
     if args.min_warm is not None:
         config.min_warm = args.min_warm
     if args.users:

@@ -100,7 +100,7 @@ def test_dedicated_first_serverless_overflow_recycled_and_attributed(tmp_path):
     workers = dict(db.execute("SELECT id, pool FROM workers"))
     assert workers[done_a["worker"]] == "dedicated" and workers[done_c["worker"]] == "dedicated"
     assert workers[done_b["worker"]] == "serverless"
-    cells = dict(db.execute("SELECT id, pool FROM cells"))
+    cells = {cid.split("/", 1)[1]: pool for cid, pool in db.execute("SELECT id, pool FROM cells")}  # "session/cell"
     assert cells == {"a-1": "dedicated", "a-2": "dedicated", "b-1": "serverless", "c-1": "dedicated",
                      "c-2": "dedicated"}, cells
 

@@ -44,14 +44,14 @@ def test_cells_are_recorded_and_in_flight_work_is_lost_after_a_restart_on_postgr
     # it was PostgreSQL that held them: no SQLite file was written, and the rows are in the server
     assert not (tmp_path / "ledger.sqlite3").exists()
     assert f"ledger postgresql {dsn}: in flight at the last stop" in (tmp_path / "log").read_text()
-    cells = dict(rows(dsn, "SELECT id, status FROM cells"))
-    assert cells == {"c-ok": "ok", "c-inflight": "lost"}, cells
+    cells = dict(rows(dsn, "SELECT id, status FROM cells"))  # rows keyed "session/cell"
+    assert cells == {"s-ledger/c-ok": "ok", "s-ledger/c-inflight": "lost"}, cells
     # the worker that ran them was live when the backend died: lost too, with that transition recorded
     lost = rows(dsn, "SELECT w.id, w.cause FROM workers w JOIN worker_states s ON s.worker = w.id "
                      "WHERE w.state = 'lost' AND s.state = 'lost'")
     assert lost and all(cause == "the backend stopped" for _, cause in lost), lost
     # timestamps keep sub-second precision (a 4-byte REAL would round them to minutes)
-    (submitted, done), = rows(dsn, "SELECT submitted, done FROM cells WHERE id = 'c-ok'")
+    (submitted, done), = rows(dsn, "SELECT submitted, done FROM cells WHERE id = 's-ledger/c-ok'")
     assert submitted != round(submitted) and 0 < done - submitted < 60
 
 

@@ -418,7 +418,10 @@ class Ledger:
         rows = self.query(f"SELECT {', '.join('c.' + c for c in CELL_COLUMNS)}, w.device, w.stopped FROM cells c "
                           f"LEFT JOIN workers w ON w.id = c.worker WHERE {where} "
                           f"ORDER BY c.submitted DESC LIMIT ?", (*args, limit))
-        return [dict(zip((*CELL_COLUMNS, "device", "worker_stopped"), r)) for r in rows]
+        out = [dict(zip((*CELL_COLUMNS, "device", "worker_stopped"), r)) for r in rows]
+        for c in out:  # a row's key is "session/cell" (scheduling/model.py: row_id): its id is the kernel's
+            c["id"] = cell_id(c["id"], c["session"])
+        return out
 
     def jobs(self, user: str, job: str | None = None, notebook: str | None = None, limit: int = 200) -> list[dict]:
         """A user's spawned calls (one by id, or those of one notebook), newest first."""
@@ -437,7 +440,8 @@ class Ledger:
                                          "AND state <> 'expired'", (now,))]
 
     def queued_cells(self, user: str) -> list[tuple]:
-        """(cell, session, gpu, image) of a user's cells waiting for a worker."""
+        """(row, session, gpu, image) of a user's cells waiting for a worker (``cell_id`` of the row:
+        the kernel's id)."""
         return [tuple(r) for r in self.query("SELECT id, session, gpu, image FROM cells WHERE \"user\" = ? "
                                              "AND status = 'queued'", (user,))]
 
@@ -447,6 +451,12 @@ class Ledger:
         for table, column, typ, notnull in self.query(self.dialect.columns_sql):
             tables.setdefault(table, []).append((column, typ.upper(), bool(notnull)))
         return tables
+
+
+def cell_id(row: str, session: str) -> str:
+    """The kernel's id of the cell of ``row``: rows are keyed "session/cell" (scheduling/model.py:
+    row_id), a row from before that by the id alone."""
+    return row[len(session) + 1:] if row.startswith(session + "/") else row
 
 
 def _close_quietly(db) -> None:

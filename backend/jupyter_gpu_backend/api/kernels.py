@@ -6,10 +6,18 @@ while a worker is found or started).
 A malformed message closes only this connection (1002, the reason naming the problem); a wrongly
 typed one is refused with ``bad_request`` and the connection kept.  A kernel whose connection drops
 keeps its session (and its workers) for ``RECONNECT_GRACE`` seconds.
+
+What a client sends is not trusted (issue 24): a cell is its session's (the scheduler keys it by
+(session, cell)); a ``keep_warm`` past ``MAX_KEEP_WARM`` is refused; cell inputs are counted as
+their frames arrive (frames.py) - bytes past what the header declared close the connection with
+``payload_too_large`` (1009) before they are kept or reach a worker; per-user caps (caps.py) refuse
+a session or a cell at once; and a kernel that stops reading is dropped after ``--send-timeout``
+(model.py's ``Conn``), its connection closed with the reason once it reads again.
 """
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 
@@ -18,18 +26,28 @@ from starlette.websockets import WebSocketDisconnect
 
 from jupyter_gpu import __version__
 from jupyter_gpu._wire import framing, messages, settings, shm
-from jupyter_gpu.errors import GpuError
+from jupyter_gpu.errors import BadRequest, GpuError
 
 from jupyter_gpu_backend.accounting.budgets import Budgets
 from jupyter_gpu_backend.api.auth import WRONG_TOKEN, Auth
-from jupyter_gpu_backend.api.frames import (CLOSE_POLICY, CLOSE_PROTOCOL, CLOSE_RESTART, Disconnected, drain,
-                                            iter_frames, recv_frame)
+from jupyter_gpu_backend.api.frames import (CLOSE_POLICY, CLOSE_PROTOCOL, CLOSE_RESTART, CLOSE_TOO_BIG, Disconnected,
+                                            PayloadMismatch, drain, iter_frames, recv_frame)
 from jupyter_gpu_backend.config import BackendConfig
 from jupyter_gpu_backend.scheduling.capacity import QueueCancelled
 from jupyter_gpu_backend.scheduling.jobs import Jobs, JobStore, default_store
+from jupyter_gpu_backend.scheduling.lifecycle import ended
+from jupyter_gpu_backend.scheduling.model import MAX_KEEP_WARM
 from jupyter_gpu_backend.scheduling.scheduler import Conn, Scheduler
 
 RECONNECT_GRACE = 30.0  # a kernel's workers outlive a dropped connection this long
+
+
+async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
+    """Close ``ws`` with ``reason``: the close frame goes once the peer has read what is before it."""
+    try:
+        await ws.close(code=code, reason=reason)
+    except Exception:  # it went first
+        pass
 
 
 def _store_beside(ledger: str | None) -> str:
@@ -51,6 +69,8 @@ class Kernels:
         self.host_id = shm.host_id()
         self.budgets = Budgets.attach(config, scheduler)  # None without --session/--user-budget
         self.jobs = Jobs(scheduler, JobStore(config.job_dir or _store_beside(config.ledger)), config.job_ttl)
+        self.max_keep_warm = max(MAX_KEEP_WARM, config.keep_warm)
+        Conn.send_timeout = config.send_timeout  # (one backend a process)
 
     async def connect(self, ws: WebSocket, session_id: str) -> None:
         user = self.auth.user_of(ws)
@@ -66,16 +86,22 @@ class Kernels:
         except PermissionError as e:  # another user's session id: nothing of it is reachable
             await ws.close(code=CLOSE_POLICY, reason=str(e)[:120])
             return
+        except GpuError as e:  # --max-sessions-per-user
+            await ws.close(code=CLOSE_POLICY, reason=str(e)[:120])
+            return
         pending_close = self._close_tasks.pop(session_id, None)
         if pending_close is not None:
             pending_close.cancel()
         conn = Conn(ws)
+        conn.on_timeout = lambda: self._drop(session, conn)
         session.conn = conn
         self.clients += 1
         try:
             await conn.send(self._welcome(session_id))
             while True:
                 frame = await recv_frame(ws)
+                if conn.timed_out:  # dropped: what it sends now is not served
+                    break
                 try:
                     header, inline = framing.parse_first(frame)
                     await self.on_message(session, header, inline, ws)
@@ -84,22 +110,44 @@ class Kernels:
                     cell = e.header.get("cell")
                     await self._fail(session, cell if isinstance(cell, str) else None, "bad_request",
                                      f"malformed message: {e}")
+                except PayloadMismatch as e:  # bytes past what was declared: nothing more is read
+                    limit = self.config.max_payload
+                    await conn.send(messages.failure(
+                        "payload_too_large", f"{e}; this backend accepts at most {limit} bytes of cell inputs "
+                        "(--max-payload), counted as they arrive: the connection is closed", cell=e.cell))
+                    await ws.close(code=CLOSE_TOO_BIG, reason=f"cell inputs past their declared size (limit {limit} bytes)")
+                    return
                 except framing.ProtocolError as e:
                     await conn.send(messages.failure("protocol", f"malformed message: {e}"))
                     await ws.close(code=CLOSE_PROTOCOL, reason=str(e)[:120])
                     return
+            if conn.closing is not None:
+                await conn.closing  # dropped (it stopped reading): closed once it reads again, saying why
         except (Disconnected, WebSocketDisconnect):
             pass
         finally:
             self.clients -= 1
             if session.conn is conn:
                 session.conn = None
-                loop = asyncio.get_running_loop()
-                self._close_tasks[session_id] = loop.call_later(
-                    RECONNECT_GRACE, lambda: asyncio.ensure_future(self._close_session(session_id))
-                )
+                self._close_later(session_id)
             if self.clients == 0:
                 self.last_client_left = time.monotonic()
+
+    def _close_later(self, session_id: str) -> None:
+        """The session's kernel is gone: its session (and workers) go after RECONNECT_GRACE."""
+        loop = asyncio.get_running_loop()
+        self._close_tasks[session_id] = loop.call_later(
+            RECONNECT_GRACE, lambda: asyncio.ensure_future(self._close_session(session_id))
+        )
+
+    def _drop(self, session, conn: Conn) -> None:
+        """``conn``'s kernel has not read for ``--send-timeout``: it gets nothing more (its cells' events
+        are lost to it), its session is on the reconnect grace, and the close waits until it reads."""
+        if session.conn is conn:
+            session.conn = None
+            self._close_later(session.id)
+        reason = f"the kernel did not read its events for {Conn.send_timeout:g} s (--send-timeout): dropped"
+        conn.closing = asyncio.ensure_future(_close_quietly(conn.ws, CLOSE_POLICY, reason))
 
     def _welcome(self, session_id: str) -> dict:
         runtime = self.scheduler.runtime
@@ -181,6 +229,7 @@ class Kernels:
             )
             return
         try:
+            self._check_keep_warm(header)
             warning = self.budgets.check(session.id, session.user) if self.budgets else None
             run = self.scheduler.begin(session, header)
         except GpuError as e:
@@ -190,7 +239,13 @@ class Kernels:
         if warning:
             await session.emit({"type": messages.STREAM, "cell": cell, "name": "stderr", "text": warning})
         if header.get("job") is not None:  # f.spawn: the backend's from here on
-            frames = [f async for f in iter_frames(header, ws)]
+            if not await self._wait_for_worker(run, header, ws):  # (its id is the backend's: no claim)
+                return
+            try:
+                frames = [f async for f in iter_frames(header, ws)]
+            except BaseException:
+                self.scheduler.caps.done_waiting(session.user)
+                raise
             job = self.jobs.start(session, run, header)
             # its row is committed before its id is given: a backend that dies from here on leaves it `lost`
             await asyncio.to_thread(self.scheduler.ledger.flush)
@@ -204,6 +259,12 @@ class Kernels:
         # a cell whose worker must first get the kernel's versions (scheduling/follow.py) waits off this loop
         lease = None if self.scheduler.follow.plan(run, header) else self.scheduler.warm_lease(session, run.key)
         if lease is not None:
+            try:
+                self.scheduler.claim(run)  # (no await from warm_lease to dispatch marking the worker busy)
+            except GpuError as e:
+                await drain(header, ws)
+                await self._fail(session, cell, e.code, str(e))
+                return
             # warm path: forward frames as they arrive, no buffering
             frames = iter_frames(header, ws)
             self.scheduler.lifecycle.started(run)
@@ -212,18 +273,55 @@ class Kernels:
             except (Disconnected, WebSocketDisconnect, framing.ProtocolError):
                 # the worker holds half a message: it cannot be trusted with the next one
                 lease.worker.killed_reason = "the kernel disconnected in the middle of sending the cell"
+                if lease.worker.conn is not None:
+                    lease.worker.conn.open = False  # no cell goes to it meanwhile (worker_gone comes once it is dead)
                 self.scheduler.runtime.kill(lease.worker.handle)
                 raise
             async for _ in frames:  # what a failed send left unread
                 pass
             return
-        frames = [f async for f in iter_frames(header, ws)]
+        try:
+            self.scheduler.claim(run)
+        except GpuError as e:
+            await drain(header, ws)
+            await self._fail(session, cell, e.code, str(e))
+            return
+        if not await self._wait_for_worker(run, header, ws):
+            ended(run)
+            return
+        try:  # its inputs are kept until a worker is there: --max-queued-per-user bounds them
+            frames = [f async for f in iter_frames(header, ws)]
+        except BaseException:
+            ended(run)
+            self.scheduler.caps.done_waiting(session.user)
+            raise
         asyncio.ensure_future(self._cold_execute(run, header, inline, frames))
+
+    async def _wait_for_worker(self, run, header: dict, ws: WebSocket) -> bool:
+        """Count the cell among its user's waiting for a worker (``_cold_execute`` uncounts it); False:
+        refused (--max-queued-per-user), the failure sent and its frames skipped."""
+        try:
+            self.scheduler.caps.wait(run.session.user)
+            return True
+        except GpuError as e:
+            await drain(header, ws)
+            await self._fail(run.session, run.id, e.code, str(e))
+            return False
+
+    def _check_keep_warm(self, header: dict) -> None:
+        """A client's keep-warm: a finite number of seconds, at most ``max_keep_warm`` (a worker held
+        for ever would escape scale to zero and the per-user caps)."""
+        kw = header.get("keep_warm")
+        if kw is None:
+            return
+        if not isinstance(kw, (int, float)) or isinstance(kw, bool) or not math.isfinite(kw) \
+                or not 0 <= kw <= self.max_keep_warm:
+            raise BadRequest(f"keep_warm must be a number of seconds from 0 to {self.max_keep_warm:g}, not {kw!r}")
 
     async def _cold_execute(self, run, header, inline, frames) -> None:
         lifecycle = self.scheduler.lifecycle
         lifecycle.queued(run)
-        self.scheduler.starting[run.id] = run  # an interrupt meanwhile is kept for after the start
+        self.scheduler.starting[run.row] = run  # an interrupt meanwhile is kept for after the start
         try:
             await self.scheduler.build(run, header)  # its jupyter_gpu.Image, first (a failure leases nothing)
             lease = await self.scheduler.lease_for(run, header.get("keep_warm"))
@@ -241,11 +339,18 @@ class Kernels:
             await self._interrupted_before_start(run, f"in the queue for {run.gpu}")
             return
         finally:
-            self.scheduler.starting.pop(run.id, None)
+            self.scheduler.starting.pop(run.row, None)
+            self.scheduler.caps.done_waiting(run.session.user)
         if run.interrupts:  # the stop button during the cold start: the worker stays, warm and leased
             await self._interrupted_before_start(run, f"while a worker for {run.gpu} was starting; it is warm now")
             return
-        # no await between that check and dispatch marking the worker busy with this cell: a stop
+        busy = lease.worker.cell
+        if busy is not None:  # the session sent a cell while its worker runs another: not run over it
+            lifecycle.failed(run)
+            await self._fail(run.session, run.id, "bad_request", f"this session's worker for {run.gpu} is running "
+                             f"cell {busy.id!r}; a session runs one cell at a time on a worker")
+            return
+        # no await between those checks and dispatch marking the worker busy with this cell: a stop
         # from here on finds the cell there (Scheduler.interrupt) and goes to the worker after it
         await self.scheduler.dispatch(run, lease, header, inline, frames)
 
@@ -262,6 +367,7 @@ class Kernels:
 
     async def _prewarm(self, session, header: dict) -> None:
         try:
+            self._check_keep_warm(header)
             info = await self.scheduler.prewarm(
                 session, header.get("gpu") or self.scheduler.runtime.default_gpu(), header.get("keep_warm"),
                 header.get("image"),

@@ -18,6 +18,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from jupyter_gpu import __version__
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 
+from jupyter_gpu_backend.accounting.ledger import cell_id
 from jupyter_gpu_backend.api.auth import Auth, token_of
 from jupyter_gpu_backend.api.kernels import Kernels
 from jupyter_gpu_backend.scheduling.dedicated import pool_usage
@@ -71,9 +72,9 @@ def add_routes(app: FastAPI, scheduler: Scheduler, kernels: Kernels, auth: Auth)
         their worker cold-starts.  Read-only; the lab sidebar shows it."""
         mine = {sid for sid, s in scheduler.sessions.items() if s.user == user}
         rows = await asyncio.to_thread(scheduler.ledger.queued_cells, user)
-        return {"queued": [{"cell": c, "session": s, "gpu": g, "image": i or DEFAULT_IMAGE,
-                            "position": scheduler.capacity.position(pool_key(g, i), c)}
-                           for c, s, g, i in rows or [] if s in mine]}
+        return {"queued": [{"cell": cell_id(row, s), "session": s, "gpu": g, "image": i or DEFAULT_IMAGE,
+                            "position": scheduler.capacity.position(pool_key(g, i), row)}
+                           for row, s, g, i in rows or [] if s in mine]}
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(user: str = Depends(auth)):

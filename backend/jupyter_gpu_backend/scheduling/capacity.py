@@ -1,7 +1,10 @@
 """Worker slots per GPU type: at most ``max_workers`` alive at once, the rest wait in FIFO order.
 
 A slot is taken before a worker starts and given back when it is gone; a freed slot passes straight
-to the first waiter.  Waiters are told their position whenever it changes (``on_position``).
+to the first waiter.  Waiters are told their position whenever it changes (``on_position``), off the
+path that hands slots over: a waiter whose kernel reads slowly delays only the notes after its own.
+Waiters are keyed by the cell's row (session/cell, model.row_id): one session's stop reaches only
+its own cells.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ class Capacity:
         t0 = time.monotonic()
         waiter = _Waiter(key, asyncio.get_running_loop().create_future(), on_position)
         queue.append(waiter)
-        await self._announce(gpu)
+        await on_position(len(queue))  # (the others' places did not change)
         await waiter.future  # resolved with the slot handed over, or QueueCancelled
         return time.monotonic() - t0
 

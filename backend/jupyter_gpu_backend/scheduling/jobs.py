@@ -66,6 +66,7 @@ class Job:
 class JobSession(Session):
     """A session the backend owns for its jobs: what the scheduler sends its cell goes to the job."""
 
+    kernel = False  # the backend's own: not counted as one of its user's sessions (caps.py)
     jobs: "Jobs"
     job: Job | None = None
     origin: str = ""  # the spawning kernel's session id

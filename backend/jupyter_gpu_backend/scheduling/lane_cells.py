@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from jupyter_gpu._wire import messages
 
-from jupyter_gpu_backend.scheduling.model import LOST_NOTE, Session, Worker
+from jupyter_gpu_backend.scheduling.model import LOST_NOTE, MAX_KEEP_WARM, Session, Worker
 
 if TYPE_CHECKING:
     from jupyter_gpu_backend.scheduling.scheduler import Scheduler
@@ -61,8 +61,9 @@ class LaneCells:
         self.scheduler.lifecycle.lane_metered(worker, cell, status, timings, ended, submitted,
                                               str(function)[:200] if function else None)
         if lease is not None and lease.worker is worker:
-            if header.get("keep_warm") is not None:  # the latest cell's --keep-warm wins
-                lease.keep_warm = float(header["keep_warm"])
+            kw = header.get("keep_warm")  # the latest cell's --keep-warm wins, if a worker's report is sane
+            if kw is not None and _number(kw) == kw and 0.0 <= kw <= max(MAX_KEEP_WARM, self.scheduler.keep_warm):
+                lease.keep_warm = float(kw)
             self.scheduler.idle(lease, ago)
 
     async def settle(self, session: Session) -> None:

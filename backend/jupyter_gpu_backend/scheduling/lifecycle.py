@@ -9,12 +9,16 @@ the kernel straight to its worker, which reports it: ``lane_started`` (it still 
 
 The ledger is read at each write (``ledger_of``): budgets wrap the scheduler's ledger after it is
 built.  A cell's pool is written before its end, as budgets charge by pool.
+
+A cell's row is keyed by (session, cell) (``model.row_id``), never by the id its kernel chose alone:
+another user's cell with the same id has a row of its own.  A relayed cell is in its session's
+``cells`` from ``Scheduler.begin`` until it ends here (``done``, ``failed``, ``interrupted``).
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from jupyter_gpu_backend.scheduling.model import CellRun, Worker
+from jupyter_gpu_backend.scheduling.model import CellRun, Worker, row_id
 
 
 class CellLifecycle:
@@ -32,53 +36,64 @@ class CellLifecycle:
 
     def running(self, run: CellRun) -> None:
         """Its worker is there (after a cold start or the line)."""
-        self.ledger_of().cell_running(run.id)
+        self.ledger_of().cell_running(run.row)
 
     def failed(self, run: CellRun) -> None:
         """No worker could be had for it."""
-        self.ledger_of().cell_done(run.id, "failed", None, True, {"queue": run.queue})
+        self.ledger_of().cell_done(run.row, "failed", None, True, {"queue": run.queue})
+        ended(run)
 
     def interrupted(self, run: CellRun, timings: dict) -> None:
         """Stopped before it started (in the line, or while its worker was starting)."""
-        self.ledger_of().cell_done(run.id, "interrupted", None, run.cold, timings)
+        self.ledger_of().cell_done(run.row, "interrupted", None, run.cold, timings)
+        ended(run)
 
     def done(self, run: CellRun, worker: Worker, status: str, timings: dict) -> None:
         """It ended on ``worker``: with the status the worker said, or lost or killed with it."""
         ledger = self.ledger_of()
-        ledger.cell_pool(run.id, worker.pool)  # before cell_done: budgets charge by pool
-        ledger.cell_done(run.id, status, worker.id, run.cold, timings)
+        ledger.cell_pool(run.row, worker.pool)  # before cell_done: budgets charge by pool
+        ledger.cell_done(run.row, status, worker.id, run.cold, timings)
+        ended(run)
 
     def _begin(self, run: CellRun, status: str) -> None:
         ledger = self.ledger_of()
-        ledger.cell_started(run.id, run.session.id, run.session.user, run.gpu, status=status)
-        ledger.cell_image(run.id, run.image)
+        row = run.row
+        ledger.cell_started(row, run.session.id, run.session.user, run.gpu, status=status)
+        ledger.cell_image(row, run.image)
         if run.function:
-            ledger.cell_function(run.id, run.function)
+            ledger.cell_function(row, run.function)
 
     # -- lane cells: reported by their worker ----------------------------------------------------
     def lane_started(self, worker: Worker, cell: str) -> None:
         """A lane cell still runs after 20 ms (``started``)."""
-        ledger = self.ledger_of()
-        ledger.cell_started(cell, worker.session.id, worker.session.user, worker.gpu)
-        ledger.cell_image(cell, worker.image)
+        ledger, row = self.ledger_of(), row_id(worker.session.id, cell)
+        ledger.cell_started(row, worker.session.id, worker.session.user, worker.gpu)
+        ledger.cell_image(row, worker.image)
 
     def lane_metered(self, worker: Worker, cell: str, status: str, timings: dict, ended: float,
                      submitted: float | None, function: str | None = None) -> None:
         """A lane cell ran and ended at ``ended`` (``metered``); ``submitted``: when it began, for
         a cell never announced by ``started`` (None when it was)."""
-        ledger = self.ledger_of()
+        ledger, row = self.ledger_of(), row_id(worker.session.id, cell)
         if submitted is not None:
-            ledger.cell_started(cell, worker.session.id, worker.session.user, worker.gpu, at=submitted)
-        ledger.cell_pool(cell, worker.pool)
-        ledger.cell_done(cell, status, worker.id, False, timings, at=ended)
-        ledger.cell_image(cell, worker.image)
+            ledger.cell_started(row, worker.session.id, worker.session.user, worker.gpu, at=submitted)
+        ledger.cell_pool(row, worker.pool)
+        ledger.cell_done(row, status, worker.id, False, timings, at=ended)
+        ledger.cell_image(row, worker.image)
         if function:
-            ledger.cell_function(cell, function)
+            ledger.cell_function(row, function)
 
     def lane_lost(self, worker: Worker, cell: str, status: str, announced: bool) -> None:
         """A lane cell died with its worker; one it never announced is recorded whole."""
         if not announced:
             self.lane_started(worker, cell)
-        ledger = self.ledger_of()
-        ledger.cell_pool(cell, worker.pool)
-        ledger.cell_done(cell, status, worker.id, False, {})
+        ledger, row = self.ledger_of(), row_id(worker.session.id, cell)
+        ledger.cell_pool(row, worker.pool)
+        ledger.cell_done(row, status, worker.id, False, {})
+
+
+def ended(run: CellRun) -> None:
+    """The cell's id is free again in its session (``Session.cells``)."""
+    cells = run.session.cells
+    if cells.get(run.id) is run:
+        del cells[run.id]

@@ -1,9 +1,18 @@
-"""What the scheduler keeps track of: connections, workers, leases, cells and sessions."""
+"""What the scheduler keeps track of: connections, workers, leases, cells and sessions.
+
+Every send on a connection is bounded (``Conn.send_timeout``): a peer that stops reading makes the
+send wait only that long, then the connection is dropped (``Conn.on_timeout``) and the send returns
+False, so a slow reader slows only itself, never a shared path (the line's announcements, a worker's
+events).  One watchdog per event loop looks at the connections every quarter of the bound; a send
+costs two attribute writes, not a timer (``asyncio.timeout`` costs ~8 us a send).
+"""
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass, field
+from typing import Callable, ClassVar
 
 from jupyter_gpu._wire import framing
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
@@ -12,15 +21,24 @@ from jupyter_gpu_backend.runtimes.base import Handle
 from jupyter_gpu_backend.scheduling.dedicated import SERVERLESS
 
 LOST_NOTE = "Its namespace is lost; the next cell starts a new worker."
+MAX_KEEP_WARM = 24 * 3600.0  # the longest keep-warm a client may ask (or the backend's own --keep-warm, if longer)
 
 
 class Conn:
     """A websocket plus the lock that keeps a multi-frame message in one piece."""
 
+    send_timeout: ClassVar[float] = 30.0  # seconds one send may wait for the peer to read (--send-timeout)
+
     def __init__(self, ws):
         self.ws = ws
         self.lock = asyncio.Lock()
         self.open = True
+        self.timed_out = False
+        self.on_timeout: Callable[[], None] | None = None  # called once when a send waited too long
+        self.closing: asyncio.Future | None = None  # its close, under way after a timeout (api/kernels.py)
+        self._sender: asyncio.Task | None = None  # the task waiting in a send, and since when
+        self._since = 0.0
+        _Watchdog.watch(self)
 
     async def send_frames(self, frames, more=None) -> bool:
         """Send ``frames`` and then, if given, the frames of the async iterator ``more``.
@@ -40,15 +58,59 @@ class Conn:
     async def _send(self, frame) -> bool:
         if not self.open:
             return False
+        self._sender = task = asyncio.current_task()  # what the watchdog reads
+        self._since = time.monotonic()
         try:
             await self.ws.send_bytes(frame if isinstance(frame, bytes) else bytes(frame))
             return True
+        except asyncio.CancelledError:
+            # the watchdog's cancel (this send waited past the bound) ends this send only; any other
+            # cancel of the task goes on
+            if self.timed_out and task is not None and task.uncancel() == 0:
+                return False
+            raise
         except Exception:
             self.open = False
             return False
+        finally:
+            self._sender = None
+
+    def _time_out(self) -> None:
+        """The peer has not read for ``send_timeout``: the connection is dropped and the waiting send ends."""
+        self.timed_out, self.open = True, False
+        if self._sender is not None:
+            self._sender.cancel()
+        if self.on_timeout is not None:
+            self.on_timeout()
 
     async def send(self, header: dict, buffers=()) -> bool:
         return await self.send_frames(framing.encode(header, buffers))
+
+
+class _Watchdog:
+    """Per event loop: every quarter of ``Conn.send_timeout``, time out the sends waiting longer.
+    A chain of timer callbacks, not a task: nothing is left pending when a loop closes."""
+
+    conns: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+    loops: ClassVar[weakref.WeakSet] = weakref.WeakSet()  # loops whose chain runs
+
+    @classmethod
+    def watch(cls, conn: Conn) -> None:
+        cls.conns.add(conn)
+        loop = asyncio.get_running_loop()
+        if loop not in cls.loops:
+            cls.loops.add(loop)
+            loop.call_later(Conn.send_timeout / 4, cls._check, loop)
+
+    @classmethod
+    def _check(cls, loop) -> None:
+        now, bound = time.monotonic(), Conn.send_timeout
+        for conn in list(cls.conns):
+            sender = conn._sender
+            if sender is not None and now - conn._since > bound and not conn.timed_out and sender.get_loop() is loop:
+                conn._time_out()
+        if not loop.is_closed():
+            loop.call_later(bound / 4, cls._check, loop)
 
 
 @dataclass
@@ -138,9 +200,21 @@ class CellRun:
     def key(self) -> str:  # the (GPU type, image) pool it runs in
         return pool_key(self.gpu, self.image)
 
+    @property
+    def row(self) -> str:
+        """Its key in the backend (ledger row, budgets, the line): the kernel chose its id, so the id
+        counts only within its session (a session is one user's)."""
+        return row_id(self.session.id, self.id)
+
+
+def row_id(session: str, cell: str) -> str:
+    """A cell's key in the backend: (session, cell) as one string (ledger.cell_id undoes it)."""
+    return f"{session}/{cell}"
+
 
 @dataclass
 class Session:
+    kernel: ClassVar[bool] = True  # a kernel's (jobs.py's JobSession, the backend's own: False)
     id: str
     user: str
     conn: Conn | None = None
@@ -150,6 +224,9 @@ class Session:
     follow_dir: str | None = None
     follow_tried: dict = field(default_factory=dict)  # the last pins asked for, made or not (not again)
     seq: int = 0
+    # its relayed cells from their start to their end (lifecycle.py), by the kernel's id: an id in
+    # use is refused to a second cell, which would share its row, its budget entry and its stop
+    cells: dict = field(default_factory=dict)
 
     async def emit(self, header: dict, inline=b"", frames=()) -> None:
         """Stamp the session's next sequence number and send an event to the kernel."""

@@ -17,12 +17,13 @@ import secrets
 import time
 
 from jupyter_gpu._wire import devices, framing, messages
-from jupyter_gpu.errors import NoSuchImage, WorkerStartFailed
+from jupyter_gpu.errors import BadRequest, NoSuchImage, WorkerStartFailed
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key, split_key
 
 from jupyter_gpu_backend.scheduling.autoscale import Autoscaler
 from jupyter_gpu_backend.scheduling.builds import Builds
 from jupyter_gpu_backend.scheduling.capacity import Capacity
+from jupyter_gpu_backend.scheduling.caps import UserCaps
 from jupyter_gpu_backend.scheduling.dedicated import DEDICATED, SERVERLESS, DedicatedPool
 from jupyter_gpu_backend.config import OWNER
 from jupyter_gpu_backend.runtimes.images import default_images
@@ -31,7 +32,7 @@ from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.scheduling.lifecycle import CellLifecycle
 from jupyter_gpu_backend.scheduling.follow import Follow
 from jupyter_gpu_backend.scheduling.lane_cells import LaneCells
-from jupyter_gpu_backend.scheduling.model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker
+from jupyter_gpu_backend.scheduling.model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker, row_id
 from jupyter_gpu_backend.scheduling.spares import SparePool
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -49,8 +50,9 @@ class Scheduler:
     def __init__(self, runtime: Runtime, keep_warm: float, start_timeout: float = 120.0, max_workers: int | None = None,
                  ledger=None, min_warm: int = 0, lanes: bool = True, dedicated: dict | None = None,
                  scale_up_queue: int | None = None, target_utilisation: float | None = None,
-                 images: dict | None = None):
+                 images: dict | None = None, caps: UserCaps | None = None):
         self.runtime = runtime
+        self.caps = caps or UserCaps()  # per-user caps (caps.py): workers, sessions, cells waiting
         self.images = images or default_images()  # name -> images.WorkerImage; spares and dedicated: default only
         self.ledger = ledger if ledger is not None else NullLedger()
         self.lifecycle = CellLifecycle(lambda: self.ledger)  # a cell's ledger rows (budgets may wrap the ledger later)
@@ -67,7 +69,7 @@ class Scheduler:
         self.workers: dict[str, Worker] = {}
         self.pending: dict[str, tuple[str, Worker]] = {}  # worker id -> (one-time secret, worker)
         self.gone: dict[str, Worker] = {}  # recently gone workers (bounded), for lane_lost
-        self.starting: dict[str, CellRun] = {}  # cells waiting for a cold start (api/kernels.py: _cold_execute)
+        self.starting: dict[str, CellRun] = {}  # row -> cell waiting for a cold start (api/kernels.py: _cold_execute)
         self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
         self._reaping: set = set()  # runtime.stop of gone workers, under way
         self.builds = Builds(self)  # jupyter_gpu.Image specs, built before their first worker
@@ -77,6 +79,7 @@ class Scheduler:
     def session(self, session_id: str, user: str) -> Session:
         s = self.sessions.get(session_id)
         if s is None:
+            self.caps.check_session(self.sessions.values(), user)  # --max-sessions-per-user
             s = self.sessions[session_id] = Session(session_id, user)
             self.ledger.session_opened(session_id, user)
         elif s.user != user:
@@ -102,6 +105,15 @@ class Scheduler:
         cwd = header.get("cwd") if session.user == OWNER else None
         return CellRun(header["cell"], session, gpu, time.monotonic(), image=self.image_of(header, session.user), cwd=cwd,
                        function=messages.function_label(header.get("call")))
+
+    def claim(self, run: CellRun) -> None:
+        """The run's id is its session's until it ends (lifecycle.py): a second cell with the id
+        while it runs is refused (it would share its ledger row, its budget entry and its stop)."""
+        cells = run.session.cells
+        if run.id in cells:
+            raise BadRequest(f"cell id {run.id!r} is in use by a cell of this session that has not ended; "
+                             "a cell id names one cell at a time")
+        cells[run.id] = run
 
     def image_of(self, header: dict, user: str = OWNER) -> str:
         """The worker image a request names (default when it names none); NoSuchImage lists the others.
@@ -137,16 +149,28 @@ class Scheduler:
         async def tell_position(n: int) -> None:
             await session.emit({"type": messages.PHASE, "cell": run.id, "phase": "queued", "position": n, "gpu": run.gpu})
 
+        with self.caps.new_worker(self.sessions.values(), session.user):  # --max-workers-per-user
+            worker = await self._worker_for(run, default, tell_position)
+        lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm, image=run.image)
+        worker.session = session
+        self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
+        session.leases[run.key] = lease
+        self._demand(run.key)  # --target-utilisation: one more lease may want a spare
+        return lease
+
+    async def _worker_for(self, run: CellRun, default: bool, tell_position) -> Worker:
+        """A worker for a cell whose session has none in its pool."""
         # a free dedicated worker first, then a min_warm spare: either way no cold start
         worker = (self.dedicated.take(run.gpu) or self.spares.take(run.gpu)) if default else None
         if worker is None:
             with self.autoscale.waiting(run.gpu) if default else contextlib.nullcontext():  # --scale-up-queue
                 # a max_workers slot (per GPU type and image), or a dedicated worker that comes free
                 # while the cell is in line (a named image's pool has none: key "gpu@image")
-                run.queue, worker = await self.dedicated.slot_or_worker(run.key, run.id, self.capacity, tell_position)
+                run.queue, worker = await self.dedicated.slot_or_worker(run.key, run.row, self.capacity, tell_position)
                 if worker is None:
                     run.cold = True
-                    await session.emit({"type": messages.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
+                    await run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "cold_start",
+                                            "gpu": run.gpu})
                     t0 = time.monotonic()
                     try:
                         worker = await self._start_saying_why(run)
@@ -154,12 +178,7 @@ class Scheduler:
                         self.capacity.release(run.key)
                         raise
                     run.cold_start = time.monotonic() - t0
-        lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm, image=run.image)
-        worker.session = session
-        self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
-        session.leases[run.key] = lease
-        self._demand(run.key)  # --target-utilisation: one more lease may want a spare
-        return lease
+        return worker
 
     async def _start_saying_why(self, run: CellRun) -> Worker:
         """``start_worker`` for a cold cell.  A start that takes longer than a worker's usual boot
@@ -431,9 +450,10 @@ class Scheduler:
         return None
 
     async def interrupt(self, session: Session, cell: str) -> None:
-        if self.capacity.cancel(cell):
+        row = row_id(session.id, cell)  # only this session's cell: the id is the kernel's choice
+        if self.capacity.cancel(row):
             return  # it was still queued: it leaves the line (see api/kernels.py: _cold_execute)
-        starting = self.starting.get(cell)
+        starting = self.starting.get(row)
         if starting is not None and starting.session is session:
             starting.interrupts += 1  # its worker is starting: the cell will not be dispatched
             return

@@ -1,5 +1,6 @@
 """A cell's ledger rows are written by one class (scheduling/lifecycle.py), one method a lifecycle step,
-in the order the ledger and budgets rely on (the pool before the end: budgets charge by pool)."""
+in the order the ledger and budgets rely on (the pool before the end: budgets charge by pool).  A row
+is keyed "session/cell": the kernel's cell id counts only within its session."""
 from __future__ import annotations
 
 import asyncio
@@ -41,18 +42,18 @@ def test_a_cold_cell_is_queued_then_running_then_done(world):
     cells.running(run)
     cells.done(run, worker, "ok", {"run": 2.0})
     assert ledger.rows == [
-        ("cell_started", ("c-1", "s-1", "alice", "cpu"), {"status": "queued"}),
-        ("cell_image", ("c-1", "big"), {}),
-        ("cell_running", ("c-1",), {}),
-        ("cell_pool", ("c-1", "dedicated"), {}),
-        ("cell_done", ("c-1", "ok", "w-1", True, {"run": 2.0}), {}),
+        ("cell_started", ("s-1/c-1", "s-1", "alice", "cpu"), {"status": "queued"}),
+        ("cell_image", ("s-1/c-1", "big"), {}),
+        ("cell_running", ("s-1/c-1",), {}),
+        ("cell_pool", ("s-1/c-1", "dedicated"), {}),
+        ("cell_done", ("s-1/c-1", "ok", "w-1", True, {"run": 2.0}), {}),
     ]
 
 
 def test_a_warm_cell_starts_running(world):
     cells, ledger, run, _ = world
     cells.started(run)
-    assert ledger.rows[0] == ("cell_started", ("c-1", "s-1", "alice", "cpu"), {"status": "running"})
+    assert ledger.rows[0] == ("cell_started", ("s-1/c-1", "s-1", "alice", "cpu"), {"status": "running"})
     assert names(ledger) == ["cell_started", "cell_image"]
 
 
@@ -61,8 +62,8 @@ def test_a_cell_that_never_started(world):
     cells.failed(run)
     cells.interrupted(run, {"queue": 1.5, "cold_start": 0.0})
     assert ledger.rows == [
-        ("cell_done", ("c-1", "failed", None, True, {"queue": 1.5}), {}),
-        ("cell_done", ("c-1", "interrupted", None, True, {"queue": 1.5, "cold_start": 0.0}), {}),
+        ("cell_done", ("s-1/c-1", "failed", None, True, {"queue": 1.5}), {}),
+        ("cell_done", ("s-1/c-1", "interrupted", None, True, {"queue": 1.5, "cold_start": 0.0}), {}),
     ]
 
 
@@ -73,11 +74,11 @@ def test_lane_cells_as_their_worker_reports_them(world):
     ledger.rows.clear()
     cells.lane_metered(worker, "c-2", "ok", {"run": 1.0}, ended=100.0, submitted=None)  # announced
     assert names(ledger) == ["cell_pool", "cell_done", "cell_image"]
-    assert ledger.rows[1] == ("cell_done", ("c-2", "ok", "w-1", False, {"run": 1.0}), {"at": 100.0})
+    assert ledger.rows[1] == ("cell_done", ("s-1/c-2", "ok", "w-1", False, {"run": 1.0}), {"at": 100.0})
     ledger.rows.clear()
     cells.lane_metered(worker, "c-3", "ok", {"run": 1.0}, ended=100.0, submitted=99.0)  # never announced
     assert names(ledger) == ["cell_started", "cell_pool", "cell_done", "cell_image"]
-    assert ledger.rows[0] == ("cell_started", ("c-3", "s-1", "alice", "cpu"), {"at": 99.0})
+    assert ledger.rows[0] == ("cell_started", ("s-1/c-3", "s-1", "alice", "cpu"), {"at": 99.0})
 
 
 def test_a_lane_cell_lost_with_its_worker(world):
@@ -87,7 +88,7 @@ def test_a_lane_cell_lost_with_its_worker(world):
     ledger.rows.clear()
     cells.lane_lost(worker, "c-3", "killed", announced=False)  # recorded whole
     assert names(ledger) == ["cell_started", "cell_image", "cell_pool", "cell_done"]
-    assert ledger.rows[-1] == ("cell_done", ("c-3", "killed", "w-1", False, {}), {})
+    assert ledger.rows[-1] == ("cell_done", ("s-1/c-3", "killed", "w-1", False, {}), {})
 
 
 def test_the_ledger_is_read_at_each_write():
@@ -95,4 +96,4 @@ def test_the_ledger_is_read_at_each_write():
     scheduler = Scheduler(FakeRuntime(), 5.0)
     scheduler.ledger = wrapped = Recorder()
     scheduler.lifecycle.running(CellRun("c-1", Session("s", "u"), "cpu", 0.0))
-    assert wrapped.rows == [("cell_running", ("c-1",), {})]
+    assert wrapped.rows == [("cell_running", ("s/c-1",), {})]
