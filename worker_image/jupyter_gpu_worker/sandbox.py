@@ -10,13 +10,14 @@ the zygote (or at its spawn), before it dials the backend, and made final at its
   worker's environment), and empty private ``/tmp``, ``/var/tmp`` and ``/dev/shm``.
 - the directories in ``plan["hide"]`` (the backend user's home, its state: ledger, runtime files,
   jobs) under an empty tmpfs, except the paths in ``plan["keep"]`` (Python, the environments,
-  the follow directories) bound back read-only; each file in ``plan["blank"]`` (the users file,
+  the follow directories, the CA file of a TLS backend) bound back read-only, there or in /tmp; each file in ``plan["blank"]`` (the users file,
   the config file) shows as empty.
 - the environment cut to ``plan["env"]``'s names (``PGPASSWORD`` and the backend's settings are not
   there).
 
 ``drop(uid)`` (the backend sends the uid of the cell's user with the first cell: a spare waits
-unassigned as root, running only this code): the process becomes that unprivileged uid (and gid),
+unassigned as root, running only this code): the process becomes that unprivileged uid (its gid:
+the workers' one group, ``plan["gid"]``, which may read the built environments and nothing else),
 no supplementary groups, ``no_new_privs``; HOME is a private directory of its ``/tmp``.  From here
 nothing of another user, of the backend, or of root is within its reach.
 """
@@ -31,7 +32,7 @@ CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID = 0x00020000, 0x08000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-STAGE = "/tmp/.jupyter-gpu-keep"
+STAGE = "/dev/shm/.jupyter-gpu-keep"  # where what stays visible waits while the rest is covered
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _state = {"entered": False, "uid": None}
@@ -62,38 +63,49 @@ def enter(plan: dict) -> None:
     # (a keeper killed before this line leaves a worker whose registration the backend refuses)
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # its own; the stage meanwhile
+    private = [p for p in ("/tmp", "/var/tmp") if os.path.isdir(p)]
     keep = [p for p in dict.fromkeys(os.path.realpath(p) for p in plan.get("keep", ())) if os.path.exists(p)]
     hide = [p for p in dict.fromkeys(os.path.realpath(p) for p in plan.get("hide", ())) if os.path.isdir(p)]
     staged = []
     for i, path in enumerate(keep):  # what stays visible inside a hidden directory, set aside first
-        if any(_inside(path, h) for h in hide):
+        if any(_inside(path, h) for h in hide + private):
             stage = f"{STAGE}/{i}"
-            os.makedirs(stage)
+            _mount_point(stage, os.path.isdir(path))
             _mount(path, stage, None, MS_BIND | MS_REC)
             staged.append((stage, path))
+    for path in private:
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for path in sorted(hide, key=len):
-        if not any(_inside(path, h) and path != h for h in hide):  # one inside another: hidden with it
+        if not any(_inside(path, h) and path != h for h in hide + private):  # within another: hidden with it
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     for stage, path in staged:
-        os.makedirs(path, exist_ok=True)
+        _mount_point(path, os.path.isdir(stage))
         _mount(stage, path, None, MS_MOVE)
         _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     for stage, _ in staged:
-        os.rmdir(stage)
+        os.rmdir(stage) if os.path.isdir(stage) else os.unlink(stage)
     if staged:
         os.rmdir(STAGE)
     for path in plan.get("blank", ()):
         if os.path.isfile(path):
             _mount("/dev/null", path, None, MS_BIND)
-    for path in ("/dev/shm", "/var/tmp"):
-        if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     wanted = set(plan.get("env", ()))
     for name in list(os.environ):
         if name not in wanted:
             del os.environ[name]
     _state["entered"] = True
+    _state["gid"] = plan.get("gid", None)
+
+
+def _mount_point(path: str, directory: bool) -> None:
+    """An empty directory (or file) at ``path`` to mount on, with the directories above it."""
+    if directory:
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.exists(path):
+            open(path, "w").close()
 
 
 def drop(uid: int) -> None:
@@ -103,11 +115,12 @@ def drop(uid: int) -> None:
         return
     if _state["uid"] is not None:
         raise PermissionError(f"this worker is another user's (uid {_state['uid']}), not uid {uid}'s")
+    gid = _state["gid"] if _state.get("gid") is not None else uid
     home = f"/tmp/home-{uid}"
     os.makedirs(home, mode=0o700, exist_ok=True)
-    os.chown(home, uid, uid)
+    os.chown(home, uid, gid)
     os.setgroups([])
-    os.setresgid(uid, uid, uid)
+    os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
     os.environ.update(HOME=home, USER=f"user{uid}", LOGNAME=f"user{uid}")

@@ -70,10 +70,21 @@ def uv() -> str:
 
 
 class LocalEnvs:
-    def __init__(self, root: Path | None = None, base_python: str | None = None):
+    def __init__(self, root: Path | None = None, base_python: str | None = None, group: int | None = None):
         self.root = Path(root or default_root())
         self.base_python = base_python or sys.executable
         self._locks: dict[str, asyncio.Lock] = {}
+        # under --users: the sandboxed workers' group (runtimes/local.py), which may read (not write) it
+        self.group = group
+        if group is not None and self.root.is_dir():
+            for d in [self.root, *(p for p in self.root.iterdir() if p.is_dir())]:
+                self._grant(d)
+
+    def _grant(self, path: Path) -> None:
+        """Let the workers' group read ``path`` (a directory of the cache): 0750, group theirs."""
+        if self.group is not None:
+            os.chown(path, -1, self.group)
+            os.chmod(path, 0o750)
 
     def ready(self, spec: dict) -> Built | None:
         """The built image, when every layer of it is there already (no build)."""
@@ -107,6 +118,7 @@ class LocalEnvs:
         kind = part.get("kind") or part.get("op")
         work = self.root / h  # built where it stays: a venv's scripts name their own directory
         private_dir(self.root)  # the backend user's alone: what is under it stays out of other users' reach
+        self._grant(self.root)
         with private_file(self.root / f"{h}.lock", "a") as lock:
             await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # one builder per layer on this host
             info = self._info(h)
@@ -114,6 +126,7 @@ class LocalEnvs:
                 return info
             shutil.rmtree(work, ignore_errors=True)  # what a build that died left
             work.mkdir(mode=0o700)
+            self._grant(work)
             try:
                 if kind == "kernel":
                     info = {"python": self.base_python, "site": None, "env": {}, "sites": [], "shadows": False,

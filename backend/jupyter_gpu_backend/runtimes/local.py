@@ -39,6 +39,7 @@ from jupyter_gpu._wire import settings
 log = logging.getLogger("jupyter_gpu_backend")
 # under --users: the first uid of the users' sandboxed workers (no account has it: nothing on the host is theirs)
 SANDBOX_UID_BASE = 200000
+SANDBOX_GID = SANDBOX_UID_BASE - 1  # their one group: the built environments' (envs.py) are readable by it
 # what a sandboxed worker keeps of the environment besides the worker's settings and its image's env
 SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "MPLBACKEND",
                "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "JUPYTER_GPU_WORKER_ID")
@@ -123,7 +124,11 @@ class LocalRuntime(Runtime):
                       if ("worker" in s.who or s.who == "all") and s not in (settings.WORKER_SECRET, settings.SANDBOX,
                                                                                settings.LANE_DIR)]
         self.sandbox = {"hide": [os.path.expanduser("~"), *hide], "keep": keep, "blank": list(blank),
-                        "env": sorted({*worker_env, *SANDBOX_ENV})}
+                        "env": sorted({*worker_env, *SANDBOX_ENV}), "gid": SANDBOX_GID}
+        if default_root().is_dir():  # environments built before: readable by the workers' group now
+            from jupyter_gpu_backend.runtimes.envs import LocalEnvs
+
+            self.envs = LocalEnvs(group=SANDBOX_GID)
         self.shares_host = False  # its /dev/shm is its own: values go on the wire
         return None
 
@@ -155,7 +160,7 @@ class LocalRuntime(Runtime):
         if self.envs is None:
             from jupyter_gpu_backend.runtimes.envs import LocalEnvs
 
-            self.envs = LocalEnvs()
+            self.envs = LocalEnvs(group=SANDBOX_GID if self.sandbox is not None else None)
         built = self.envs.ready(spec) or await self.envs.build(spec, say)
         if built.sites is not None and not built.shadows:
             # it only adds packages to the default environment: its workers are forks of the default
@@ -207,7 +212,9 @@ class LocalRuntime(Runtime):
             env[settings.LANE_DIR.name] = self.log_dir
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
         # (and the variables its image sets: the rest of the backend's environment is not the worker's)
-        sandbox = None if self.sandbox is None else {**self.sandbox, "env": sorted({*self.sandbox["env"], *env})}
+        sandbox = None if self.sandbox is None else {
+            **self.sandbox, "env": sorted({*self.sandbox["env"], *env}),
+            "keep": [*self.sandbox["keep"], *filter(None, [os.environ.get(settings.CAFILE.name)])]}  # TLS: the CA
         handle = None
         zygote_of = image.fork_from or image.name  # (a built image that only adds packages: the default's)
         zygote = self.zygotes.get(zygote_of)
