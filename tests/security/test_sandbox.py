@@ -186,3 +186,36 @@ def test_without_root_the_local_runtime_says_it_cannot_sandbox(monkeypatch):
     monkeypatch.undo()
     assert runtime.isolate_users(["bob", "alice"]) is None
     assert runtime.uid_for("alice") != runtime.uid_for("bob") and not runtime.shares_host
+
+
+def test_a_notebook_works_as_before_in_its_sandbox(team, tmp_path):
+    """The sandbox takes nothing a user's notebook needs: values both ways (by the wire), a figure,
+    its own files in its HOME, a subprocess, an Image built for it (readable by the workers' group)."""
+    from jupyter_gpu.notebook.image import from_pip_line
+    from tests.conftest import LiveKernel, make_kernel_env
+    from tests.e2e.helpers import LOAD
+
+    d, proc, url = team
+    env = make_kernel_env(tmp_path)
+    env.update(JUPYTER_GPU_URL=url, JUPYTER_GPU_TOKEN=TOKENS["alice"])
+    made = from_pip_line('"toolz==0.12.1"').spec()["hashes"][1:]
+    k = LiveKernel(env)
+    try:
+        k.run(LOAD)
+        k.run("import numpy as np\nx = np.arange(1_000_000, dtype='float64')")
+        cell = k.run("%%gpu\nimport os, subprocess\ny = x * 2\nopen(os.path.expanduser('~/mine.txt'), 'w').write('hi')\n"
+                     "print(y.sum(), open(os.path.expanduser('~/mine.txt')).read(), "
+                     "subprocess.run(['echo', 'ok'], capture_output=True, text=True).stdout.strip())")
+        assert cell.stdout() == f"{2 * sum(range(1_000_000)):.1f} hi ok\n", cell.stderr()
+        assert k.run("print(y[-1])").stdout() == "1999998.0\n"  # back in the kernel
+        pip = k.run('%%gpu --pip "toolz==0.12.1"\nimport toolz, os\nprint(toolz.__version__, os.getuid() >= 200000)',
+                    timeout=300)
+        assert pip.stdout() == "0.12.1 True\n", pip.stderr()[-2000:]
+    finally:
+        k.shutdown()
+        import shutil
+
+        from jupyter_gpu_backend.runtimes.envs import default_root
+
+        for h in made:
+            shutil.rmtree(default_root() / h, ignore_errors=True)
