@@ -97,7 +97,10 @@ class _Watchdog:
     @classmethod
     def watch(cls, conn: Conn) -> None:
         cls.conns.add(conn)
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # (made outside a loop: nothing sends on it before one runs)
+            return
         if loop not in cls.loops:
             cls.loops.add(loop)
             loop.call_later(Conn.send_timeout / 4, cls._check, loop)
