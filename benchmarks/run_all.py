@@ -30,6 +30,7 @@ SUITE = {
     "messages": ("bench_messages.py", 300, 60),
     "widgets": ("bench_widgets.py", 900, 300),
     "notebooks": ("bench_notebooks.py", 1800, 600),
+    "sandbox": ("bench_sandbox.py", 1200, 400),
 }
 
 

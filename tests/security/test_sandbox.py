@@ -219,3 +219,26 @@ def test_a_notebook_works_as_before_in_its_sandbox(team, tmp_path):
 
         for h in made:
             shutil.rmtree(default_root() / h, ignore_errors=True)
+
+
+def test_a_spawned_worker_is_sandboxed_too(tmp_path):
+    """Without a zygote (starting up, or JUPYTER_GPU_ZYGOTE=0) a worker is spawned: it enters the
+    same sandbox (one more fork, a keeper outside), with its secret from an inherited descriptor."""
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps(TOKENS))
+    users.chmod(0o600)
+    proc, url = start_backend(tmp_path, "--users", str(users), env={"JUPYTER_GPU_ZYGOTE": "0"})
+    try:
+        alice = client(url, "alice", "s-sb-spawn")
+        marker = f"98766{os.getpid()}.5"
+        out, done = run(alice, "c1", "import os, subprocess\n"
+                        f"p = subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+                        "print(os.getpid(), os.getuid() >= 200000, sorted(p for p in os.listdir('/proc') if p.isdigit()))")
+        assert done["start_method"] == "spawn" and out.startswith("1 True ['1', "), (done, out)
+        (pid,) = _host_pids_with(marker)
+        alice.send({"type": messages.RELEASE})
+        assert until(alice, messages.STATUS_REPLY)["released"] == 1
+        assert wait_pid_exit(pid, 20), "the process the cell started outlived its spawned worker"
+        alice.close()
+    finally:
+        stop_backend(proc)

@@ -66,7 +66,7 @@ def _child(req: dict) -> None:
         if req.get("sandbox"):  # the local runtime under --users: one thread here, as it needs
             from jupyter_gpu_worker import sandbox
 
-            sandbox.enter(req["sandbox"])
+            sandbox.enter(req["sandbox"], pid_namespace=True)  # born PID 1 of its own (_fork)
         from jupyter_gpu_worker import agent
 
         agent.main(["--url", req["url"]], secret=req["secret"])  # never in its environment (/proc shows that)
@@ -115,7 +115,13 @@ def main() -> None:
 
 
 def _fork(req: dict) -> None:
-    pid = os.fork()
+    if req.get("sandbox"):  # the child is PID 1 of a new PID namespace (jupyter_gpu_worker/sandbox.py)
+        from jupyter_gpu_worker import sandbox
+
+        with sandbox.PidNamespaceForNextFork():
+            pid = os.fork()
+    else:
+        pid = os.fork()
     if pid == 0:
         _child(req)
     _say({"forked": req["worker"], "pid": pid})
