@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
 import json
 import logging
@@ -58,6 +59,7 @@ def remove_runtime_file(path: str) -> None:
 class BackendServer:
     def __init__(self, config: BackendConfig):
         self.config = config
+        self.unix_sock: socket.socket | None = None  # for workers without network (_worker_socket)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # accepted sockets inherit this: without it two small events in a row (result, done)
@@ -115,11 +117,28 @@ class BackendServer:
         why = runtime.isolate_users(sorted(set(config.users.values())), hide=state,
                                     blank=[p for p in (config.users_file, config.config_file) if p])
         if why is None:
+            if hasattr(runtime, "worker_socket"):  # docker: its containers dial this socket, having no network
+                runtime.worker_socket = self._worker_socket()
             return
         if not config.insecure_shared_workers:
             raise ValueError(f"--users on the {config.runtime} runtime: {why}. Say --insecure-shared-workers to "
                              "serve several users on it anyway")
         log.warning("--users on the %s runtime with --insecure-shared-workers: %s", config.runtime, why)
+
+    def _worker_socket(self) -> str:
+        """A Unix socket this server also serves on, for workers without network: alone in its
+        directory (which their containers mount read-only), open to their user (the registration
+        secret is what lets a worker in)."""
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="jupyter-gpu-workers-socket-")
+        os.chmod(d, 0o755)
+        path = os.path.join(d, "backend.sock")
+        self.unix_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.unix_sock.bind(path)
+        os.chmod(path, 0o666)
+        self.unix_sock.listen(512)
+        return path
 
     async def _watch_idle(self) -> None:
         while not self.uvicorn.should_exit:
@@ -150,13 +169,19 @@ class BackendServer:
         # that would kill us before the `finally` below (workers, ledger's last batch, runtime file)
         signal.signal(signal.SIGTERM, lambda *_: None)
         try:
-            await self.uvicorn.serve(sockets=[self.sock])
+            await self.uvicorn.serve(sockets=[self.sock, *([self.unix_sock] if self.unix_sock else [])])
         finally:
             if watcher:
                 watcher.cancel()
             self.kernels.jobs.shutdown()  # calls still running are lost: said in the ledger before it closes
             await self.scheduler.shutdown()
             self.ledger.close()  # the workers' last transitions are committed, not left to the next start
+            if self.unix_sock is not None:  # its socket and the directory made for it
+                path = self.unix_sock.getsockname()
+                self.unix_sock.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    os.rmdir(os.path.dirname(path))
             if self.config.runtime_file:
                 remove_runtime_file(self.config.runtime_file)
 

@@ -64,11 +64,20 @@ class Connection:
     """
 
     def __init__(self, url: str, headers: dict, open_timeout: float = 10.0, send_timeout: float | None = None,
-                 cafile: str | None = None):
+                 cafile: str | None = None, unix_socket: str | None = None):
         uri = parse_uri(url)
-        sock = socket.create_connection((uri.host, uri.port), timeout=open_timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        keepalive(sock)
+        if unix_socket:  # the URL's host still names the backend (its certificate, the Host header)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(open_timeout)
+            try:
+                sock.connect(unix_socket)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((uri.host, uri.port), timeout=open_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            keepalive(sock)
         if send_timeout:  # a send the peer takes nothing of for this long fails (the kernel's deadline):
             # set in the kernel's socket, so it costs no per-send work here
             sec = int(send_timeout)

@@ -45,7 +45,8 @@ class Agent:
     def __init__(self, url: str, secret: str, worker_id: str):
         self.meter = LaneMeter(self.send_backend)  # a lane cell's reports to the backend
         self.worker_id = worker_id
-        self.ws = wsclient.Connection(url, {"X-Worker-Secret": secret, "X-Worker-Id": worker_id}, open_timeout=30)
+        self.ws = wsclient.Connection(url, {"X-Worker-Secret": secret, "X-Worker-Id": worker_id}, open_timeout=30,
+                                      unix_socket=settings.WORKER_SOCKET.get())  # (a docker worker without network)
         self._send_lock = threading.Lock()
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> the main thread
         lane_dir = os.environ.get(LANE_DIR_ENV)

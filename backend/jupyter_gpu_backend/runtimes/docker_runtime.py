@@ -39,6 +39,7 @@ from jupyter_gpu_backend.runtimes.local import detect_gpus
 from jupyter_gpu._wire import settings
 
 log = logging.getLogger("jupyter_gpu_backend")
+SOCKET_DIR = "/run/jupyter-gpu"  # where a worker without network finds the backend's socket (isolate_users)
 
 RUNTIME_LABEL = "org.jupyter-gpu.runtime"  # = "docker" on every worker container
 BACKEND_LABEL = "org.jupyter-gpu.backend"  # host:pid:nonce of the backend that owns it
@@ -94,6 +95,8 @@ class DockerRuntime(Runtime):
         self._next_index: dict[str, int] = {}
         self.envs = None  # jupyter_gpu.Image's layer images (docker_envs.py), made on first use
         self._specs: dict[str, dict] = {}  # a built Image's name -> its spec (built again if its image went)
+        self.isolated = False  # under --users: containers without network (isolate_users)
+        self.worker_socket: str | None = None  # then: the backend's Unix socket for workers (server.py)
         self._remove_orphans()
 
     # -- the image -------------------------------------------------------------------------------
@@ -164,8 +167,11 @@ class DockerRuntime(Runtime):
         return image, built + layers
 
     def isolate_users(self, users, hide=(), blank=()) -> str | None:
-        # a container has its own processes, mounts and /dev/shm; its network is the host's
-        return "its containers use the host's network: a cell reaches every loopback-only service of the GPU host"
+        """A container has its own processes, mounts and /dev/shm already; under --users it has no
+        network either (``network_mode="none"``): its worker dials the backend through a Unix socket
+        mounted into it (``worker_socket``, made by the server), and a cell reaches nothing else."""
+        self.isolated = True
+        return None
 
     async def worker_facts(self) -> dict:
         """The default worker image's Python and installed versions (scheduling/follow.py), asked
@@ -247,6 +253,15 @@ class DockerRuntime(Runtime):
             log.info("worker %s: %s is not mounted: %s", worker_id, path, why)
         env = {**self.passed_on(), **spec.worker_env(), **mounts.env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
         opts = mounts.create_options()
+        network = "host"
+        if self.isolated:  # no network: the backend through its socket, mounted read-only, and nothing else
+            network = "none"
+            opts.setdefault("volumes", {})[os.path.dirname(self.worker_socket)] = {"bind": SOCKET_DIR, "mode": "ro"}
+            env[settings.WORKER_SOCKET.name] = f"{SOCKET_DIR}/{os.path.basename(self.worker_socket)}"
+        cafile = os.environ.get(settings.CAFILE.name)
+        if cafile:  # a TLS backend: its workers verify its certificate against this file
+            opts.setdefault("volumes", {})[cafile] = {"bind": cafile, "mode": "ro"}
+            env[settings.CAFILE.name] = cafile
         # the kernel's versions of what its cells use, which the image lacks (follow.py): read-only
         follow_root = str(follow_root_dir())
         os.makedirs(follow_root, mode=0o755, exist_ok=True)
@@ -263,7 +278,7 @@ class DockerRuntime(Runtime):
         def create_and_start():
             c = self.client.containers.create(
                 image, ["python", "-m", "jupyter_gpu_worker", "--url", self.worker_url],
-                name=handle.name, environment=env, network_mode="host", init=True, shm_size=self.shm_size,
+                name=handle.name, environment=env, network_mode=network, init=True, shm_size=self.shm_size,
                 labels={RUNTIME_LABEL: "docker", BACKEND_LABEL: self.owner, WORKER_LABEL: worker_id}, **opts,
             )
             try:
