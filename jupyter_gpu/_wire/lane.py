@@ -111,12 +111,14 @@ class LaneConnection:
             raise framing.ProtocolError(f"lane frame of {size} bytes is larger than any frame of this protocol")
         return size
 
-    def recv_frame(self, timeout: float | None = None) -> bytes | None:
+    def recv_frame(self, timeout: float | None = None, whole: bool = False) -> bytes | None:
+        """The next frame; None when ``timeout`` passes before it begins (``whole``: before all of
+        it is here - a peer not yet trusted that sends a part and stops must not hold the reader)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._fill(_LEN.size, deadline):
             return None
         size = self._frame_size()
-        if not self._fill(_LEN.size + size, None):  # a frame that started is read whole
+        if not self._fill(_LEN.size + size, deadline if whole else None):  # a frame that started is read whole
             return None
         frame = bytes(self._buf[_LEN.size:_LEN.size + size])
         del self._buf[:_LEN.size + size]
@@ -198,15 +200,15 @@ class Listener:
         """Accept one kernel; it must show the secret and be the session this worker serves."""
         sock, _ = self.sock.accept()
         conn = LaneConnection(sock)
-        try:
-            hello = conn.recv(timeout)
-        except (LaneClosed, framing.ProtocolError):
+        try:  # the hello is one frame, whole within the timeout: a part of one never holds the reader
+            frame = conn.recv_frame(timeout, whole=True)
+            h = None if frame is None else framing.parse_first(frame)[0]
+        except Exception:  # (LaneClosed, ProtocolError, or bytes that are no message at all)
             conn.close()
             return None
-        if hello is None or hello.type != HELLO:
+        if not isinstance(h, dict) or h.get("type") != HELLO:
             conn.close()
             return None
-        h = hello.header
         if not secrets.compare_digest(str(h.get("secret", "")), self.secret):
             why = "wrong lane secret"
         elif session is None or h.get("session") != session:

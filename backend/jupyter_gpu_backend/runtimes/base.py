@@ -139,10 +139,11 @@ class Runtime(ABC):
 
     @staticmethod
     def passed_on() -> dict:
-        """The backend's settings its workers read too ($JUPYTER_GPU_FILES), for a runtime whose
+        """The backend's settings its workers read too ($JUPYTER_GPU_FILES, $JUPYTER_GPU_CAFILE), for a runtime whose
         workers do not inherit the backend's environment (a container, a Ray node)."""
-        files = settings.FILES.get()
-        return {settings.FILES.name: files} if files != settings.FILES.default else {}
+        files, cafile = settings.FILES.get(), settings.CAFILE.get()
+        return {**({settings.FILES.name: files} if files != settings.FILES.default else {}),
+                **({settings.CAFILE.name: cafile} if cafile else {})}  # a TLS backend's certificate
 
     # -- hooks of the above --------------------------------------------------------------------
     def _kill_wait(self, grace: float) -> float:
