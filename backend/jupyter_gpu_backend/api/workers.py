@@ -2,7 +2,8 @@
 worker id (``X-Worker-Id``) and the one-time secret (``X-Worker-Secret``) the runtime gave it.
 
 An unknown worker id is refused before the websocket is accepted (1008); the first message must
-be ``register`` with the right secret, else ``failure`` ``unauthorized`` and 1008.  Then every
+be ``register`` with the right secret, else ``failure`` ``unauthorized`` and 1008.  Both are logged
+(a forged registration, or a replayed one: a registered worker's id is pending no more).  Then every
 message of the worker goes to the scheduler, and its end (a close, or 1002 for a malformed message)
 is the scheduler's ``worker_gone``.
 """
@@ -24,7 +25,9 @@ log = logging.getLogger("jupyter_gpu_backend")
 async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
     worker_id = ws.headers.get("x-worker-id", "")
     secret = ws.headers.get("x-worker-secret", "")
-    if worker_id not in scheduler.pending:
+    if worker_id not in scheduler.pending:  # forged, or replayed (a registered worker is pending no more)
+        log.warning("refused a worker registration from %s: worker id %r is not one being started",
+                    _peer(ws), worker_id[:64])
         await ws.close(code=CLOSE_POLICY, reason="unknown worker")
         return
     await ws.accept()
@@ -35,6 +38,7 @@ async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
             raise framing.ProtocolError("a worker's first message must be 'register'")
         worker = scheduler.register(worker_id, secret, conn, header)
     except (framing.ProtocolError, PermissionError) as e:
+        log.warning("refused a worker registration from %s for %s: %s", _peer(ws), worker_id, e)
         await conn.send(messages.failure("unauthorized", str(e)))
         await ws.close(code=CLOSE_POLICY, reason=str(e)[:120])
         return
@@ -53,3 +57,8 @@ async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
         await ws.close(code=CLOSE_PROTOCOL, reason=str(e)[:120])
     finally:
         await scheduler.worker_gone(worker)
+
+
+def _peer(ws: WebSocket) -> str:
+    client = ws.client
+    return f"{client.host}:{client.port}" if client else "a Unix socket"
