@@ -34,7 +34,11 @@ else:  # pragma: no cover - Python 3.10
 from jupyter_gpu._wire import settings
 
 # -- field types ---------------------------------------------------------------------------------
-Count = Annotated[int, msgspec.Meta(ge=0)]
+# an integer a ledger column (SQLite INTEGER, PostgreSQL BIGINT) and every reader's C code holds: JSON
+# has no bound, and a 400-digit exec_count or pid got past the decoder before (issue 25)
+INT64 = 2**63 - 1
+Int = Annotated[int, msgspec.Meta(ge=-INT64 - 1, le=INT64)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]  # JSON has no NaN; msgspec refuses out-of-range numbers
 Name = str
 Timings = dict[str, float]  # phase -> seconds (load, exec, post, run, queue, cold_start, worker_start)
@@ -233,7 +237,7 @@ class InputReply(_Envelope, total=False):
 class Welcome(_Envelope, total=False):
     """The first message on a kernel's connection."""
 
-    protocol: int
+    protocol: Int
     version: str
     session: str
     host_id: Optional[str]  # when the workers share the kernel's host (shared memory, lanes)
@@ -420,7 +424,7 @@ class Done(_Envelope, total=False):
 # -- worker <-> backend --------------------------------------------------------------------------
 class Register(_Envelope, total=False):
     worker: str
-    pid: int
+    pid: Int
     host_id: Optional[str]
     python: str
     ipython: str
@@ -428,8 +432,8 @@ class Register(_Envelope, total=False):
     lane: Optional[LaneGrant]
     gpu: str
     device: str
-    memory_bytes: Optional[int]
-    index: Optional[int]
+    memory_bytes: Optional[Int]
+    index: Optional[Int]
 
 
 class Registered(_Envelope, total=False):
@@ -544,9 +548,38 @@ class SchemaError(ValueError):
         self.header = header
 
 
+# how deep a header may nest: far more than any message's structure needs (an execute's is 5 levels,
+# a display's JSON a few dozen), and far enough below Python's recursion limit (1000) that a header
+# that decoded can be encoded again, relayed and walked by any reader's recursive code (issue 25: one
+# nested 100,000 levels deep made the decoder raise RecursionError at the backend's door)
+MAX_DEPTH = 256
+
+
 def decode(raw: bytes) -> dict:
     """The header in ``raw`` (JSON), validated against its type's definition; SchemaError naming
-    what is wrong."""
+    what is wrong (nested more than MAX_DEPTH levels: too)."""
+    try:
+        header = _decode(raw)
+    except RecursionError:  # (from the C decoder: no header to answer, the connection must go)
+        raise SchemaError(f"header is nested more than {MAX_DEPTH} levels deep") from None
+    # a header nested d deep has d '[' or '{' and 2d bytes: most are never walked
+    if len(raw) > 2 * MAX_DEPTH and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(header):
+        raise SchemaError(f"{header.get('type')!r} message: nested more than {MAX_DEPTH} levels deep",
+                          {k: header[k] for k in ("type", "cell", "buffers", "nframes") if k in header})
+    return header
+
+
+def _too_deep(value) -> bool:
+    """Does ``value`` nest more than MAX_DEPTH lists or dicts deep?  (Level by level, no recursion.)"""
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x) if isinstance(v, (dict, list))]
+        if not level:
+            return False
+    return True
+
+
+def _decode(raw: bytes) -> dict:
     kind = None
     if raw.startswith(b'{"type":"'):  # how encode() writes every header: the type is read off it
         end = raw.find(b'"', _TYPE_AT)
