@@ -25,13 +25,18 @@ STOP_GRACE = 5.0  # seconds a backend has to answer after a stop press (at most 
 
 class BackendWatch:
     def __init__(self, conn, backend, now: float):
-        self.ws = getattr(backend, "ws", None)  # a wsclient.Connection: heard, ping, pump
+        self.backend = backend
         self.reading = conn is backend  # the wait reads the backend itself (else: a lane cell)
         self.limit = getattr(backend, "deadline", None) or 30.0
         self.url = getattr(backend, "url", "")
         self.since = now  # the wait began (a connection idle between cells is not a silent backend)
         self.pinged = 0.0  # when the last ping went
         self.pressed: float | None = None  # when the stop button was last pressed
+
+    @property
+    def ws(self):
+        """The backend's wsclient.Connection now (heard, ping, pump): another after a resume."""
+        return getattr(self.backend, "ws", None)
 
     def press(self, now: float) -> None:
         """A stop press was sent: the backend must show it is there within STOP_GRACE."""

@@ -130,6 +130,7 @@ class Execute(_Envelope, total=False):
     keep_warm: Optional[Seconds]
     returned: list[str]  # the worker's segments whose values died in the kernel
     session: str  # added by the backend (or the worker, for a lane cell)
+    ack: Count  # the kernel has its session's events up to this ``seq`` (as ``Ack``)
     uid: Count  # added by the backend: the sandboxed worker's user's uid (local runtime under --users)
     # the kernel's request this one serves, {"header": ...}: `get_ipython().kernel.get_parent()`
     # on the worker (ipywidgets' Output captures by its msg_id)
@@ -207,6 +208,13 @@ class Kill(_Envelope, total=False):
     cell: str
     gpu: Optional[str]
     image: Optional[str]
+
+
+class Ack(_Envelope, total=False):
+    """The kernel has every event of its session up to ``upto`` (a ``seq``): the backend forgets
+    them (it keeps the others to replay to a kernel that reconnects, ``_client/connection.py``)."""
+
+    upto: Count
 
 
 class Release(_Envelope, total=False):
@@ -438,6 +446,16 @@ class Register(_Envelope, total=False):
 
 class Registered(_Envelope, total=False):
     worker: str
+    heartbeat: float  # seconds between the worker's heartbeats (absent: it sends none)
+
+
+class Heartbeat(_Envelope, total=False):
+    """worker -> backend, every ``heartbeat`` seconds, from its reader thread (not the cell's): it
+    is there.  A worker silent past the backend's --worker-heartbeat is hung: killed, its cell failed."""
+
+
+# a worker's exit status when its own machinery (not the cell's code) ran out of memory
+EXIT_OUT_OF_MEMORY = 75
 
 
 class Shutdown(_Envelope, total=False):
@@ -516,6 +534,7 @@ CLEAR_OUTPUT, ERROR, INPUT_REQUEST, DONE, REGISTER = "clear_output", "error", "i
 REGISTERED, SHUTDOWN, STARTED, METERED, RETIRE = "registered", "shutdown", "started", "metered", "retire"
 RETIRED, REPORT, REPORTED, LANE_HELLO, LANE_OK = "retired", "report", "reported", "lane_hello", "lane_ok"
 IOPUB, PAYLOAD, ITEM = "iopub", "payload", "item"
+ACK, HEARTBEAT = "ack", "heartbeat"
 JOB_GET, JOB_CANCEL, JOB_INFO, JOB_LIST, JOB_REPLY, JOBS_REPLY = ("job_get", "job_cancel", "job_info", "jobs",
                                                                 "job_reply", "jobs_reply")
 # the message types an `iopub` event may carry (the kernel publishes no other for a worker: a status
@@ -530,7 +549,7 @@ TYPES: dict[str, type] = {
     REGISTERED: Registered, SHUTDOWN: Shutdown, STARTED: Started, METERED: Metered, RETIRE: Retire,
     RETIRED: Retired, REPORT: Report, REPORTED: Reported, LANE_HELLO: LaneHello, LANE_OK: LaneOk,
     IOPUB: Iopub, PAYLOAD: Payload, ITEM: Item, JOB_GET: JobGet, JOB_CANCEL: JobCancel, JOB_INFO: JobInfo,
-    JOB_LIST: JobList, JOB_REPLY: JobReply, JOBS_REPLY: JobsReply,
+    JOB_LIST: JobList, JOB_REPLY: JobReply, JOBS_REPLY: JobsReply, ACK: Ack, HEARTBEAT: Heartbeat,
 }
 
 _DECODERS: dict = {}  # type name -> its Decoder, built when that type is first decoded

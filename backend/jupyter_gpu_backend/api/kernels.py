@@ -81,6 +81,8 @@ class Kernels:
         if self.closing:  # accepted, then closed: the kernel retries with a fresh backend
             await ws.close(code=CLOSE_RESTART, reason="this backend is exiting")
             return
+        existed = session_id in self.scheduler.sessions
+        resume = _resume_after(ws)  # a kernel whose connection dropped: the last event it took
         try:
             session = self.scheduler.session(session_id, user)
         except PermissionError as e:  # another user's session id: nothing of it is reachable
@@ -94,10 +96,13 @@ class Kernels:
             pending_close.cancel()
         conn = Conn(ws)
         conn.on_timeout = lambda: self._drop(session, conn)
-        session.conn = conn
+        if resume is None:
+            session.conn = conn
         self.clients += 1
         try:
             await conn.send(self._welcome(session_id))
+            if resume is not None:
+                await self._resume(session, conn, resume, existed)
             while True:
                 frame = await recv_frame(ws)
                 if conn.timed_out:  # dropped: what it sends now is not served
@@ -132,6 +137,32 @@ class Kernels:
                 self._close_later(session_id)
             if self.clients == 0:
                 self.last_client_left = time.monotonic()
+
+    async def _resume(self, session, conn: Conn, after: int, existed: bool) -> None:
+        """Send the reconnected kernel what followed event ``after`` (what came meanwhile too, in
+        order), then make ``conn`` the session's.  A gap is said as a failure first."""
+        if not existed and after > 0:
+            await conn.send(messages.failure(
+                "connection_lost", f"this backend does not have session {session.id} (it restarted, or the session "
+                f"ended {RECONNECT_GRACE:g} s after its kernel left): what followed its event {after} is lost"))
+        elif session.let_go > after:
+            await conn.send(messages.failure(
+                "connection_lost", f"events {after + 1}..{session.let_go} of this session are lost: the backend keeps "
+                f"at most {session.keep_bytes} bytes a kernel has not acknowledged (--resume-buffer)"))
+        session.acknowledged(after)
+        sent = after
+        while True:  # (an event emitted while this awaits is kept, and sent in the next round)
+            todo = [e for e in session.kept if e[0] > sent]
+            if not todo:
+                break
+            for seq, data, _ in todo:
+                if not await conn.send_frames(data):
+                    return  # broken again: the kernel resumes again
+                sent = seq
+        session.conn = conn  # (no await since the last look: nothing emitted in between is missed)
+        pending_close = self._close_tasks.pop(session.id, None)  # (the old connection's end may have set one)
+        if pending_close is not None:
+            pending_close.cancel()
 
     def _close_later(self, session_id: str) -> None:
         """The session's kernel is gone: its session (and workers) go after RECONNECT_GRACE."""
@@ -188,16 +219,18 @@ class Kernels:
             asyncio.ensure_future(self._lane_lost(session, header))  # it waits for the worker's exit
         elif kind == messages.RELEASE:
             n = await self.scheduler.release(session)
-            await session.conn.send({"type": messages.STATUS_REPLY, "released": n, **self.scheduler.status(session)})
+            await session.emit({"type": messages.STATUS_REPLY, "released": n, **self.scheduler.status(session)})
         elif kind == messages.PREWARM:
             asyncio.ensure_future(self._prewarm(session, header))  # a cold start must not block the loop
         elif kind == messages.STATUS:
             await self.scheduler.lane_cells.settle(session)
-            await session.conn.send({"type": messages.STATUS_REPLY, **self.scheduler.status(session)})
+            await session.emit({"type": messages.STATUS_REPLY, **self.scheduler.status(session)})
+        elif kind == messages.ACK:
+            session.acknowledged(header.get("upto", 0))
         elif kind in (messages.JOB_GET, messages.JOB_CANCEL, messages.JOB_INFO, messages.JOB_LIST):
             asyncio.ensure_future(self._job_request(session, kind, header))  # it may wait for the job
         else:
-            await session.conn.send(messages.failure("bad_request", f"unknown message type {kind!r}"))
+            await session.emit(messages.failure("bad_request", f"unknown message type {kind!r}"))
 
     async def _job_request(self, session, kind: str, header: dict) -> None:
         jid = str(header.get("job", ""))
@@ -215,6 +248,8 @@ class Kernels:
             await session.emit(info)
 
     async def on_execute(self, session, header: dict, inline, ws: WebSocket) -> None:
+        if "ack" in header:  # the kernel has the session's events up to there
+            session.acknowledged(header["ack"])
         size = framing.payload_size(header)
         cell = header.get("cell")
         if not isinstance(cell, str) or not isinstance(header.get("code"), str):
@@ -379,3 +414,14 @@ class Kernels:
 
     async def _fail(self, session, cell, code: str, message: str) -> None:
         await session.emit(messages.failure(code, message, cell=cell))
+
+
+def _resume_after(ws: WebSocket) -> int | None:
+    """``X-Jupyter-Gpu-Resume``: the last event a reconnecting kernel took (None: a new connection)."""
+    raw = ws.headers.get("x-jupyter-gpu-resume")
+    if raw is None:
+        return None
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        return None

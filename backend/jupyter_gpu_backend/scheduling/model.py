@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -139,6 +140,8 @@ class Worker:
     pool: str = SERVERLESS  # or DEDICATED: an always-on worker of the hybrid pool (dedicated.py)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     image: str = DEFAULT_IMAGE  # the worker image it started from (images.py)
+    heard: float = 0.0  # when it last sent anything (api/workers.py: its heartbeat)
+    hung: str | None = None  # why it was killed as hung (Scheduler.hung): its exit cause
 
     @property
     def device(self) -> str:
@@ -227,13 +230,35 @@ class Session:
     follow_dir: str | None = None
     follow_tried: dict = field(default_factory=dict)  # the last pins asked for, made or not (not again)
     seq: int = 0
+    # the events a kernel has not acknowledged (seq, frames, bytes), oldest first, to replay to it when
+    # it resumes a dropped connection (api/kernels.py); at most ``keep_bytes``, the oldest let go first
+    kept: deque = field(default_factory=deque)
+    kept_bytes: int = 0
+    let_go: int = 0  # the last seq let go unacknowledged (a resume from before it has a gap)
+    keep_bytes: ClassVar[int] = 64 * 1024 * 1024  # (--resume-buffer)
     # its relayed cells from their start to their end (lifecycle.py), by the kernel's id: an id in
     # use is refused to a second cell, which would share its row, its budget entry and its stop
     cells: dict = field(default_factory=dict)
 
     async def emit(self, header: dict, inline=b"", frames=()) -> None:
-        """Stamp the session's next sequence number and send an event to the kernel."""
+        """Stamp the session's next sequence number, keep the event until the kernel acknowledges
+        it, and send it to the kernel (none connected, or one whose connection broke: it is kept)."""
         self.seq += 1
         header["seq"] = self.seq
+        data = [framing.with_header(header, inline), *frames]
+        if self.kernel:
+            size = sum(len(f) for f in data)
+            self.kept.append((self.seq, data, size))
+            self.kept_bytes += size
+            while self.kept_bytes > self.keep_bytes and len(self.kept) > 1:
+                seq, _, n = self.kept.popleft()
+                self.kept_bytes -= n
+                self.let_go = seq
         if self.conn is not None:
-            await self.conn.send_frames([framing.with_header(header, inline), *frames])
+            await self.conn.send_frames(data)
+
+    def acknowledged(self, upto: int) -> None:
+        """The kernel has every event up to ``upto``: they are not kept any longer."""
+        kept = self.kept
+        while kept and kept[0][0] <= upto:
+            self.kept_bytes -= kept.popleft()[2]
