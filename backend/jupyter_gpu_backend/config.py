@@ -40,6 +40,8 @@ class BackendConfig:
     max_queued_per_user: int | None = None
     # a send to a peer that does not read waits this long, then its connection is dropped (scheduling/model.py: Conn)
     send_timeout: float = 30.0
+    # a worker that sends nothing, not even its heartbeat, this long is hung: killed, its cell failed (api/workers.py); 0: never
+    worker_heartbeat: float = 60.0
 
     # unleased pre-started workers per GPU type (a cold cell takes one: no cold start)
     min_warm: int = field(default_factory=lambda: int(settings.MIN_WARM.get() or 0))
@@ -150,14 +152,14 @@ def _paths(value) -> list[str]:
 CONFIG_KEYS = {"runtime": _runtime, "keep_warm": seconds, "job_ttl": parse_duration, "min_warm": int, "max_workers": int,
                "scale_up_queue": int, "target_utilisation": float, "worker_start_timeout": seconds,
                "docker_mounts": _paths, "max_workers_per_user": cap, "max_sessions_per_user": cap,
-               "max_queued_per_user": cap, "send_timeout": seconds}
+               "max_queued_per_user": cap, "send_timeout": seconds, "worker_heartbeat": seconds}
 
 
 def load_config_file(path: str, config: BackendConfig) -> None:
     """Settings from a TOML file (``jupyter-gpu serve --config FILE``); the command line wins.
 
     Top-level keys: runtime, keep_warm, job_ttl (e.g. "7d"), min_warm, max_workers, scale_up_queue, target_utilisation,
-    worker_start_timeout, max_workers_per_user, max_sessions_per_user, max_queued_per_user, send_timeout (numbers
+    worker_start_timeout, max_workers_per_user, max_sessions_per_user, max_queued_per_user, send_timeout, worker_heartbeat (numbers
     checked: seconds finite and >= 0, caps whole and >= 1), docker_mounts (a list of absolute host paths:
     docker's worker containers see them, read-write at the same path, as well as the directory of the
     cell that started them);

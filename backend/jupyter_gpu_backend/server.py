@@ -86,6 +86,7 @@ class BackendServer:
                                    images=config.images, caps=UserCaps(config.max_workers_per_user,
                                                                        config.max_sessions_per_user,
                                                                        config.max_queued_per_user))
+        self.scheduler.heartbeat = config.worker_heartbeat
         self.scheduler.dedicated.check(runtime.offers())  # a dedicated size for a type not offered: refused
         self.app, self.kernels = create_app(config, self.scheduler)
         self.uvicorn = uvicorn.Server(
@@ -219,6 +220,9 @@ def main(argv=None) -> None:
     ap.add_argument("--send-timeout", type=seconds, metavar="S",
                     help="seconds a send may wait for a client or worker that does not read; then its connection "
                          "is dropped (default 30)")
+    ap.add_argument("--worker-heartbeat", type=seconds, metavar="S",
+                    help="seconds a worker may send nothing, not even its heartbeat (its reader thread's, sent "
+                         "while a cell runs too), before it counts as hung: killed, its cell failed (default 60; 0: never)")
     ap.add_argument("--min-warm", type=int, default=None, help="unleased pre-started workers per GPU type")
     ap.add_argument("--dedicated", help="always-on workers per GPU type, e.g. cpu=1,H100=2: they take work "
                                         "first, serverless workers the overflow (billed per hour, busy or not)")
@@ -277,7 +281,8 @@ def main(argv=None) -> None:
         config.max_payload = args.max_payload
     if args.max_workers is not None:
         config.max_workers = args.max_workers
-    for name in ("max_workers_per_user", "max_sessions_per_user", "max_queued_per_user", "send_timeout"):
+    for name in ("max_workers_per_user", "max_sessions_per_user", "max_queued_per_user", "send_timeout",
+                 "worker_heartbeat"):
         if getattr(args, name) is not None:  # the command line wins over the file
             setattr(config, name, getattr(args, name))
     if args.min_warm is not None:

@@ -53,6 +53,8 @@ class Agent:
         self.listener = lanes.Listener(lane_dir, worker_id) if lane_dir else None
         self.lane: lanes.LaneConnection | None = None  # the kernel's lane, once it opened one
         self.cells = CellRunner(self.send_backend, self.meter)  # the main thread's: the shell and its namespace
+        self.beat: float | None = None  # seconds between heartbeats, as the backend asked (None: none)
+        self.next_beat = 0.0
 
     # -- connection --------------------------------------------------------------------------
     def send_backend(self, header: dict, buffers=()) -> None:
@@ -82,6 +84,20 @@ class Agent:
         header, _ = framing.parse_first(self.ws.recv())
         if header["type"] != messages.REGISTERED:
             raise SystemExit(f"registration refused: {header.get('message', header)}")
+        self.beat = header.get("heartbeat")
+        self.next_beat = time.monotonic() + (self.beat or 0.0)
+
+    def _heartbeat(self) -> float | None:
+        """Reader: send a heartbeat when one is due; how long until the next (None: none are sent).
+        The reader thread sends them whatever the cell does, so a long quiet cell is not a hung
+        worker; a stopped or deadlocked process sends none (api/workers.py watches)."""
+        if not self.beat:
+            return None
+        now = time.monotonic()
+        if now >= self.next_beat:
+            self.next_beat = now + self.beat
+            self.send_backend({"type": messages.HEARTBEAT})
+        return self.next_beat - now
 
     def _read_message(self) -> framing.Message | None:
         """Reader: the next message from the backend or the lane; None when woken through the
@@ -96,8 +112,9 @@ class Agent:
                     return msg
                 continue
             fds = [self.ws.sock, self.meter.wake_fd] + [x for x in (self.listener, self.lane) if x is not None]
-            ready, _, _ = select.select(fds, [], [], self.meter.due())
-            if not ready:  # a report fell due before anything arrived
+            waits = [t for t in (self.meter.due(), self._heartbeat()) if t is not None]
+            ready, _, _ = select.select(fds, [], [], min(waits) if waits else None)
+            if not ready:  # a report or a heartbeat fell due before anything arrived
                 self.meter.report()
                 continue
             if self.meter.wake_fd in ready:
@@ -187,7 +204,14 @@ class Agent:
         os._exit(0)
 
     def read_forever(self) -> None:
-        """Reader thread: hand requests to the main thread, act on everything else at once."""
+        """Reader thread: hand requests to the main thread, act on everything else at once.  If it
+        fails, the worker exits: a worker that can no longer hear the backend must not linger deaf."""
+        try:
+            self._read_forever()
+        except BaseException as e:
+            _die(e, "its reader thread")
+
+    def _read_forever(self) -> None:
         while True:
             msg = self._read_message()
             if msg is None or self._control(msg):
@@ -210,8 +234,20 @@ class Agent:
                 self.cells.execute(msg)
             except KeyboardInterrupt:
                 pass  # likewise, once the cell had ended
+            except BaseException as e:  # the cell's own errors end in its events: this is ours
+                _die(e, "its main thread")
             finally:
                 self.meter.request_ended()
+
+
+def _die(e: BaseException, where: str) -> None:
+    """The worker's own machinery failed (not a cell's code): exit at once, with a status the
+    backend puts in words (out of memory: messages.EXIT_OUT_OF_MEMORY), rather than linger half-alive."""
+    try:
+        print(f"jupyter-gpu worker: {where} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    except BaseException:
+        pass  # (out of memory, even for that)
+    os._exit(messages.EXIT_OUT_OF_MEMORY if isinstance(e, MemoryError) else 70)
 
 
 def image_sites() -> None:

@@ -193,7 +193,14 @@ class WorkerShell(InteractiveShell):
 
             self._showtraceback(etype, value, [s.rstrip("\n") for s in traceback.format_exception(etype, value, tb)])
             return
-        super().showtraceback(exc_tuple, filename, tb_offset, exception_only, running_compiled_code)
+        try:
+            super().showtraceback(exc_tuple, filename, tb_offset, exception_only, running_compiled_code)
+        except Exception:
+            # showing it failed: out of memory, typically (IPython's fallback allocates too, and then
+            # raised SystemError, which hid the cell's MemoryError); the cell's error is still its own
+            if value is None:
+                raise
+            self._showtraceback(etype, value, [f"{getattr(etype, '__name__', etype)}: {value}"])
 
     def _showtraceback(self, etype, evalue, stb):
         if _shown_by_library():

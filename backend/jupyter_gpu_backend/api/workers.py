@@ -6,10 +6,18 @@ be ``register`` with the right secret, else ``failure`` ``unauthorized`` and 100
 (a forged registration, or a replayed one: a registered worker's id is pending no more).  Then every
 message of the worker goes to the scheduler, and its end (a close, or 1002 for a malformed message)
 is the scheduler's ``worker_gone``.
+
+A worker whose process is there but answers nothing (stopped, deadlocked) is found by its heartbeat:
+asked for one every quarter of ``Scheduler.heartbeat`` seconds (``registered``), sent by its reader
+thread whatever its cell does; a worker that sent nothing for ``heartbeat`` seconds, while the
+backend was not itself sending to it (that send has its own bound), is killed and its cell failed
+saying so (``Scheduler.hung``).  Its last message's time is one attribute write a message.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -44,10 +52,16 @@ async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
         return
     except (Disconnected, WebSocketDisconnect):
         return
-    await conn.send({"type": messages.REGISTERED, "worker": worker.id})
+    bound = scheduler.heartbeat
+    await conn.send({"type": messages.REGISTERED, "worker": worker.id, **({"heartbeat": bound / 4} if bound else {})})
+    worker.heard = time.monotonic()
+    watch = asyncio.ensure_future(_watch(scheduler, worker, ws, bound)) if bound else None
     try:
         while True:
             header, inline = framing.parse_first(await recv_frame(ws))
+            worker.heard = time.monotonic()
+            if header["type"] == messages.HEARTBEAT:
+                continue
             frames = [f async for f in iter_frames(header, ws)]
             await scheduler.worker_event(worker, header, inline, frames)
     except (Disconnected, WebSocketDisconnect):
@@ -56,7 +70,24 @@ async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
         log.warning("worker %s sent a malformed message: %s", worker.id, e)
         await ws.close(code=CLOSE_PROTOCOL, reason=str(e)[:120])
     finally:
+        if watch is not None:
+            watch.cancel()
         await scheduler.worker_gone(worker)
+
+
+async def _watch(scheduler: Scheduler, worker, ws: WebSocket, bound: float) -> None:
+    """Kill a worker that sent nothing for ``bound`` seconds; its connection's end fails its cell."""
+    while True:
+        await asyncio.sleep(bound / 4)
+        if worker.conn is not None and worker.conn._sender is not None:
+            continue  # the backend waits on a send to it: --send-timeout bounds that
+        if time.monotonic() - worker.heard > bound:
+            scheduler.hung(worker, bound)
+            try:  # a killed process's connection closes by itself; a runtime's kill may take longer
+                await asyncio.wait_for(worker.gone.wait(), 5.0)
+            except asyncio.TimeoutError:
+                await ws.close(code=1011, reason="no heartbeat")
+            return
 
 
 def _peer(ws: WebSocket) -> str:

@@ -19,7 +19,7 @@ import signal
 from abc import ABC, abstractmethod
 from typing import Protocol
 
-from jupyter_gpu._wire import settings
+from jupyter_gpu._wire import messages, settings
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
 from jupyter_gpu_backend.runtimes.images import WorkerImage, default_images
@@ -40,6 +40,8 @@ def exit_text(code: int) -> str:
             return f"the process was killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"the process was killed by signal {-code}"
+    if code == messages.EXIT_OUT_OF_MEMORY:  # the worker's own machinery hit MemoryError (agent.py)
+        return f"the process ran out of memory (exited with code {code})"
     return f"the process exited with code {code}"
 
 

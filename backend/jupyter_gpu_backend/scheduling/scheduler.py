@@ -71,6 +71,7 @@ class Scheduler:
         self.gone: dict[str, Worker] = {}  # recently gone workers (bounded), for lane_lost
         self.starting: dict[str, CellRun] = {}  # row -> cell waiting for a cold start (api/kernels.py: _cold_execute)
         self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
+        self.heartbeat = 60.0  # a worker silent this long is hung (--worker-heartbeat; 0: never; api/workers.py)
         self._reaping: set = set()  # runtime.stop of gone workers, under way
         self.builds = Builds(self)  # jupyter_gpu.Image specs, built before their first worker
         self.follow = Follow(runtime, enabled=runtime.follows_kernel)  # the kernel's versions, for default workers
@@ -386,6 +387,15 @@ class Scheduler:
                 log.warning("worker %s stopped but its connection stayed open %.0f s", worker.id, LAST_REPORTS_WAIT)
         self.ledger.worker_state(worker.id, "stopped")
 
+    def hung(self, worker: Worker, bound: float) -> None:
+        """``worker`` sent nothing, not even a heartbeat, for ``bound`` seconds (api/workers.py): its
+        process is there but answers nothing.  It is killed; its connection's end fails its cell."""
+        worker.hung = (f"it stopped answering (no heartbeat for {bound:g} s, --worker-heartbeat: its process was "
+                       f"stopped or stuck), so it was killed")
+        log.warning("worker %s sent nothing for %g s: killing it", worker.id, bound)
+        if worker.handle is not None:
+            self.runtime.kill(worker.handle)
+
     async def worker_gone(self, worker: Worker) -> None:
         """The worker's connection closed: fail its cell (with the cause) and drop its lease."""
         try:
@@ -414,7 +424,8 @@ class Scheduler:
                 self._demand(worker.key)
         self.spares.discard(worker)
         self.dedicated.recycle(worker)
-        cause = worker.exit_cause = await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown"
+        cause = worker.exit_cause = worker.hung or (
+            await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown")
         if worker.handle is not None:  # a Ray actor holds its CPUs/GPUs until killed, even with its worker dead
             self._reap(worker.handle)
         if run is None:
