@@ -284,6 +284,9 @@ class LocalRuntime(Runtime):
         await super().shutdown()
         for z in [*self.zygotes.values(), *self.retired]:
             await z.stop()
+        # its workers' and zygotes' logs and lane sockets: nobody reads them once the backend is gone
+        # (left, one directory per backend run piled up in the temp directory)
+        shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 class Zygote:
