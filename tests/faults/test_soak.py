@@ -45,7 +45,7 @@ from jupyter_gpu._client.connection import BackendClient
 from jupyter_gpu._wire import messages, serialization, shm
 
 from tests.conftest import LiveKernel, make_kernel_env
-from tests.integration.backend_process import start_backend, stop_backend
+from tests.integration.backend_process import api_get, start_backend, stop_backend
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -117,6 +117,11 @@ def segments() -> set[str]:
 def ours(names: set[str], pids: set[int]) -> set[str]:
     """The segments named after one of ``pids`` (shm.py names them PREFIX + creator's pid)."""
     return {n for n in names if (m := SEG.match(n)) and int(m.group(1)) in pids}
+
+
+def in_flight(url: str) -> list:
+    cells = api_get(url, TOKEN, "/api/cells?limit=10000")["cells"]
+    return [(c["id"], c["status"]) for c in cells if c["status"] in ("running", "queued")]
 
 
 def wait_for(cond, timeout: float, what) -> None:
@@ -327,6 +332,10 @@ def test_soak_leaves_nothing_behind(tmp_path):
         wait_for(lambda: len(open_fds(proc.pid)) <= len(baseline) + FD_SLACK, 30,
                  lambda: f"fds beyond the baseline ({len(baseline)}): "
                          f"{sorted(set(open_fds(proc.pid)) - set(baseline))}")
+        wait_for(lambda: not in_flight(url), 30, lambda: f"ledger rows in flight while it runs: {in_flight(url)[:10]}")
+        # (a stopped worker's log with something in it stays for a person to read; an empty one goes)
+        logs = [p.name for p in tmp.glob("jupyter-gpu-workers-*/w-*.log") if p.stat().st_size == 0]
+        assert not logs, f"empty logs of stopped workers left: {len(logs)}"
         print(f"soak: {SESSIONS} sessions x {CELLS} cells in {took:.1f} s; backend fds {len(baseline)} -> "
               f"{len(open_fds(proc.pid))}")
     finally:

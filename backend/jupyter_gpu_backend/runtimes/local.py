@@ -273,6 +273,16 @@ class LocalRuntime(Runtime):
         for path in glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter-gpu-files-{glob.escape(worker_id)}-*")):
             shutil.rmtree(path, ignore_errors=True)
 
+    def _free(self, handle: WorkerProcess) -> None:
+        """A stopped worker's empty log explains nothing: it goes (else a long-running backend piles
+        up one file per worker it ever started); one with something in it stays, for a person, until
+        the backend's shutdown."""
+        try:
+            if os.path.getsize(handle.log_path) == 0:
+                os.unlink(handle.log_path)
+        except OSError:
+            pass
+
     def kill(self, handle: WorkerProcess) -> None:
         if not handle.exited.done():
             try:
