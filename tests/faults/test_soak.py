@@ -96,8 +96,10 @@ def cmdline(pid: int) -> str:
 
 
 def workers_of(backend: int) -> set[int]:
-    """The backend's descendants other than its zygote(s): workers, and whatever they started."""
-    return {p for p in descendants(backend) if "jupyter_gpu_worker.zygote" not in cmdline(p)}
+    """The backend's descendants other than its zygote(s): workers, and whatever they started.  (A
+    worker forked from a zygote has the zygote's command line: the zygote is the backend's child.)"""
+    zygotes = {p for p in children().get(backend, ()) if "jupyter_gpu_worker.zygote" in cmdline(p)}
+    return descendants(backend) - zygotes
 
 
 def open_fds(pid: int) -> list[str]:
@@ -284,7 +286,7 @@ def test_soak_leaves_nothing_behind(tmp_path):
     shm_before = segments()
     proc, url = start_backend(tmp_path, "--token", TOKEN, "--keep-warm", "600",
                               env={"TMPDIR": str(tmp), "JUPYTER_GPU_STRICT_WIRE": "1"})
-    sampler = None
+    sampler = held = None
     kernels: list[LiveKernel] = []
     try:
         # warm-up: the zygote has forked once, the ledger opened; then the baseline
@@ -338,6 +340,15 @@ def test_soak_leaves_nothing_behind(tmp_path):
         assert not logs, f"empty logs of stopped workers left: {len(logs)}"
         print(f"soak: {SESSIONS} sessions x {CELLS} cells in {took:.1f} s; backend fds {len(baseline)} -> "
               f"{len(open_fds(proc.pid))}")
+
+        # a session that still holds its worker (and a result of its in a segment) when the backend
+        # stops: the stop kills that worker, which cannot remove its segments itself
+        held = Raw(url, "held")
+        h, ev = held.until(held.send("y = x + 1", {"x": np.zeros(N)}, binds=["y"]))
+        assert h.get("status") == "ok", ev
+        held_workers = workers_of(proc.pid)
+        assert held_workers, "the held session has no worker"
+        assert ours(segments(), held_workers), "the held worker's result came by no segment"
     finally:
         if sampler is not None:
             sampler.stop.set()
@@ -345,8 +356,10 @@ def test_soak_leaves_nothing_behind(tmp_path):
         for k in kernels:
             k.shutdown()
         stop_backend(proc)
+        if held is not None:
+            held.close()
 
-    seen = sampler.seen - {os.getpid()}
+    seen = (sampler.seen | held_workers) - {os.getpid()}
     # the soak did lend segments both ways (else it would show no shared-memory leak it could have)
     assert ours(sampler.segments, sampler.workers), "no worker sent a value back by shared memory"
     lenders = (seen | {os.getpid()}) - sampler.workers  # the raw sessions (this process), the kernels
