@@ -156,6 +156,11 @@ class BackendClient:
                 if self._unacked >= self.ACK_EVERY:
                     self._unacked = 0
                     self.send({"type": messages.ACK, "upto": seq})
+            elif header["type"] == messages.FAILURE and header.get("code") == "connection_lost":
+                # a resume that found no session (a restarted backend) or a gap: what follows is
+                # numbered afresh, or past what this kernel has; kept, the old count hid the next
+                # cells' events (all of them, up to it: the next cell hung)
+                self.seq = 0
             return msg
 
     def recv_ready(self) -> framing.Message | None:

@@ -3,6 +3,8 @@ raw BackendClient session that runs a cell and collects its events up to the fin
 bound (no fault may leave a cell waiting past it)."""
 from __future__ import annotations
 
+import os
+import select
 import time
 from dataclasses import dataclass, field
 
@@ -69,3 +71,15 @@ class Session:
 
     def close(self) -> None:
         self.client.close()
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` (not our child) has exited within ``timeout`` (its pidfd turns readable)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import select
 import signal
 import time
 
@@ -20,7 +19,7 @@ import pytest
 
 from tests.integration.backend_process import start_backend, stop_backend
 
-from .helpers import TOKEN, Session
+from .helpers import TOKEN, Session, wait_gone
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -58,18 +57,6 @@ def backend(tmp_path_factory):
                               "--no-lane", "--worker-heartbeat", str(HEARTBEAT))
     yield url
     stop_backend(proc)
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    """Whether process ``pid`` (not our child) has exited within ``timeout`` (its pidfd turns readable)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
 
 
 def test_a_worker_killed_at_a_random_point_fails_only_its_cell(backend):
