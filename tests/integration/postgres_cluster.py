@@ -93,7 +93,15 @@ class Cluster:
 
     def restart(self) -> None:
         """Stop it (connections are cut) and start it again on the same port."""
+        self.halt()
+        self._start()
+
+    def halt(self) -> None:
+        """Stop it (connections are cut) until ``resume``: the database unavailable meanwhile."""
         self._run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "stop", "-m", "fast", "-w", "-t", "60")
+
+    def resume(self) -> None:
+        """Start it again after ``halt``, on the same port."""
         self._start()
 
     def stop(self) -> None:
