@@ -72,7 +72,8 @@ class BackendServer:
         tls = bool(config.certfile)
         self.url = f"{'https' if tls else 'http'}://{config.host}:{self.port}"
         check_for_runtime(config.images, config.runtime)  # e.g. `python` for docker: refused, naming the key
-        runtime = make_runtime(config.runtime, f"{'wss' if tls else 'ws'}://{config.host}:{self.port}/ws/worker", config.images,
+        worker_url = settings.WORKER_URL.get() or f"{'wss' if tls else 'ws'}://{config.host}:{self.port}/ws/worker"
+        runtime = make_runtime(config.runtime, worker_url, config.images,
                                docker_mounts=config.docker_mounts)
         if config.users:
             self._isolate(runtime)

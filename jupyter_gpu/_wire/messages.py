@@ -99,6 +99,7 @@ class _Envelope(TypedDict, total=False):
     buffers: list[Count]  # the payload buffers' sizes (framing.py)
     nframes: Count  # follow-on frames (framing.py)
     seq: Count  # backend -> kernel: the session's sequence number
+    wseq: Count  # worker -> backend: the worker's own message number (a resumed connection sends again after it)
 
 
 # -- kernel -> backend ---------------------------------------------------------------------------
@@ -446,6 +447,8 @@ class Register(_Envelope, total=False):
 
 class Registered(_Envelope, total=False):
     worker: str
+    resume: str  # the key a worker shows to resume its dropped connection (X-Worker-Resume)
+    got: Count  # on a resumed connection: the last of the worker's messages (wseq) the backend took
     heartbeat: float  # seconds between the worker's heartbeats (absent: it sends none)
 
 

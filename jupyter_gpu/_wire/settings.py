@@ -99,6 +99,9 @@ WORKER_ID = _s("JUPYTER_GPU_WORKER_ID", None, "worker", "the worker's id, given 
 IMAGE_SITES = _s("JUPYTER_GPU_IMAGE_SITES", None, "worker",
                  "a built jupyter_gpu.Image's own site-packages, put first on sys.path by its worker (local runtime: "
                  "forked from the default zygote when the image only adds packages)")
+WORKER_URL = _s("JUPYTER_GPU_WORKER_URL", None, "backend",
+                 "the websocket URL the backend's workers dial (default its own address: ws://HOST:PORT/ws/worker); "
+                 "for workers that reach it otherwise (a proxy, another address)")
 WORKER_SOCKET = _s("JUPYTER_GPU_WORKER_SOCKET", None, "worker",
                     "a Unix socket the worker dials its backend through instead of TCP (a docker worker under "
                     "--users, which has no network)")

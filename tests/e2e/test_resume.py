@@ -125,3 +125,46 @@ def test_a_stream_survives_a_hundred_dropped_connections_without_a_gap_or_a_dupl
         k.shutdown()
         proxy.close()
         stop_backend(proc)
+
+
+def test_a_workers_dropped_connection_resumes_and_its_cell_carries_on(tmp_path):
+    """The worker's connection to the backend is cut (a reset) at random points of the same
+    stream: the worker dials again with its resume key and sends what the backend did not take;
+    the cell's lines all arrive, once, in order, and the worker - its namespace - stays."""
+    proxy = CuttingProxy(None)  # its target: the backend, once it listens
+    proc, url = start_backend(tmp_path, "--token", TOKEN, "--no-lane",
+                              env={"JUPYTER_GPU_WORKER_URL": f"ws://127.0.0.1:{proxy.port}/ws/worker"})
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    proxy.target = (host, int(port))
+    env = make_kernel_env(tmp_path / "kernel")
+    env.update(JUPYTER_GPU_URL=url, JUPYTER_GPU_TOKEN=TOKEN)
+    k = LiveKernel(env)
+    try:
+        k.run(LOAD)
+        first = k.run("%%gpu\nkept = 'kept'", timeout=120)
+        worker = first.footers()[-1]["worker"]
+        rng = random.Random(24)
+        done = threading.Event()
+        cell = k.submit(STREAM)
+
+        def cutter():
+            while proxy.cuts < 20 and not done.wait(rng.uniform(0.2, 0.4)):
+                proxy.cut()
+
+        t = threading.Thread(target=cutter, daemon=True)
+        t.start()
+        assert k.wait_until(lambda: cell.done, 240), "the cell did not end"
+        done.set()
+        t.join(10)
+        assert proxy.cuts >= 20, f"only {proxy.cuts} cuts fell within the stream"
+        assert cell.reply["content"]["status"] == "ok", cell.reply["content"]
+        lines = cell.stdout().splitlines()
+        assert lines == [str(i) for i in range(LINES)], f"{len(lines)} lines"
+        assert cell.footers()[-1]["worker"] == worker  # the same worker, never restarted
+        resumed = (tmp_path / "log").read_text().count(f"worker {worker} resumed its connection")
+        assert resumed >= 10, f"the worker resumed {resumed} times"  # (a cut between two sends needs none)
+        assert k.run("%%gpu\nprint(kept)").stdout() == "kept\n"
+    finally:
+        k.shutdown()
+        proxy.close()
+        stop_backend(proc)

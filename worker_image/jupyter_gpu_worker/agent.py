@@ -15,6 +15,7 @@ another.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import queue
 import select
@@ -24,9 +25,12 @@ import threading
 import time
 
 _T_PROCESS = time.monotonic()
+WINDOW_BYTES = 64 * 1024 * 1024  # what a worker keeps of what it sent, to send again after a resume
+RESUME_WINDOW = 10.0  # seconds a worker tries to resume a dropped connection (the backend waits as long)
 
 from jupyter_gpu._wire import lane as lanes  # noqa: E402
 from jupyter_gpu._wire import framing, messages, shm, wsclient  # noqa: E402
+from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 from jupyter_gpu_worker import device, sandbox  # noqa: E402
 from jupyter_gpu_worker.cells import CellRunner  # noqa: E402
@@ -45,9 +49,17 @@ class Agent:
     def __init__(self, url: str, secret: str, worker_id: str):
         self.meter = LaneMeter(self.send_backend)  # a lane cell's reports to the backend
         self.worker_id = worker_id
+        self.url = url
         self.ws = wsclient.Connection(url, {"X-Worker-Secret": secret, "X-Worker-Id": worker_id}, open_timeout=30,
                                       unix_socket=settings.WORKER_SOCKET.get())  # (a docker worker without network)
         self._send_lock = threading.Lock()
+        # what was sent, kept to send again on a resumed connection (wseq, frames, bytes), the last
+        # WINDOW_BYTES of it; ``broken``: the connection dropped and the reader is resuming it
+        self.wseq = 0
+        self._window: collections.deque = collections.deque()
+        self._window_bytes = 0
+        self.broken = False
+        self.resume_key: str | None = None
         self._requests: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> the main thread
         lane_dir = os.environ.get(LANE_DIR_ENV)
         self.listener = lanes.Listener(lane_dir, worker_id) if lane_dir else None
@@ -58,10 +70,67 @@ class Agent:
 
     # -- connection --------------------------------------------------------------------------
     def send_backend(self, header: dict, buffers=()) -> None:
-        frames = framing.encode(header, buffers)
+        """Send a message to the backend (any thread).  It is kept, numbered (``wseq``), so that a
+        connection that drops mid-cell loses none: meanwhile messages are only kept, and the reader
+        thread, resuming the connection, sends what the backend did not take (``_resume``)."""
         with self._send_lock:
-            for f in frames:
-                self.ws.send(f)
+            self.wseq += 1
+            header["wseq"] = self.wseq
+            frames = framing.encode(header, buffers)
+            size = sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
+            window = self._window
+            window.append((self.wseq, frames, size))
+            self._window_bytes += size
+            while self._window_bytes > WINDOW_BYTES and len(window) > 1:
+                self._window_bytes -= window.popleft()[2]
+            if self.broken:
+                return
+            try:
+                for f in frames:
+                    self.ws.send(f)
+            except (ConnectionClosed, OSError):
+                self.broken = True  # the reader finds the drop too, and resumes
+
+    def _resume(self, why: Exception) -> bool:
+        """Reader: the connection dropped without a close (``why``) while this process lives: dial
+        again with the resume key, for up to RESUME_WINDOW seconds, and send what the backend did
+        not take; False when it cannot (refused, gone, or what it lacks was let go)."""
+        if not self.resume_key:
+            return False
+        self.broken = True
+        t0, pause = time.monotonic(), 0.02
+        print(f"jupyter-gpu worker: the connection to the backend dropped ({why}); resuming", file=sys.stderr, flush=True)
+        while time.monotonic() - t0 < RESUME_WINDOW:
+            try:
+                # the cells it has: the backend fails one it sent that never came (lost in the drop)
+                cells = ",".join(filter(None, [self.cells.last, *list(self.cells.waiting())]))
+                ws = wsclient.Connection(self.url, {"X-Worker-Id": self.worker_id, "X-Worker-Resume": self.resume_key,
+                                                    "X-Worker-Cells": cells},
+                                         open_timeout=5, unix_socket=settings.WORKER_SOCKET.get())
+                header, _ = framing.parse_first(ws.recv(timeout=5))
+            except InvalidStatus:
+                return False  # refused: it gave us up
+            except (OSError, TimeoutError, ConnectionClosed, framing.ProtocolError):
+                time.sleep(pause)  # a backend not reachable for a moment (there is nothing to wait on)
+                pause = min(pause * 2, 0.5)
+                continue
+            if header.get("type") != messages.REGISTERED:
+                return False
+            got = header.get("got", 0)
+            with self._send_lock:
+                pending = [e for e in self._window if e[0] > got]
+                if (pending[0][0] if pending else self.wseq + 1) != got + 1:
+                    return False  # what followed ``got`` was let go: the cell's events would have a gap
+                try:
+                    for _, frames, _ in pending:
+                        for f in frames:
+                            ws.send(f)
+                except (ConnectionClosed, OSError):
+                    continue
+                old, self.ws, self.broken = self.ws, ws, False
+            old.abort()
+            return True
+        return False
 
     def register(self) -> None:
         info = device.describe()
@@ -84,6 +153,7 @@ class Agent:
         header, _ = framing.parse_first(self.ws.recv())
         if header["type"] != messages.REGISTERED:
             raise SystemExit(f"registration refused: {header.get('message', header)}")
+        self.resume_key = header.get("resume")
         self.beat = header.get("heartbeat")
         self.next_beat = time.monotonic() + (self.beat or 0.0)
 
@@ -137,16 +207,24 @@ class Agent:
     def _read_backend(self) -> framing.Message:
         try:
             frame = self.ws.recv()
-        except Exception:
+            header, inline = framing.parse_first(frame)
+            if "uid" in header and header.get("type") == messages.EXECUTE:  # the sandbox's user, before any of its code
+                try:
+                    sandbox.drop(header["uid"])
+                except (OSError, PermissionError) as e:
+                    print(f"jupyter-gpu worker: cannot become uid {header['uid']}: {e}", file=sys.stderr, flush=True)
+                    self._exit()
+            return framing.Message(header, framing.assemble(header, inline, self.ws.recv))
+        except ConnectionClosed as e:
+            # a message half read is lost with the connection: the backend, told which cells this
+            # worker has, fails one it sent that never came whole
+            if e.rcvd is None and self._resume(e):
+                return None  # the next read is on the resumed connection
             self._exit()  # the backend went away: a worker never outlives its backend
-        header, inline = framing.parse_first(frame)
-        if "uid" in header and header.get("type") == messages.EXECUTE:  # the sandbox's user, before any of its code
-            try:
-                sandbox.drop(header["uid"])
-            except (OSError, PermissionError) as e:
-                print(f"jupyter-gpu worker: cannot become uid {header['uid']}: {e}", file=sys.stderr, flush=True)
-                self._exit()
-        return framing.Message(header, framing.assemble(header, inline, self.ws.recv))
+        except framing.ProtocolError:
+            raise
+        except Exception:
+            self._exit()
 
     def _read_lane(self) -> framing.Message | None:
         """A message from the kernel's lane; None (and the lane dropped) when it closed or lied."""

@@ -41,6 +41,7 @@ class CellRunner:
         self.meter = meter
         self._input_replies: queue.SimpleQueue = queue.SimpleQueue()  # the reader -> ask_user
         self.executing: str | None = None
+        self.last: str | None = None  # the cell begun last (its events may still be on their way)
         # cells handed to the main thread that have not begun -> whether the stop button was pressed
         # for it meanwhile (kept until it begins; under _start_lock)
         self._start_lock = threading.Lock()
@@ -75,6 +76,11 @@ class CellRunner:
         self._send_backend(header, buffers)
 
     # -- the reader thread -----------------------------------------------------------------------
+    def waiting(self) -> list:
+        """The cells handed over that have not begun (any thread)."""
+        with self._start_lock:
+            return list(self._waiting)
+
     def queued(self, cell: str) -> None:
         """Reader: ``cell`` goes to the main thread; a stop press before it begins is kept for it."""
         with self._start_lock:
@@ -161,7 +167,7 @@ class CellRunner:
         """Run one cell; its events go wherever ``send`` sends.  A lane cell (``t_received``: when it
         arrived) is timed here, and its report owed to the backend."""
         h = msg.header
-        cell = h["cell"]
+        cell = self.last = h["cell"]
         if h["session"] != self.session:
             self._reset_session(h["session"])  # a new session always starts from a fresh namespace
         else:

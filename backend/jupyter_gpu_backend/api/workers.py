@@ -7,6 +7,11 @@ be ``register`` with the right secret, else ``failure`` ``unauthorized`` and 100
 message of the worker goes to the scheduler, and its end (a close, or 1002 for a malformed message)
 is the scheduler's ``worker_gone``.
 
+A worker whose connection drops without a close while its process lives on dials again with the
+key ``registered`` gave it (``X-Worker-Resume``) within ``RESUME_GRACE`` seconds: its cell carries
+on.  Every message of a worker carries its ``wseq``; the backend says the last it took, the worker
+sends what followed again, and one taken twice is skipped.  A worker that exits is gone at once.
+
 A worker whose process is there but answers nothing (stopped, deadlocked) is found by its heartbeat:
 asked for one every quarter of ``Scheduler.heartbeat`` seconds (``registered``), sent by its reader
 thread whatever its cell does; a worker that sent nothing for ``heartbeat`` seconds, while the
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 
 from fastapi import WebSocket
@@ -28,11 +34,16 @@ from jupyter_gpu_backend.api.frames import CLOSE_POLICY, CLOSE_PROTOCOL, Disconn
 from jupyter_gpu_backend.scheduling.scheduler import Conn, Scheduler
 
 log = logging.getLogger("jupyter_gpu_backend")
+RESUME_GRACE = 10.0  # seconds a live worker whose connection dropped has to resume it
 
 
 async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
     worker_id = ws.headers.get("x-worker-id", "")
     secret = ws.headers.get("x-worker-secret", "")
+    key = ws.headers.get("x-worker-resume")
+    if key is not None:
+        await _resume(scheduler, ws, worker_id, key)
+        return
     if worker_id not in scheduler.pending:  # forged, or replayed (a registered worker is pending no more)
         log.warning("refused a worker registration from %s: worker id %r is not one being started",
                     _peer(ws), worker_id[:64])
@@ -52,27 +63,71 @@ async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
         return
     except (Disconnected, WebSocketDisconnect):
         return
+    worker.resume_key = secrets.token_urlsafe(24)
     bound = scheduler.heartbeat
-    await conn.send({"type": messages.REGISTERED, "worker": worker.id, **({"heartbeat": bound / 4} if bound else {})})
+    await conn.send({"type": messages.REGISTERED, "worker": worker.id, "resume": worker.resume_key,
+                     **({"heartbeat": bound / 4} if bound else {})})
+    await _serve(scheduler, worker, conn, ws)
+
+
+async def _serve(scheduler: Scheduler, worker, conn: Conn, ws: WebSocket) -> None:
+    """The worker's messages on ``conn``, to the scheduler; at their end, the worker is gone - unless
+    the connection dropped and the worker, alive, resumes it within RESUME_GRACE seconds."""
+    bound = scheduler.heartbeat
     worker.heard = time.monotonic()
     watch = asyncio.ensure_future(_watch(scheduler, worker, ws, bound)) if bound else None
+    dropped = False
     try:
         while True:
             header, inline = framing.parse_first(await recv_frame(ws))
+            if worker.conn is not conn:
+                break  # resumed on another connection: what is left here is sent again there
             worker.heard = time.monotonic()
+            wseq = header.get("wseq")
+            if wseq is not None:
+                if wseq <= worker.wseq_in:
+                    continue  # sent again after a resume, and taken before
+                worker.wseq_in = wseq
             if header["type"] == messages.HEARTBEAT:
                 continue
             frames = [f async for f in iter_frames(header, ws)]
             await scheduler.worker_event(worker, header, inline, frames)
     except (Disconnected, WebSocketDisconnect):
-        pass
+        dropped = True
     except framing.ProtocolError as e:
         log.warning("worker %s sent a malformed message: %s", worker.id, e)
         await ws.close(code=CLOSE_PROTOCOL, reason=str(e)[:120])
     finally:
         if watch is not None:
             watch.cancel()
-        await scheduler.worker_gone(worker)
+        if worker.conn is conn and not (dropped and await scheduler.worker_resumes(worker, RESUME_GRACE)):
+            await scheduler.worker_gone(worker)
+
+
+async def _resume(scheduler: Scheduler, ws: WebSocket, worker_id: str, key: str) -> None:
+    """A live worker whose connection dropped dials again with its resume key: this connection is
+    its own from now on; ``registered`` tells it the last of its messages taken (``got``), and it
+    sends what followed again."""
+    worker = scheduler.workers.get(worker_id)
+    if worker is None or not worker.resume_key or not secrets.compare_digest(key, worker.resume_key):
+        log.warning("refused a worker's resume from %s: %r is no live worker of this backend, or the key is wrong",
+                    _peer(ws), worker_id[:64])
+        await ws.close(code=CLOSE_POLICY, reason="unknown worker")
+        return
+    await ws.accept()
+    conn = Conn(ws)
+    old, worker.conn = worker.conn, conn
+    if old is not None:
+        old.open = False
+    if worker.resumed is not None and not worker.resumed.done():
+        worker.resumed.set_result(True)
+    log.info("worker %s resumed its connection after message %d", worker.id, worker.wseq_in)
+    bound = scheduler.heartbeat
+    await conn.send({"type": messages.REGISTERED, "worker": worker.id, "got": worker.wseq_in,
+                     **({"heartbeat": bound / 4} if bound else {})})
+    if worker.cell is not None and worker.cell.id not in ws.headers.get("x-worker-cells", "").split(","):
+        await scheduler.unsent(worker)  # the cell went into the dropped connection: it never came
+    await _serve(scheduler, worker, conn, ws)
 
 
 async def _watch(scheduler: Scheduler, worker, ws: WebSocket, bound: float) -> None:

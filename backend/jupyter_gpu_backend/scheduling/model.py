@@ -141,6 +141,11 @@ class Worker:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     image: str = DEFAULT_IMAGE  # the worker image it started from (images.py)
     heard: float = 0.0  # when it last sent anything (api/workers.py: its heartbeat)
+    # its connection's resume (api/workers.py): the key it shows, the last ``wseq`` of its messages
+    # taken, and, while it is away, what its coming back resolves
+    resume_key: str = ""
+    wseq_in: int = 0
+    resumed: asyncio.Future | None = None
     hung: str | None = None  # why it was killed as hung (Scheduler.hung): its exit cause
 
     @property

@@ -396,6 +396,17 @@ class Scheduler:
         if worker.handle is not None:
             self.runtime.kill(worker.handle)
 
+    async def worker_resumes(self, worker: Worker, grace: float) -> bool:
+        """``worker``'s connection dropped while its process lives on: wait up to ``grace`` seconds
+        for it to resume (api/workers.py); False when it exits first, or does not come back."""
+        handle = worker.handle
+        if handle is None or handle.exited.done() or worker.stopping or worker.retired or worker.hung:
+            return False
+        worker.resumed = asyncio.get_running_loop().create_future()
+        done, _ = await asyncio.wait([worker.resumed, asyncio.ensure_future(asyncio.shield(handle.exited))],
+                                     timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        return worker.resumed in done
+
     async def worker_gone(self, worker: Worker) -> None:
         """The worker's connection closed: fail its cell (with the cause) and drop its lease."""
         try:
@@ -452,6 +463,19 @@ class Scheduler:
         await run.session.emit(messages.done(run.id, status, timings, worker=worker.id, gpu=worker.gpu,
                                              device=worker.device, cold=run.cold, pool=worker.pool,
                                              image=worker.image))
+
+    async def unsent(self, worker: Worker) -> None:
+        """``worker`` resumed its connection without the cell it was sent (lost in the drop): that
+        cell fails, saying so; the worker, and its namespace, stay."""
+        run, worker.cell = worker.cell, None
+        timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
+        self.lifecycle.done(run, worker, "error", timings)
+        await run.session.emit({"type": messages.ERROR, "cell": run.id, "ename": "WorkerLost", "traceback": [],
+                                "evalue": "the connection to its worker dropped while the cell was sent: it did not run "
+                                          "(the worker and its values are there: run the cell again)"})
+        await run.session.emit(messages.done(run.id, "error", timings, worker=worker.id, gpu=worker.gpu,
+                                             device=worker.device, cold=run.cold, pool=worker.pool, image=worker.image))
+        self.idle(run.session.leases.get(run.key))
 
     # -- control requests ----------------------------------------------------------------------
     def _running(self, session: Session, cell: str) -> Worker | None:
