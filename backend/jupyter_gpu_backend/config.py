@@ -42,6 +42,8 @@ class BackendConfig:
     send_timeout: float = 30.0
     # a worker that sends nothing, not even its heartbeat, this long is hung: killed, its cell failed (api/workers.py); 0: never
     worker_heartbeat: float = 60.0
+    # bytes of a session's events a kernel has not acknowledged kept to replay when it resumes (model.Session)
+    resume_buffer: int = 64 * 1024 * 1024
 
     # unleased pre-started workers per GPU type (a cold cell takes one: no cold start)
     min_warm: int = field(default_factory=lambda: int(settings.MIN_WARM.get() or 0))
@@ -152,7 +154,7 @@ def _paths(value) -> list[str]:
 CONFIG_KEYS = {"runtime": _runtime, "keep_warm": seconds, "job_ttl": parse_duration, "min_warm": int, "max_workers": int,
                "scale_up_queue": int, "target_utilisation": float, "worker_start_timeout": seconds,
                "docker_mounts": _paths, "max_workers_per_user": cap, "max_sessions_per_user": cap,
-               "max_queued_per_user": cap, "send_timeout": seconds, "worker_heartbeat": seconds}
+               "max_queued_per_user": cap, "send_timeout": seconds, "worker_heartbeat": seconds, "resume_buffer": cap}
 
 
 def load_config_file(path: str, config: BackendConfig) -> None:

@@ -221,6 +221,9 @@ def main(argv=None) -> None:
     ap.add_argument("--send-timeout", type=seconds, metavar="S",
                     help="seconds a send may wait for a client or worker that does not read; then its connection "
                          "is dropped (default 30)")
+    ap.add_argument("--resume-buffer", type=cap, metavar="BYTES",
+                    help="bytes of a session's events kept until its kernel acknowledges them, to replay to a kernel "
+                         "whose connection dropped (default 64 MiB; past it the oldest go, and a resume says so)")
     ap.add_argument("--worker-heartbeat", type=seconds, metavar="S",
                     help="seconds a worker may send nothing, not even its heartbeat (its reader thread's, sent "
                          "while a cell runs too), before it counts as hung: killed, its cell failed (default 60; 0: never)")
@@ -283,7 +286,7 @@ def main(argv=None) -> None:
     if args.max_workers is not None:
         config.max_workers = args.max_workers
     for name in ("max_workers_per_user", "max_sessions_per_user", "max_queued_per_user", "send_timeout",
-                 "worker_heartbeat"):
+                 "worker_heartbeat", "resume_buffer"):
         if getattr(args, name) is not None:  # the command line wins over the file
             setattr(config, name, getattr(args, name))
     if args.min_warm is not None:
