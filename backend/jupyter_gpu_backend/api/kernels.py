@@ -36,7 +36,7 @@ from jupyter_gpu_backend.config import BackendConfig
 from jupyter_gpu_backend.scheduling.capacity import QueueCancelled
 from jupyter_gpu_backend.scheduling.jobs import Jobs, JobStore, default_store
 from jupyter_gpu_backend.scheduling.lifecycle import ended
-from jupyter_gpu_backend.scheduling.model import MAX_KEEP_WARM
+from jupyter_gpu_backend.scheduling.model import MAX_KEEP_WARM, Session
 from jupyter_gpu_backend.scheduling.scheduler import Conn, Scheduler
 
 RECONNECT_GRACE = 30.0  # a kernel's workers outlive a dropped connection this long
@@ -71,6 +71,7 @@ class Kernels:
         self.jobs = Jobs(scheduler, JobStore(config.job_dir or _store_beside(config.ledger)), config.job_ttl)
         self.max_keep_warm = max(MAX_KEEP_WARM, config.keep_warm)
         Conn.send_timeout = config.send_timeout  # (one backend a process)
+        Session.keep_bytes = config.resume_buffer  # what a resuming kernel may get back (--resume-buffer)
 
     async def connect(self, ws: WebSocket, session_id: str) -> None:
         user = self.auth.user_of(ws)
