@@ -114,3 +114,19 @@ def test_a_long_quiet_cell_is_not_taken_for_a_hung_worker(backend):
     assert run.final["status"] == "ok", run.events
     assert run.stdout() == pid and time.monotonic() - t0 >= 4 * HEARTBEAT
     s.close()
+
+
+def test_a_worker_whose_own_machinery_runs_out_of_memory_dies_saying_so(backend):
+    """Python's MemoryError in the cell's code is the cell's error (above); one in the worker's own
+    work after it (here: sending the cell's final event, made to fail as an exhausted heap makes it)
+    leaves the worker unable to go on: it exits at once, and the cell is lost "out of memory",
+    not left waiting, nor said as an unexplained exit."""
+    s = Session(backend, "s-machinery")
+    pid = int(s.run(PID).stdout())
+    run = s.run("def end(*args, **kwargs):\n    raise MemoryError\nget_ipython().emitter.end = end\n", bound=BOUND)
+    assert run.final["status"] == "lost", run.events
+    err = run.errors()
+    assert len(err) == 1 and "ran out of memory" in err[0]["evalue"], err
+    assert wait_gone(pid, 10)
+    assert s.run(PID).final["status"] == "ok"
+    s.close()
