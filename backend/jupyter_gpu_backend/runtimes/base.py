@@ -35,6 +35,8 @@ class Handle(Protocol):
 
 def exit_text(code: int) -> str:
     """A process exit code (negative: the signal that killed it) in words."""
+    if code == -signal.SIGKILL:  # not the backend's own kill (that is said as such): most often memory
+        return "the process was killed by SIGKILL (the kernel's out-of-memory killer sends it, when memory runs out)"
     if code < 0:
         try:
             return f"the process was killed by {signal.Signals(-code).name}"
