@@ -71,7 +71,7 @@ class BackendClient:
             if code in (401, 403):
                 raise AuthError(f"the backend at {self.url} refused the token (HTTP {code})") from None
             raise ConnectionLost(f"the backend at {self.url} refused the connection (HTTP {code})") from None
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ConnectionClosed) as e:  # (closed mid-handshake: a backend stopping)
             raise ConnectionLost(f"cannot reach the backend at {self.url}: {e}") from None
         try:
             frame = self.ws.recv(timeout=10)

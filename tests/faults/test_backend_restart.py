@@ -67,6 +67,7 @@ def test_cells_in_flight_when_the_backend_restarts_end_with_a_clear_error(tmp_pa
             took = cell.reply_at - t_gone
             assert cell.reply["content"]["status"] == "error", cell.reply["content"]
             text = error_text(cell)
+            assert cell.reply["content"]["ename"] == "ConnectionLost", f"round {n}: {text}"  # not an internal error
             assert re.search(r"backend.*(restarted|closed|lost)", text, re.S), f"round {n}: {text!r}"
             ended.append(round(took, 1))
             assert wait_gone(pid, 10), f"round {n}: worker {pid} outlived its backend"
