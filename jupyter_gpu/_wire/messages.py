@@ -627,7 +627,10 @@ def _decode(raw: bytes) -> dict:
     if header.get("type") != kind:  # '{"type":"x", ..., "type":"y"}'
         raise SchemaError(f"{kind!r} message: it names its type twice", header)
     if STRICT:
-        unknown = set(_ANY.decode(raw)) - set(header)
+        loose = _loose(raw)
+        if loose is None:  # a field the typed decoder skipped holds a number no decoder reads
+            raise SchemaError(f"{kind!r} message: a field its definition lacks is not JSON this side reads", header)
+        unknown = set(loose) - set(header)
         if unknown:
             raise SchemaError(f"{kind!r} message: it has fields its definition lacks: {sorted(unknown)} "
                                  "(jupyter_gpu/_wire/messages.py)", header)

@@ -37,11 +37,17 @@ def deep_text(draw) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
-hostile_text = st.one_of(
-    json_value.map(json.dumps),
-    deep_text(),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "9" * 5000, '"\\ud800"', "1.5e-400"]),
-)
+@st.composite
+def hostile_text(draw) -> str:
+    """A field's value as JSON text that its type does not expect: mostly another JSON value (a
+    wrongly typed field, a huge integer), else nested deeply, else what JSON has not (NaN, 1e400)."""
+    how = draw(st.sampled_from(["json"] * 8 + ["deep", "token"]))
+    if how == "json":
+        return json.dumps(draw(json_value))
+    if how == "deep":
+        return draw(deep_text())
+    return draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "9" * 5000, '"\\ud800"',
+                                 "1.5e-400"]))
 
 
 # -- the right value of a field's declared type -------------------------------------------------
@@ -96,7 +102,7 @@ def field_text(draw, ann) -> str:
     how = draw(st.sampled_from(["right", "right", "right", "hostile"]))
     if how == "right":
         return json.dumps(draw(right(ann)))
-    return draw(hostile_text)
+    return draw(hostile_text())
 
 
 @st.composite
@@ -115,7 +121,7 @@ def header_text(draw, kinds=None, overrides: dict | None = None) -> bytes:
         else:
             parts.append(f"{json.dumps(name)}:{draw(field_text(hints[name]))}")
     if draw(st.integers(0, 9)) == 0:  # a field no definition has (STRICT_WIRE refuses it)
-        parts.append(f"{json.dumps(draw(st.text(max_size=8)))}:{json.dumps(draw(json_value))}")
+        parts.append(f"{json.dumps(draw(st.text(max_size=8)))}:{draw(hostile_text())}")
     return ("{" + ",".join(parts) + "}").encode("utf-8", "surrogatepass")
 
 
@@ -151,3 +157,70 @@ def broken_frame(draw) -> bytes:
     else:
         value = draw(st.sampled_from([-1, 10**400, "2", 7, 1.0, 0]))
     return first_frame(header[:-1] + f',"{how}":{json.dumps(value)}}}'.encode())
+
+
+# -- a kernel's messages, for the backend's door --------------------------------------------------
+# safe cell bodies: the point is the protocol, not what a cell may do (a cell runs any code anyway)
+CODE = st.one_of(st.sampled_from(["pass", "1 + 1", "print('fuzz')", "x = 1", "x", "raise ValueError('v')"]),
+                 st.text(max_size=20).map(lambda t: "# " + t.replace("\n", " ")))
+CELL = st.one_of(st.integers(0, 10**9).map(lambda n: f"f{n}"), st.just("dup"))
+# each kernel message type, with the fields that make it a real request; weight: how often it comes
+# (a valid kill, release or prewarm costs a cold start: rare, on a 2-core machine)
+KERNEL = {
+    "execute": (40, {"cell": CELL, "code": CODE, "gpu": st.sampled_from(["cpu"] * 9 + ["Z9000"]),
+                     "inputs": st.just({}), "keep": st.just({}), "binds": st.just([])}),
+    "interrupt": (10, {"cell": CELL}),
+    "kill": (3, {"cell": CELL, "gpu": st.sampled_from(["Z9000"] * 9 + ["cpu"])}),
+    "input_reply": (5, {"cell": CELL, "value": st.text(max_size=5)}),
+    "lane_lost": (3, {"cell": CELL, "gpu": st.just("cpu"), "worker": st.text(max_size=5)}),
+    "prewarm": (1, {"gpu": st.sampled_from(["cpu", "Z9000"]), "keep_warm": st.floats(0, 5)}),
+    "status": (5, {}),
+    "release": (1, {}),
+    "job_get": (3, {"cell": CELL, "job": st.text(max_size=8), "timeout": st.floats(0, 1)}),
+    "job_cancel": (3, {"job": st.text(max_size=8)}),
+    "job_info": (3, {"job": st.text(max_size=8)}),
+    "jobs": (3, {"notebook": st.text(max_size=8)}),
+}
+if "ack" in messages.TYPES:
+    KERNEL["ack"] = (3, {"upto": st.integers(0, 100)})
+# right values that keep a fuzzed session from holding workers for long (a keep-warm is up to 24 h)
+RIGHT = {"keep_warm": st.floats(0, 5), "timeout": st.floats(0, 1)}
+_KINDS = [k for k, (w, _) in KERNEL.items() for _ in range(w)]
+
+
+@st.composite
+def kernel_message(draw) -> list[bytes]:
+    """One message a hostile kernel sends, as its frames: a real request of a kernel's types (now and
+    then another side's type, or none of ours) with 0-3 of its fields made hostile (wrongly typed,
+    deep, huge, not JSON, or another of the type's fields with any value), and now and then buffers:
+    inline, in follow-on frames, or frames that do not add up to what the header declares."""
+    roll = draw(st.integers(0, 99))
+    if roll < 1:
+        return [draw(broken_frame())]
+    kind = draw(st.sampled_from(_KINDS)) if roll >= 5 else draw(st.one_of(
+        st.sampled_from(sorted(set(messages.TYPES) - set(KERNEL))), st.text(max_size=10)))
+    base = KERNEL.get(kind, (0, {}))[1]
+    fields = {name: json.dumps(draw(s)) for name, s in base.items()}
+    hints = FIELDS.get(kind, {})
+    others = sorted(set(hints) - ENVELOPE - set(base))
+    for name in draw(st.lists(st.sampled_from(others), unique=True, max_size=3)) if others else []:
+        fields[name] = json.dumps(draw(RIGHT.get(name) or right(hints[name])))
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.one_of(st.sampled_from(sorted(set(hints) - ENVELOPE) or ["cell"]), st.text(max_size=6)))
+        if draw(st.booleans()) and name in fields:
+            del fields[name]
+        else:
+            fields[name] = draw(hostile_text())
+    parts = [f'"type":{json.dumps(kind)}'] + [f"{json.dumps(k)}:{v}" for k, v in fields.items()]
+    buffers = draw(st.sampled_from(["none"] * 36 + ["inline", "inline", "follow", "short", "long"]))
+    frames: list[bytes] = []
+    inline = b""
+    if buffers == "inline":
+        inline = draw(st.binary(max_size=32))
+        parts.append(f'"buffers":[{len(inline)}]')
+    elif buffers != "none":  # over INLINE_MAX: follow-on frames
+        n = framing.INLINE_MAX + 1
+        parts.append(f'"buffers":[{n}],"nframes":1')
+        frames = [{"follow": b"x" * n, "short": b"x" * (n - 1), "long": b"x" * (n + 1)}[buffers]]
+    header = ("{" + ",".join(parts) + "}").encode("utf-8", "surrogatepass")
+    return [first_frame(header, inline)] + frames

@@ -109,13 +109,7 @@ class Kernels:
                 if conn.timed_out:  # dropped: what it sends now is not served
                     break
                 try:
-                    header, inline = framing.parse_first(frame)
-                    await self.on_message(session, header, inline, ws)
-                except framing.InvalidMessage as e:  # well framed, wrongly typed: refused, the connection kept
-                    await drain(e.header, ws)
-                    cell = e.header.get("cell")
-                    await self._fail(session, cell if isinstance(cell, str) else None, "bad_request",
-                                     f"malformed message: {e}")
+                    await self._serve(session, frame, ws)
                 except PayloadMismatch as e:  # bytes past what was declared: nothing more is read
                     limit = self.config.max_payload
                     await conn.send(messages.failure(
@@ -164,6 +158,18 @@ class Kernels:
         pending_close = self._close_tasks.pop(session.id, None)  # (the old connection's end may have set one)
         if pending_close is not None:
             pending_close.cancel()
+
+    async def _serve(self, session, frame, ws: WebSocket) -> None:
+        """One message served; one well framed but wrongly typed is refused (``bad_request``), its
+        frames skipped, the connection kept - unless skipping them finds they do not add up to what
+        it declared (``PayloadMismatch``, raised here like any ``ProtocolError``: the caller closes)."""
+        try:
+            header, inline = framing.parse_first(frame)
+            await self.on_message(session, header, inline, ws)
+        except framing.InvalidMessage as e:
+            await drain(e.header, ws)
+            cell = e.header.get("cell")
+            await self._fail(session, cell if isinstance(cell, str) else None, "bad_request", f"malformed message: {e}")
 
     def _close_later(self, session_id: str) -> None:
         """The session's kernel is gone: its session (and workers) go after RECONNECT_GRACE."""
