@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
 from jupyter_gpu import __version__
@@ -41,8 +41,9 @@ def add_routes(app: FastAPI, scheduler: Scheduler, kernels: Kernels, auth: Auth)
         }
 
     @app.get("/api/runtime")
-    async def runtime(wait: float = 0.0, user: str = Depends(auth)):
-        """The runtime's state; ``?wait=S`` first waits up to S seconds until it is fully ready."""
+    async def runtime(wait: float = Query(0.0, ge=0, allow_inf_nan=False), user: str = Depends(auth)):
+        """The runtime's state; ``?wait=S`` first waits up to S seconds until it is fully ready
+        (a number of seconds: ``nan`` or a negative wait is 422, as a wrongly typed one)."""
         runtime = scheduler.runtime
         ready = await runtime.wait_ready(min(wait, 300.0))
         if ready and wait:
