@@ -24,6 +24,10 @@ REPORT_WAIT = 0.5  # s: a kernel's status waits this long for its workers' owed 
 class LaneCells:
     def __init__(self, scheduler: "Scheduler"):
         self.scheduler = scheduler
+        # worker id -> the lane cells it announced (`started`) and has not metered: their rows are
+        # `running` until then, and lost with the worker (a worker whose user's code sends its own
+        # `started`s could leave rows `running` for good otherwise; issue 25)
+        self.announced: dict[str, set[str]] = {}
 
     def report(self, worker: Worker, header: dict) -> None:
         """A lane cell began (``started``: the worker is busy, keep-warm paused) or ran
@@ -36,10 +40,13 @@ class LaneCells:
             return
         if session is None:
             return
-        cell = str(header.get("cell", ""))
+        cell = header.get("cell")
+        if not cell or not isinstance(cell, str):  # a worker's report names its cell
+            return
         lease = session.leases.get(worker.key)
         if header["type"] == messages.STARTED:
             worker.lane_cell = cell
+            self.announced.setdefault(worker.id, set()).add(cell)
             self.scheduler.lifecycle.lane_started(worker, cell)
             if lease is not None and lease.worker is worker:
                 if lease.expiry is not None:
@@ -57,6 +64,7 @@ class LaneCells:
         # a short cell, never announced (`started`), began its run before it ended
         submitted = ended - max(0.0, _number(timings.get("run"))) if worker.lane_cell != cell else None
         worker.lane_cell = None
+        self.announced.get(worker.id, set()).discard(cell)
         function = header.get("function")
         self.scheduler.lifecycle.lane_metered(worker, cell, status, timings, ended, submitted,
                                               str(function)[:200] if function else None)
@@ -65,6 +73,10 @@ class LaneCells:
             if kw is not None and _number(kw) == kw and 0.0 <= kw <= max(MAX_KEEP_WARM, self.scheduler.keep_warm):
                 lease.keep_warm = float(kw)
             self.scheduler.idle(lease, ago)
+
+    def unmetered(self, worker: Worker) -> list[str]:
+        """The lane cells ``worker`` (gone) announced and never metered: they died with it."""
+        return sorted(self.announced.pop(worker.id, ()))
 
     async def settle(self, session: Session) -> None:
         """Before a kernel is told about its workers: one that looks busy with a lane cell is

@@ -439,13 +439,13 @@ class Scheduler:
             await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown")
         if worker.handle is not None:  # a Ray actor holds its CPUs/GPUs until killed, even with its worker dead
             self._reap(worker.handle)
+        for cell in self.lane_cells.unmetered(worker):  # never `metered`: lost even if its kernel never asks
+            self.lifecycle.lane_lost(worker, cell, worker.loss()[0], announced=True)
         if run is None:
             if worker.retired:
                 self.ledger.worker_state(worker.id, "stopped")
             elif not worker.stopping:  # it died between cells, or in a lane cell (the kernel asks: lane_lost)
                 self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
-            if worker.lane_cell:  # never `metered`: recorded as lost even if its kernel never asks
-                self.lifecycle.lane_lost(worker, worker.lane_cell, worker.loss()[0], announced=True)
             return
         status, what = worker.loss()
         self.ledger.worker_state(worker.id, "lost", cause=what)
