@@ -22,7 +22,7 @@ to a kernel carries ``seq``, the session's sequence number.
 # no `from __future__ import annotations`: msgspec would eval every field's annotation from its
 # string (153 compile() calls, ~10 ms a fresh worker process pays at import)
 import sys
-from typing import Any, Literal, Optional, TypedDict
+from typing import Any, Literal, Optional, TypedDict, get_args, get_type_hints
 
 import msgspec
 
@@ -584,16 +584,19 @@ def decode(raw: bytes) -> dict:
         header = _decode(raw)
     except RecursionError:  # (from the C decoder: no header to answer, the connection must go)
         raise SchemaError(f"header is nested more than {MAX_DEPTH} levels deep") from None
-    # a header nested d deep has d '[' or '{' and 2d bytes: most are never walked
+    # a header nested d deep has d '[' or '{' and 2d bytes: most are never walked, and of those that
+    # are, only the fields whose type holds Any (a typed field's depth is its type's)
     if len(raw) > 2 * MAX_DEPTH and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(header):
         raise SchemaError(f"{header.get('type')!r} message: nested more than {MAX_DEPTH} levels deep",
                           {k: header[k] for k in ("type", "cell", "buffers", "nframes") if k in header})
     return header
 
 
-def _too_deep(value) -> bool:
-    """Does ``value`` nest more than MAX_DEPTH lists or dicts deep?  (Level by level, no recursion.)"""
-    level = [value]
+def _too_deep(header: dict) -> bool:
+    """Does ``header`` nest more than MAX_DEPTH lists or dicts deep?  (Level by level, no recursion.)"""
+    kind = header.get("type")
+    open_fields = _OPEN.get(kind) if kind in _OPEN else _open_fields(kind)
+    level = [header if open_fields is None else [header[k] for k in open_fields if k in header]]
     for _ in range(MAX_DEPTH):
         level = [v for x in level for v in (x.values() if isinstance(x, dict) else x) if isinstance(v, (dict, list))]
         if not level:
@@ -635,6 +638,26 @@ def _decode(raw: bytes) -> dict:
             raise SchemaError(f"{kind!r} message: it has fields its definition lacks: {sorted(unknown)} "
                                  "(jupyter_gpu/_wire/messages.py)", header)
     return header
+
+
+_OPEN: dict = {}  # type name -> its fields whose type holds Any (None: an unknown type, all of them)
+
+
+def _open_fields(kind):
+    """The fields of type ``kind`` that may nest without bound, found once (None: not a type of ours)."""
+    t = TYPES.get(kind) if isinstance(kind, str) else None
+    found = None if t is None else frozenset(k for k, a in get_type_hints(t).items() if _holds_any(a))
+    if t is not None:
+        _OPEN[kind] = found
+    return found
+
+
+def _holds_any(ann) -> bool:
+    if ann is Any:
+        return True
+    if isinstance(ann, type) and issubclass(ann, dict) and ann is not dict:  # a TypedDict
+        return any(_holds_any(a) for a in get_type_hints(ann).values())
+    return any(_holds_any(a) for a in get_args(ann))
 
 
 def _decoder(kind):
