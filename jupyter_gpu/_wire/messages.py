@@ -693,10 +693,11 @@ def failure(code: str, message: str, **extra) -> dict:
 
 def function_label(call: dict | None) -> str | None:
     """A function call's name in the ledger: ``name@`` and the first 12 hex of its pickle's hash."""
-    if not call:
+    if not call or not isinstance(call, dict):
         return None
-    digest = call.get("fn_hash") or (call.get("fn") or {}).get("h") or ""
-    return f"{call.get('name') or '?'}@{str(digest)[:12]}"
+    fn = call.get("fn")  # (a `dict[str, Any]` on the wire: what a client put there, typed by no one)
+    digest = call.get("fn_hash") or (fn.get("h") if isinstance(fn, dict) else None) or ""
+    return f"{str(call.get('name') or '?')[:200]}@{str(digest)[:12]}"
 
 
 def done(cell: str, status: str, timings: dict | None = None, **fields) -> dict:

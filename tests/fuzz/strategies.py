@@ -183,8 +183,22 @@ KERNEL = {
 }
 if "ack" in messages.TYPES:
     KERNEL["ack"] = (3, {"upto": st.integers(0, 100)})
-# right values that keep a fuzzed session from holding workers for long (a keep-warm is up to 24 h)
-RIGHT = {"keep_warm": st.floats(0, 5), "timeout": st.floats(0, 1)}
+
+
+def _shaped(*keys: str) -> st.SearchStrategy:
+    """A `dict[str, Any]` field with the keys its readers look for, each holding any JSON value."""
+    return st.fixed_dictionaries({}, optional={k: json_value for k in keys})
+
+
+# right values that keep a fuzzed session from holding workers for long (a keep-warm is up to 24 h),
+# and the untyped fields (`dict[str, Any]`) with the keys their readers look for, anything in them
+RIGHT = {"keep_warm": st.floats(0, 5), "timeout": st.floats(0, 1),
+         "call": _shaped("fn", "fn_hash", "name", "source", "args", "items", "return_exceptions"),
+         "job": _shaped("notebook", "map", "return_exceptions"),
+         "image_spec": _shaped("base", "layers", "hashes", "name"),
+         "sync": _shaped("root", "base", "put", "drop"),
+         "comm": _shaped("msg_type", "header", "content", "metadata"),
+         "parent": _shaped("header")}
 _KINDS = [k for k, (w, _) in KERNEL.items() for _ in range(w)]
 
 
