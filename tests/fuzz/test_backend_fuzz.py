@@ -186,3 +186,25 @@ def test_an_untyped_field_of_the_wrong_shape_fails_only_its_cell(backend, extra)
         if cell == "next":
             assert h["type"] == messages.DONE and h["status"] == "ok", h
     ws.close()
+
+
+def test_what_the_backend_adds_to_a_cell_is_not_a_kernels_to_say(backend, tmp_path):
+    """A kernel's `uid` made its worker become that user before the cell (a runtime without a
+    sandbox adds none of its own), its `follow` put a directory of its choice before the worker's
+    site-packages: both are the backend's fields, dropped from what a kernel sends."""
+    import os
+
+    proc, url, d = backend
+    ws = connect(url.replace("http", "ws", 1) + "/ws/session/s-added",
+                 additional_headers={"Authorization": f"token {TOKEN}"}, open_timeout=10, legacy=True)
+    assert Door.header(ws.recv(timeout=10))["type"] == messages.WELCOME
+    code = f"import os, sys\nprint(os.getuid(), {str(tmp_path)!r} in sys.path)"
+    ws.send(framing.encode({"type": "execute", "cell": "added", "code": code, "gpu": "cpu", "inputs": {}, "keep": {},
+                            "binds": [], "uid": os.getuid() + 4242, "follow": str(tmp_path)})[0])
+    events = []
+    while not events or events[-1]["type"] not in (messages.DONE, messages.FAILURE):
+        h = Door.header(ws.recv(timeout=60))
+        if h.get("cell") == "added":
+            events.append(h)
+    assert [e["text"] for e in events if e["type"] == "stream"] == [f"{os.getuid()} False\n"], events
+    ws.close()

@@ -255,6 +255,10 @@ class Kernels:
             await session.emit(info)
 
     async def on_execute(self, session, header: dict, inline, ws: WebSocket) -> None:
+        # what the backend adds is the backend's to say: a kernel's `uid` made the worker become that
+        # user (a runtime without a sandbox adds none), its `follow` put a directory before site-packages
+        header.pop("uid", None)
+        header.pop("follow", None)
         if "ack" in header:  # the kernel has the session's events up to there
             session.acknowledged(header["ack"])
         size = framing.payload_size(header)
