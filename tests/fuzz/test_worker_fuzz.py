@@ -46,7 +46,7 @@ print("sent")
 def worker_message(draw, cell: str) -> bytes:
     if draw(st.integers(0, 99)) < 3:
         return draw(broken_frame())
-    cells = st.sampled_from([cell, cell, "f-other"]).map(lambda c: c)
+    cells = st.sampled_from([cell, cell, "f-other"])  # mostly the running cell's: its events are relayed
     return first_frame(draw(header_text(kinds=WORKER_KINDS + ["execute", "welcome", "no-such"],
                                         overrides={"cell": cells})))
 

@@ -195,15 +195,23 @@ def clip(text: str, most: int = TEXT_PIECE // 4) -> str:
     return f"{text[:most]}… [{len(text) - most} more characters not shown]"
 
 
-def _text_size(obj) -> int:
+# a display's data nested deeper than a header may (messages.MAX_DEPTH, less the display's own
+# levels) goes as its JSON buffer: the backend refuses such a header (a local cell shows it)
+_DEEP = messages.MAX_DEPTH - 8
+
+
+def _text_size(obj, depth: int = 0) -> int:
     """About how many characters ``obj`` (jsonable) takes as JSON: its strings' length, counted
-    deep only where a value is not a string (a JSON mime type's data)."""
+    deep only where a value is not a string (a JSON mime type's data); past ``_DEEP`` levels,
+    more than a header carries."""
     if isinstance(obj, str):
         return len(obj)
+    if depth > _DEEP:
+        return TEXT_PIECE + 1
     if isinstance(obj, dict):
-        return sum(len(k) + _text_size(v) for k, v in obj.items())
+        return sum(len(k) + _text_size(v, depth + 1) for k, v in obj.items())
     if isinstance(obj, list):
-        return sum(_text_size(v) for v in obj)
+        return sum(_text_size(v, depth + 1) for v in obj)
     return 8
 
 
