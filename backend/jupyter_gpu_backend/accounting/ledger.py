@@ -268,6 +268,14 @@ class Ledger:
                   "post_s = NULL, run_s = NULL, pool = NULL",
                   (cid, session, user, gpu, status, time.time() if at is None else at))
 
+    def cell_lost_unseen(self, cid: str, session: str, user: str, gpu: str, worker: str) -> None:
+        """A cell this backend never saw, lost with a worker of a backend before it (a lane cell that
+        ran as that one stopped): recorded unless that backend recorded it already."""
+        now = time.time()
+        self._put('INSERT INTO cells (id, session, "user", gpu, status, submitted, done, worker, cold) '
+                  "VALUES (?, ?, ?, ?, 'lost', ?, ?, ?, 0) ON CONFLICT (id) DO NOTHING",
+                  (cid, session, user, gpu, now, now, worker))
+
     def worker_pool(self, wid: str, pool: str) -> None:
         """Which pool the worker belongs to: dedicated or serverless (dedicated.py)."""
         self._put("UPDATE workers SET pool = ? WHERE id = ?", (pool, wid))

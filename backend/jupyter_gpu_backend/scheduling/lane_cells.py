@@ -100,6 +100,15 @@ class LaneCells:
         wid = header.get("worker")
         worker = self.scheduler.workers.get(wid) or self.scheduler.gone.get(wid)
         reply = {"type": messages.LANE_LOST_REPLY, "cell": header.get("cell"), "ran": False}
+        if worker is None and isinstance(wid, str) and wid:
+            # a worker this backend never had: it restarted while the cell ran on its predecessor's
+            # worker (which does not outlive its backend).  The cell may have run, part way: "it never
+            # began" would send it again, and code that had begun would run twice.
+            gpu = header.get("gpu") or ""
+            self.scheduler.lifecycle.lane_lost_unseen(session, str(header.get("cell", "")), gpu, wid[:64])
+            return {**reply, "ran": True, "status": "lost", "gpu": gpu, "device": gpu,
+                    "message": f"worker {wid[:64]} is unknown to this backend: it restarted while the cell ran "
+                               f"there, and the worker went with it: the cell was cut off. {LOST_NOTE}"}
         if worker is None or worker.session is not session:
             return reply
         try:

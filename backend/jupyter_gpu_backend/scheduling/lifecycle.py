@@ -92,6 +92,11 @@ class CellLifecycle:
         ledger.cell_done(row, status, worker.id, False, {})
 
 
+    def lane_lost_unseen(self, session, cell: str, gpu: str, worker: str) -> None:
+        """A lane cell of a worker this backend never had (its predecessor's, which went with it)."""
+        self.ledger_of().cell_lost_unseen(row_id(session.id, cell), session.id, session.user, gpu, worker)
+
+
 def ended(run: CellRun) -> None:
     """The cell's id is free again in its session (``Session.cells``)."""
     cells = run.session.cells
