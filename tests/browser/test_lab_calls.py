@@ -55,6 +55,9 @@ def test_a_spawned_call_shows_its_id_and_the_saved_notebook_keeps_it(lab, page):
     page.locator("#modal-command-palette input").fill("Clear Outputs of All Cells")
     page.keyboard.press("Enter")
     cell.locator(".jp-gpu-call").wait_for(state="detached")
+    # the palette gone, so the keys that save reach the notebook (under load it lingered: CI saw the
+    # save's Ctrl+S go nowhere)
+    page.locator("#modal-command-palette").wait_for(state="hidden", timeout=T)
     save(page)
     nb = json.loads(path.read_text())
     assert nb["cells"][0]["outputs"] == []

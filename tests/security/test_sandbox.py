@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -107,9 +108,15 @@ def test_a_process_a_cell_starts_dies_with_its_worker_even_in_a_session_of_its_o
     d, proc, url = team
     bob = client(url, "bob", "s-sb-2")
     marker = f"98765{os.getpid()}.5"  # a sleep of days, this run's own
-    run(bob, "c1", "import subprocess\n"
-        f"p = subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\nprint('started')")
-    (pid,) = _host_pids_with(marker)
+    out, _ = run(bob, "c1", "import subprocess\n"
+                 f"p = subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\nprint(p.pid, p.poll())")
+    found, deadline = [], time.monotonic() + 10
+    while not found and time.monotonic() < deadline:  # (another namespace's process: nothing to wait on)
+        found = _host_pids_with(marker)
+        if not found:
+            time.sleep(0.05)
+    assert len(found) == 1, f"the cell's process (its pid, poll there: {out.strip()}) on the host: {found}"
+    (pid,) = found
     bob.send({"type": messages.RELEASE})
     assert until(bob, messages.STATUS_REPLY)["released"] == 1
     assert wait_pid_exit(pid, 20), "the process the cell started outlived its worker"
