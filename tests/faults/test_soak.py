@@ -1,20 +1,20 @@
-"""Issue 25, the soak: 20 sessions x 100 cells with random interrupts and releases against ONE real
-`serve` backend (local runtime, loopback), then nothing is left behind: no worker process beyond the
-zygote, no file descriptor of the backend beyond its warm-up baseline, no /dev/shm segment of ours,
-no temporary directory, no ledger row still `running` - counted while the backend still runs (every
-session released) and again after it stopped.
+"""Issue 25, the soak: 20 real ipykernels x 100 `%%gpu` cells with random interrupts and releases
+against ONE real `serve` backend (local runtime, loopback), then nothing is left behind: no worker
+process beyond the zygote, no file descriptor of the backend beyond its warm-up baseline, no
+/dev/shm segment of ours, no temporary directory, no ledger row still `running` - counted while the
+backend still runs (every session released) and again after it stopped.
 
-Why most sessions are raw: 20 real ipykernels on this 2-core machine cost ~2 CPU-s each to start
-and hold ~100 MB each; with 2,000 cells the soak would not fit its 4-minute bound.  So 17 sessions
-are driven by the kernel side's own client (``BackendClient``, the connection the ``%%gpu`` magic
-uses) sending the messages the magic sends - execute (numpy inputs lent through /dev/shm segments,
-results taken from the worker's), interrupt, release - and ``KERNELS`` are real ipykernels running
-real ``%%gpu`` cells (their warm cells go by the worker's lane, their interrupts are SIGINTs to
-the kernel).  The backend and its workers are the same either way.
+The kernels' cells: prints after a random short sleep, a cell interrupted (SIGINT to the kernel, the
+stop button) at a random point of its sleep after its first output, numpy inputs and results large
+enough to go by /dev/shm segments, `%gpu release`.  Alongside them ``RAW`` sessions speak the
+magic's own client (``BackendClient``) raw, for what a kernel cannot be made to do on cue: an
+interrupt at a random point before, during or just after its cell (a cold start's too, after a
+release), and values lent by this process.  All 24 at once fit the 4-minute bound on this 2-core
+machine (about a minute).
 
 Seeded: each session's cells, sleeps, interrupts and releases come from ``random.Random(SEED, i)``,
-so a failing session replays (the interleaving of sessions does not).  ``JUPYTER_GPU_SOAK=SxC``
-runs a smaller soak (e.g. ``4x10``) to reproduce one by hand.
+so a failing session replays (the interleaving of sessions does not).  ``JUPYTER_GPU_SOAK=KxC``
+runs a smaller soak (e.g. ``4x10``: 4 kernels and at most 4 raw sessions) to reproduce one by hand.
 
 How leaks are counted (nothing here mocks a part):
 - the backend and its workers get their own ``TMPDIR`` (the test's): every temporary directory they
@@ -50,8 +50,8 @@ from tests.integration.backend_process import api_get, start_backend, stop_backe
 pytestmark = pytest.mark.timeout(600)
 
 SEED = 25
-SESSIONS, CELLS = (int(n) for n in os.environ.get("JUPYTER_GPU_SOAK", "20x100").split("x"))
-KERNELS = min(3, SESSIONS // 4)  # real ipykernels among the sessions (see the docstring)
+KERNELS, CELLS = (int(n) for n in os.environ.get("JUPYTER_GPU_SOAK", "20x100").split("x"))
+RAW = min(4, KERNELS)  # sessions spoken raw besides the kernels (see the docstring)
 TOKEN = "soak-token"
 N = 1 << 18  # float64s in a numpy input: 2 MiB, over serialization.SHM_MIN, so it goes by a segment
 BOUND = 60.0  # no cell may take longer to end
@@ -77,8 +77,8 @@ def children() -> dict[int, list[int]]:
     return out
 
 
-def descendants(pid: int) -> set[int]:
-    tree, out, todo = children(), set(), [pid]
+def descendants(pid: int, tree: dict | None = None) -> set[int]:
+    tree, out, todo = tree or children(), set(), [pid]
     while todo:
         for c in tree.get(todo.pop(), ()):
             if c not in out:
@@ -144,9 +144,10 @@ class Sampler(threading.Thread):
 
     def run(self):
         while not self.stop.wait(0.2):
-            for r in list(self.roots):
-                self.seen |= descendants(r)
-            self.workers |= descendants(self.backend)
+            tree = children()
+            for r in self.roots:
+                self.seen |= descendants(r, tree)
+            self.workers |= descendants(self.backend, tree)
             self.segments |= segments()
 
 
@@ -216,7 +217,7 @@ def interrupted(h: dict, events: list) -> bool:
     return h.get("status") == "interrupted" or any(e.get("ename") == "KeyboardInterrupt" for e in events)
 
 
-def soak_raw(url: str, i: int, rng: random.Random) -> None:
+def soak_raw(url: str, i: int, rng: random.Random, sent: dict) -> None:
     s = Raw(url, f"soak-{i}")
     try:
         for k in range(CELLS):
@@ -249,21 +250,24 @@ def soak_raw(url: str, i: int, rng: random.Random) -> None:
         h, ev = s.until(s.send("print('last')"))  # after all that, the session still serves
         assert h.get("status") == "ok", ev
         s.release()
+        sent[i] = s.n
     finally:
         s.close()
 
 
 # -- a real kernel ----------------------------------------------------------------------------------
-def soak_kernel(k: LiveKernel, i: int, rng: random.Random) -> None:
+def soak_kernel(k: LiveKernel, i: int, rng: random.Random, sent: dict) -> None:
     k.run("import numpy as np")
     for n in range(CELLS):
         kind = rng.choices(["print", "interrupt", "shm", "release"], [6, 1, 2, 1])[0]
+        sent[i] = sent.get(i, 0) + (kind != "release")  # the %%gpu cells: each a ledger row
         if kind == "print":
             c = k.run(f"%%gpu\nimport time\ntime.sleep({rng.uniform(0, 0.02):.4f})\nprint({n})", timeout=BOUND)
             assert c.stdout().startswith(f"{n}\n"), c.stdout()
         elif kind == "interrupt":
             c = k.submit(f"%%gpu\nimport time\nprint('go', flush=True)\ntime.sleep({BOUND})")
             assert k.wait_until(lambda: "go" in c.stdout() or c.done, BOUND), f"kernel {i}: no 'go'"
+            time.sleep(rng.uniform(0, 0.05))  # the random point (of a sleep of BOUND: the cell still runs)
             k.interrupt()
             assert k.wait_until(lambda: c.done, BOUND), f"kernel {i}: the interrupted cell did not end"
             assert c.reply["content"].get("ename") == "KeyboardInterrupt", c.reply["content"]
@@ -300,12 +304,16 @@ def test_soak_leaves_nothing_behind(tmp_path):
 
         env = {**make_kernel_env(tmp_path / "kernels"), "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": TOKEN,
                "TMPDIR": str(kernels_tmp)}
-        kernels = [LiveKernel.beside(tmp_path, env) for _ in range(KERNELS)]
+        # (each its own IPython directory: 20 kernels writing one history database lock each other out,
+        # and IPython says so in a cell's output)
+        kernels = [LiveKernel.beside(tmp_path, {**env, "IPYTHONDIR": str(tmp_path / f"ipython-{i}")})
+                   for i in range(KERNELS)]
         sampler = Sampler({proc.pid, os.getpid(), *(k.km.provisioner.pid for k in kernels)}, proc.pid)
         sampler.start()
 
         t0 = time.monotonic()
         errors: list[str] = []
+        sent: dict[int, int] = {}  # session -> cells it ran on the backend
 
         def guarded(fn, *args):
             try:
@@ -314,10 +322,10 @@ def test_soak_leaves_nothing_behind(tmp_path):
                 where = traceback.extract_tb(e.__traceback__)[-1]
                 errors.append(f"session {args[1]}: {type(e).__name__}: {e} (line {where.lineno})")
 
-        threads = [threading.Thread(target=guarded, args=(soak_kernel, k, i, random.Random(f"{SEED}-{i}")))
+        threads = [threading.Thread(target=guarded, args=(soak_kernel, k, i, random.Random(f"{SEED}-{i}"), sent))
                    for i, k in enumerate(kernels)]
-        threads += [threading.Thread(target=guarded, args=(soak_raw, url, i, random.Random(f"{SEED}-{i}")))
-                    for i in range(KERNELS, SESSIONS)]
+        threads += [threading.Thread(target=guarded, args=(soak_raw, url, i, random.Random(f"{SEED}-{i}"), sent))
+                    for i in range(KERNELS, KERNELS + RAW)]
         for t in threads:
             t.start()
         for t in threads:
@@ -338,7 +346,8 @@ def test_soak_leaves_nothing_behind(tmp_path):
         # (a stopped worker's log with something in it stays for a person to read; an empty one goes)
         logs = [p.name for p in tmp.glob("jupyter-gpu-workers-*/w-*.log") if p.stat().st_size == 0]
         assert not logs, f"empty logs of stopped workers left: {len(logs)}"
-        print(f"soak: {SESSIONS} sessions x {CELLS} cells in {took:.1f} s; backend fds {len(baseline)} -> "
+        print(f"soak: {KERNELS} kernels and {RAW} raw sessions x {CELLS} cells in {took:.1f} s; "
+              f"backend fds {len(baseline)} -> "
               f"{len(open_fds(proc.pid))}")
 
         # a session that still holds its worker (and a result of its in a segment) when the backend
@@ -374,5 +383,8 @@ def test_soak_leaves_nothing_behind(tmp_path):
     with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
         running = db.execute("SELECT id, status FROM cells WHERE status IN ('running', 'queued')").fetchall()
         workers = db.execute("SELECT id, state FROM workers WHERE state IN ('starting', 'idle', 'leased')").fetchall()
+        rows = dict(db.execute("SELECT status, count(*) FROM cells GROUP BY status").fetchall())
+    print(f"ledger: {rows}; cells sent {sum(sent.values())}")
+    assert sum(rows.values()) >= sum(sent.values()), "cells missing from the ledger"
     assert not running, f"ledger rows still in flight: {running[:10]}"
     assert not workers, f"ledger workers still live: {workers[:10]}"
