@@ -221,7 +221,8 @@ def soak_raw(url: str, i: int, rng: random.Random, sent: dict) -> None:
     s = Raw(url, f"soak-{i}")
     try:
         for k in range(CELLS):
-            kind = rng.choices(["print", "sleep", "interrupt", "race", "shm", "release"], [4, 3, 1, 1, 2, 1])[0]
+            kind = rng.choices(["print", "sleep", "interrupt", "race", "shm", "release", "kill"],
+                               [4, 3, 1, 1, 2, 1, 0.5])[0]
             if kind == "print":
                 h, ev = s.until(s.send(f"print({k})"))
                 assert h.get("status") == "ok" and [e["text"] for e in ev if e["type"] == "stream"] == [f"{k}\n"], ev
@@ -245,6 +246,19 @@ def soak_raw(url: str, i: int, rng: random.Random, sent: dict) -> None:
                 x = np.full(N, float(k))
                 h, ev = s.until(s.send("y = x + 1\nprint(float(y[0]))", {"x": x}, binds=["y"]))
                 assert h.get("status") == "ok" and any(e.get("text") == f"{k + 1.0}\n" for e in ev), ev
+            elif kind == "kill":  # the stop button's second press: the backend kills its worker
+                h, ev = s.until(s.send("y = x + 1", {"x": np.ones(N)}, binds=["y"]))  # it holds a segment
+                assert h.get("status") == "ok", ev
+                cell = s.send(f"import os, time\nprint(os.getpid(), flush=True)\ntime.sleep({BOUND})")
+                h, ev = s.until(cell, lambda h: h["type"] == messages.STREAM)
+                assert h["type"] == messages.STREAM, ev
+                pid = int(h["text"])
+                s.c.send({"type": messages.KILL, "cell": cell, "gpu": "cpu"})
+                h, ev = s.until(cell)
+                assert h.get("status") == "killed", ev
+                # a killed worker cannot unlink its segments: the backend does, not the next sweep
+                wait_for(lambda: not ours(segments(), {pid}), 10,
+                         lambda: f"segments of killed worker {pid}: {ours(segments(), {pid})}")
             else:
                 s.release()
         h, ev = s.until(s.send("print('last')"))  # after all that, the session still serves

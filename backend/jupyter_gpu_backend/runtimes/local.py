@@ -34,7 +34,7 @@ from jupyter_gpu_backend.private import private_file
 from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, WorkerImage
 from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.runtimes.device_table import DeviceTable
-from jupyter_gpu._wire import settings
+from jupyter_gpu._wire import settings, shm
 
 log = logging.getLogger("jupyter_gpu_backend")
 # under --users: the first uid of the users' sandboxed workers (no account has it: nothing on the host is theirs)
@@ -202,6 +202,7 @@ class LocalRuntime(Runtime):
         # what it could not remove itself (killed: SIGKILL, OOM, a segfault), off the event loop
         handle.exited.add_done_callback(
             lambda _: threading.Thread(target=self._leftovers, args=(worker_id,), daemon=True).start())
+        handle.exited.add_done_callback(lambda _: self._segments_left(handle.pid))  # (a listdir: on the loop)
         return handle
 
     async def _start(self, gpu: str, worker_id: str, secret: str, indices: list, image: WorkerImage) -> WorkerProcess:
@@ -272,6 +273,18 @@ class LocalRuntime(Runtime):
         mirrors of kernels' synced directories (jupyter_gpu_worker/mirror.py)."""
         for path in glob.glob(os.path.join(tempfile.gettempdir(), f"jupyter-gpu-files-{glob.escape(worker_id)}-*")):
             shutil.rmtree(path, ignore_errors=True)
+
+    @staticmethod
+    def _segments_left(pid: int) -> None:
+        """The /dev/shm segments of a worker that could not unlink them (killed: the stop button's
+        second press, SIGKILL, OOM): its results lent to kernels, named after its pid (shm.py).  A
+        kernel mapping one keeps its memory; the name goes now, not at whichever process's next
+        sweep on this host (the memory stayed taken until then)."""
+        for path in glob.glob(os.path.join(shm.SHM_DIR, f"{glob.escape(shm.PREFIX)}{pid}-*")):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def _free(self, handle: WorkerProcess) -> None:
         """A stopped worker's empty log explains nothing: it goes (else a long-running backend piles
