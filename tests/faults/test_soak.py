@@ -9,7 +9,8 @@ stop button) at a random point of its sleep after its first output, numpy inputs
 enough to go by /dev/shm segments, `%gpu release`.  Alongside them ``RAW`` sessions speak the
 magic's own client (``BackendClient``) raw, for what a kernel cannot be made to do on cue: an
 interrupt at a random point before, during or just after its cell (a cold start's too, after a
-release), and values lent by this process.  All 24 at once fit the 4-minute bound on this 2-core
+release), the stop button's second press (its worker killed: the backend unlinks the segments the
+worker could not), and values lent by this process.  All 24 at once fit the 4-minute bound on this 2-core
 machine (about a minute).
 
 Seeded: each session's cells, sleeps, interrupts and releases come from ``random.Random(SEED, i)``,
