@@ -457,8 +457,8 @@ class Heartbeat(_Envelope, total=False):
     is there.  A worker silent past the backend's --worker-heartbeat is hung: killed, its cell failed."""
 
 
-# a worker's exit status when its own machinery (not the cell's code) ran out of memory
-EXIT_OUT_OF_MEMORY = 75
+# a worker's exit status when its own machinery (not the cell's code) ran out of memory, or failed otherwise
+EXIT_OUT_OF_MEMORY, EXIT_WORKER_FAILED = 75, 70
 
 
 class Shutdown(_Envelope, total=False):

@@ -61,6 +61,17 @@ class Session:
                 run.events.append(msg.header)
         return True
 
+    def request(self, header: dict, reply: str, bound: float = 30) -> dict:
+        """Send a control request (``release``, ``status``) and return its reply's header."""
+        self.client.send(header)
+        deadline = time.monotonic() + bound
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {reply} for {header} within {bound} s"
+            msg = self.client.recv(timeout=left)
+            if msg is not None and msg.type == reply:
+                return msg.header
+
     def finish(self, run: Run, bound: float) -> Run:
         self.until(run, lambda r: False, bound)
         run.took = time.monotonic() - run.took

@@ -325,7 +325,10 @@ def _die(e: BaseException, where: str) -> None:
         print(f"jupyter-gpu worker: {where} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     except BaseException:
         pass  # (out of memory, even for that)
-    os._exit(messages.EXIT_OUT_OF_MEMORY if isinstance(e, MemoryError) else 70)
+    cause = e
+    while cause is not None and not isinstance(cause, MemoryError):
+        cause = cause.__context__  # (memory running out often surfaces as a SystemError raised handling it)
+    os._exit(messages.EXIT_OUT_OF_MEMORY if cause is not None else messages.EXIT_WORKER_FAILED)
 
 
 def image_sites() -> None:

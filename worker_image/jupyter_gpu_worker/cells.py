@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import sys
 import threading
 import time
 from typing import Callable
@@ -212,6 +213,7 @@ class CellRunner:
         with self._start_lock:  # from here the stop button interrupts it: loading a big input too
             stopped = self._waiting.pop(cell, False)
             self.executing = cell
+        last_before = getattr(sys, "last_value", None)  # (IPython keeps the last error shown there)
         try:
             if stopped:  # the stop button was pressed before it began
                 raise KeyboardInterrupt
@@ -249,7 +251,8 @@ class CellRunner:
             err = (result.error_before_exec or result.error_in_exec) if result is not None else None
             if err is not None:
                 status = "interrupted" if isinstance(err, KeyboardInterrupt) else "error"
-                self._send_error_object(err)
+                if not self._send_error_object(err) and isinstance(err, MemoryError):
+                    self._error(err)  # memory ran out for its traceback too: the cell still says why it failed
             packer = serialization.Packer(shm_pool=self.out_pool if h.get("shm") else None)
             if h.get("call") is not None:
                 outputs, buffers = calls.pack_value(h["call"], result, packer), packer.buffers
@@ -261,7 +264,7 @@ class CellRunner:
             self._error(e)
         except BaseException as e:  # our own failure must still end the cell, with its cause
             status = "error"
-            self._error(e)
+            self._error(_memory_error(e, last_before) or e)
         finally:
             self.executing = None
             self.ran += 1
@@ -319,15 +322,30 @@ class CellRunner:
             }
         )
 
-    def _send_error_object(self, err: BaseException) -> None:
-        """The exception itself, pickled, so the kernel can re-raise the real class when it can."""
+    def _send_error_object(self, err: BaseException) -> bool:
+        """The exception itself, pickled, so the kernel can re-raise the real class when it can;
+        False when it does not pickle."""
         try:
             p = serialization.pickle_value("<exception>", err)
         except SerializationError:
-            return
+            return False
         packer = serialization.Packer()
         spec = packer.pack(p)
         self.emitter.event({"type": messages.ERROR, "pickled": spec}, packer.buffers)
+        return True
+
+
+def _memory_error(e: BaseException, last_before) -> MemoryError | None:
+    """The MemoryError behind ``e``, our own failure handling a cell's error: showing the cell's
+    MemoryError ran out of memory too, and what came out was a SystemError that hid it."""
+    last = getattr(sys, "last_value", None)
+    if last is not last_before and isinstance(last, MemoryError):
+        return last
+    while e is not None:
+        if isinstance(e, MemoryError):
+            return e
+        e = e.__context__
+    return None
 
 
 # what a local cell's input() raises where the kernel could not ask (the kernel's stdin.py sends the name)

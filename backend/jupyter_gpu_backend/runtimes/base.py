@@ -44,6 +44,8 @@ def exit_text(code: int) -> str:
             return f"the process was killed by signal {-code}"
     if code == messages.EXIT_OUT_OF_MEMORY:  # the worker's own machinery hit MemoryError (agent.py)
         return f"the process ran out of memory (exited with code {code})"
+    if code == messages.EXIT_WORKER_FAILED:  # its reader or main thread failed outside the cell's code
+        return f"the worker's own code failed (exited with code {code}; its log says how)"
     return f"the process exited with code {code}"
 
 
