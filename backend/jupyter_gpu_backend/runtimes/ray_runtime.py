@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -256,6 +257,7 @@ class RayRuntime(Runtime):
             except Exception:
                 pass
         self.workers.clear()
+        shutil.rmtree(self.log_dir, ignore_errors=True)  # the workers' logs (one such directory a run piled up)
 
 
 def installer_words(error: Exception) -> str:
