@@ -30,7 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from jupyter_gpu._wire import framing, messages
 
-from jupyter_gpu_backend.api.frames import CLOSE_POLICY, CLOSE_PROTOCOL, Disconnected, iter_frames, recv_frame
+from jupyter_gpu_backend.api.frames import CLOSE_POLICY, CLOSE_PROTOCOL, Disconnected, drain, iter_frames, recv_frame
 from jupyter_gpu_backend.scheduling.scheduler import Conn, Scheduler
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -56,6 +56,7 @@ async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
         if header["type"] != messages.REGISTER:
             raise framing.ProtocolError("a worker's first message must be 'register'")
         worker = scheduler.register(worker_id, secret, conn, header)
+        worker.wseq_in = header.get("wseq") or 0  # (its messages are numbered from its registration on)
     except (framing.ProtocolError, PermissionError) as e:
         log.warning("refused a worker registration from %s for %s: %s", _peer(ws), worker_id, e)
         await conn.send(messages.failure("unauthorized", str(e)))
@@ -86,7 +87,11 @@ async def _serve(scheduler: Scheduler, worker, conn: Conn, ws: WebSocket) -> Non
             wseq = header.get("wseq")
             if wseq is not None:
                 if wseq <= worker.wseq_in:
+                    await drain(header, ws)  # (its payload's frames too)
                     continue  # sent again after a resume, and taken before
+                if wseq != worker.wseq_in + 1:  # one that jumped ahead would have every later one skipped
+                    raise framing.ProtocolError(f"message number {wseq} after {worker.wseq_in}: a worker numbers "
+                                                "its messages one by one")
                 worker.wseq_in = wseq
             if header["type"] == messages.HEARTBEAT:
                 continue
@@ -96,6 +101,11 @@ async def _serve(scheduler: Scheduler, worker, conn: Conn, ws: WebSocket) -> Non
         dropped = True
     except framing.ProtocolError as e:
         log.warning("worker %s sent a malformed message: %s", worker.id, e)
+        # its cell's error says why, as a hung worker's does (its exit cause); a worker that sent one is
+        # not trusted with another cell (a user's code may have sent it on the worker's connection)
+        worker.hung = f"it sent a malformed message ({str(e)[:200]}), so it was closed and killed"
+        if worker.handle is not None:
+            scheduler.runtime.kill(worker.handle)
         await ws.close(code=CLOSE_PROTOCOL, reason=str(e)[:120])
     finally:
         if watch is not None:
