@@ -74,12 +74,12 @@ class Agent:
         connection that drops mid-cell loses none: meanwhile messages are only kept, and the reader
         thread, resuming the connection, sends what the backend did not take (``_resume``)."""
         with self._send_lock:
-            self.wseq += 1
-            header["wseq"] = self.wseq
+            header["wseq"] = n = self.wseq + 1
             frames = framing.encode(header, buffers)
             size = sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
             window = self._window
-            window.append((self.wseq, frames, size))
+            window.append((n, frames, size))
+            self.wseq = n  # (only now: a message that could not even be kept, out of memory, leaves no gap)
             self._window_bytes += size
             while self._window_bytes > WINDOW_BYTES and len(window) > 1:
                 self._window_bytes -= window.popleft()[2]
@@ -90,6 +90,8 @@ class Agent:
                     self.ws.send(f)
             except (ConnectionClosed, OSError):
                 self.broken = True  # the reader finds the drop too, and resumes
+            except MemoryError as e:  # a numbered message half sent: the connection cannot go on
+                _die(e, "sending to the backend")
 
     def _resume(self, why: Exception) -> bool:
         """Reader: the connection dropped without a close (``why``) while this process lives: dial
@@ -325,10 +327,29 @@ def _die(e: BaseException, where: str) -> None:
         print(f"jupyter-gpu worker: {where} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     except BaseException:
         pass  # (out of memory, even for that)
-    cause = e
-    while cause is not None and not isinstance(cause, MemoryError):
-        cause = cause.__context__  # (memory running out often surfaces as a SystemError raised handling it)
-    os._exit(messages.EXIT_OUT_OF_MEMORY if cause is not None else messages.EXIT_WORKER_FAILED)
+    os._exit(messages.EXIT_OUT_OF_MEMORY if _out_of_memory(e) else messages.EXIT_WORKER_FAILED)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether the worker failed for want of memory: a MemoryError behind ``e``, or (C code that met
+    a failed allocation raises SystemError, or nothing sensible) the process at its address-space
+    limit (RLIMIT_AS, which a cell may have lowered)."""
+    while e is not None:
+        if isinstance(e, MemoryError):
+            return True
+        e = e.__context__
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft == resource.RLIM_INFINITY:
+            return False
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") > 0.9 * soft
+    except MemoryError:  # (out of memory for that too)
+        return True
+    except Exception:
+        return False
 
 
 def image_sites() -> None:

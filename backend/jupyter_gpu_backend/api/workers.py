@@ -144,9 +144,12 @@ async def _watch(scheduler: Scheduler, worker, ws: WebSocket, bound: float) -> N
     """Kill a worker that sent nothing for ``bound`` seconds; its connection's end fails its cell."""
     while True:
         await asyncio.sleep(bound / 4)
-        if worker.conn is not None and worker.conn._sender is not None:
+        conn = worker.conn
+        if conn is not None and conn._sender is not None:
             continue  # the backend waits on a send to it: --send-timeout bounds that
-        if time.monotonic() - worker.heard > bound:
+        # a worker reading a long request (a kernel's large inputs, relayed as they arrive) sends no
+        # heartbeat meanwhile: the backend's sends to it count as a sign of life too
+        if time.monotonic() - max(worker.heard, conn._since if conn is not None else 0.0) > bound:
             scheduler.hung(worker, bound)
             try:  # a killed process's connection closes by itself; a runtime's kill may take longer
                 await asyncio.wait_for(worker.gone.wait(), 5.0)
