@@ -251,7 +251,8 @@ class DockerRuntime(Runtime):
         mounts = docker_mounts.plan(cwd, self.mounts)
         for path, why in mounts.refused.items():
             log.info("worker %s: %s is not mounted: %s", worker_id, path, why)
-        env = {**self.passed_on(), **spec.worker_env(), **mounts.env, settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
+        env = {**self.passed_on(), **spec.worker_env(), **mounts.env, settings.WORKER_ID.name: worker_id,
+               settings.WORKER_SECRET_FD.name: "0"}  # the secret comes on its stdin (create_and_start), not here
         opts = mounts.create_options()
         network = "host"
         if self.isolated:  # no network: the backend through its socket, mounted read-only, and nothing else
@@ -279,10 +280,17 @@ class DockerRuntime(Runtime):
             c = self.client.containers.create(
                 image, ["python", "-m", "jupyter_gpu_worker", "--url", self.worker_url],
                 name=handle.name, environment=env, network_mode=network, init=True, shm_size=self.shm_size,
-                labels={RUNTIME_LABEL: "docker", BACKEND_LABEL: self.owner, WORKER_LABEL: worker_id}, **opts,
+                labels={RUNTIME_LABEL: "docker", BACKEND_LABEL: self.owner, WORKER_LABEL: worker_id},
+                stdin_open=True, **opts,
             )
             try:
+                # the one-time secret on the worker's stdin, never its environment (`docker inspect`
+                # and /proc/1/environ show that): attached before the start, so none of it is missed
+                stdin = c.attach_socket(params={"stdin": 1, "stream": 1})
                 c.start()
+                raw = getattr(stdin, "_sock", stdin)
+                raw.sendall(secret.encode() + b"\n")
+                stdin.close()
             except Exception:
                 c.remove(force=True)
                 raise

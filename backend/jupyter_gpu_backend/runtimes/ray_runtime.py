@@ -54,16 +54,23 @@ def _actor_class(ray):
     class WorkerActor:
         """Holds the resources; runs `python -m jupyter_gpu_worker` as its child."""
 
-        def start(self, url: str, env: dict, log_path: str) -> int:
+        def start(self, url: str, env: dict, log_path: str, secret: str) -> int:
             import subprocess
 
-            full_env = {**os.environ, **env}
-            with open(log_path, "ab") as out:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "jupyter_gpu_worker", "--url", url],
-                    env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            # the one-time secret by an inherited pipe, never the child's environment (/proc shows that)
+            read_fd, write_fd = os.pipe()
+            os.write(write_fd, secret.encode() + b"\n")
+            os.close(write_fd)
+            full_env = {**os.environ, **env, settings.WORKER_SECRET_FD.name: str(read_fd)}
+            try:
+                with open(log_path, "ab") as out:
+                    self.proc = subprocess.Popen(
+                        [sys.executable, "-m", "jupyter_gpu_worker", "--url", url],
+                        env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                        start_new_session=True, pass_fds=(read_fd,),
+                    )
+            finally:
+                os.close(read_fd)
             return self.proc.pid
 
         def wait(self) -> int:
@@ -146,11 +153,11 @@ class RayRuntime(Runtime):
             opts["runtime_env"] = spec.runtime_env
         actor = self.actor_cls.options(**opts).remote()
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
-        env = {**self.passed_on(), **spec.worker_env(), settings.WORKER_SECRET.name: secret, settings.WORKER_ID.name: worker_id}
+        env = {**self.passed_on(), **spec.worker_env(), settings.WORKER_ID.name: worker_id}
         if gpu == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker sees no GPU at all
         try:
-            pid = await actor.start.remote(self.worker_url, env, log_path)
+            pid = await actor.start.remote(self.worker_url, env, log_path, secret)
         except asyncio.CancelledError:  # not placed in time: withdraw its claim on the cluster
             self.ray.kill(actor)
             raise
