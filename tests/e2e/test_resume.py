@@ -90,6 +90,26 @@ class CuttingProxy:
         self.cut()
 
 
+def stream_while_cutting(k, proxy: CuttingProxy, cuts: int, rng: random.Random, pause: tuple):
+    """Run STREAM in kernel ``k`` while ``proxy`` cuts its connections, a random ``pause`` apart,
+    ``cuts`` times; the cell, ended ok, with every cut fallen within it."""
+    done = threading.Event()
+    cell = k.submit(STREAM)
+
+    def cutter():
+        while proxy.cuts < cuts and not done.wait(rng.uniform(*pause)):
+            proxy.cut()
+
+    t = threading.Thread(target=cutter, daemon=True)
+    t.start()
+    assert k.wait_until(lambda: cell.done, 240), "the cell did not end"
+    done.set()
+    t.join(10)
+    assert proxy.cuts >= cuts, f"only {proxy.cuts} cuts fell within the stream"
+    assert cell.reply["content"]["status"] == "ok", cell.reply["content"]
+    return cell
+
+
 def test_a_stream_survives_a_hundred_dropped_connections_without_a_gap_or_a_duplicate(tmp_path):
     proc, url = start_backend(tmp_path, "--token", TOKEN, "--no-lane")
     host, port = url.rsplit("/", 1)[-1].split(":")
@@ -100,21 +120,7 @@ def test_a_stream_survives_a_hundred_dropped_connections_without_a_gap_or_a_dupl
     try:
         k.run(LOAD)
         k.run("%%gpu\nx = 1", timeout=120)  # the worker is warm: the stream starts at once
-        rng = random.Random(25)
-        done = threading.Event()
-        cell = k.submit(STREAM)
-
-        def cutter():
-            while proxy.cuts < CUTS and not done.wait(rng.uniform(0.02, 0.08)):
-                proxy.cut()
-
-        t = threading.Thread(target=cutter, daemon=True)
-        t.start()
-        assert k.wait_until(lambda: cell.done, 240), "the cell did not end"
-        done.set()
-        t.join(10)
-        assert proxy.cuts >= CUTS, f"only {proxy.cuts} cuts fell within the stream"
-        assert cell.reply["content"]["status"] == "ok", cell.reply["content"]
+        cell = stream_while_cutting(k, proxy, CUTS, random.Random(25), (0.02, 0.08))
         lines = cell.stdout().splitlines()
         assert lines == [str(i) for i in range(LINES)], (
             f"{len(lines)} lines; first difference at "
@@ -143,21 +149,7 @@ def test_a_workers_dropped_connection_resumes_and_its_cell_carries_on(tmp_path):
         k.run(LOAD)
         first = k.run("%%gpu\nkept = 'kept'", timeout=120)
         worker = first.footers()[-1]["worker"]
-        rng = random.Random(24)
-        done = threading.Event()
-        cell = k.submit(STREAM)
-
-        def cutter():
-            while proxy.cuts < 20 and not done.wait(rng.uniform(0.2, 0.4)):
-                proxy.cut()
-
-        t = threading.Thread(target=cutter, daemon=True)
-        t.start()
-        assert k.wait_until(lambda: cell.done, 240), "the cell did not end"
-        done.set()
-        t.join(10)
-        assert proxy.cuts >= 20, f"only {proxy.cuts} cuts fell within the stream"
-        assert cell.reply["content"]["status"] == "ok", cell.reply["content"]
+        cell = stream_while_cutting(k, proxy, 20, random.Random(24), (0.2, 0.4))
         lines = cell.stdout().splitlines()
         assert lines == [str(i) for i in range(LINES)], f"{len(lines)} lines"
         assert cell.footers()[-1]["worker"] == worker  # the same worker, never restarted

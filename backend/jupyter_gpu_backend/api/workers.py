@@ -65,9 +65,7 @@ async def serve_worker(scheduler: Scheduler, ws: WebSocket) -> None:
     except (Disconnected, WebSocketDisconnect):
         return
     worker.resume_key = secrets.token_urlsafe(24)
-    bound = scheduler.heartbeat
-    await conn.send({"type": messages.REGISTERED, "worker": worker.id, "resume": worker.resume_key,
-                     **({"heartbeat": bound / 4} if bound else {})})
+    await conn.send(_registered(scheduler, worker, resume=worker.resume_key))
     await _serve(scheduler, worker, conn, ws)
 
 
@@ -132,9 +130,7 @@ async def _resume(scheduler: Scheduler, ws: WebSocket, worker_id: str, key: str)
     if worker.resumed is not None and not worker.resumed.done():
         worker.resumed.set_result(True)
     log.info("worker %s resumed its connection after message %d", worker.id, worker.wseq_in)
-    bound = scheduler.heartbeat
-    await conn.send({"type": messages.REGISTERED, "worker": worker.id, "got": worker.wseq_in,
-                     **({"heartbeat": bound / 4} if bound else {})})
+    await conn.send(_registered(scheduler, worker, got=worker.wseq_in))
     if worker.cell is not None and worker.cell.id not in ws.headers.get("x-worker-cells", "").split(","):
         await scheduler.unsent(worker)  # the cell went into the dropped connection: it never came
     await _serve(scheduler, worker, conn, ws)
@@ -156,6 +152,13 @@ async def _watch(scheduler: Scheduler, worker, ws: WebSocket, bound: float) -> N
             except asyncio.TimeoutError:
                 await ws.close(code=1011, reason="no heartbeat")
             return
+
+
+def _registered(scheduler: Scheduler, worker, **fields) -> dict:
+    """``registered`` for ``worker`` (a new one's resume key, or a resumed one's ``got``), with the
+    heartbeat the backend asks of it."""
+    bound = scheduler.heartbeat
+    return {"type": messages.REGISTERED, "worker": worker.id, **fields, **({"heartbeat": bound / 4} if bound else {})}
 
 
 def _peer(ws: WebSocket) -> str:
