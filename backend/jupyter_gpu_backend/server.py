@@ -56,6 +56,20 @@ def remove_runtime_file(path: str) -> None:
         pass
 
 
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the scheduler it stops *before* uvicorn closes the connections:
+    a worker whose socket uvicorn closes is then not taken for a dead spare and replaced (a
+    replacement started mid-shutdown could not register, and wrote a ledger row, under load)."""
+
+    def __init__(self, on_stop, config):
+        super().__init__(config)
+        self._on_stop = on_stop
+
+    async def shutdown(self, sockets=None) -> None:
+        self._on_stop()
+        await super().shutdown(sockets=sockets)
+
 class BackendServer:
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -90,7 +104,8 @@ class BackendServer:
         self.scheduler.heartbeat = config.worker_heartbeat
         self.scheduler.dedicated.check(runtime.offers())  # a dedicated size for a type not offered: refused
         self.app, self.kernels = create_app(config, self.scheduler)
-        self.uvicorn = uvicorn.Server(
+        self.uvicorn = _Server(
+            self.scheduler.stopping,
             uvicorn.Config(
                 self.app,
                 log_level="warning",

@@ -561,8 +561,12 @@ class Scheduler:
         self.sessions.pop(session.id, None)
         self.ledger.session_closed(session.id)
 
+    def stopping(self) -> None:
+        """The backend stops: workers killed or disconnected from here on are not replaced."""
+        self.dedicated.closing = self.spares.closing = True
+
     async def shutdown(self) -> None:
-        self.dedicated.closing = self.spares.closing = True  # workers killed from here on are not replaced
+        self.stopping()
         for session in list(self.sessions.values()):
             for lease in list(session.leases.values()):
                 if lease.expiry is not None:
