@@ -8,6 +8,7 @@ interleaves the two round by round inside one run; this covers the others.
 
     git worktree add ../baseline <commit>
     python benchmarks/ab_before.py --before ../baseline [--only transfer,stream,coldstart] [--repeats 2] [--quick]
+                                   [--scripts each|this]
 
 Writes results/ab_before.json: per benchmark and ratio, the values of each run, before and after.
 """
@@ -58,13 +59,16 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--limit", type=float, default=2400.0, help="seconds per benchmark run")
+    ap.add_argument("--scripts", choices=("each", "this"), default="each",
+                    help="each: every side runs its own benchmark scripts; this: both run this checkout's "
+                         "(the same measurement of two codes, its PYTHONPATH picking the code)")
     args = ap.parse_args(argv)
     before = Path(args.before).resolve()
     names = [n for n in args.only.split(",") if n]
     banner(f"before ({before}) and after ({HERE.parent}), alternated: {', '.join(names)} x {args.repeats}")
     paths = [str(before), str(before / "backend"), str(before / "worker_image")]
     envs = {"before": {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}, "after": dict(os.environ)}
-    trees = {"before": before, "after": HERE.parent}
+    trees = {"before": before if args.scripts == "each" else HERE.parent, "after": HERE.parent}
     runs = {n: {"before": [], "after": []} for n in names}
     for i in range(args.repeats):
         for name in names:
@@ -89,7 +93,7 @@ def main(argv=None):
                                     "after_over_before": ma / mb if mb else None}
             rel = f"{ma / mb:13.3f}" if mb else f"{'-':>13}"
             print(f"{name + '.' + k:<52} {mb:10.3f} {ma:10.3f} {rel}")
-    write_result("ab_before", {"before": str(before), "repeats": args.repeats, "quick": args.quick,
+    write_result("ab_before", {"before": str(before), "repeats": args.repeats, "quick": args.quick, "scripts": args.scripts,
                                "runs": runs, "ratios_before_after": table})
     return 0
 
