@@ -31,11 +31,11 @@ SCRIPTS = {"transfer": "bench_transfer.py", "stream": "bench_stream.py", "coldst
            "roundtrip": "bench_roundtrip.py"}
 
 
-def run(tree: Path, name: str, quick: bool, limit: float, env: dict) -> dict:
+def run(tree: Path, name: str, quick: bool, limit: float, env: dict, extra: tuple = ()) -> dict:
     bench_dir = tree / "benchmarks"
     result = bench_dir / "results" / f"{name}.json"
     saved = result.read_bytes() if result.exists() else None
-    cmd = [sys.executable, str(bench_dir / SCRIPTS[name])] + (["--quick"] if quick else [])
+    cmd = [sys.executable, str(bench_dir / SCRIPTS[name])] + (["--quick"] if quick else []) + list(extra)
     t0 = time.time()
     try:
         proc = subprocess.run(cmd, cwd=bench_dir, env=env, timeout=limit, capture_output=True, text=True)
@@ -62,6 +62,7 @@ def main(argv=None):
     ap.add_argument("--scripts", choices=("each", "this"), default="each",
                     help="each: every side runs its own benchmark scripts; this: both run this checkout's "
                          "(the same measurement of two codes, its PYTHONPATH picking the code)")
+    ap.add_argument("--args", default="", help="more arguments for each benchmark script, e.g. '--rounds 9'")
     args = ap.parse_args(argv)
     before = Path(args.before).resolve()
     names = [n for n in args.only.split(",") if n]
@@ -74,7 +75,7 @@ def main(argv=None):
         for name in names:
             for side in (("before", "after") if i % 2 == 0 else ("after", "before")):
                 print(f"run {i + 1}: {name} {side} ...", flush=True)
-                r = run(trees[side], name, args.quick, args.limit, envs[side])
+                r = run(trees[side], name, args.quick, args.limit, envs[side], tuple(args.args.split()))
                 runs[name][side].append(r)
                 if not r["ok"]:
                     print(f"  !! failed: {r['tail']}", flush=True)
@@ -94,6 +95,7 @@ def main(argv=None):
             rel = f"{ma / mb:13.3f}" if mb else f"{'-':>13}"
             print(f"{name + '.' + k:<52} {mb:10.3f} {ma:10.3f} {rel}")
     write_result("ab_before", {"before": str(before), "repeats": args.repeats, "quick": args.quick, "scripts": args.scripts,
+                               "args": args.args,
                                "runs": runs, "ratios_before_after": table})
     return 0
 
