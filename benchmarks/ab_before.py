@@ -28,7 +28,7 @@ from common import banner, write_result
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"transfer": "bench_transfer.py", "stream": "bench_stream.py", "coldstart": "bench_coldstart.py",
            "concurrency": "bench_concurrency.py", "runtimes": "bench_runtimes.py", "docker": "bench_docker.py",
-           "roundtrip": "bench_roundtrip.py"}
+           "roundtrip": "bench_roundtrip.py", "notebooks": "bench_notebooks.py", "sync": "bench_sync.py"}
 
 
 def run(tree: Path, name: str, quick: bool, limit: float, env: dict, extra: tuple = ()) -> dict:

@@ -18,6 +18,20 @@ def load(ip) -> None:
     early.install(magics)  # a warm cell goes to its worker as its request arrives (early.py)
     cell_text.install(ip)  # IPython transforms a `%%gpu` cell's text once, not at every run
     debug.install(ip, magics.session)  # %debug after a %%gpu cell's error debugs on its worker
+    _preconnect_after_this_cell(ip, magics.session)
+
+
+def _preconnect_after_this_cell(ip, session) -> None:
+    """Once the cell that loaded us has run, connect to the backend in the background (starting
+    the embedded one): its start then overlaps what the notebook does before its first `%%gpu`
+    cell (the whole-notebook benchmark: 2.27x -> 2.13x local).  After the cell, not now: a `%gpu
+    use URL` in the same cell (the sidebar sends both) names another backend, and none is started
+    for nothing."""
+    def once(*_):
+        ip.events.unregister("post_run_cell", once)
+        session.preconnect()
+
+    ip.events.register("post_run_cell", once)
 
 
 def unload(ip) -> None:

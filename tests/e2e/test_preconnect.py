@@ -1,0 +1,69 @@
+"""`%load_ext jupyter_gpu` connects to the backend in the background once its cell has run (issue 19):
+the embedded backend's start overlaps the notebook's local cells, and the first `%%gpu` cell uses that
+backend, already up.  A backend named in the same cell (`%gpu use URL`, as the sidebar sends it) is the
+one used, and no embedded backend is started for nothing."""
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LiveKernel
+from tests.integration.backend_process import api_get, start_backend, stop_backend
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _holds(runtime: Path, sid: str) -> bool:
+    """Does the embedded backend named by ``runtime`` (its runtime file) hold session ``sid``?"""
+    try:
+        info = json.loads(runtime.read_text())
+        req = urllib.request.Request(f"{info['url']}/api/status", headers={"Authorization": f"token {info['token']}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return sid in json.load(r)["sessions"]
+    except (OSError, ValueError, KeyError):
+        return False  # not written yet, or not answering yet
+
+
+def test_the_backend_is_up_holding_the_session_before_the_first_gpu_cell(fresh_kernel_env):
+    runtime = Path(fresh_kernel_env["JUPYTER_GPU_RUNTIME_DIR"]) / "backend.json"
+    k = LiveKernel(fresh_kernel_env)
+    try:
+        load = k.run("%load_ext jupyter_gpu\nfrom jupyter_gpu.notebook import extension\n"
+                     "print(extension.magics.session.id)")
+        sid = load.stdout().strip()
+        # no %%gpu cell yet: the backend starts and the kernel's session opens on their own
+        assert k.wait_until(lambda: _holds(runtime, sid), 90), \
+            f"no backend held the kernel's session after %load_ext; runtime file: {runtime.exists()}"
+        pid = json.loads(runtime.read_text())["pid"]
+        # a local cell meanwhile is a local cell
+        assert k.run("print(6 * 7)").stdout() == "42\n"
+        first = k.run("%%gpu\nprint('on the worker')")
+        assert first.stdout() == "on the worker\n", first.stderr()
+        assert first.footers() and first.footers()[-1]["status"] == "ok"
+        # on that backend, not a second one started by the cell
+        assert json.loads(runtime.read_text())["pid"] == pid
+    finally:
+        k.shutdown()
+
+
+def test_a_backend_named_in_the_loading_cell_is_used_and_no_embedded_one_starts(fresh_kernel_env, tmp_path):
+    runtime = Path(fresh_kernel_env["JUPYTER_GPU_RUNTIME_DIR"]) / "backend.json"
+    proc, url = start_backend(tmp_path, "--token", "named-token")
+    k = LiveKernel(fresh_kernel_env)
+    try:
+        load = k.run(f"%load_ext jupyter_gpu\n%gpu use {url} --token named-token\n"
+                     "from jupyter_gpu.notebook import extension\nprint(extension.magics.session.id)")
+        sid = load.stdout().strip().splitlines()[-1]
+        assert sid in api_get(url, "named-token", "/api/status")["sessions"]
+        # the background connect found the session connected (it runs as the loading cell ends)
+        assert k.run("import threading\nprint(any(t.name == 'jupyter-gpu-preconnect' and t.is_alive() "
+                     "for t in threading.enumerate()))").stdout() == "False\n"
+        assert not runtime.exists(), "an embedded backend was started although the cell named one"
+        assert k.run("%%gpu\nprint('named')").stdout() == "named\n"
+        assert not runtime.exists()
+    finally:
+        k.shutdown()
+        stop_backend(proc)
