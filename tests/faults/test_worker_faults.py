@@ -97,6 +97,14 @@ def test_a_worker_killed_at_a_random_point_fails_only_its_cell(backend):
             assert re.search(cause, err[0]["evalue"]), f"{what}: {err[0]['evalue']!r} does not say {cause!r}"
             assert wait_gone(pid, 10), f"{what}: worker {pid} is still there"
         nxt = s.run(PID, bound=BOUND)
+        if final["status"] == "error" and nxt.final["status"] == "lost":
+            # the worker outlived its cell's MemoryError at the lowered limit, with the cell's memory
+            # held (as a local kernel would): the next cell may die of that, and must say so
+            err = nxt.errors()
+            assert len(err) == 1 and re.search(CAUSE["oom"], err[0]["evalue"]), f"the cell after {what}: {nxt.events}"
+            assert wait_gone(pid, 10), f"after {what}: worker {pid} is still there"
+            final = nxt.final  # the worker is gone, as after a worker's own death
+            nxt = s.run(PID, bound=BOUND)
         assert nxt.final["status"] == "ok", f"the cell after {what}: {nxt.events}"
         new_pid = int(nxt.stdout())
         assert (new_pid == pid) == (final["status"] == "error"), f"after {what}: pid {pid} -> {new_pid}"
