@@ -63,21 +63,26 @@ def sync_kernel(name: str, folder: Path) -> Kernel:
     return k
 
 
-def settle(timeout: float = 120) -> None:
-    """Before each timed copy (ours and the anchors alike): the previous worker's mirror removed (a
-    released worker deletes it as it exits, which would compete with the next sync's writes) and
-    the page cache's dirty pages written back (the previous round's 540 MB)."""
+MIRRORS = os.path.join(tempfile.gettempdir(), "jupyter-gpu-files-*")
+
+
+def settle(gone=(), timeout: float = 120) -> None:
+    """Before each timed copy (ours and the anchors alike): the released workers' mirrors ``gone``
+    removed (a released worker deletes its own as it exits, which would compete with the next
+    sync's writes; the live worker's stays, and waiting for it cost 120 s twice a round) and the
+    page cache's dirty pages written back (the previous round's 540 MB)."""
     deadline = time.monotonic() + timeout
-    while glob.glob(os.path.join(tempfile.gettempdir(), "jupyter-gpu-files-*")) and time.monotonic() < deadline:
+    while any(os.path.exists(d) for d in gone) and time.monotonic() < deadline:
         time.sleep(0.1)  # another process's deletion: nothing to wait on but the directory
     os.sync()
 
 
 def first_sync(k: Kernel) -> tuple[float, dict]:
     """One first sync: a fresh worker (released, prewarmed: untimed), then the timed cell."""
+    released = glob.glob(MIRRORS)  # (the kernels' workers' mirrors: the one released goes)
     k.execute("%gpu release", timeout=120)
     k.execute("%gpu prewarm", timeout=120)
-    settle()
+    settle(released)
     r = k.execute("%%gpu\npass", timeout=600)
     footer = r.footers()[-1]
     return r.seconds, footer
