@@ -56,7 +56,6 @@ def remove_runtime_file(path: str) -> None:
         pass
 
 
-
 class _Server(uvicorn.Server):
     """uvicorn's server, telling the scheduler it stops *before* uvicorn closes the connections:
     a worker whose socket uvicorn closes is then not taken for a dead spare and replaced (a
@@ -69,6 +68,7 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets=None) -> None:
         self._on_stop()
         await super().shutdown(sockets=sockets)
+
 
 class BackendServer:
     def __init__(self, config: BackendConfig):
