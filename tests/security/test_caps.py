@@ -93,3 +93,36 @@ def test_a_keep_warm_out_of_range_is_refused(capped, kind):
     c.send({"type": messages.RELEASE})  # (carol may have one worker: the next case needs it)
     assert until(c, messages.STATUS_REPLY)["released"] == 1
     c.close()
+
+
+@pytest.fixture(scope="module")
+def two_slots(tmp_path_factory):
+    proc, url = users_backend(tmp_path_factory.mktemp("slots"), "--max-workers", "2", "--keep-warm", "300")
+    yield url
+    stop_backend(proc)
+
+
+def test_cells_sent_at_once_start_one_worker_and_leave_no_slot_taken(two_slots):
+    """A session that sends two cells before its first worker is up (a hostile kernel; a prewarm and
+    a cell) gets one worker: the second cell is not given a worker of its own whose lease would
+    orphan the first's (never stopped, its --max-workers slot taken for good: after a fuzzed session,
+    the next user's cells waited in line for ever).  Once she gives her worker back, both slots are
+    free: bob's two sessions each get one at once."""
+    alice = client(two_slots, "alice", "at-once")
+    execute(alice, "a", "# %%gpu\nprint('a')")
+    execute(alice, "b", "# %%gpu\nprint('b')")
+    ends = {}
+    while len(ends) < 2:
+        h = until(alice, messages.DONE)
+        ends[h["cell"]] = h
+    for h in ends.values():  # each ran, or was refused naming why (one cell at a time on a worker)
+        assert h.get("status") == "ok" or "one cell at a time" in h.get("message", ""), h
+    alice.send({"type": messages.RELEASE})
+    assert until(alice, messages.STATUS_REPLY)["released"] == 1
+    bobs = [client(two_slots, "bob", f"bob-{i}") for i in range(2)]
+    for i, bob in enumerate(bobs):
+        execute(bob, f"c{i}", "# %%gpu\npass")
+    for i, bob in enumerate(bobs):  # (the slot of a worker alice lost track of would come back after 300 s)
+        assert until(bob, messages.DONE, cell=f"c{i}", timeout=60)["status"] == "ok"
+    for c in (alice, *bobs):
+        c.close()

@@ -244,6 +244,7 @@ class Session:
     # its relayed cells from their start to their end (lifecycle.py), by the kernel's id: an id in
     # use is refused to a second cell, which would share its row, its budget entry and its stop
     cells: dict = field(default_factory=dict)
+    starting: dict = field(default_factory=dict)  # pool key -> the lock its worker's start holds (scheduler.py)
 
     async def emit(self, header: dict, inline=b"", frames=()) -> None:
         """Stamp the session's next sequence number, keep the event until the kernel acknowledges

@@ -145,6 +145,21 @@ class Scheduler:
         lease = session.leases.get(run.key)
         if lease is not None and lease.worker.conn and lease.worker.conn.open:
             return lease
+        # one start at a time per session and pool: a cell (or prewarm) that comes while the session's
+        # worker starts takes that worker, rather than start another whose lease would replace the
+        # first's and orphan it - never stopped, holding its --max-workers slot for good (a fuzzed
+        # session left all 3 slots so, and the next user's cell waited in line for ever)
+        lock = session.starting.setdefault(run.key, asyncio.Lock())
+        if lock.locked():
+            await session.emit({"type": messages.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
+        async with lock:
+            lease = session.leases.get(run.key)
+            if lease is not None and lease.worker.conn and lease.worker.conn.open:
+                return lease
+            return await self._new_lease(run, keep_warm)
+
+    async def _new_lease(self, run: CellRun, keep_warm: float | None) -> Lease:
+        session = run.session
         default = run.image == DEFAULT_IMAGE  # dedicated workers, spares and autoscaling: the default image's
 
         async def tell_position(n: int) -> None:
