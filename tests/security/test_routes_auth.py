@@ -33,7 +33,9 @@ def app_routes(tmp_path):
     config = BackendConfig(token=TOKEN)
     scheduler = Scheduler(make_runtime("local", "ws://127.0.0.1:1/ws/worker", config.images), config.keep_warm)
     app, _ = create_app(config, scheduler)
-    return app.routes
+    # the REST routes are a sub-app mounted at the root, built off the loop (app.py): enumerated too
+    rest = [r for r in app.routes if isinstance(r, Mount) and r.app is app.state.rest]
+    return [r for r in app.routes if r not in rest] + (app.state.rest.build().routes if rest else [])
 
 
 def concrete(path: str) -> str:

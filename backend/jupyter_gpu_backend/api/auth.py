@@ -8,8 +8,8 @@ A worker has no token: it proves itself with the one-time secret its runtime gav
 """
 from __future__ import annotations
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
 from jupyter_gpu_backend.config import BackendConfig

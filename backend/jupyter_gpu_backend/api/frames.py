@@ -12,7 +12,7 @@ single frame is bounded by the websocket's own limit (``MAX_FRAME``, uvicorn's `
 """
 from __future__ import annotations
 
-from fastapi import WebSocket
+from starlette.websockets import WebSocket
 
 from jupyter_gpu._wire import framing
 

@@ -21,7 +21,7 @@ import math
 import os
 import time
 
-from fastapi import WebSocket
+from starlette.websockets import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from jupyter_gpu import __version__

@@ -19,16 +19,26 @@ from jupyter_gpu import __version__
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key
 
 from jupyter_gpu_backend.accounting.ledger import cell_id
-from jupyter_gpu_backend.api.auth import Auth, token_of
+from jupyter_gpu_backend.api.app import health_body
+from jupyter_gpu_backend.api.auth import Auth, Unauthorized, token_of, unauthorized
 from jupyter_gpu_backend.api.kernels import Kernels
 from jupyter_gpu_backend.scheduling.dedicated import pool_usage
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 
 
+def rest_app(config, scheduler: Scheduler, kernels: Kernels, auth: Auth) -> FastAPI:
+    """The REST routes' app (app.py mounts it, built off the event loop)."""
+    # the docs and the schema are routes of this module, behind the token like every other
+    app = FastAPI(title="jupyter-gpu backend", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(Unauthorized, unauthorized)
+    add_routes(app, scheduler, kernels, auth)
+    return app
+
+
 def add_routes(app: FastAPI, scheduler: Scheduler, kernels: Kernels, auth: Auth) -> None:
     @app.get("/api/health")
-    async def health(user: str = Depends(auth)):
-        return {"ok": True, "version": __version__, "runtime": scheduler.runtime.name, "clients": kernels.clients}
+    async def health(user: str = Depends(auth)):  # (served by app.py; here for the schema)
+        return health_body(scheduler, kernels)
 
     @app.get("/api/status")
     async def status(user: str = Depends(auth)):

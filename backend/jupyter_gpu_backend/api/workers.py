@@ -25,7 +25,7 @@ import logging
 import secrets
 import time
 
-from fastapi import WebSocket
+from starlette.websockets import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from jupyter_gpu._wire import framing, messages
