@@ -5,12 +5,12 @@ FastAPI) built off the event loop once the backend is up.  All behind one check 
 Why two layers: importing FastAPI (pydantic's models) is 0.24 s of the embedded backend's 0.46 s of
 imports, and a notebook's first ``%%gpu`` cell waits for the backend to start; that cell needs only
 the websockets and the health check.  The REST routes (the lab sidebar, ``jupyter-gpu`` commands)
-come ``REST_AFTER`` seconds after the start, or at their first request (which waits for them).
+are built at their first request, which waits for them (~0.3 s, once): built sooner, in a thread, the
+import would take a core from the notebook's first cells on a 2-core machine.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,9 +24,6 @@ from jupyter_gpu_backend.api.workers import serve_worker
 from jupyter_gpu_backend.config import BackendConfig
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 
-REST_AFTER = 1.0  # s after the start: past a first cell's connect and cold start (~0.7 s measured)
-
-
 def health_body(scheduler: Scheduler, kernels: Kernels) -> dict:
     """``GET /api/health``'s answer (here and in rest.py's schema)."""
     from jupyter_gpu import __version__
@@ -35,7 +32,7 @@ def health_body(scheduler: Scheduler, kernels: Kernels) -> dict:
 
 
 class LazyRest:
-    """An ASGI app: rest.py's FastAPI app, built in a thread by ``start`` (or by its first request)."""
+    """An ASGI app: rest.py's FastAPI app, built in a thread at its first request."""
 
     def __init__(self, config: BackendConfig, scheduler: Scheduler, kernels: Kernels, auth: Auth):
         self._args = (config, scheduler, kernels, auth)
@@ -72,16 +69,9 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[Starlette, 
             return JSONResponse({"error": WRONG_TOKEN}, status_code=401)
         return JSONResponse(health_body(scheduler, kernels))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        soon = asyncio.get_running_loop().call_later(REST_AFTER, rest.start)
-        yield
-        soon.cancel()
-
     app = Starlette(routes=[WebSocketRoute("/ws/session/{session_id}", session_ws),
                             WebSocketRoute("/ws/worker", worker_ws),
                             Route("/api/health", health, methods=["GET"]),
-                            Mount("", app=rest)],  # every other path: FastAPI's (its 404s and 422s)
-                    lifespan=lifespan)
+                            Mount("", app=rest)])  # every other path: FastAPI's (its 404s and 422s)
     app.state.rest = rest
     return app, kernels
