@@ -91,6 +91,10 @@ lab: $(VENV)/.lab-built
 
 bench: install-test
 	$(PIP) install -q $(TORCH) -e '.[worker,dev,ray]'
+	@# bench_sync's anchor is rsync (apt, when missing; without it that anchor is skipped, saying so)
+	@if ! command -v rsync >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  { apt-get install -y -qq rsync || { apt-get update -qq && apt-get install -y -qq rsync; }; } </dev/null >/dev/null \
+	    || echo "bench: apt-get install rsync failed; bench_sync skips its rsync anchor" >&2; fi
 	$(PY) benchmarks/run_all.py
 
 clean:
