@@ -108,15 +108,25 @@ class BackendClient:
             time.sleep(pause)  # backoff between attempts at a backend that is not there (yet)
             pause = min(pause * 2, 0.5)
 
-    def send(self, header: dict, buffers=(), resumable: bool | None = None) -> int:
+    def send(self, header: dict, buffers=(), resumable: bool | None = None, stream=None) -> int:
         """Send a message; one that is not a cell's request (an ack, an interrupt, an input reply)
-        is sent again on a connection resumed after a drop (``resumable``: say otherwise)."""
+        is sent again on a connection resumed after a drop (``resumable``: say otherwise).
+        ``stream``: more buffers after ``buffers``, still being read as this sends (a cell's sync,
+        notebook/files.py: its ``sizes``, ``take(i)``, ``release(i)``)."""
         if header.get("type") == messages.EXECUTE:
             header["ack"] = self.seq  # the backend may forget what came before
             self._unacked = 0
             if resumable is None:
                 resumable = False  # half of it may have gone: sent again, it could run twice
-        frames = framing.encode(header, buffers)
+        if stream is None:
+            frames = framing.encode(header, buffers)
+        else:  # (only a cell's request, never sent twice: a generator will do)
+            base = list(buffers)
+            first = len(base)
+            frames = framing.streamed(
+                header, [memoryview(b).nbytes for b in base] + stream.sizes,
+                lambda i: base[i] if i < first else stream.take(i - first),
+                lambda i: i >= first and stream.release(i - first))
         while True:
             n = 0
             try:
@@ -131,6 +141,9 @@ class BackendClient:
             except TimeoutError:
                 raise BackendTimeout(f"the backend at {self.url} took nothing of what this kernel sent for "
                                      f"{self.deadline:g} s ({settings.BACKEND_DEADLINE.name})") from None
+            finally:
+                if stream is not None:
+                    stream.close()  # (sent, or failed half way: its reader stops)
 
     def recv(self, timeout: float | None = None) -> framing.Message | None:
         """The next message, or None when ``timeout`` passes first (an event this kernel took

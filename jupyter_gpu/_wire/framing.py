@@ -20,6 +20,7 @@ keeps the warm path at one write per hop.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -100,6 +101,31 @@ def encode(header: dict, buffers: Sequence = ()) -> list:
     return [b"".join(first)] + frames_after
 
 
+def streamed(header: dict, sizes: list, take: Callable[[int], object], release: Callable[[int], None]):
+    """The frames of a message whose buffers are still being made (a sync read as it is sent,
+    filestream.py): its first frame at once (the header, with every buffer's size: never inline),
+    then each buffer's frames once ``take(i)`` gives it, and ``release(i)`` once they were sent."""
+    head = dict(header)
+    head["buffers"] = list(sizes)
+    head["nframes"] = sum(max(1, -(-n // CHUNK)) for n in sizes)
+    hj = messages.encode_header(head)
+    if len(hj) > MAX_HEADER:
+        raise HeaderTooLarge(f"a {head.get('type')!r} message's header is {len(hj)} bytes, more than the "
+                             f"{MAX_HEADER} a header may be")
+    yield _PREFIX.pack(MAGIC, PROTOCOL_VERSION, 0, len(hj)) + hj
+    for i, n in enumerate(sizes):
+        v = memoryview(take(i))
+        v = v if v.ndim == 1 and v.format == "B" and v.contiguous else v.cast("B")
+        if v.nbytes != n:
+            raise ValueError(f"buffer {i} is {v.nbytes} bytes, its header says {n}")
+        if n == 0:
+            yield b""
+        for off in range(0, n, CHUNK):
+            yield v[off : off + CHUNK]
+        del v
+        release(i)
+
+
 def parse_first(frame) -> tuple[dict, memoryview]:
     """Split a message's first frame into its header and its inline payload.
 
@@ -167,24 +193,128 @@ def assemble(header: dict, inline: memoryview, recv: Callable[[], object]) -> li
             out.append(bytearray(inline[off : off + n]))
             off += n
         return out
-    out = []
-    for n in sizes:
-        dest = _alloc(n)
-        dv = memoryview(dest)
-        filled = 0
-        while True:
-            frame = recv()
-            if isinstance(frame, str):
-                raise ProtocolError("expected a binary payload frame, got a text frame")
-            fv = memoryview(frame)
-            if filled + fv.nbytes > n or (n and fv.nbytes == 0):
-                raise ProtocolError(f"payload frame of {fv.nbytes} bytes overruns a {n}-byte buffer")
-            dv[filled : filled + fv.nbytes] = fv
-            filled += fv.nbytes
-            if filled == n:
-                break
-        out.append(dest)
-    return out
+    return Assembly(header, recv).fill()
+
+
+class Incomplete(ConnectionError):
+    """A message's frames stopped coming (its connection dropped, or a frame was malformed) before
+    the buffer waited for was complete: what ``Assembly.wait`` raises."""
+
+
+class Assembly:
+    """A message's buffers filled frame by frame by one thread (``fill``) while another takes each
+    one as soon as it is complete (``wait``): a worker writes a large ``sync`` into its mirror while
+    the rest of the request is still arriving.  ``eager``: the buffers exist from the start (``_alloc``:
+    no page is touched before its bytes arrive); else each is made as its first frame comes (a
+    header's sizes are not trusted with memory sooner), or is that frame itself when it is the whole
+    buffer.  ``window``: from buffer ``first`` on, once a consumer has begun (``begin``), at most that
+    many are held - each ``release``d when used - so a large sync goes through the same memory again
+    and again (filestream.py says why) and the sender waits meanwhile (TCP's own flow control)."""
+
+    def __init__(self, header: dict, recv: Callable[[], object], eager: bool = False,
+                 window: int | None = None, first: int = 0):
+        self.sizes = header.get("buffers", [])
+        self.buffers = [_alloc(n) for n in self.sizes] if eager else [None] * len(self.sizes)
+        self.complete = 0  # buffers [0, complete) are filled
+        self.error: BaseException | None = None
+        self._recv = recv
+        self._cond = threading.Condition()
+        self.window, self.first = window, first
+        self.held = 0  # buffers from ``first`` on filled and not released
+        self._active = False  # a consumer began: the window holds
+        self._unwanted: set = set()  # released before they came: dropped as they do
+        self.abandoned = False  # nobody takes any more of them: each is dropped as it comes
+
+    def fill(self) -> list:
+        """Read the message's frames into the buffers, in order; the buffers.  A failure is kept
+        for ``wait`` and raised."""
+        try:
+            for i, n in enumerate(self.sizes):
+                windowed = self.window is not None and i >= self.first
+                if windowed and self._active and self.held >= self.window:
+                    with self._cond:
+                        while self._active and self.held >= self.window and not self.abandoned:
+                            self._cond.wait()
+                filled = 0
+                while True:
+                    frame = self._recv()
+                    if isinstance(frame, str):
+                        raise ProtocolError("expected a binary payload frame, got a text frame")
+                    fv = memoryview(frame)
+                    if filled + fv.nbytes > n or (n and fv.nbytes == 0):
+                        raise ProtocolError(f"payload frame of {fv.nbytes} bytes overruns a {n}-byte buffer")
+                    if self.buffers[i] is None:
+                        if fv.nbytes == n and isinstance(frame, bytearray) and self.window is not None:
+                            self.buffers[i] = frame  # the whole buffer: no copy (writable, as promised)
+                            filled = n
+                            break
+                        self.buffers[i] = _alloc(n)
+                    memoryview(self.buffers[i])[filled : filled + fv.nbytes] = fv
+                    filled += fv.nbytes
+                    if filled == n:
+                        break
+                with self._cond:
+                    if windowed:
+                        if self.abandoned or i in self._unwanted:
+                            self.buffers[i] = None
+                        else:
+                            self.held += 1
+                    self.complete = i + 1
+                    self._cond.notify_all()
+        except BaseException as e:
+            with self._cond:
+                self.error = e
+                self._cond.notify_all()
+            raise
+        return self.buffers
+
+    def wait(self, index: int | None = None) -> None:
+        """Until buffer ``index`` (None: every buffer) is complete; ``Incomplete`` if it never will be."""
+        need = len(self.sizes) if index is None else min(index + 1, len(self.sizes))
+        if self.complete >= need:
+            return
+        with self._cond:
+            while self.complete < need and self.error is None:
+                self._cond.wait()
+        if self.complete < need:
+            raise Incomplete(f"the message stopped after {self.complete} of its {len(self.sizes)} buffers: "
+                             f"{type(self.error).__name__}: {self.error}")
+
+    def begin(self, wanted: set, least: int = 0) -> None:
+        """A consumer begins taking the buffers from ``first`` on, only those in ``wanted``, needing
+        up to ``least`` at once: the window (at least that) holds from now on."""
+        with self._cond:
+            self._active = True
+            if self.window is not None:
+                self.window = max(self.window, least)
+            for i in range(self.first, len(self.sizes)):
+                if i not in wanted:
+                    self._release(i)
+            self._cond.notify_all()
+
+    def release(self, index: int) -> None:
+        """Buffer ``index`` (from ``first`` on) is used: its memory goes, the next one may come."""
+        with self._cond:
+            self._release(index)
+            self._cond.notify_all()
+
+    def _release(self, i: int) -> None:
+        if i < self.first or self.window is None:
+            return
+        if i < self.complete:
+            if self.buffers[i] is not None:
+                self.buffers[i] = None
+                self.held -= 1
+        else:
+            self._unwanted.add(i)
+
+    def abandon(self) -> None:
+        """Nobody takes any more of the buffers from ``first`` on: those held go, and those to come."""
+        with self._cond:
+            self.abandoned = True
+            for i in range(self.first, min(self.complete, len(self.sizes))):
+                self._release(i)
+            self._cond.notify_all()
 
 
 def _alloc(n: int):

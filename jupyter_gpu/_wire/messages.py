@@ -145,7 +145,9 @@ class Execute(_Envelope, total=False):
     cwd_id: Optional[list[Count]]  # null: the kernel could not stat it
     # the kernel's directory for a worker that cannot see it (notebook/files.py): root, base (the
     # digest the kernel believes the worker's mirror has; "" from nothing), put ([path, size,
-    # mtime_ns, hash, buffer, offset]: the bytes among the request's buffers), drop
+    # mtime_ns, hash, buffer, offset]: the bytes among the request's buffers), drop, check (true: the
+    # files were read as they were sent, _wire/filestream.py: one whose bytes do not hash to its entry
+    # changed meanwhile and is not written)
     sync: dict[str, Any]
     env: dict[str, Optional[str]]  # the variables the notebook set (%env, os.environ) -> value; null: unset
     path: list[str]  # the kernel's own sys.path entries (a directory of the notebook's code)

@@ -24,7 +24,7 @@ import time
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.frames import Opcode
+from websockets.frames import Opcode, apply_mask
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
@@ -32,6 +32,8 @@ from websockets.uri import parse_uri
 from jupyter_gpu._wire import settings
 
 RECV_SIZE = 1 << 20
+BIG_FRAME = 1 << 16  # a binary frame this large is masked and written here, not by the protocol object
+_HEAD = struct.Struct("!BBQ")  # FIN + binary, masked + 64-bit length (a frame of 64 KiB or more)
 
 
 @functools.lru_cache(maxsize=8)
@@ -223,9 +225,16 @@ class Connection:
         if self.protocol.state is not State.OPEN:
             raise self._closed()
         with self._send_lock:
-            with self._proto_lock:
-                self.protocol.send_binary(data if isinstance(data, bytes) else bytes(data))
             try:
+                if len(data) >= BIG_FRAME and (not isinstance(data, memoryview) or data.itemsize == 1):
+                    # a payload chunk: one copy (the mask) where the protocol object makes three
+                    # (bytes(), the mask, its BytesIO); frames are whole, so its state is not concerned
+                    mask = os.urandom(4)
+                    self.sock.sendall(_HEAD.pack(0x82, 0x80 | 127, len(data)) + mask)
+                    self.sock.sendall(apply_mask(data, mask))
+                    return
+                with self._proto_lock:
+                    self.protocol.send_binary(data if isinstance(data, bytes) else bytes(data))
                 self._flush()
             except BlockingIOError:  # SO_SNDTIMEO: the peer took nothing for send_timeout; half a frame
                 # may be out, so the connection cannot go on

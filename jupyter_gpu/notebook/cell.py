@@ -230,9 +230,11 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         **session.environ.fields(),  # the variables the notebook set, its own sys.path entries
         **uses.fields(session.shell, plan.source, plan.names, ns, opts.image_spec),  # the kernel's versions of what it uses
     }
-    sync, moved = session.files.request(plan.key, held, packer, cwd, again)  # a worker that cannot see the directory
+    route = session.lane(held)
+    # a worker that cannot see the directory: its files (a large sync through the backend read as it is sent)
+    sync, moved = session.files.request(plan.key, held, packer, cwd, again, stream=route is None)
     header.update(sync)
-    return Packed(held, packer, header, hashes, session.lane(held), moved=moved)
+    return Packed(held, packer, header, hashes, route, moved=moved)
 
 
 def _pack_inputs(session, names, held: Held, packer) -> tuple[dict, dict, dict, list]:
@@ -356,7 +358,11 @@ def send(session, packed: Packed) -> None:
     if packed.route is not None:
         packed.header["session"] = session.id
     if packed.size is None:
-        packed.size = conn.send(packed.header, packed.packer.buffers) + packed.packer.shm_bytes
+        reader = packed.moved.reader if packed.moved is not None else None
+        if reader is None:
+            packed.size = conn.send(packed.header, packed.packer.buffers) + packed.packer.shm_bytes
+        else:  # a large sync, read as it is sent
+            packed.size = conn.send(packed.header, packed.packer.buffers, stream=reader) + packed.packer.shm_bytes
 
 
 def drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | None:

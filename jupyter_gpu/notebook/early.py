@@ -98,7 +98,8 @@ def send(magics, code: str, store_history: bool) -> None:
             session.pool.reclaim(held.worker)  # what the inputs packed before it had lent
         return
     session.early = cell.Sent(plan, {n: ns[n] for n in plan.names}, packed)
-    if sum(memoryview(b).nbytes for b in packed.packer.buffers) > SMALL:
+    reader = packed.moved.reader if packed.moved is not None else None  # (a large sync: read as it is sent)
+    if sum(memoryview(b).nbytes for b in packed.packer.buffers) + (sum(reader.sizes) if reader else 0) > SMALL:
         return  # packed once; the magic sends it
     try:
         cell.send(session, packed)

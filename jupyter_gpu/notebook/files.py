@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import cloudpickle
 
-from jupyter_gpu._wire import filetree, settings
+from jupyter_gpu._wire import filestream, filetree, settings
 from jupyter_gpu._wire.serialization import human_size
 from jupyter_gpu.errors import FilesTooLarge
 from jupyter_gpu.notebook.environ import interpreters
@@ -51,6 +51,10 @@ class Moved:
     digest: str
     files_in: int = 0
     bytes_in: int = 0
+    # a large sync read as it is sent (filestream.Reader: its buffers follow the request's others),
+    # and what the worker held before (a file spoiled as it was read stays as it was there)
+    reader: object = None
+    had: dict | None = None
 
 
 class FileSync:
@@ -98,9 +102,11 @@ class FileSync:
             del self.needed[key]  # its worker now is another one
         return False
 
-    def request(self, key: str, held, packer, root: str, again: bool = False) -> tuple[dict, Moved | None]:
+    def request(self, key: str, held, packer, root: str, again: bool = False,
+                stream: bool = True) -> tuple[dict, Moved | None]:
         """The ``sync`` field of a request to pool ``key`` (and its buffers, added to ``packer``),
-        when that pool's worker needs the files; ({}, None) when it sees them itself."""
+        when that pool's worker needs the files; ({}, None) when it sees them itself.  A large one
+        goes through the backend read as it is sent (``stream``; its buffers are ``Moved.reader``'s)."""
         if not self.syncs(key, held, again):
             return {}, None
         t = self.tree(root)
@@ -112,17 +118,26 @@ class FileSync:
         if have is not None and have.digest == t.digest:  # unchanged: one small field
             return {"sync": {"root": root, "base": have.digest}}, Moved(root, have.manifest, have.digest)
         put, drop = filetree.delta(have.manifest if have else {}, t.manifest)
-        entries, buffers = filetree.pack(root, put, t.manifest)
-        first = len(packer.buffers)
-        for e in entries:
-            e[4] += first
-        # on the wire, never lent as shared memory: the worker writes them to its disk anyway
-        packer.buffers.extend(buffers)
+        first, reader = len(packer.buffers), None
+        if stream and sum(t.manifest[rel][0] for rel in put) >= filestream.STREAM_MIN:
+            # read while it is sent (the header from the manifest): reading, sending and the
+            # worker's writes overlap, in a bounded memory used again and again (filestream.py)
+            entries, sizes = filestream.layout(put, t.manifest)
+            reader = filestream.Reader(root, entries, sizes).start()
+            entries = [[*e[:4], e[4] + first, e[5]] for e in entries]
+        else:
+            entries, buffers = filetree.pack(root, put, t.manifest)
+            for e in entries:
+                e[4] += first
+            # on the wire, never lent as shared memory: the worker writes them to its disk anyway
+            packer.buffers.extend(buffers)
         manifest = dict(t.manifest)
         for e in entries:  # what was read (a file that changed since the manifest: as it is now)
             manifest[e[0]] = (e[1], e[2], e[3])
-        sync = {"root": root, "base": have.digest if have else "", "put": entries, "drop": drop}
-        return {"sync": sync}, Moved(root, manifest, t.digest, len(entries) + len(drop), sum(e[1] for e in entries))
+        sync = {"root": root, "base": have.digest if have else "", "put": entries, "drop": drop,
+                **({"check": True} if reader is not None else {})}
+        return {"sync": sync}, Moved(root, manifest, t.digest, len(entries) + len(drop), sum(e[1] for e in entries),
+                                     reader, have.manifest if have else {})
 
     def concluded(self, held, moved: Moved | None, files: dict | None, buffers: list, say) -> dict | None:
         """After the cell: bring back what it changed in the directory (``files``, from its ``done``),
@@ -134,6 +149,16 @@ class FileSync:
         put, drop = files.get("put") or [], files.get("drop") or []
         manifest = moved.manifest
         bytes_out = 0
+        for rel in moved.reader.spoiled if moved.reader is not None else ():
+            # it changed as it was read: the worker did not write it (its hash did not match)
+            manifest = dict(manifest) if manifest is moved.manifest else manifest
+            old = moved.had.get(rel)
+            if old is None:
+                manifest.pop(rel, None)
+            else:
+                manifest[rel] = old
+            say(f"jupyter-gpu: {rel} changed while it was being sent; the cell saw "
+                f"{'its previous version' if old is not None else 'no such file'} on the worker (the next cell sends it)\n")
         if put or drop:
             t = self.tree(moved.root)
             manifest = dict(manifest)

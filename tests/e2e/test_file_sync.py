@@ -220,3 +220,31 @@ def test_a_workers_mirror_is_removed_when_it_exits_and_when_it_is_killed(sync_en
         assert k.wait_until(lambda: not mirrors(worker), 30)  # its runtime removed what it left
     finally:
         k.shutdown()
+
+
+def test_a_large_directory_is_written_on_the_worker_as_it_arrives_byte_for_byte(sync_env, tmp_path):
+    """Over filestream.STREAM_MIN (32 MiB): read by the kernel as it is sent, written by the worker as
+    it arrives, through a window of buffers smaller than the directory (both sides)."""
+    import xxhash
+
+    files = {f"big/{i}.bin": os.urandom(4_500_000 + i) for i in range(9)}  # 40 MB: each over a buffer
+    files.update({f"small/{i:03}.txt": os.urandom(1000 + i) for i in range(300)})
+    for rel, data in files.items():
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    digest = lambda items: xxhash.xxh3_64_hexdigest(b"".join(r.encode() + d for r, d in sorted(items)))  # noqa: E731
+    code = ("%%gpu\nimport os, xxhash\nitems = []\nfor top, _, names in os.walk('.'):\n    for n in names:\n"
+            "        p = os.path.join(top, n)\n        items.append((os.path.relpath(p), open(p, 'rb').read()))\n"
+            "print(len(items), xxhash.xxh3_64_hexdigest(b''.join(r.encode() + d for r, d in sorted(items))))")
+    k = LiveKernel.beside(tmp_path, sync_env)
+    try:
+        cell = k.run(code)
+        assert cell.stdout() == f"{len(files)} {digest(files.items())}\n"
+        assert cell.footers()[-1]["files"]["in"] == len(files)
+        files["big/3.bin"] = os.urandom(4_500_000)  # then a change: a small delta, packed as before
+        (tmp_path / "big/3.bin").write_bytes(files["big/3.bin"])
+        cell = k.run(code)
+        assert cell.stdout() == f"{len(files)} {digest(files.items())}\n"
+        assert cell.footers()[-1]["files"]["in"] == 1
+    finally:
+        k.shutdown()

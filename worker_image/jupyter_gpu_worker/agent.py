@@ -27,6 +27,7 @@ import time
 _T_PROCESS = time.monotonic()
 WINDOW_BYTES = 64 * 1024 * 1024  # what a worker keeps of what it sent, to send again after a resume
 RESUME_WINDOW = 10.0  # seconds a worker tries to resume a dropped connection (the backend waits as long)
+SYNC_WINDOW = 16  # buffers of a sync's files (4 MiB each) held at once as they are written (filestream.py)
 
 from jupyter_gpu._wire import lane as lanes  # noqa: E402
 from jupyter_gpu._wire import framing, messages, shm, wsclient  # noqa: E402
@@ -105,7 +106,7 @@ class Agent:
         while time.monotonic() - t0 < RESUME_WINDOW:
             try:
                 # the cells it has: the backend fails one it sent that never came (lost in the drop)
-                cells = ",".join(filter(None, [self.cells.last, *list(self.cells.waiting())]))
+                cells = ",".join(self.cells.had())
                 ws = wsclient.Connection(self.url, {"X-Worker-Id": self.worker_id, "X-Worker-Resume": self.resume_key,
                                                     "X-Worker-Cells": cells},
                                          open_timeout=5, unix_socket=settings.WORKER_SOCKET.get())
@@ -216,6 +217,15 @@ class Agent:
                 except (OSError, PermissionError) as e:
                     print(f"jupyter-gpu worker: cannot become uid {header['uid']}: {e}", file=sys.stderr, flush=True)
                     self._exit()
+            first = _sync_first(header) if "sync" in header and header.get("nframes") else None
+            if first is not None and header["type"] == messages.EXECUTE:
+                # a sync with files: handed to the main thread now, which writes them as they come
+                # while this thread reads the rest (_fill): the writes overlap the transfer, in a
+                # window of buffers used again and again (filetree.apply releases each)
+                assembly = framing.Assembly(header, self.ws.recv, window=SYNC_WINDOW, first=first)
+                msg = framing.Message(header, assembly.buffers)
+                msg.assembly = assembly
+                return msg
             return framing.Message(header, framing.assemble(header, inline, self.ws.recv))
         except ConnectionClosed as e:
             # a message half read is lost with the connection: the backend, told which cells this
@@ -223,6 +233,21 @@ class Agent:
             if e.rcvd is None and self._resume(e):
                 return None  # the next read is on the resumed connection
             self._exit()  # the backend went away: a worker never outlives its backend
+        except framing.ProtocolError:
+            raise
+        except Exception:
+            self._exit()
+
+    def _fill(self, msg: framing.Message) -> None:
+        """Reader: the rest of a request the main thread already has (``_read_backend``).  Cut off
+        by a dropped connection: the cell is not among those this worker says it has when it
+        resumes (the backend fails it), and the main thread, waiting on its buffers, drops it."""
+        try:
+            msg.assembly.fill()
+        except ConnectionClosed as e:
+            self.cells.cut = msg.header["cell"]
+            if not (e.rcvd is None and self._resume(e)):
+                self._exit()
         except framing.ProtocolError:
             raise
         except Exception:
@@ -302,6 +327,8 @@ class Agent:
                 self.meter.handed_over()
                 self.cells.queued(msg.header["cell"])
                 self._requests.put(msg)
+                if getattr(msg, "assembly", None) is not None:
+                    self._fill(msg)
 
     # -- the main thread -------------------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -318,6 +345,16 @@ class Agent:
                 _die(e, "its main thread")
             finally:
                 self.meter.request_ended()
+
+
+def _sync_first(header: dict) -> int | None:
+    """The first of a request's buffers that holds its sync's files (None: it has none)."""
+    sync = header["sync"]
+    put = sync.get("put") if isinstance(sync, dict) else None
+    if not isinstance(put, list):
+        return None
+    return min((e[4] for e in put if isinstance(e, list) and len(e) == 6 and type(e[4]) is int and e[4] >= 0),
+               default=None)
 
 
 def _die(e: BaseException, where: str) -> None:

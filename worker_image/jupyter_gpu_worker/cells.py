@@ -48,6 +48,7 @@ class CellRunner:
         self._start_lock = threading.Lock()
         self._waiting: dict[str, bool] = {}
         self.session: str | None = None
+        self.cut: str | None = None  # a cell whose request stopped arriving (reader): the worker never had it
         self.reply_lane: lanes.LaneConnection | None = None  # set while a lane cell runs
         self.ran = 0  # cells that ran (the backend compares it before retiring us)
         self.interrupt_seen = False  # our SIGINT handler ran since the last interrupt request
@@ -81,6 +82,11 @@ class CellRunner:
         """The cells handed over that have not begun (any thread)."""
         with self._start_lock:
             return list(self._waiting)
+
+    def had(self) -> list:
+        """Reader, resuming: the cells this worker has (the last begun, those waiting), not one whose
+        request was cut off as it arrived - the backend fails that one."""
+        return [c for c in filter(None, [self.last, *self.waiting()]) if c != self.cut]
 
     def queued(self, cell: str) -> None:
         """Reader: ``cell`` goes to the main thread; a stop press before it begins is kept for it."""
@@ -177,16 +183,23 @@ class CellRunner:
         missing = [n for n, hsh in h.get("keep", {}).items() if self.holdings.held.get(n) != hsh or n not in ns]
         if "call" in h and not self.calls.held(h["call"]):
             missing.append(calls.MISSING)  # a function this worker does not hold: sent again with it
+        assembly = getattr(msg, "assembly", None)  # a large sync handed over as it arrives (agent.py)
         try:
-            cwd, needs_files = self._directory(h, msg.buffers) if not missing else (None, False)
+            cwd, needs_files = self._directory(h, msg.buffers, assembly) if not missing else (None, False)
         except Exception as e:  # the kernel's files could not be written here (disk full, a path refused)
             with self._start_lock:
                 self._waiting.pop(cell, None)
+            if not _arrived(assembly):
+                return
             self.emitter.cell = cell
             self._error(OSError(f"the notebook's directory could not be synced to this worker: {type(e).__name__}: {e}"))
             if t_received is not None:
                 self._owe_report(h, "error", {}, time.monotonic())
             self.emitter.end(messages.done(cell, "error"), [])
+            return
+        if not _arrived(assembly):  # (nothing is said of a request before all of it is here)
+            with self._start_lock:
+                self._waiting.pop(cell, None)
             return
         if missing or needs_files:
             with self._start_lock:
@@ -294,12 +307,13 @@ class CellRunner:
             )
             self.out_pool.lent(self.session)
 
-    def _directory(self, h: dict, buffers: list) -> tuple[str | None, bool]:
+    def _directory(self, h: dict, buffers: list, assembly=None) -> tuple[str | None, bool]:
         """(the directory the cell runs in, whether it needs the kernel's files sent first): the
-        kernel's own where this worker sees it, else its mirror here (mirror.py)."""
+        kernel's own where this worker sees it, else its mirror here (mirror.py), its files written
+        as they arrive where the request is still arriving (``assembly``)."""
         sync = h.get("sync")
         if sync is not None:
-            path = self.mirrors.receive(sync, buffers)
+            path = self.mirrors.receive(sync, buffers, assembly)
             if not sync.get("base"):
                 self.workdir.entered = None  # made anew (the worker may have been in it): enter it again
             return path, path is None
@@ -333,6 +347,20 @@ class CellRunner:
         spec = packer.pack(p)
         self.emitter.event({"type": messages.ERROR, "pickled": spec}, packer.buffers)
         return True
+
+
+def _arrived(assembly) -> bool:
+    """Wait for the rest of a request handed over as it arrived (None: it came whole); False when
+    it never will: its connection dropped (the backend fails the cell: the worker said it lacks it)
+    or it was malformed (the worker exits)."""
+    if assembly is None:
+        return True
+    assembly.abandon()  # (the files are written, or will not be: the rest of them is only read)
+    try:
+        assembly.wait()
+    except framing.Incomplete:
+        return False
+    return True
 
 
 def _memory_error(e: BaseException, last_before) -> MemoryError | None:

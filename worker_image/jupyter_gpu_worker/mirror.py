@@ -63,9 +63,12 @@ class Mirrors:
         directory of the kernel's (the kernel follows; its next cell syncs that one)."""
         return os.path.normpath(self._dir() + os.path.abspath(root))
 
-    def receive(self, sync: dict, buffers: list) -> str | None:
+    def receive(self, sync: dict, buffers: list, stream=None) -> str | None:
         """Bring the mirror of ``sync["root"]`` up to what the kernel sent; the mirror's path, or
-        None when it does not hold what the kernel believes (the cell must be sent with everything)."""
+        None when it does not hold what the kernel believes (the cell must be sent with everything).
+        ``stream`` (a ``framing.Assembly``): the buffers are still arriving (filetree.apply writes each
+        file once its bytes are here, and lets each buffer go once its files are written).  A mirror whose writes failed part way (a full disk, the request cut off) is
+        dropped: it is never taken for what the kernel sent."""
         root = sync["root"]
         m = self.mirrors.get(root)
         if sync.get("base", "") == "":  # from nothing
@@ -82,9 +85,18 @@ class Mirrors:
                 return None
         put, drop = sync.get("put") or [], sync.get("drop") or []
         if put or drop:
-            filetree.apply(m.path, put, buffers, drop, atomic=False, threads=4)  # nobody reads it meanwhile
+            try:  # nobody reads the mirror meanwhile: written in place
+                skipped = filetree.apply(m.path, put, buffers, drop, atomic=False, threads=4, stream=stream,
+                                         check=bool(sync.get("check")))
+            except BaseException:
+                self.mirrors.pop(root, None)
+                m.tree.close()
+                shutil.rmtree(m.path, ignore_errors=True)
+                raise
+            skipped = set(skipped)  # (read while they changed: the kernel knows which, and says so)
             for e in put:
-                m.tree.adopt(e[0], (e[1], e[2], e[3]))
+                if e[0] not in skipped:
+                    m.tree.adopt(e[0], (e[1], e[2], e[3]))
             for rel in drop:
                 m.tree.forget(rel)
             m.tree.refresh()  # our own writes' events: their stat matches what was adopted
