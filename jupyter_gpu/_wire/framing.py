@@ -207,12 +207,12 @@ class Assembly:
     the rest of the request is still arriving.  ``eager``: the buffers exist from the start (``_alloc``:
     no page is touched before its bytes arrive); else each is made as its first frame comes (a
     header's sizes are not trusted with memory sooner), or is that frame itself when it is the whole
-    buffer.  ``window``: from buffer ``first`` on, once a consumer has begun (``begin``), at most that
+    buffer.  ``window``: of buffers ``first`` to ``end`` (None: the last), once a consumer has begun (``begin``), at most that
     many are held - each ``release``d when used - so a large sync goes through the same memory again
     and again (filestream.py says why) and the sender waits meanwhile (TCP's own flow control)."""
 
     def __init__(self, header: dict, recv: Callable[[], object], eager: bool = False,
-                 window: int | None = None, first: int = 0):
+                 window: int | None = None, first: int = 0, end: int | None = None):
         self.sizes = header.get("buffers", [])
         self.buffers = [_alloc(n) for n in self.sizes] if eager else [None] * len(self.sizes)
         self.complete = 0  # buffers [0, complete) are filled
@@ -220,6 +220,8 @@ class Assembly:
         self._recv = recv
         self._cond = threading.Condition()
         self.window, self.first = window, first
+        # (the span is the sync's files alone: the buffers after them - a function call's - are kept)
+        self.end = len(self.sizes) if end is None else min(end, len(self.sizes))
         self.held = 0  # buffers from ``first`` on filled and not released
         self._active = False  # a consumer began: the window holds
         self._unwanted: set = set()  # released before they came: dropped as they do
@@ -230,7 +232,7 @@ class Assembly:
         for ``wait`` and raised."""
         try:
             for i, n in enumerate(self.sizes):
-                windowed = self.window is not None and i >= self.first
+                windowed = self.window is not None and self.first <= i < self.end
                 if windowed and self._active and self.held >= self.window:
                     with self._cond:
                         while self._active and self.held >= self.window and not self.abandoned:
@@ -287,7 +289,7 @@ class Assembly:
             self._active = True
             if self.window is not None:
                 self.window = max(self.window, least)
-            for i in range(self.first, len(self.sizes)):
+            for i in range(self.first, self.end):
                 if i not in wanted:
                     self._release(i)
             self._cond.notify_all()
@@ -299,7 +301,7 @@ class Assembly:
             self._cond.notify_all()
 
     def _release(self, i: int) -> None:
-        if i < self.first or self.window is None:
+        if not self.first <= i < self.end or self.window is None:
             return
         if i < self.complete:
             if self.buffers[i] is not None:
@@ -312,7 +314,7 @@ class Assembly:
         """Nobody takes any more of the buffers from ``first`` on: those held go, and those to come."""
         with self._cond:
             self.abandoned = True
-            for i in range(self.first, min(self.complete, len(self.sizes))):
+            for i in range(self.first, min(self.complete, self.end)):
                 self._release(i)
             self._cond.notify_all()
 

@@ -227,27 +227,29 @@ def _hashes(fn, setup) -> list:
 
 
 def _pack(session, plan, attempt: int, f: Function, fn, what: dict, setup=None) -> cell.Packed:
-    packed = cell.pack(session, plan, attempt)
-    packed.header.pop("file", None)  # no code: what the worker runs is ``call``
-    held = packed.held
-    call = {"name": getattr(f.fn, "__qualname__", "?")}  # (the ledger's, the worker's messages)
-    if fn.hash in held.functions:
-        call["fn_hash"] = fn.hash
-        packed.header["expect_worker"] = held.worker  # the one holding it, or the call comes back
-    else:
-        call["fn"] = packed.packer.pack(fn)
-        call["env"] = handshake.environment(f.fn)  # compared there before the function is loaded
-        source = _source(session.shell, f.fn)
-        if source:
-            call["source"] = source
-    if setup is not None:  # run once per worker: its value is held there by this hash
-        call["setup"] = {"h": setup.hash} if setup.hash in held.functions else packed.packer.pack(setup)
-        if setup.hash in held.functions:
-            packed.header["expect_worker"] = held.worker
-    for key, value in what.items():
-        call[key] = packed.packer.pack(value) if isinstance(value, serialization.Pickled) else value
-    packed.header["call"] = call
-    return packed
+    def add_call(header: dict, packer, held) -> None:
+        header.pop("file", None)  # no code: what the worker runs is ``call``
+        call = {"name": getattr(f.fn, "__qualname__", "?")}  # (the ledger's, the worker's messages)
+        if fn.hash in held.functions:
+            call["fn_hash"] = fn.hash
+            header["expect_worker"] = held.worker  # the one holding it, or the call comes back
+        else:
+            call["fn"] = packer.pack(fn)
+            call["env"] = handshake.environment(f.fn)  # compared there before the function is loaded
+            source = _source(session.shell, f.fn)
+            if source:
+                call["source"] = source
+        if setup is not None:  # run once per worker: its value is held there by this hash
+            call["setup"] = {"h": setup.hash} if setup.hash in held.functions else packer.pack(setup)
+            if setup.hash in held.functions:
+                header["expect_worker"] = held.worker
+        for key, value in what.items():
+            call[key] = packer.pack(value) if isinstance(value, serialization.Pickled) else value
+        header["call"] = call
+
+    # (packed before the notebook's files: a sync's are the request's last buffers, a large one read
+    # as it is sent after the others - a call's packed after them had its buffer numbers)
+    return cell.pack(session, plan, attempt, more=add_call)
 
 
 def _source(shell, fn) -> list | None:

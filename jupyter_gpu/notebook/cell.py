@@ -194,8 +194,9 @@ def shared_memory(session) -> bool:
     return use_shm
 
 
-def pack(session, plan: CellPlan, attempt: int) -> Packed:
-    """The request of one attempt at ``plan``, and the worker's lane it goes by (None: the backend)."""
+def pack(session, plan: CellPlan, attempt: int, more=None) -> Packed:
+    """The request of one attempt at ``plan``, and the worker's lane it goes by (None: the backend);
+    ``more(header, packer, held)`` adds to it (a function call) before the sync's files, the last buffers."""
     held = session.held.setdefault(plan.key, Held())
     packer = serialization.Packer(shm_pool=session.pool if plan.use_shm else None)
     ns, cwd = session.shell.user_ns, os.getcwd()
@@ -230,6 +231,8 @@ def pack(session, plan: CellPlan, attempt: int) -> Packed:
         **session.environ.fields(),  # the variables the notebook set, its own sys.path entries
         **uses.fields(session.shell, plan.source, plan.names, ns, opts.image_spec),  # the kernel's versions of what it uses
     }
+    if more is not None:
+        more(header, packer, held)
     route = session.lane(held)
     # a worker that cannot see the directory: its files (a large sync through the backend read as it is sent)
     sync, moved = session.files.request(plan.key, held, packer, cwd, again, stream=route is None)

@@ -248,3 +248,20 @@ def test_a_large_directory_is_written_on_the_worker_as_it_arrives_byte_for_byte(
         assert cell.footers()[-1]["files"]["in"] == 1
     finally:
         k.shutdown()
+
+
+def test_a_function_called_beside_a_directory_gets_its_arguments_and_the_files(sync_env, tmp_path):
+    """A call's function and arguments go after the sync's files were packed: the worker kept them
+    while it let go of each file written (a small sync: 'a bytes-like object is required, not
+    NoneType'), and a large one, read as it is sent, had the call's buffer numbers."""
+    for size, name in ((2_000, "small"), (40_000_000, "large")):  # under and over filestream.STREAM_MIN
+        d = tmp_path / name
+        d.mkdir()
+        data = os.urandom(size)
+        (d / "data.bin").write_bytes(data)
+        k = LiveKernel.beside(d, sync_env)
+        try:
+            k.run("import jupyter_gpu\n@jupyter_gpu.function\ndef sized(x):\n    return x + 1, len(open('data.bin', 'rb').read())")
+            assert k.run("print(sized.remote(41))").stdout() == f"(42, {size})\n", name
+        finally:
+            k.shutdown()

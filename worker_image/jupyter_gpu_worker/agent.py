@@ -217,12 +217,12 @@ class Agent:
                 except (OSError, PermissionError) as e:
                     print(f"jupyter-gpu worker: cannot become uid {header['uid']}: {e}", file=sys.stderr, flush=True)
                     self._exit()
-            first = _sync_first(header) if "sync" in header and header.get("nframes") else None
-            if first is not None and header["type"] == messages.EXECUTE:
+            span = _sync_span(header) if "sync" in header and header.get("nframes") else None
+            if span is not None and header["type"] == messages.EXECUTE:
                 # a sync with files: handed to the main thread now, which writes them as they come
                 # while this thread reads the rest (_fill): the writes overlap the transfer, in a
                 # window of buffers used again and again (filetree.apply releases each)
-                assembly = framing.Assembly(header, self.ws.recv, window=SYNC_WINDOW, first=first)
+                assembly = framing.Assembly(header, self.ws.recv, window=SYNC_WINDOW, first=span[0], end=span[1])
                 msg = framing.Message(header, assembly.buffers)
                 msg.assembly = assembly
                 return msg
@@ -347,14 +347,15 @@ class Agent:
                 self.meter.request_ended()
 
 
-def _sync_first(header: dict) -> int | None:
-    """The first of a request's buffers that holds its sync's files (None: it has none)."""
+def _sync_span(header: dict) -> tuple[int, int] | None:
+    """(first, end): the request's buffers that hold its sync's files (None: it has none); only
+    those are written as they come and let go (a function call's buffers after them are kept)."""
     sync = header["sync"]
     put = sync.get("put") if isinstance(sync, dict) else None
     if not isinstance(put, list):
         return None
-    return min((e[4] for e in put if isinstance(e, list) and len(e) == 6 and type(e[4]) is int and e[4] >= 0),
-               default=None)
+    at = [e[4] for e in put if isinstance(e, list) and len(e) == 6 and type(e[4]) is int and e[4] >= 0]
+    return (min(at), max(at) + 1) if at else None
 
 
 def _die(e: BaseException, where: str) -> None:
