@@ -18,24 +18,25 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from jupyter_gpu_backend.api.auth import WRONG_TOKEN, Auth
+from jupyter_gpu import __version__
+
+from jupyter_gpu_backend.api.auth import Auth, unauthorized
 from jupyter_gpu_backend.api.kernels import Kernels
 from jupyter_gpu_backend.api.workers import serve_worker
 from jupyter_gpu_backend.config import BackendConfig
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 
+
 def health_body(scheduler: Scheduler, kernels: Kernels) -> dict:
     """``GET /api/health``'s answer (here and in rest.py's schema)."""
-    from jupyter_gpu import __version__
-
     return {"ok": True, "version": __version__, "runtime": scheduler.runtime.name, "clients": kernels.clients}
 
 
 class LazyRest:
     """An ASGI app: rest.py's FastAPI app, built in a thread at its first request."""
 
-    def __init__(self, config: BackendConfig, scheduler: Scheduler, kernels: Kernels, auth: Auth):
-        self._args = (config, scheduler, kernels, auth)
+    def __init__(self, scheduler: Scheduler, kernels: Kernels, auth: Auth):
+        self._args = (scheduler, kernels, auth)
         self._built: asyncio.Future | None = None
 
     def start(self) -> asyncio.Future:
@@ -56,7 +57,7 @@ class LazyRest:
 def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[Starlette, Kernels]:
     auth = Auth(config)
     kernels = Kernels(config, scheduler, auth)
-    rest = LazyRest(config, scheduler, kernels, auth)
+    rest = LazyRest(scheduler, kernels, auth)
 
     async def session_ws(ws: WebSocket) -> None:
         await kernels.connect(ws, ws.path_params["session_id"])
@@ -66,7 +67,7 @@ def create_app(config: BackendConfig, scheduler: Scheduler) -> tuple[Starlette, 
 
     async def health(request: Request) -> JSONResponse:
         if not auth.user_of(request):
-            return JSONResponse({"error": WRONG_TOKEN}, status_code=401)
+            return await unauthorized(request, None)  # (the REST routes' answer too)
         return JSONResponse(health_body(scheduler, kernels))
 
     app = Starlette(routes=[WebSocketRoute("/ws/session/{session_id}", session_ws),

@@ -8,9 +8,8 @@ A worker has no token: it proves itself with the one-time secret its runtime gav
 """
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
-from starlette.requests import HTTPConnection
 
 from jupyter_gpu_backend.config import BackendConfig
 
@@ -29,7 +28,7 @@ class Unauthorized(Exception):
     """A REST call without a right token (answered by ``unauthorized``)."""
 
 
-async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+async def unauthorized(request: Request, exc: Unauthorized | None) -> JSONResponse:
     return JSONResponse({"error": WRONG_TOKEN}, status_code=401)
 
 

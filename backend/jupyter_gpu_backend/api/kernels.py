@@ -21,8 +21,7 @@ import math
 import os
 import time
 
-from starlette.websockets import WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jupyter_gpu import __version__
 from jupyter_gpu._wire import framing, messages, settings, shm

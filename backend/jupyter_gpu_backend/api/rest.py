@@ -26,7 +26,7 @@ from jupyter_gpu_backend.scheduling.dedicated import pool_usage
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 
 
-def rest_app(config, scheduler: Scheduler, kernels: Kernels, auth: Auth) -> FastAPI:
+def rest_app(scheduler: Scheduler, kernels: Kernels, auth: Auth) -> FastAPI:
     """The REST routes' app (app.py mounts it, built off the event loop)."""
     # the docs and the schema are routes of this module, behind the token like every other
     app = FastAPI(title="jupyter-gpu backend", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)

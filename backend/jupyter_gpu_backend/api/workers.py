@@ -25,8 +25,7 @@ import logging
 import secrets
 import time
 
-from starlette.websockets import WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from jupyter_gpu._wire import framing, messages
 

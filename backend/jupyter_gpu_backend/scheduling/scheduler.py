@@ -88,10 +88,8 @@ class Scheduler:
         return s
 
     def warm_lease(self, session: Session, key: str) -> Lease | None:
-        lease = session.leases.get(key)
-        if lease and lease.worker.conn and lease.worker.conn.open and lease.worker.cell is None:
-            return lease
-        return None
+        lease = _live(session.leases.get(key))
+        return lease if lease is not None and lease.worker.cell is None else None
 
     # -- running a cell ------------------------------------------------------------------------
     def choose(self, spec: str) -> str:
@@ -142,8 +140,8 @@ class Scheduler:
 
     async def lease_for(self, run: CellRun, keep_warm: float | None) -> Lease:
         session = run.session
-        lease = session.leases.get(run.key)
-        if lease is not None and lease.worker.conn and lease.worker.conn.open:
+        lease = _live(session.leases.get(run.key))
+        if lease is not None:
             return lease
         # one start at a time per session and pool: a cell (or prewarm) that comes while the session's
         # worker starts takes that worker, rather than start another whose lease would replace the
@@ -153,10 +151,7 @@ class Scheduler:
         if lock.locked():
             await session.emit({"type": messages.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
         async with lock:
-            lease = session.leases.get(run.key)
-            if lease is not None and lease.worker.conn and lease.worker.conn.open:
-                return lease
-            return await self._new_lease(run, keep_warm)
+            return _live(session.leases.get(run.key)) or await self._new_lease(run, keep_warm)
 
     async def _new_lease(self, run: CellRun, keep_warm: float | None) -> Lease:
         session = run.session
@@ -588,3 +583,7 @@ class Scheduler:
                     lease.expiry.cancel()
         await self.runtime.shutdown()
 
+
+def _live(lease: Lease | None) -> Lease | None:
+    """``lease`` if its worker is connected (None: no lease, or its worker's connection is down)."""
+    return lease if lease is not None and lease.worker.conn is not None and lease.worker.conn.open else None
