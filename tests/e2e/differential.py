@@ -7,7 +7,10 @@ normalised outputs.  A case is ``Case(id, code, setup=(), gpu_line="")``.
 """
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
+import time
 from dataclasses import dataclass, field
 
 from .helpers import LOAD, is_footer, strip_ansi
@@ -92,9 +95,42 @@ def run_pairs(cases, env: dict, path: str, timeout: int = 120) -> dict:
     nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
     client = NotebookClient(nb, kernel_name="python3", timeout=timeout, startup_timeout=120, allow_errors=True,
                             resources={"metadata": {"path": path}})
+    t0 = time.time()
     client.execute(env=env)
-    result = {}
+    result = {"<span>": (t0, time.time())}
     for case, (i, j) in zip(cases, where):
         result[case.id] = (normalise(nb.cells[i]["outputs"]), normalise(nb.cells[j]["outputs"]), nb.cells[i], nb.cells[j])
     result["<notebook>"] = nb
     return result
+
+
+def workers_during(env: dict, span: tuple[float, float]) -> str:
+    """What the backend's ledger says of the workers of the sessions that ran cells during ``span``
+    (their states, causes and cells), and its log lines then: the cause of a difference that a
+    worker's replacement made (a CI run's failure must explain itself; the ledger is all it leaves)."""
+    t0, t1 = span
+    lines = []
+    try:
+        db = sqlite3.connect(env["JUPYTER_GPU_LEDGER"])
+        sessions = [r[0] for r in db.execute("SELECT DISTINCT session FROM cells WHERE submitted BETWEEN ? AND ?", span)]
+        for s in sessions:
+            for wid, state, cause, method, req, stopped in db.execute(
+                    "SELECT id, state, cause, start_method, requested, stopped FROM workers WHERE session = ? "
+                    "ORDER BY requested", (s,)):
+                n, first, last = db.execute("SELECT count(*), min(submitted), max(done) FROM cells WHERE worker = ?",
+                                            (wid,)).fetchone()
+                states = " ".join(f"{st}@{at - t0:+.1f}" for st, at in db.execute(
+                    "SELECT state, at FROM worker_states WHERE worker = ? ORDER BY at", (wid,)))
+                lines.append(f"session {s} worker {wid} ({method}) {state} cause={cause!r}: {n} cells "
+                             f"{(first or t0) - t0:+.1f}..{(last or t0) - t0:+.1f} s; {states}")
+            for cid, wid, status, sub in db.execute("SELECT id, worker, status, submitted FROM cells WHERE session = ? "
+                                                    "AND status NOT IN ('ok', 'error') ORDER BY submitted", (s,)):
+                lines.append(f"  cell {cid} on {wid}: {status} at {sub - t0:+.1f} s")
+        db.close()
+    except Exception as e:  # (the diagnosis of a failure must not hide it)
+        lines.append(f"(the ledger could not be read: {e})")
+    log = os.path.join(env["JUPYTER_GPU_RUNTIME_DIR"], "backend.log")
+    if os.path.exists(log):
+        with open(log, errors="replace") as f:
+            lines += ["backend.log: " + line.rstrip() for line in f.readlines()[-40:]]
+    return "\n".join(lines)

@@ -104,7 +104,12 @@ def test_every_dollar_shown_is_the_ledger_times_the_catalog(fresh_kernel_env, tm
         text = next(o["data"]["text/plain"] for o in cell.outputs if "text/plain" in o.get("data", {})
                     and "serverless vs" in o["data"]["text/plain"])
         close(shown(text, "serverless"), truth, "footer serverless")
-        close(shown(text, "dedicated"), wall * per_h / 3600.0, "footer dedicated")
+        # a dedicated instance is paid for the cell's wall time as the kernel measured it: from the
+        # keystroke's request to the footer, so it covers the backend's submitted..done (under load
+        # the kernel's own steps add to it: 17% once, with two busy loops on this 2-core VM)
+        kernel_wall = f["timings"]["wall"]
+        assert kernel_wall >= wall - 0.01, (kernel_wall, wall)
+        close(shown(text, "dedicated"), kernel_wall * per_h / 3600.0, "footer dedicated")
         assert f"{device} at Modal CPU list price 2026-10-04" in text and "GPU-s" not in text
         assert truth > 0
     assert "keep-warm idle" in next(o["data"]["text/plain"] for o in nb.cells[3].outputs

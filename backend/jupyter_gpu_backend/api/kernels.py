@@ -17,6 +17,7 @@ a session or a cell at once; and a kernel that stops reading is dropped after ``
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import time
@@ -37,6 +38,8 @@ from jupyter_gpu_backend.scheduling.jobs import Jobs, JobStore, default_store
 from jupyter_gpu_backend.scheduling.lifecycle import ended
 from jupyter_gpu_backend.scheduling.model import MAX_KEEP_WARM, Session
 from jupyter_gpu_backend.scheduling.scheduler import Conn, Scheduler
+
+log = logging.getLogger("jupyter_gpu_backend")
 
 RECONNECT_GRACE = 30.0  # a kernel's workers outlive a dropped connection this long
 
@@ -127,6 +130,8 @@ class Kernels:
         finally:
             self.clients -= 1
             if session.conn is conn:
+                log.info("session %s: its kernel's connection closed; the session waits %g s for it", session_id,
+                         RECONNECT_GRACE)
                 session.conn = None
                 self._close_later(session_id)
             if self.clients == 0:

@@ -162,6 +162,9 @@ class Scheduler:
 
         with self.caps.new_worker(self.sessions.values(), session.user):  # --max-workers-per-user
             worker = await self._worker_for(run, default, tell_position)
+        old = session.leases.get(run.key)
+        if old is not None:  # its worker's connection is down (it is gone, or resuming): said, for the log's reader
+            log.info("session %s: worker %s replaces %s, whose connection is down", session.id, worker.id, old.worker.id)
         lease = Lease(session, run.gpu, worker, keep_warm if keep_warm is not None else self.keep_warm, image=run.image)
         worker.session = session
         self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
@@ -447,6 +450,9 @@ class Scheduler:
         self.dedicated.recycle(worker)
         cause = worker.exit_cause = worker.hung or (
             await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown")
+        if not (worker.stopping or worker.retired):  # an unexpected end: the backend's log says why
+            log.info("worker %s (session %s) is gone: %s", worker.id, session.id if session else None,
+                     worker.killed_reason or cause)
         if worker.handle is not None:  # a Ray actor holds its CPUs/GPUs until killed, even with its worker dead
             self._reap(worker.handle)
         for cell in self.lane_cells.unmetered(worker):  # never `metered`: lost even if its kernel never asks
