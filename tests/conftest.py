@@ -106,7 +106,7 @@ def run_notebook(kernel_env, tmp_path) -> Callable[..., Any]:
     a cell fails, in which case ``CellExecutionError`` propagates; the notebook object passed in
     still holds what ran, see ``run_notebook.last``)."""
     import nbformat
-    from nbclient import NotebookClient
+    from jupyter_gpu.ci.executor import NotebookClient
 
     class Runner:
         last = None

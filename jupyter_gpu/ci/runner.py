@@ -140,7 +140,7 @@ def check_backend(url: str, token: str, timeout: float = 10.0) -> dict:
 
 # -- one notebook ----------------------------------------------------------------------------------
 def _client_class():
-    from nbclient import NotebookClient
+    from jupyter_gpu.ci.executor import NotebookClient  # nbclient, without its stall on widgets
 
     class StreamingClient(NotebookClient):
         """nbclient that also shows every output on the terminal as it arrives."""

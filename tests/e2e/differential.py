@@ -87,7 +87,7 @@ def notebook_of(cases) -> tuple[list, list]:
 def run_pairs(cases, env: dict, path: str, timeout: int = 120) -> dict:
     """case id -> (local outputs, remote outputs, the two cells) after one notebook ran them all."""
     import nbformat
-    from nbclient import NotebookClient
+    from jupyter_gpu.ci.executor import NotebookClient
 
     sources, where = notebook_of(cases)
     nb = nbformat.v4.new_notebook()

@@ -16,7 +16,7 @@ import time
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from jupyter_gpu.ci.executor import NotebookClient
 
 from jupyter_gpu.cost import pricing, report
 from jupyter_gpu.cost.billing import round_billed

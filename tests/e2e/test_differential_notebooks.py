@@ -15,7 +15,7 @@ CHAPTERS = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "noteboo
 
 def _run(cells: list, env: dict, path: str):
     import nbformat
-    from nbclient import NotebookClient
+    from jupyter_gpu.ci.executor import NotebookClient
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -96,7 +96,7 @@ def _notebook(scenarios: dict) -> tuple[list, dict]:
 @pytest.fixture(scope="module")
 def ran(kernel_env, tmp_path_factory):
     import nbformat
-    from nbclient import NotebookClient
+    from jupyter_gpu.ci.executor import NotebookClient
 
     sources, where = _notebook(SCENARIOS)
     nb = nbformat.v4.new_notebook()

@@ -16,7 +16,7 @@ import socket
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from jupyter_gpu.ci.executor import NotebookClient
 from nbclient.exceptions import CellExecutionComplete
 
 from tests.conftest import FOOTER_MIME, strip_ansi
