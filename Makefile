@@ -23,9 +23,17 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PIP) install -q $(TORCH) -e '.[worker,dev]'
 	touch $@
 
+# Our own modules' bytecode, as a regular (non-editable) pip install would compile it: with
+# PYTHONDONTWRITEBYTECODE set (as on our machines) nothing else writes it, and each kernel, backend
+# and worker then compiled ~50 modules from source at every start (the embedded backend's start:
+# 0.53 -> 0.38 s; `%load_ext jupyter_gpu`: 0.30 -> 0.12 s).  Incremental: ~0.1 s when up to date.
+BYTECODE = @$(PY) -m compileall -q -j 0 jupyter_gpu backend/jupyter_gpu_backend worker_image/jupyter_gpu_worker >/dev/null
+
 install: $(VENV)/.installed
+	$(BYTECODE)
 
 install-test: $(VENV)/.installed-test
+	$(BYTECODE)
 
 demo: install
 	$(VENV)/bin/jupyter-gpu run notebooks/quickstart.ipynb --output notebooks/out
@@ -87,6 +95,7 @@ test: install-test docker-ready postgres-ready lab-ready
 # options (LAB_ARGS=--no-browser on a machine without a browser)
 LAB_ARGS ?=
 lab: $(VENV)/.lab-built
+	$(BYTECODE)
 	$(LABPATH) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(LAB_ARGS)
 
 bench: install-test

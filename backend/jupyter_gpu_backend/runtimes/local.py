@@ -41,6 +41,10 @@ log = logging.getLogger("jupyter_gpu_backend")
 SANDBOX_UID_BASE = 200000
 SANDBOX_GID = SANDBOX_UID_BASE - 1  # their one group: the built environments' (envs.py) are readable by it
 # what a sandboxed worker keeps of the environment besides the worker's settings and its image's env
+# Zygotes start once no worker has been spawned for this long (s).  A zygote's imports (torch and the
+# rest: ~2 s of a core here) competed with the worker spawned for the first cell of an embedded
+# backend (its zygote cannot be ready by then) and with the kernel, on a 2-core machine.
+ZYGOTE_QUIET_S = 1.0
 SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "MPLBACKEND",
                "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "JUPYTER_GPU_WORKER_ID")
 
@@ -99,6 +103,8 @@ class LocalRuntime(Runtime):
         self.envs = None  # jupyter_gpu.Image's environments (envs.py), made on first use
         self.sandbox: dict | None = None  # under --users: the plan each worker enters (isolate_users)
         self.uids: dict[str, int] = {}  # under --users: user -> the unprivileged uid their workers run as
+        self._zygotes_after: asyncio.TimerHandle | None = None  # (ZYGOTE_QUIET_S) until the zygotes start
+        self._zygotes_started = False
 
     def isolate_users(self, users, hide=(), blank=()) -> str | None:
         """Under --users: every worker enters a sandbox (jupyter_gpu_worker/sandbox.py) and runs its
@@ -177,7 +183,19 @@ class LocalRuntime(Runtime):
         return image, built.built
 
     async def prepare(self) -> None:
-        """Start the zygotes in the background (the backend calls this once it serves)."""
+        """Start the zygotes in the background (the backend calls this once it serves), once no
+        worker has been spawned for ZYGOTE_QUIET_S."""
+        self._start_zygotes_later()
+
+    def _start_zygotes_later(self) -> None:
+        if self._zygotes_started or not self.zygotes:
+            return
+        if self._zygotes_after is not None:
+            self._zygotes_after.cancel()
+        self._zygotes_after = asyncio.get_running_loop().call_later(ZYGOTE_QUIET_S, self._start_zygotes)
+
+    def _start_zygotes(self) -> None:
+        self._zygotes_started = True
         for z in self.zygotes.values():
             z.start()
 
@@ -229,6 +247,7 @@ class LocalRuntime(Runtime):
                 log.warning("zygote fork failed (%s): spawning %s instead", e, worker_id)
         if handle is None:
             handle = await self._spawn(gpu, worker_id, secret, env, log_path, index, image.python, sandbox)
+            self._start_zygotes_later()  # (not yet started: after this worker's imports, not during)
         self.workers[worker_id] = handle
         return handle
 
@@ -304,6 +323,8 @@ class LocalRuntime(Runtime):
                 pass
 
     async def shutdown(self) -> None:
+        if self._zygotes_after is not None:
+            self._zygotes_after.cancel()
         await super().shutdown()
         for z in [*self.zygotes.values(), *self.retired]:
             await z.stop()
