@@ -46,7 +46,7 @@ from jupyter_gpu._client.connection import BackendClient
 from jupyter_gpu._wire import messages, serialization, shm
 
 from tests.conftest import LiveKernel, make_kernel_env
-from tests.integration.backend_process import api_get, start_backend, stop_backend
+from tests.integration.backend_process import api_get, runtime_info, start_backend, stop_backend
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -309,13 +309,15 @@ def test_soak_leaves_nothing_behind(tmp_path):
     kernel_pids: set[int] = set()
     kernels: list[LiveKernel] = []
     try:
-        # warm-up: the zygote has forked once, the ledger opened; then the baseline
+        # warm-up: a worker has run a cell, the ledger opened, the zygote started; then the baseline
         w = Raw(url, "warm-up")
         h, ev = w.until(w.send("print('warm')"))
         assert h.get("status") == "ok", ev
         w.release()
         w.close()
         wait_for(lambda: not workers_of(proc.pid), 30, lambda: f"workers left after warm-up: {workers_of(proc.pid)}")
+        # the zygote starts once no worker has been spawned for a while: its pipes are in the baseline
+        assert runtime_info(url, TOKEN, wait=120)["ready"]
         baseline = open_fds(proc.pid)
 
         env = {**make_kernel_env(tmp_path / "kernels"), "JUPYTER_GPU_URL": url, "JUPYTER_GPU_TOKEN": TOKEN,

@@ -424,6 +424,9 @@ class Zygote:
         return pid, self._exits[pid]
 
     async def stop(self) -> None:
+        if self.proc is None and self._task is not None and not self._task.done():
+            self._task.cancel()  # still being started (asyncio kills a process it was starting)
+            await asyncio.gather(self._task, return_exceptions=True)
         if self.proc is not None and self.proc.returncode is None:
             self.proc.stdin.close()
             try:
