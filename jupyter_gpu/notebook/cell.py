@@ -30,6 +30,7 @@ from jupyter_gpu.errors import ConnectionLost, RemoteValueLost
 from jupyter_gpu.notebook import cell_code, uses
 from jupyter_gpu.notebook.cell_options import CellOptions, remote_limits
 from jupyter_gpu.notebook.cell_outcome import CellOutcome
+from jupyter_gpu.notebook import prefetch
 from jupyter_gpu.notebook.names import cell_names, inputs_for
 from jupyter_gpu.notebook.publish import Publisher
 from jupyter_gpu.notebook.remote_values import Held, Lost, RemoteValue
@@ -332,6 +333,7 @@ def send_and_drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | Non
     held, outcome = packed.held, None
     try:
         send(session, packed)
+        prefetch.start(plan.source)  # what the kernel binds after the cell, imported meanwhile
         outcome = drain(session, plan, packed)
     except lane.LaneClosed:  # only the lane raises it (the backend's connection: ConnectionLost)
         outcome = lane_lost(session, plan, packed)

@@ -154,3 +154,18 @@ def test_a_view_comes_back_without_its_base_and_names_held_unchanged_are_not_sen
     ])
     assert [stream_text(nb.cells[i]) for i in (3, 4, 5, 7, 8)] == [
         "True True\n", "0.0 0.0\n", "True\n", "5.0 5.0\n", "True\n"]
+
+
+@pytest.mark.timeout(300)
+def test_a_module_the_cell_rewrites_beside_the_notebook_is_bound_as_the_cell_left_it(run_notebook):
+    # the kernel imports the modules a %%gpu cell imports while the worker runs it (prefetch.py),
+    # but never the notebook's own files: the cell may be changing them, as this one does
+    nb = run_notebook([
+        LOAD,
+        "import pathlib\npathlib.Path('rewritten_beside.py').write_text('V = 1\\n')",
+        "%%gpu\nimport importlib, pathlib, time\ntime.sleep(0.3)\npathlib.Path('rewritten_beside.py').write_text('V = 22\\n')\n"
+        "importlib.invalidate_caches()\nimport rewritten_beside\nprint(rewritten_beside.V)",
+        "print(rewritten_beside.V)",
+    ])
+    assert stream_text(nb.cells[2]) == "22\n"
+    assert stream_text(nb.cells[3]) == "22\n"

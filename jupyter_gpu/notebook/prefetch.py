@@ -1,0 +1,103 @@
+"""Import in the kernel, while the worker runs a `%%gpu` cell, the installed modules the cell imports.
+
+A module a `%%gpu` cell imports is bound in the kernel after the cell (its name comes back as a
+reference and the kernel imports it: `import numpy as np` then a local `np.zeros(3)` works), so
+that import used to start only once the cell was done: `import matplotlib.pyplot as plt` cost the
+first cell of a plotting notebook ~0.5 s after the worker's run.  Here the kernel starts it on a
+thread as soon as the cell is sent, and the binding after the cell finds the module imported (or
+waits on the import's own lock for the rest of it).
+
+Only what is safe to import early: top-level `import X` / `from X import ...` statements of the
+cell (absolute), of modules installed in the kernel's environment (not the notebook's own files,
+which the cell may be rewriting), not already imported, not in a cell that installs packages, and
+not pyplot when its backend would be a GUI one (a GUI must start on the main thread).  An import
+that fails here is left to the binding after the cell, which says why as before.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import os
+import sys
+import sysconfig
+import threading
+
+_MEMO: dict[str, tuple] = {}  # cell text -> the modules it imports at top level
+_INSTALLS = ("pip", "conda", "mamba", "install")
+_INLINE = "module://matplotlib_inline.backend_inline"
+
+
+def _installed_dirs() -> tuple:
+    paths = sysconfig.get_paths()
+    dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} | {sys.prefix, sys.base_prefix}
+    return tuple(sorted(os.path.realpath(d) + os.sep for d in dirs if d))
+
+
+def top_imports(source: str) -> tuple:
+    """The absolute modules ``source``'s top-level import statements name, in order (a cell with
+    magics or shell lines: those of the lines that are Python)."""
+    found = _MEMO.get(source)
+    if found is not None:
+        return found
+    lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError):
+        tree = None
+    names: list[str] = []
+    for stmt in tree.body if tree is not None else ():
+        if isinstance(stmt, ast.Import):
+            names += [a.name for a in stmt.names]
+        elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
+            names.append(stmt.module)
+    found = tuple(dict.fromkeys(names))
+    if len(_MEMO) >= 256:
+        _MEMO.clear()
+    _MEMO[source] = found
+    return found
+
+
+def _gui_pyplot() -> bool:
+    """Whether importing pyplot now could start a GUI backend (anything but the inline one)."""
+    mpl = sys.modules.get("matplotlib")
+    if mpl is not None:
+        backend = getattr(mpl.rcParams, "_get_backend_or_none", lambda: None)()
+        return backend is not None and backend != _INLINE
+    return os.environ.get("MPLBACKEND") != _INLINE  # (ipykernel sets it; elsewhere pyplot may pick a GUI)
+
+
+def _installed(name: str, dirs: tuple) -> bool:
+    top = name.partition(".")[0]
+    if top in sys.builtin_module_names:
+        return True
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    where = spec.origin if spec.has_location else next(iter(spec.submodule_search_locations or ()), None)
+    return bool(where) and os.path.realpath(where).startswith(dirs)
+
+
+def _import_all(names: list) -> None:
+    dirs = _installed_dirs()
+    for name in names:
+        if name in sys.modules or not _installed(name, dirs):
+            continue
+        if name.partition(".")[0] in ("matplotlib", "pylab") and (name != "matplotlib") and _gui_pyplot():
+            continue
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - the binding after the cell imports it again and says why
+            pass
+
+
+def start(cell_source: str) -> None:
+    """Begin importing, on a thread, what the cell imports that the kernel will bind after it."""
+    if "import" not in cell_source or any(w in cell_source for w in _INSTALLS):
+        return
+    names = [n for n in top_imports(cell_source) if n not in sys.modules]
+    if names:
+        threading.Thread(target=_import_all, args=(names,), name="jupyter-gpu-prefetch", daemon=True).start()
