@@ -333,7 +333,7 @@ def send_and_drain(session, plan: CellPlan, packed: Packed) -> CellOutcome | Non
     held, outcome = packed.held, None
     try:
         send(session, packed)
-        prefetch.start(plan.source)  # what the kernel binds after the cell, imported meanwhile
+        prefetch.start(session.shell, plan.source)  # what the kernel binds after the cell, imported meanwhile
         outcome = drain(session, plan, packed)
     except lane.LaneClosed:  # only the lane raises it (the backend's connection: ConnectionLost)
         outcome = lane_lost(session, plan, packed)

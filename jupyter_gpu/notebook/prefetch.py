@@ -15,7 +15,7 @@ that fails here is left to the binding after the cell, which says why as before.
 """
 from __future__ import annotations
 
-import ast
+import functools
 import importlib
 import importlib.util
 import os
@@ -23,39 +23,17 @@ import sys
 import sysconfig
 import threading
 
-_MEMO: dict[str, tuple] = {}  # cell text -> the modules it imports at top level
+from jupyter_gpu.notebook import uses
+
 _INSTALLS = ("pip", "conda", "mamba", "install")
 _INLINE = "module://matplotlib_inline.backend_inline"
 
 
+@functools.lru_cache(maxsize=1)
 def _installed_dirs() -> tuple:
     paths = sysconfig.get_paths()
     dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} | {sys.prefix, sys.base_prefix}
     return tuple(sorted(os.path.realpath(d) + os.sep for d in dirs if d))
-
-
-def top_imports(source: str) -> tuple:
-    """The absolute modules ``source``'s top-level import statements name, in order (a cell with
-    magics or shell lines: those of the lines that are Python)."""
-    found = _MEMO.get(source)
-    if found is not None:
-        return found
-    lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
-    try:
-        tree = ast.parse("\n".join(lines))
-    except (SyntaxError, ValueError):
-        tree = None
-    names: list[str] = []
-    for stmt in tree.body if tree is not None else ():
-        if isinstance(stmt, ast.Import):
-            names += [a.name for a in stmt.names]
-        elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
-            names.append(stmt.module)
-    found = tuple(dict.fromkeys(names))
-    if len(_MEMO) >= 256:
-        _MEMO.clear()
-    _MEMO[source] = found
-    return found
 
 
 def _gui_pyplot() -> bool:
@@ -94,10 +72,11 @@ def _import_all(names: list) -> None:
             pass
 
 
-def start(cell_source: str) -> None:
-    """Begin importing, on a thread, what the cell imports that the kernel will bind after it."""
+def start(shell, cell_source: str) -> None:
+    """Begin importing, on a thread, what the cell imports that the kernel will bind after it (the
+    cell's imports as ``uses`` parsed them for its versions: no second parse)."""
     if "import" not in cell_source or any(w in cell_source for w in _INSTALLS):
         return
-    names = [n for n in top_imports(cell_source) if n not in sys.modules]
+    names = [n for n in uses.top_level_modules(shell, cell_source) if n not in sys.modules]
     if names:
         threading.Thread(target=_import_all, args=(names,), name="jupyter-gpu-prefetch", daemon=True).start()

@@ -21,7 +21,7 @@ from jupyter_gpu._wire import handshake, versions
 from jupyter_gpu.notebook.cell_options import nested_magic
 
 _LIMIT = 256  # distinct cell texts (and value types) kept; a notebook has far fewer
-_imports: dict[str, tuple] = {}  # cell text -> the top-level packages it imports
+_imports: dict[str, tuple] = {}  # cell text -> _parse's answer
 _type_tops: dict[type, str | None] = {}  # a value's type -> its package (None: none worth comparing)
 _names: dict[tuple, str | None] = {}  # (module, version) -> its distribution's name, where it differs
 _AGAIN = 1.0  # seconds: how long a look at the environment lasts while only `%%gpu` cells run
@@ -35,13 +35,7 @@ def fields(shell, source: str, names, ns: dict, spec: dict | None = None) -> dic
     installed (and ``"dists"``, {module: distribution}, where a distribution is named otherwise);
     {} when there are none.  A package the cell's image ``spec`` installs itself
     (``pip_install``, ``--pip``) is left out: its version there is the one asked for."""
-    tops = _imports.get(source)
-    if tops is None:
-        tops = _imported(shell, source)
-        if len(_imports) >= _LIMIT:
-            _imports.clear()
-        _imports[source] = tops
-    used = set(tops)
+    used = set(_parsed(shell, source)[0])
     for name in names:
         top = _package_of(ns.get(name))
         if top is not None:
@@ -118,19 +112,46 @@ def _package_of(value) -> str | None:
     return top
 
 
+def top_level_modules(shell, source: str) -> tuple:
+    """The modules the cell's top-level statements import (absolute: `import x.y` -> x.y, `from x.y
+    import z` -> x.y), in order: those the kernel binds after the cell (prefetch.py)."""
+    return _parsed(shell, source)[1]
+
+
+def _parsed(shell, source: str) -> tuple:
+    found = _imports.get(source)
+    if found is None:
+        found = _parse(shell, source)
+        if len(_imports) >= _LIMIT:
+            _imports.clear()
+        _imports[source] = found
+    return found
+
+
 def _imported(shell, source: str) -> tuple:
     """The top-level third-party packages the cell's text imports (absolute imports, anywhere in it)."""
+    return _parse(shell, source)[0]
+
+
+def _parse(shell, source: str) -> tuple[tuple, tuple]:
+    """(_imported's packages, top_level_modules's modules), from one parse of the cell's text."""
     if "import" not in source:
-        return ()
+        return (), ()
     python = source.lstrip(" \t\n").partition("\n")[2] if nested_magic(source) else source
     try:
         tree = ast.parse(shell.transform_cell(python))
     except Exception:  # SyntaxError, a failing transform: the worker says what is wrong
-        return ()
+        return (), ()
     tops = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             tops.update(alias.name.partition(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             tops.add(node.module.partition(".")[0])
-    return tuple(sorted(t for t in tops if versions.is_package(t)))
+    modules = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Import):
+            modules += [alias.name for alias in stmt.names]
+        elif isinstance(stmt, ast.ImportFrom) and not stmt.level and stmt.module:
+            modules.append(stmt.module)
+    return tuple(sorted(t for t in tops if versions.is_package(t))), tuple(dict.fromkeys(modules))

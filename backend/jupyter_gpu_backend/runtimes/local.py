@@ -40,11 +40,11 @@ log = logging.getLogger("jupyter_gpu_backend")
 # under --users: the first uid of the users' sandboxed workers (no account has it: nothing on the host is theirs)
 SANDBOX_UID_BASE = 200000
 SANDBOX_GID = SANDBOX_UID_BASE - 1  # their one group: the built environments' (envs.py) are readable by it
-# what a sandboxed worker keeps of the environment besides the worker's settings and its image's env
 # Zygotes start once no worker has been spawned for this long (s).  A zygote's imports (torch and the
 # rest: ~2 s of a core here) competed with the worker spawned for the first cell of an embedded
 # backend (its zygote cannot be ready by then) and with the kernel, on a 2-core machine.
 ZYGOTE_QUIET_S = 1.0
+# what a sandboxed worker keeps of the environment besides the worker's settings and its image's env
 SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "MPLBACKEND",
                "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "JUPYTER_GPU_WORKER_ID")
 

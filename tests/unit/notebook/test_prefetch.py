@@ -4,17 +4,25 @@ from __future__ import annotations
 import sys
 import threading
 
-from jupyter_gpu.notebook import prefetch
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from jupyter_gpu.notebook import prefetch, uses
 
 
-def test_top_level_absolute_imports_in_order():
+@pytest.fixture
+def shell():
+    return InteractiveShell.instance()
+
+
+def test_top_level_absolute_imports_in_order(shell):
     src = ("import numpy as np, os.path\n%time x = 1\n!ls\nfrom IPython.display import HTML\n"
            "from . import sibling\nif True:\n    import json\ndef f():\n    import csv\nimport numpy")
-    assert prefetch.top_imports(src) == ("numpy", "os.path", "IPython.display")
+    assert uses.top_level_modules(shell, src) == ("numpy", "os.path", "IPython.display")
 
 
-def test_a_cell_that_does_not_parse_imports_nothing():
-    assert prefetch.top_imports("import numpy as\n") == ()
+def test_a_cell_that_does_not_parse_imports_nothing(shell):
+    assert uses.top_level_modules(shell, "import numpy as\n") == ()
 
 
 def test_only_modules_installed_in_the_environment_not_the_notebooks_own(tmp_path, monkeypatch):
@@ -37,12 +45,12 @@ def test_pyplot_only_under_the_inline_backend(monkeypatch):
     assert prefetch._gui_pyplot()  # (outside ipykernel pyplot may pick a GUI)
 
 
-def test_a_cell_that_installs_packages_or_imports_nothing_new_starts_no_thread(monkeypatch):
+def test_a_cell_that_installs_packages_or_imports_nothing_new_starts_no_thread(shell, monkeypatch):
     started = []
     monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self.name))
-    prefetch.start("%pip install colorsys\nimport colorsys")
-    prefetch.start("import sys, os")  # imported already
-    prefetch.start("x = 1")
+    prefetch.start(shell, "%pip install colorsys\nimport colorsys")
+    prefetch.start(shell, "import sys, os")  # imported already
+    prefetch.start(shell, "x = 1")
     assert started == []
-    prefetch.start("import colorsys" if "colorsys" not in sys.modules else "import wave")
+    prefetch.start(shell, "import colorsys" if "colorsys" not in sys.modules else "import wave")
     assert started == ["jupyter-gpu-prefetch"]
