@@ -161,6 +161,33 @@ _UNCONDITIONAL = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Import, ast.Impo
                   ast.AsyncFunctionDef, ast.ClassDef)
 
 
+def _sequence(stmts: list, loads: set, stores: set, bound_before: set) -> None:
+    """Top-level statements in order: what each reads that is not bound before it, what it binds.
+    A `with` binds its `as` targets before its body runs (`with open(p) as f: f.read()` does not
+    read the kernel's `f`), its body is a sequence of its own, and what the body binds may not be
+    bound after it (a context manager may swallow the body's exception)."""
+    for stmt in stmts:
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            inner = set(bound_before)
+            for item in stmt.items:  # in order: a later item's expression may use an earlier's target
+                for part in (item.context_expr, item.optional_vars):
+                    if part is not None:
+                        c = _Collector()
+                        c.visit(part)
+                        loads |= c.loads - inner
+                        stores |= c.stores
+                        inner |= c.stores
+            bound_before |= inner  # (the targets: bound once the with began)
+            _sequence(stmt.body, loads, stores, set(inner))
+            continue
+        c = _Collector()
+        c.visit(stmt)
+        loads |= c.loads - bound_before
+        stores |= c.stores
+        if isinstance(stmt, _UNCONDITIONAL):
+            bound_before |= c.stores
+
+
 def analyse(python_source: str) -> tuple[set[str], set[str]]:
     """Return (names read before the cell binds them, names bound at top level) of
     already-transformed Python source.  A name the cell binds unconditionally at top level before
@@ -170,14 +197,8 @@ def analyse(python_source: str) -> tuple[set[str], set[str]]:
     Raises SyntaxError as Python would; the caller lets the worker report it with line numbers.
     """
     tree = ast.parse(python_source)
-    loads, stores, bound_before = set(), set(), set()
-    for stmt in tree.body:
-        c = _Collector()
-        c.visit(stmt)
-        loads |= c.loads - bound_before
-        stores |= c.stores
-        if isinstance(stmt, _UNCONDITIONAL):
-            bound_before |= c.stores
+    loads, stores = set(), set()
+    _sequence(tree.body, loads, stores, set())
     reads = {n for n in loads if n not in SHELL_NAMES and not n.startswith("_")}
     binds = {n for n in stores if n not in SHELL_NAMES and not n.startswith("_")}
     return reads, binds

@@ -169,3 +169,17 @@ def test_a_module_the_cell_rewrites_beside_the_notebook_is_bound_as_the_cell_lef
     ])
     assert stream_text(nb.cells[2]) == "22\n"
     assert stream_text(nb.cells[3]) == "22\n"
+
+
+@pytest.mark.timeout(300)
+def test_a_with_target_is_the_cells_own_not_the_kernels(run_notebook):
+    # a local cell leaves a closed file in `f`; a %%gpu cell's `with open(...) as f:` binds its own
+    # `f` before using it, so the kernel's (which cannot be sent) is not an input, as locally
+    nb = run_notebook([
+        LOAD,
+        "with open('with_target.txt', 'w') as f:\n    f.write('kept')",
+        "%%gpu\nwith open('with_target.txt') as f:\n    print(f.read())\nprint(f.closed)",
+        "print(type(f).__name__)",  # (a closed file cannot come back: it stays on the worker)
+    ])
+    assert stream_text(nb.cells[2]) == "kept\nTrue\n"
+    assert stream_text(nb.cells[3]) == "RemoteValue\n"

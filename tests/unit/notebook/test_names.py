@@ -78,3 +78,17 @@ def test_a_name_bound_before_it_is_read_is_not_read_from_the_namespace():
     # a function body's global is read when it runs, which may be before the bind below it
     assert "z" in analyse("def g():\n    return z\nz = 1\ng()")[0]
     assert analyse("import numpy as np\nnp.zeros(3)")[0] == set()
+
+
+def test_a_with_binds_its_targets_before_its_body():
+    # `with open(p) as f: f.write(...)` after a local cell left a closed file in `f`: the kernel's
+    # `f` is not what the cell uses (sending it failed: a closed file cannot be pickled)
+    reads, binds = analyse("with open(p, 'w') as f:\n    f.write('1')\nprint(f.closed)")
+    assert "f" not in reads and {"p"} <= reads and binds == {"f"}
+    # an item's expression may use an earlier item's target; the body is a sequence of its own
+    reads, binds = analyse("with a() as x, b(x) as y:\n    z = y\n    print(z)")
+    assert not {"x", "y", "z"} & reads and binds == {"x", "y", "z"}
+    # what the body binds may not be bound after it: a context manager may swallow its exception
+    assert "y" in analyse("with suppress(E):\n    y = 1\nprint(y)")[0]
+    # the context expression is evaluated before the target is bound
+    assert "f" in analyse("with open(f) as f:\n    pass")[0]
