@@ -47,6 +47,9 @@ class BackendConfig:
 
     # unleased pre-started workers per GPU type (a cold cell takes one: no cold start)
     min_warm: int = field(default_factory=lambda: int(settings.MIN_WARM.get() or 0))
+    # one more spare, of this type ("default": the runtime's default), started as the backend starts,
+    # before it serves: the embedded backend's, for the cell its kernel is about to send (spares.py)
+    early_worker: str | None = None
     # USD limits on known spend (budgets.py); a cell is refused before it starts once reached
     session_budget: float | None = None
     user_budget: float | None = None

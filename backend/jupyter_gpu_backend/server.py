@@ -3,6 +3,11 @@
 The embedded backend writes a runtime file (URL, token, pid; mode 0600) the way Jupyter writes
 ``jpserver-*.json``, and exits once its last client has been gone for ``idle_grace`` seconds,
 taking its workers with it.
+
+uvicorn and the app (starlette, the doors) are imported in ``serve``, on a thread, once the runtime
+has been told to start the workers wanted at once (``--early-worker``, ``--min-warm``, dedicated): a
+worker's start (~0.2 s) then overlaps those imports (~0.1 s) instead of following them.  The socket
+is bound and listening from the start, so a client that connects meanwhile waits in its backlog.
 """
 from __future__ import annotations
 
@@ -18,21 +23,18 @@ import socket
 import sys
 import time
 
-import uvicorn
-
 from jupyter_gpu._wire.wsclient import keepalive
 
 from jupyter_gpu_backend.config import BackendConfig, cap, load_config_file, load_users, parse_duration, seconds
 from jupyter_gpu_backend.scheduling.dedicated import parse_sizes
 from jupyter_gpu_backend.accounting.ledger import Ledger
 from jupyter_gpu_backend.accounting.ledger import default_path as default_ledger_path
-from jupyter_gpu_backend.api.app import create_app
 from jupyter_gpu_backend.runtimes.images import check_for_runtime
 from jupyter_gpu_backend.runtimes import RUNTIMES, make_runtime
 from jupyter_gpu_backend.scheduling.caps import UserCaps
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
-from jupyter_gpu_backend.api.frames import MAX_FRAME
 from jupyter_gpu._wire import settings
+from jupyter_gpu.errors import NoSuchDevice
 
 log = logging.getLogger("jupyter_gpu_backend")
 
@@ -56,18 +58,18 @@ def remove_runtime_file(path: str) -> None:
         pass
 
 
-class _Server(uvicorn.Server):
+def _uvicorn(on_stop, config):
     """uvicorn's server, telling the scheduler it stops *before* uvicorn closes the connections:
     a worker whose socket uvicorn closes is then not taken for a dead spare and replaced (a
     replacement started mid-shutdown could not register, and wrote a ledger row, under load)."""
+    import uvicorn
 
-    def __init__(self, on_stop, config):
-        super().__init__(config)
-        self._on_stop = on_stop
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            on_stop()
+            await super().shutdown(sockets=sockets)
 
-    async def shutdown(self, sockets=None) -> None:
-        self._on_stop()
-        await super().shutdown(sockets=sockets)
+    return _Server(config)
 
 
 class BackendServer:
@@ -103,8 +105,18 @@ class BackendServer:
                                                                        config.max_queued_per_user))
         self.scheduler.heartbeat = config.worker_heartbeat
         self.scheduler.dedicated.check(runtime.offers())  # a dedicated size for a type not offered: refused
+        self.app = self.kernels = self.uvicorn = None  # (_build: in serve)
+
+    def _build(self) -> None:
+        """The app and uvicorn's server (their imports: ~0.1 s of the backend's start)."""
+        import uvicorn
+
+        from jupyter_gpu_backend.api.app import create_app
+        from jupyter_gpu_backend.api.frames import MAX_FRAME
+
+        config = self.config
         self.app, self.kernels = create_app(config, self.scheduler)
-        self.uvicorn = _Server(
+        self.uvicorn = _uvicorn(
             self.scheduler.stopping,
             uvicorn.Config(
                 self.app,
@@ -157,6 +169,16 @@ class BackendServer:
         self.unix_sock.listen(512)
         return path
 
+    def _early_worker(self, spec: str) -> None:
+        """--early-worker: one spare of ``spec``'s type, starting now (a type not offered: none)."""
+        scheduler = self.scheduler
+        try:
+            gpu = scheduler.choose(scheduler.runtime.default_gpu() if spec == "default" else spec)
+        except (ValueError, NoSuchDevice) as e:
+            log.warning("--early-worker %s: %s; no early worker", spec, e)
+            return
+        scheduler.spares.early(gpu, scheduler.keep_warm, scheduler.stop_worker)
+
     async def _watch_idle(self) -> None:
         while not self.uvicorn.should_exit:
             await asyncio.sleep(min(1.0, self.config.idle_grace / 4))
@@ -180,7 +202,10 @@ class BackendServer:
             )
         await self.scheduler.runtime.prepare()  # e.g. the local runtime's zygote starts importing now
         self.scheduler.spares.start()
+        if self.config.early_worker:
+            self._early_worker(self.config.early_worker)
         self.scheduler.dedicated.start()  # hybrid pools: the always-on workers start with the backend
+        await asyncio.to_thread(self._build)  # while those workers start
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
         # uvicorn re-raises a SIGTERM it caught once it has stopped serving; with the default action
         # that would kill us before the `finally` below (workers, ledger's last batch, runtime file)
@@ -243,6 +268,10 @@ def main(argv=None) -> None:
                     help="seconds a worker may send nothing, not even its heartbeat (its reader thread's, sent "
                          "while a cell runs too), before it counts as hung: killed, its cell failed (default 60; 0: never)")
     ap.add_argument("--min-warm", type=int, default=None, help="unleased pre-started workers per GPU type")
+    ap.add_argument("--early-worker", metavar="GPU",
+                    help="start one worker of this type ('default': the runtime's default) as the backend starts, "
+                         "for a first cell about to come: taken as a spare, never replaced, stopped after "
+                         "--keep-warm if no cell took it (an embedded backend's kernel asks for one)")
     ap.add_argument("--dedicated", help="always-on workers per GPU type, e.g. cpu=1,H100=2: they take work "
                                         "first, serverless workers the overflow (billed per hour, busy or not)")
     ap.add_argument("--scale-up-queue", type=int, metavar="N",
@@ -306,6 +335,7 @@ def main(argv=None) -> None:
             setattr(config, name, getattr(args, name))
     if args.min_warm is not None:
         config.min_warm = args.min_warm
+    config.early_worker = args.early_worker
     if args.users:
         config.users_file, config.insecure_shared_workers = os.path.abspath(args.users), args.insecure_shared_workers
         try:

@@ -89,6 +89,15 @@ def ensure_backend() -> tuple[str, str]:
         return _start(d, info_path)
 
 
+def _early() -> list:
+    """The backend's --early-worker: a kernel starts a backend to run cells on it at once, so one worker
+    of the kernel's default type starts as the backend does, beside its imports instead of after them
+    (local runtime: the first cell then finds it up or nearly; JUPYTER_GPU_EARLY_WORKER=0: none)."""
+    if settings.EARLY_WORKER.get() == "0" or (settings.RUNTIME.get() or "local") != "local":
+        return []
+    return ["--early-worker", settings.DEFAULT_GPU.get() or "default"]
+
+
 def _start(d: str, info_path: str) -> tuple[str, str]:
     try:
         os.unlink(info_path)
@@ -97,7 +106,7 @@ def _start(d: str, info_path: str) -> tuple[str, str]:
     log_path = os.path.join(d, "backend.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_gpu_backend", "--embedded", "--runtime-file", info_path],
+            [sys.executable, "-m", "jupyter_gpu_backend", "--embedded", "--runtime-file", info_path, *_early()],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

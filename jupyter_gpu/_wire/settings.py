@@ -39,6 +39,9 @@ URL = _s("JUPYTER_GPU_URL", None, "kernel, run", "use the backend at this URL in
 TOKEN = _s("JUPYTER_GPU_TOKEN", "", "kernel, run, backend", "the backend's client token (serve: its --token)")
 RUNTIME_DIR = _s("JUPYTER_GPU_RUNTIME_DIR", None, "kernel, backend",
                  "where the embedded backend's runtime file lives (default: Jupyter's runtime dir + jupyter-gpu/)")
+EARLY_WORKER = _s("JUPYTER_GPU_EARLY_WORKER", "1", "kernel",
+                  "0: an embedded backend a kernel starts does not start a worker for it as it starts (local "
+                  "runtime; the first `%%gpu` cell then cold-starts one)")
 EMBEDDED_GRACE = _s("JUPYTER_GPU_EMBEDDED_GRACE", "10", "backend",
                     "seconds the embedded backend stays after its last client left")
 BACKEND_DEADLINE = _s("JUPYTER_GPU_BACKEND_DEADLINE", "30", "kernel, run",

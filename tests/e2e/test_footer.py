@@ -50,7 +50,8 @@ def test_footer_is_last_output_and_is_saved_in_the_notebook(run_notebook, fresh_
 
 @pytest.mark.timeout(180)
 def test_first_cell_of_a_fresh_backend_is_cold_then_warm(run_notebook, fresh_kernel_env):
-    nb = run_notebook([LOAD, "%%gpu\nx = 1", "%%gpu\ny = 2"], env=fresh_kernel_env)
+    # (no early worker: its first cell could find that one up; test_preconnect.py has that case)
+    nb = run_notebook([LOAD, "%%gpu\nx = 1", "%%gpu\ny = 2"], env=dict(fresh_kernel_env, JUPYTER_GPU_EARLY_WORKER="0"))
     first, second = last_footer(nb.cells[1]), last_footer(nb.cells[2])
     assert first["cold"] is True
     assert second["cold"] is False

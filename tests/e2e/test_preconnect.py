@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LiveKernel
-from tests.integration.backend_process import api_get, start_backend, stop_backend
+from tests.integration.backend_process import api_get, runtime_info, start_backend, stop_backend
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,6 +45,30 @@ def test_the_backend_is_up_holding_the_session_before_the_first_gpu_cell(fresh_k
         assert first.footers() and first.footers()[-1]["status"] == "ok"
         # on that backend, not a second one started by the cell
         assert json.loads(runtime.read_text())["pid"] == pid
+    finally:
+        k.shutdown()
+
+
+@pytest.mark.parametrize("early", ["1", "0"])
+def test_the_embedded_backend_starts_a_worker_with_itself_unless_told_not_to(fresh_kernel_env, early):
+    """JUPYTER_GPU_EARLY_WORKER (default 1): the backend a kernel starts starts one worker as it
+    starts, so the first %%gpu cell finds it up; 0: none, and the first cell starts its own."""
+    runtime = Path(fresh_kernel_env["JUPYTER_GPU_RUNTIME_DIR"]) / "backend.json"
+    k = LiveKernel(dict(fresh_kernel_env, JUPYTER_GPU_EARLY_WORKER=early))
+    try:
+        load = k.run("%load_ext jupyter_gpu\nfrom jupyter_gpu.notebook import extension\n"
+                     "print(extension.magics.session.id)")
+        sid = load.stdout().strip()
+        assert k.wait_until(lambda: _holds(runtime, sid), 90)
+        info = json.loads(runtime.read_text())
+        pool = runtime_info(info["url"], info["token"], 60)["warm_pool"]  # waits on the pool, not a sleep
+        assert pool == ({"cpu": 1} if early == "1" else {}), pool
+        first = k.run("%%gpu\nprint('on the worker')")
+        assert first.stdout() == "on the worker\n", first.stderr()
+        footer = first.footers()[-1]
+        assert footer["cold"] is (early == "0"), footer
+        pools = api_get(info["url"], info["token"], "/api/pools")["pools"]
+        assert sum(p["workers"] for kind in pools.values() for p in kind.values()) == 1  # one start, either way
     finally:
         k.shutdown()
 

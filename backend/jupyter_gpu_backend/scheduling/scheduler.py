@@ -176,6 +176,14 @@ class Scheduler:
         """A worker for a cell whose session has none in its pool."""
         # a free dedicated worker first, then a min_warm spare: either way no cold start
         worker = (self.dedicated.take(run.gpu) or self.spares.take(run.gpu)) if default else None
+        if worker is None and default and self.spares.starting(run.gpu):
+            # a spare on its way (the embedded backend's early worker, or a refill): its start is
+            # under way, so it comes sooner than a start of our own, and takes no second core
+            run.cold = True
+            await run.session.emit({"type": messages.PHASE, "cell": run.id, "phase": "cold_start", "gpu": run.gpu})
+            t0 = time.monotonic()
+            worker = await self.spares.take_starting(run.gpu, self.start_timeout)
+            run.cold_start = time.monotonic() - t0
         if worker is None:
             with self.autoscale.waiting(run.gpu) if default else contextlib.nullcontext():  # --scale-up-queue
                 # a max_workers slot (per GPU type and image), or a dedicated worker that comes free
@@ -191,7 +199,7 @@ class Scheduler:
                     except BaseException:
                         self.capacity.release(run.key)
                         raise
-                    run.cold_start = time.monotonic() - t0
+                    run.cold_start += time.monotonic() - t0
         return worker
 
     async def _start_saying_why(self, run: CellRun) -> Worker:

@@ -3,6 +3,11 @@
 A cold cell takes one (no cold start) and the pool refills in the background.  Spares hold
 ``max_workers`` slots but never queue for one: waiting cells come first.  A spare has run nobody's
 code, so it may go to any user; once leased it serves that session for life.
+
+An *early* spare (``early``; the embedded backend's ``--early-worker``) is one more, started once as
+the backend starts, for the cell its starter is about to send: never replaced, and stopped when no
+cell took it within keep_warm.  A cell that finds no spare up but one starting waits for that one
+(``take_starting``) instead of starting another beside it.
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ class SparePool:
         # spares wanted per type: min_warm, or more by the autoscaling rules (autoscale.py)
         self.target: Callable[[str], int] = lambda gpu: self.min_warm
         self.closing = False  # the backend is stopping: a spare killed now is not replaced
+        self.early_spares: dict = {}  # worker id -> an early spare up and not taken (beyond the target; never replaced)
+        self._early_starting: dict[str, int] = {}  # early spares still starting, per type
 
     def count(self, gpu: str) -> int:
         return len(self.spares.get(gpu, []))
@@ -56,12 +63,62 @@ class SparePool:
         """A live spare for ``gpu`` (and a refill started), or None."""
         worker = pop_live(self.spares.get(gpu, []))
         if worker is not None:
+            self.early_spares.pop(worker.id, None)
             self._notify()
             asyncio.ensure_future(self.refill(gpu))
         return worker
 
+    def starting(self, gpu: str) -> bool:
+        """Whether a spare of ``gpu`` is being started now."""
+        return self._filling.get(gpu, 0) > 0
+
+    async def take_starting(self, gpu: str, timeout: float):
+        """A spare of ``gpu`` once one being started is up (a cell that came during its start waits
+        for it, not for a second start beside it); None when none is starting, or all that were
+        are up and taken, failed, or ``timeout`` passed."""
+        self._changed = self._changed or asyncio.Event()
+        await wait_settled(self._changed, lambda: self.count(gpu) > 0 or not self.starting(gpu), timeout)
+        return self.take(gpu)
+
+    def early(self, gpu: str, ttl: float, stop: Callable[[object], Awaitable]) -> None:
+        """Start one spare of ``gpu`` now, beyond the target: taken as any spare, never replaced,
+        stopped (``stop``) if no cell has taken it ``ttl`` seconds after it is up."""
+        self._early_starting[gpu] = self._early_starting.get(gpu, 0) + 1
+        asyncio.ensure_future(self._start_early(gpu, ttl, stop))
+
+    async def _start_early(self, gpu: str, ttl: float, stop) -> None:
+        try:
+            if self.closing or not self.capacity.try_acquire(gpu):
+                return
+            self._filling[gpu] = self._filling.get(gpu, 0) + 1
+            try:
+                worker = await self.start_worker(gpu)
+            except Exception as e:
+                self.capacity.release(gpu)
+                log.warning("could not start the early %s worker: %s", gpu, e)
+                return
+            finally:
+                self._filling[gpu] -= 1
+            self.spares.setdefault(gpu, []).append(worker)
+            self.early_spares[worker.id] = worker
+            asyncio.get_running_loop().call_later(ttl, lambda: asyncio.ensure_future(self._expire(worker, stop)))
+        finally:
+            self._early_starting[gpu] -= 1
+            self._notify()
+
+    async def _expire(self, worker, stop) -> None:
+        """The early spare's keep_warm passed with no cell taking it: it stops."""
+        if self.early_spares.pop(worker.id, None) is None or self.closing:
+            return
+        pool = self.spares.get(worker.gpu, [])
+        if worker in pool:
+            pool.remove(worker)
+            await stop(worker)
+        self._notify()
+
     def discard(self, worker) -> None:
-        """A spare died: replace it."""
+        """A spare died: replace it (an early one is not: it was one more than the target)."""
+        self.early_spares.pop(worker.id, None)
         for gpu, pool in self.spares.items():
             if worker in pool:
                 pool.remove(worker)
@@ -99,5 +156,9 @@ class SparePool:
         """Wait until every GPU type has its spares, no fewer and no more (``min_warm``, or the
         autoscaling target, extras stopped after the scale-down delay); False on timeout."""
         self._changed = self._changed or asyncio.Event()
-        return await wait_settled(
-            self._changed, lambda: all(len(self.spares.get(g, [])) == self.target(g) for g in self.offers()), timeout)
+        return await wait_settled(self._changed, lambda: all(
+            len(self.spares.get(g, [])) == self.target(g) + self._early(g) for g in self.offers()), timeout)
+
+    def _early(self, gpu: str) -> int:
+        """Early spares of ``gpu`` starting or up and untaken (beyond the target)."""
+        return self._early_starting.get(gpu, 0) + sum(1 for w in self.early_spares.values() if w.gpu == gpu)
