@@ -114,6 +114,10 @@ class BackendServer:
         from jupyter_gpu_backend.api.app import create_app
         from jupyter_gpu_backend.api.frames import MAX_FRAME
 
+        try:  # large payload frames without the protocol object's copies (wsfast.py)
+            from jupyter_gpu_backend.api.wsfast import FastFrames as ws
+        except ImportError:  # (a uvicorn without its sans-I/O websocket protocol)
+            ws = "auto"
         config = self.config
         self.app, self.kernels = create_app(config, self.scheduler)
         self.uvicorn = _uvicorn(
@@ -126,6 +130,7 @@ class BackendServer:
                 # no frame of ours is larger (frames.py): a bigger one is refused (1009) before it is read
                 ws_max_size=MAX_FRAME,
                 ws_per_message_deflate=False,
+                ws=ws,
                 # no pings: a kernel reads only while a cell runs and could not answer them
                 ws_ping_interval=None,
                 lifespan="on",
