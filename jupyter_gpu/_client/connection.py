@@ -152,7 +152,7 @@ class BackendClient:
             try:
                 frame = self.ws.recv(timeout=timeout)
                 header, inline = framing.parse_first(frame)
-                msg = framing.Message(header, framing.assemble(header, inline, self.ws.recv))
+                msg = framing.Message(header, framing.assemble(header, inline, self.ws.recv, into=True))
             except TimeoutError:
                 return None
             except ConnectionClosed as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import itertools
 import os
 import secrets
 import stat
@@ -102,7 +103,11 @@ class Tree:
     A symlink to a regular file inside root counts as that file; other symlinks (to directories, outside
     root, dangling) are skipped: a walk never leaves root."""
 
-    def __init__(self, root: str, watch: bool = True):
+    def __init__(self, root: str, watch: bool = True, known: dict | None = None):
+        """``known``: rel -> Entry of files just written with that content and mtime (apply() into a
+        new directory): the first scan takes each one whose stat agrees as it is, without reading it
+        - as ``adopt`` would, without a second pass (a worker's first sync of 10,000 files)."""
+        self._known = known
         self.root = os.path.abspath(root)
         self._real = os.path.realpath(self.root)
         self.manifest: dict[str, Entry] = {}
@@ -113,8 +118,10 @@ class Tree:
         self._watches = Watches.open(self.root) if watch else None
         self.ignore = Ignore(self.root)
         self._scan([""], full=True)
+        self._known = None
 
     _watches = None
+    _known = None
     watching = property(lambda self: self._watches is not None, doc="True while inotify reports the tree's changes")
     digest = property(lambda self: f"{self._digest:032x}",
                       doc="XOR of xxh3_128(rel, size, hash) over the manifest: equal content, equal digest, "
@@ -217,6 +224,9 @@ class Tree:
         old = self.manifest.get(rel)
         if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns and rel not in self._racy:
             return False
+        if self._known and path is None and (k := self._known.get(rel)) is not None \
+                and k[0] == st.st_size and k[1] == st.st_mtime_ns:
+            return self._set(rel, tuple(k), time.time_ns() - k[1] < RACY_NS)
         got = _hash_file(path or os.path.join(self.root, rel), follow=path is not None)
         return self._set(rel, *got) if got else self._gone(rel, False)
 
@@ -493,13 +503,47 @@ def apply(root: str, entries: list, buffers: list, drop: list = (), atomic: bool
                         stream.release(i)  # its files are written: its memory holds the next buffer
 
     if threads > 1 and len(plan) > 64:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(threads) as pool:
-            written = list(pool.map(write, plan))  # (the first failure is raised)
+        written = _each_on_threads(write, plan, threads)
     else:
         written = [write(item) for item in plan]
     return [e[0] for e, ok in zip(entries, written) if not ok]
+
+
+def _each_on_threads(fn, items: list, threads: int) -> list:
+    """[fn(item) for item in items] on ``threads`` threads (this one among them), each taking the
+    next item in order; the first failure (in item order) is raised once all have stopped, and no
+    item is begun after a failure.  ThreadPoolExecutor.map made a Future (a Condition, a lock) per
+    item on this thread: ~0.2 s of a first sync's 10,000 files, on a 2-core machine."""
+    results = [None] * len(items)
+    failures: dict = {}
+    take = itertools.count().__next__  # (atomic under the GIL: each index is taken once)
+    n = len(items)
+
+    def run() -> None:
+        while not failures:
+            i = take()
+            if i >= n:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as e:  # noqa: BLE001 - raised on the calling thread below
+                failures[i] = e
+                return
+
+    others = [threading.Thread(target=run, name=f"jupyter-gpu-apply-{k}", daemon=True) for k in range(threads - 1)]
+    for t in others:
+        t.start()
+    try:
+        run()
+    except BaseException as e:  # (a KeyboardInterrupt between two items): the others stop too
+        failures.setdefault(-1, e)
+        raise
+    finally:
+        for t in others:
+            t.join()
+    if failures:
+        raise failures[min(failures)]
+    return results
 
 
 def _bytes_view(b) -> memoryview:

@@ -178,11 +178,12 @@ def payload_size(header: dict) -> int:
     return sum(header.get("buffers", ()))
 
 
-def assemble(header: dict, inline: memoryview, recv: Callable[[], object]) -> list:
+def assemble(header: dict, inline: memoryview, recv: Callable[[], object], into: bool = False) -> list:
     """Read the rest of a message with ``recv()`` and return its buffers as writable memory.
 
     Inline buffers are copied out of the frame (frames are immutable bytes; numpy arrays rebuilt
-    from them must be writable).  Large buffers are allocated once and filled frame by frame.
+    from them must be writable).  Large buffers are allocated once and filled frame by frame
+    (``into``: see ``Assembly``).
     """
     sizes = header.get("buffers", [])
     if not sizes:
@@ -193,7 +194,7 @@ def assemble(header: dict, inline: memoryview, recv: Callable[[], object]) -> li
             out.append(bytearray(inline[off : off + n]))
             off += n
         return out
-    return Assembly(header, recv).fill()
+    return Assembly(header, recv, into=into).fill()
 
 
 class Incomplete(ConnectionError):
@@ -209,10 +210,12 @@ class Assembly:
     header's sizes are not trusted with memory sooner), or is that frame itself when it is the whole
     buffer.  ``window``: of buffers ``first`` to ``end`` (None: the last), once a consumer has begun (``begin``), at most that
     many are held - each ``release``d when used - so a large sync goes through the same memory again
-    and again (filestream.py says why) and the sender waits meanwhile (TCP's own flow control)."""
+    and again (filestream.py says why) and the sender waits meanwhile (TCP's own flow control).
+    ``into``: ``recv`` takes ``into=`` (``wsclient.Connection.recv``) and receives a large frame
+    straight into its place in the buffer (``_place``), where a frame was otherwise copied there."""
 
     def __init__(self, header: dict, recv: Callable[[], object], eager: bool = False,
-                 window: int | None = None, first: int = 0, end: int | None = None):
+                 window: int | None = None, first: int = 0, end: int | None = None, into: bool = False):
         self.sizes = header.get("buffers", [])
         self.buffers = [_alloc(n) for n in self.sizes] if eager else [None] * len(self.sizes)
         self.complete = 0  # buffers [0, complete) are filled
@@ -226,6 +229,9 @@ class Assembly:
         self._active = False  # a consumer began: the window holds
         self._unwanted: set = set()  # released before they came: dropped as they do
         self.abandoned = False  # nobody takes any more of them: each is dropped as it comes
+        self._into = into
+        self._at = (0, 0)  # (buffer, bytes of it filled): where ``_place`` puts the next frame
+        self._placed = None  # the view ``_place`` gave for the frame being received
 
     def fill(self) -> list:
         """Read the message's frames into the buffers, in order; the buffers.  A failure is kept
@@ -239,7 +245,17 @@ class Assembly:
                             self._cond.wait()
                 filled = 0
                 while True:
-                    frame = self._recv()
+                    if self._into:
+                        self._at, self._placed = (i, filled), None
+                        frame = self._recv(into=self._place)
+                        if frame is not None and frame is self._placed:  # already in its place
+                            self._placed = None
+                            filled += frame.nbytes
+                            if filled == n:
+                                break
+                            continue
+                    else:
+                        frame = self._recv()
                     if isinstance(frame, str):
                         raise ProtocolError("expected a binary payload frame, got a text frame")
                     fv = memoryview(frame)
@@ -269,6 +285,20 @@ class Assembly:
                 self._cond.notify_all()
             raise
         return self.buffers
+
+    def _place(self, m: int):
+        """Where the frame of ``m`` bytes being received goes: a view of its place in the buffer
+        being filled (made now, as it would be for the frame anyway); None for a frame that does
+        not fit there (it comes as itself, and ``fill`` refuses it)."""
+        i, filled = self._at
+        n = self.sizes[i]
+        if m == 0 or filled + m > n:
+            return None
+        if self.buffers[i] is None:
+            self.buffers[i] = _alloc(n)
+        v = memoryview(self.buffers[i])
+        self._placed = (v if v.format == "B" else v.cast("B"))[filled:filled + m]
+        return self._placed
 
     def wait(self, index: int | None = None) -> None:
         """Until buffer ``index`` (None: every buffer) is complete; ``Incomplete`` if it never will be."""

@@ -369,3 +369,66 @@ def test_apply_on_threads_writes_every_file(tmp_path):
         apply(str(b), entries, buffers, atomic=False, threads=4)
         with Tree(str(b), watch=False) as u:
             assert u.manifest == t.manifest
+
+
+def test_apply_on_threads_raises_the_first_failure_in_order(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(300):
+        (a / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (a / f"d{i % 3}" / f"f{i:03}.txt").write_text(f"file {i}")
+    with Tree(str(a), watch=False) as t:
+        entries, buffers = pack(str(a), sorted(t.manifest), t.manifest)
+    rels = [e[0] for e in entries]
+    first, later = rels[100], rels[250]
+    for rel in (later, first):  # a directory where the file goes: its os.open fails
+        (b / rel).mkdir(parents=True)
+    with pytest.raises(IsADirectoryError) as e:
+        apply(str(b), entries, buffers, atomic=False, threads=4)
+    assert e.value.filename.endswith(first)
+
+
+def test_apply_on_threads_returns_the_skipped_in_order(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(200):
+        (a / f"f{i:03}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (a / f"f{i:03}.txt").write_text(f"file {i}")
+    with Tree(str(a), watch=False) as t:
+        entries, buffers = pack(str(a), sorted(t.manifest), t.manifest)
+    bad = {entries[7][0], entries[150][0], entries[42][0]}
+    for e in entries:
+        if e[0] in bad:
+            e[3] = "0" * 32  # bytes that do not hash to it: not written
+    assert apply(str(b), entries, buffers, atomic=False, threads=4, check=True) == sorted(bad)
+    assert sorted(p.name for p in b.iterdir()) == sorted(e[0] for e in entries if e[0] not in bad)
+
+
+def test_each_on_threads_keeps_order_and_stops_after_a_failure():
+    begun = []
+
+    def fn(i):
+        begun.append(i)
+        if i == 10:
+            raise KeyError(i)
+        return i * 2
+
+    assert filetree._each_on_threads(lambda i: i * 2, list(range(1000)), 4) == [i * 2 for i in range(1000)]
+    with pytest.raises(KeyError) as e:
+        filetree._each_on_threads(fn, list(range(1000)), 4)
+    assert e.value.args == (10,)
+    assert set(range(11)) <= set(begun) and len(begun) <= 11 + 4  # each thread begins at most one more
+
+
+def test_a_tree_takes_known_entries_whose_stat_agrees_without_reading_them(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("aaa")
+    (tmp_path / "b.txt").write_text("bb")
+    past = 10**18
+    os.utime(tmp_path / "d" / "a.txt", ns=(past, past))
+    os.utime(tmp_path / "b.txt", ns=(past, past))
+    known = {"d/a.txt": (3, past, "f" * 32),  # what apply wrote, per its entry: taken as it is
+             "b.txt": (2, past + 1, "e" * 32)}  # another mtime than on disk: read and hashed
+    with Tree(str(tmp_path), known=known) as t:
+        assert t.manifest["d/a.txt"] == (3, past, "f" * 32)
+        assert t.manifest["b.txt"] == (2, past, xxhash.xxh3_128_hexdigest(b"bb"))
+        (tmp_path / "d" / "a.txt").write_text("changed")  # watched from the scan on
+        assert t.refresh() and t.manifest["d/a.txt"][0] == 7

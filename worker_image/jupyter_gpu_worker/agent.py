@@ -222,11 +222,12 @@ class Agent:
                 # a sync with files: handed to the main thread now, which writes them as they come
                 # while this thread reads the rest (_fill): the writes overlap the transfer, in a
                 # window of buffers used again and again (filetree.apply releases each)
-                assembly = framing.Assembly(header, self.ws.recv, window=SYNC_WINDOW, first=span[0], end=span[1])
+                assembly = framing.Assembly(header, self.ws.recv, window=SYNC_WINDOW, first=span[0], end=span[1],
+                                            into=True)
                 msg = framing.Message(header, assembly.buffers)
                 msg.assembly = assembly
                 return msg
-            return framing.Message(header, framing.assemble(header, inline, self.ws.recv))
+            return framing.Message(header, framing.assemble(header, inline, self.ws.recv, into=True))
         except ConnectionClosed as e:
             # a message half read is lost with the connection: the backend, told which cells this
             # worker has, fails one it sent that never came whole
