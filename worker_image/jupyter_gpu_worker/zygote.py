@@ -120,6 +120,7 @@ def _fork(req: dict) -> None:
     # generation: a worker's collections never walk it.  A first sync of 10,000 files allocates ~10^5
     # objects in the worker, and its full collections walked every preloaded object: ~0.2 s of its
     # main thread (perf); walking them also wrote to their pages, copying them from the zygote's
+    # (copy-on-write) in every worker
     gc.freeze()
     if req.get("sandbox"):  # the child is PID 1 of a new PID namespace (jupyter_gpu_worker/sandbox.py)
         from jupyter_gpu_worker import sandbox
