@@ -17,6 +17,11 @@ A tree of 10,000 files / ~540 MB (bench_filetree.build: 9,900 files of 2-6 KiB i
 
 Targets: first >= 1 x rsync (first_over_rsync <= 1); unchanged - empty <= 2 ms (median).
 
+The trees and the worker's mirror are in TMPDIR.  On this VM's disk (ext4, `discard`) both copies are
+disk-bound and swing four-fold between rounds, so the result also says where it ran (`tmp`) and each
+round's first sync against that round's rsync; `TMPDIR=/dev/shm/x` (tmpfs) measures the pipeline's
+own cost, CPU-bound on 2 cores.
+
     python benchmarks/bench_sync.py [--rounds 3] [--cells 200] [--quick]
 """
 from __future__ import annotations
@@ -26,6 +31,7 @@ import glob
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -55,6 +61,18 @@ def tar_socket(src: Path, dst: Path) -> float:
         if tx.wait() or rx.wait():
             raise RuntimeError("tar | tar failed")
     return time.perf_counter() - t0
+
+
+def _filesystem(path: Path) -> dict:
+    """Where the trees (and the worker's mirror: the same TMPDIR) are: the mount's type and options
+    (tmpfs measures the pipeline's own cost; a disk, mostly the disk's)."""
+    best = ("", "", "")
+    with open("/proc/mounts") as f:
+        for line in f:
+            dev, mnt, kind, opts = line.split()[:4]
+            if str(path).startswith(mnt.rstrip("/") + "/") and len(mnt) > len(best[0]):
+                best = (mnt, kind, opts)
+    return {"path": str(path), "mount": best[0], "type": best[1], "options": best[2]}
 
 
 def sync_kernel(name: str, folder: Path) -> Kernel:
@@ -144,8 +162,13 @@ def main() -> int:
     for name, s in st.items():
         print(fmt_stats(name, s))
     added = st["unchanged"]["median"] - st["empty"]["median"]
+    # this VM's disk swings four-fold between rounds (rsync 1.5 s, then 6-7 s): each round's first
+    # sync against that round's rsync says more than two medians of differently slow rounds
+    paired = [f / r for f, r in zip(samples["first"], samples["rsync"][1:])] if have_rsync and args.rounds > 1 else []
     out = {
-        "files": n, "bytes": size, "moved": moved, "stats": st,
+        "files": n, "bytes": size, "moved": moved, "stats": st, "tmp": _filesystem(tmp),
+        "first_over_rsync_same_round": statistics.median(paired) if paired else None,
+        "first_over_rsync_each_round": paired,
         "first_over_rsync": ratio(st["first"]["median"], st["rsync"]["median"]) if have_rsync else None,
         "first_over_tar": ratio(st["first"]["median"], st["tar"]["median"]),
         "first_with_scan_over_rsync": ratio(st["first_with_scan"]["median"], st["rsync"]["median"]) if have_rsync else None,
@@ -159,6 +182,8 @@ def main() -> int:
     print(f"  first / rsync {out['first_over_rsync']}, first / tar {out['first_over_tar']:.3f}, "
           f"first(with the kernel's scan) / rsync {out['first_with_scan_over_rsync']}")
     print(f"  an unchanged 10,000-file directory adds {added:.3f} ms to a warm cell (median)")
+    print(f"  each round's first sync / its rsync: {[round(x, 3) for x in paired]}; on {out['tmp']['type']} "
+          f"({out['tmp']['mount']})")
     write_result("sync", out)
     return 0
 
