@@ -88,20 +88,10 @@ class SparePool:
 
     async def _start_early(self, gpu: str, ttl: float, stop) -> None:
         try:
-            if self.closing or not self.capacity.try_acquire(gpu):
-                return
-            self._filling[gpu] = self._filling.get(gpu, 0) + 1
-            try:
-                worker = await self.start_worker(gpu)
-            except Exception as e:
-                self.capacity.release(gpu)
-                log.warning("could not start the early %s worker: %s", gpu, e)
-                return
-            finally:
-                self._filling[gpu] -= 1
-            self.spares.setdefault(gpu, []).append(worker)
-            self.early_spares[worker.id] = worker
-            asyncio.get_running_loop().call_later(ttl, lambda: asyncio.ensure_future(self._expire(worker, stop)))
+            worker = None if self.closing else await self._start_one(gpu, "could not start the early %s worker: %s")
+            if worker is not None:
+                self.early_spares[worker.id] = worker
+                asyncio.get_running_loop().call_later(ttl, lambda: asyncio.ensure_future(self._expire(worker, stop)))
         finally:
             self._early_starting[gpu] -= 1
             self._notify()
@@ -126,19 +116,26 @@ class SparePool:
 
     async def refill(self, gpu: str) -> None:
         while not self.closing and len(self.spares.get(gpu, [])) + self._filling.get(gpu, 0) < self.target(gpu):
-            if not self.capacity.try_acquire(gpu):
-                return  # max_workers reached: cells come first
-            self._filling[gpu] = self._filling.get(gpu, 0) + 1
-            try:
-                worker = await self.start_worker(gpu)
-            except Exception as e:
-                self.capacity.release(gpu)
-                log.warning("could not pre-start a %s worker: %s", gpu, e)
+            if await self._start_one(gpu, "could not pre-start a %s worker: %s") is None:
                 return
-            finally:
-                self._filling[gpu] -= 1
-            self.spares.setdefault(gpu, []).append(worker)
             self._notify()
+
+    async def _start_one(self, gpu: str, failed: str):
+        """One spare of ``gpu`` started and in the pool; None when max_workers is reached (cells come
+        first) or its start failed (said in the log, as ``failed`` % (gpu, why))."""
+        if not self.capacity.try_acquire(gpu):
+            return None
+        self._filling[gpu] = self._filling.get(gpu, 0) + 1
+        try:
+            worker = await self.start_worker(gpu)
+        except Exception as e:
+            self.capacity.release(gpu)
+            log.warning(failed, gpu, e)
+            return None
+        finally:
+            self._filling[gpu] -= 1
+        self.spares.setdefault(gpu, []).append(worker)
+        return worker
 
     def start(self) -> None:
         if self.min_warm:
