@@ -39,8 +39,11 @@ def test_status_before_any_cell_says_no_workers(run_notebook):
 
 
 @pytest.mark.timeout(120)
-def test_prewarm_starts_the_worker_so_the_first_cell_is_warm(run_notebook):
-    nb = run_notebook([LOAD, "%gpu prewarm --gpu H100,cpu", "%%gpu\nx = 1", "%gpu prewarm"])
+def test_prewarm_starts_the_worker_so_the_first_cell_is_warm(run_notebook, fresh_kernel_env):
+    # without the embedded backend's early worker (which, started by then, makes prewarm say
+    # "already warm": tests/integration/test_early_worker.py), prewarm itself starts the worker
+    nb = run_notebook([LOAD, "%gpu prewarm --gpu H100,cpu", "%%gpu\nx = 1", "%gpu prewarm"],
+                      env=dict(fresh_kernel_env, JUPYTER_GPU_EARLY_WORKER="0"))
     first = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     assert first.startswith("cpu worker w-") and "started in" in first, first
     assert last_footer(nb.cells[2])["cold"] is False
