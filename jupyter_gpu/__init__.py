@@ -19,6 +19,12 @@ __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", 
 
 def load_ipython_extension(ip) -> None:
     """`%load_ext jupyter_gpu`: registers `%%gpu` and `%gpu`."""
+    from jupyter_gpu._client import embedded
+
+    # the embedded backend starts now, beside the imports below (the request being run: ipykernel's
+    # parent message, whose code may name another backend with `%gpu use`)
+    parent = getattr(ip, "parent_header", None)
+    embedded.start_soon(((parent or {}).get("content") or {}).get("code", "") if isinstance(parent, dict) else "")
     from jupyter_gpu.notebook import extension
 
     extension.load(ip)

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 
-from jupyter_gpu._wire.wsclient import keepalive
+from jupyter_gpu._wire.tcp import keepalive
 
 from jupyter_gpu_backend.config import BackendConfig, cap, load_config_file, load_users, parse_duration, seconds
 from jupyter_gpu_backend.scheduling.dedicated import parse_sizes

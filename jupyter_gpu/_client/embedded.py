@@ -2,14 +2,20 @@
 
 One embedded backend per user (per runtime dir) is shared by all of that user's kernels; a file
 lock keeps two kernels starting at once from starting two.
+
+``start_soon()`` (called as `%load_ext jupyter_gpu` begins) runs ``ensure_backend`` on a thread at
+once, so the backend's process starts while the kernel still imports its side of jupyter-gpu
+(~0.08 s); the connection made after that cell then waits for that start instead of beginning one.
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +23,6 @@ from contextlib import contextmanager
 
 from jupyter_gpu.errors import AuthError, ConnectionLost
 from jupyter_gpu._wire.shm import pid_alive
-from jupyter_gpu._wire.wsclient import https_context
 from jupyter_gpu._wire import settings
 
 START_TIMEOUT = 60.0
@@ -51,6 +56,8 @@ def _locked(path: str):
 
 
 def health(url: str, token: str, timeout: float = 2.0) -> dict:
+    from jupyter_gpu._wire.wsclient import https_context  # (imports websockets: not before the start)
+
     req = urllib.request.Request(f"{url}/api/health", headers={"Authorization": f"token {token}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=https_context(url)) as r:
@@ -71,11 +78,60 @@ def _read(path: str) -> dict | None:
         return None
 
 
+# A `%gpu use URL` in the cell that loads the extension (the sidebar sends both in one request):
+# that cell names its backend, so none is started for it.
+_USES_ANOTHER = re.compile(r"\bgpu\b\W{0,6}use\s")
+
+
+class _Soon:
+    """ensure_backend() begun on a thread by start_soon(): its answer, or its error, once done."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: tuple[str, str] | None = None
+        threading.Thread(target=self._run, name="jupyter-gpu-backend-start", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.result = _ensure()
+        except Exception:
+            pass  # (the connection that follows tries again, and says why it cannot)
+        finally:
+            self.done.set()
+
+
+_soon: _Soon | None = None
+_soon_lock = threading.Lock()
+
+
+def start_soon(cell_code: str = "") -> None:
+    """Begin finding or starting the embedded backend now, on a thread, unless a backend is
+    configured or ``cell_code`` (the cell being run) names one with `%gpu use`."""
+    global _soon
+    if configured() or _USES_ANOTHER.search(cell_code or ""):
+        return
+    with _soon_lock:
+        if _soon is None:
+            _soon = _Soon()
+
+
 def ensure_backend() -> tuple[str, str]:
-    """(url, token) of a running backend: the configured one, or the embedded one (started now)."""
+    """(url, token) of a running backend: the configured one, or the embedded one (started now,
+    or by start_soon's thread, which is waited for)."""
+    global _soon
     conf = configured()
     if conf:
         return conf
+    with _soon_lock:
+        soon, _soon = _soon, None
+    if soon is not None:
+        soon.done.wait(START_TIMEOUT + 10)  # (its own waits are bounded by START_TIMEOUT)
+        if soon.result is not None:
+            return soon.result
+    return _ensure()
+
+
+def _ensure() -> tuple[str, str]:
     d = runtime_dir()
     info_path = os.path.join(d, "backend.json")
     with _locked(os.path.join(d, "backend.lock")):

@@ -39,6 +39,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from jupyter_gpu._wire import settings
+from jupyter_gpu._wire.tcp import keepalive
 
 RECV_SIZE = 1 << 20
 BIG_FRAME = 1 << 16  # a binary frame this large is masked and written here, not by the protocol object
@@ -62,13 +63,6 @@ def tls_context(cafile: str | None = None) -> ssl.SSLContext:
 def https_context(url: str) -> ssl.SSLContext | None:
     """``urlopen``'s context for a backend URL: the verifying one for https://, else None."""
     return tls_context() if url.startswith("https://") else None
-
-
-def keepalive(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for opt, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
-        if hasattr(socket, opt):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
 
 
 class Connection:

@@ -73,13 +73,36 @@ def test_the_embedded_backend_starts_a_worker_with_itself_unless_told_not_to(fre
         k.shutdown()
 
 
-def test_a_backend_named_in_the_loading_cell_is_used_and_no_embedded_one_starts(fresh_kernel_env, tmp_path):
+def test_the_embedded_backend_starts_while_the_loading_cell_runs(fresh_kernel_env):
+    """Its start begins as `%load_ext` begins (beside the kernel's imports of jupyter-gpu), not
+    after the cell; the connection made after the cell takes that start's backend."""
+    runtime = Path(fresh_kernel_env["JUPYTER_GPU_RUNTIME_DIR"]) / "backend.json"
+    k = LiveKernel(fresh_kernel_env)
+    try:
+        load = k.run("%load_ext jupyter_gpu\nfrom jupyter_gpu._client import embedded\n"
+                     "from jupyter_gpu.notebook import extension\n"
+                     "print(embedded._soon is not None, extension.magics.session.id)")
+        begun, sid = load.stdout().split()
+        assert begun == "True", load.stdout()
+        assert k.wait_until(lambda: _holds(runtime, sid), 90)
+        assert k.run("%%gpu\nprint('up')").stdout() == "up\n"
+    finally:
+        k.shutdown()
+
+
+@pytest.mark.parametrize("form", ["magic", "sidebar"])
+def test_a_backend_named_in_the_loading_cell_is_used_and_no_embedded_one_starts(fresh_kernel_env, tmp_path, form):
     runtime = Path(fresh_kernel_env["JUPYTER_GPU_RUNTIME_DIR"]) / "backend.json"
     proc, url = start_backend(tmp_path, "--token", "named-token")
     k = LiveKernel(fresh_kernel_env)
+    # (the sidebar's form: labextension/src/model.ts configCode)
+    use = (f"%gpu use {url} --token named-token" if form == "magic" else
+           f"get_ipython().run_line_magic('gpu', \"use {url} --token named-token\")")
     try:
-        load = k.run(f"%load_ext jupyter_gpu\n%gpu use {url} --token named-token\n"
-                     "from jupyter_gpu.notebook import extension\nprint(extension.magics.session.id)")
+        load = k.run(f"%load_ext jupyter_gpu\n{use}\nfrom jupyter_gpu._client import embedded\n"
+                     "from jupyter_gpu.notebook import extension\nprint(embedded._soon is None)\n"
+                     "print(extension.magics.session.id)")
+        assert load.stdout().splitlines()[-2] == "True", load.stdout()  # no start begun for it
         sid = load.stdout().strip().splitlines()[-1]
         assert sid in api_get(url, "named-token", "/api/status")["sessions"]
         # the background connect found the session connected (it runs as the loading cell ends)

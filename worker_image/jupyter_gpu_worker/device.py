@@ -20,6 +20,12 @@ def describe() -> dict:
 
 
 def _nvml_device() -> dict | None:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    first = visible.split(",")[0].strip() if visible is not None else "0"
+    if first == "" or first == "-1":
+        # CUDA is hidden from this process: it computes on the CPU, and says so (asked before
+        # pynvml is imported: ~20 ms of a cpu worker's start here, before it could register)
+        return None
     try:
         import pynvml
     except ImportError:
@@ -31,10 +37,6 @@ def _nvml_device() -> dict | None:
     try:
         if pynvml.nvmlDeviceGetCount() == 0:
             return None
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        first = visible.split(",")[0].strip() if visible is not None else "0"
-        if first == "" or first == "-1":
-            return None  # CUDA is hidden from this process: it computes on the CPU, and says so
         if first.isdigit():
             index = int(first)
             h = pynvml.nvmlDeviceGetHandleByIndex(index)

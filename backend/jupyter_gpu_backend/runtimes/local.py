@@ -65,8 +65,20 @@ class WorkerProcess:
     device_indices: list = field(default_factory=list)  # all its devices ("A100:2": two)
 
 
+# The driver's control node (Linux, containers given GPUs included), or WSL2's GPU paravirtualization
+# device: without either, NVML finds no GPU on this host.
+NVIDIA_NODES = ("/dev/nvidiactl", "/dev/dxg")
+
+
+def nvidia_device_nodes() -> bool:
+    """Whether NVML could see a GPU here at all (False on Linux without the driver's device nodes)."""
+    return not sys.platform.startswith("linux") or any(os.path.exists(p) for p in NVIDIA_NODES)
+
+
 def detect_gpus() -> dict[str, list[int]]:
     """GPU type -> device indices, from NVML; empty without a GPU (never a pretend GPU)."""
+    if not nvidia_device_nodes():
+        return {}  # NVML could find nothing: pynvml's import (~20 ms) and init are skipped
     try:
         import pynvml
     except ImportError:
