@@ -23,8 +23,8 @@ import socket
 import sys
 import time
 
-from jupyter_gpu._wire.tcp import keepalive
 
+from jupyter_gpu_backend.prestart import Prestarted, listening_socket
 from jupyter_gpu_backend.config import BackendConfig, cap, load_config_file, load_users, parse_duration, seconds
 from jupyter_gpu_backend.scheduling.dedicated import parse_sizes
 from jupyter_gpu_backend.accounting.ledger import Ledger
@@ -73,24 +73,22 @@ def _uvicorn(on_stop, config):
 
 
 class BackendServer:
-    def __init__(self, config: BackendConfig):
+    def __init__(self, config: BackendConfig, prestarted: Prestarted | None = None):
+        """``prestarted``: the embedded backend's early worker, spawned with the socket it dials
+        before this module was imported (prestart.py): the local runtime takes it."""
         self.config = config
         self.unix_sock: socket.socket | None = None  # for workers without network (_worker_socket)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # accepted sockets inherit this: without it two small events in a row (result, done)
-        # meet Nagle + delayed ACK and the second waits ~40 ms
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        keepalive(self.sock)  # dead peers are found by TCP keepalive, not websocket pings
-        self.sock.bind((config.host, config.port))
-        self.sock.listen(512)
+        if prestarted is not None and (config.runtime != "local" or (config.host, config.port) != ("127.0.0.1", 0)):
+            prestarted.abandon()  # (not what it was spawned for)
+            prestarted = None
+        self.sock = prestarted.sock if prestarted else listening_socket(config.host, config.port)
         self.port = self.sock.getsockname()[1]
         tls = bool(config.certfile)
         self.url = f"{'https' if tls else 'http'}://{config.host}:{self.port}"
         check_for_runtime(config.images, config.runtime)  # e.g. `python` for docker: refused, naming the key
         worker_url = settings.WORKER_URL.get() or f"{'wss' if tls else 'ws'}://{config.host}:{self.port}/ws/worker"
         runtime = make_runtime(config.runtime, worker_url, config.images,
-                               docker_mounts=config.docker_mounts)
+                               docker_mounts=config.docker_mounts, prestarted=prestarted)
         if config.users:
             self._isolate(runtime)
         self.ledger = Ledger(config.ledger or default_ledger_path())
@@ -244,7 +242,8 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def main(argv=None) -> None:
+def main(argv=None, prestarted: Prestarted | None = None) -> None:
+    """``prestarted``: __main__'s early worker (prestart.py), spawned before this module's imports."""
     ap = argparse.ArgumentParser(prog="jupyter-gpu serve", description="Run the jupyter-gpu backend.")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="port (default: any free port)")
@@ -371,7 +370,7 @@ def main(argv=None) -> None:
     if args.no_lane:
         config.lanes = False
     try:
-        server = BackendServer(config)
+        server = BackendServer(config, prestarted)
     except ValueError as e:  # e.g. --dedicated for a GPU type this runtime does not offer, an image it cannot build
         ap.error(str(e))
     if not args.runtime_file:  # under --users no token of the backend's own opens anything: none printed

@@ -21,13 +21,16 @@ def _docker(worker_url, images=None, mounts=()):
 RUNTIMES = {"local": LocalRuntime, "ray": _ray, "docker": _docker}
 
 
-def make_runtime(name: str, worker_url: str, images: dict | None = None, docker_mounts=()) -> Runtime:
+def make_runtime(name: str, worker_url: str, images: dict | None = None, docker_mounts=(), prestarted=None) -> Runtime:
     """The runtime ``name``; ``images``: the named worker images it starts workers from (images.py);
-    ``docker_mounts``: host directories every docker container sees (the other runtimes see the host's)."""
+    ``docker_mounts``: host directories every docker container sees (the other runtimes see the host's);
+    ``prestarted``: the local runtime's worker spawned before the backend's imports (prestart.py)."""
     try:
         cls = RUNTIMES[name]
     except KeyError:
         raise ValueError(f"unknown runtime {name!r}; available: {', '.join(sorted(RUNTIMES))}") from None
     if name == "docker":
         return cls(worker_url, images=images, mounts=docker_mounts)
+    if name == "local":
+        return cls(worker_url, images=images, prestarted=prestarted)
     return cls(worker_url, images=images)

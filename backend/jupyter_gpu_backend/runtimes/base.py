@@ -101,6 +101,11 @@ class Runtime(ABC):
     def default_gpu(self) -> str:
         return self.offers()[0]
 
+    def claim_prestarted(self, gpu: str, image: str) -> tuple[str, str] | None:
+        """(id, secret) of a worker already on its way that a start of ``gpu`` (of ``image``) is to
+        take, instead of starting one: the local runtime's embedded early worker (prestart.py)."""
+        return None
+
     async def stop(self, handle: Handle, grace: float = 2.0) -> None:
         """The worker was asked to shut down; make sure it is gone within ``grace`` seconds."""
         try:

@@ -30,6 +30,7 @@ from jupyter_gpu._wire.devices import gpu_type_of, split
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
+from jupyter_gpu_backend.prestart import Prestarted, nvidia_device_nodes, process_env, secret_pipe, worker_command
 from jupyter_gpu_backend.private import private_file
 from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, WorkerImage
 from jupyter_gpu_backend.runtimes.base import Runtime
@@ -65,16 +66,6 @@ class WorkerProcess:
     device_indices: list = field(default_factory=list)  # all its devices ("A100:2": two)
 
 
-# The driver's control node (Linux, containers given GPUs included), or WSL2's GPU paravirtualization
-# device: without either, NVML finds no GPU on this host.
-NVIDIA_NODES = ("/dev/nvidiactl", "/dev/dxg")
-
-
-def nvidia_device_nodes() -> bool:
-    """Whether NVML could see a GPU here at all (False on Linux without the driver's device nodes)."""
-    return not sys.platform.startswith("linux") or any(os.path.exists(p) for p in NVIDIA_NODES)
-
-
 def detect_gpus() -> dict[str, list[int]]:
     """GPU type -> device indices, from NVML; empty without a GPU (never a pretend GPU)."""
     if not nvidia_device_nodes():
@@ -103,10 +94,12 @@ class LocalRuntime(Runtime):
     name = "local"
     shares_host = True  # workers see the backend host's /dev/shm
 
-    def __init__(self, worker_url: str, images: dict | None = None):
+    def __init__(self, worker_url: str, images: dict | None = None, prestarted: Prestarted | None = None):
         super().__init__(worker_url, images)
         self.gpus = detect_gpus()
-        self.log_dir = tempfile.mkdtemp(prefix="jupyter-gpu-workers-")
+        # a worker the embedded backend spawned before its imports (prestart.py), and its log directory
+        self.prestarted = prestarted
+        self.log_dir = prestarted.log_dir if prestarted else tempfile.mkdtemp(prefix="jupyter-gpu-workers-")
         self.table = DeviceTable(self.gpus)  # which device indices each worker gets
         use_zygotes = settings.ZYGOTE.get() != "0"
         self.zygotes = {name: Zygote(self.log_dir, image) for name, image in self.images.items()} if use_zygotes else {}
@@ -218,6 +211,16 @@ class LocalRuntime(Runtime):
         """The most devices a worker may get per type ("A100:2" needs two A100s here)."""
         return self.table.most()
 
+    def claim_prestarted(self, gpu: str, image: str) -> tuple[str, str] | None:
+        """(id, secret) of the worker spawned before the backend's imports, once, for the start of a
+        default-image ``gpu`` worker it fits (a cpu worker with the environment it was given)."""
+        p = self.prestarted
+        if (p is None or p.claimed or gpu != p.gpu or image != DEFAULT_IMAGE or self.sandbox is not None
+                or self.images[DEFAULT_IMAGE].worker_env()):
+            return None
+        p.claimed = True
+        return p.worker_id, p.secret
+
     async def start(self, gpu: str, worker_id: str, secret: str, image: str = DEFAULT_IMAGE, *,
                     cwd: str | None = None) -> WorkerProcess:  # cwd: this host's, seen as it is
         name, count = split(gpu)  # "A100:2": a worker with two A100s
@@ -246,6 +249,13 @@ class LocalRuntime(Runtime):
         sandbox = None if self.sandbox is None else {
             **self.sandbox, "env": sorted({*self.sandbox["env"], *env}),
             "keep": [*self.sandbox["keep"], *filter(None, [os.environ.get(settings.CAFILE.name)])]}  # TLS: the CA
+        p = self.prestarted
+        if p is not None and p.claimed and p.worker_id == worker_id:  # (claim_prestarted): already running
+            self.prestarted = None
+            handle = WorkerProcess(worker_id, gpu, p.proc.pid, p.log_path, index, p.exited(asyncio.get_running_loop()))
+            self.workers[worker_id] = handle
+            self._start_zygotes_later()
+            return handle
         handle = None
         zygote_of = image.fork_from or image.name  # (a built image that only adds packages: the default's)
         zygote = self.zygotes.get(zygote_of)
@@ -278,19 +288,12 @@ class LocalRuntime(Runtime):
         return new
 
     async def _spawn(self, gpu, worker_id, secret, env, log_path, index, python=None, sandbox=None) -> WorkerProcess:
-        # the secret by an inherited pipe, never the environment: /proc/PID/environ shows that to its user
-        read_fd, write_fd = os.pipe()
-        os.write(write_fd, secret.encode() + b"\n")
-        os.close(write_fd)
-        full_env = {**os.environ, **env, settings.WORKER_SECRET_FD.name: str(read_fd), settings.WORKER_ID.name: worker_id}
-        full_env.pop(settings.WORKER_SECRET.name, None)
-        if sandbox is not None:
-            full_env[settings.SANDBOX.name] = json.dumps(sandbox)
-        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        read_fd = secret_pipe(secret)
+        full_env = process_env(env, worker_id, read_fd, None if sandbox is None else json.dumps(sandbox))
         try:
             with private_file(log_path, "wb") as out:  # what its cells print: the backend user's alone
                 proc = await asyncio.create_subprocess_exec(
-                    python or sys.executable, "-m", "jupyter_gpu_worker", "--url", self.worker_url,
+                    *worker_command(python, self.worker_url),
                     env=full_env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                     stderr=asyncio.subprocess.STDOUT, start_new_session=True, pass_fds=(read_fd,),
                 )
@@ -335,6 +338,8 @@ class LocalRuntime(Runtime):
                 pass
 
     async def shutdown(self) -> None:
+        if self.prestarted is not None:
+            self.prestarted.abandon()  # (never claimed)
         if self._zygotes_after is not None:
             self._zygotes_after.cancel()
         await super().shutdown()

@@ -254,8 +254,9 @@ class Scheduler:
                            cwd: str | None = None) -> Worker:
         """A new worker; ``cwd``: the directory of the cell it is started for (None: a spare or a
         dedicated worker, started for no cell), which the runtime may mount (docker)."""
-        worker_id = f"w-{secrets.token_hex(4)}"
-        secret = secrets.token_urlsafe(24)
+        # (a worker already on its way, the local runtime's embedded early one: its id and secret)
+        worker_id, secret = self.runtime.claim_prestarted(gpu, image) or (f"w-{secrets.token_hex(4)}",
+                                                                          secrets.token_urlsafe(24))
         loop = asyncio.get_running_loop()
         # a dedicated worker holds no max_workers slot (that caps the serverless overflow)
         worker = Worker(worker_id, gpu, None, loop.create_future(), pool=pool, slot_released=pool == DEDICATED,
