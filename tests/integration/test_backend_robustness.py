@@ -10,7 +10,7 @@ from jupyter_gpu._wire import framing, messages
 from jupyter_gpu._client.connection import BackendClient, open_websocket
 from jupyter_gpu.errors import AuthError
 
-from .backend_process import start_backend, stop_backend
+from .backend_process import runtime_info, start_backend, stop_backend
 
 TOKEN = "test-token-123"
 pytestmark = pytest.mark.timeout(120)
@@ -131,4 +131,18 @@ def test_cold_start_forks_a_preimported_worker(backend):
     done = events[-1]
     assert done["status"] == "ok" and done["cold"] and done["start_method"] == "zygote"
     assert [e["text"] for e in events if e["type"] == "stream"] == [f"{preloaded}\n"]
+    c.close()
+
+
+def test_a_worker_forked_from_the_zygote_runs_at_the_backends_priority(backend):
+    """The zygote imports at idle priority, on a thread of its own (zygote._preload): the workers
+    forked from its main thread do not inherit that, so a cell runs as fast as a local cell would."""
+    import os
+
+    runtime_info(backend, TOKEN, 120)  # waits on the zygote
+    c = BackendClient(backend, TOKEN, "s-priority")
+    events = run_cell(c, "# %%gpu\nimport os\nprint(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))", "pr")
+    assert events[-1]["status"] == "ok" and events[-1]["start_method"] == "zygote", events[-1]
+    assert [e["text"] for e in events if e["type"] == "stream"] == \
+        [f"{os.sched_getscheduler(0)} {os.getpriority(os.PRIO_PROCESS, 0)}\n"]
     c.close()
