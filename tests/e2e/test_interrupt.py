@@ -111,8 +111,9 @@ def test_interrupt_during_a_cold_start_stops_the_cell_and_keeps_the_new_worker(f
     """The stop button pressed while a worker is starting: the cell never runs, the worker stays."""
     from tests.conftest import LiveKernel
 
-    # spawned workers (no zygote) take a second or more to start: time to press the button
-    k = LiveKernel({**fresh_kernel_env, "JUPYTER_GPU_ZYGOTE": "0"})
+    # spawned workers (no zygote) take a second or more to start: time to press the button; and no
+    # early worker, which the embedded backend spawns before its own imports and may be up by then
+    k = LiveKernel({**fresh_kernel_env, "JUPYTER_GPU_ZYGOTE": "0", "JUPYTER_GPU_EARLY_WORKER": "0"})
     try:
         k.run(LOAD)
         cell = k.submit("%%gpu\nran = True\nprint('ran')")

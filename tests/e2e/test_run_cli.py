@@ -97,7 +97,10 @@ def test_a_broken_budget_exits_3_and_stops_the_notebook_after_the_cell(fresh_ker
     prices = tmp_path / "prices.toml"
     prices.write_text(PRICES)
     env = {**fresh_kernel_env, "JUPYTER_GPU_PRICES": str(prices), "GITHUB_STEP_SUMMARY": str(tmp_path / "s.md")}
-    nb = notebook(tmp_path / "costly.ipynb", LOAD, "%%gpu\nprint('one')", "%%gpu\nprint('two')", "print('local')")
+    # ~0.3 s at $0.01/s: over the budget by itself, cold start or not (the embedded backend's early
+    # worker is often up before the first cell: no cold start billed to it)
+    nb = notebook(tmp_path / "costly.ipynb", LOAD, "%%gpu\nimport time\ntime.sleep(0.3)\nprint('one')",
+                  "%%gpu\nprint('two')", "print('local')")
     later = notebook(tmp_path / "later.ipynb", "print('never run')")
     out = tmp_path / "out"
     r = run_cli([nb, later, "--max-cost", "0.001", "--output", out, "--junit", tmp_path / "junit.xml"], env, tmp_path)
