@@ -24,7 +24,7 @@ def load_ipython_extension(ip) -> None:
     # the embedded backend starts now, beside the imports below (the request being run: ipykernel's
     # parent message, whose code may name another backend with `%gpu use`)
     parent = getattr(ip, "parent_header", None)
-    embedded.start_soon(((parent or {}).get("content") or {}).get("code", "") if isinstance(parent, dict) else "")
+    embedded.start_soon((parent.get("content") or {}).get("code", "") if isinstance(parent, dict) else "")
     from jupyter_gpu.notebook import extension
 
     extension.load(ip)

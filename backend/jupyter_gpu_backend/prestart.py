@@ -77,6 +77,21 @@ def worker_command(python: str | None, worker_url: str) -> list:
     return [python or sys.executable, "-m", "jupyter_gpu_worker", "--url", worker_url]
 
 
+def new_identity() -> tuple[str, str]:
+    """(id, one-time registration secret) of a worker about to start: made here for every worker."""
+    return f"w-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
+
+
+def local_env(image_env: dict, visible: str, lane_dir: str | None) -> dict:
+    """A local worker's own variables: its image's; the GPUs it sees (``visible``, its
+    CUDA_VISIBLE_DEVICES: "" for none, a cpu worker); and the private directory its direct lane
+    socket lives in (None: a sandboxed worker, whose lane is not there)."""
+    env = {**image_env, "CUDA_VISIBLE_DEVICES": visible}
+    if lane_dir is not None:
+        env[settings.LANE_DIR.name] = lane_dir
+    return env
+
+
 class Prestarted:
     """A cpu worker spawned before the backend's imports, and the socket it will dial."""
 
@@ -84,12 +99,11 @@ class Prestarted:
 
     def __init__(self, sock: socket.socket, worker_url: str):
         self.sock = sock
-        self.worker_id = f"w-{secrets.token_hex(4)}"
-        self.secret = secrets.token_urlsafe(24)
+        self.worker_id, self.secret = new_identity()
         self.log_dir = tempfile.mkdtemp(prefix="jupyter-gpu-workers-")  # (the local runtime's: 0700)
         self.log_path = os.path.join(self.log_dir, f"{self.worker_id}.log")
         self.claimed = False
-        env = {"CUDA_VISIBLE_DEVICES": "", settings.LANE_DIR.name: self.log_dir}  # as LocalRuntime._start
+        env = local_env({}, "", self.log_dir)  # the default image's (no variables: claim_prestarted checks)
         read_fd = secret_pipe(self.secret)
         try:
             with private_file(self.log_path, "wb") as out:

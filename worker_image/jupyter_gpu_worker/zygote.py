@@ -44,9 +44,9 @@ def _preload(names: list[str]) -> list[str]:
         from jupyter_gpu_worker import agent, device, shell  # noqa: F401
 
     # The imports (~2 s of a core with torch) are background work: they run on a thread of idle
-    # priority, so they take only CPU that the kernels and workers leave (on 2 cores, at the zygote's
-    # normal priority they slowed a whole matplotlib notebook run as %%gpu from 1.21x to 1.45x
-    # local).  A thread, because a process cannot raise its priority back unprivileged, and the
+    # priority, so they take only CPU that the kernels and workers leave (on 2 cores a matplotlib
+    # notebook run as %%gpu took 1.45x local with them at normal priority beside it, 1.21x with no
+    # zygote at all, 1.25x with them at idle priority).  A thread, because a process cannot raise its priority back unprivileged, and the
     # workers forked from this main thread get its priority, the normal one.  It has ended before
     # any fork.
     t = threading.Thread(target=imports, name="zygote-preload")

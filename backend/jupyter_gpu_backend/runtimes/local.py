@@ -30,7 +30,8 @@ from jupyter_gpu._wire.devices import gpu_type_of, split
 
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE
 
-from jupyter_gpu_backend.prestart import Prestarted, nvidia_device_nodes, process_env, secret_pipe, worker_command
+from jupyter_gpu_backend.prestart import (Prestarted, local_env, nvidia_device_nodes, process_env, secret_pipe,
+                                         worker_command)
 from jupyter_gpu_backend.private import private_file
 from jupyter_gpu_backend.runtimes.images import PRELOAD_ENV, WorkerImage
 from jupyter_gpu_backend.runtimes.base import Runtime
@@ -240,22 +241,21 @@ class LocalRuntime(Runtime):
 
     async def _start(self, gpu: str, worker_id: str, secret: str, indices: list, image: WorkerImage) -> WorkerProcess:
         index = indices[0] if indices else None
-        # a cpu worker sees no GPU at all; a GPU worker sees exactly its own (one or several)
-        env = {**image.worker_env(), "CUDA_VISIBLE_DEVICES": DeviceTable.visible(indices)}
-        if self.sandbox is None:  # the worker's direct lane socket lives in this private (0700) directory
-            env[settings.LANE_DIR.name] = self.log_dir
+        p = self.prestarted
+        if p is not None and p.claimed and p.worker_id == worker_id:  # (claim_prestarted): spawned already
+            self.prestarted = None
+            handle = WorkerProcess(worker_id, gpu, p.proc.pid, p.log_path, index, p.exited(asyncio.get_running_loop()))
+            self.workers[worker_id] = handle
+            self._start_zygotes_later()  # (as after any spawn)
+            return handle
+        # a cpu worker sees no GPU at all; a GPU worker sees exactly its own (one or several); its
+        # direct lane socket lives in the private (0700) log directory, unless it is sandboxed
+        env = local_env(image.worker_env(), DeviceTable.visible(indices), self.log_dir if self.sandbox is None else None)
         log_path = os.path.join(self.log_dir, f"{worker_id}.log")
         # (and the variables its image sets: the rest of the backend's environment is not the worker's)
         sandbox = None if self.sandbox is None else {
             **self.sandbox, "env": sorted({*self.sandbox["env"], *env}),
             "keep": [*self.sandbox["keep"], *filter(None, [os.environ.get(settings.CAFILE.name)])]}  # TLS: the CA
-        p = self.prestarted
-        if p is not None and p.claimed and p.worker_id == worker_id:  # (claim_prestarted): already running
-            self.prestarted = None
-            handle = WorkerProcess(worker_id, gpu, p.proc.pid, p.log_path, index, p.exited(asyncio.get_running_loop()))
-            self.workers[worker_id] = handle
-            self._start_zygotes_later()
-            return handle
         handle = None
         zygote_of = image.fork_from or image.name  # (a built image that only adds packages: the default's)
         zygote = self.zygotes.get(zygote_of)
@@ -338,8 +338,6 @@ class LocalRuntime(Runtime):
                 pass
 
     async def shutdown(self) -> None:
-        if self.prestarted is not None:
-            self.prestarted.abandon()  # (never claimed)
         if self._zygotes_after is not None:
             self._zygotes_after.cancel()
         await super().shutdown()

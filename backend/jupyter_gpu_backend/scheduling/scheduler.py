@@ -20,6 +20,7 @@ from jupyter_gpu._wire import devices, framing, messages
 from jupyter_gpu.errors import BadRequest, NoSuchImage, WorkerStartFailed
 from jupyter_gpu._wire.pools import DEFAULT_IMAGE, pool_key, split_key
 
+from jupyter_gpu_backend.prestart import new_identity
 from jupyter_gpu_backend.scheduling.autoscale import Autoscaler
 from jupyter_gpu_backend.scheduling.builds import Builds
 from jupyter_gpu_backend.scheduling.capacity import Capacity
@@ -255,8 +256,7 @@ class Scheduler:
         """A new worker; ``cwd``: the directory of the cell it is started for (None: a spare or a
         dedicated worker, started for no cell), which the runtime may mount (docker)."""
         # (a worker already on its way, the local runtime's embedded early one: its id and secret)
-        worker_id, secret = self.runtime.claim_prestarted(gpu, image) or (f"w-{secrets.token_hex(4)}",
-                                                                          secrets.token_urlsafe(24))
+        worker_id, secret = self.runtime.claim_prestarted(gpu, image) or new_identity()
         loop = asyncio.get_running_loop()
         # a dedicated worker holds no max_workers slot (that caps the serverless overflow)
         worker = Worker(worker_id, gpu, None, loop.create_future(), pool=pool, slot_released=pool == DEDICATED,
