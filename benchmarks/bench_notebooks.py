@@ -5,10 +5,12 @@ The chapters are benchmarks/notebooks/{numpy,pandas,matplotlib}.ipynb (about 34,
 code cells: arrays, slicing, broadcasting, ufuncs and printing; frames, groupby and displays; small
 plots and rich displays).  Each run starts a fresh kernel (common.Kernel: a real ipykernel, its own
 embedded backend), so what a user pays on opening a notebook is in the time: for the `%%gpu` run
-the kernel's start, a first cell `%load_ext jupyter_gpu`, the embedded backend's start (on the
-first `%%gpu` cell) and the worker's cold start.  Time = from starting the kernel to the last
+the kernel's start, a first cell `%load_ext jupyter_gpu`, the embedded backend's start (begun by
+that cell) and the worker's cold start.  Each `%%gpu` run is made twice: on a plain kernel ("gpu")
+and on the jupyter-gpu kernelspec ("gpu-kernel"), whose provisioner starts the embedded backend as
+the kernel starts (jupyter_gpu/_client/provisioner.py).  Time = from starting the kernel to the last
 cell's execute_reply + iopub idle (the kernel's shutdown is not counted).  Each round runs every
-chapter both ways, the order alternating; a warm-up round (disk caches) is not counted.
+chapter all three ways, the order rotating; a warm-up round (disk caches) is not counted.
 
 Also recorded: per-cell warm times (every cell but a chapter's first; medians of the `%%gpu` cells
 vs the local ones), each cell's stdout compared with the local run's (mismatches counted), and
@@ -18,8 +20,7 @@ conclusion, `run` the worker's, `cold_start` the worker's start):
   kernel start       the %%gpu run's kernel start minus the local run's (should be ~0)
   load_ext           the `%load_ext jupyter_gpu` cell
   backend + connect  the first %%gpu cell's time before its footer's clock starts (the embedded
-                     backend started and connected; `backend_process_s` is the backend's own
-                     process start -> its runtime file written)
+                     backend started and connected)
   worker cold start  the first %%gpu cell's `cold_start` + `queue`
   first cell, rest   the first cell's remaining extra over the local first cell
   per-cell overhead  the other cells' extra over the local ones, split: outside the footer clock
@@ -41,7 +42,6 @@ import sys
 import time
 
 import nbformat
-import psutil
 
 from common import (HERE, CellError, CellTimeout, Kernel, banner, fmt_stats, ratio, run_main, stats, verdict,
                     write_result)
@@ -60,20 +60,18 @@ def _footer(rep):
     return done[-1] if done else None
 
 
-def _backend_process_s(kernel):
-    """The embedded backend's process start -> its runtime file written (s), or None."""
-    with contextlib.suppress(Exception):
-        path = os.path.join(kernel.runtime_dir, "backend.json")
-        pid = json.loads(open(path).read())["pid"]
-        return os.path.getmtime(path) - psutil.Process(pid).create_time()
-    return None
+# the runs of each chapter: its cells as they are; every cell `%%gpu` on a plain kernel (a first cell
+# `%load_ext jupyter_gpu` starts the embedded backend); the same on the jupyter-gpu kernelspec, whose
+# provisioner starts the backend with the kernel (jupyter_gpu/_client/provisioner.py)
+VARIANTS = {"local": None, "gpu": None, "gpu-kernel": "jupyter-gpu"}
+GPU_VARIANTS = ("gpu", "gpu-kernel")
 
 
-def run_notebook(name, cells, gpu, timeout):
+def run_notebook(name, cells, variant, timeout):
     """One fresh kernel through the chapter; the kernel's shutdown is outside the time."""
-    variant = "gpu" if gpu else "local"
+    gpu = variant != "local"
     t0 = time.perf_counter()
-    k = Kernel(f"nb-{name}-{variant}")
+    k = Kernel(f"nb-{name}-{variant}", provisioner=VARIANTS[variant])
     res = {"kernel_start_s": time.perf_counter() - t0, "load_ext_s": 0.0, "cells": []}
     try:
         if gpu:
@@ -90,7 +88,6 @@ def run_notebook(name, cells, gpu, timeout):
                                    "start_method": foot.get("start_method")}})
         res["total_s"] = time.perf_counter() - t0
         if gpu:
-            res["backend_process_s"] = _backend_process_s(k)
             k.track_children()
     finally:
         k.close()
@@ -122,7 +119,6 @@ def breakdown(g, l):
     b["per_cell_worker_run_minus_local"] = run_vs_local
     b["other"] = b["extra"] - sum(b[k] for k in ("kernel_start", "load_ext", "backend_and_connect",
                                                   "worker_cold_start", "first_cell_rest", "per_cell_overhead"))
-    b["backend_process"] = g.get("backend_process_s")
     return b
 
 
@@ -158,93 +154,105 @@ def main(argv=None):
     banner(f"notebooks: {', '.join(f'{c} ({len(cells[c])} cells)' for c in chapters)}, local vs every "
            f"cell %%gpu, fresh kernel each run, {args.rounds} rounds")
 
-    errors, runs = {}, {c: {"local": [], "gpu": []} for c in chapters}
+    errors, runs = {}, {c: {v: [] for v in VARIANTS} for c in chapters}
+    order = list(VARIANTS)
     for r in range(-args.warmup, args.rounds):
         for i, c in enumerate(chapters):
             got = {}
-            for v in (["local", "gpu"] if (r + i) % 2 == 0 else ["gpu", "local"]):
+            k = (r + i) % len(order)
+            for v in order[k:] + order[:k]:  # (each variant first, middle and last in turn)
                 key = f"{c}.{v}"
                 if key in errors:
                     continue
                 try:
-                    got[v] = run_notebook(c, cells[c], v == "gpu", args.timeout)
+                    got[v] = run_notebook(c, cells[c], v, args.timeout)
                 except (CellError, CellTimeout, RuntimeError) as e:
                     errors[key] = f"round {r} failed: {e}"
                     print(f"!! {key} dropped at round {r}: {str(e)[:2000]}", file=sys.stderr, flush=True)
-            if len(got) < 2:
+            if "local" not in got:
                 continue
-            bad = mismatches(got["gpu"], got["local"])
-            b = breakdown(got["gpu"], got["local"])
             tag = "warm-up" if r < 0 else f"round {r + 1}"
-            print(f"  {tag} {c:<10}: local {got['local']['total_s']:6.2f} s  gpu {got['gpu']['total_s']:6.2f} s"
-                  f"  ({ratio(got['gpu']['total_s'], got['local']['total_s']):.2f}x; backend+connect "
-                  f"{b['backend_and_connect']:.2f} s, cold start {b['worker_cold_start']:.2f} s, per-cell "
-                  f"{b['per_cell_overhead']:+.2f} s)" + (f"  stdout differs in {len(bad)} cell(s)" if bad else ""),
-                  flush=True)
-            for idx, lo, go in bad[:3]:
-                print(f"     cell {idx}: local {lo!r} vs gpu {go!r}", file=sys.stderr)
+            for v in GPU_VARIANTS:
+                if v not in got:
+                    continue
+                bad = mismatches(got[v], got["local"])
+                b = breakdown(got[v], got["local"])
+                print(f"  {tag} {c:<10}: local {got['local']['total_s']:6.2f} s  {v:<10} {got[v]['total_s']:6.2f} s"
+                      f"  ({ratio(got[v]['total_s'], got['local']['total_s']):.2f}x; backend+connect "
+                      f"{b['backend_and_connect']:.2f} s, cold start {b['worker_cold_start']:.2f} s, per-cell "
+                      f"{b['per_cell_overhead']:+.2f} s)" + (f"  stdout differs in {len(bad)} cell(s)" if bad else ""),
+                      flush=True)
+                for idx, lo, go in bad[:3]:
+                    print(f"     cell {idx}: local {lo!r} vs {v} {go!r}", file=sys.stderr)
+                if r >= 0:
+                    runs[c][v].append(dict(got[v], breakdown=b, stdout_mismatches=bad))
             if r >= 0:
                 runs[c]["local"].append(got["local"])
-                runs[c]["gpu"].append(dict(got["gpu"], breakdown=b, stdout_mismatches=bad))
 
-    per_chapter, ratios, targets = {}, {}, {}
-    warm = {"local": [], "gpu": []}
-    print("\nwhole notebook, kernel start -> last output (s):")
-    for c in chapters:
-        gs, ls = runs[c]["gpu"], runs[c]["local"]
-        if not gs or not ls:
-            print(f"  {c:<10} NOT MEASURED: {errors.get(c + '.gpu') or errors.get(c + '.local', '?')[:300]}")
-            targets[f"{c}_gpu_le_{TARGET}x_local"] = {"pass": False, "error": "not measured"}
-            continue
-        cw = {v: [x["s"] * 1000 for run in runs[c][v] for x in run["cells"][1:]] for v in ("local", "gpu")}
-        for v in warm:
+    per_chapter, ratios, targets = {c: {} for c in chapters}, {}, {}
+    warm = {v: [] for v in VARIANTS}
+    for v in GPU_VARIANTS:
+        tv = v.replace("-", "_")  # (the keys of the plain kernel's run are those of earlier results)
+        print(f"\nwhole notebook, kernel start -> last output (s), {v} ({'the jupyter-gpu kernelspec' if VARIANTS[v] else 'a plain kernel, %load_ext'}):")
+        for c in chapters:
+            gs, ls = runs[c][v], runs[c]["local"]
+            if not gs or not ls:
+                print(f"  {c:<10} NOT MEASURED: {errors.get(f'{c}.{v}') or errors.get(c + '.local', '?')[:300]}")
+                targets[f"{c}_{tv}_le_{TARGET}x_local"] = {"pass": False, "error": "not measured"}
+                continue
+            cw = {u: [x["s"] * 1000 for run in runs[c][u] for x in run["cells"][1:]] for u in ("local", v)}
             warm[v] += cw[v]
-        st = {"cells": len(cells[c]),
-              "local": stats([x["total_s"] for x in ls], "s"), "gpu": stats([x["total_s"] for x in gs], "s"),
-              "warm_cell_local": stats(cw["local"], "ms"), "warm_cell_gpu": stats(cw["gpu"], "ms"),
-              "breakdown_median_s": {k: statistics.median([x["breakdown"][k] for x in gs
-                                                           if x["breakdown"][k] is not None] or [float("nan")])
-                                     for k in gs[0]["breakdown"]},
-              "stdout_mismatched_cells": max(len(x["stdout_mismatches"]) for x in gs),
-              "first_footer_cold": [x["cells"][0]["footer"]["cold"] for x in gs],
-              "first_footer_start_method": [x["cells"][0]["footer"]["start_method"] for x in gs],
-              "warm_cell_routes": sorted({str(y["footer"] and y["footer"]["route"]) for x in gs for y in x["cells"][1:]})}
-        q = ratio(st["gpu"]["median"], st["local"]["median"])
-        ratios[f"{c}_gpu_over_local"] = q
-        ratios[f"{c}_warm_cell_gpu_over_local"] = ratio(st["warm_cell_gpu"]["median"], st["warm_cell_local"]["median"])
-        targets[f"{c}_gpu_le_{TARGET}x_local"] = {"ratio": q, "pass": q <= TARGET and f"{c}.gpu" not in errors}
-        per_chapter[c] = st
-        print(fmt_stats(f"{c} local", st["local"]))
-        print(fmt_stats(f"{c} gpu", st["gpu"]))
-        print(f"  {'':<28} gpu/local {q:.3f}  target <= {TARGET}: {verdict(targets[f'{c}_gpu_le_{TARGET}x_local']['pass'])}"
-              + (f"  (stdout differs in {st['stdout_mismatched_cells']} cell(s))" if st["stdout_mismatched_cells"] else ""))
-    done = [c for c in chapters if c in per_chapter]
-    n = min((len(runs[c]["gpu"]) for c in done), default=0)
-    if done and n:
-        tot = {v: [sum(runs[c][v][j]["total_s"] for c in done) for j in range(n)] for v in ("local", "gpu")}
-        q = ratio(statistics.median(tot["gpu"]), statistics.median(tot["local"]))
-        ratios["all_gpu_over_local"] = q
-        ok = q <= TARGET and len(done) == len(chapters) and not errors
-        targets[f"all_gpu_le_{TARGET}x_local"] = {"ratio": q, "pass": ok}
-        print(f"  all chapters, per round: local {statistics.median(tot['local']):.2f} s, gpu "
-              f"{statistics.median(tot['gpu']):.2f} s (medians): {q:.3f}x  target <= {TARGET}: {verdict(ok)}")
-    if warm["gpu"]:
-        print("\nper cell, warm (every cell but a chapter's first), ms:")
-        print(fmt_stats("local", stats(warm["local"], "ms")))
-        print(fmt_stats("gpu", stats(warm["gpu"], "ms")))
-        ratios["warm_cell_gpu_over_local"] = ratio(statistics.median(warm["gpu"]), statistics.median(warm["local"]))
-        ratios["warm_cell_gpu_minus_local_ms"] = statistics.median(warm["gpu"]) - statistics.median(warm["local"])
-        print(f"  {'':<28} gpu/local {ratios['warm_cell_gpu_over_local']:.2f}x, "
-              f"{ratios['warm_cell_gpu_minus_local_ms']:+.2f} ms (medians)")
-    if done:
-        print("\nwhere the %%gpu run's extra time goes (s, medians over rounds):")
-        print(f"  {'':<34}" + "".join(f"{c:>12}" for c in done))
-        for k, label in [("extra", "extra over local")] + PARTS + [("backend_process", "(backend process start)")]:
-            print(f"  {label:<34}" + "".join(f"{per_chapter[c]['breakdown_median_s'][k]:12.3f}" for c in done))
+            if v == GPU_VARIANTS[0]:
+                warm["local"] += cw["local"]
+            st = {"cells": len(cells[c]),
+                  "local": stats([x["total_s"] for x in ls], "s"), "gpu": stats([x["total_s"] for x in gs], "s"),
+                  "warm_cell_local": stats(cw["local"], "ms"), "warm_cell_gpu": stats(cw[v], "ms"),
+                  "breakdown_median_s": {k: statistics.median([x["breakdown"][k] for x in gs
+                                                               if x["breakdown"][k] is not None] or [float("nan")])
+                                         for k in gs[0]["breakdown"]},
+                  "stdout_mismatched_cells": max(len(x["stdout_mismatches"]) for x in gs),
+                  "first_footer_cold": [x["cells"][0]["footer"]["cold"] for x in gs],
+                  "first_footer_start_method": [x["cells"][0]["footer"]["start_method"] for x in gs],
+                  "warm_cell_routes": sorted({str(y["footer"] and y["footer"]["route"]) for x in gs for y in x["cells"][1:]})}
+            q = ratio(st["gpu"]["median"], st["local"]["median"])
+            ratios[f"{c}_{tv}_over_local"] = q
+            ratios[f"{c}_warm_cell_{tv}_over_local"] = ratio(st["warm_cell_gpu"]["median"], st["warm_cell_local"]["median"])
+            targets[f"{c}_{tv}_le_{TARGET}x_local"] = {"ratio": q, "pass": q <= TARGET and f"{c}.{v}" not in errors}
+            per_chapter[c][v] = st
+            print(fmt_stats(f"{c} local", st["local"]))
+            print(fmt_stats(f"{c} {v}", st["gpu"]))
+            print(f"  {'':<28} {v}/local {q:.3f}  target <= {TARGET}: {verdict(targets[f'{c}_{tv}_le_{TARGET}x_local']['pass'])}"
+                  + (f"  (stdout differs in {st['stdout_mismatched_cells']} cell(s))" if st["stdout_mismatched_cells"] else ""))
+        done = [c for c in chapters if v in per_chapter[c]]
+        n = min((len(runs[c][v]) for c in done), default=0)
+        if done and n:
+            tot = {u: [sum(runs[c][u][j]["total_s"] for c in done) for j in range(n)] for u in ("local", v)}
+            q = ratio(statistics.median(tot[v]), statistics.median(tot["local"]))
+            ratios[f"all_{tv}_over_local"] = q
+            ok = q <= TARGET and len(done) == len(chapters) and not any(k.endswith(f".{v}") or k.endswith(".local")
+                                                                           for k in errors)
+            targets[f"all_{tv}_le_{TARGET}x_local"] = {"ratio": q, "pass": ok}
+            print(f"  all chapters, per round: local {statistics.median(tot['local']):.2f} s, {v} "
+                  f"{statistics.median(tot[v]):.2f} s (medians): {q:.3f}x  target <= {TARGET}: {verdict(ok)}")
+        if warm[v]:
+            print(f"\nper cell, warm (every cell but a chapter's first), ms, {v}:")
+            print(fmt_stats("local", stats(warm["local"], "ms")))
+            print(fmt_stats(v, stats(warm[v], "ms")))
+            ratios[f"warm_cell_{tv}_over_local"] = ratio(statistics.median(warm[v]), statistics.median(warm["local"]))
+            ratios[f"warm_cell_{tv}_minus_local_ms"] = statistics.median(warm[v]) - statistics.median(warm["local"])
+            print(f"  {'':<28} {v}/local {ratios[f'warm_cell_{tv}_over_local']:.2f}x, "
+                  f"{ratios[f'warm_cell_{tv}_minus_local_ms']:+.2f} ms (medians)")
+        if done:
+            print(f"\nwhere the {v} run's extra time goes (s, medians over rounds):")
+            print(f"  {'':<34}" + "".join(f"{c:>12}" for c in done))
+            for k, label in [("extra", "extra over local")] + PARTS:
+                print(f"  {label:<34}" + "".join(f"{per_chapter[c][v]['breakdown_median_s'][k]:12.3f}" for c in done))
 
     write_result("notebooks", {
         "config": {"rounds": args.rounds, "warmup": args.warmup, "chapters": {c: len(cells[c]) for c in chapters},
                    "gpu_run": "a first cell `%load_ext jupyter_gpu`, then every code cell prefixed with `%%gpu`",
+                   "gpu-kernel_run": "the same, on the jupyter-gpu kernelspec (its provisioner starts the "
+                                     "embedded backend with the kernel)",
                    "time": "Kernel() start -> last cell's execute_reply + iopub idle; shutdown not counted",
                    "order": "per round and chapter, local/gpu alternating", "target": TARGET},
         "variants": per_chapter, "ratios": ratios, "targets": targets,
@@ -252,8 +260,8 @@ def main(argv=None):
         "rounds_detail": {c: {v: [{"total_s": x["total_s"], "kernel_start_s": x["kernel_start_s"],
                                    "load_ext_s": x["load_ext_s"], "cell_ms": [y["s"] * 1000 for y in x["cells"]],
                                    **({"breakdown": x["breakdown"], "stdout_mismatches": x["stdout_mismatches"],
-                                       "first_footer": x["cells"][0]["footer"]} if v == "gpu" else {})}
-                                  for x in runs[c][v]] for v in ("local", "gpu")} for c in chapters},
+                                       "first_footer": x["cells"][0]["footer"]} if v != "local" else {})}
+                                  for x in runs[c][v]] for v in VARIANTS} for c in chapters},
         "errors": errors})
     return 0
 

@@ -200,14 +200,17 @@ class Kernel:
     have arrived, collecting the request's iopub messages; it raises CellTimeout after `timeout`
     seconds (the kernel is interrupted first so it stays usable when it can)."""
 
-    def __init__(self, name="bench", env=None, gpu_isolation=True, startup_timeout=60):
+    def __init__(self, name="bench", env=None, gpu_isolation=True, startup_timeout=60, provisioner=None):
+        """``provisioner``: the kernelspec's (e.g. "jupyter-gpu": the jupyter-gpu kernel's, which starts
+        the embedded backend with the kernel); None: jupyter_client's default."""
         self.name = name
         self._tmp = tempfile.mkdtemp(prefix=f"jg-bench-{name}-")
         spec_dir = Path(self._tmp, "kernels", "bench-python")
         spec_dir.mkdir(parents=True)
         (spec_dir / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "bench", "language": "python"}))
+            "display_name": "bench", "language": "python",
+            **({"metadata": {"kernel_provisioner": {"provisioner_name": provisioner}}} if provisioner else {})}))
         kernel_env = dict(os.environ if env is None else env)
         kernel_env["PYTHONUNBUFFERED"] = "1"
         if gpu_isolation and not kernel_env.get("JUPYTER_GPU_URL"):

@@ -28,20 +28,23 @@ from jupyter_gpu._wire import settings
 START_TIMEOUT = 60.0
 
 
-def runtime_dir() -> str:
-    d = settings.RUNTIME_DIR.get()
+def runtime_dir(env=None) -> str:
+    """Where the embedded backend's runtime file lives, for a process of environment ``env``
+    (default: this one's)."""
+    d = settings.RUNTIME_DIR.get(env)
     if not d:
         from jupyter_core.paths import jupyter_runtime_dir
 
-        d = os.path.join(jupyter_runtime_dir(), "jupyter-gpu")
+        d = (env or {}).get("JUPYTER_RUNTIME_DIR") or jupyter_runtime_dir()
+        d = os.path.join(d, "jupyter-gpu")
     os.makedirs(d, mode=0o700, exist_ok=True)
     return d
 
 
-def configured() -> tuple[str, str] | None:
-    url = settings.URL.get()
+def configured(env=None) -> tuple[str, str] | None:
+    url = settings.URL.get(env)
     if url:
-        return url.rstrip("/"), settings.TOKEN.get()
+        return url.rstrip("/"), settings.TOKEN.get(env)
     return None
 
 
@@ -84,16 +87,18 @@ _USES_ANOTHER = re.compile(r"\bgpu\b\W{0,6}use\s")
 
 
 class _Soon:
-    """ensure_backend() begun on a thread by start_soon(): its answer, or its error, once done."""
+    """ensure_backend() begun on a thread by start_soon(): its answer, or its error, once done
+    (``spawn``: _ensure's arguments, for a kernel about to start: start_for_kernel)."""
 
-    def __init__(self) -> None:
+    def __init__(self, **spawn) -> None:
         self.done = threading.Event()
         self.result: tuple[str, str] | None = None
+        self._spawn = spawn
         threading.Thread(target=self._run, name="jupyter-gpu-backend-start", daemon=True).start()
 
     def _run(self) -> None:
         try:
-            self.result = _ensure()
+            self.result = _ensure(**self._spawn)
         except Exception:
             pass  # (the connection that follows tries again, and says why it cannot)
         finally:
@@ -115,6 +120,17 @@ def start_soon(cell_code: str = "") -> None:
             _soon = _Soon()
 
 
+def start_for_kernel(env: dict, python: str, cwd: str | None = None) -> _Soon | None:
+    """Begin finding or starting the embedded backend of a kernel about to start (the jupyter-gpu
+    kernelspec's provisioner): with the kernel's environment ``env``, on its interpreter ``python``,
+    in its directory.  The backend's start then overlaps the kernel's own (~0.6 s here) instead of
+    following its `%load_ext`; the kernel finds it through the runtime file (or waits on the lock
+    while this starts it).  None when ``env`` configures a backend."""
+    if configured(env):
+        return None
+    return _Soon(env=env, python=python, cwd=cwd)
+
+
 def ensure_backend() -> tuple[str, str]:
     """(url, token) of a running backend: the configured one, or the embedded one (started now,
     or by start_soon's thread, which is waited for)."""
@@ -131,8 +147,10 @@ def ensure_backend() -> tuple[str, str]:
     return _ensure()
 
 
-def _ensure() -> tuple[str, str]:
-    d = runtime_dir()
+def _ensure(env: dict | None = None, python: str | None = None, cwd: str | None = None) -> tuple[str, str]:
+    """The running embedded backend's (url, token), or one started now: by default for this process
+    (``env``, ``python``, ``cwd``: for a kernel about to start)."""
+    d = runtime_dir(env)
     info_path = os.path.join(d, "backend.json")
     with _locked(os.path.join(d, "backend.lock")):
         info = _read(info_path)
@@ -142,19 +160,19 @@ def _ensure() -> tuple[str, str]:
                 return info["url"], info["token"]
             except ConnectionLost:
                 pass
-        return _start(d, info_path)
+        return _start(d, info_path, env, python, cwd)
 
 
-def _early() -> list:
+def _early(env=None) -> list:
     """The backend's --early-worker: a kernel starts a backend to run cells on it at once, so one worker
     of the kernel's default type starts as the backend does, beside its imports instead of after them
     (local runtime: the first cell then finds it up or nearly; JUPYTER_GPU_EARLY_WORKER=0: none)."""
-    if settings.EARLY_WORKER.get() == "0" or (settings.RUNTIME.get() or "local") != "local":
+    if settings.EARLY_WORKER.get(env) == "0" or (settings.RUNTIME.get(env) or "local") != "local":
         return []
-    return ["--early-worker", settings.DEFAULT_GPU.get() or "default"]
+    return ["--early-worker", settings.DEFAULT_GPU.get(env) or "default"]
 
 
-def _start(d: str, info_path: str) -> tuple[str, str]:
+def _start(d: str, info_path: str, env=None, python=None, cwd=None) -> tuple[str, str]:
     try:
         os.unlink(info_path)
     except FileNotFoundError:
@@ -162,7 +180,10 @@ def _start(d: str, info_path: str) -> tuple[str, str]:
     log_path = os.path.join(d, "backend.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_gpu_backend", "--embedded", "--runtime-file", info_path, *_early()],
+            [python or sys.executable, "-m", "jupyter_gpu_backend", "--embedded", "--runtime-file", info_path,
+             *_early(env)],
+            env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
