@@ -50,6 +50,7 @@ class BackendConfig:
     # one more spare, of this type ("default": the runtime's default), started as the backend starts,
     # before it serves: the embedded backend's, for the cell its kernel is about to send (spares.py)
     early_worker: str | None = None
+    quiet_start: bool = False  # --quiet-start: the start's imports at a lower priority (_wire/priority.py)
     # USD limits on known spend (budgets.py); a cell is refused before it starts once reached
     session_budget: float | None = None
     user_budget: float | None = None

@@ -31,7 +31,7 @@ from jupyter_gpu_backend.private import private_file
 NVIDIA_NODES = ("/dev/nvidiactl", "/dev/dxg")
 
 # what a kernel passes (jupyter_gpu/_client/embedded.py), and how many values each takes
-EMBEDDED_ARGS = {"--embedded": 0, "--runtime-file": 1, "--early-worker": 1}
+EMBEDDED_ARGS = {"--embedded": 0, "--runtime-file": 1, "--early-worker": 1, "--quiet-start": 0}
 
 
 def nvidia_device_nodes() -> bool:
@@ -97,13 +97,16 @@ class Prestarted:
 
     gpu = "cpu"
 
-    def __init__(self, sock: socket.socket, worker_url: str):
+    def __init__(self, sock: socket.socket, worker_url: str, quiet: bool = False):
+        """``quiet``: the worker imports at a lower priority (--quiet-start: a start beside a kernel's)."""
         self.sock = sock
         self.worker_id, self.secret = new_identity()
         self.log_dir = tempfile.mkdtemp(prefix="jupyter-gpu-workers-")  # (the local runtime's: 0700)
         self.log_path = os.path.join(self.log_dir, f"{self.worker_id}.log")
         self.claimed = False
         env = local_env({}, "", self.log_dir)  # the default image's (no variables: claim_prestarted checks)
+        if quiet:
+            env[settings.QUIET_START.name] = "1"
         read_fd = secret_pipe(self.secret)
         try:
             with private_file(self.log_path, "wb") as out:
@@ -154,7 +157,7 @@ def early_worker(argv: list) -> Prestarted | None:
     sock = listening_socket("127.0.0.1", 0)
     worker_url = settings.WORKER_URL.get() or f"ws://127.0.0.1:{sock.getsockname()[1]}/ws/worker"
     try:
-        return Prestarted(sock, worker_url)
+        return Prestarted(sock, worker_url, quiet="--quiet-start" in seen)
     except OSError:
         sock.close()
         return None

@@ -34,6 +34,7 @@ from jupyter_gpu_backend.runtimes import RUNTIMES, make_runtime
 from jupyter_gpu_backend.scheduling.caps import UserCaps
 from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 from jupyter_gpu._wire import settings
+from jupyter_gpu._wire.priority import run_lowered
 from jupyter_gpu.errors import NoSuchDevice
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -208,7 +209,10 @@ class BackendServer:
         if self.config.early_worker:
             self._early_worker(self.config.early_worker)
         self.scheduler.dedicated.start()  # hybrid pools: the always-on workers start with the backend
-        await asyncio.to_thread(self._build)  # while those workers start
+        if self.config.quiet_start:  # (a thread of its own: to_thread's are reused, at their priority)
+            await asyncio.to_thread(run_lowered, self._build, name="backend-build")
+        else:
+            await asyncio.to_thread(self._build)  # while those workers start
         watcher = asyncio.ensure_future(self._watch_idle()) if self.config.embedded else None
         # uvicorn re-raises a SIGTERM it caught once it has stopped serving; with the default action
         # that would kill us before the `finally` below (workers, ledger's last batch, runtime file)
@@ -276,6 +280,9 @@ def main(argv=None, prestarted: Prestarted | None = None) -> None:
                     help="start one worker of this type ('default': the runtime's default) as the backend starts, "
                          "for a first cell about to come: taken as a spare, never replaced, stopped after "
                          "--keep-warm if no cell took it (an embedded backend's kernel asks for one)")
+    ap.add_argument("--quiet-start", action="store_true",
+                    help="import at a lower priority as the backend starts, and its early worker too (an embedded "
+                         "backend started beside its kernel's own start: the jupyter-gpu kernelspec's)")
     ap.add_argument("--dedicated", help="always-on workers per GPU type, e.g. cpu=1,H100=2: they take work "
                                         "first, serverless workers the overflow (billed per hour, busy or not)")
     ap.add_argument("--scale-up-queue", type=int, metavar="N",
@@ -340,6 +347,7 @@ def main(argv=None, prestarted: Prestarted | None = None) -> None:
     if args.min_warm is not None:
         config.min_warm = args.min_warm
     config.early_worker = args.early_worker
+    config.quiet_start = args.quiet_start
     if args.users:
         config.users_file, config.insecure_shared_workers = os.path.abspath(args.users), args.insecure_shared_workers
         try:

@@ -87,18 +87,16 @@ _USES_ANOTHER = re.compile(r"\bgpu\b\W{0,6}use\s")
 
 
 class _Soon:
-    """ensure_backend() begun on a thread by start_soon(): its answer, or its error, once done
-    (``spawn``: _ensure's arguments, for a kernel about to start: start_for_kernel)."""
+    """ensure_backend() begun on a thread by start_soon(): its answer, or its error, once done."""
 
-    def __init__(self, **spawn) -> None:
+    def __init__(self) -> None:
         self.done = threading.Event()
         self.result: tuple[str, str] | None = None
-        self._spawn = spawn
         threading.Thread(target=self._run, name="jupyter-gpu-backend-start", daemon=True).start()
 
     def _run(self) -> None:
         try:
-            self.result = _ensure(**self._spawn)
+            self.result = _ensure()
         except Exception:
             pass  # (the connection that follows tries again, and says why it cannot)
         finally:
@@ -120,15 +118,16 @@ def start_soon(cell_code: str = "") -> None:
             _soon = _Soon()
 
 
-def start_for_kernel(env: dict, python: str, cwd: str | None = None) -> _Soon | None:
-    """Begin finding or starting the embedded backend of a kernel about to start (the jupyter-gpu
-    kernelspec's provisioner): with the kernel's environment ``env``, on its interpreter ``python``,
+def start_for_kernel(env: dict | None, python: str, cwd: str | None = None) -> tuple[str, str] | None:
+    """Find or start the embedded backend of a kernel that is starting (the jupyter-gpu kernelspec's
+    provisioner, on a thread): with the kernel's environment ``env``, on its interpreter ``python``,
     in its directory.  The backend's start then overlaps the kernel's own (~0.6 s here) instead of
-    following its `%load_ext`; the kernel finds it through the runtime file (or waits on the lock
-    while this starts it).  None when ``env`` configures a backend."""
+    following its `%load_ext`, and it imports at a lower priority (``--quiet-start``, its early
+    worker too), so that the kernel's start comes first; the kernel finds it through the runtime
+    file (or waits on the lock while this starts it).  None when ``env`` configures a backend."""
     if configured(env):
         return None
-    return _Soon(env=env, python=python, cwd=cwd)
+    return _ensure(env, python, cwd, quiet=True)
 
 
 def ensure_backend() -> tuple[str, str]:
@@ -147,20 +146,27 @@ def ensure_backend() -> tuple[str, str]:
     return _ensure()
 
 
-def _ensure(env: dict | None = None, python: str | None = None, cwd: str | None = None) -> tuple[str, str]:
-    """The running embedded backend's (url, token), or one started now: by default for this process
-    (``env``, ``python``, ``cwd``: for a kernel about to start)."""
+def _ensure(env: dict | None = None, python: str | None = None, cwd: str | None = None,
+            quiet: bool = False) -> tuple[str, str]:
+    """The running embedded backend's (url, token), or one started now: by default for this process.
+    With ``env``, ``python``, ``cwd``: for a kernel about to start, beside whose start it starts
+    ``quiet`` (at a lower priority, backend/prestart.py), found or started without asking its
+    /api/health: the kernel asks, and the request's imports (websockets, ssl: ~0.03 s of the GIL)
+    would be taken from the process starting that kernel, while it waits for it."""
     d = runtime_dir(env)
     info_path = os.path.join(d, "backend.json")
+    check = python is None
     with _locked(os.path.join(d, "backend.lock")):
         info = _read(info_path)
         if info and pid_alive(info.get("pid", -1)):
+            if not check:
+                return info["url"], info["token"]
             try:
                 health(info["url"], info["token"])
                 return info["url"], info["token"]
             except ConnectionLost:
                 pass
-        return _start(d, info_path, env, python, cwd)
+        return _start(d, info_path, env, python, cwd, quiet)
 
 
 def _early(env=None) -> list:
@@ -172,7 +178,7 @@ def _early(env=None) -> list:
     return ["--early-worker", settings.DEFAULT_GPU.get(env) or "default"]
 
 
-def _start(d: str, info_path: str, env=None, python=None, cwd=None) -> tuple[str, str]:
+def _start(d: str, info_path: str, env=None, python=None, cwd=None, quiet=False) -> tuple[str, str]:
     try:
         os.unlink(info_path)
     except FileNotFoundError:
@@ -181,7 +187,7 @@ def _start(d: str, info_path: str, env=None, python=None, cwd=None) -> tuple[str
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [python or sys.executable, "-m", "jupyter_gpu_backend", "--embedded", "--runtime-file", info_path,
-             *_early(env)],
+             *_early(env), *(["--quiet-start"] if quiet else [])],
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -193,7 +199,8 @@ def _start(d: str, info_path: str, env=None, python=None, cwd=None) -> tuple[str
     while time.monotonic() < deadline:
         info = _read(info_path)
         if info and info.get("pid") == proc.pid:
-            health(info["url"], info["token"], timeout=5)
+            if python is None:  # (for a kernel about to start: it asks, _ensure)
+                health(info["url"], info["token"], timeout=5)
             return info["url"], info["token"]
         if proc.poll() is not None:
             raise ConnectionLost(f"the embedded backend exited with code {proc.returncode}; see {log_path}")

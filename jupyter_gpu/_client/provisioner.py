@@ -15,23 +15,45 @@ early worker, like any embedded backend whose last client left.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 
-from jupyter_gpu._client import embedded
-
 NAME = "jupyter-gpu"  # the entry point's name (pyproject.toml), which the kernelspec names
+
+
+class BackendStart:
+    """The kernel's backend found or started on a thread: ``done`` (an Event) is set once
+    ``result`` is known: (url, token), or None (a backend is configured, or it could not start: the
+    kernel's `%load_ext` then tries itself, and says why)."""
+
+    def __init__(self, env: dict | None, python: str, cwd: str | None):
+        self.done = threading.Event()
+        self.result: tuple[str, str] | None = None
+        threading.Thread(target=self._run, args=(env, python, cwd), name="jupyter-gpu-kernel-backend",
+                         daemon=True).start()
+
+    def _run(self, env, python, cwd) -> None:
+        try:
+            # imported here (~0.013 s), not on the way to the kernel's launch
+            from jupyter_gpu._client import embedded
+
+            self.result = embedded.start_for_kernel(env, python, cwd)
+        except Exception:
+            pass
+        finally:
+            self.done.set()
 
 
 class GPUProvisioner(LocalProvisioner):
     """LocalProvisioner, and the kernel's embedded backend started as the kernel is."""
 
-    backend_start = None  # the start begun for the last launch (embedded._Soon: .done, .result), or None
+    backend_start: BackendStart | None = None  # the start begun for the last launch
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any):
+        info = await super().launch_kernel(cmd, **kwargs)  # the kernel's process first
         env = kwargs.get("env")
         # (jupyter_client resolved the kernelspec's "python" to an interpreter: the kernel's own)
-        self.backend_start = embedded.start_for_kernel(dict(env) if env is not None else None, cmd[0],
-                                                       kwargs.get("cwd"))
-        return await super().launch_kernel(cmd, **kwargs)
+        self.backend_start = BackendStart(dict(env) if env is not None else None, cmd[0], kwargs.get("cwd"))
+        return info

@@ -42,6 +42,10 @@ RUNTIME_DIR = _s("JUPYTER_GPU_RUNTIME_DIR", None, "kernel, backend",
 EARLY_WORKER = _s("JUPYTER_GPU_EARLY_WORKER", "1", "kernel",
                   "0: an embedded backend a kernel starts does not start a worker for it as it starts (local "
                   "runtime; the first `%%gpu` cell then cold-starts one)")
+QUIET_START = _s("JUPYTER_GPU_QUIET_START", None, "worker",
+                  "1: the worker imports at a lower priority (_wire/priority.py), on a thread that ends with "
+                  "its imports: set by an embedded backend started beside its kernel's own start for its "
+                  "early worker (the jupyter-gpu kernelspec), not by a user")
 EMBEDDED_GRACE = _s("JUPYTER_GPU_EMBEDDED_GRACE", "10", "backend",
                     "seconds the embedded backend stays after its last client left")
 BACKEND_DEADLINE = _s("JUPYTER_GPU_BACKEND_DEADLINE", "30", "kernel, run",

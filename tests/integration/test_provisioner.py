@@ -99,9 +99,16 @@ def test_the_backend_starts_with_the_kernel_and_its_cells_run_there(tmp_path, fr
 
         reply, _ = run(kc, "%load_ext jupyter_gpu")
         assert reply["status"] == "ok"
-        reply, msgs = run(kc, "%%gpu\nx = 6 * 7\nprint(x)")
+        # it started quietly (its imports at a lower priority, _wire/priority.py), but the cell runs at
+        # the normal one, and the worker's environment does not say how it started
+        assert "--quiet-start" in backend.cmdline()
+        reply, msgs = run(kc, "%%gpu\nimport os, threading\nx = 6 * 7\n"
+                              "print(x, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),"
+                              " os.environ.get('JUPYTER_GPU_QUIET_START'))")
         assert reply["status"] == "ok", reply
-        assert "42\n" in "".join(m["content"].get("text", "") for m in msgs if m["msg_type"] == "stream")
+        assert f"42 {os.getpriority(os.PRIO_PROCESS, 0)} None\n" in "".join(
+            m["content"].get("text", "") for m in msgs if m["msg_type"] == "stream")
+        assert backend.nice() == os.getpriority(os.PRIO_PROCESS, 0)  # (its main thread's)
         assert footer(msgs)["cold"] is False, "the first cell waited for a worker's start of its own"
         assert [p.pid for p in backends_of(runtime_dir)] == [backend.pid], "the kernel started another backend"
     finally:
@@ -127,7 +134,7 @@ def test_a_kernel_configured_for_another_backend_starts_none(tmp_path, fresh_ker
     env = {**fresh_kernel_env, "JUPYTER_GPU_URL": "http://127.0.0.1:9", "JUPYTER_GPU_TOKEN": "t"}
     km, kc = start(tmp_path, env)
     try:
-        assert km.provisioner.backend_start is None
+        assert km.provisioner.backend_start.done.wait(60) and km.provisioner.backend_start.result is None
         assert not os.path.exists(os.path.join(env["JUPYTER_GPU_RUNTIME_DIR"], "backend.json"))
         assert not backends_of(env["JUPYTER_GPU_RUNTIME_DIR"])
     finally:

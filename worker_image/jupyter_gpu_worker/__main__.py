@@ -5,10 +5,18 @@ import json
 import os
 
 _plan = os.environ.pop("JUPYTER_GPU_SANDBOX", None)  # settings.SANDBOX, read before anything is imported
+_quiet = os.environ.pop("JUPYTER_GPU_QUIET_START", None) == "1"  # settings.QUIET_START
 if _plan:
     from jupyter_gpu_worker import sandbox
 
     sandbox.enter(json.loads(_plan))
+
+if _quiet:  # started beside a kernel's own start: its imports take the CPU that start leaves
+    import importlib
+
+    from jupyter_gpu._wire.priority import run_lowered
+
+    run_lowered(lambda: importlib.import_module("jupyter_gpu_worker.agent"), name="worker-imports")
 
 from jupyter_gpu_worker.agent import main  # noqa: E402
 

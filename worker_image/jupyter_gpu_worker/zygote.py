@@ -20,9 +20,9 @@ import os
 import select
 import signal
 import sys
-import threading
 import time
 from jupyter_gpu._wire import settings, versions  # versions.BIRTH_NS: now, before any preload
+from jupyter_gpu._wire.priority import run_lowered
 
 # matplotlib, not matplotlib_inline's backend: the backend hooks into IPython when it is imported,
 # which must happen in the worker, where the shell exists
@@ -33,7 +33,6 @@ def _preload(names: list[str]) -> list[str]:
     loaded = []
 
     def imports() -> None:
-        _idle_priority()
         for name in names:
             try:
                 importlib.import_module(name)
@@ -49,25 +48,11 @@ def _preload(names: list[str]) -> list[str]:
     # zygote at all, 1.25x with them at idle priority).  A thread, because a process cannot raise its priority back unprivileged, and the
     # workers forked from this main thread get its priority, the normal one.  It has ended before
     # any fork.
-    t = threading.Thread(target=imports, name="zygote-preload")
-    t.start()
-    t.join()
+    run_lowered(imports, idle=True, name="zygote-preload")
     from jupyter_gpu_worker import shell
 
     shell.create_shell()  # (the shell starts no thread: history is off)
     return loaded
-
-
-def _idle_priority() -> None:
-    """The calling thread runs only when a core would otherwise be idle (Linux: SCHED_IDLE, per
-    thread; elsewhere the lowest nice value, where that is per thread too)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (AttributeError, OSError):
-            pass
 
 
 def _say(obj: dict) -> None:
