@@ -34,9 +34,6 @@ Target: each chapter's %%gpu run <= 1.3 x its local run (medians), and all three
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import statistics
 import sys
 import time

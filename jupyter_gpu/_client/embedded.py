@@ -127,7 +127,7 @@ def start_for_kernel(env: dict | None, python: str, cwd: str | None = None) -> t
     file (or waits on the lock while this starts it).  None when ``env`` configures a backend."""
     if configured(env):
         return None
-    return _ensure(env, python, cwd, quiet=True)
+    return _ensure(env, python, cwd, beside_kernel=True)
 
 
 def ensure_backend() -> tuple[str, str]:
@@ -147,26 +147,25 @@ def ensure_backend() -> tuple[str, str]:
 
 
 def _ensure(env: dict | None = None, python: str | None = None, cwd: str | None = None,
-            quiet: bool = False) -> tuple[str, str]:
-    """The running embedded backend's (url, token), or one started now: by default for this process.
-    With ``env``, ``python``, ``cwd``: for a kernel about to start, beside whose start it starts
-    ``quiet`` (at a lower priority, backend/prestart.py), found or started without asking its
-    /api/health: the kernel asks, and the request's imports (websockets, ssl: ~0.03 s of the GIL)
-    would be taken from the process starting that kernel, while it waits for it."""
+            beside_kernel: bool = False) -> tuple[str, str]:
+    """The running embedded backend's (url, token), or one started now, with ``env``, ``python``
+    and ``cwd`` (default: this process's).  ``beside_kernel``: for a kernel that is starting, so the
+    backend starts quietly (``--quiet-start``: at a lower priority, backend/prestart.py) and is
+    found or started without asking its /api/health: the kernel asks, and the request's imports
+    (websockets, ssl: ~0.03 s of the GIL) would be taken from the process starting that kernel."""
     d = runtime_dir(env)
     info_path = os.path.join(d, "backend.json")
-    check = python is None
     with _locked(os.path.join(d, "backend.lock")):
         info = _read(info_path)
         if info and pid_alive(info.get("pid", -1)):
-            if not check:
+            if beside_kernel:
                 return info["url"], info["token"]
             try:
                 health(info["url"], info["token"])
                 return info["url"], info["token"]
             except ConnectionLost:
                 pass
-        return _start(d, info_path, env, python, cwd, quiet)
+        return _start(d, info_path, env, python, cwd, beside_kernel)
 
 
 def _early(env=None) -> list:
@@ -178,7 +177,7 @@ def _early(env=None) -> list:
     return ["--early-worker", settings.DEFAULT_GPU.get(env) or "default"]
 
 
-def _start(d: str, info_path: str, env=None, python=None, cwd=None, quiet=False) -> tuple[str, str]:
+def _start(d: str, info_path: str, env=None, python=None, cwd=None, beside_kernel=False) -> tuple[str, str]:
     try:
         os.unlink(info_path)
     except FileNotFoundError:
@@ -187,7 +186,7 @@ def _start(d: str, info_path: str, env=None, python=None, cwd=None, quiet=False)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [python or sys.executable, "-m", "jupyter_gpu_backend", "--embedded", "--runtime-file", info_path,
-             *_early(env), *(["--quiet-start"] if quiet else [])],
+             *_early(env), *(["--quiet-start"] if beside_kernel else [])],
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -199,7 +198,7 @@ def _start(d: str, info_path: str, env=None, python=None, cwd=None, quiet=False)
     while time.monotonic() < deadline:
         info = _read(info_path)
         if info and info.get("pid") == proc.pid:
-            if python is None:  # (for a kernel about to start: it asks, _ensure)
+            if not beside_kernel:  # (the kernel asks: _ensure)
                 health(info["url"], info["token"], timeout=5)
             return info["url"], info["token"]
         if proc.poll() is not None:

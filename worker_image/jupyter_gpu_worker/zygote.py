@@ -45,8 +45,8 @@ def _preload(names: list[str]) -> list[str]:
     # The imports (~2 s of a core with torch) are background work: they run on a thread of idle
     # priority, so they take only CPU that the kernels and workers leave (on 2 cores a matplotlib
     # notebook run as %%gpu took 1.45x local with them at normal priority beside it, 1.21x with no
-    # zygote at all, 1.25x with them at idle priority).  A thread, because a process cannot raise its priority back unprivileged, and the
-    # workers forked from this main thread get its priority, the normal one.  It has ended before
+    # zygote at all, 1.25x with them at idle priority).  On a thread (priority.py: why), so the
+    # workers forked from this main thread get its priority, the normal one; it has ended before
     # any fork.
     run_lowered(imports, idle=True, name="zygote-preload")
     from jupyter_gpu_worker import shell
