@@ -81,6 +81,10 @@ LANE = _s("JUPYTER_GPU_LANE", "1", "backend", "0: relay every cell through the b
 ZYGOTE = _s("JUPYTER_GPU_ZYGOTE", "1", "backend", "0: the local runtime spawns each worker instead of forking a zygote")
 PRELOAD = _s("JUPYTER_GPU_PRELOAD", "numpy,cloudpickle,IPython,matplotlib,torch", "worker",
              "modules the local runtime's zygote imports before forking workers")
+EARLY_PRELOAD = _s("JUPYTER_GPU_EARLY_PRELOAD", "numpy,matplotlib", "worker",
+                   "modules the early worker of a backend started beside its kernel (the jupyter-gpu "
+                   "kernelspec) imports while the kernel still starts, until a first request comes; "
+                   "installed ones only")
 IMAGE_PRELOAD = _s("JUPYTER_GPU_IMAGE_PRELOAD", "", "worker", "a worker image's `preload` modules, set by its runtime")
 DOCKER_BASE = _s("JUPYTER_GPU_DOCKER_BASE", None, "backend", "the docker runtime's base image (default: a public CUDA + Python image)")
 DOCKER_IMAGE = _s("JUPYTER_GPU_DOCKER_IMAGE", None, "backend", "a worker image to use as it is, instead of building one")

@@ -3,6 +3,9 @@ starts, with the kernel's environment, and the kernel's `%%gpu` cells then use t
 second one, no cold start of their own).  Real kernels through jupyter_client, real backends."""
 
 import json
+import select
+import time
+import urllib.request
 import os
 import sys
 
@@ -155,5 +158,67 @@ def test_a_backend_no_kernel_uses_leaves_after_its_grace(tmp_path, fresh_kernel_
         assert km.is_alive()
         gone, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive, alive
+    finally:
+        stop(km, kc)
+
+
+def test_the_early_worker_imports_the_preload_before_the_first_cell(tmp_path, fresh_kernel_env):
+    """While the kernel still starts, its early worker imports JUPYTER_GPU_EARLY_PRELOAD's modules
+    (agent.preload_early): the notebook's first cell finds them imported.  The probe module says
+    when it was imported through a FIFO (the event waited for), and by which process."""
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    fifo = tmp_path / "imported.fifo"
+    os.mkfifo(fifo)
+    (probes / "jgp_kernel_probe.py").write_text(
+        "import os\nfd = os.open(%r, os.O_WRONLY | os.O_NONBLOCK)\nos.write(fd, b'%%d\\n' %% os.getpid())\n"
+        "os.close(fd)\n" % str(fifo))
+    env = {**fresh_kernel_env, "JUPYTER_GPU_EARLY_PRELOAD": "jgp_kernel_probe",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(probes), fresh_kernel_env.get("PYTHONPATH")]))}
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # (its writer needs a reader to open it)
+    try:
+        km, kc = start(tmp_path, env)
+        try:
+            ready, _, _ = select.select([reader], [], [], 120)
+            assert ready, "the early worker did not import its preload"
+            importer = int(os.read(reader, 64).split()[0])
+            assert "jupyter_gpu_worker" in " ".join(psutil.Process(importer).cmdline())
+            run(kc, "%load_ext jupyter_gpu")
+            reply, msgs = run(kc, "%%gpu\nimport os, sys\nprint(os.getpid(), 'jgp_kernel_probe' in sys.modules)")
+            assert reply["status"] == "ok", reply
+            text = "".join(m["content"].get("text", "") for m in msgs if m["msg_type"] == "stream")
+            assert text == f"{importer} True\n"  # the cell's worker is the one that preloaded
+            assert footer(msgs)["cold"] is False
+        finally:
+            stop(km, kc)
+    finally:
+        os.close(reader)
+
+
+def test_the_zygote_waits_for_a_pause_in_the_kernels_cells(tmp_path, fresh_kernel_env):
+    """The local runtime's zygote imports torch and the rest (~2 s of a core here) for later cold
+    starts.  It starts once no worker was spawned and no cell seen for ZYGOTE_QUIET_S, so not among
+    a notebook's first cells (it did, 1 s after the early worker, while they ran); then it starts."""
+    from jupyter_gpu_backend.runtimes.local import ZYGOTE_QUIET_S
+
+    km, kc = start(tmp_path, fresh_kernel_env)
+    try:
+        run(kc, "%load_ext jupyter_gpu")
+        # cells back to back (lane cells: their worker reports them), for well over the quiet time
+        reply, _ = run(kc, f"import time\n_t0 = time.monotonic()\nwhile time.monotonic() - _t0 < {3 * ZYGOTE_QUIET_S}:\n"
+                           "    get_ipython().run_cell_magic('gpu', '', 'x = 1')\n")
+        assert reply["status"] == "ok", reply
+        last_cell = time.time()
+        info = json.loads(open(os.path.join(fresh_kernel_env["JUPYTER_GPU_RUNTIME_DIR"], "backend.json")).read())
+        backend = psutil.Process(info["pid"])
+        req = urllib.request.Request(info["url"] + "/api/runtime?wait=120",
+                                     headers={"Authorization": f"token {info['token']}"})
+        with urllib.request.urlopen(req, timeout=130) as r:  # answers once the zygote is ready
+            assert json.loads(r.read())["zygote"]["ready"]
+        zygotes = [c for c in backend.children() if "jupyter_gpu_worker.zygote" in " ".join(c.cmdline())]
+        assert len(zygotes) == 1
+        started = zygotes[0].create_time()
+        assert started > last_cell - ZYGOTE_QUIET_S / 2, (
+            f"the zygote started {last_cell - started:.1f} s before the cells paused")
     finally:
         stop(km, kc)

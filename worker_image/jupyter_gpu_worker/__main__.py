@@ -20,4 +20,4 @@ if _quiet:  # started beside a kernel's own start: its imports take the CPU that
 
 from jupyter_gpu_worker.agent import main  # noqa: E402
 
-main()
+main(quiet_start=_quiet)

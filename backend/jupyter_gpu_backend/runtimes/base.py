@@ -230,5 +230,9 @@ class Runtime(ABC):
 
         return versions.stamp(getattr(self, "_facts_dirs", ())) != getattr(self, "_facts_stamp", None)
 
+    def cells_seen(self) -> None:
+        """A cell began here, or a worker reported a lane cell: what ``prepare`` starts in the
+        background may wait for a pause in the cells (the local runtime's zygotes do)."""
+
     async def prepare(self) -> None:
         """Start, in the background, what workers will need (called once the backend serves)."""

@@ -43,6 +43,7 @@ class LaneCells:
         cell = header.get("cell")
         if not cell or not isinstance(cell, str):  # a worker's report names its cell
             return
+        self.scheduler.runtime.cells_seen()
         lease = session.leases.get(worker.key)
         if header["type"] == messages.STARTED:
             worker.lane_cell = cell

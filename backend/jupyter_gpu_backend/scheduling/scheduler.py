@@ -99,6 +99,7 @@ class Scheduler:
         return devices.choose(spec, self.runtime.offers(), 1 if most is None else most)
 
     def begin(self, session: Session, header: dict) -> CellRun:
+        self.runtime.cells_seen()
         gpu = self.choose(header.get("gpu") or self.runtime.default_gpu())
         # the kernel's directory goes to a cold start's runtime (docker: bind-mounted) only for the
         # backend's own user: a path another user's kernel names is not trusted to be theirs
