@@ -441,6 +441,8 @@ def preload_early(requests: queue.SimpleQueue) -> list[str]:
             if name not in sys.modules and importlib.util.find_spec(name) is None:
                 continue
             run_lowered(functools.partial(importlib.import_module, name), name="early-preload")
+        except KeyboardInterrupt:  # a SIGINT meant for no cell (none runs yet): stop preloading
+            break
         except Exception:
             continue
         done.append(name)

@@ -81,5 +81,13 @@ def test_a_request_that_comes_during_an_import_gets_the_worker_after_that_one(mo
     assert requests.get_nowait() == {"type": "execute"}  # left for the main loop
 
 
+def test_an_interrupt_during_the_preload_ends_it_and_the_worker_goes_on(modules, monkeypatch):
+    """A SIGINT with no cell running (the worker's handler raises KeyboardInterrupt) must not end
+    the worker before it serves: the preload stops there."""
+    modules(jgp_first="X = 1\n", jgp_interrupted="raise KeyboardInterrupt\n", jgp_not_reached="X = 1\n")
+    assert preload(monkeypatch, ["jgp_first", "jgp_interrupted", "jgp_not_reached"]) == ["jgp_first"]
+    assert "jgp_not_reached" not in sys.modules
+
+
 def test_nothing_is_preloaded_when_the_list_is_empty(monkeypatch):
     assert preload(monkeypatch, []) == []
