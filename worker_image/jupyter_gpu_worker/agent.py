@@ -429,7 +429,6 @@ def preload_early(requests: queue.SimpleQueue) -> list[str]:
     that imports it, which says why.  The modules imported."""
     import functools
     import importlib
-    import importlib.util
 
     from jupyter_gpu._wire.priority import run_lowered
 
@@ -438,12 +437,10 @@ def preload_early(requests: queue.SimpleQueue) -> list[str]:
         if not requests.empty():
             break  # the first cell (or anything else) is waiting: it goes first
         try:
-            if name not in sys.modules and importlib.util.find_spec(name) is None:
-                continue
             run_lowered(functools.partial(importlib.import_module, name), name="early-preload")
         except KeyboardInterrupt:  # a SIGINT meant for no cell (none runs yet): stop preloading
             break
-        except Exception:
+        except Exception:  # not installed (ModuleNotFoundError), or failing: the cell's to report
             continue
         done.append(name)
     return done
