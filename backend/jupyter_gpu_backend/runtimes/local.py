@@ -47,8 +47,11 @@ SANDBOX_GID = SANDBOX_UID_BASE - 1  # their one group: the built environments' (
 # the first cell of an embedded backend (its zygote cannot be ready by then) and with the kernel, on
 # a 2-core machine; and, 1 s after the jupyter-gpu kernelspec's early worker, with the notebook's
 # first cells (the matplotlib chapter: 1.35x local with it, 1.06x with no zygote, same run).  2 s:
-# cells run back to back are reported ~1 s apart (the worker's METER_MAX).
+# cells run back to back are reported ~1 s apart (the worker's METER_MAX).  Never later than
+# ZYGOTE_LATEST_S after the backend began serving: a team's backend whose cells never pause (or one
+# user who keeps them coming) would otherwise make every other cold start a spawn.
 ZYGOTE_QUIET_S = 2.0
+ZYGOTE_LATEST_S = 10.0
 # what a sandboxed worker keeps of the environment besides the worker's settings and its image's env
 SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "MPLBACKEND",
                "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "JUPYTER_GPU_WORKER_ID")
@@ -113,6 +116,7 @@ class LocalRuntime(Runtime):
         self.sandbox: dict | None = None  # under --users: the plan each worker enters (isolate_users)
         self.uids: dict[str, int] = {}  # under --users: user -> the unprivileged uid their workers run as
         self._zygotes_after: asyncio.TimerHandle | None = None  # (ZYGOTE_QUIET_S) until the zygotes start
+        self._zygotes_by: float | None = None  # the loop's time they start by at the latest (ZYGOTE_LATEST_S)
         self._zygotes_started = False
 
     def isolate_users(self, users, hide=(), blank=()) -> str | None:
@@ -193,7 +197,8 @@ class LocalRuntime(Runtime):
 
     async def prepare(self) -> None:
         """Start the zygotes in the background (the backend calls this once it serves), once no
-        worker has been spawned, and no cell seen, for ZYGOTE_QUIET_S."""
+        worker has been spawned, and no cell seen, for ZYGOTE_QUIET_S (by ZYGOTE_LATEST_S at the latest)."""
+        self._zygotes_by = asyncio.get_running_loop().time() + ZYGOTE_LATEST_S
         self._start_zygotes_later()
 
     def cells_seen(self) -> None:
@@ -204,7 +209,11 @@ class LocalRuntime(Runtime):
             return
         if self._zygotes_after is not None:
             self._zygotes_after.cancel()
-        self._zygotes_after = asyncio.get_running_loop().call_later(ZYGOTE_QUIET_S, self._start_zygotes)
+        loop = asyncio.get_running_loop()
+        when = loop.time() + ZYGOTE_QUIET_S
+        if self._zygotes_by is not None:
+            when = min(when, self._zygotes_by)
+        self._zygotes_after = loop.call_at(when, self._start_zygotes)
 
     def _start_zygotes(self) -> None:
         self._zygotes_started = True
