@@ -19,10 +19,10 @@ def build(done: dict, wall: float, transfer: dict, previous: list | None = None)
     """Footer JSON from the cell's final event, the wall time the kernel measured, and bytes moved.
     ``previous``: the session's earlier footers, in order: the keep-warm idle this cell ended
     (`billing.idle_before`) is billed in its footer, so the footers add up to the session's cost."""
+    ended = time.time()  # as close to ``wall``'s end as can be: ``started_at`` dates the cell
     t = done.get("timings", {})
     # the worker's device sizes a per-core price: "cpu (2 cores)" is two cores' worth
     price = price_for(done.get("gpu") or "cpu", done.get("device")).as_dict()
-    ended = time.time()
     timings = {k: t.get(k, 0.0) for k in ("queue", "cold_start", "load", "exec", "post", "run")}
     if t.get("build"):  # its jupyter_gpu.Image was built for it (a phase of its own, billed per the profile)
         timings["build"] = t["build"]

@@ -281,12 +281,13 @@ class CellRunner:
         finally:
             self.executing = None
             self.ran += 1
+            # when it ended on this machine's clock (the ledger's): the keep-warm idle between two
+            # cells is the worker's, not the kernel's view of it (billing.idle_after); a lane
+            # cell's report carries it too (lane_cells.ended_at)
+            timings["ended_at"] = time.time()
             if t_received is not None:  # a lane cell: no backend to time it, so the worker does
                 timings["run"] = time.monotonic() - t_received
                 self._owe_report(h, status, timings, t_received + timings["run"])
-            # when it ended on this machine's clock (the ledger's): the keep-warm idle between two
-            # cells is the worker's, not the kernel's view of it (billing.idle_after)
-            timings["ended_at"] = time.time()
             self.fd_output.drain()  # what reached fds 1 and 2 goes out before `done`
             # the results ride on the final event: a warm cell costs one message per hop
             returned = self.reader.drain_returned()  # input segments whose values died here

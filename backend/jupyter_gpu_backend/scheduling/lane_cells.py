@@ -15,6 +15,9 @@ from jupyter_gpu._wire import messages
 
 from jupyter_gpu_backend.scheduling.model import LOST_NOTE, MAX_KEEP_WARM, Session, Worker
 
+# how far before what ``ended_ago`` says a worker's clock may date a cell: transit, not skew
+CLOCK_SLACK = 0.5
+
 if TYPE_CHECKING:
     from jupyter_gpu_backend.scheduling.scheduler import Scheduler
 
@@ -60,8 +63,9 @@ class LaneCells:
             worker.cells += 1
         timings = header.get("timings", {})
         # the worker reports a short cell only after it ended, once idle: date it back
-        ago = max(0.0, _number(header.get("ended_ago")))
-        ended = time.time() - ago
+        now = time.time()
+        ended = ended_at(now, header.get("ended_ago"), timings.get("ended_at"))
+        ago = now - ended
         # a short cell, never announced (`started`), began its run before it ended
         submitted = ended - max(0.0, _number(timings.get("run"))) if worker.lane_cell != cell else None
         worker.lane_cell = None
@@ -124,6 +128,18 @@ class LaneCells:
             self.scheduler.lifecycle.lane_lost(worker, cell, status, announced=False)
         return {**reply, "ran": True, "status": status, "message": f"{what}. {LOST_NOTE}", "device": worker.device,
                 "gpu": worker.gpu}
+
+
+def ended_at(now: float, ago, worker_clock) -> float:
+    """When a reported lane cell ended, on this clock: ``now`` less the worker's ``ended_ago``, which
+    is late by the report's time in transit (it waited 18 ms in a busy backend's loop under a CI
+    run's load), so the worker's own clock (``worker_clock``, its ``ended_at``) where it falls
+    within ``CLOCK_SLACK`` before that: a worker on this host, or one whose clock agrees.  A clock
+    far off (a skewed remote node, a forged report) is ignored, and nothing is dated later than
+    the report allows."""
+    latest = now - max(0.0, _number(ago))
+    at = _number(worker_clock)
+    return at if latest - CLOCK_SLACK <= at <= latest else latest
 
 
 def _number(x) -> float:
