@@ -6,7 +6,7 @@ Every message is one *binary* websocket frame::
     b"JG" | version:u8 | flags:u8 | header_len:u32le | header (JSON object) | inline payload
 
 The header is a small JSON object with at least ``"type"``, validated as it is decoded against its
-type's definition in ``messages.py``.  Payload buffers (pickles and the
+type's definition in ``messages.py`` (``schema.py``).  Payload buffers (pickles and the
 out-of-band buffers of pickle protocol 5) never go through JSON: their sizes are listed in
 ``header["buffers"]``.  Small payloads (total <= INLINE_MAX) ride in the first frame right after the
 header; larger ones follow as ``header["nframes"]`` further binary frames, each buffer cut into
@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from jupyter_gpu._wire import messages
+from jupyter_gpu._wire import schema
 
 PROTOCOL_VERSION = 1
 MAGIC = b"JG"
@@ -91,7 +91,7 @@ def encode(header: dict, buffers: Sequence = ()) -> list:
             for off in range(0, n, CHUNK):
                 frames_after.append(v[off : off + CHUNK])
         head["nframes"] = len(frames_after)
-    hj = messages.encode_header(head)
+    hj = schema.encode_header(head)
     if len(hj) > MAX_HEADER:
         raise HeaderTooLarge(f"a {head.get('type')!r} message's header is {len(hj)} bytes, more than the "
                              f"{MAX_HEADER} a header may be")
@@ -108,7 +108,7 @@ def streamed(header: dict, sizes: list, take: Callable[[int], object], release: 
     head = dict(header)
     head["buffers"] = list(sizes)
     head["nframes"] = sum(max(1, -(-n // CHUNK)) for n in sizes)
-    hj = messages.encode_header(head)
+    hj = schema.encode_header(head)
     if len(hj) > MAX_HEADER:
         raise HeaderTooLarge(f"a {head.get('type')!r} message's header is {len(hj)} bytes, more than the "
                              f"{MAX_HEADER} a header may be")
@@ -145,8 +145,8 @@ def parse_first(frame) -> tuple[dict, memoryview]:
         raise ProtocolError(f"header length {hlen} runs past the end of a {mv.nbytes}-byte frame")
     invalid = None
     try:
-        header = messages.decode(mv[PREFIX_SIZE : PREFIX_SIZE + hlen].tobytes())
-    except messages.SchemaError as e:
+        header = schema.decode(mv[PREFIX_SIZE : PREFIX_SIZE + hlen].tobytes())
+    except schema.SchemaError as e:
         if e.header is None:
             raise ProtocolError(str(e)) from None
         header, invalid = e.header, str(e)  # its framing is checked first: can it be skipped?
@@ -364,5 +364,5 @@ def follow_frames(header: dict) -> int:
 
 def with_header(header: dict, inline: memoryview) -> bytes:
     """Rebuild a first frame after a relay changed the header (e.g. stamped a sequence number)."""
-    hj = messages.encode_header(header)
+    hj = schema.encode_header(header)
     return b"".join((_PREFIX.pack(MAGIC, PROTOCOL_VERSION, 0, len(hj)), hj, inline))

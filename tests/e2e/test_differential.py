@@ -105,7 +105,7 @@ CASES = [
     Case("packages-the-kernel-has", "import numpy, pandas, IPython, cloudpickle\nfrom PIL import Image as PILImage\n"
          "print(numpy.ones(2).sum(), arr_env.sum(), pandas.Series([1]).size)",
          setup=("import numpy as np\narr_env = np.arange(3)",)),
-    # a JSON display nested deeper than a wire header may be (issue 25: messages.MAX_DEPTH): it
+    # a JSON display nested deeper than a wire header may be (issue 25: schema.MAX_DEPTH): it
     # goes as the display's JSON buffer, shown whole (the backend closed the worker's connection)
     Case("display-nested-300-deep", "from IPython.display import JSON, display\ndeep = []\nx = deep\n"
          "for _ in range(300):\n    x.append([])\n    x = x[0]\ndisplay(JSON(deep))\nprint('shown')"),

@@ -1,4 +1,4 @@
-"""The frame decoder fuzzed in process (``framing.parse_first`` and ``messages.decode``): any bytes,
+"""The frame decoder fuzzed in process (``framing.parse_first`` and ``schema.decode``): any bytes,
 and headers of every message type with hostile fields, end in a header every field of which has its
 declared type, or in a ``ProtocolError`` naming the cause - never another exception (a RecursionError
 of a deeply nested header reached the backend's door before; issue 25).
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_gpu._wire import framing, messages
+from jupyter_gpu._wire import framing, schema
 
 from .strategies import FIELDS, broken_frame, first_frame, header_text
 
@@ -86,8 +86,8 @@ def test_every_message_type_decodes_to_its_declared_types_or_is_refused(header):
     for name, value in h.items():
         assert name in hints, f"{h['type']!r}: field {name!r} is not declared"
         assert conforms(value, hints[name]), f"{h['type']!r}: {name}={value!r:.80} is not {hints[name]}"
-    assert _depth(h) <= messages.MAX_DEPTH + 1, "a header nested deeper than the protocol allows got through"
-    messages.encode_header(h)  # a relay can send on what it decoded
+    assert _depth(h) <= schema.MAX_DEPTH + 1, "a header nested deeper than the protocol allows got through"
+    schema.encode_header(h)  # a relay can send on what it decoded
 
 
 @FUZZ
@@ -105,7 +105,7 @@ def test_any_bytes_are_a_frame_or_a_protocol_error(frame):
     decode_frame(frame)
 
 
-@pytest.mark.parametrize("depth", [messages.MAX_DEPTH, 1000, 10_000, 1_000_000])
+@pytest.mark.parametrize("depth", [schema.MAX_DEPTH, 1000, 10_000, 1_000_000])
 @pytest.mark.parametrize("where", ["known", "unknown", "wrongly_typed"])
 def test_deep_nesting_is_refused_naming_it(depth, where):
     nested = b"[" * depth + b"]" * depth
@@ -118,7 +118,7 @@ def test_deep_nesting_is_refused_naming_it(depth, where):
 
 
 def test_nesting_a_real_message_needs_is_kept():
-    nested = b"[" * (messages.MAX_DEPTH - 3) + b"]" * (messages.MAX_DEPTH - 3)
+    nested = b"[" * (schema.MAX_DEPTH - 3) + b"]" * (schema.MAX_DEPTH - 3)
     h, _ = framing.parse_first(first_frame(b'{"type":"display","cell":"c","data":{"application/json":%s}}' % nested))
     assert h["type"] == "display"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from jupyter_gpu._wire import framing, messages, wsclient
+from jupyter_gpu._wire import framing, messages, schema, wsclient
 
 from tests.integration.backend_process import stop_backend
 from tests.security.cells import TOKENS, client, run, users_backend
@@ -44,7 +44,7 @@ def lie(ws: wsclient.Connection, cell: str, declared: list[int], frames: list[in
     failure the backend answered (None if none) and how the connection ended."""
     header = {"type": messages.EXECUTE, "cell": cell, "code": "# %%gpu\npass", "gpu": "cpu", "inputs": {},
               "keep": {}, "binds": [], "buffers": declared, "nframes": len(frames)}
-    head = messages.encode_header(header)
+    head = schema.encode_header(header)
     try:
         ws.send(framing._PREFIX.pack(framing.MAGIC, framing.PROTOCOL_VERSION, 0, len(head)) + head)
         for n in frames:

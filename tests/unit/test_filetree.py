@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import xxhash
 
-from jupyter_gpu._wire import filetree, inotify
+from jupyter_gpu._wire import fileapply, filetree, inotify
 from jupyter_gpu._wire.filetree import BLOB, Ignore, Tree, apply, delta, pack
 
 # (ignore files, path, is_dir, ignored)
@@ -411,9 +411,9 @@ def test_each_on_threads_keeps_order_and_stops_after_a_failure():
             raise KeyError(i)
         return i * 2
 
-    assert filetree._each_on_threads(lambda i: i * 2, list(range(1000)), 4) == [i * 2 for i in range(1000)]
+    assert fileapply._each_on_threads(lambda i: i * 2, list(range(1000)), 4) == [i * 2 for i in range(1000)]
     with pytest.raises(KeyError) as e:
-        filetree._each_on_threads(fn, list(range(1000)), 4)
+        fileapply._each_on_threads(fn, list(range(1000)), 4)
     assert e.value.args == (10,)
     assert set(range(11)) <= set(begun) and len(begun) <= 11 + 4  # each thread begins at most one more
 

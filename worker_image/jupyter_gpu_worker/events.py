@@ -18,7 +18,7 @@ import threading
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 
-from jupyter_gpu._wire import framing, messages
+from jupyter_gpu._wire import framing, messages, schema
 
 STREAM_LATENCY = 0.05  # a partial line (no newline yet) is sent after at most this long
 # text printed while no cell runs (by a thread an earlier cell started) waits for the next cell, as
@@ -195,9 +195,9 @@ def clip(text: str, most: int = TEXT_PIECE // 4) -> str:
     return f"{text[:most]}… [{len(text) - most} more characters not shown]"
 
 
-# a display's data nested deeper than a header may (messages.MAX_DEPTH, less the display's own
+# a display's data nested deeper than a header may (schema.MAX_DEPTH, less the display's own
 # levels) goes as its JSON buffer: the backend refuses such a header (a local cell shows it)
-_DEEP = messages.MAX_DEPTH - 8
+_DEEP = schema.MAX_DEPTH - 8
 
 
 def _text_size(obj, depth: int = 0) -> int:

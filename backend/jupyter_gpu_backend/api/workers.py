@@ -107,8 +107,8 @@ async def _serve(scheduler: Scheduler, worker, conn: Conn, ws: WebSocket) -> Non
     finally:
         if watch is not None:
             watch.cancel()
-        if worker.conn is conn and not (dropped and await scheduler.worker_resumes(worker, RESUME_GRACE)):
-            await scheduler.worker_gone(worker)
+        if worker.conn is conn and not (dropped and await scheduler.losses.worker_resumes(worker, RESUME_GRACE)):
+            await scheduler.losses.worker_gone(worker)
 
 
 async def _resume(scheduler: Scheduler, ws: WebSocket, worker_id: str, key: str) -> None:
@@ -131,7 +131,7 @@ async def _resume(scheduler: Scheduler, ws: WebSocket, worker_id: str, key: str)
     log.info("worker %s resumed its connection after message %d", worker.id, worker.wseq_in)
     await conn.send(_registered(scheduler, worker, got=worker.wseq_in))
     if worker.cell is not None and worker.cell.id not in ws.headers.get("x-worker-cells", "").split(","):
-        await scheduler.unsent(worker)  # the cell went into the dropped connection: it never came
+        await scheduler.losses.unsent(worker)  # the cell went into the dropped connection: it never came
     await _serve(scheduler, worker, conn, ws)
 
 
@@ -145,7 +145,7 @@ async def _watch(scheduler: Scheduler, worker, ws: WebSocket, bound: float) -> N
         # a worker reading a long request (a kernel's large inputs, relayed as they arrive) sends no
         # heartbeat meanwhile: the backend's sends to it count as a sign of life too
         if time.monotonic() - max(worker.heard, conn._since if conn is not None else 0.0) > bound:
-            scheduler.hung(worker, bound)
+            scheduler.losses.hung(worker, bound)
             try:  # a killed process's connection closes by itself; a runtime's kill may take longer
                 await asyncio.wait_for(worker.gone.wait(), 5.0)
             except asyncio.TimeoutError:

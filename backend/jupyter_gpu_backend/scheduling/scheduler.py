@@ -5,8 +5,8 @@ image) (``jupyter_gpu/_wire/pools.py``: ``Session.leases`` is keyed by ``pool_ke
 stays warm for ``keep_warm`` seconds after its last cell, then the worker is stopped (scale to
 zero; a lane worker is asked to retire).  A worker serves one session for its life; a dedicated
 one is replaced by a fresh process when its session lets it go.  What is tracked (sessions,
-workers, leases, cells) is in ``model.py``; a cell's ledger rows are written by ``cells.py``, the
-reports of lane cells handled by ``lane_cells.py``.
+workers, leases, cells) is in ``model.py``; a cell's ledger rows are written by ``lifecycle.py``, the
+reports of lane cells handled by ``lane_cells.py``, workers that end unasked by ``losses.py``.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from jupyter_gpu_backend.runtimes.base import Runtime
 from jupyter_gpu_backend.scheduling.lifecycle import CellLifecycle
 from jupyter_gpu_backend.scheduling.follow import Follow
 from jupyter_gpu_backend.scheduling.lane_cells import LaneCells
-from jupyter_gpu_backend.scheduling.model import LOST_NOTE, CellRun, Conn, Lease, Session, Worker, row_id
+from jupyter_gpu_backend.scheduling.losses import Losses
+from jupyter_gpu_backend.scheduling.model import CellRun, Conn, Lease, Session, Worker, row_id
 from jupyter_gpu_backend.scheduling.spares import SparePool
 
 log = logging.getLogger("jupyter_gpu_backend")
@@ -41,7 +42,6 @@ log = logging.getLogger("jupyter_gpu_backend")
 # runtime waits for, then again every WAIT_NOTE_EVERY when that changes
 WAIT_NOTE_AFTER, WAIT_NOTE_EVERY = 8.0, 2.0
 RETIRE_RETRY = 5.0  # a worker that declined to retire (a lane cell was under way) is asked again
-GONE_KEPT = 256  # workers remembered after they are gone, so a kernel's lane_lost can be answered
 # a stopped worker's last reports (its lane cells' `metered`) arrive before its connection closes:
 # stop_worker waits this long for that, so a release answered means those cells are in the ledger
 LAST_REPORTS_WAIT = 2.0
@@ -58,6 +58,7 @@ class Scheduler:
         self.ledger = ledger if ledger is not None else NullLedger()
         self.lifecycle = CellLifecycle(lambda: self.ledger)  # a cell's ledger rows (budgets may wrap the ledger later)
         self.lane_cells = LaneCells(self)  # the cells that go straight from a kernel to its worker
+        self.losses = Losses(self)  # workers that end unasked: hung, dropped, gone
         self.capacity = Capacity(max_workers)
         self.spares = SparePool(min_warm, self.capacity, self.start_worker, runtime.offers)
         self.dedicated = DedicatedPool(dedicated or {}, self.start_worker, lambda: self.ledger)
@@ -73,7 +74,6 @@ class Scheduler:
         self.starting: dict[str, CellRun] = {}  # row -> cell waiting for a cold start (api/kernels.py: _cold_execute)
         self.lanes = lanes  # hand kernels on this host the direct lane of their warm worker
         self.heartbeat = 60.0  # a worker silent this long is hung (--worker-heartbeat; 0: never; api/workers.py)
-        self._reaping: set = set()  # runtime.stop of gone workers, under way
         self.builds = Builds(self)  # jupyter_gpu.Image specs, built before their first worker
         self.follow = Follow(runtime, enabled=runtime.follows_kernel)  # the kernel's versions, for default workers
 
@@ -171,7 +171,7 @@ class Scheduler:
         worker.session = session
         self.ledger.worker_state(worker.id, "leased", session=session.id, user=session.user)
         session.leases[run.key] = lease
-        self._demand(run.key)  # --target-utilisation: one more lease may want a spare
+        self.demand_changed(run.key)  # --target-utilisation: one more lease may want a spare
         return lease
 
     async def _worker_for(self, run: CellRun, default: bool, tell_position) -> Worker:
@@ -227,7 +227,7 @@ class Scheduler:
             task.cancel()
             raise
 
-    def _demand(self, key: str) -> None:
+    def demand_changed(self, key: str) -> None:
         """Tell the autoscaler a lease came or went, for the default image (spares are its only)."""
         if split_key(key)[1] == DEFAULT_IMAGE:
             self.autoscale.changed(key)
@@ -250,7 +250,7 @@ class Scheduler:
         header.pop("seq", None)
         ok = await worker.conn.send_frames([framing.with_header(header, inline), *frames], more)
         if not ok:
-            await self.worker_gone(worker)
+            await self.losses.worker_gone(worker)
 
     async def start_worker(self, gpu: str, pool: str = SERVERLESS, image: str = DEFAULT_IMAGE,
                            cwd: str | None = None) -> Worker:
@@ -375,27 +375,16 @@ class Scheduler:
             lease.expiry.cancel()
         lease.session.leases.pop(lease.key, None)
         await self.stop_worker(lease.worker)
-        self._demand(lease.key)  # one lease fewer: extra spares go after the scale-down delay
+        self.demand_changed(lease.key)  # one lease fewer: extra spares go after the scale-down delay
 
-    def _release_slot(self, worker: Worker) -> None:
+    def release_slot(self, worker: Worker) -> None:
         if not worker.slot_released:  # stop_worker and worker_gone both see the same worker
             worker.slot_released = True
             self.capacity.release(worker.key)
 
-    def _reap(self, handle) -> None:
-        """Free what the runtime holds for a worker that is gone (also after stop_worker: stop is idempotent)."""
-        async def reap():
-            try:
-                await self.runtime.stop(handle, grace=0.5)
-            except Exception as e:
-                log.warning("could not release the runtime's hold on a gone worker: %s", e)
-        task = asyncio.ensure_future(reap())
-        self._reaping.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._reaping.discard)
-
     async def stop_worker(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
-        self._release_slot(worker)
+        self.release_slot(worker)
         self.dedicated.recycle(worker)  # a dedicated worker is replaced by a fresh process
         worker.stopping = True
         self.ledger.worker_state(worker.id, "stopping")
@@ -409,99 +398,6 @@ class Scheduler:
             except asyncio.TimeoutError:
                 log.warning("worker %s stopped but its connection stayed open %.0f s", worker.id, LAST_REPORTS_WAIT)
         self.ledger.worker_state(worker.id, "stopped")
-
-    def hung(self, worker: Worker, bound: float) -> None:
-        """``worker`` sent nothing, not even a heartbeat, for ``bound`` seconds (api/workers.py): its
-        process is there but answers nothing.  It is killed; its connection's end fails its cell."""
-        worker.hung = (f"it stopped answering (no heartbeat for {bound:g} s, --worker-heartbeat: its process was "
-                       f"stopped or stuck), so it was killed")
-        log.warning("worker %s sent nothing for %g s: killing it", worker.id, bound)
-        if worker.handle is not None:
-            self.runtime.kill(worker.handle)
-
-    async def worker_resumes(self, worker: Worker, grace: float) -> bool:
-        """``worker``'s connection dropped while its process lives on: wait up to ``grace`` seconds
-        for it to resume (api/workers.py); False when it exits first, or does not come back."""
-        handle = worker.handle
-        if handle is None or handle.exited.done() or worker.stopping or worker.retired or worker.hung:
-            return False
-        worker.resumed = asyncio.get_running_loop().create_future()
-        done, _ = await asyncio.wait([worker.resumed, asyncio.ensure_future(asyncio.shield(handle.exited))],
-                                     timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        return worker.resumed in done
-
-    async def worker_gone(self, worker: Worker) -> None:
-        """The worker's connection closed: fail its cell (with the cause) and drop its lease."""
-        try:
-            await self._worker_gone(worker)
-        finally:
-            worker.gone.set()
-
-    async def _worker_gone(self, worker: Worker) -> None:
-        if worker.conn is not None:
-            worker.conn.open = False
-        if worker.reported is not None and not worker.reported.done():
-            worker.reported.set_result(None)  # nothing more will come: the status need not wait
-        self.workers.pop(worker.id, None)
-        self.gone[worker.id] = worker
-        while len(self.gone) > GONE_KEPT:
-            self.gone.pop(next(iter(self.gone)))
-        self._release_slot(worker)
-        run, worker.cell = worker.cell, None
-        session = worker.session
-        if session is not None:
-            lease = session.leases.get(worker.key)
-            if lease is not None and lease.worker is worker:
-                if lease.expiry is not None:
-                    lease.expiry.cancel()
-                session.leases.pop(worker.key, None)
-                self._demand(worker.key)
-        self.spares.discard(worker)
-        self.dedicated.recycle(worker)
-        cause = worker.exit_cause = worker.hung or (
-            await self.runtime.exit_cause(worker.handle) if worker.handle else "unknown")
-        if not (worker.stopping or worker.retired):  # an unexpected end: the backend's log says why
-            log.info("worker %s (session %s) is gone: %s", worker.id, session.id if session else None,
-                     worker.killed_reason or cause)
-        if worker.handle is not None:  # a Ray actor holds its CPUs/GPUs until killed, even with its worker dead
-            self._reap(worker.handle)
-        for cell in self.lane_cells.unmetered(worker):  # never `metered`: lost even if its kernel never asks
-            self.lifecycle.lane_lost(worker, cell, worker.loss()[0], announced=True)
-        if run is None:
-            if worker.retired:
-                self.ledger.worker_state(worker.id, "stopped")
-            elif not worker.stopping:  # it died between cells, or in a lane cell (the kernel asks: lane_lost)
-                self.ledger.worker_state(worker.id, "lost", cause=worker.killed_reason or cause)
-            return
-        status, what = worker.loss()
-        self.ledger.worker_state(worker.id, "lost", cause=what)
-        timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
-        self.lifecycle.done(run, worker, status, timings)
-        await run.session.emit(
-            {
-                "type": messages.ERROR,
-                "cell": run.id,
-                "ename": "WorkerLost",
-                "evalue": f"{what}. {LOST_NOTE}",
-                "traceback": [],
-            }
-        )
-        await run.session.emit(messages.done(run.id, status, timings, worker=worker.id, gpu=worker.gpu,
-                                             device=worker.device, cold=run.cold, pool=worker.pool,
-                                             image=worker.image))
-
-    async def unsent(self, worker: Worker) -> None:
-        """``worker`` resumed its connection without the cell it was sent (lost in the drop): that
-        cell fails, saying so; the worker, and its namespace, stay."""
-        run, worker.cell = worker.cell, None
-        timings = {"queue": run.queue, "cold_start": run.cold_start, "run": time.monotonic() - run.t_dispatch}
-        self.lifecycle.done(run, worker, "error", timings)
-        await run.session.emit({"type": messages.ERROR, "cell": run.id, "ename": "WorkerLost", "traceback": [],
-                                "evalue": "the connection to its worker dropped while the cell was sent: it did not run "
-                                          "(the worker and its values are there: run the cell again)"})
-        await run.session.emit(messages.done(run.id, "error", timings, worker=worker.id, gpu=worker.gpu,
-                                             device=worker.device, cold=run.cold, pool=worker.pool, image=worker.image))
-        self.idle(run.session.leases.get(run.key))
 
     # -- control requests ----------------------------------------------------------------------
     def _running(self, session: Session, cell: str) -> Worker | None:
